@@ -1,0 +1,129 @@
+//! Deploying, listing, rolling back and deleting functions.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, App, read_body};
+use crate::id::{Digest, FunctionName};
+use crate::store::{Deployment, FunctionKind, FunctionLimits, FunctionRecord};
+
+/// Query parameters of `PUT /v1/functions/{name}`: the function's manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeployParams {
+    /// `http` or `mapreduce`; detected from the component's exports when absent.
+    kind: Option<FunctionKind>,
+    /// Wall-clock limit per invocation in milliseconds.
+    timeout_ms: Option<u64>,
+    /// Memory cap per instance in MiB.
+    memory_mb: Option<u64>,
+}
+
+/// One function in listings.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FunctionView {
+    /// Its name.
+    pub name: FunctionName,
+    /// The module that serves.
+    pub digest: Digest,
+    /// What it is.
+    pub kind: FunctionKind,
+    /// Module size in bytes.
+    pub size: u64,
+    /// 1-based number of the serving version.
+    pub version: usize,
+    /// Versions remembered.
+    pub versions: usize,
+    /// Limits of the serving version.
+    pub limits: FunctionLimits,
+    /// When the serving version was deployed (ms since the Unix epoch).
+    pub deployed_at_ms: u64,
+}
+
+impl From<&FunctionRecord> for FunctionView {
+    fn from(r: &FunctionRecord) -> Self {
+        let d = r.active();
+        FunctionView {
+            name: r.name.clone(),
+            digest: d.digest,
+            kind: d.kind,
+            size: d.size,
+            version: r.current + 1,
+            versions: r.history.len(),
+            limits: d.limits.clone(),
+            deployed_at_ms: d.deployed_at_ms,
+        }
+    }
+}
+
+pub(crate) async fn deploy(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(params): Query<DeployParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<FunctionView>), ApiError> {
+    let name: FunctionName = name.parse()?;
+    let bytes = read_body(body, &headers, app.limits.max_module_bytes.get(), "module").await?;
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest("the request body is empty; send the component's bytes".into()));
+    }
+    let limits = FunctionLimits {
+        timeout_ms: params.timeout_ms,
+        memory_bytes: params.memory_mb.map(|mb| mb << 20),
+    };
+    if limits.timeout_ms == Some(0) || limits.memory_bytes == Some(0) {
+        return Err(ApiError::BadRequest("timeout_ms and memory_mb must be positive".into()));
+    }
+    // Compile and link before storing anything, so a bad module leaves no trace.
+    let digest = Digest::of(&bytes);
+    let rt = app.runtime.clone();
+    let compile_bytes = bytes.clone();
+    let prepared = tokio::task::spawn_blocking(move || rt.prepare(digest, &compile_bytes, params.kind))
+        .await
+        .map_err(|e| ApiError::Internal(format!("compilation task failed: {e}")))??;
+    app.store.put_module(&bytes).await?;
+    let deployment = Deployment {
+        digest,
+        kind: prepared.kind(),
+        size: bytes.len() as u64,
+        limits,
+        lock_key: None,
+        deployed_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+    };
+    let record = app.store.deploy(&name, deployment).await?;
+    app.invalidate(&name);
+    tracing::info!(function = %name, %digest, kind = %prepared.kind(), "deployed");
+    Ok((StatusCode::CREATED, Json(FunctionView::from(&record))))
+}
+
+pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<FunctionView>>, ApiError> {
+    Ok(Json(app.store.functions()?.iter().map(FunctionView::from).collect()))
+}
+
+pub(crate) async fn show(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<FunctionRecord>, ApiError> {
+    let name: FunctionName = name.parse()?;
+    let record = app.store.function(&name)?.ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
+    Ok(Json(record))
+}
+
+pub(crate) async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<FunctionView>, ApiError> {
+    let name: FunctionName = name.parse()?;
+    let record = app.store.rollback(&name).await?;
+    app.invalidate(&name);
+    tracing::info!(function = %name, digest = %record.active().digest, "rolled back");
+    Ok(Json(FunctionView::from(&record)))
+}
+
+pub(crate) async fn delete(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    let name: FunctionName = name.parse()?;
+    app.store.delete_function(&name).await?;
+    app.invalidate(&name);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,233 @@
+//! The HTTP API (axum): functions, invocation, jobs, health and metrics.
+//!
+//! This is the one place that maps errors to HTTP status codes ([`ApiError`]).
+
+mod functions;
+
+pub use functions::FunctionView;
+mod invoke;
+mod jobs;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put};
+
+use crate::config::Limits;
+use crate::id::{FunctionName, IdError};
+use crate::mapreduce::Jobs;
+use crate::metrics::Metrics;
+use crate::runtime::{Prepared, Runtime, RuntimeError};
+use crate::store::{Deployment, Store, StoreError};
+
+/// Shared state of the API.
+pub struct App {
+    pub(crate) store: Store,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) jobs: Arc<Jobs>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) limits: Limits,
+    token: String,
+    /// Functions ready to invoke, by name; refreshed on deploy, rollback and delete.
+    active: RwLock<HashMap<FunctionName, Arc<Active>>>,
+    /// Bumped by every invalidation, so a load that raced with a deploy is not cached.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// A function's current deployment, compiled and linked.
+pub(crate) struct Active {
+    pub(crate) deployment: Deployment,
+    pub(crate) prepared: Prepared,
+}
+
+impl App {
+    /// The API's state.
+    pub fn new(
+        store: Store,
+        runtime: Arc<Runtime>,
+        jobs: Arc<Jobs>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        token: String,
+    ) -> Arc<Self> {
+        Arc::new(App { store, runtime, jobs, metrics, limits, token, active: RwLock::default(), generation: Default::default() })
+    }
+
+    /// The current deployment of `name`, compiled (from the disk cache when possible).
+    pub(crate) async fn active(&self, name: &FunctionName) -> Result<Arc<Active>, ApiError> {
+        if let Some(a) = self.active.read().expect("not poisoned").get(name) {
+            return Ok(a.clone());
+        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let record = self.store.function(name)?.ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
+        let deployment = record.active().clone();
+        let prepared = if let Some(p) = self.runtime.prepared(deployment.digest) {
+            p
+        } else {
+            let bytes = self.store.module(deployment.digest)?;
+            let rt = self.runtime.clone();
+            let (digest, kind) = (deployment.digest, deployment.kind);
+            tokio::task::spawn_blocking(move || rt.prepare(digest, &bytes, Some(kind)))
+                .await
+                .map_err(|e| ApiError::Internal(format!("compilation task failed: {e}")))??
+        };
+        let active = Arc::new(Active { deployment, prepared });
+        let mut cache = self.active.write().expect("not poisoned");
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            cache.insert(name.clone(), active.clone());
+        }
+        Ok(active)
+    }
+
+    /// Forgets the cached deployment of `name` (after deploy, rollback or delete).
+    pub(crate) fn invalidate(&self, name: &FunctionName) {
+        let mut cache = self.active.write().expect("not poisoned");
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(name);
+    }
+}
+
+/// The router with every route.
+pub fn router(app: Arc<App>) -> Router {
+    let writes = Router::new()
+        .route("/v1/functions/{name}", put(functions::deploy).delete(functions::delete))
+        .route("/v1/functions/{name}/rollback", post(functions::rollback))
+        .route("/v1/jobs", post(jobs::submit))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/v1/functions", get(functions::list))
+        .route("/v1/functions/{name}", get(functions::show))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/output", get(jobs::output))
+        .route("/fn/{name}", any(invoke::invoke_root))
+        .route("/fn/{name}/", any(invoke::invoke_root))
+        .route("/fn/{name}/{*path}", any(invoke::invoke))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(writes)
+        .fallback(|| async { ApiError::NotFound("no such route; see the README for the API".into()) })
+        // Every body limit is enforced by the handler that reads the body.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(app.runtime.live_instances()),
+    )
+}
+
+async fn require_token(State(app): State<Arc<App>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), app.token.as_bytes()) => next.run(request).await,
+        Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
+        None => ApiError::Unauthorized(
+            "this route needs `Authorization: Bearer <token>`; the node prints where its token is".into(),
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Every error the API returns, with its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A guest failed or was stopped.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<IdError> for ApiError {
+    fn from(e: IdError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Runtime(e) => match e {
+                RuntimeError::Invalid(_) | RuntimeError::WrongWorld(_) => StatusCode::BAD_REQUEST,
+                RuntimeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                RuntimeError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RuntimeError::MemoryLimit { .. }
+                | RuntimeError::Trap { .. }
+                | RuntimeError::Guest { .. }
+                | RuntimeError::OutputTooLarge { .. }
+                | RuntimeError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Store(StoreError::NoFunction(_)) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::NothingToRollBack(_)) => StatusCode::CONFLICT,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        }
+        (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// Reads a whole body, refusing it with 413 as soon as it passes `limit` bytes
+/// (and before reading anything when Content-Length already says so).
+pub(crate) async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit: usize, what: &str) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("{what} is larger than the limit of {limit} bytes"));
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let length_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if length_limit { Err(too_large()) } else { Err(ApiError::BadRequest(format!("could not read the {what}: {e}"))) }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The `weft` command line: `weft node` runs a node; the other commands talk to one over HTTP.
+
+mod client;
+mod demo;
+mod jobs;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use reqwest::Method;
+
+pub use client::Client;
+
+use crate::api::FunctionView;
+use crate::config::NodeConfig;
+
+/// Weft: WebAssembly functions on your own nodes.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about = None)]
+pub struct Cli {
+    /// The node to talk to.
+    #[arg(long, global = true, env = "WEFT_NODE", default_value = "http://127.0.0.1:7070")]
+    node: String,
+    /// The API token for write commands.
+    #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the API token (a node writes one to <data-dir>/token).
+    #[arg(long, global = true, env = "WEFT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Node {
+        /// Where the node keeps its state (default: $WEFT_DATA_DIR or ~/.local/share/weft).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The HTTP API's address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        http: SocketAddr,
+    },
+    /// Upload a component and make it the current version of a function.
+    Deploy {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The function's name.
+        #[arg(long)]
+        name: String,
+        /// `http` or `mapreduce` (detected from the component's exports by default).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Wall-clock limit per invocation, in milliseconds (node default: 10000).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Memory cap per instance, in MiB (node default: 128).
+        #[arg(long)]
+        memory_mb: Option<u64>,
+    },
+    /// List functions.
+    Functions {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the previous version of a function current again.
+    Rollback {
+        /// The function's name.
+        name: String,
+    },
+    /// Remove a function (its modules and data stay).
+    Delete {
+        /// The function's name.
+        name: String,
+    },
+    /// Call an HTTP function and print its answer.
+    Invoke {
+        /// The function's name.
+        name: String,
+        /// The path below the function, e.g. `/users/7`.
+        #[arg(default_value = "/")]
+        path: String,
+        /// Request body: text, or @FILE to send a file.
+        #[arg(long, short = 'd')]
+        data: Option<String>,
+        /// HTTP method (default GET, or POST with --data).
+        #[arg(long, short = 'X')]
+        method: Option<String>,
+        /// Extra header, `Name: value` (repeatable).
+        #[arg(long, short = 'H')]
+        header: Vec<String>,
+    },
+    /// Map/reduce jobs.
+    Job {
+        #[command(subcommand)]
+        command: jobs::JobCommand,
+    },
+    /// Start a local node, deploy the bundled plugins, and show them working.
+    Demo {
+        /// Exit after the tour instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// Runs the command line; errors go to stderr with a non-zero exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Node { .. } | Command::Demo { .. });
+    init_tracing(if serving { "info" } else { "warn" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// `$WEFT_DATA_DIR`, else `~/.local/share/weft`, else `./weft-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("WEFT_DATA_DIR") {
+        return d.into();
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/weft"),
+        None => PathBuf::from("weft-data"),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = || -> anyhow::Result<Client> {
+        Client::new(&cli.node, client::resolve_token(cli.token.clone(), cli.token_file.clone())?)
+    };
+    match &cli.command {
+        Command::Node { data_dir, http } => {
+            let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
+            config.http = *http;
+            let node = crate::Node::start(config).await?;
+            println!("weft node serving on {}", node.url());
+            println!("API token in {} (export WEFT_TOKEN=$(cat {}))", node.token_path.display(), node.token_path.display());
+            node.run_until(shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Deploy { file, name, kind, timeout_ms, memory_mb } => {
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let c = client()?;
+            let mut query = vec![];
+            if let Some(k) = kind {
+                query.push(("kind", k.clone()));
+            }
+            if let Some(t) = timeout_ms {
+                query.push(("timeout_ms", t.to_string()));
+            }
+            if let Some(m) = memory_mb {
+                query.push(("memory_mb", m.to_string()));
+            }
+            let f: FunctionView =
+                c.json(c.request(Method::PUT, &format!("/v1/functions/{name}")).query(&query).body(bytes)).await?;
+            println!("deployed {} v{} ({}, {} bytes) digest {}", f.name, f.version, f.kind, f.size, f.digest);
+            Ok(())
+        }
+        Command::Functions { json } => {
+            let c = client()?;
+            let fs: Vec<FunctionView> = c.json(c.request(Method::GET, "/v1/functions")).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&fs)?);
+            } else {
+                println!("{:<24} {:<10} {:>8} {:>9}  DIGEST", "NAME", "KIND", "VERSION", "SIZE");
+                for f in fs {
+                    println!(
+                        "{:<24} {:<10} {:>8} {:>9}  {}",
+                        f.name,
+                        f.kind.to_string(),
+                        format!("{}/{}", f.version, f.versions),
+                        f.size,
+                        f.digest.short()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Rollback { name } => {
+            let c = client()?;
+            let f: FunctionView = c.json(c.request(Method::POST, &format!("/v1/functions/{name}/rollback"))).await?;
+            println!("{} now serves v{} (digest {})", f.name, f.version, f.digest);
+            Ok(())
+        }
+        Command::Delete { name } => {
+            let c = client()?;
+            c.send(c.request(Method::DELETE, &format!("/v1/functions/{name}"))).await?;
+            println!("deleted {name}");
+            Ok(())
+        }
+        Command::Invoke { name, path, data, method, header } => {
+            let c = client()?;
+            let body = match data.as_deref() {
+                Some(d) if d.starts_with('@') => {
+                    Some(std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?)
+                }
+                Some(d) => Some(d.as_bytes().to_vec()),
+                None => None,
+            };
+            let method = match method {
+                Some(m) => m.to_uppercase().parse::<Method>().with_context(|| format!("`{m}` is not an HTTP method"))?,
+                None if body.is_some() => Method::POST,
+                None => Method::GET,
+            };
+            let path = format!("/fn/{name}/{}", path.trim_start_matches('/'));
+            let mut req = c.request(method, &path);
+            for h in header {
+                let (k, v) = h.split_once(':').with_context(|| format!("header `{h}` is not `Name: value`"))?;
+                req = req.header(k.trim(), v.trim());
+            }
+            if let Some(b) = body {
+                req = req.body(b);
+            }
+            let resp = c.send(req).await?;
+            let bytes = resp.bytes().await.context("reading the answer")?;
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+            if !bytes.ends_with(b"\n") {
+                println!();
+            }
+            Ok(())
+        }
+        Command::Job { command } => jobs::run(&client()?, command).await,
+        Command::Demo { once } => demo::run(*once).await,
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,224 @@
+//! Newtypes for the identifiers that cross module boundaries, with their preconditions checked
+//! once, at construction.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The blake3 digest of a module's bytes: its content address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A digest from its raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
+    /// The first 12 hex digits, for humans.
+    pub fn short(&self) -> String {
+        self.to_string()[..12].to_string()
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.short())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let hash = blake3::Hash::from_hex(s).map_err(|_| IdError::Digest(s.to_string()))?;
+        Ok(Digest(*hash.as_bytes()))
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+/// A function's name: 1 to 64 characters of `[a-z0-9-_]`, starting with a letter or digit.
+/// The name appears in URLs (`/fn/{name}/...`) and in storage keys, so nothing else is allowed.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct FunctionName(String);
+
+impl FunctionName {
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for FunctionName {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && s.as_bytes()[0].is_ascii_alphanumeric();
+        if ok {
+            Ok(FunctionName(s.to_string()))
+        } else {
+            Err(IdError::FunctionName(s.to_string()))
+        }
+    }
+}
+
+impl TryFrom<String> for FunctionName {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<FunctionName> for String {
+    fn from(n: FunctionName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FunctionName({})", self.0)
+    }
+}
+
+/// A map/reduce job's id: 16 random bytes shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct JobId([u8; 16]);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        JobId(rand::random())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({self})")
+    }
+}
+
+impl FromStr for JobId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::JobId(s.to_string());
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(JobId(out))
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+/// An identifier that does not have the required shape.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    /// Not 64 hex digits.
+    #[error("`{0}` is not a blake3 digest (64 hex digits)")]
+    Digest(String),
+    /// Not a valid function name.
+    #[error(
+        "`{0}` is not a valid function name: use 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+    )]
+    FunctionName(String),
+    /// Not 32 hex digits.
+    #[error("`{0}` is not a job id (32 hex digits)")]
+    JobId(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names() {
+        let check = |s: &str, ok: bool| assert_eq!(s.parse::<FunctionName>().is_ok(), ok, "{s:?}");
+        check("hello", true);
+        check("word-count_2", true);
+        check("9lives", true);
+        check("", false);
+        check("-x", false);
+        check("Hello", false);
+        check("a/b", false);
+        check("a b", false);
+        check(&"x".repeat(64), true);
+        check(&"x".repeat(65), false);
+    }
+
+    #[test]
+    fn digests_and_job_ids_round_trip() {
+        let d = Digest::of(b"weft");
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        assert!("zz".parse::<Digest>().is_err());
+        let j = JobId::random();
+        assert_eq!(j.to_string().parse::<JobId>().unwrap(), j);
+        assert!("0123".parse::<JobId>().is_err());
+        assert!("g".repeat(32).parse::<JobId>().is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Weft's host: the node (store, Wasm runtime, map/reduce, HTTP API) and the `weft` CLI.
+//!
+//! See `host/ARCHITECTURE.md` for the map of modules and their invariants.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod id;
+pub mod mapreduce;
+pub mod metrics;
+pub mod node;
+pub mod plugins;
+pub mod runtime;
+pub mod store;
+
+pub use config::NodeConfig;
+pub use node::Node;

@@ -1,0 +1,373 @@
+//! Map/reduce jobs on one node, across its cores.
+//!
+//! [`plan`] splits the input on record boundaries into content-addressed chunks, [`state`] is the
+//! pure job state machine, and this module's driver owns one job: it carries out the state
+//! machine's actions with Wasm task instances, shuffles map output into reducer partitions
+//! (after the combiner), and commits each reducer's output to the store in one batch keyed by
+//! (job, partition, sequence), so a retried reducer overwrites rather than duplicates.
+
+pub mod plan;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::id::{Digest, FunctionName, JobId};
+use crate::metrics::Metrics;
+use crate::runtime::{InvocationLimits, Runtime, RuntimeError, TaskOutput, TaskPre};
+use crate::store::Store;
+use plan::{Chunk, partition};
+use state::{Action, Event, JobState, Progress};
+
+/// How many output records a job's summary shows.
+const TOP: usize = 10;
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Tasks are running.
+    Running,
+    /// Every reducer committed its output.
+    Succeeded,
+    /// A task failed for good, or the node restarted while the job ran.
+    Failed,
+}
+
+/// One output record, decoded for humans: JSON where the bytes are JSON, else text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// The key.
+    pub key: serde_json::Value,
+    /// The value.
+    pub value: serde_json::Value,
+}
+
+/// What `GET /v1/jobs/{id}` returns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job.
+    pub id: JobId,
+    /// The map/reduce function.
+    pub function: FunctionName,
+    /// The module that ran.
+    pub digest: Digest,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Task counts.
+    pub progress: Progress,
+    /// Input size in bytes.
+    pub input_bytes: u64,
+    /// Reducer partitions.
+    pub reducers: u32,
+    /// Output records committed.
+    pub output_records: u64,
+    /// The records with the largest numeric values (or the first records by key when values
+    /// are not numbers).
+    pub top: Vec<OutputRecord>,
+    /// Wall-clock time so far, or in all, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The node's jobs: live ones in memory, every one in the store.
+pub struct Jobs {
+    runtime: Arc<Runtime>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    live: Mutex<HashMap<JobId, JobRecord>>,
+    parallelism: usize,
+}
+
+/// Everything needed to start a job.
+pub struct JobSpec {
+    /// The function.
+    pub function: FunctionName,
+    /// Its module.
+    pub digest: Digest,
+    /// Its prepared component.
+    pub pre: TaskPre,
+    /// Per-call limits.
+    pub limits: InvocationLimits,
+    /// Reducer partitions (at least 1).
+    pub reducers: u32,
+    /// The input, cut on record boundaries.
+    pub chunks: Vec<Chunk>,
+}
+
+impl Jobs {
+    /// The job service; jobs that were running when the node stopped are marked failed.
+    pub fn new(runtime: Arc<Runtime>, store: Store, metrics: Arc<Metrics>) -> Result<Arc<Self>, crate::store::StoreError> {
+        for mut job in store.jobs::<JobRecord>()? {
+            if job.status == JobStatus::Running {
+                job.status = JobStatus::Failed;
+                job.error = Some("the node restarted while the job was running; submit it again".into());
+                let store = store.clone();
+                // Best effort: the record is only informational.
+                let id = job.id;
+                tokio::spawn(async move {
+                    if let Err(e) = store.put_job(id, &job).await {
+                        tracing::warn!(job = %id, error = %e, "could not mark interrupted job");
+                    }
+                });
+            }
+        }
+        let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Arc::new(Jobs { runtime, store, metrics, live: Mutex::default(), parallelism }))
+    }
+
+    /// Starts a job in the background and returns its first record.
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<JobRecord, crate::store::StoreError> {
+        let id = JobId::random();
+        let record = JobRecord {
+            id,
+            function: spec.function.clone(),
+            digest: spec.digest,
+            status: JobStatus::Running,
+            error: None,
+            progress: Progress { maps_total: spec.chunks.len(), reduces_total: spec.reducers as usize, ..Progress::default() },
+            input_bytes: spec.chunks.iter().map(|c| c.bytes.len() as u64).sum(),
+            reducers: spec.reducers,
+            output_records: 0,
+            top: vec![],
+            elapsed_ms: 0,
+        };
+        self.store.put_job(id, &record).await?;
+        self.live.lock().expect("not poisoned").insert(id, record.clone());
+        let jobs = self.clone();
+        tokio::spawn(async move { jobs.drive(id, spec).await });
+        Ok(record)
+    }
+
+    /// A job's record.
+    pub fn get(&self, id: JobId) -> Result<Option<JobRecord>, crate::store::StoreError> {
+        if let Some(r) = self.live.lock().expect("not poisoned").get(&id) {
+            return Ok(Some(r.clone()));
+        }
+        self.store.job(id)
+    }
+
+    /// Every job.
+    pub fn list(&self) -> Result<Vec<JobRecord>, crate::store::StoreError> {
+        let mut all: HashMap<JobId, JobRecord> = self.store.jobs::<JobRecord>()?.into_iter().map(|j| (j.id, j)).collect();
+        for (id, r) in self.live.lock().expect("not poisoned").iter() {
+            all.insert(*id, r.clone());
+        }
+        let mut all: Vec<_> = all.into_values().collect();
+        all.sort_by_key(|j| j.id);
+        Ok(all)
+    }
+
+    /// A job's full output, as JSON lines.
+    pub fn output(&self, id: JobId) -> impl Iterator<Item = Result<Vec<u8>, crate::store::StoreError>> + use<> {
+        self.store.output_of(id)
+    }
+
+    fn update(&self, id: JobId, f: impl FnOnce(&mut JobRecord)) {
+        if let Some(r) = self.live.lock().expect("not poisoned").get_mut(&id) {
+            f(r);
+        }
+    }
+
+    async fn drive(self: Arc<Self>, id: JobId, spec: JobSpec) {
+        let started = Instant::now();
+        let chunks: Arc<Vec<Chunk>> = Arc::new(spec.chunks);
+        let reducers = spec.reducers.max(1);
+        let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
+        let mut shuffle: Vec<BTreeMap<Vec<u8>, Vec<Vec<u8>>>> = vec![BTreeMap::new(); reducers as usize];
+        let mut frozen: Option<Vec<Arc<BTreeMap<Vec<u8>, Vec<Vec<u8>>>>>> = None;
+        let mut top = Top::default();
+        let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
+        let mut actions = state.start();
+        let outcome = loop {
+            let mut end = None;
+            for action in actions.drain(..) {
+                match action {
+                    Action::StartMap { task, attempt } => {
+                        let (rt, name, pre, limits, chunks) =
+                            (self.runtime.clone(), spec.function.clone(), spec.pre.clone(), spec.limits, chunks.clone());
+                        tasks.spawn(async move {
+                            match map_task(&rt, &name, &pre, limits, &chunks[task].bytes, reducers).await {
+                                Ok(buckets) => (Event::MapDone { task, attempt }, Some(Done::Map(buckets))),
+                                Err(e) => (Event::MapFailed { task, attempt, error: e.to_string() }, None),
+                            }
+                        });
+                    }
+                    Action::StartReduce { partition, attempt } => {
+                        let inputs = frozen.get_or_insert_with(|| std::mem::take(&mut shuffle).into_iter().map(Arc::new).collect());
+                        let input = inputs[partition as usize].clone();
+                        let (rt, name, pre, limits, store) =
+                            (self.runtime.clone(), spec.function.clone(), spec.pre.clone(), spec.limits, self.store.clone());
+                        tasks.spawn(async move {
+                            match reduce_task(&rt, &store, id, &name, &pre, limits, partition, &input).await {
+                                Ok(records) => (Event::ReduceDone { partition, attempt }, Some(Done::Reduce(records))),
+                                Err(e) => (Event::ReduceFailed { partition, attempt, error: e.to_string() }, None),
+                            }
+                        });
+                    }
+                    Action::Succeed => end = Some(Ok(())),
+                    Action::Fail(e) => end = Some(Err(e)),
+                }
+            }
+            if let Some(end) = end {
+                break end;
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break Err("internal error: no task is running and the job is not finished".to_string());
+            };
+            let (event, done) = match joined {
+                Ok(r) => r,
+                Err(e) => break Err(format!("a task panicked: {e}")),
+            };
+            match done {
+                Some(Done::Map(buckets)) => {
+                    for (p, pairs) in buckets.into_iter().enumerate() {
+                        for (k, v) in pairs {
+                            shuffle[p].entry(k).or_default().push(v);
+                        }
+                    }
+                }
+                Some(Done::Reduce(records)) => top.add(records),
+                None => {}
+            }
+            actions = state.on(event);
+            let (progress, count) = (state.progress(), top.count);
+            self.update(id, |r| {
+                r.progress = progress;
+                r.output_records = count;
+                r.elapsed_ms = started.elapsed().as_millis() as u64;
+            });
+        };
+        tasks.abort_all();
+
+        let progress = state.progress();
+        let record = {
+            let mut live = self.live.lock().expect("not poisoned");
+            let r = live.get_mut(&id).expect("a live job has a record");
+            r.progress = progress;
+            r.elapsed_ms = started.elapsed().as_millis() as u64;
+            r.output_records = top.count;
+            r.top = top.best();
+            match &outcome {
+                Ok(()) => r.status = JobStatus::Succeeded,
+                Err(e) => {
+                    r.status = JobStatus::Failed;
+                    r.error = Some(e.clone());
+                }
+            }
+            r.clone()
+        };
+        self.metrics.job(if outcome.is_ok() { "succeeded" } else { "failed" });
+        match &outcome {
+            Ok(()) => tracing::info!(job = %id, function = %spec.function, records = top.count, elapsed = ?started.elapsed(), "job succeeded"),
+            Err(e) => tracing::warn!(job = %id, function = %spec.function, error = %e, "job failed"),
+        }
+        if let Err(e) = self.store.put_job(id, &record).await {
+            tracing::error!(job = %id, error = %e, "could not store the job's final record");
+        }
+        self.live.lock().expect("not poisoned").remove(&id);
+    }
+}
+
+enum Done {
+    Map(Vec<TaskOutput>),
+    Reduce(Vec<OutputRecord>),
+}
+
+/// Runs map (and the combiner) over one chunk; returns the pairs per reducer partition.
+async fn map_task(
+    rt: &Runtime,
+    function: &FunctionName,
+    pre: &TaskPre,
+    limits: InvocationLimits,
+    chunk: &[u8],
+    reducers: u32,
+) -> Result<Vec<TaskOutput>, RuntimeError> {
+    let mut instance = rt.instantiate_task(function, pre, limits).await?;
+    let pairs = instance.map(chunk).await?;
+    let pairs = if instance.has_combiner() {
+        let mut grouped: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+        for (k, v) in pairs {
+            grouped.entry(k).or_default().push(v);
+        }
+        let mut combined = Vec::with_capacity(grouped.len());
+        for (k, vs) in grouped {
+            combined.extend(instance.combine(&k, &vs).await?);
+        }
+        combined
+    } else {
+        pairs
+    };
+    let mut buckets = vec![Vec::new(); reducers as usize];
+    for (k, v) in pairs {
+        buckets[partition(&k, reducers) as usize].push((k, v));
+    }
+    Ok(buckets)
+}
+
+/// Runs one reducer over its partition and commits its output in one batch.
+#[allow(clippy::too_many_arguments)]
+async fn reduce_task(
+    rt: &Runtime,
+    store: &Store,
+    job: JobId,
+    function: &FunctionName,
+    pre: &TaskPre,
+    limits: InvocationLimits,
+    partition: u32,
+    input: &BTreeMap<Vec<u8>, Vec<Vec<u8>>>,
+) -> Result<Vec<OutputRecord>, RuntimeError> {
+    let mut instance = rt.instantiate_task(function, pre, limits).await?;
+    let mut records = Vec::new();
+    for (k, vs) in input {
+        for (key, value) in instance.reduce(k, vs).await? {
+            records.push(OutputRecord { key: decode(&key), value: decode(&value) });
+        }
+    }
+    let lines: Vec<Vec<u8>> = records.iter().map(|r| serde_json::to_vec(r).expect("JSON values serialize")).collect();
+    store
+        .commit_job_output(job, partition, &lines)
+        .await
+        .map_err(|e| RuntimeError::Host(format!("committing reducer {partition}'s output: {e}")))?;
+    Ok(records)
+}
+
+fn decode(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The running summary of a job's output.
+#[derive(Default)]
+struct Top {
+    count: u64,
+    best: Vec<OutputRecord>,
+}
+
+impl Top {
+    fn add(&mut self, records: Vec<OutputRecord>) {
+        self.count += records.len() as u64;
+        self.best.extend(records);
+        self.best.sort_by(Self::order);
+        self.best.truncate(TOP);
+    }
+
+    /// Larger numbers first; records without a numeric value after them, by key.
+    fn order(a: &OutputRecord, b: &OutputRecord) -> std::cmp::Ordering {
+        match (a.value.as_f64(), b.value.as_f64()) {
+            (Some(x), Some(y)) => y.total_cmp(&x).then_with(|| a.key.to_string().cmp(&b.key.to_string())),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.key.to_string().cmp(&b.key.to_string()),
+        }
+    }
+
+    fn best(&self) -> Vec<OutputRecord> {
+        self.best.clone()
+    }
+}

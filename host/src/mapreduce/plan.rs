@@ -1,0 +1,123 @@
+//! Pure planning: splitting input on record boundaries into content-addressed chunks, and
+//! assigning keys to reducer partitions. No I/O.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::id::Digest;
+
+/// Target chunk size: one map task's input. Records are never split, so a chunk may be larger
+/// when one record is.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// One map task's input: whole records (newline-terminated lines; the last may lack the newline).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// blake3 of the bytes.
+    pub digest: Digest,
+    /// The records.
+    pub bytes: Bytes,
+}
+
+impl Chunk {
+    fn new(bytes: Bytes) -> Self {
+        Chunk { digest: Digest::of(&bytes), bytes }
+    }
+}
+
+/// Cuts a stream of input into chunks of about `target` bytes, each ending at a record boundary.
+#[derive(Debug)]
+pub struct Chunker {
+    target: usize,
+    pending: BytesMut,
+}
+
+impl Chunker {
+    /// A chunker aiming at `target` bytes per chunk.
+    pub fn new(target: usize) -> Self {
+        Chunker { target: target.max(1), pending: BytesMut::new() }
+    }
+
+    /// Feeds more input; returns the chunks that are complete.
+    pub fn push(&mut self, data: &[u8]) -> Vec<Chunk> {
+        self.pending.extend_from_slice(data);
+        let mut out = Vec::new();
+        while self.pending.len() >= self.target {
+            // Cut after the last newline at or before the target, or else after the first one
+            // past it (a record longer than the target).
+            let cut = match self.pending[..self.target].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => match self.pending[self.target..].iter().position(|&b| b == b'\n') {
+                    Some(i) => self.target + i + 1,
+                    None => break,
+                },
+            };
+            out.push(Chunk::new(self.pending.split_to(cut).freeze()));
+        }
+        out
+    }
+
+    /// Ends the input; returns the last chunk, if any input is left.
+    pub fn finish(self) -> Option<Chunk> {
+        (!self.pending.is_empty()).then(|| Chunk::new(self.pending.freeze()))
+    }
+}
+
+/// The reducer partition of `key`, stable across nodes and runs.
+pub fn partition(key: &[u8], reducers: u32) -> u32 {
+    let h = blake3::hash(key);
+    let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+    (x % reducers.max(1) as u64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(input: &[u8], target: usize, feed: usize) -> Vec<Vec<u8>> {
+        let mut c = Chunker::new(target);
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for piece in input.chunks(feed.max(1)) {
+            out.extend(c.push(piece).into_iter().map(|c| c.bytes.to_vec()));
+        }
+        out.extend(c.finish().map(|c| c.bytes.to_vec()));
+        out
+    }
+
+    #[test]
+    fn chunks_end_on_record_boundaries_and_lose_nothing() {
+        let check = |input: &str, target: usize, expected: &[&str]| {
+            for feed in [1, 3, input.len().max(1)] {
+                let got = chunks(input.as_bytes(), target, feed);
+                let got: Vec<&str> = got.iter().map(|c| std::str::from_utf8(c).unwrap()).collect();
+                assert_eq!(got, expected, "input {input:?} target {target} feed {feed}");
+            }
+        };
+        check("", 4, &[]);
+        check("a\nb\nc\n", 4, &["a\nb\n", "c\n"]);
+        check("a\nb\nc", 4, &["a\nb\n", "c"]);
+        check("abcdefg\nh\n", 4, &["abcdefg\n", "h\n"]);
+        check("abcdefg", 4, &["abcdefg"]);
+        check("ab\ncd\nef\n", 3, &["ab\n", "cd\n", "ef\n"]);
+    }
+
+    #[test]
+    fn chunk_digests_address_content() {
+        let c = chunks(b"x\ny\n", 2, 4);
+        assert_eq!(c.len(), 2);
+        let mut ch = Chunker::new(2);
+        let got = ch.push(b"x\ny\n");
+        assert_eq!(got[0].digest, Digest::of(b"x\n"));
+    }
+
+    #[test]
+    fn partitions_are_in_range_and_spread() {
+        let mut counts = [0u32; 4];
+        for i in 0..4000 {
+            let p = partition(format!("key{i}").as_bytes(), 4);
+            counts[p as usize] += 1;
+        }
+        assert!(counts.iter().all(|&n| n > 800), "{counts:?}");
+        assert_eq!(partition(b"k", 1), 0);
+        assert_eq!(partition(b"k", 0), 0);
+    }
+}

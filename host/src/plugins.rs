@@ -1,0 +1,21 @@
+//! The guests built from `plugins/` by the build script.
+//!
+//! The first-party plugins are embedded in the binary for `weft demo`; every guest's file is
+//! also available by path for tests and benchmarks.
+
+use std::path::PathBuf;
+
+/// `hello`: an HTTP handler that greets.
+pub const HELLO: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/hello.wasm"));
+/// `counter`: an HTTP handler that counts requests per path in key-value storage.
+pub const COUNTER: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/counter.wasm"));
+/// `wordcount`: a map/reduce task with a combiner.
+pub const WORDCOUNT: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/wordcount.wasm"));
+
+/// The embedded first-party plugins, by name.
+pub const EMBEDDED: &[(&str, &[u8])] = &[("hello", HELLO), ("counter", COUNTER), ("wordcount", WORDCOUNT)];
+
+/// The built component of any guest package in `plugins/` (e.g. `guest-loop`).
+pub fn path(package: &str) -> PathBuf {
+    PathBuf::from(env!("WEFT_GUESTS_DIR")).join(format!("{}.wasm", package.replace('-', "_")))
+}

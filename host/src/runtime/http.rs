@@ -1,0 +1,74 @@
+//! Invoking an HTTP handler through `wasi:http/incoming-handler`.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::state::GuestState;
+use super::{InvocationLimits, Runtime, RuntimeError, classify};
+use crate::id::FunctionName;
+use crate::store::KvSpace;
+
+/// A response produced by a guest; its body streams from the guest as it runs.
+pub type HttpResponse = http::Response<HyperOutgoingBody>;
+
+impl Runtime {
+    /// Runs one request through a fresh instance of `pre`.
+    ///
+    /// The guest runs in its own task so it can keep streaming the body after the head is sent;
+    /// the instance slot is held until the guest returns.
+    pub async fn handle_http(
+        &self,
+        function: &FunctionName,
+        pre: &ProxyPre<GuestState>,
+        limits: InvocationLimits,
+        kv: KvSpace,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<HttpResponse, RuntimeError> {
+        let permit = self.slot().await?;
+        let mut store = self.store(function, limits, Some(kv), None);
+        let host = |e: wasmtime::Error| RuntimeError::Host(super::chain(&e));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(host)?;
+        let out = store.data_mut().http().new_response_outparam(tx).map_err(host)?;
+        let pre = pre.clone();
+        let name = function.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            }
+            .await;
+            result.map_err(|e| classify(&name, limits, store.data(), e))
+        });
+
+        match rx.await {
+            Ok(Ok(response)) => {
+                // The head is out; a failure from here on can only cut the body short.
+                let name = function.clone();
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = task.await {
+                        tracing::warn!(function = %name, error = %e, "guest failed after sending its response head");
+                    }
+                });
+                Ok(response)
+            }
+            Ok(Err(code)) => Err(RuntimeError::Guest {
+                function: function.clone(),
+                message: format!("the handler answered with the error code {code:?}"),
+            }),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(RuntimeError::Guest {
+                    function: function.clone(),
+                    message: "the handler returned without setting a response".into(),
+                }),
+                Ok(Err(e)) => Err(e),
+                Err(join) => Err(RuntimeError::Host(format!("the invocation task failed: {join}"))),
+            },
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The Wasm runtime: the only module that knows wasmtime.
+//!
+//! One [`Engine`] with the pooling allocator and epoch interruption serves every function.
+//! A deployed component is compiled once, cached on disk under its blake3 digest and the
+//! engine's fingerprint, and pre-instantiated ([`InstancePre`](wasmtime::component::InstancePre)).
+//! Every invocation gets a fresh instance in a fresh store with its own memory cap and deadline,
+//! and a WASI context with no preopened directories, no environment, no arguments and no network.
+
+mod cache;
+mod http;
+mod state;
+mod task;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use http::HttpResponse;
+pub use task::{TaskInstance, TaskOutput, TaskPre};
+
+use crate::config::RuntimeConfig;
+use crate::id::{Digest, FunctionName};
+use crate::metrics::Metrics;
+use crate::store::{FunctionKind, FunctionLimits, KvSpace};
+use state::GuestState;
+
+/// Why compiling, instantiating or running a guest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The bytes are not a valid Wasm component.
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// The component does not export what its kind requires, or imports what Weft lacks.
+    #[error("{0}")]
+    WrongWorld(String),
+    /// The guest ran past its wall-clock limit.
+    #[error("function `{function}` exceeded its time limit of {limit:?} and was stopped")]
+    Timeout {
+        /// The function.
+        function: FunctionName,
+        /// Its limit.
+        limit: Duration,
+    },
+    /// The guest tried to grow its memory past its cap.
+    #[error(
+        "function `{function}` hit its memory limit of {limit_mib} MiB and was stopped{}",
+        stderr_suffix(stderr)
+    )]
+    MemoryLimit {
+        /// The function.
+        function: FunctionName,
+        /// Its cap in MiB.
+        limit_mib: u64,
+        /// The end of what the guest wrote to stderr.
+        stderr: String,
+    },
+    /// The guest trapped (panic, unreachable, out-of-bounds access...).
+    #[error("function `{function}` trapped: {message}{}", stderr_suffix(stderr))]
+    Trap {
+        /// The function.
+        function: FunctionName,
+        /// The trap and its wasm backtrace.
+        message: String,
+        /// The end of what the guest wrote to stderr (a Rust panic message lands there).
+        stderr: String,
+    },
+    /// The guest returned an error of its own.
+    #[error("function `{function}` failed: {message}")]
+    Guest {
+        /// The function.
+        function: FunctionName,
+        /// Its message.
+        message: String,
+    },
+    /// The guest emitted more output than allowed.
+    #[error("function `{function}` emitted more than {limit} bytes of output in one call")]
+    OutputTooLarge {
+        /// The function.
+        function: FunctionName,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Every instance slot is busy.
+    #[error("the node is at its limit of {0} concurrent instances; retry shortly")]
+    Busy(u32),
+    /// Something went wrong on the host side.
+    #[error("runtime error: {0}")]
+    Host(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() { String::new() } else { format!("; guest stderr: {}", stderr.trim_end()) }
+}
+
+/// A compiled, linked, pre-instantiated component.
+#[derive(Clone)]
+pub enum Prepared {
+    /// An HTTP handler.
+    Http(ProxyPre<GuestState>),
+    /// A map/reduce task.
+    Task(task::TaskPre),
+}
+
+impl Prepared {
+    /// The kind of function this is.
+    pub fn kind(&self) -> FunctionKind {
+        match self {
+            Prepared::Http(_) => FunctionKind::Http,
+            Prepared::Task(_) => FunctionKind::Mapreduce,
+        }
+    }
+}
+
+/// The limits of one invocation, resolved from the function's manifest and the node defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct InvocationLimits {
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Memory cap in bytes.
+    pub memory_bytes: u64,
+}
+
+/// The engine, the linkers and the compiled-module caches.
+pub struct Runtime {
+    engine: Engine,
+    http_linker: Linker<GuestState>,
+    task_linker: Linker<GuestState>,
+    cache: cache::ArtifactCache,
+    prepared: Mutex<std::collections::HashMap<Digest, Prepared>>,
+    config: RuntimeConfig,
+    slots: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<Metrics>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker. Compiled artifacts live in `cache_dir`.
+    pub fn new(config: RuntimeConfig, cache_dir: std::path::PathBuf, metrics: Arc<Metrics>) -> Result<Self, RuntimeError> {
+        let instances = config.max_instances.get();
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_memory_size(config.max_memory_bytes.get() as usize);
+        let mut wasm = wasmtime::Config::new();
+        wasm.epoch_interruption(true)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Host(format!("creating the engine: {e}")))?;
+
+        let http_linker = state::http_linker(&engine)?;
+        let task_linker = state::task_linker(&engine)?;
+        let cache = cache::ArtifactCache::new(&engine, cache_dir)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("weft-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RuntimeError::Host(format!("starting the epoch thread: {e}")))?;
+        }
+
+        Ok(Runtime {
+            engine,
+            http_linker,
+            task_linker,
+            cache,
+            prepared: Mutex::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(instances as usize)),
+            config,
+            metrics,
+            ticker_stop,
+        })
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Compiles (or loads from the disk cache) and links a component, checking that it is of
+    /// `expected` kind if given, or detecting its kind otherwise.
+    pub fn prepare(&self, digest: Digest, bytes: &[u8], expected: Option<FunctionKind>) -> Result<Prepared, RuntimeError> {
+        if let Some(p) = self.prepared.lock().expect("not poisoned").get(&digest) {
+            self.metrics.cache_hit("memory");
+            return check_kind(p.clone(), expected);
+        }
+        let component = self.cache.load_or_compile(digest, bytes, &self.metrics)?;
+        let prepared = self.link(&component, expected)?;
+        self.prepared.lock().expect("not poisoned").insert(digest, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The prepared component for `digest`, if it is compiled and linked already.
+    pub fn prepared(&self, digest: Digest) -> Option<Prepared> {
+        self.prepared.lock().expect("not poisoned").get(&digest).cloned()
+    }
+
+    /// Instances alive right now.
+    pub fn live_instances(&self) -> usize {
+        self.config.max_instances.get() as usize - self.slots.available_permits()
+    }
+
+    fn link(&self, component: &Component, expected: Option<FunctionKind>) -> Result<Prepared, RuntimeError> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports_http = exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2"));
+        let exports_task = exports.iter().any(|e| e.starts_with("weft:plugin/task@0.1"));
+        let kind = match (expected, exports_http, exports_task) {
+            (Some(FunctionKind::Http), true, _) | (None, true, false) => FunctionKind::Http,
+            (Some(FunctionKind::Mapreduce), _, true) | (None, false, true) => FunctionKind::Mapreduce,
+            (None, true, true) => {
+                return Err(RuntimeError::WrongWorld(
+                    "the component exports both wasi:http/incoming-handler and weft:plugin/task; say which it is with ?kind=http or ?kind=mapreduce".into(),
+                ));
+            }
+            (expected, _, _) => {
+                let wanted = match expected {
+                    Some(FunctionKind::Http) => "it was deployed as an HTTP handler but does not export `wasi:http/incoming-handler@0.2.x`",
+                    Some(FunctionKind::Mapreduce) => "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.1.0`",
+                    None => "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.1.0` (a map/reduce task)",
+                };
+                let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+                return Err(RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}")));
+            }
+        };
+        let linker = match kind {
+            FunctionKind::Http => &self.http_linker,
+            FunctionKind::Mapreduce => &self.task_linker,
+        };
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| RuntimeError::WrongWorld(format!("cannot link the component: {}", chain(&e))))?;
+        Ok(match kind {
+            FunctionKind::Http => Prepared::Http(
+                ProxyPre::new(pre).map_err(|e| RuntimeError::WrongWorld(format!("not an HTTP handler: {}", chain(&e))))?,
+            ),
+            FunctionKind::Mapreduce => Prepared::Task(task::TaskPre::new(pre)?),
+        })
+    }
+
+    /// Resolves a function's limits against the node's defaults and maxima.
+    pub fn limits(&self, limits: &FunctionLimits) -> InvocationLimits {
+        let c = &self.config;
+        InvocationLimits {
+            timeout: limits.timeout_ms.map(Duration::from_millis).unwrap_or(c.default_timeout).min(c.max_timeout),
+            memory_bytes: limits.memory_bytes.unwrap_or(c.default_memory_bytes.get()).min(c.max_memory_bytes.get()),
+        }
+    }
+
+    /// A store for one invocation, with its memory cap and deadline armed.
+    fn store(
+        &self,
+        function: &FunctionName,
+        limits: InvocationLimits,
+        kv: Option<KvSpace>,
+        emit_limit: Option<u64>,
+    ) -> Store<GuestState> {
+        let data = GuestState::new(function.clone(), limits.memory_bytes, kv, emit_limit);
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| &mut s.limiter);
+        arm_deadline(&mut store, limits.timeout);
+        store
+    }
+
+    /// Waits for a free instance slot (the pool's size bounds concurrent instances).
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RuntimeError> {
+        let wait = Duration::from_secs(5);
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(RuntimeError::Busy(self.config.max_instances.get())),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Classifies the error of a failed call.
+fn classify(function: &FunctionName, limits: InvocationLimits, state: &GuestState, err: wasmtime::Error) -> RuntimeError {
+    if state.limiter.hit {
+        return RuntimeError::MemoryLimit {
+            function: function.clone(),
+            limit_mib: limits.memory_bytes >> 20,
+            stderr: state.stderr_tail(),
+        };
+    }
+    if state.emit_overflow {
+        return RuntimeError::OutputTooLarge { function: function.clone(), limit: state.emit_limit.unwrap_or(0) };
+    }
+    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return RuntimeError::Timeout { function: function.clone(), limit: limits.timeout };
+    }
+    RuntimeError::Trap { function: function.clone(), message: chain(&err), stderr: state.stderr_tail() }
+}
+
+/// Arms the epoch deadline: every tick the guest yields to the executor (so one busy guest
+/// cannot starve others sharing its thread), and past `timeout` it is interrupted.
+fn arm_deadline(store: &mut Store<GuestState>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+    });
+}
+
+/// An error and its causes on one line.
+fn chain(err: &wasmtime::Error) -> String {
+    let mut out = String::new();
+    for (i, cause) in err.chain().enumerate() {
+        if i > 0 {
+            out.push_str(": ");
+        }
+        out.push_str(&cause.to_string());
+    }
+    out
+}
+
+fn check_kind(p: Prepared, expected: Option<FunctionKind>) -> Result<Prepared, RuntimeError> {
+    match expected {
+        Some(k) if k != p.kind() => Err(RuntimeError::WrongWorld(format!(
+            "wrong world: it was deployed as {k} but the component is {}",
+            p.kind()
+        ))),
+        _ => Ok(p),
+    }
+}

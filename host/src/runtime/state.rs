@@ -1,0 +1,339 @@
+//! Per-invocation guest state: the WASI context (no ambient authority), the memory limiter,
+//! guest output routed to the node's log, and the host side of the Weft imports.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::RuntimeError;
+use crate::id::FunctionName;
+use crate::store::{KvSpace, MAX_KV_KEY, MAX_KV_VALUE};
+
+pub(super) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "handler-imports",
+        imports: { "weft:plugin/kv": async },
+    });
+}
+
+use bindings::weft::plugin::{kv, log};
+
+/// How much guest stdout/stderr one invocation may write to the node's log.
+const MAX_LOG_BYTES: usize = 64 << 10;
+/// How much of the guest's stderr is kept to explain a failure.
+const STDERR_TAIL: usize = 2 << 10;
+
+/// The `T` of every `Store<T>`.
+pub struct GuestState {
+    pub(super) function: FunctionName,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DenyOutgoing,
+    table: ResourceTable,
+    pub(super) limiter: Limiter,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    kv: Option<KvSpace>,
+    /// Pairs emitted by the current map/combine/reduce call.
+    pub(super) emitted: Vec<(Vec<u8>, Vec<u8>)>,
+    emitted_bytes: u64,
+    pub(super) emit_limit: Option<u64>,
+    pub(super) emit_overflow: bool,
+}
+
+impl GuestState {
+    pub(super) fn new(function: FunctionName, memory_bytes: u64, kv: Option<KvSpace>, emit_limit: Option<u64>) -> Self {
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        // No preopened directories, no environment, no arguments; sockets and name lookup are
+        // off by default in WasiCtx and stay off.
+        let wasi = WasiCtx::builder()
+            .stdout(GuestLog { function: function.clone(), stream: "stdout", tail: None })
+            .stderr(GuestLog { function: function.clone(), stream: "stderr", tail: Some(stderr.clone()) })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        GuestState {
+            function,
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutgoing,
+            table: ResourceTable::new(),
+            limiter: Limiter { max: memory_bytes as usize, hit: false },
+            stderr,
+            kv,
+            emitted: Vec::new(),
+            emitted_bytes: 0,
+            emit_limit,
+            emit_overflow: false,
+        }
+    }
+
+    /// The last bytes the guest wrote to stderr, as text.
+    pub(super) fn stderr_tail(&self) -> String {
+        let buf = self.stderr.lock().expect("not poisoned");
+        String::from_utf8_lossy(&buf).trim().to_string()
+    }
+
+    /// Takes what the current call emitted.
+    pub(super) fn take_emitted(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.emitted_bytes = 0;
+        std::mem::take(&mut self.emitted)
+    }
+}
+
+/// Caps linear memory growth and remembers whether the cap was hit, so the failure can be
+/// reported as what it is rather than as the guest's reaction to a failed allocation.
+pub(super) struct Limiter {
+    max: usize,
+    pub(super) hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Outgoing HTTP is not granted to guests (no ambient network authority).
+struct DenyOutgoing;
+
+impl WasiHttpHooks for DenyOutgoing {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Guest stdout or stderr: complete lines go to the node's log tagged with the function;
+/// stderr's tail is also kept to explain a trap.
+struct GuestLog {
+    function: FunctionName,
+    stream: &'static str,
+    tail: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            function: self.function.clone(),
+            stream: self.stream,
+            tail: self.tail.clone(),
+            line: Vec::new(),
+            written: 0,
+        })
+    }
+}
+
+struct LineWriter {
+    function: FunctionName,
+    stream: &'static str,
+    tail: Option<Arc<Mutex<Vec<u8>>>>,
+    line: Vec<u8>,
+    written: usize,
+}
+
+impl LineWriter {
+    fn emit_line(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        tracing::info!(target: "weft::guest", function = %self.function, stream = self.stream, "{}", text.trim_end());
+        self.line.clear();
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if let Some(tail) = &self.tail {
+            let mut t = tail.lock().expect("not poisoned");
+            t.extend_from_slice(buf);
+            let excess = t.len().saturating_sub(STDERR_TAIL);
+            t.drain(..excess);
+        }
+        if self.written < MAX_LOG_BYTES {
+            let room = MAX_LOG_BYTES - self.written;
+            let take = &buf[..buf.len().min(room)];
+            self.written += take.len();
+            for &b in take {
+                if b == b'\n' {
+                    self.emit_line();
+                } else {
+                    self.line.push(b);
+                }
+            }
+            if self.written >= MAX_LOG_BYTES {
+                self.emit_line();
+                tracing::warn!(function = %self.function, stream = self.stream, "guest output beyond {MAX_LOG_BYTES} bytes dropped");
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.line.is_empty() {
+            self.emit_line();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.emit_line();
+        }
+    }
+}
+
+impl log::Host for GuestState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let message = truncate(&message, 4 << 10);
+        let f = &self.function;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "weft::guest", function = %f, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "weft::guest", function = %f, "{message}"),
+            log::Level::Info => tracing::info!(target: "weft::guest", function = %f, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "weft::guest", function = %f, "{message}"),
+            log::Level::Error => tracing::error!(target: "weft::guest", function = %f, "{message}"),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl GuestState {
+    fn kv_space(&self) -> Result<&KvSpace, kv::Error> {
+        self.kv.as_ref().ok_or_else(|| kv::Error::Unavailable("key-value storage is not available to this call".into()))
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), kv::Error> {
+    if key.len() > MAX_KV_KEY {
+        return Err(kv::Error::TooLarge(format!("key of {} bytes is over the limit of {MAX_KV_KEY} bytes", key.len())));
+    }
+    Ok(())
+}
+
+fn unavailable(e: crate::store::StoreError) -> kv::Error {
+    kv::Error::Unavailable(e.to_string())
+}
+
+impl kv::Host for GuestState {
+    async fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, kv::Error> {
+        check_key(&key)?;
+        self.kv_space()?.get(&key).map_err(unavailable)
+    }
+
+    async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), kv::Error> {
+        check_key(&key)?;
+        if value.len() > MAX_KV_VALUE {
+            return Err(kv::Error::TooLarge(format!(
+                "value of {} bytes is over the limit of {MAX_KV_VALUE} bytes",
+                value.len()
+            )));
+        }
+        self.kv_space()?.set(&key, &value).await.map_err(unavailable)
+    }
+
+    async fn delete(&mut self, key: Vec<u8>) -> Result<bool, kv::Error> {
+        check_key(&key)?;
+        self.kv_space()?.delete(&key).await.map_err(unavailable)
+    }
+
+    async fn increment(&mut self, key: Vec<u8>, delta: i64) -> Result<i64, kv::Error> {
+        check_key(&key)?;
+        self.kv_space()?.increment(&key, delta).await.map_err(unavailable)
+    }
+}
+
+impl super::task::bindings::weft::plugin::emit::Host for GuestState {
+    fn emit(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> wasmtime::Result<()> {
+        let bytes: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        self.emitted_bytes += bytes;
+        if let Some(limit) = self.emit_limit
+            && self.emitted_bytes > limit
+        {
+            self.emit_overflow = true;
+            wasmtime::bail!("emitted more than {limit} bytes in one call");
+        }
+        self.emitted.extend(pairs);
+        Ok(())
+    }
+}
+
+/// WASI (p2) without ambient authority, wasi:http (incoming; outgoing denied), kv and log.
+pub(super) fn http_linker(engine: &Engine) -> Result<Linker<GuestState>, RuntimeError> {
+    let mut linker = Linker::new(engine);
+    let err = |e: wasmtime::Error| RuntimeError::Host(format!("building the linker: {e}"));
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
+    bindings::HandlerImports::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s).map_err(err)?;
+    Ok(linker)
+}
+
+/// WASI (p2) without ambient authority, log and emit.
+pub(super) fn task_linker(engine: &Engine) -> Result<Linker<GuestState>, RuntimeError> {
+    let mut linker = Linker::new(engine);
+    let err = |e: wasmtime::Error| RuntimeError::Host(format!("building the linker: {e}"));
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+    super::task::bindings::Mapreduce::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s).map_err(err)?;
+    Ok(linker)
+}

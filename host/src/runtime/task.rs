@@ -1,0 +1,115 @@
+//! Instances of map/reduce tasks (`weft:plugin/task`), reused for the calls of one task attempt.
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::state::GuestState;
+use super::{InvocationLimits, Runtime, RuntimeError, arm_deadline, classify};
+use crate::id::FunctionName;
+
+pub(super) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "mapreduce",
+        imports: { "weft:plugin/emit": trappable },
+        exports: { default: async },
+        with: { "weft:plugin/log": super::super::state::bindings::weft::plugin::log },
+    });
+}
+
+/// Key/value pairs emitted by one call.
+pub type TaskOutput = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A pre-instantiated map/reduce component.
+#[derive(Clone)]
+pub struct TaskPre(bindings::MapreducePre<GuestState>);
+
+impl TaskPre {
+    pub(super) fn new(pre: InstancePre<GuestState>) -> Result<Self, RuntimeError> {
+        bindings::MapreducePre::new(pre)
+            .map(TaskPre)
+            .map_err(|e| RuntimeError::WrongWorld(format!("not a map/reduce task: {}", super::chain(&e))))
+    }
+}
+
+/// One live instance of a task, used for a sequence of calls (one map task, or one reducer).
+/// Each call gets the full time limit. After a failed call the instance must be dropped.
+pub struct TaskInstance {
+    store: Store<GuestState>,
+    task: bindings::Mapreduce,
+    function: FunctionName,
+    limits: InvocationLimits,
+    has_combiner: bool,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Runtime {
+    /// Instantiates `pre` for a sequence of task calls.
+    pub async fn instantiate_task(
+        &self,
+        function: &FunctionName,
+        pre: &TaskPre,
+        limits: InvocationLimits,
+    ) -> Result<TaskInstance, RuntimeError> {
+        let slot = self.slot().await?;
+        let mut store = self.store(function, limits, None, Some(self.config.max_emit_bytes.get()));
+        let task = match pre.0.instantiate_async(&mut store).await {
+            Ok(t) => t,
+            Err(e) => return Err(classify(function, limits, store.data(), e)),
+        };
+        let mut instance =
+            TaskInstance { store, task, function: function.clone(), limits, has_combiner: false, _slot: slot };
+        instance.has_combiner = instance.info().await?;
+        Ok(instance)
+    }
+}
+
+impl TaskInstance {
+    /// Whether the task's `combine` does anything.
+    pub fn has_combiner(&self) -> bool {
+        self.has_combiner
+    }
+
+    /// Gives the next call its full time limit.
+    fn arm(&mut self) {
+        arm_deadline(&mut self.store, self.limits.timeout);
+    }
+
+    fn finish<T>(&mut self, result: wasmtime::Result<Result<T, String>>) -> Result<T, RuntimeError> {
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(message)) => Err(RuntimeError::Guest { function: self.function.clone(), message }),
+            Err(e) => Err(classify(&self.function, self.limits, self.store.data(), e)),
+        }
+    }
+
+    async fn info(&mut self) -> Result<bool, RuntimeError> {
+        self.arm();
+        let r = self.task.weft_plugin_task().call_info(&mut self.store).await;
+        Ok(self.finish(r.map(Ok))?.has_combiner)
+    }
+
+    /// Maps one chunk of whole records; returns what it emitted.
+    pub async fn map(&mut self, chunk: &[u8]) -> Result<TaskOutput, RuntimeError> {
+        self.arm();
+        let r = self.task.weft_plugin_task().call_map(&mut self.store, chunk).await;
+        self.finish(r)?;
+        Ok(self.store.data_mut().take_emitted())
+    }
+
+    /// Combines the values of one key from one map task.
+    pub async fn combine(&mut self, key: &[u8], values: &[Vec<u8>]) -> Result<TaskOutput, RuntimeError> {
+        self.arm();
+        let r = self.task.weft_plugin_task().call_combine(&mut self.store, key, values).await;
+        self.finish(r)?;
+        Ok(self.store.data_mut().take_emitted())
+    }
+
+    /// Reduces all values of one key.
+    pub async fn reduce(&mut self, key: &[u8], values: &[Vec<u8>]) -> Result<TaskOutput, RuntimeError> {
+        self.arm();
+        let r = self.task.weft_plugin_task().call_reduce(&mut self.store, key, values).await;
+        self.finish(r)?;
+        Ok(self.store.data_mut().take_emitted())
+    }
+}

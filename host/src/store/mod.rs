@@ -1,0 +1,212 @@
+//! Local durable state on sled: content-addressed modules, the function registry with its
+//! history, guest key-value data, and map/reduce job records and output.
+//!
+//! This is the only module that knows sled. Every acknowledged write is flushed to disk before
+//! the call returns.
+
+mod registry;
+
+use std::path::Path;
+
+pub use registry::{Deployment, FunctionKind, FunctionLimits, FunctionRecord};
+
+use crate::id::{Digest, FunctionName, JobId};
+
+/// Largest key a guest may store, in bytes.
+pub const MAX_KV_KEY: usize = 4 << 10;
+/// Largest value a guest may store, in bytes.
+pub const MAX_KV_VALUE: usize = 1 << 20;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (I/O, corruption).
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("stored record `{what}` is corrupt: {source}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// The decoding error.
+        source: serde_json::Error,
+    },
+    /// No function with that name.
+    #[error("no function named `{0}`")]
+    NoFunction(FunctionName),
+    /// Rollback with no earlier version.
+    #[error("function `{0}` has no earlier version to roll back to")]
+    NothingToRollBack(FunctionName),
+    /// A module's bytes are not stored.
+    #[error("module {0} is not stored on this node")]
+    NoModule(Digest),
+    /// The bytes stored under a digest do not hash to it.
+    #[error("module {0} is corrupt on disk: its bytes hash to {1}")]
+    DigestMismatch(Digest, Digest),
+}
+
+/// The node's sled database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    modules: sled::Tree,
+    functions: sled::Tree,
+    kv: sled::Tree,
+    jobs: sled::Tree,
+    job_output: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(Store {
+            modules: db.open_tree("modules")?,
+            functions: db.open_tree("functions")?,
+            kv: db.open_tree("kv")?,
+            jobs: db.open_tree("jobs")?,
+            job_output: db.open_tree("job-output")?,
+            db,
+        })
+    }
+
+    /// Flushes everything written so far to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Stores a module under its digest (idempotent) and returns the digest.
+    pub async fn put_module(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of(bytes);
+        if !self.modules.contains_key(digest.as_bytes())? {
+            self.modules.insert(digest.as_bytes(), bytes)?;
+            self.flush().await?;
+        }
+        Ok(digest)
+    }
+
+    /// A module's bytes, verified against its digest.
+    pub fn module(&self, digest: Digest) -> Result<Vec<u8>, StoreError> {
+        let bytes = self.modules.get(digest.as_bytes())?.ok_or(StoreError::NoModule(digest))?;
+        let actual = Digest::of(&bytes);
+        if actual != digest {
+            return Err(StoreError::DigestMismatch(digest, actual));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// The key-value namespace of one function.
+    pub fn kv_space(&self, function: &FunctionName) -> KvSpace {
+        let mut prefix = function.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        KvSpace { store: self.clone(), prefix }
+    }
+
+    /// Stores a job's record (JSON) and flushes it.
+    pub async fn put_job<T: serde::Serialize>(&self, id: JobId, record: &T) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(record).expect("job records serialize");
+        self.jobs.insert(id.to_string().as_bytes(), json)?;
+        self.flush().await
+    }
+
+    /// A job's record.
+    pub fn job<T: serde::de::DeserializeOwned>(&self, id: JobId) -> Result<Option<T>, StoreError> {
+        decode_opt(self.jobs.get(id.to_string().as_bytes())?, || format!("job {id}"))
+    }
+
+    /// Every job record.
+    pub fn jobs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        self.jobs
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                decode(&v, || format!("job {}", String::from_utf8_lossy(&k)))
+            })
+            .collect()
+    }
+
+    /// Commits one reducer partition's output in a single batch, replacing any earlier attempt's
+    /// records under the same (job, partition, sequence) keys, and flushes it.
+    pub async fn commit_job_output(&self, id: JobId, partition: u32, records: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut prefix = id.to_string().into_bytes();
+        prefix.extend_from_slice(&partition.to_be_bytes());
+        let mut batch = sled::Batch::default();
+        for old in self.job_output.scan_prefix(&prefix).keys() {
+            batch.remove(old?);
+        }
+        for (seq, record) in records.iter().enumerate() {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&(seq as u64).to_be_bytes());
+            batch.insert(key, record.as_slice());
+        }
+        self.job_output.apply_batch(batch)?;
+        self.flush().await
+    }
+
+    /// All output records of a job, partition by partition, each a JSON line without the newline.
+    pub fn output_of(&self, id: JobId) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<> {
+        self.job_output.scan_prefix(id.to_string().as_bytes()).map(|r| Ok(r?.1.to_vec()))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: impl FnOnce() -> String) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what: what(), source })
+}
+
+fn decode_opt<T: serde::de::DeserializeOwned>(
+    bytes: Option<sled::IVec>,
+    what: impl FnOnce() -> String,
+) -> Result<Option<T>, StoreError> {
+    bytes.map(|b| decode(&b, what)).transpose()
+}
+
+/// One function's private key-value namespace.
+#[derive(Clone)]
+pub struct KvSpace {
+    store: Store,
+    prefix: Vec<u8>,
+}
+
+impl KvSpace {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.store.kv.get(self.key(key))?.map(|v| v.to_vec()))
+    }
+
+    /// Stores `value` under `key` and flushes it to disk.
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.store.kv.insert(self.key(key), value)?;
+        self.store.flush().await
+    }
+
+    /// Removes `key` and flushes; returns whether it existed.
+    pub async fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let existed = self.store.kv.remove(self.key(key))?.is_some();
+        if existed {
+            self.store.flush().await?;
+        }
+        Ok(existed)
+    }
+
+    /// Adds `delta` to the i64 (little-endian) under `key`, atomically; flushes; returns the sum.
+    /// A value that is not 8 bytes counts as 0.
+    pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64, StoreError> {
+        let read = |v: Option<&[u8]>| {
+            v.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes).unwrap_or(0)
+        };
+        let new = self
+            .store
+            .kv
+            .update_and_fetch(self.key(key), |old| Some(read(old).wrapping_add(delta).to_le_bytes().to_vec()))?;
+        self.store.flush().await?;
+        Ok(read(new.as_deref()))
+    }
+}
