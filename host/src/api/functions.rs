@@ -5,11 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, App, read_body};
+use super::{ApiError, App, Query, read_body};
 use crate::id::{Digest, FunctionName};
 use crate::store::{Deployment, FunctionKind, FunctionLimits, FunctionRecord};
 

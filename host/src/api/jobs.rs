@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::{ApiError, App};
+use super::{ApiError, App, Query};
 use crate::id::{FunctionName, JobId};
 use crate::mapreduce::plan::{CHUNK_BYTES, Chunker};
 use crate::mapreduce::{JobRecord, JobSpec};

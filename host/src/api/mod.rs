@@ -231,3 +231,21 @@ pub(crate) async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit
         }
     }
 }
+
+/// `axum::extract::Query` whose rejection is an [`ApiError`] (JSON, like every other error).
+pub(crate) struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::BadRequest(format!("bad query parameters: {}", e.body_text())))
+    }
+}

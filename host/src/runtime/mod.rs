@@ -229,13 +229,8 @@ impl Runtime {
                 ));
             }
             (expected, _, _) => {
-                let wanted = match expected {
-                    Some(FunctionKind::Http) => "it was deployed as an HTTP handler but does not export `wasi:http/incoming-handler@0.2.x`",
-                    Some(FunctionKind::Mapreduce) => "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.1.0`",
-                    None => "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.1.0` (a map/reduce task)",
-                };
                 let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-                return Err(RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}")));
+                return Err(wrong_world(expected, &found));
             }
         };
         let linker = match kind {
@@ -335,10 +330,25 @@ fn chain(err: &wasmtime::Error) -> String {
 
 fn check_kind(p: Prepared, expected: Option<FunctionKind>) -> Result<Prepared, RuntimeError> {
     match expected {
-        Some(k) if k != p.kind() => Err(RuntimeError::WrongWorld(format!(
-            "wrong world: it was deployed as {k} but the component is {}",
-            p.kind()
-        ))),
+        Some(k) if k != p.kind() => Err(wrong_world(Some(k), export_of(p.kind()))),
         _ => Ok(p),
     }
+}
+
+/// The export that makes a component of `kind`.
+fn export_of(kind: FunctionKind) -> &'static str {
+    match kind {
+        FunctionKind::Http => "wasi:http/incoming-handler@0.2.x (an HTTP handler)",
+        FunctionKind::Mapreduce => "weft:plugin/task@0.1.0 (a map/reduce task)",
+    }
+}
+
+/// The error for a component that lacks the export its kind needs; `found` says what it has.
+fn wrong_world(expected: Option<FunctionKind>, found: &str) -> RuntimeError {
+    let wanted = match expected {
+        Some(FunctionKind::Http) => "it was deployed as an HTTP handler but does not export `wasi:http/incoming-handler@0.2.x`",
+        Some(FunctionKind::Mapreduce) => "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.1.0`",
+        None => "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.1.0` (a map/reduce task)",
+    };
+    RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}"))
 }

@@ -1,0 +1,127 @@
+//! Deploy, invoke, list, roll back, delete; auth; metrics.
+
+use reqwest::{Method, StatusCode};
+use weft_host::plugins;
+
+use crate::harness::{TestNode, guest, json_of};
+
+#[tokio::test]
+async fn deploy_and_invoke_hello() {
+    let n = TestNode::start().await;
+    let f = n.deploy("hello", plugins::HELLO).await;
+    assert_eq!(f["kind"], "http");
+    assert_eq!(f["digest"].as_str().unwrap(), blake3::hash(plugins::HELLO).to_hex().as_str());
+    let (status, body) = n.get("/fn/hello/world").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "Hello, world! (from Weft)\n"));
+    let (status, body) = n.get("/fn/hello").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "Hello from Weft!\n"));
+}
+
+#[tokio::test]
+async fn counter_keeps_state_per_path() {
+    let n = TestNode::start().await;
+    n.deploy("counter", plugins::COUNTER).await;
+    for expected in 1..=3 {
+        let (status, body) = n.get("/fn/counter/a").await;
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["count"], expected, "{body}");
+        assert_eq!(v["path"], "/a");
+    }
+    let (_, body) = n.get("/fn/counter/b").await;
+    assert!(body.contains("\"count\":1"), "{body}");
+    // Concurrent increments are not lost.
+    let mut tasks = vec![];
+    for _ in 0..20 {
+        let req = n.req(Method::GET, "/fn/counter/c");
+        tasks.push(tokio::spawn(async move { req.send().await.unwrap().status() }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let (_, body) = n.get("/fn/counter/c").await;
+    assert!(body.contains("\"count\":21"), "{body}");
+}
+
+#[tokio::test]
+async fn redeploy_rollback_list_and_delete() {
+    let n = TestNode::start().await;
+    n.deploy("f", plugins::HELLO).await;
+    let v2 = n.deploy("f", plugins::COUNTER).await;
+    assert_eq!(v2["version"], 2);
+    let (_, body) = n.get("/fn/f/x").await;
+    assert!(body.contains("\"count\":1"), "v2 serves: {body}");
+
+    let (status, v) = json_of(n.req(Method::POST, "/v1/functions/f/rollback").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["version"], 1);
+    let (_, body) = n.get("/fn/f/x").await;
+    assert!(body.starts_with("Hello, x!"), "rollback serves v1: {body}");
+
+    let (status, v) = json_of(n.req(Method::POST, "/v1/functions/f/rollback").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no earlier version"), "{v}");
+
+    let (status, list) = json_of(n.req(Method::GET, "/v1/functions").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0]["name"].as_str(), list[0]["version"].as_u64(), list[0]["versions"].as_u64()), (Some("f"), Some(1), Some(2)));
+
+    let (status, record) = json_of(n.req(Method::GET, "/v1/functions/f").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(record["history"].as_array().unwrap().len(), 2);
+
+    let status = n.req(Method::DELETE, "/v1/functions/f").send().await.unwrap().status();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = n.get("/fn/f/x").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let status = n.req(Method::DELETE, "/v1/functions/f").send().await.unwrap().status();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn write_routes_need_the_token() {
+    let n = TestNode::start().await;
+    n.deploy("hello", plugins::HELLO).await;
+    let writes = [
+        (Method::PUT, "/v1/functions/x"),
+        (Method::DELETE, "/v1/functions/hello"),
+        (Method::POST, "/v1/functions/hello/rollback"),
+        (Method::POST, "/v1/jobs?function=hello"),
+    ];
+    for (method, path) in writes {
+        let (status, body) = json_of(n.anon(method.clone(), path).body(plugins::HELLO).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token: {body}");
+        assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+        let r = n.anon(method.clone(), path).bearer_auth("wrong").body(plugins::HELLO).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} with a wrong token");
+        n.assert_hello_serves().await;
+    }
+    // Nothing was changed by the refused writes.
+    let (_, list) = json_of(n.anon(Method::GET, "/v1/functions").send().await.unwrap()).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // Invocation and reads are open.
+    let (status, _) = n.text(n.anon(Method::GET, "/fn/hello/x")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = n.text(n.anon(Method::GET, "/healthz")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+}
+
+#[tokio::test]
+async fn metrics_count_invocations_and_errors() {
+    let n = TestNode::start().await;
+    n.deploy("hello", plugins::HELLO).await;
+    n.deploy("panic", &guest("guest-panic")).await;
+    for _ in 0..3 {
+        n.assert_hello_serves().await;
+    }
+    let (status, _) = n.get("/fn/panic/").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(n.metric("weft_invocations_total{function=\"hello\",outcome=\"ok\"}").await, Some(3.0));
+    assert_eq!(n.metric("weft_invocations_total{function=\"panic\",outcome=\"trap\"}").await, Some(1.0));
+    assert_eq!(n.metric("weft_invocation_errors_total").await, Some(1.0));
+    assert_eq!(n.metric("weft_invocation_duration_seconds_count{function=\"hello\"}").await, Some(3.0));
+    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, Some(2.0));
+    assert_eq!(n.metric("weft_instances").await, Some(0.0));
+}

@@ -1,0 +1,134 @@
+//! Starting nodes and talking to them.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use tempfile::TempDir;
+use weft_host::{Node, NodeConfig};
+
+/// A node on a temporary data directory.
+pub struct TestNode {
+    node: Option<Node>,
+    /// The data directory (kept across restarts).
+    pub dir: TempDir,
+    /// The API's base URL.
+    pub url: String,
+    /// The API token.
+    pub token: String,
+    http: reqwest::Client,
+}
+
+/// A node config for tests: a small instance pool so many nodes fit in one process.
+pub fn config(dir: &std::path::Path) -> NodeConfig {
+    let mut c = NodeConfig::local(dir);
+    c.runtime.max_instances = NonZeroU32::new(16).unwrap();
+    c
+}
+
+impl TestNode {
+    /// A node with the test defaults.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A node whose config `f` adjusts.
+    pub async fn start_with(f: impl FnOnce(&mut NodeConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::open(dir, f).await
+    }
+
+    async fn open(dir: TempDir, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        let mut c = config(dir.path());
+        f(&mut c);
+        let node = Node::start(c).await.expect("node starts");
+        let url = node.url();
+        let token = node.token.clone();
+        let http = reqwest::Client::new();
+        TestNode { node: Some(node), dir, url, token, http }
+    }
+
+    /// Stops the node and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        self.node.take().unwrap().shutdown().await;
+        Self::open(self.dir, |_| {}).await
+    }
+
+    /// A request with the token.
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token)
+    }
+
+    /// A request without the token.
+    pub fn anon(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// Deploys `bytes` as `name` with extra query parameters; returns status and JSON body.
+    pub async fn deploy_with(&self, name: &str, bytes: Vec<u8>, query: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+        let r = self.req(Method::PUT, &format!("/v1/functions/{name}")).query(query).body(bytes).send().await.unwrap();
+        json_of(r).await
+    }
+
+    /// Deploys and insists on success.
+    pub async fn deploy(&self, name: &str, bytes: &[u8]) -> serde_json::Value {
+        let (status, body) = self.deploy_with(name, bytes.to_vec(), &[]).await;
+        assert_eq!(status, StatusCode::CREATED, "deploying {name}: {body}");
+        body
+    }
+
+    /// Sends a request; returns status and body text.
+    pub async fn text(&self, req: reqwest::RequestBuilder) -> (StatusCode, String) {
+        let r = req.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// GET with the token; status and text.
+    pub async fn get(&self, path: &str) -> (StatusCode, String) {
+        self.text(self.req(Method::GET, path)).await
+    }
+
+    /// Asserts that `hello` (deployed as `hello`) still answers.
+    pub async fn assert_hello_serves(&self) {
+        let (status, body) = self.get("/fn/hello/again").await;
+        assert_eq!(status, StatusCode::OK, "hello after a bad input: {body}");
+        assert!(body.contains("Hello, again!"), "{body}");
+    }
+
+    /// The value of one metric sample line (exact name with labels), if present.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+    }
+}
+
+/// Status and JSON body (Null when the body is not JSON).
+pub async fn json_of(r: reqwest::Response) -> (StatusCode, serde_json::Value) {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// The built component of a guest package.
+pub fn guest(package: &str) -> Vec<u8> {
+    let path = weft_host::plugins::path(package);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Waits until `f` yields `Some`, polling, for at most `deadline`.
+pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,9 @@
+//! The host's integration tests: real nodes on 127.0.0.1:0 with temporary data directories,
+//! real wasmtime, real sled and real HTTP. One binary, so it links once.
+
+mod harness;
+
+mod bad_input;
+mod functions;
+mod jobs;
+mod restart;

@@ -1,0 +1,38 @@
+//! What survives a restart: functions, key-value data, compiled code.
+
+use reqwest::StatusCode;
+use weft_host::plugins;
+
+use crate::harness::TestNode;
+
+#[tokio::test]
+async fn restarted_node_serves_without_recompiling_and_keeps_state() {
+    let n = TestNode::start().await;
+    n.deploy("hello", plugins::HELLO).await;
+    n.deploy("counter", plugins::COUNTER).await;
+    n.get("/fn/counter/a").await;
+    n.get("/fn/counter/a").await;
+    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, Some(2.0));
+
+    let n = n.restart().await;
+    n.assert_hello_serves().await;
+    let (status, body) = n.get("/fn/counter/a").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"count\":3"), "the count survived: {body}");
+    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, None, "nothing compiled after restart");
+    assert_eq!(n.metric("weft_module_cache_total{result=\"disk\"}").await, Some(2.0));
+    assert_eq!(n.metric("weft_compile_seconds_total").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn a_corrupt_cached_artifact_is_recompiled() {
+    let n = TestNode::start().await;
+    n.deploy("hello", plugins::HELLO).await;
+    let cache = n.dir.path().join("cache");
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let n = n.restart().await;
+    n.assert_hello_serves().await;
+    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, Some(1.0));
+}

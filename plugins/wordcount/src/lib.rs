@@ -1,0 +1,74 @@
+//! `wordcount`: the classic map/reduce example, with a combiner.
+//!
+//! Words are maximal runs of alphanumeric characters, lowercased. Keys are the words (JSON
+//! strings), values and outputs are counts (JSON numbers).
+
+use weft_sdk::{Emitter, Error, MapReduce};
+
+/// Counts how often each word occurs.
+pub struct WordCount;
+
+impl MapReduce for WordCount {
+    type Key = String;
+    type Value = u64;
+    type Output = u64;
+
+    const HAS_COMBINER: bool = true;
+
+    fn map(chunk: &str, out: &mut Emitter<String, u64>) -> Result<(), Error> {
+        for word in chunk
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            out.emit(word.to_lowercase(), 1);
+        }
+        Ok(())
+    }
+
+    fn combine(
+        word: String,
+        counts: Vec<u64>,
+        out: &mut Emitter<String, u64>,
+    ) -> Result<(), Error> {
+        out.emit(word, counts.iter().sum());
+        Ok(())
+    }
+
+    fn reduce(word: String, counts: Vec<u64>, out: &mut Emitter<String, u64>) -> Result<(), Error> {
+        out.emit(word, counts.iter().sum());
+        Ok(())
+    }
+}
+
+weft_sdk::export_mapreduce!(WordCount);
+
+#[cfg(test)]
+mod tests {
+    use weft_sdk::testing::run_mapreduce;
+
+    fn check(input: &str, expected: &[(&str, u64)]) {
+        let got = run_mapreduce::<super::WordCount>(input, 3);
+        let expected: Vec<(String, u64)> = expected
+            .iter()
+            .map(|(w, n)| ((*w).to_owned(), *n))
+            .collect();
+        assert_eq!(got, expected, "input {input:?}");
+    }
+
+    #[test]
+    fn counts_words() {
+        check("", &[]);
+        check("the cat\nThe dog\n", &[("cat", 1), ("dog", 1), ("the", 2)]);
+        check("a-b, a_b! A1\n", &[("a", 2), ("a1", 1), ("b", 2)]);
+        check("Ünïcode ÜNÏCODE\n", &[("ünïcode", 2)]);
+    }
+
+    #[test]
+    fn many_chunks_agree_with_a_direct_count() {
+        let input = "to be or not to be\n".repeat(500);
+        check(
+            &input,
+            &[("be", 1000), ("not", 500), ("or", 500), ("to", 1000)],
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! Glue called by the SDK's macros from the guest crate; not a public API.
+//!
+//! The byte-level map/reduce steps live here (not behind `cfg(wasm32)`) so that
+//! [`crate::testing`] drives exactly the code a component runs.
+
+use serde::de::DeserializeOwned;
+
+use crate::mapreduce::{Emitter, MapReduce};
+
+#[cfg(all(target_arch = "wasm32", feature = "http"))]
+pub use wasi;
+
+#[cfg(all(target_arch = "wasm32", feature = "http"))]
+mod serve;
+#[cfg(all(target_arch = "wasm32", feature = "http"))]
+pub use serve::serve;
+
+/// The `mapreduce` world; its export macro is used by `export_mapreduce!`.
+#[cfg(all(target_arch = "wasm32", feature = "mapreduce"))]
+#[allow(unsafe_code, missing_docs, clippy::all)]
+pub mod task_bindings {
+    wit_bindgen::generate!({
+        world: "mapreduce",
+        path: "wit",
+        with: { "weft:plugin/log@0.1.0": crate::host::wasm::bindings::weft::plugin::log },
+        pub_export_macro: true,
+        export_macro_name: "export_task",
+        default_bindings_module: "weft_sdk::__private::task_bindings",
+    });
+}
+
+/// Compile-time check that `f` is a handler (used by `http_handler!` on native targets).
+pub fn check_handler<R: crate::IntoResponse>(_handler: fn(crate::Request) -> R) {}
+
+/// Compile-time check that `T` is a task (used by `export_mapreduce!` on native targets).
+pub fn check_task<T: MapReduce>() {}
+
+/// Whether the host should call `combine`.
+pub fn has_combiner<T: MapReduce>() -> bool {
+    T::HAS_COMBINER
+}
+
+/// The `map` export: decode the chunk, run `T::map`, flush its output.
+pub fn map<T: MapReduce>(chunk: &[u8]) -> Result<(), String> {
+    let chunk = std::str::from_utf8(chunk).map_err(|e| format!("map input is not UTF-8: {e}"))?;
+    let mut out = Emitter::new();
+    T::map(chunk, &mut out)
+        .and_then(|()| out.finish())
+        .map_err(|e| e.to_string())
+}
+
+/// The `combine` export.
+pub fn combine<T: MapReduce>(key: &[u8], values: &[Vec<u8>]) -> Result<(), String> {
+    let (key, values) = decode_group::<T::Key, T::Value>(key, values)?;
+    let mut out = Emitter::new();
+    T::combine(key, values, &mut out)
+        .and_then(|()| out.finish())
+        .map_err(|e| e.to_string())
+}
+
+/// The `reduce` export.
+pub fn reduce<T: MapReduce>(key: &[u8], values: &[Vec<u8>]) -> Result<(), String> {
+    let (key, values) = decode_group::<T::Key, T::Value>(key, values)?;
+    let mut out = Emitter::new();
+    T::reduce(key, values, &mut out)
+        .and_then(|()| out.finish())
+        .map_err(|e| e.to_string())
+}
+
+fn decode_group<K: DeserializeOwned, V: DeserializeOwned>(
+    key: &[u8],
+    values: &[Vec<u8>],
+) -> Result<(K, Vec<V>), String> {
+    let key = serde_json::from_slice(key).map_err(|e| {
+        format!(
+            "key {:?} is not this task's JSON key: {e}",
+            String::from_utf8_lossy(key)
+        )
+    })?;
+    let values = values
+        .iter()
+        .map(|value| serde_json::from_slice(value))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("a value is not this task's JSON value: {e}"))?;
+    Ok((key, values))
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::{Emitter, Error, testing};
+
+    /// Emits one ~1 KiB pair per line.
+    struct Wide;
+
+    impl MapReduce for Wide {
+        type Key = u32;
+        type Value = String;
+        type Output = usize;
+
+        fn map(chunk: &str, out: &mut Emitter<u32, String>) -> Result<(), Error> {
+            for (i, _) in chunk.lines().enumerate() {
+                out.emit(i as u32, "x".repeat(1024));
+            }
+            Ok(())
+        }
+
+        fn reduce(
+            key: u32,
+            values: Vec<String>,
+            out: &mut Emitter<u32, usize>,
+        ) -> Result<(), Error> {
+            out.emit(key, values.len());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_is_flushed_in_batches_of_about_64_kib() {
+        let _host = testing::MockHost::new();
+        map::<Wide>("\n".repeat(200).as_bytes()).unwrap();
+        // 200 KiB of output: three full batches and the rest at the end of the call.
+        assert_eq!(testing::emit_calls(), 4);
+        let output = crate::host::mock::with(|state| std::mem::take(&mut state.emitted));
+        assert_eq!(output.len(), 200);
+    }
+
+    #[test]
+    fn no_output_means_no_emit_call() {
+        let _host = testing::MockHost::new();
+        map::<Wide>(b"").unwrap();
+        assert_eq!(testing::emit_calls(), 0);
+    }
+
+    #[test]
+    fn map_rejects_input_that_is_not_utf8() {
+        let err = map::<Wide>(b"ok\n\xff\xfe\n").unwrap_err();
+        assert!(err.starts_with("map input is not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn reduce_rejects_keys_and_values_of_another_type() {
+        let err = reduce::<Wide>(br#""text""#, &[]).unwrap_err();
+        assert!(
+            err.starts_with(r#"key "\"text\"" is not this task's JSON key"#),
+            "{err}"
+        );
+        let err = combine::<Wide>(b"1", &[b"2".to_vec()]).unwrap_err();
+        assert!(
+            err.starts_with("a value is not this task's JSON value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn info_reflects_the_combiner_flag() {
+        assert!(!has_combiner::<Wide>());
+    }
+}

@@ -1,0 +1,295 @@
+//! Unit-test guests natively: an in-memory host for handlers and an in-memory map/reduce runner.
+//!
+//! On native targets every SDK host call (kv, log, emit) goes to a per-thread mock, so each
+//! `#[test]` (its own thread) starts from its own state; [`MockHost::new`] resets it explicitly.
+//!
+//! ```
+//! use weft_sdk::{Request, Response, kv, testing::MockHost};
+//!
+//! fn visits(_req: Request) -> Result<Response, weft_sdk::Error> {
+//!     Ok(Response::text(200, kv::increment("visits", 1)?.to_string()))
+//! }
+//!
+//! let host = MockHost::new();
+//! host.call(visits, Request::get("/"));
+//! assert_eq!(host.call(visits, Request::get("/")).body_str(), Ok("2"));
+//! assert_eq!(host.kv_raw("visits"), Some(2i64.to_le_bytes().to_vec()));
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::host::mock;
+use crate::log::Level;
+use crate::{__private, IntoResponse, MapReduce, Request, Response};
+
+/// A handle on this thread's mock host: its key-value store and the lines logged so far.
+///
+/// ```
+/// let host = weft_sdk::testing::MockHost::new();
+/// weft_sdk::log::info("hi");
+/// assert_eq!(host.logs(), [(weft_sdk::log::Level::Info, "hi".to_owned())]);
+/// ```
+#[derive(Debug)]
+pub struct MockHost {
+    /// Thread-bound like the state it inspects.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Default for MockHost {
+    fn default() -> Self {
+        MockHost::new()
+    }
+}
+
+impl MockHost {
+    /// Reset this thread's mock host (empty store, no logs, kv working) and return a handle.
+    ///
+    /// ```
+    /// weft_sdk::kv::set("k", &1).unwrap();
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// assert_eq!(host.kv_raw("k"), None);
+    /// ```
+    pub fn new() -> Self {
+        mock::with(|state| *state = mock::State::default());
+        MockHost {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// Run `handler` on `request` as the host would and return its response.
+    ///
+    /// Unlike a component, a panicking handler panics the test instead of answering 500.
+    ///
+    /// ```
+    /// use weft_sdk::{Request, Response};
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// let resp = host.call(|req: Request| Response::text(200, req.method), Request::get("/"));
+    /// assert_eq!(resp.body_str(), Ok("GET"));
+    /// ```
+    pub fn call<R: IntoResponse>(
+        &self,
+        handler: impl FnOnce(Request) -> R,
+        request: Request,
+    ) -> Response {
+        handler(request).into_response()
+    }
+
+    /// The lines logged on this thread since the last reset, oldest first.
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// weft_sdk::log::warn("careful");
+    /// assert_eq!(host.logs()[0].1, "careful");
+    /// ```
+    pub fn logs(&self) -> Vec<(Level, String)> {
+        mock::with(|state| state.logs.clone())
+    }
+
+    /// The raw bytes stored under `key`.
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// weft_sdk::kv::set("name", "ada").unwrap();
+    /// assert_eq!(host.kv_raw("name"), Some(br#""ada""#.to_vec()));
+    /// ```
+    pub fn kv_raw(&self, key: &str) -> Option<Vec<u8>> {
+        mock::with(|state| state.kv.get(key.as_bytes()).cloned())
+    }
+
+    /// A copy of the whole store, keys and values as raw bytes.
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// weft_sdk::kv::set_raw("a", b"1").unwrap();
+    /// assert_eq!(host.kv_entries().len(), 1);
+    /// ```
+    pub fn kv_entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        mock::with(|state| state.kv.clone())
+    }
+
+    /// Make every kv call fail with [`Error::Unavailable`](crate::Error::Unavailable) carrying
+    /// `reason` (or work again with `None`), to test a handler's error path.
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// host.fail_kv(Some("disk full"));
+    /// assert!(weft_sdk::kv::get_raw("k").is_err());
+    /// host.fail_kv(None);
+    /// assert!(weft_sdk::kv::get_raw("k").is_ok());
+    /// ```
+    pub fn fail_kv(&self, reason: Option<&str>) {
+        mock::with(|state| state.kv_failure = reason.map(str::to_owned));
+    }
+}
+
+/// What a map/reduce run produces: `(key, output)` pairs sorted by key.
+///
+/// ```
+/// # use weft_sdk::{Emitter, Error, MapReduce};
+/// # struct Words;
+/// # impl MapReduce for Words {
+/// #     type Key = String; type Value = u64; type Output = u64;
+/// #     fn map(c: &str, o: &mut Emitter<String, u64>) -> Result<(), Error> { o.emit(c.trim().into(), 1); Ok(()) }
+/// #     fn reduce(k: String, v: Vec<u64>, o: &mut Emitter<String, u64>) -> Result<(), Error> { o.emit(k, v.len() as u64); Ok(()) }
+/// # }
+/// let outputs: weft_sdk::testing::Outputs<Words> = weft_sdk::testing::run_mapreduce::<Words>("hi\n", 1);
+/// assert_eq!(outputs, [("hi".to_owned(), 1)]);
+/// ```
+pub type Outputs<T> = Vec<(<T as MapReduce>::Key, <T as MapReduce>::Output)>;
+
+/// At most this many bytes of whole lines go into one map chunk in [`run_mapreduce`], so that
+/// small test inputs still exercise several chunks and the combiner.
+pub const TEST_CHUNK_BYTES: usize = 256;
+
+/// Run task `T` on `input` in memory the way a cluster does, and return the outputs sorted by key.
+///
+/// Input is cut into chunks of whole lines of at most [`TEST_CHUNK_BYTES`]; each is mapped,
+/// then combined per key if `T::HAS_COMBINER`; pairs are shuffled by key into `reducers`
+/// partitions and reduced. Everything goes through the same JSON encoding as a component.
+/// Panics with the task's message if a step fails; see [`try_run_mapreduce`].
+///
+/// ```
+/// # use weft_sdk::{Emitter, Error, MapReduce};
+/// struct Lengths;
+/// impl MapReduce for Lengths {
+///     type Key = usize;
+///     type Value = String;
+///     type Output = usize;
+///     fn map(chunk: &str, out: &mut Emitter<usize, String>) -> Result<(), Error> {
+///         chunk.lines().for_each(|w| out.emit(w.len(), w.to_owned()));
+///         Ok(())
+///     }
+///     fn reduce(len: usize, words: Vec<String>, out: &mut Emitter<usize, usize>) -> Result<(), Error> {
+///         out.emit(len, words.len());
+///         Ok(())
+///     }
+/// }
+/// let got = weft_sdk::testing::run_mapreduce::<Lengths>("a\nbb\ncc\n", 3);
+/// assert_eq!(got, [(1, 1), (2, 2)]);
+/// ```
+pub fn run_mapreduce<T: MapReduce>(input: &str, reducers: usize) -> Outputs<T>
+where
+    T::Key: Ord,
+{
+    try_run_mapreduce::<T>(input, reducers).unwrap_or_else(|e| panic!("map/reduce failed: {e}"))
+}
+
+/// Like [`run_mapreduce`] but returns the first failing step's message instead of panicking.
+///
+/// ```
+/// # use weft_sdk::{Emitter, Error, MapReduce};
+/// struct Picky;
+/// impl MapReduce for Picky {
+///     type Key = String;
+///     type Value = u8;
+///     type Output = u8;
+///     fn map(chunk: &str, _: &mut Emitter<String, u8>) -> Result<(), Error> {
+///         Err(Error::msg(format!("cannot parse {:?}", chunk.trim())))
+///     }
+///     fn reduce(_: String, _: Vec<u8>, _: &mut Emitter<String, u8>) -> Result<(), Error> {
+///         Ok(())
+///     }
+/// }
+/// let err = weft_sdk::testing::try_run_mapreduce::<Picky>("x\n", 1).unwrap_err();
+/// assert_eq!(err, r#"map: cannot parse "x""#);
+/// ```
+pub fn try_run_mapreduce<T: MapReduce>(input: &str, reducers: usize) -> Result<Outputs<T>, String>
+where
+    T::Key: Ord,
+{
+    let _ = take_emitted();
+    let mut map_output = Vec::new();
+    for chunk in chunks(input, TEST_CHUNK_BYTES) {
+        __private::map::<T>(chunk.as_bytes()).map_err(|e| format!("map: {e}"))?;
+        let mapped = take_emitted();
+        if T::HAS_COMBINER {
+            for (key, values) in group(mapped) {
+                __private::combine::<T>(&key, &values).map_err(|e| format!("combine: {e}"))?;
+            }
+            map_output.extend(take_emitted());
+        } else {
+            map_output.extend(mapped);
+        }
+    }
+    let reducers = reducers.max(1);
+    let mut partitions = vec![Vec::new(); reducers];
+    for (key, value) in map_output {
+        partitions[partition(&key, reducers)].push((key, value));
+    }
+    let mut outputs = Vec::new();
+    for partition in partitions {
+        for (key, values) in group(partition) {
+            __private::reduce::<T>(&key, &values).map_err(|e| format!("reduce: {e}"))?;
+            for (key, value) in take_emitted() {
+                let key: T::Key = serde_json::from_slice(&key)
+                    .map_err(|e| format!("reduce emitted a bad key: {e}"))?;
+                let value: T::Output = serde_json::from_slice(&value)
+                    .map_err(|e| format!("reduce emitted a bad output: {e}"))?;
+                outputs.push((key, value));
+            }
+        }
+    }
+    outputs.sort_by(|(a, _), (b, _)| a.cmp(b));
+    Ok(outputs)
+}
+
+/// Pairs emitted since the last call, and how many `emit` calls carried them.
+fn take_emitted() -> Vec<(Vec<u8>, Vec<u8>)> {
+    mock::with(|state| {
+        state.emit_calls = 0;
+        std::mem::take(&mut state.emitted)
+    })
+}
+
+/// How many `emit` host calls the current thread made since the last drain (for batching tests).
+#[cfg(test)]
+pub(crate) fn emit_calls() -> usize {
+    mock::with(|state| state.emit_calls)
+}
+
+/// Cut `input` into chunks of whole lines of at most `max` bytes (a longer line is its own chunk).
+fn chunks(input: &str, max: usize) -> Vec<&str> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for line in input.split_inclusive('\n') {
+        if end > start && end - start + line.len() > max {
+            chunks.push(&input[start..end]);
+            start = end;
+        }
+        end += line.len();
+    }
+    if end > start {
+        chunks.push(&input[start..end]);
+    }
+    chunks
+}
+
+/// Group pairs by encoded key, keys in byte order, values in arrival order.
+fn group(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
+    let mut groups: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    for (key, value) in pairs {
+        groups.entry(key).or_default().push(value);
+    }
+    groups
+}
+
+/// A stable partition for an encoded key (FNV-1a), so runs are reproducible.
+fn partition(key: &[u8], partitions: usize) -> usize {
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % partitions as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_hold_whole_lines() {
+        assert_eq!(chunks("a\nbb\nccc\n", 5), ["a\nbb\n", "ccc\n"]);
+        assert_eq!(chunks("toolong\nx", 3), ["toolong\n", "x"]);
+        assert_eq!(chunks("", 3), Vec::<&str>::new());
+    }
+}
