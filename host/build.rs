@@ -25,11 +25,16 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("host/ lives in the workspace root");
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace root");
     for dir in ["plugins", "sdk"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
     println!("cargo:rerun-if-env-changed=WEFT_GUEST_TARGET_DIR");
 
     let target_dir = guest_target_dir();
@@ -41,7 +46,15 @@ fn main() {
     for guest in GUESTS {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(root)
-            .args(["build", "--release", "--quiet", "--target", TARGET, "--package", guest])
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--target",
+                TARGET,
+                "--package",
+                guest,
+            ])
             .arg("--manifest-path")
             .arg(root.join("Cargo.toml"))
             .arg("--target-dir")
@@ -73,7 +86,11 @@ fn main() {
     let out = target_dir.join(TARGET).join("release");
     for guest in GUESTS {
         let file = out.join(format!("{}.wasm", guest.replace('-', "_")));
-        assert!(file.exists(), "guest `{guest}` built but {} is missing", file.display());
+        assert!(
+            file.exists(),
+            "guest `{guest}` built but {} is missing",
+            file.display()
+        );
     }
     println!("cargo:rustc-env=WEFT_GUESTS_DIR={}", out.display());
 }
@@ -104,8 +121,7 @@ fn ensure_wasm_target() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let installed =
-        |root: &Path| root.join("lib/rustlib").join(TARGET).join("lib").is_dir();
+    let installed = |root: &Path| root.join("lib/rustlib").join(TARGET).join("lib").is_dir();
     let Some(sysroot) = sysroot else { return };
     if installed(&sysroot) {
         return;

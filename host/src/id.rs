@@ -86,7 +86,8 @@ impl FromStr for FunctionName {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
         let ok = (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && s.as_bytes()[0].is_ascii_alphanumeric();
         if ok {
             Ok(FunctionName(s.to_string()))

@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { weft_host::cli::main() }
+fn main() -> std::process::ExitCode {
+    weft_host::cli::main()
+}

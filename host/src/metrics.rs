@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
-const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -30,7 +32,12 @@ pub struct Metrics {
 impl Metrics {
     /// Records one invocation of `function` that ended with `outcome` ("ok", "timeout", ...).
     pub fn invocation(&self, function: &str, outcome: &'static str, elapsed: Duration) {
-        *self.invocations.lock().expect("not poisoned").entry((function.to_string(), outcome)).or_default() += 1;
+        *self
+            .invocations
+            .lock()
+            .expect("not poisoned")
+            .entry((function.to_string(), outcome))
+            .or_default() += 1;
         let secs = elapsed.as_secs_f64();
         let mut latency = self.latency.lock().expect("not poisoned");
         let h = latency.entry(function.to_string()).or_default();
@@ -45,31 +52,53 @@ impl Metrics {
 
     /// A compiled module was found in the memory (`"memory"`) or disk (`"disk"`) cache.
     pub fn cache_hit(&self, tier: &'static str) {
-        *self.cache.lock().expect("not poisoned").entry(tier).or_default() += 1;
+        *self
+            .cache
+            .lock()
+            .expect("not poisoned")
+            .entry(tier)
+            .or_default() += 1;
     }
 
     /// A module had to be compiled.
     pub fn cache_miss(&self) {
-        *self.cache.lock().expect("not poisoned").entry("miss").or_default() += 1;
+        *self
+            .cache
+            .lock()
+            .expect("not poisoned")
+            .entry("miss")
+            .or_default() += 1;
     }
 
     /// Time spent compiling.
     pub fn compile_seconds(&self, elapsed: Duration) {
-        self.compile_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.compile_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// A job reached `state`.
     pub fn job(&self, state: &'static str) {
-        *self.jobs.lock().expect("not poisoned").entry(state).or_default() += 1;
+        *self
+            .jobs
+            .lock()
+            .expect("not poisoned")
+            .entry(state)
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition; `instances` is the number of live instances.
     pub fn render(&self, instances: usize) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP weft_invocations_total Invocations by function and outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP weft_invocations_total Invocations by function and outcome."
+        );
         let _ = writeln!(out, "# TYPE weft_invocations_total counter");
         for ((f, outcome), n) in self.invocations.lock().expect("not poisoned").iter() {
-            let _ = writeln!(out, "weft_invocations_total{{function=\"{f}\",outcome=\"{outcome}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "weft_invocations_total{{function=\"{f}\",outcome=\"{outcome}\"}} {n}"
+            );
         }
         let errors: u64 = self
             .invocations
@@ -79,31 +108,65 @@ impl Metrics {
             .filter(|((_, o), _)| *o != "ok")
             .map(|(_, n)| n)
             .sum();
-        let _ = writeln!(out, "# HELP weft_invocation_errors_total Invocations that did not end well.");
+        let _ = writeln!(
+            out,
+            "# HELP weft_invocation_errors_total Invocations that did not end well."
+        );
         let _ = writeln!(out, "# TYPE weft_invocation_errors_total counter");
         let _ = writeln!(out, "weft_invocation_errors_total {errors}");
-        let _ = writeln!(out, "# HELP weft_invocation_duration_seconds Invocation latency by function.");
+        let _ = writeln!(
+            out,
+            "# HELP weft_invocation_duration_seconds Invocation latency by function."
+        );
         let _ = writeln!(out, "# TYPE weft_invocation_duration_seconds histogram");
         for (f, h) in self.latency.lock().expect("not poisoned").iter() {
             for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(out, "weft_invocation_duration_seconds_bucket{{function=\"{f}\",le=\"{bound}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "weft_invocation_duration_seconds_bucket{{function=\"{f}\",le=\"{bound}\"}} {n}"
+                );
             }
-            let _ = writeln!(out, "weft_invocation_duration_seconds_bucket{{function=\"{f}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "weft_invocation_duration_seconds_sum{{function=\"{f}\"}} {}", h.sum);
-            let _ = writeln!(out, "weft_invocation_duration_seconds_count{{function=\"{f}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "weft_invocation_duration_seconds_bucket{{function=\"{f}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "weft_invocation_duration_seconds_sum{{function=\"{f}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "weft_invocation_duration_seconds_count{{function=\"{f}\"}} {}",
+                h.count
+            );
         }
         let _ = writeln!(out, "# HELP weft_instances Live Wasm instances.");
         let _ = writeln!(out, "# TYPE weft_instances gauge");
         let _ = writeln!(out, "weft_instances {instances}");
-        let _ = writeln!(out, "# HELP weft_module_cache_total Compiled-module lookups by result (memory, disk, miss).");
+        let _ = writeln!(
+            out,
+            "# HELP weft_module_cache_total Compiled-module lookups by result (memory, disk, miss)."
+        );
         let _ = writeln!(out, "# TYPE weft_module_cache_total counter");
         for (tier, n) in self.cache.lock().expect("not poisoned").iter() {
             let _ = writeln!(out, "weft_module_cache_total{{result=\"{tier}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP weft_compile_seconds_total Time spent compiling modules.");
+        let _ = writeln!(
+            out,
+            "# HELP weft_compile_seconds_total Time spent compiling modules."
+        );
         let _ = writeln!(out, "# TYPE weft_compile_seconds_total counter");
-        let _ = writeln!(out, "weft_compile_seconds_total {}", self.compile_nanos.load(Ordering::Relaxed) as f64 / 1e9);
-        let _ = writeln!(out, "# HELP weft_jobs_total Map/reduce jobs by final state.");
+        let _ = writeln!(
+            out,
+            "weft_compile_seconds_total {}",
+            self.compile_nanos.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_jobs_total Map/reduce jobs by final state."
+        );
         let _ = writeln!(out, "# TYPE weft_jobs_total counter");
         for (state, n) in self.jobs.lock().expect("not poisoned").iter() {
             let _ = writeln!(out, "weft_jobs_total{{state=\"{state}\"}} {n}");

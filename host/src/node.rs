@@ -35,13 +35,26 @@ impl Node {
     /// Opens the data directory, binds the HTTP address and starts serving.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
-        let store = Store::open(&dir.join("db")).with_context(|| format!("opening the database in {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let store = Store::open(&dir.join("db"))
+            .with_context(|| format!("opening the database in {}", dir.display()))?;
         let (token, token_path) = load_or_create_token(dir)?;
         let metrics = Arc::new(Metrics::default());
-        let runtime = Arc::new(Runtime::new(config.runtime.clone(), dir.join("cache"), metrics.clone())?);
+        let runtime = Arc::new(Runtime::new(
+            config.runtime.clone(),
+            dir.join("cache"),
+            metrics.clone(),
+        )?);
         let jobs = Jobs::new(runtime.clone(), store.clone(), metrics.clone())?;
-        let app = App::new(store, runtime, jobs, metrics, config.limits.clone(), token.clone());
+        let app = App::new(
+            store,
+            runtime,
+            jobs,
+            metrics,
+            config.limits.clone(),
+            token.clone(),
+        );
 
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
@@ -50,10 +63,18 @@ impl Node {
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, api::router(app)).with_graceful_shutdown(stop.cancelled_owned()).await
+            axum::serve(listener, api::router(app))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
         });
         tracing::info!(%http_addr, data_dir = %dir.display(), "node is serving");
-        Ok(Node { http_addr, token, token_path, cancel, server })
+        Ok(Node {
+            http_addr,
+            token,
+            token_path,
+            cancel,
+            server,
+        })
     }
 
     /// The API's base URL.
@@ -64,11 +85,15 @@ impl Node {
     /// Stops accepting requests and waits (at most 10 s) for those in flight.
     pub async fn shutdown(self) {
         self.cancel.cancel();
+        let abort = self.server.abort_handle();
         match tokio::time::timeout(Duration::from_secs(10), self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
-            Err(_) => tracing::warn!("requests still running after 10 s; stopping anyway"),
+            Err(_) => {
+                tracing::warn!("requests still running after 10 s; stopping anyway");
+                abort.abort();
+            }
         }
     }
 
@@ -91,8 +116,11 @@ fn load_or_create_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
             return Ok((t, path));
         }
     }
-    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    write_private(&path, token.as_bytes()).with_context(|| format!("writing the token to {}", path.display()))?;
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    write_private(&path, token.as_bytes())
+        .with_context(|| format!("writing the token to {}", path.display()))?;
     Ok((token, path))
 }
 

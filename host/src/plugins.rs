@@ -13,7 +13,11 @@ pub const COUNTER: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/cou
 pub const WORDCOUNT: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/wordcount.wasm"));
 
 /// The embedded first-party plugins, by name.
-pub const EMBEDDED: &[(&str, &[u8])] = &[("hello", HELLO), ("counter", COUNTER), ("wordcount", WORDCOUNT)];
+pub const EMBEDDED: &[(&str, &[u8])] = &[
+    ("hello", HELLO),
+    ("counter", COUNTER),
+    ("wordcount", WORDCOUNT),
+];
 
 /// The built component of any guest package in `plugins/` (e.g. `guest-loop`).
 pub fn path(package: &str) -> PathBuf {

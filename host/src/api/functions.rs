@@ -72,22 +72,27 @@ pub(crate) async fn deploy(
     let name: FunctionName = name.parse()?;
     let bytes = read_body(body, &headers, app.limits.max_module_bytes.get(), "module").await?;
     if bytes.is_empty() {
-        return Err(ApiError::BadRequest("the request body is empty; send the component's bytes".into()));
+        return Err(ApiError::BadRequest(
+            "the request body is empty; send the component's bytes".into(),
+        ));
     }
     let limits = FunctionLimits {
         timeout_ms: params.timeout_ms,
         memory_bytes: params.memory_mb.map(|mb| mb << 20),
     };
     if limits.timeout_ms == Some(0) || limits.memory_bytes == Some(0) {
-        return Err(ApiError::BadRequest("timeout_ms and memory_mb must be positive".into()));
+        return Err(ApiError::BadRequest(
+            "timeout_ms and memory_mb must be positive".into(),
+        ));
     }
     // Compile and link before storing anything, so a bad module leaves no trace.
     let digest = Digest::of(&bytes);
     let rt = app.runtime.clone();
     let compile_bytes = bytes.clone();
-    let prepared = tokio::task::spawn_blocking(move || rt.prepare(digest, &compile_bytes, params.kind))
-        .await
-        .map_err(|e| ApiError::Internal(format!("compilation task failed: {e}")))??;
+    let prepared =
+        tokio::task::spawn_blocking(move || rt.prepare(digest, &compile_bytes, params.kind))
+            .await
+            .map_err(|e| ApiError::Internal(format!("compilation task failed: {e}")))??;
     app.store.put_module(&bytes).await?;
     let deployment = Deployment {
         digest,
@@ -95,7 +100,10 @@ pub(crate) async fn deploy(
         size: bytes.len() as u64,
         limits,
         lock_key: None,
-        deployed_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        deployed_at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     };
     let record = app.store.deploy(&name, deployment).await?;
     app.invalidate(&name);
@@ -104,16 +112,31 @@ pub(crate) async fn deploy(
 }
 
 pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<FunctionView>>, ApiError> {
-    Ok(Json(app.store.functions()?.iter().map(FunctionView::from).collect()))
+    Ok(Json(
+        app.store
+            .functions()?
+            .iter()
+            .map(FunctionView::from)
+            .collect(),
+    ))
 }
 
-pub(crate) async fn show(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<FunctionRecord>, ApiError> {
+pub(crate) async fn show(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionRecord>, ApiError> {
     let name: FunctionName = name.parse()?;
-    let record = app.store.function(&name)?.ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
+    let record = app
+        .store
+        .function(&name)?
+        .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
     Ok(Json(record))
 }
 
-pub(crate) async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<FunctionView>, ApiError> {
+pub(crate) async fn rollback(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionView>, ApiError> {
     let name: FunctionName = name.parse()?;
     let record = app.store.rollback(&name).await?;
     app.invalidate(&name);
@@ -121,7 +144,10 @@ pub(crate) async fn rollback(State(app): State<Arc<App>>, Path(name): Path<Strin
     Ok(Json(FunctionView::from(&record)))
 }
 
-pub(crate) async fn delete(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let name: FunctionName = name.parse()?;
     app.store.delete_function(&name).await?;
     app.invalidate(&name);

@@ -12,11 +12,19 @@ use super::{ApiError, App, read_body};
 use crate::id::FunctionName;
 use crate::runtime::{Prepared, RuntimeError};
 
-pub(crate) async fn invoke_root(State(app): State<Arc<App>>, Path(name): Path<String>, request: Request) -> Response {
+pub(crate) async fn invoke_root(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
     run(app, name, String::new(), request).await
 }
 
-pub(crate) async fn invoke(State(app): State<Arc<App>>, Path((name, path)): Path<(String, String)>, request: Request) -> Response {
+pub(crate) async fn invoke(
+    State(app): State<Arc<App>>,
+    Path((name, path)): Path<(String, String)>,
+    request: Request,
+) -> Response {
     run(app, name, path, request).await
 }
 
@@ -33,7 +41,8 @@ async fn run(app: Arc<App>, name: String, path: String, request: Request) -> Res
         Err(_) => "error",
     };
     if let Ok(function) = name.parse::<FunctionName>() {
-        app.metrics.invocation(function.as_str(), outcome, started.elapsed());
+        app.metrics
+            .invocation(function.as_str(), outcome, started.elapsed());
     }
     result.into_response()
 }
@@ -47,7 +56,13 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
         )));
     };
     let (parts, body) = request.into_parts();
-    let body = read_body(body, &parts.headers, app.limits.max_request_body.get(), "request body").await?;
+    let body = read_body(
+        body,
+        &parts.headers,
+        app.limits.max_request_body.get(),
+        "request body",
+    )
+    .await?;
 
     // The guest sees the path below /fn/{name}, with the query.
     let mut uri = format!("/{path}");
@@ -55,17 +70,25 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
         uri.push('?');
         uri.push_str(q);
     }
-    let mut builder = http::Request::builder().method(parts.method).uri(uri).version(http::Version::HTTP_11);
+    let mut builder = http::Request::builder()
+        .method(parts.method)
+        .uri(uri)
+        .version(http::Version::HTTP_11);
     for (k, v) in parts.headers.iter() {
         builder = builder.header(k, v);
     }
     if !parts.headers.contains_key(http::header::HOST) {
         builder = builder.header(http::header::HOST, "localhost");
     }
-    let request = builder.body(Full::new(body)).map_err(|e| ApiError::BadRequest(format!("bad request: {e}")))?;
+    let request = builder
+        .body(Full::new(body))
+        .map_err(|e| ApiError::BadRequest(format!("bad request: {e}")))?;
 
     let limits = app.runtime.limits(&active.deployment.limits);
     let kv = app.store.kv_space(&name);
-    let response = app.runtime.handle_http(&name, pre, limits, kv, request).await?;
+    let response = app
+        .runtime
+        .handle_http(&name, pre, limits, kv, request)
+        .await?;
     Ok(response.map(Body::new))
 }

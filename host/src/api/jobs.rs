@@ -38,7 +38,9 @@ pub(crate) async fn submit(
     let function: FunctionName = params.function.parse()?;
     let reducers = params.reducers.unwrap_or(4);
     if !(1..=MAX_REDUCERS).contains(&reducers) {
-        return Err(ApiError::BadRequest(format!("reducers must be between 1 and {MAX_REDUCERS}, not {reducers}")));
+        return Err(ApiError::BadRequest(format!(
+            "reducers must be between 1 and {MAX_REDUCERS}, not {reducers}"
+        )));
     }
     let active = app.active(&function).await?;
     let Prepared::Task(pre) = &active.prepared else {
@@ -49,8 +51,14 @@ pub(crate) async fn submit(
 
     // Cut the input into chunks as it arrives, so it never has to sit in one buffer.
     let limit = app.limits.max_job_input.get();
-    let too_large = || ApiError::TooLarge(format!("job input is larger than the limit of {limit} bytes"));
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "job input is larger than the limit of {limit} bytes"
+        ))
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > limit
     {
         return Err(too_large());
@@ -60,7 +68,8 @@ pub(crate) async fn submit(
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| ApiError::BadRequest(format!("could not read the job input: {e}")))?;
+        let piece = piece
+            .map_err(|e| ApiError::BadRequest(format!("could not read the job input: {e}")))?;
         received += piece.len() as u64;
         if received > limit {
             return Err(too_large());
@@ -81,9 +90,15 @@ pub(crate) async fn submit(
     Ok((StatusCode::ACCEPTED, Json(record)))
 }
 
-pub(crate) async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+pub(crate) async fn show(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
     let id: JobId = id.parse()?;
-    app.jobs.get(id)?.map(Json).ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
+    app.jobs
+        .get(id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
 pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<JobRecord>>, ApiError> {
@@ -91,14 +106,23 @@ pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<JobReco
 }
 
 /// The output as JSON lines (`{"key":...,"value":...}`), streamed from the store.
-pub(crate) async fn output(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn output(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id: JobId = id.parse()?;
-    app.jobs.get(id)?.ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
+    app.jobs
+        .get(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
     let lines = futures::stream::iter(app.jobs.output(id)).map(|r| {
         r.map(|mut line| {
             line.push(b'\n');
             bytes::Bytes::from(line)
         })
     });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
 }

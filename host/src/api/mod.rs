@@ -55,7 +55,16 @@ impl App {
         limits: Limits,
         token: String,
     ) -> Arc<Self> {
-        Arc::new(App { store, runtime, jobs, metrics, limits, token, active: RwLock::default(), generation: Default::default() })
+        Arc::new(App {
+            store,
+            runtime,
+            jobs,
+            metrics,
+            limits,
+            token,
+            active: RwLock::default(),
+            generation: Default::default(),
+        })
     }
 
     /// The current deployment of `name`, compiled (from the disk cache when possible).
@@ -64,7 +73,10 @@ impl App {
             return Ok(a.clone());
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-        let record = self.store.function(name)?.ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
+        let record = self
+            .store
+            .function(name)?
+            .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
         let deployment = record.active().clone();
         let prepared = if let Some(p) = self.runtime.prepared(deployment.digest) {
             p
@@ -76,7 +88,10 @@ impl App {
                 .await
                 .map_err(|e| ApiError::Internal(format!("compilation task failed: {e}")))??
         };
-        let active = Arc::new(Active { deployment, prepared });
+        let active = Arc::new(Active {
+            deployment,
+            prepared,
+        });
         let mut cache = self.active.write().expect("not poisoned");
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
             cache.insert(name.clone(), active.clone());
@@ -87,7 +102,8 @@ impl App {
     /// Forgets the cached deployment of `name` (after deploy, rollback or delete).
     pub(crate) fn invalidate(&self, name: &FunctionName) {
         let mut cache = self.active.write().expect("not poisoned");
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         cache.remove(name);
     }
 }
@@ -95,7 +111,10 @@ impl App {
 /// The router with every route.
 pub fn router(app: Arc<App>) -> Router {
     let writes = Router::new()
-        .route("/v1/functions/{name}", put(functions::deploy).delete(functions::delete))
+        .route(
+            "/v1/functions/{name}",
+            put(functions::deploy).delete(functions::delete),
+        )
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         .route("/v1/jobs", post(jobs::submit))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
@@ -111,7 +130,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(writes)
-        .fallback(|| async { ApiError::NotFound("no such route; see the README for the API".into()) })
+        .fallback(|| async {
+            ApiError::NotFound("no such route; see the README for the API".into())
+        })
         // Every body limit is enforced by the handler that reads the body.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
@@ -124,7 +145,12 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     )
 }
 
-async fn require_token(State(app): State<Arc<App>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -133,7 +159,8 @@ async fn require_token(State(app): State<Arc<App>>, headers: HeaderMap, request:
         Some(t) if constant_time_eq(t.as_bytes(), app.token.as_bytes()) => next.run(request).await,
         Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
         None => ApiError::Unauthorized(
-            "this route needs `Authorization: Bearer <token>`; the node prints where its token is".into(),
+            "this route needs `Authorization: Bearer <token>`; the node prints where its token is"
+                .into(),
         )
         .into_response(),
     }
@@ -209,15 +236,27 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
-        (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
 /// Reads a whole body, refusing it with 413 as soon as it passes `limit` bytes
 /// (and before reading anything when Content-Length already says so).
-pub(crate) async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit: usize, what: &str) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || ApiError::TooLarge(format!("{what} is larger than the limit of {limit} bytes"));
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large =
+        || ApiError::TooLarge(format!("{what} is larger than the limit of {limit} bytes"));
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > limit as u64
     {
         return Err(too_large());
@@ -227,7 +266,13 @@ pub(crate) async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit
         Err(e) => {
             let length_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if length_limit { Err(too_large()) } else { Err(ApiError::BadRequest(format!("could not read the {what}: {e}"))) }
+            if length_limit {
+                Err(too_large())
+            } else {
+                Err(ApiError::BadRequest(format!(
+                    "could not read the {what}: {e}"
+                )))
+            }
         }
     }
 }
@@ -242,7 +287,10 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))

@@ -43,14 +43,22 @@ impl Client {
     }
 
     /// Sends a request and decodes a JSON answer, turning an error answer into a clear error.
-    pub async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         let resp = self.send(req).await?;
-        resp.json().await.context("the node's answer is not the JSON expected")
+        resp.json()
+            .await
+            .context("the node's answer is not the JSON expected")
     }
 
     /// Sends a request; an error answer becomes an error carrying the node's message.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = req.send().await.with_context(|| format!("could not reach the node at {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("could not reach the node at {}", self.base))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -61,7 +69,9 @@ impl Client {
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or(body);
         if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
-            bail!("{status}: {message}\nhint: set WEFT_TOKEN, or pass --token-file <data-dir>/token");
+            bail!(
+                "{status}: {message}\nhint: set WEFT_TOKEN, or pass --token-file <data-dir>/token"
+            );
         }
         bail!("{status}: {message}")
     }
@@ -69,14 +79,20 @@ impl Client {
 
 /// The token: `--token`/`WEFT_TOKEN`, else the file named by `--token-file`/`WEFT_TOKEN_FILE`,
 /// else the token file in the default data directory, if any.
-pub fn resolve_token(token: Option<String>, token_file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+pub fn resolve_token(
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
     if let Some(t) = token {
         return Ok(Some(t));
     }
     if let Some(f) = token_file {
-        let t = std::fs::read_to_string(&f).with_context(|| format!("reading the token file {}", f.display()))?;
+        let t = std::fs::read_to_string(&f)
+            .with_context(|| format!("reading the token file {}", f.display()))?;
         return Ok(Some(t.trim().to_string()));
     }
     let default = super::default_data_dir().join(crate::node::TOKEN_FILE);
-    Ok(std::fs::read_to_string(default).ok().map(|t| t.trim().to_string()))
+    Ok(std::fs::read_to_string(default)
+        .ok()
+        .map(|t| t.trim().to_string()))
 }

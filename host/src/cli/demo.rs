@@ -13,7 +13,10 @@ use crate::plugins;
 const TEXT: &str = include_str!("demo_text.txt");
 
 pub(super) async fn run(once: bool) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new().prefix("weft-demo-").tempdir().context("creating a temporary data directory")?;
+    let dir = tempfile::Builder::new()
+        .prefix("weft-demo-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
     let node = crate::Node::start(NodeConfig::local(dir.path())).await?;
     let url = node.url();
     let c = Client::new(&url, Some(node.token.clone()))?;
@@ -22,27 +25,53 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
 
     println!("\n-- deploy the bundled plugins");
     for (name, bytes) in plugins::EMBEDDED {
-        let f: FunctionView =
-            c.json(c.request(Method::PUT, &format!("/v1/functions/{name}")).body(bytes.to_vec())).await?;
-        println!("deployed {:<10} {:<10} {:>7} bytes  digest {}", f.name, f.kind.to_string(), f.size, f.digest.short());
+        let f: FunctionView = c
+            .json(
+                c.request(Method::PUT, &format!("/v1/functions/{name}"))
+                    .body(bytes.to_vec()),
+            )
+            .await?;
+        println!(
+            "deployed {:<10} {:<10} {:>7} bytes  digest {}",
+            f.name,
+            f.kind.to_string(),
+            f.size,
+            f.digest.short()
+        );
     }
 
     println!("\n-- invoke hello");
-    let text = c.send(c.request(Method::GET, "/fn/hello/world")).await?.text().await?;
+    let text = c
+        .send(c.request(Method::GET, "/fn/hello/world"))
+        .await?
+        .text()
+        .await?;
     println!("GET /fn/hello/world -> {}", text.trim_end());
 
     println!("\n-- invoke counter (state kept in the node's key-value store)");
     for path in ["apples", "apples", "pears", "apples"] {
-        let text = c.send(c.request(Method::GET, &format!("/fn/counter/{path}"))).await?.text().await?;
+        let text = c
+            .send(c.request(Method::GET, &format!("/fn/counter/{path}")))
+            .await?
+            .text()
+            .await?;
         println!("GET /fn/counter/{path:<7} -> {}", text.trim_end());
     }
 
-    println!("\n-- run wordcount over a bundled text ({} bytes, repeated 50 times)", TEXT.len());
+    println!(
+        "\n-- run wordcount over a bundled text ({} bytes, repeated 50 times)",
+        TEXT.len()
+    );
     let input = TEXT.repeat(50).into_bytes();
     let job = super::jobs::run_job(&c, "wordcount", input, 4, true).await?;
     println!(
         "job {} {:?} in {} ms: {} map tasks, {} reducers, {} distinct words",
-        job.id, job.status, job.elapsed_ms, job.progress.maps_total, job.reducers, job.output_records
+        job.id,
+        job.status,
+        job.elapsed_ms,
+        job.progress.maps_total,
+        job.reducers,
+        job.output_records
     );
     if let Some(e) = &job.error {
         anyhow::bail!("the demo job failed: {e}");

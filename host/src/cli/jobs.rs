@@ -50,7 +50,12 @@ pub(super) enum JobCommand {
 
 pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> {
     match command {
-        JobCommand::Run { name, input, reducers, json } => {
+        JobCommand::Run {
+            name,
+            input,
+            reducers,
+            json,
+        } => {
             let mut body = Vec::new();
             for f in input {
                 let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
@@ -66,12 +71,18 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
                 print_summary(c, &job);
             }
             if job.status != JobStatus::Succeeded {
-                anyhow::bail!("job {} failed: {}", job.id, job.error.as_deref().unwrap_or("no reason given"));
+                anyhow::bail!(
+                    "job {} failed: {}",
+                    job.id,
+                    job.error.as_deref().unwrap_or("no reason given")
+                );
             }
             Ok(())
         }
         JobCommand::Status { id, json } => {
-            let job: JobRecord = c.json(c.request(Method::GET, &format!("/v1/jobs/{id}"))).await?;
+            let job: JobRecord = c
+                .json(c.request(Method::GET, &format!("/v1/jobs/{id}")))
+                .await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
@@ -84,7 +95,10 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
             if *json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
-                println!("{:<32}  {:<16} {:<9} {:>10} {:>9}", "ID", "FUNCTION", "STATUS", "RECORDS", "MS");
+                println!(
+                    "{:<32}  {:<16} {:<9} {:>10} {:>9}",
+                    "ID", "FUNCTION", "STATUS", "RECORDS", "MS"
+                );
                 for j in jobs {
                     println!(
                         "{:<32}  {:<16} {:<9} {:>10} {:>9}",
@@ -99,7 +113,9 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
             Ok(())
         }
         JobCommand::Output { id } => {
-            let resp = c.send(c.request(Method::GET, &format!("/v1/jobs/{id}/output"))).await?;
+            let resp = c
+                .send(c.request(Method::GET, &format!("/v1/jobs/{id}/output")))
+                .await?;
             let bytes = resp.bytes().await.context("reading the output")?;
             use std::io::Write;
             std::io::stdout().write_all(&bytes)?;
@@ -109,30 +125,50 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
 }
 
 /// Submits a job and polls it to the end, drawing a progress bar on stderr when `progress`.
-pub(super) async fn run_job(c: &Client, function: &str, input: Vec<u8>, reducers: u32, progress: bool) -> anyhow::Result<JobRecord> {
+pub(super) async fn run_job(
+    c: &Client,
+    function: &str,
+    input: Vec<u8>,
+    reducers: u32,
+    progress: bool,
+) -> anyhow::Result<JobRecord> {
     let submitted: JobRecord = c
         .json(
             c.request(Method::POST, "/v1/jobs")
-                .query(&[("function", function.to_string()), ("reducers", reducers.to_string())])
+                .query(&[
+                    ("function", function.to_string()),
+                    ("reducers", reducers.to_string()),
+                ])
                 .body(input),
         )
         .await?;
-    let bar = if progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    let bar = if progress {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}",
+        )
+        .expect("valid template"),
     );
     let mut job = submitted;
     loop {
         let p = job.progress;
         bar.set_length((p.maps_total + p.reduces_total) as u64);
         bar.set_position((p.maps_done + p.reduces_done) as u64);
-        bar.set_message(format!("map {}/{}  reduce {}/{}", p.maps_done, p.maps_total, p.reduces_done, p.reduces_total));
+        bar.set_message(format!(
+            "map {}/{}  reduce {}/{}",
+            p.maps_done, p.maps_total, p.reduces_done, p.reduces_total
+        ));
         if job.status != JobStatus::Running {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        job = c.json(c.request(Method::GET, &format!("/v1/jobs/{}", job.id))).await?;
+        job = c
+            .json(c.request(Method::GET, &format!("/v1/jobs/{}", job.id)))
+            .await?;
     }
     bar.finish_and_clear();
     Ok(job)
@@ -156,11 +192,20 @@ fn print_summary(c: &Client, job: &JobRecord) {
     if !job.top.is_empty() {
         println!("top records:");
         for r in &job.top {
-            let key = r.key.as_str().map(str::to_string).unwrap_or_else(|| r.key.to_string());
+            let key = r
+                .key
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| r.key.to_string());
             println!("  {key:<24} {}", r.value);
         }
     }
     if job.status == JobStatus::Succeeded {
-        println!("full output: weft job output {}   (or GET {}/v1/jobs/{}/output)", job.id, c.base(), job.id);
+        println!(
+            "full output: weft job output {}   (or GET {}/v1/jobs/{}/output)",
+            job.id,
+            c.base(),
+            job.id
+        );
     }
 }

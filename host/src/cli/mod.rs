@@ -22,7 +22,12 @@ use crate::config::NodeConfig;
 #[command(name = "weft", version, about, long_about = None)]
 pub struct Cli {
     /// The node to talk to.
-    #[arg(long, global = true, env = "WEFT_NODE", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_NODE",
+        default_value = "http://127.0.0.1:7070"
+    )]
     node: String,
     /// The API token for write commands.
     #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
@@ -113,7 +118,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Node { .. } | Command::Demo { .. });
     init_tracing(if serving { "info" } else { "warn" });
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
@@ -130,9 +138,13 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// `$WEFT_DATA_DIR`, else `~/.local/share/weft`, else `./weft-data`.
@@ -148,7 +160,10 @@ pub fn default_data_dir() -> PathBuf {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = || -> anyhow::Result<Client> {
-        Client::new(&cli.node, client::resolve_token(cli.token.clone(), cli.token_file.clone())?)
+        Client::new(
+            &cli.node,
+            client::resolve_token(cli.token.clone(), cli.token_file.clone())?,
+        )
     };
     match &cli.command {
         Command::Node { data_dir, http } => {
@@ -156,12 +171,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.http = *http;
             let node = crate::Node::start(config).await?;
             println!("weft node serving on {}", node.url());
-            println!("API token in {} (export WEFT_TOKEN=$(cat {}))", node.token_path.display(), node.token_path.display());
+            println!(
+                "API token in {} (export WEFT_TOKEN=$(cat {}))",
+                node.token_path.display(),
+                node.token_path.display()
+            );
             node.run_until(shutdown_signal()).await;
             Ok(())
         }
-        Command::Deploy { file, name, kind, timeout_ms, memory_mb } => {
-            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        Command::Deploy {
+            file,
+            name,
+            kind,
+            timeout_ms,
+            memory_mb,
+        } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let c = client()?;
             let mut query = vec![];
             if let Some(k) = kind {
@@ -173,9 +199,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(m) = memory_mb {
                 query.push(("memory_mb", m.to_string()));
             }
-            let f: FunctionView =
-                c.json(c.request(Method::PUT, &format!("/v1/functions/{name}")).query(&query).body(bytes)).await?;
-            println!("deployed {} v{} ({}, {} bytes) digest {}", f.name, f.version, f.kind, f.size, f.digest);
+            let f: FunctionView = c
+                .json(
+                    c.request(Method::PUT, &format!("/v1/functions/{name}"))
+                        .query(&query)
+                        .body(bytes),
+                )
+                .await?;
+            println!(
+                "deployed {} v{} ({}, {} bytes) digest {}",
+                f.name, f.version, f.kind, f.size, f.digest
+            );
             Ok(())
         }
         Command::Functions { json } => {
@@ -184,7 +218,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&fs)?);
             } else {
-                println!("{:<24} {:<10} {:>8} {:>9}  DIGEST", "NAME", "KIND", "VERSION", "SIZE");
+                println!(
+                    "{:<24} {:<10} {:>8} {:>9}  DIGEST",
+                    "NAME", "KIND", "VERSION", "SIZE"
+                );
                 for f in fs {
                     println!(
                         "{:<24} {:<10} {:>8} {:>9}  {}",
@@ -200,17 +237,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rollback { name } => {
             let c = client()?;
-            let f: FunctionView = c.json(c.request(Method::POST, &format!("/v1/functions/{name}/rollback"))).await?;
+            let f: FunctionView = c
+                .json(c.request(Method::POST, &format!("/v1/functions/{name}/rollback")))
+                .await?;
             println!("{} now serves v{} (digest {})", f.name, f.version, f.digest);
             Ok(())
         }
         Command::Delete { name } => {
             let c = client()?;
-            c.send(c.request(Method::DELETE, &format!("/v1/functions/{name}"))).await?;
+            c.send(c.request(Method::DELETE, &format!("/v1/functions/{name}")))
+                .await?;
             println!("deleted {name}");
             Ok(())
         }
-        Command::Invoke { name, path, data, method, header } => {
+        Command::Invoke {
+            name,
+            path,
+            data,
+            method,
+            header,
+        } => {
             let c = client()?;
             let body = match data.as_deref() {
                 Some(d) if d.starts_with('@') => {
@@ -220,14 +266,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             let method = match method {
-                Some(m) => m.to_uppercase().parse::<Method>().with_context(|| format!("`{m}` is not an HTTP method"))?,
+                Some(m) => m
+                    .to_uppercase()
+                    .parse::<Method>()
+                    .with_context(|| format!("`{m}` is not an HTTP method"))?,
                 None if body.is_some() => Method::POST,
                 None => Method::GET,
             };
             let path = format!("/fn/{name}/{}", path.trim_start_matches('/'));
             let mut req = c.request(method, &path);
             for h in header {
-                let (k, v) = h.split_once(':').with_context(|| format!("header `{h}` is not `Name: value`"))?;
+                let (k, v) = h
+                    .split_once(':')
+                    .with_context(|| format!("header `{h}` is not `Name: value`"))?;
                 req = req.header(k.trim(), v.trim());
             }
             if let Some(b) = body {

@@ -23,6 +23,9 @@ use crate::store::Store;
 use plan::{Chunk, partition};
 use state::{Action, Event, JobState, Progress};
 
+/// One reducer partition's input: values grouped by key, in key order.
+type Partition = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+
 /// How many output records a job's summary shows.
 const TOP: usize = 10;
 
@@ -103,11 +106,16 @@ pub struct JobSpec {
 
 impl Jobs {
     /// The job service; jobs that were running when the node stopped are marked failed.
-    pub fn new(runtime: Arc<Runtime>, store: Store, metrics: Arc<Metrics>) -> Result<Arc<Self>, crate::store::StoreError> {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
         for mut job in store.jobs::<JobRecord>()? {
             if job.status == JobStatus::Running {
                 job.status = JobStatus::Failed;
-                job.error = Some("the node restarted while the job was running; submit it again".into());
+                job.error =
+                    Some("the node restarted while the job was running; submit it again".into());
                 let store = store.clone();
                 // Best effort: the record is only informational.
                 let id = job.id;
@@ -118,12 +126,23 @@ impl Jobs {
                 });
             }
         }
-        let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Arc::new(Jobs { runtime, store, metrics, live: Mutex::default(), parallelism }))
+        let parallelism = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(Arc::new(Jobs {
+            runtime,
+            store,
+            metrics,
+            live: Mutex::default(),
+            parallelism,
+        }))
     }
 
     /// Starts a job in the background and returns its first record.
-    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<JobRecord, crate::store::StoreError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        spec: JobSpec,
+    ) -> Result<JobRecord, crate::store::StoreError> {
         let id = JobId::random();
         let record = JobRecord {
             id,
@@ -131,7 +150,11 @@ impl Jobs {
             digest: spec.digest,
             status: JobStatus::Running,
             error: None,
-            progress: Progress { maps_total: spec.chunks.len(), reduces_total: spec.reducers as usize, ..Progress::default() },
+            progress: Progress {
+                maps_total: spec.chunks.len(),
+                reduces_total: spec.reducers as usize,
+                ..Progress::default()
+            },
             input_bytes: spec.chunks.iter().map(|c| c.bytes.len() as u64).sum(),
             reducers: spec.reducers,
             output_records: 0,
@@ -139,7 +162,10 @@ impl Jobs {
             elapsed_ms: 0,
         };
         self.store.put_job(id, &record).await?;
-        self.live.lock().expect("not poisoned").insert(id, record.clone());
+        self.live
+            .lock()
+            .expect("not poisoned")
+            .insert(id, record.clone());
         let jobs = self.clone();
         tokio::spawn(async move { jobs.drive(id, spec).await });
         Ok(record)
@@ -155,7 +181,12 @@ impl Jobs {
 
     /// Every job.
     pub fn list(&self) -> Result<Vec<JobRecord>, crate::store::StoreError> {
-        let mut all: HashMap<JobId, JobRecord> = self.store.jobs::<JobRecord>()?.into_iter().map(|j| (j.id, j)).collect();
+        let mut all: HashMap<JobId, JobRecord> = self
+            .store
+            .jobs::<JobRecord>()?
+            .into_iter()
+            .map(|j| (j.id, j))
+            .collect();
         for (id, r) in self.live.lock().expect("not poisoned").iter() {
             all.insert(*id, r.clone());
         }
@@ -165,7 +196,10 @@ impl Jobs {
     }
 
     /// A job's full output, as JSON lines.
-    pub fn output(&self, id: JobId) -> impl Iterator<Item = Result<Vec<u8>, crate::store::StoreError>> + use<> {
+    pub fn output(
+        &self,
+        id: JobId,
+    ) -> impl Iterator<Item = Result<Vec<u8>, crate::store::StoreError>> + use<> {
         self.store.output_of(id)
     }
 
@@ -180,8 +214,8 @@ impl Jobs {
         let chunks: Arc<Vec<Chunk>> = Arc::new(spec.chunks);
         let reducers = spec.reducers.max(1);
         let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
-        let mut shuffle: Vec<BTreeMap<Vec<u8>, Vec<Vec<u8>>>> = vec![BTreeMap::new(); reducers as usize];
-        let mut frozen: Option<Vec<Arc<BTreeMap<Vec<u8>, Vec<Vec<u8>>>>>> = None;
+        let mut shuffle: Vec<Partition> = vec![BTreeMap::new(); reducers as usize];
+        let mut frozen: Option<Vec<Arc<Partition>>> = None;
         let mut top = Top::default();
         let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
         let mut actions = state.start();
@@ -190,24 +224,64 @@ impl Jobs {
             for action in actions.drain(..) {
                 match action {
                     Action::StartMap { task, attempt } => {
-                        let (rt, name, pre, limits, chunks) =
-                            (self.runtime.clone(), spec.function.clone(), spec.pre.clone(), spec.limits, chunks.clone());
+                        let (rt, name, pre, limits, chunks) = (
+                            self.runtime.clone(),
+                            spec.function.clone(),
+                            spec.pre.clone(),
+                            spec.limits,
+                            chunks.clone(),
+                        );
                         tasks.spawn(async move {
-                            match map_task(&rt, &name, &pre, limits, &chunks[task].bytes, reducers).await {
-                                Ok(buckets) => (Event::MapDone { task, attempt }, Some(Done::Map(buckets))),
-                                Err(e) => (Event::MapFailed { task, attempt, error: e.to_string() }, None),
+                            match map_task(&rt, &name, &pre, limits, &chunks[task].bytes, reducers)
+                                .await
+                            {
+                                Ok(buckets) => {
+                                    (Event::MapDone { task, attempt }, Some(Done::Map(buckets)))
+                                }
+                                Err(e) => (
+                                    Event::MapFailed {
+                                        task,
+                                        attempt,
+                                        error: e.to_string(),
+                                    },
+                                    None,
+                                ),
                             }
                         });
                     }
                     Action::StartReduce { partition, attempt } => {
-                        let inputs = frozen.get_or_insert_with(|| std::mem::take(&mut shuffle).into_iter().map(Arc::new).collect());
+                        let inputs = frozen.get_or_insert_with(|| {
+                            std::mem::take(&mut shuffle)
+                                .into_iter()
+                                .map(Arc::new)
+                                .collect()
+                        });
                         let input = inputs[partition as usize].clone();
-                        let (rt, name, pre, limits, store) =
-                            (self.runtime.clone(), spec.function.clone(), spec.pre.clone(), spec.limits, self.store.clone());
+                        let (rt, name, pre, limits, store) = (
+                            self.runtime.clone(),
+                            spec.function.clone(),
+                            spec.pre.clone(),
+                            spec.limits,
+                            self.store.clone(),
+                        );
                         tasks.spawn(async move {
-                            match reduce_task(&rt, &store, id, &name, &pre, limits, partition, &input).await {
-                                Ok(records) => (Event::ReduceDone { partition, attempt }, Some(Done::Reduce(records))),
-                                Err(e) => (Event::ReduceFailed { partition, attempt, error: e.to_string() }, None),
+                            match reduce_task(
+                                &rt, &store, id, &name, &pre, limits, partition, &input,
+                            )
+                            .await
+                            {
+                                Ok(records) => (
+                                    Event::ReduceDone { partition, attempt },
+                                    Some(Done::Reduce(records)),
+                                ),
+                                Err(e) => (
+                                    Event::ReduceFailed {
+                                        partition,
+                                        attempt,
+                                        error: e.to_string(),
+                                    },
+                                    None,
+                                ),
                             }
                         });
                     }
@@ -219,7 +293,9 @@ impl Jobs {
                 break end;
             }
             let Some(joined) = tasks.join_next().await else {
-                break Err("internal error: no task is running and the job is not finished".to_string());
+                break Err(
+                    "internal error: no task is running and the job is not finished".to_string(),
+                );
             };
             let (event, done) = match joined {
                 Ok(r) => r,
@@ -263,10 +339,18 @@ impl Jobs {
             }
             r.clone()
         };
-        self.metrics.job(if outcome.is_ok() { "succeeded" } else { "failed" });
+        self.metrics.job(if outcome.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        });
         match &outcome {
-            Ok(()) => tracing::info!(job = %id, function = %spec.function, records = top.count, elapsed = ?started.elapsed(), "job succeeded"),
-            Err(e) => tracing::warn!(job = %id, function = %spec.function, error = %e, "job failed"),
+            Ok(()) => {
+                tracing::info!(job = %id, function = %spec.function, records = top.count, elapsed = ?started.elapsed(), "job succeeded")
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, function = %spec.function, error = %e, "job failed")
+            }
         }
         if let Err(e) = self.store.put_job(id, &record).await {
             tracing::error!(job = %id, error = %e, "could not store the job's final record");
@@ -292,7 +376,7 @@ async fn map_task(
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
     let pairs = instance.map(chunk).await?;
     let pairs = if instance.has_combiner() {
-        let mut grouped: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut grouped: Partition = BTreeMap::new();
         for (k, v) in pairs {
             grouped.entry(k).or_default().push(v);
         }
@@ -321,16 +405,22 @@ async fn reduce_task(
     pre: &TaskPre,
     limits: InvocationLimits,
     partition: u32,
-    input: &BTreeMap<Vec<u8>, Vec<Vec<u8>>>,
+    input: &Partition,
 ) -> Result<Vec<OutputRecord>, RuntimeError> {
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
     let mut records = Vec::new();
     for (k, vs) in input {
         for (key, value) in instance.reduce(k, vs).await? {
-            records.push(OutputRecord { key: decode(&key), value: decode(&value) });
+            records.push(OutputRecord {
+                key: decode(&key),
+                value: decode(&value),
+            });
         }
     }
-    let lines: Vec<Vec<u8>> = records.iter().map(|r| serde_json::to_vec(r).expect("JSON values serialize")).collect();
+    let lines: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| serde_json::to_vec(r).expect("JSON values serialize"))
+        .collect();
     store
         .commit_job_output(job, partition, &lines)
         .await
@@ -339,7 +429,8 @@ async fn reduce_task(
 }
 
 fn decode(bytes: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// The running summary of a job's output.
@@ -360,7 +451,9 @@ impl Top {
     /// Larger numbers first; records without a numeric value after them, by key.
     fn order(a: &OutputRecord, b: &OutputRecord) -> std::cmp::Ordering {
         match (a.value.as_f64(), b.value.as_f64()) {
-            (Some(x), Some(y)) => y.total_cmp(&x).then_with(|| a.key.to_string().cmp(&b.key.to_string())),
+            (Some(x), Some(y)) => y
+                .total_cmp(&x)
+                .then_with(|| a.key.to_string().cmp(&b.key.to_string())),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => a.key.to_string().cmp(&b.key.to_string()),

@@ -20,7 +20,10 @@ pub struct Chunk {
 
 impl Chunk {
     fn new(bytes: Bytes) -> Self {
-        Chunk { digest: Digest::of(&bytes), bytes }
+        Chunk {
+            digest: Digest::of(&bytes),
+            bytes,
+        }
     }
 }
 
@@ -34,7 +37,10 @@ pub struct Chunker {
 impl Chunker {
     /// A chunker aiming at `target` bytes per chunk.
     pub fn new(target: usize) -> Self {
-        Chunker { target: target.max(1), pending: BytesMut::new() }
+        Chunker {
+            target: target.max(1),
+            pending: BytesMut::new(),
+        }
     }
 
     /// Feeds more input; returns the chunks that are complete.
@@ -44,7 +50,10 @@ impl Chunker {
         while self.pending.len() >= self.target {
             // Cut after the last newline at or before the target, or else after the first one
             // past it (a record longer than the target).
-            let cut = match self.pending[..self.target].iter().rposition(|&b| b == b'\n') {
+            let cut = match self.pending[..self.target]
+                .iter()
+                .rposition(|&b| b == b'\n')
+            {
                 Some(i) => i + 1,
                 None => match self.pending[self.target..].iter().position(|&b| b == b'\n') {
                     Some(i) => self.target + i + 1,
@@ -88,7 +97,10 @@ mod tests {
         let check = |input: &str, target: usize, expected: &[&str]| {
             for feed in [1, 3, input.len().max(1)] {
                 let got = chunks(input.as_bytes(), target, feed);
-                let got: Vec<&str> = got.iter().map(|c| std::str::from_utf8(c).unwrap()).collect();
+                let got: Vec<&str> = got
+                    .iter()
+                    .map(|c| std::str::from_utf8(c).unwrap())
+                    .collect();
                 assert_eq!(got, expected, "input {input:?} target {target} feed {feed}");
             }
         };

@@ -12,11 +12,19 @@ pub enum Event {
     /// A map attempt finished and its output is held by the driver.
     MapDone { task: usize, attempt: u32 },
     /// A map attempt failed.
-    MapFailed { task: usize, attempt: u32, error: String },
+    MapFailed {
+        task: usize,
+        attempt: u32,
+        error: String,
+    },
     /// A reduce attempt finished and its output is committed.
     ReduceDone { partition: u32, attempt: u32 },
     /// A reduce attempt failed.
-    ReduceFailed { partition: u32, attempt: u32, error: String },
+    ReduceFailed {
+        partition: u32,
+        attempt: u32,
+        error: String,
+    },
 }
 
 /// What the driver must do.
@@ -92,13 +100,23 @@ impl JobState {
         }
         let (tasks, index, attempt, error) = match event {
             Event::MapDone { task, attempt } => (&mut self.maps, task, attempt, None),
-            Event::MapFailed { task, attempt, error } => (&mut self.maps, task, attempt, Some(error)),
-            Event::ReduceDone { partition, attempt } => (&mut self.reduces, partition as usize, attempt, None),
-            Event::ReduceFailed { partition, attempt, error } => {
-                (&mut self.reduces, partition as usize, attempt, Some(error))
+            Event::MapFailed {
+                task,
+                attempt,
+                error,
+            } => (&mut self.maps, task, attempt, Some(error)),
+            Event::ReduceDone { partition, attempt } => {
+                (&mut self.reduces, partition as usize, attempt, None)
             }
+            Event::ReduceFailed {
+                partition,
+                attempt,
+                error,
+            } => (&mut self.reduces, partition as usize, attempt, Some(error)),
         };
-        let Some(slot) = tasks.get_mut(index) else { return vec![] };
+        let Some(slot) = tasks.get_mut(index) else {
+            return vec![];
+        };
         if *slot != (Task::Running { attempt }) {
             return vec![];
         }
@@ -110,7 +128,9 @@ impl JobState {
                 return vec![Action::Fail(error)];
             }
             Some(_) => {
-                *slot = Task::Pending { attempts: attempt + 1 };
+                *slot = Task::Pending {
+                    attempts: attempt + 1,
+                };
                 self.retries += 1;
             }
         }
@@ -120,7 +140,11 @@ impl JobState {
     fn schedule(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         let maps_done = self.maps.iter().all(|t| *t == Task::Done);
-        let (tasks, is_map) = if maps_done { (&mut self.reduces, false) } else { (&mut self.maps, true) };
+        let (tasks, is_map) = if maps_done {
+            (&mut self.reduces, false)
+        } else {
+            (&mut self.maps, true)
+        };
         for (i, t) in tasks.iter_mut().enumerate() {
             if self.running >= self.parallelism {
                 break;
@@ -129,9 +153,15 @@ impl JobState {
                 *t = Task::Running { attempt: attempts };
                 self.running += 1;
                 actions.push(if is_map {
-                    Action::StartMap { task: i, attempt: attempts }
+                    Action::StartMap {
+                        task: i,
+                        attempt: attempts,
+                    }
                 } else {
-                    Action::StartReduce { partition: i as u32, attempt: attempts }
+                    Action::StartReduce {
+                        partition: i as u32,
+                        attempt: attempts,
+                    }
                 });
             }
         }
@@ -163,28 +193,101 @@ mod tests {
     #[test]
     fn maps_then_reduces_within_parallelism() {
         let mut s = JobState::new(3, 2, 2);
-        assert_eq!(s.start(), vec![StartMap { task: 0, attempt: 0 }, StartMap { task: 1, attempt: 0 }]);
-        assert_eq!(s.on(Event::MapDone { task: 1, attempt: 0 }), vec![StartMap { task: 2, attempt: 0 }]);
-        assert_eq!(s.on(Event::MapDone { task: 0, attempt: 0 }), vec![]);
+        assert_eq!(
+            s.start(),
+            vec![
+                StartMap {
+                    task: 0,
+                    attempt: 0
+                },
+                StartMap {
+                    task: 1,
+                    attempt: 0
+                }
+            ]
+        );
+        assert_eq!(
+            s.on(Event::MapDone {
+                task: 1,
+                attempt: 0
+            }),
+            vec![StartMap {
+                task: 2,
+                attempt: 0
+            }]
+        );
+        assert_eq!(
+            s.on(Event::MapDone {
+                task: 0,
+                attempt: 0
+            }),
+            vec![]
+        );
         // Reducers start only once every map is done.
         assert_eq!(
-            s.on(Event::MapDone { task: 2, attempt: 0 }),
-            vec![StartReduce { partition: 0, attempt: 0 }, StartReduce { partition: 1, attempt: 0 }]
+            s.on(Event::MapDone {
+                task: 2,
+                attempt: 0
+            }),
+            vec![
+                StartReduce {
+                    partition: 0,
+                    attempt: 0
+                },
+                StartReduce {
+                    partition: 1,
+                    attempt: 0
+                }
+            ]
         );
-        assert_eq!(s.on(Event::ReduceDone { partition: 0, attempt: 0 }), vec![]);
+        assert_eq!(
+            s.on(Event::ReduceDone {
+                partition: 0,
+                attempt: 0
+            }),
+            vec![]
+        );
         assert_eq!(s.progress().reduces_done, 1);
-        assert_eq!(s.on(Event::ReduceDone { partition: 1, attempt: 0 }), vec![Succeed]);
-        assert_eq!(s.on(Event::ReduceDone { partition: 1, attempt: 0 }), vec![]);
+        assert_eq!(
+            s.on(Event::ReduceDone {
+                partition: 1,
+                attempt: 0
+            }),
+            vec![Succeed]
+        );
+        assert_eq!(
+            s.on(Event::ReduceDone {
+                partition: 1,
+                attempt: 0
+            }),
+            vec![]
+        );
     }
 
     #[test]
     fn failures_are_retried_then_fail_the_job() {
         let mut s = JobState::new(1, 1, 4);
         s.start();
-        let err = |attempt| Event::MapFailed { task: 0, attempt, error: "trap".into() };
-        assert_eq!(s.on(err(0)), vec![StartMap { task: 0, attempt: 1 }]);
+        let err = |attempt| Event::MapFailed {
+            task: 0,
+            attempt,
+            error: "trap".into(),
+        };
+        assert_eq!(
+            s.on(err(0)),
+            vec![StartMap {
+                task: 0,
+                attempt: 1
+            }]
+        );
         // A late report of the old attempt changes nothing.
-        assert_eq!(s.on(Event::MapDone { task: 0, attempt: 0 }), vec![]);
+        assert_eq!(
+            s.on(Event::MapDone {
+                task: 0,
+                attempt: 0
+            }),
+            vec![]
+        );
         assert_eq!(s.on(err(1)), vec![Fail("trap".into())]);
         assert_eq!(s.progress().retries, 1);
     }
@@ -192,15 +295,39 @@ mod tests {
     #[test]
     fn empty_input_still_runs_reducers() {
         let mut s = JobState::new(0, 1, 1);
-        assert_eq!(s.start(), vec![StartReduce { partition: 0, attempt: 0 }]);
-        assert_eq!(s.on(Event::ReduceDone { partition: 0, attempt: 0 }), vec![Succeed]);
+        assert_eq!(
+            s.start(),
+            vec![StartReduce {
+                partition: 0,
+                attempt: 0
+            }]
+        );
+        assert_eq!(
+            s.on(Event::ReduceDone {
+                partition: 0,
+                attempt: 0
+            }),
+            vec![Succeed]
+        );
     }
 
     #[test]
     fn out_of_range_events_are_ignored() {
         let mut s = JobState::new(1, 1, 1);
         s.start();
-        assert_eq!(s.on(Event::MapDone { task: 7, attempt: 0 }), vec![]);
-        assert_eq!(s.on(Event::ReduceDone { partition: 0, attempt: 0 }), vec![]);
+        assert_eq!(
+            s.on(Event::MapDone {
+                task: 7,
+                attempt: 0
+            }),
+            vec![]
+        );
+        assert_eq!(
+            s.on(Event::ReduceDone {
+                partition: 0,
+                attempt: 0
+            }),
+            vec![]
+        );
     }
 }

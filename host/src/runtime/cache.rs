@@ -34,21 +34,32 @@ impl Hasher for Blake3Hasher {
 
 impl ArtifactCache {
     pub(super) fn new(engine: &Engine, dir: PathBuf) -> Result<Self, RuntimeError> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| RuntimeError::Host(format!("creating the module cache {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            RuntimeError::Host(format!("creating the module cache {}: {e}", dir.display()))
+        })?;
         let mut h = Blake3Hasher(blake3::Hasher::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let fingerprint = h.0.finalize().to_hex()[..16].to_string();
-        Ok(ArtifactCache { engine: engine.clone(), dir, fingerprint })
+        Ok(ArtifactCache {
+            engine: engine.clone(),
+            dir,
+            fingerprint,
+        })
     }
 
     fn path(&self, digest: Digest) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.fingerprint))
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.fingerprint))
     }
 
     /// The compiled component for `digest`: from disk if cached, else compiled from `bytes`
     /// and written to the cache (best effort; a full disk only costs a recompile later).
-    pub(super) fn load_or_compile(&self, digest: Digest, bytes: &[u8], metrics: &Metrics) -> Result<Component, RuntimeError> {
+    pub(super) fn load_or_compile(
+        &self,
+        digest: Digest,
+        bytes: &[u8],
+        metrics: &Metrics,
+    ) -> Result<Component, RuntimeError> {
         let path = self.path(digest);
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of an engine with this
@@ -69,19 +80,23 @@ impl ArtifactCache {
         }
         metrics.cache_miss();
         let started = std::time::Instant::now();
-        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Invalid(super::chain(&e)))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| RuntimeError::Invalid(super::chain(&e)))?;
         metrics.compile_seconds(started.elapsed());
         tracing::info!(%digest, elapsed = ?started.elapsed(), "compiled module");
         match component.serialize() {
             Ok(artifact) => {
                 let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                let written = std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, &path));
+                let written =
+                    std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, &path));
                 if let Err(e) = written {
                     tracing::warn!(%digest, error = %e, "could not cache the compiled module");
                     let _ = std::fs::remove_file(&tmp);
                 }
             }
-            Err(e) => tracing::warn!(%digest, error = %e, "could not serialize the compiled module"),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "could not serialize the compiled module")
+            }
         }
         Ok(component)
     }

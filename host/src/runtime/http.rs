@@ -32,15 +32,26 @@ impl Runtime {
         let mut store = self.store(function, limits, Some(kv), None);
         let host = |e: wasmtime::Error| RuntimeError::Host(super::chain(&e));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(host)?;
-        let out = store.data_mut().http().new_response_outparam(tx).map_err(host)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(host)?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .map_err(host)?;
         let pre = pre.clone();
         let name = function.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
             }
             .await;
             result.map_err(|e| classify(&name, limits, store.data(), e))
@@ -67,7 +78,9 @@ impl Runtime {
                     message: "the handler returned without setting a response".into(),
                 }),
                 Ok(Err(e)) => Err(e),
-                Err(join) => Err(RuntimeError::Host(format!("the invocation task failed: {join}"))),
+                Err(join) => Err(RuntimeError::Host(format!(
+                    "the invocation task failed: {join}"
+                ))),
             },
         }
     }

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use http::HttpResponse;
@@ -93,7 +95,11 @@ pub enum RuntimeError {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    if stderr.is_empty() { String::new() } else { format!("; guest stderr: {}", stderr.trim_end()) }
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; guest stderr: {}", stderr.trim_end())
+    }
 }
 
 /// A compiled, linked, pre-instantiated component.
@@ -139,7 +145,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker. Compiled artifacts live in `cache_dir`.
-    pub fn new(config: RuntimeConfig, cache_dir: std::path::PathBuf, metrics: Arc<Metrics>) -> Result<Self, RuntimeError> {
+    pub fn new(
+        config: RuntimeConfig,
+        cache_dir: std::path::PathBuf,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RuntimeError> {
         let instances = config.max_instances.get();
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
@@ -152,7 +162,8 @@ impl Runtime {
         wasm.epoch_interruption(true)
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Host(format!("creating the engine: {e}")))?;
+        let engine = Engine::new(&wasm)
+            .map_err(|e| RuntimeError::Host(format!("creating the engine: {e}")))?;
 
         let http_linker = state::http_linker(&engine)?;
         let task_linker = state::task_linker(&engine)?;
@@ -194,20 +205,32 @@ impl Runtime {
 
     /// Compiles (or loads from the disk cache) and links a component, checking that it is of
     /// `expected` kind if given, or detecting its kind otherwise.
-    pub fn prepare(&self, digest: Digest, bytes: &[u8], expected: Option<FunctionKind>) -> Result<Prepared, RuntimeError> {
+    pub fn prepare(
+        &self,
+        digest: Digest,
+        bytes: &[u8],
+        expected: Option<FunctionKind>,
+    ) -> Result<Prepared, RuntimeError> {
         if let Some(p) = self.prepared.lock().expect("not poisoned").get(&digest) {
             self.metrics.cache_hit("memory");
             return check_kind(p.clone(), expected);
         }
         let component = self.cache.load_or_compile(digest, bytes, &self.metrics)?;
         let prepared = self.link(&component, expected)?;
-        self.prepared.lock().expect("not poisoned").insert(digest, prepared.clone());
+        self.prepared
+            .lock()
+            .expect("not poisoned")
+            .insert(digest, prepared.clone());
         Ok(prepared)
     }
 
     /// The prepared component for `digest`, if it is compiled and linked already.
     pub fn prepared(&self, digest: Digest) -> Option<Prepared> {
-        self.prepared.lock().expect("not poisoned").get(&digest).cloned()
+        self.prepared
+            .lock()
+            .expect("not poisoned")
+            .get(&digest)
+            .cloned()
     }
 
     /// Instances alive right now.
@@ -215,21 +238,38 @@ impl Runtime {
         self.config.max_instances.get() as usize - self.slots.available_permits()
     }
 
-    fn link(&self, component: &Component, expected: Option<FunctionKind>) -> Result<Prepared, RuntimeError> {
+    fn link(
+        &self,
+        component: &Component,
+        expected: Option<FunctionKind>,
+    ) -> Result<Prepared, RuntimeError> {
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let exports_http = exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2"));
-        let exports_task = exports.iter().any(|e| e.starts_with("weft:plugin/task@0.1"));
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports_http = exports
+            .iter()
+            .any(|e| e.starts_with("wasi:http/incoming-handler@0.2"));
+        let exports_task = exports
+            .iter()
+            .any(|e| e.starts_with("weft:plugin/task@0.1"));
         let kind = match (expected, exports_http, exports_task) {
             (Some(FunctionKind::Http), true, _) | (None, true, false) => FunctionKind::Http,
-            (Some(FunctionKind::Mapreduce), _, true) | (None, false, true) => FunctionKind::Mapreduce,
+            (Some(FunctionKind::Mapreduce), _, true) | (None, false, true) => {
+                FunctionKind::Mapreduce
+            }
             (None, true, true) => {
                 return Err(RuntimeError::WrongWorld(
                     "the component exports both wasi:http/incoming-handler and weft:plugin/task; say which it is with ?kind=http or ?kind=mapreduce".into(),
                 ));
             }
             (expected, _, _) => {
-                let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+                let found = if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                };
                 return Err(wrong_world(expected, &found));
             }
         };
@@ -237,13 +277,13 @@ impl Runtime {
             FunctionKind::Http => &self.http_linker,
             FunctionKind::Mapreduce => &self.task_linker,
         };
-        let pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| RuntimeError::WrongWorld(format!("cannot link the component: {}", chain(&e))))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| {
+            RuntimeError::WrongWorld(format!("cannot link the component: {}", chain(&e)))
+        })?;
         Ok(match kind {
-            FunctionKind::Http => Prepared::Http(
-                ProxyPre::new(pre).map_err(|e| RuntimeError::WrongWorld(format!("not an HTTP handler: {}", chain(&e))))?,
-            ),
+            FunctionKind::Http => Prepared::Http(ProxyPre::new(pre).map_err(|e| {
+                RuntimeError::WrongWorld(format!("not an HTTP handler: {}", chain(&e)))
+            })?),
             FunctionKind::Mapreduce => Prepared::Task(task::TaskPre::new(pre)?),
         })
     }
@@ -252,8 +292,15 @@ impl Runtime {
     pub fn limits(&self, limits: &FunctionLimits) -> InvocationLimits {
         let c = &self.config;
         InvocationLimits {
-            timeout: limits.timeout_ms.map(Duration::from_millis).unwrap_or(c.default_timeout).min(c.max_timeout),
-            memory_bytes: limits.memory_bytes.unwrap_or(c.default_memory_bytes.get()).min(c.max_memory_bytes.get()),
+            timeout: limits
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(c.default_timeout)
+                .min(c.max_timeout),
+            memory_bytes: limits
+                .memory_bytes
+                .unwrap_or(c.default_memory_bytes.get())
+                .min(c.max_memory_bytes.get()),
         }
     }
 
@@ -289,7 +336,12 @@ impl Drop for Runtime {
 }
 
 /// Classifies the error of a failed call.
-fn classify(function: &FunctionName, limits: InvocationLimits, state: &GuestState, err: wasmtime::Error) -> RuntimeError {
+fn classify(
+    function: &FunctionName,
+    limits: InvocationLimits,
+    state: &GuestState,
+    err: wasmtime::Error,
+) -> RuntimeError {
     if state.limiter.hit {
         return RuntimeError::MemoryLimit {
             function: function.clone(),
@@ -298,12 +350,22 @@ fn classify(function: &FunctionName, limits: InvocationLimits, state: &GuestStat
         };
     }
     if state.emit_overflow {
-        return RuntimeError::OutputTooLarge { function: function.clone(), limit: state.emit_limit.unwrap_or(0) };
+        return RuntimeError::OutputTooLarge {
+            function: function.clone(),
+            limit: state.emit_limit.unwrap_or(0),
+        };
     }
     if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        return RuntimeError::Timeout { function: function.clone(), limit: limits.timeout };
+        return RuntimeError::Timeout {
+            function: function.clone(),
+            limit: limits.timeout,
+        };
     }
-    RuntimeError::Trap { function: function.clone(), message: chain(&err), stderr: state.stderr_tail() }
+    RuntimeError::Trap {
+        function: function.clone(),
+        message: chain(&err),
+        stderr: state.stderr_tail(),
+    }
 }
 
 /// Arms the epoch deadline: every tick the guest yields to the executor (so one busy guest
@@ -312,7 +374,11 @@ fn arm_deadline(store: &mut Store<GuestState>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        if Instant::now() >= deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
     });
 }
 
@@ -346,9 +412,15 @@ fn export_of(kind: FunctionKind) -> &'static str {
 /// The error for a component that lacks the export its kind needs; `found` says what it has.
 fn wrong_world(expected: Option<FunctionKind>, found: &str) -> RuntimeError {
     let wanted = match expected {
-        Some(FunctionKind::Http) => "it was deployed as an HTTP handler but does not export `wasi:http/incoming-handler@0.2.x`",
-        Some(FunctionKind::Mapreduce) => "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.1.0`",
-        None => "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.1.0` (a map/reduce task)",
+        Some(FunctionKind::Http) => {
+            "it was deployed as an HTTP handler but does not export `wasi:http/incoming-handler@0.2.x`"
+        }
+        Some(FunctionKind::Mapreduce) => {
+            "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.1.0`"
+        }
+        None => {
+            "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.1.0` (a map/reduce task)"
+        }
     };
     RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}"))
 }

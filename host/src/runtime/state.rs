@@ -48,13 +48,26 @@ pub struct GuestState {
 }
 
 impl GuestState {
-    pub(super) fn new(function: FunctionName, memory_bytes: u64, kv: Option<KvSpace>, emit_limit: Option<u64>) -> Self {
+    pub(super) fn new(
+        function: FunctionName,
+        memory_bytes: u64,
+        kv: Option<KvSpace>,
+        emit_limit: Option<u64>,
+    ) -> Self {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         // No preopened directories, no environment, no arguments; sockets and name lookup are
         // off by default in WasiCtx and stay off.
         let wasi = WasiCtx::builder()
-            .stdout(GuestLog { function: function.clone(), stream: "stdout", tail: None })
-            .stderr(GuestLog { function: function.clone(), stream: "stderr", tail: Some(stderr.clone()) })
+            .stdout(GuestLog {
+                function: function.clone(),
+                stream: "stdout",
+                tail: None,
+            })
+            .stderr(GuestLog {
+                function: function.clone(),
+                stream: "stderr",
+                tail: Some(stderr.clone()),
+            })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -65,7 +78,10 @@ impl GuestState {
             http: WasiHttpCtx::new(),
             hooks: DenyOutgoing,
             table: ResourceTable::new(),
-            limiter: Limiter { max: memory_bytes as usize, hit: false },
+            limiter: Limiter {
+                max: memory_bytes as usize,
+                hit: false,
+            },
             stderr,
             kv,
             emitted: Vec::new(),
@@ -96,7 +112,12 @@ pub(super) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max {
             self.hit = true;
             return Ok(false);
@@ -104,20 +125,32 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -188,7 +221,11 @@ impl LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if let Some(tail) = &self.tail {
             let mut t = tail.lock().expect("not poisoned");
             t.extend_from_slice(buf);
@@ -261,13 +298,18 @@ fn truncate(s: &str, max: usize) -> &str {
 
 impl GuestState {
     fn kv_space(&self) -> Result<&KvSpace, kv::Error> {
-        self.kv.as_ref().ok_or_else(|| kv::Error::Unavailable("key-value storage is not available to this call".into()))
+        self.kv.as_ref().ok_or_else(|| {
+            kv::Error::Unavailable("key-value storage is not available to this call".into())
+        })
     }
 }
 
 fn check_key(key: &[u8]) -> Result<(), kv::Error> {
     if key.len() > MAX_KV_KEY {
-        return Err(kv::Error::TooLarge(format!("key of {} bytes is over the limit of {MAX_KV_KEY} bytes", key.len())));
+        return Err(kv::Error::TooLarge(format!(
+            "key of {} bytes is over the limit of {MAX_KV_KEY} bytes",
+            key.len()
+        )));
     }
     Ok(())
 }
@@ -290,7 +332,10 @@ impl kv::Host for GuestState {
                 value.len()
             )));
         }
-        self.kv_space()?.set(&key, &value).await.map_err(unavailable)
+        self.kv_space()?
+            .set(&key, &value)
+            .await
+            .map_err(unavailable)
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Result<bool, kv::Error> {
@@ -300,7 +345,10 @@ impl kv::Host for GuestState {
 
     async fn increment(&mut self, key: Vec<u8>, delta: i64) -> Result<i64, kv::Error> {
         check_key(&key)?;
-        self.kv_space()?.increment(&key, delta).await.map_err(unavailable)
+        self.kv_space()?
+            .increment(&key, delta)
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -325,7 +373,8 @@ pub(super) fn http_linker(engine: &Engine) -> Result<Linker<GuestState>, Runtime
     let err = |e: wasmtime::Error| RuntimeError::Host(format!("building the linker: {e}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
-    bindings::HandlerImports::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s).map_err(err)?;
+    bindings::HandlerImports::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(err)?;
     Ok(linker)
 }
 
@@ -334,6 +383,7 @@ pub(super) fn task_linker(engine: &Engine) -> Result<Linker<GuestState>, Runtime
     let mut linker = Linker::new(engine);
     let err = |e: wasmtime::Error| RuntimeError::Host(format!("building the linker: {e}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-    super::task::bindings::Mapreduce::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s).map_err(err)?;
+    super::task::bindings::Mapreduce::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(err)?;
     Ok(linker)
 }

@@ -26,9 +26,9 @@ pub struct TaskPre(bindings::MapreducePre<GuestState>);
 
 impl TaskPre {
     pub(super) fn new(pre: InstancePre<GuestState>) -> Result<Self, RuntimeError> {
-        bindings::MapreducePre::new(pre)
-            .map(TaskPre)
-            .map_err(|e| RuntimeError::WrongWorld(format!("not a map/reduce task: {}", super::chain(&e))))
+        bindings::MapreducePre::new(pre).map(TaskPre).map_err(|e| {
+            RuntimeError::WrongWorld(format!("not a map/reduce task: {}", super::chain(&e)))
+        })
     }
 }
 
@@ -52,13 +52,24 @@ impl Runtime {
         limits: InvocationLimits,
     ) -> Result<TaskInstance, RuntimeError> {
         let slot = self.slot().await?;
-        let mut store = self.store(function, limits, None, Some(self.config.max_emit_bytes.get()));
+        let mut store = self.store(
+            function,
+            limits,
+            None,
+            Some(self.config.max_emit_bytes.get()),
+        );
         let task = match pre.0.instantiate_async(&mut store).await {
             Ok(t) => t,
             Err(e) => return Err(classify(function, limits, store.data(), e)),
         };
-        let mut instance =
-            TaskInstance { store, task, function: function.clone(), limits, has_combiner: false, _slot: slot };
+        let mut instance = TaskInstance {
+            store,
+            task,
+            function: function.clone(),
+            limits,
+            has_combiner: false,
+            _slot: slot,
+        };
         instance.has_combiner = instance.info().await?;
         Ok(instance)
     }
@@ -75,40 +86,70 @@ impl TaskInstance {
         arm_deadline(&mut self.store, self.limits.timeout);
     }
 
-    fn finish<T>(&mut self, result: wasmtime::Result<Result<T, String>>) -> Result<T, RuntimeError> {
+    fn finish<T>(
+        &mut self,
+        result: wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, RuntimeError> {
         match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(message)) => Err(RuntimeError::Guest { function: self.function.clone(), message }),
+            Ok(Err(message)) => Err(RuntimeError::Guest {
+                function: self.function.clone(),
+                message,
+            }),
             Err(e) => Err(classify(&self.function, self.limits, self.store.data(), e)),
         }
     }
 
     async fn info(&mut self) -> Result<bool, RuntimeError> {
         self.arm();
-        let r = self.task.weft_plugin_task().call_info(&mut self.store).await;
+        let r = self
+            .task
+            .weft_plugin_task()
+            .call_info(&mut self.store)
+            .await;
         Ok(self.finish(r.map(Ok))?.has_combiner)
     }
 
     /// Maps one chunk of whole records; returns what it emitted.
     pub async fn map(&mut self, chunk: &[u8]) -> Result<TaskOutput, RuntimeError> {
         self.arm();
-        let r = self.task.weft_plugin_task().call_map(&mut self.store, chunk).await;
+        let r = self
+            .task
+            .weft_plugin_task()
+            .call_map(&mut self.store, chunk)
+            .await;
         self.finish(r)?;
         Ok(self.store.data_mut().take_emitted())
     }
 
     /// Combines the values of one key from one map task.
-    pub async fn combine(&mut self, key: &[u8], values: &[Vec<u8>]) -> Result<TaskOutput, RuntimeError> {
+    pub async fn combine(
+        &mut self,
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<TaskOutput, RuntimeError> {
         self.arm();
-        let r = self.task.weft_plugin_task().call_combine(&mut self.store, key, values).await;
+        let r = self
+            .task
+            .weft_plugin_task()
+            .call_combine(&mut self.store, key, values)
+            .await;
         self.finish(r)?;
         Ok(self.store.data_mut().take_emitted())
     }
 
     /// Reduces all values of one key.
-    pub async fn reduce(&mut self, key: &[u8], values: &[Vec<u8>]) -> Result<TaskOutput, RuntimeError> {
+    pub async fn reduce(
+        &mut self,
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<TaskOutput, RuntimeError> {
         self.arm();
-        let r = self.task.weft_plugin_task().call_reduce(&mut self.store, key, values).await;
+        let r = self
+            .task
+            .weft_plugin_task()
+            .call_reduce(&mut self.store, key, values)
+            .await;
         self.finish(r)?;
         Ok(self.store.data_mut().take_emitted())
     }

@@ -40,6 +40,17 @@ pub enum StoreError {
     /// A module's bytes are not stored.
     #[error("module {0} is not stored on this node")]
     NoModule(Digest),
+    /// Flushing to disk failed; the write may not be durable.
+    #[error("flushing to disk failed: {0}")]
+    Flush(String),
+    /// Another process holds the database.
+    #[error(
+        "the database in {0} is in use by another process (is another weft node running on this data directory?)"
+    )]
+    InUse(String),
+    /// The flusher thread stopped (the node is shutting down).
+    #[error("the store is shutting down")]
+    FlusherGone,
     /// The bytes stored under a digest do not hash to it.
     #[error("module {0} is corrupt on disk: its bytes hash to {1}")]
     DigestMismatch(Digest, Digest),
@@ -48,7 +59,7 @@ pub enum StoreError {
 /// The node's sled database and its trees.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    flusher: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
     modules: sled::Tree,
     functions: sled::Tree,
     kv: sled::Tree,
@@ -59,21 +70,24 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = open_locked(dir)?;
+        let flusher = spawn_flusher(db.clone())?;
         Ok(Store {
+            flusher,
             modules: db.open_tree("modules")?,
             functions: db.open_tree("functions")?,
             kv: db.open_tree("kv")?,
             jobs: db.open_tree("jobs")?,
             job_output: db.open_tree("job-output")?,
-            db,
         })
     }
 
-    /// Flushes everything written so far to disk.
+    /// Flushes everything written so far to disk (group commit: one fsync serves every caller
+    /// waiting at the time).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flusher.send(tx).map_err(|_| StoreError::FlusherGone)?;
+        rx.await.map_err(|_| StoreError::FlusherGone)?
     }
 
     /// Stores a module under its digest (idempotent) and returns the digest.
@@ -88,7 +102,10 @@ impl Store {
 
     /// A module's bytes, verified against its digest.
     pub fn module(&self, digest: Digest) -> Result<Vec<u8>, StoreError> {
-        let bytes = self.modules.get(digest.as_bytes())?.ok_or(StoreError::NoModule(digest))?;
+        let bytes = self
+            .modules
+            .get(digest.as_bytes())?
+            .ok_or(StoreError::NoModule(digest))?;
         let actual = Digest::of(&bytes);
         if actual != digest {
             return Err(StoreError::DigestMismatch(digest, actual));
@@ -100,11 +117,18 @@ impl Store {
     pub fn kv_space(&self, function: &FunctionName) -> KvSpace {
         let mut prefix = function.as_str().as_bytes().to_vec();
         prefix.push(0);
-        KvSpace { store: self.clone(), prefix }
+        KvSpace {
+            store: self.clone(),
+            prefix,
+        }
     }
 
     /// Stores a job's record (JSON) and flushes it.
-    pub async fn put_job<T: serde::Serialize>(&self, id: JobId, record: &T) -> Result<(), StoreError> {
+    pub async fn put_job<T: serde::Serialize>(
+        &self,
+        id: JobId,
+        record: &T,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_vec(record).expect("job records serialize");
         self.jobs.insert(id.to_string().as_bytes(), json)?;
         self.flush().await
@@ -112,7 +136,9 @@ impl Store {
 
     /// A job's record.
     pub fn job<T: serde::de::DeserializeOwned>(&self, id: JobId) -> Result<Option<T>, StoreError> {
-        decode_opt(self.jobs.get(id.to_string().as_bytes())?, || format!("job {id}"))
+        decode_opt(self.jobs.get(id.to_string().as_bytes())?, || {
+            format!("job {id}")
+        })
     }
 
     /// Every job record.
@@ -128,7 +154,12 @@ impl Store {
 
     /// Commits one reducer partition's output in a single batch, replacing any earlier attempt's
     /// records under the same (job, partition, sequence) keys, and flushes it.
-    pub async fn commit_job_output(&self, id: JobId, partition: u32, records: &[Vec<u8>]) -> Result<(), StoreError> {
+    pub async fn commit_job_output(
+        &self,
+        id: JobId,
+        partition: u32,
+        records: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
         let mut prefix = id.to_string().into_bytes();
         prefix.extend_from_slice(&partition.to_be_bytes());
         let mut batch = sled::Batch::default();
@@ -145,13 +176,66 @@ impl Store {
     }
 
     /// All output records of a job, partition by partition, each a JSON line without the newline.
-    pub fn output_of(&self, id: JobId) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<> {
-        self.job_output.scan_prefix(id.to_string().as_bytes()).map(|r| Ok(r?.1.to_vec()))
+    pub fn output_of(
+        &self,
+        id: JobId,
+    ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<> {
+        self.job_output
+            .scan_prefix(id.to_string().as_bytes())
+            .map(|r| Ok(r?.1.to_vec()))
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: impl FnOnce() -> String) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what: what(), source })
+/// Opens the database, waiting up to 10 s for a previous owner in this process or another one
+/// (a node that is still shutting down) to release its lock.
+fn open_locked(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            // sled reports a held lock as an I/O error whose message names it.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse(dir.display().to_string()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// The group-commit thread. sled 0.34's `flush_async` runs on sled's own small thread pool and
+/// blocks a pool thread per caller; enough concurrent callers exhaust the pool and deadlock it.
+/// One dedicated thread that flushes for every waiting caller at once avoids that and batches
+/// fsyncs under load. It ends when the last `Store` clone is dropped.
+type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
+
+fn spawn_flusher(db: sled::Db) -> Result<std::sync::mpsc::Sender<FlushWaiter>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
+    std::thread::Builder::new()
+        .name("weft-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiters = vec![first];
+                waiters.extend(rx.try_iter());
+                let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                for w in waiters {
+                    let _ = w.send(result.clone().map_err(StoreError::Flush));
+                }
+            }
+        })
+        .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+    Ok(tx)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        what: what(),
+        source,
+    })
 }
 
 fn decode_opt<T: serde::de::DeserializeOwned>(
@@ -200,12 +284,13 @@ impl KvSpace {
     /// A value that is not 8 bytes counts as 0.
     pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64, StoreError> {
         let read = |v: Option<&[u8]>| {
-            v.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_le_bytes).unwrap_or(0)
+            v.and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(i64::from_le_bytes)
+                .unwrap_or(0)
         };
-        let new = self
-            .store
-            .kv
-            .update_and_fetch(self.key(key), |old| Some(read(old).wrapping_add(delta).to_le_bytes().to_vec()))?;
+        let new = self.store.kv.update_and_fetch(self.key(key), |old| {
+            Some(read(old).wrapping_add(delta).to_le_bytes().to_vec())
+        })?;
         self.store.flush().await?;
         Ok(read(new.as_deref()))
     }

@@ -77,9 +77,17 @@ impl FunctionRecord {
 
 impl Store {
     /// Makes `deployment` the current version of `name` (keeping history) and flushes.
-    pub async fn deploy(&self, name: &FunctionName, deployment: Deployment) -> Result<FunctionRecord, StoreError> {
+    pub async fn deploy(
+        &self,
+        name: &FunctionName,
+        deployment: Deployment,
+    ) -> Result<FunctionRecord, StoreError> {
         let record = self.update_function(name, |old| {
-            let mut record = old.unwrap_or_else(|| FunctionRecord { name: name.clone(), history: vec![], current: 0 });
+            let mut record = old.unwrap_or_else(|| FunctionRecord {
+                name: name.clone(),
+                history: vec![],
+                current: 0,
+            });
             // Deploying over a rolled-back version forgets the versions after it.
             record.history.truncate(record.current + 1);
             record.history.push(deployment.clone());
@@ -109,14 +117,19 @@ impl Store {
 
     /// Removes a function and its history (its modules and key-value data stay).
     pub async fn delete_function(&self, name: &FunctionName) -> Result<FunctionRecord, StoreError> {
-        let old = self.functions.remove(name.as_str())?.ok_or_else(|| StoreError::NoFunction(name.clone()))?;
+        let old = self
+            .functions
+            .remove(name.as_str())?
+            .ok_or_else(|| StoreError::NoFunction(name.clone()))?;
         self.flush().await?;
         super::decode(&old, || format!("function {name}"))
     }
 
     /// One function's record.
     pub fn function(&self, name: &FunctionName) -> Result<Option<FunctionRecord>, StoreError> {
-        decode_opt(self.functions.get(name.as_str())?, || format!("function {name}"))
+        decode_opt(self.functions.get(name.as_str())?, || {
+            format!("function {name}")
+        })
     }
 
     /// All functions, by name.
@@ -140,8 +153,14 @@ impl Store {
             let old_bytes = self.functions.get(name.as_str())?;
             let old = decode_opt(old_bytes.clone(), || format!("function {name}"))?;
             let new = f(old)?;
-            let new_bytes = new.as_ref().map(|r| serde_json::to_vec(r).expect("records serialize"));
-            if self.functions.compare_and_swap(name.as_str(), old_bytes, new_bytes)?.is_ok() {
+            let new_bytes = new
+                .as_ref()
+                .map(|r| serde_json::to_vec(r).expect("records serialize"));
+            if self
+                .functions
+                .compare_and_swap(name.as_str(), old_bytes, new_bytes)?
+                .is_ok()
+            {
                 return Ok(new);
             }
         }
@@ -168,18 +187,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let name: FunctionName = "f".parse().unwrap();
-        assert!(matches!(store.rollback(&name).await, Err(StoreError::NoFunction(_))));
+        assert!(matches!(
+            store.rollback(&name).await,
+            Err(StoreError::NoFunction(_))
+        ));
         store.deploy(&name, deployment(1)).await.unwrap();
-        assert!(matches!(store.rollback(&name).await, Err(StoreError::NothingToRollBack(_))));
+        assert!(matches!(
+            store.rollback(&name).await,
+            Err(StoreError::NothingToRollBack(_))
+        ));
         store.deploy(&name, deployment(2)).await.unwrap();
         let r = store.rollback(&name).await.unwrap();
         assert_eq!(r.active().digest, Digest::of(&[1]));
         // Redeploying after a rollback replaces the rolled-back future.
         let r = store.deploy(&name, deployment(3)).await.unwrap();
-        assert_eq!(r.history.iter().map(|d| d.deployed_at_ms).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            r.history
+                .iter()
+                .map(|d| d.deployed_at_ms)
+                .collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.function(&name).unwrap().unwrap().active().digest, Digest::of(&[3]));
+        assert_eq!(
+            store.function(&name).unwrap().unwrap().active().digest,
+            Digest::of(&[3])
+        );
         store.delete_function(&name).await.unwrap();
         assert!(store.function(&name).unwrap().is_none());
     }
@@ -205,7 +239,10 @@ mod tests {
         assert_eq!(store.module(d).unwrap(), b"bytes");
         // Corrupt the stored bytes behind the store's back.
         store.modules.insert(d.as_bytes(), &b"other"[..]).unwrap();
-        assert!(matches!(store.module(d), Err(StoreError::DigestMismatch(..))));
+        assert!(matches!(
+            store.module(d),
+            Err(StoreError::DigestMismatch(..))
+        ));
     }
 
     #[tokio::test]

@@ -15,16 +15,32 @@ async fn node_with_hello() -> TestNode {
 }
 
 /// Deploys, expects `status`, and returns the error message.
-async fn deploy_fails(n: &TestNode, name: &str, bytes: Vec<u8>, query: &[(&str, &str)], status: StatusCode) -> String {
+async fn deploy_fails(
+    n: &TestNode,
+    name: &str,
+    bytes: Vec<u8>,
+    query: &[(&str, &str)],
+    status: StatusCode,
+) -> String {
     let (got, body) = n.deploy_with(name, bytes, query).await;
     assert_eq!(got, status, "{body}");
-    body["error"].as_str().unwrap_or_else(|| panic!("no error message in {body}")).to_string()
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"))
+        .to_string()
 }
 
 #[tokio::test]
 async fn not_wasm_is_400_with_the_parser_message() {
     let n = node_with_hello().await;
-    let msg = deploy_fails(&n, "junk", b"this is not wasm".to_vec(), &[], StatusCode::BAD_REQUEST).await;
+    let msg = deploy_fails(
+        &n,
+        "junk",
+        b"this is not wasm".to_vec(),
+        &[],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert!(msg.contains("not a valid WebAssembly component"), "{msg}");
     assert!(msg.contains("magic"), "the parser's own words: {msg}");
     // A core module is Wasm but not a component.
@@ -33,59 +49,124 @@ async fn not_wasm_is_400_with_the_parser_message() {
     assert!(msg.contains("component"), "{msg}");
     let msg = deploy_fails(&n, "empty", vec![], &[], StatusCode::BAD_REQUEST).await;
     assert!(msg.contains("empty"), "{msg}");
-    let msg = deploy_fails(&n, "Bad Name", plugins::HELLO.to_vec(), &[], StatusCode::BAD_REQUEST).await;
+    let msg = deploy_fails(
+        &n,
+        "Bad Name",
+        plugins::HELLO.to_vec(),
+        &[],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert!(msg.contains("not a valid function name"), "{msg}");
     let (status, _) = n.get("/fn/junk/").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "a refused module leaves no function behind");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused module leaves no function behind"
+    );
     n.assert_hello_serves().await;
 }
 
 #[tokio::test]
 async fn wrong_world_is_400_naming_the_missing_export() {
     let n = node_with_hello().await;
-    let msg = deploy_fails(&n, "wc", plugins::WORDCOUNT.to_vec(), &[("kind", "http")], StatusCode::BAD_REQUEST).await;
+    let msg = deploy_fails(
+        &n,
+        "wc",
+        plugins::WORDCOUNT.to_vec(),
+        &[("kind", "http")],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert!(msg.contains("wasi:http/incoming-handler"), "{msg}");
-    assert!(msg.contains("weft:plugin/task"), "says what it exports instead: {msg}");
-    let msg = deploy_fails(&n, "h", plugins::HELLO.to_vec(), &[("kind", "mapreduce")], StatusCode::BAD_REQUEST).await;
+    assert!(
+        msg.contains("weft:plugin/task"),
+        "says what it exports instead: {msg}"
+    );
+    let msg = deploy_fails(
+        &n,
+        "h",
+        plugins::HELLO.to_vec(),
+        &[("kind", "mapreduce")],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert!(msg.contains("weft:plugin/task"), "{msg}");
-    let msg = deploy_fails(&n, "h", plugins::HELLO.to_vec(), &[("kind", "cron")], StatusCode::BAD_REQUEST).await;
+    let msg = deploy_fails(
+        &n,
+        "h",
+        plugins::HELLO.to_vec(),
+        &[("kind", "cron")],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert!(msg.contains("kind"), "{msg}");
     // Calling a function the wrong way is refused too.
     n.deploy("wc", plugins::WORDCOUNT).await;
     let (status, body) = n.get("/fn/wc/").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("map/reduce task, not an HTTP handler"), "{body}");
-    let (status, body) = n.text(n.req(Method::POST, "/v1/jobs?function=hello").body("a\n")).await;
+    assert!(
+        body.contains("map/reduce task, not an HTTP handler"),
+        "{body}"
+    );
+    let (status, body) = n
+        .text(n.req(Method::POST, "/v1/jobs?function=hello").body("a\n"))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("HTTP handler, not a map/reduce task"), "{body}");
+    assert!(
+        body.contains("HTTP handler, not a map/reduce task"),
+        "{body}"
+    );
     n.assert_hello_serves().await;
 }
 
 #[tokio::test]
 async fn oversized_module_is_413_before_compiling() {
-    let n = TestNode::start_with(|c| c.limits.max_module_bytes = NonZeroUsize::new(100_000).unwrap()).await;
+    let n =
+        TestNode::start_with(|c| c.limits.max_module_bytes = NonZeroUsize::new(100_000).unwrap())
+            .await;
     let big = plugins::COUNTER.to_vec();
     assert!(big.len() > 100_000);
     let msg = deploy_fails(&n, "big", big.clone(), &[], StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(msg.contains("100000"), "{msg}");
     // Streamed without a length, it is cut off at the limit as well.
-    let stream = futures::stream::iter(big.chunks(8192).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
-    let r = n.req(Method::PUT, "/v1/functions/big").body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
+    let stream = futures::stream::iter(
+        big.chunks(8192)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let r = n
+        .req(Method::PUT, "/v1/functions/big")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, None, "nothing was compiled");
+    assert_eq!(
+        n.metric("weft_module_cache_total{result=\"miss\"}").await,
+        None,
+        "nothing was compiled"
+    );
     // hello (about 145 KB) is too large here too; a small valid deploy shows the node still works.
-    let (status, _) = n.deploy_with("tiny", b"\0asm\x01\0\0\0".to_vec(), &[]).await;
+    let (status, _) = n
+        .deploy_with("tiny", b"\0asm\x01\0\0\0".to_vec(), &[])
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn oversized_request_body_is_413() {
-    let n = TestNode::start_with(|c| c.limits.max_request_body = NonZeroUsize::new(1024).unwrap()).await;
+    let n = TestNode::start_with(|c| c.limits.max_request_body = NonZeroUsize::new(1024).unwrap())
+        .await;
     n.deploy("hello", plugins::HELLO).await;
-    let (status, body) = n.text(n.req(Method::POST, "/fn/hello/x").body(vec![b'a'; 2048])).await;
+    let (status, body) = n
+        .text(n.req(Method::POST, "/fn/hello/x").body(vec![b'a'; 2048]))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert!(body.contains("1024"), "{body}");
-    let (status, _) = n.text(n.req(Method::POST, "/fn/hello/x").body(vec![b'a'; 1024])).await;
+    let (status, _) = n
+        .text(n.req(Method::POST, "/fn/hello/x").body(vec![b'a'; 1024]))
+        .await;
     assert_eq!(status, StatusCode::OK, "a body at the limit is fine");
     n.assert_hello_serves().await;
 }
@@ -98,7 +179,9 @@ async fn unknown_function_is_404() {
     assert!(body.contains("no function named `nobody`"), "{body}");
     let (status, _) = n.get("/v1/functions/nobody").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = n.text(n.req(Method::POST, "/v1/jobs?function=nobody").body("x")).await;
+    let (status, _) = n
+        .text(n.req(Method::POST, "/v1/jobs?function=nobody").body("x"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = n.get("/no/such/route").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -113,14 +196,18 @@ async fn trap_is_500_with_the_trap_and_panic_message() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(body.contains("trapped"), "{body}");
     assert!(body.contains("unreachable"), "the trap itself: {body}");
-    assert!(body.contains("guest-panic: deliberate panic"), "the panic message from stderr: {body}");
+    assert!(
+        body.contains("guest-panic: deliberate panic"),
+        "the panic message from stderr: {body}"
+    );
     n.assert_hello_serves().await;
 }
 
 #[tokio::test]
 async fn infinite_loop_is_stopped_at_its_deadline_with_504() {
     let n = node_with_hello().await;
-    n.deploy_with("spin", guest("guest-loop"), &[("timeout_ms", "300")]).await;
+    n.deploy_with("spin", guest("guest-loop"), &[("timeout_ms", "300")])
+        .await;
     let (status, body) = n.get("/fn/spin/").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert!(body.contains("exceeded its time limit of 300ms"), "{body}");
@@ -130,7 +217,8 @@ async fn infinite_loop_is_stopped_at_its_deadline_with_504() {
 #[tokio::test]
 async fn a_looping_guest_does_not_starve_others() {
     let n = node_with_hello().await;
-    n.deploy_with("spin", guest("guest-loop"), &[("timeout_ms", "60000")]).await;
+    n.deploy_with("spin", guest("guest-loop"), &[("timeout_ms", "60000")])
+        .await;
     // Occupy both cores' worth of worker threads with loops, then call hello.
     let spinning: Vec<_> = (0..4)
         .map(|_| {
@@ -145,7 +233,10 @@ async fn a_looping_guest_does_not_starve_others() {
     for _ in 0..5 {
         n.assert_hello_serves().await;
     }
-    assert!(spinning.iter().all(|t| !t.is_finished()), "the loops were still running while hello answered");
+    assert!(
+        spinning.iter().all(|t| !t.is_finished()),
+        "the loops were still running while hello answered"
+    );
     for t in spinning {
         t.abort();
     }
@@ -154,7 +245,8 @@ async fn a_looping_guest_does_not_starve_others() {
 #[tokio::test]
 async fn memory_growth_past_the_cap_is_500_naming_the_limit() {
     let n = node_with_hello().await;
-    n.deploy_with("hog", guest("guest-memhog"), &[("memory_mb", "32")]).await;
+    n.deploy_with("hog", guest("guest-memhog"), &[("memory_mb", "32")])
+        .await;
     let (status, body) = n.get("/fn/hog/").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(body.contains("hit its memory limit of 32 MiB"), "{body}");
@@ -173,24 +265,49 @@ async fn escaping_guest_sees_no_files_env_or_sockets() {
     let (status, body) = json_of(n.req(Method::GET, "/fn/escape/").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let err = |field: &str| {
-        let v = body[field].as_str().unwrap_or_else(|| panic!("{field} missing in {body}"));
-        assert!(v.starts_with("error"), "{field} should fail, got {v:?} in {body}");
+        let v = body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} missing in {body}"));
+        assert!(
+            v.starts_with("error"),
+            "{field} should fail, got {v:?} in {body}"
+        );
     };
     err("fs");
     err("hostname");
     err("tcp");
     err("udp");
-    assert_eq!(body["env"], serde_json::json!([]), "no host environment: {body}");
-    assert_eq!(body["args"], serde_json::json!([]), "no host arguments: {body}");
+    assert_eq!(
+        body["env"],
+        serde_json::json!([]),
+        "no host environment: {body}"
+    );
+    assert_eq!(
+        body["args"],
+        serde_json::json!([]),
+        "no host arguments: {body}"
+    );
     n.assert_hello_serves().await;
 }
 
 #[tokio::test]
 async fn bad_parameters_are_400() {
     let n = node_with_hello().await;
-    let msg = deploy_fails(&n, "h", plugins::HELLO.to_vec(), &[("timeout_ms", "0")], StatusCode::BAD_REQUEST).await;
+    let msg = deploy_fails(
+        &n,
+        "h",
+        plugins::HELLO.to_vec(),
+        &[("timeout_ms", "0")],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert!(msg.contains("positive"), "{msg}");
-    let (status, body) = n.text(n.req(Method::POST, "/v1/jobs?function=hello&reducers=0").body("x")).await;
+    let (status, body) = n
+        .text(
+            n.req(Method::POST, "/v1/jobs?function=hello&reducers=0")
+                .body("x"),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("reducers must be between 1 and"), "{body}");
     let (status, _) = n.get("/v1/jobs/not-a-job-id").await;

@@ -10,11 +10,20 @@ async fn deploy_and_invoke_hello() {
     let n = TestNode::start().await;
     let f = n.deploy("hello", plugins::HELLO).await;
     assert_eq!(f["kind"], "http");
-    assert_eq!(f["digest"].as_str().unwrap(), blake3::hash(plugins::HELLO).to_hex().as_str());
+    assert_eq!(
+        f["digest"].as_str().unwrap(),
+        blake3::hash(plugins::HELLO).to_hex().as_str()
+    );
     let (status, body) = n.get("/fn/hello/world").await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "Hello, world! (from Weft)\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "Hello, world! (from Weft)\n")
+    );
     let (status, body) = n.get("/fn/hello").await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "Hello from Weft!\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "Hello from Weft!\n")
+    );
 }
 
 #[tokio::test]
@@ -34,7 +43,9 @@ async fn counter_keeps_state_per_path() {
     let mut tasks = vec![];
     for _ in 0..20 {
         let req = n.req(Method::GET, "/fn/counter/c");
-        tasks.push(tokio::spawn(async move { req.send().await.unwrap().status() }));
+        tasks.push(tokio::spawn(
+            async move { req.send().await.unwrap().status() },
+        ));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
@@ -52,31 +63,64 @@ async fn redeploy_rollback_list_and_delete() {
     let (_, body) = n.get("/fn/f/x").await;
     assert!(body.contains("\"count\":1"), "v2 serves: {body}");
 
-    let (status, v) = json_of(n.req(Method::POST, "/v1/functions/f/rollback").send().await.unwrap()).await;
+    let (status, v) = json_of(
+        n.req(Method::POST, "/v1/functions/f/rollback")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["version"], 1);
     let (_, body) = n.get("/fn/f/x").await;
     assert!(body.starts_with("Hello, x!"), "rollback serves v1: {body}");
 
-    let (status, v) = json_of(n.req(Method::POST, "/v1/functions/f/rollback").send().await.unwrap()).await;
+    let (status, v) = json_of(
+        n.req(Method::POST, "/v1/functions/f/rollback")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("no earlier version"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no earlier version"),
+        "{v}"
+    );
 
     let (status, list) = json_of(n.req(Method::GET, "/v1/functions").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!((list[0]["name"].as_str(), list[0]["version"].as_u64(), list[0]["versions"].as_u64()), (Some("f"), Some(1), Some(2)));
+    assert_eq!(
+        (
+            list[0]["name"].as_str(),
+            list[0]["version"].as_u64(),
+            list[0]["versions"].as_u64()
+        ),
+        (Some("f"), Some(1), Some(2))
+    );
 
-    let (status, record) = json_of(n.req(Method::GET, "/v1/functions/f").send().await.unwrap()).await;
+    let (status, record) =
+        json_of(n.req(Method::GET, "/v1/functions/f").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(record["history"].as_array().unwrap().len(), 2);
 
-    let status = n.req(Method::DELETE, "/v1/functions/f").send().await.unwrap().status();
+    let status = n
+        .req(Method::DELETE, "/v1/functions/f")
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = n.get("/fn/f/x").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let status = n.req(Method::DELETE, "/v1/functions/f").send().await.unwrap().status();
+    let status = n
+        .req(Method::DELETE, "/v1/functions/f")
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -91,11 +135,32 @@ async fn write_routes_need_the_token() {
         (Method::POST, "/v1/jobs?function=hello"),
     ];
     for (method, path) in writes {
-        let (status, body) = json_of(n.anon(method.clone(), path).body(plugins::HELLO).send().await.unwrap()).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token: {body}");
+        let (status, body) = json_of(
+            n.anon(method.clone(), path)
+                .body(plugins::HELLO)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token: {body}"
+        );
         assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
-        let r = n.anon(method.clone(), path).bearer_auth("wrong").body(plugins::HELLO).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} with a wrong token");
+        let r = n
+            .anon(method.clone(), path)
+            .bearer_auth("wrong")
+            .body(plugins::HELLO)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a wrong token"
+        );
         n.assert_hello_serves().await;
     }
     // Nothing was changed by the refused writes.
@@ -118,10 +183,25 @@ async fn metrics_count_invocations_and_errors() {
     }
     let (status, _) = n.get("/fn/panic/").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(n.metric("weft_invocations_total{function=\"hello\",outcome=\"ok\"}").await, Some(3.0));
-    assert_eq!(n.metric("weft_invocations_total{function=\"panic\",outcome=\"trap\"}").await, Some(1.0));
+    assert_eq!(
+        n.metric("weft_invocations_total{function=\"hello\",outcome=\"ok\"}")
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        n.metric("weft_invocations_total{function=\"panic\",outcome=\"trap\"}")
+            .await,
+        Some(1.0)
+    );
     assert_eq!(n.metric("weft_invocation_errors_total").await, Some(1.0));
-    assert_eq!(n.metric("weft_invocation_duration_seconds_count{function=\"hello\"}").await, Some(3.0));
-    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, Some(2.0));
+    assert_eq!(
+        n.metric("weft_invocation_duration_seconds_count{function=\"hello\"}")
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        n.metric("weft_module_cache_total{result=\"miss\"}").await,
+        Some(2.0)
+    );
     assert_eq!(n.metric("weft_instances").await, Some(0.0));
 }

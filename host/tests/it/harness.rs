@@ -46,7 +46,13 @@ impl TestNode {
         let url = node.url();
         let token = node.token.clone();
         let http = reqwest::Client::new();
-        TestNode { node: Some(node), dir, url, token, http }
+        TestNode {
+            node: Some(node),
+            dir,
+            url,
+            token,
+            http,
+        }
     }
 
     /// Stops the node and starts a new one on the same data directory.
@@ -57,7 +63,9 @@ impl TestNode {
 
     /// A request with the token.
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token)
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
     }
 
     /// A request without the token.
@@ -66,8 +74,19 @@ impl TestNode {
     }
 
     /// Deploys `bytes` as `name` with extra query parameters; returns status and JSON body.
-    pub async fn deploy_with(&self, name: &str, bytes: Vec<u8>, query: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
-        let r = self.req(Method::PUT, &format!("/v1/functions/{name}")).query(query).body(bytes).send().await.unwrap();
+    pub async fn deploy_with(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        query: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
+        let r = self
+            .req(Method::PUT, &format!("/v1/functions/{name}"))
+            .query(query)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
         json_of(r).await
     }
 
@@ -99,8 +118,11 @@ impl TestNode {
     /// The value of one metric sample line (exact name with labels), if present.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
         let (_, text) = self.get("/metrics").await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+        text.lines().find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(|v| v.parse().unwrap())
+        })
     }
 }
 
@@ -108,7 +130,10 @@ impl TestNode {
 pub async fn json_of(r: reqwest::Response) -> (StatusCode, serde_json::Value) {
     let status = r.status();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 /// The built component of a guest package.

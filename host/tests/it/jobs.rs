@@ -10,13 +10,17 @@ use crate::harness::{TestNode, json_of, wait_for};
 
 /// Deterministic text with a known word distribution, about `lines` lines long.
 fn corpus(lines: usize) -> (String, BTreeMap<String, u64>) {
-    let words = ["loom", "warp", "weft", "Shuttle", "beat", "thread", "cloth", "pattern", "the", "a"];
+    let words = [
+        "loom", "warp", "weft", "Shuttle", "beat", "thread", "cloth", "pattern", "the", "a",
+    ];
     let mut text = String::new();
     let mut counts = BTreeMap::new();
     let mut x: u64 = 7;
     for i in 0..lines {
         for j in 0..(i % 7 + 1) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let w = words[(x >> 33) as usize % words.len()];
             if j > 0 {
                 text.push_str(if j % 3 == 0 { ", " } else { " " });
@@ -42,7 +46,13 @@ async fn run_job(n: &TestNode, function: &str, input: String, reducers: u32) -> 
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
     wait_for(Duration::from_secs(120), "the job to finish", || async {
-        let (_, job) = json_of(n.req(Method::GET, &format!("/v1/jobs/{id}")).send().await.unwrap()).await;
+        let (_, job) = json_of(
+            n.req(Method::GET, &format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         (job["status"] != "running").then_some(job)
     })
     .await
@@ -53,10 +63,17 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
     let n = TestNode::start().await;
     n.deploy("wordcount", plugins::WORDCOUNT).await;
     let (text, expected) = corpus(200_000);
-    assert!(text.len() > 3 << 20, "several map tasks: {} bytes", text.len());
+    assert!(
+        text.len() > 3 << 20,
+        "several map tasks: {} bytes",
+        text.len()
+    );
     let job = run_job(&n, "wordcount", text.clone(), 3).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert!(job["progress"]["maps_total"].as_u64().unwrap() >= 3, "{job}");
+    assert!(
+        job["progress"]["maps_total"].as_u64().unwrap() >= 3,
+        "{job}"
+    );
     assert_eq!(job["progress"]["maps_done"], job["progress"]["maps_total"]);
     assert_eq!(job["progress"]["reduces_done"], 3);
     assert_eq!(job["input_bytes"], text.len() as u64);
@@ -68,13 +85,19 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
     let mut got = BTreeMap::new();
     for line in output.lines() {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        let prev = got.insert(r["key"].as_str().unwrap().to_string(), r["value"].as_u64().unwrap());
+        let prev = got.insert(
+            r["key"].as_str().unwrap().to_string(),
+            r["value"].as_u64().unwrap(),
+        );
         assert!(prev.is_none(), "each key once: {line}");
     }
     assert_eq!(got, expected);
 
     // The summary's top record is the most frequent word.
-    let (top_word, top_count) = expected.iter().max_by_key(|(w, c)| (**c, std::cmp::Reverse(*w))).unwrap();
+    let (top_word, top_count) = expected
+        .iter()
+        .max_by_key(|(w, c)| (**c, std::cmp::Reverse(*w)))
+        .unwrap();
     assert_eq!(job["top"][0]["key"], top_word.as_str(), "{job}");
     assert_eq!(job["top"][0]["value"], *top_count);
 
@@ -98,18 +121,31 @@ async fn a_guest_error_fails_the_job_with_its_message() {
     n.deploy("hello", plugins::HELLO).await;
     // Invalid UTF-8 makes the SDK's map return an error.
     let (status, job) = json_of(
-        n.req(Method::POST, "/v1/jobs?function=wordcount").body(vec![0xff, 0xfe, b'\n']).send().await.unwrap(),
+        n.req(Method::POST, "/v1/jobs?function=wordcount")
+            .body(vec![0xff, 0xfe, b'\n'])
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = job["id"].as_str().unwrap().to_string();
     let job = wait_for(Duration::from_secs(60), "the job to fail", || async {
-        let (_, job) = json_of(n.req(Method::GET, &format!("/v1/jobs/{id}")).send().await.unwrap()).await;
+        let (_, job) = json_of(
+            n.req(Method::GET, &format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         (job["status"] != "running").then_some(job)
     })
     .await;
     assert_eq!(job["status"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().contains("UTF-8"), "{job}");
-    assert_eq!(job["progress"]["retries"], 1, "retried once before failing: {job}");
+    assert_eq!(
+        job["progress"]["retries"], 1,
+        "retried once before failing: {job}"
+    );
     n.assert_hello_serves().await;
 }

@@ -12,15 +12,25 @@ async fn restarted_node_serves_without_recompiling_and_keeps_state() {
     n.deploy("counter", plugins::COUNTER).await;
     n.get("/fn/counter/a").await;
     n.get("/fn/counter/a").await;
-    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, Some(2.0));
+    assert_eq!(
+        n.metric("weft_module_cache_total{result=\"miss\"}").await,
+        Some(2.0)
+    );
 
     let n = n.restart().await;
     n.assert_hello_serves().await;
     let (status, body) = n.get("/fn/counter/a").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("\"count\":3"), "the count survived: {body}");
-    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, None, "nothing compiled after restart");
-    assert_eq!(n.metric("weft_module_cache_total{result=\"disk\"}").await, Some(2.0));
+    assert_eq!(
+        n.metric("weft_module_cache_total{result=\"miss\"}").await,
+        None,
+        "nothing compiled after restart"
+    );
+    assert_eq!(
+        n.metric("weft_module_cache_total{result=\"disk\"}").await,
+        Some(2.0)
+    );
     assert_eq!(n.metric("weft_compile_seconds_total").await, Some(0.0));
 }
 
@@ -34,5 +44,8 @@ async fn a_corrupt_cached_artifact_is_recompiled() {
     }
     let n = n.restart().await;
     n.assert_hello_serves().await;
-    assert_eq!(n.metric("weft_module_cache_total{result=\"miss\"}").await, Some(1.0));
+    assert_eq!(
+        n.metric("weft_module_cache_total{result=\"miss\"}").await,
+        Some(1.0)
+    );
 }

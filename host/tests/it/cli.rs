@@ -1,0 +1,196 @@
+//! The real `weft` binary against a real node: the CLI's commands, output and exit codes.
+
+use std::process::Output;
+
+use weft_host::plugins;
+
+use crate::harness::{TestNode, guest};
+
+async fn weft(n: &TestNode, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .env("WEFT_NODE", &n.url)
+        .env("WEFT_TOKEN", &n.token)
+        .env("WEFT_DATA_DIR", n.dir.path().join("no-such-dir"))
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure, got stdout {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_list_invoke_rollback_and_jobs() {
+    let n = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let hello = write("hello.wasm", plugins::HELLO);
+    let counter = write("counter.wasm", plugins::COUNTER);
+    let wordcount = write("wordcount.wasm", plugins::WORDCOUNT);
+
+    let out = ok(&weft(&n, &["deploy", &hello, "--name", "greet"]).await);
+    assert!(out.contains("deployed greet v1 (http"), "{out}");
+    ok(&weft(
+        &n,
+        &[
+            "deploy",
+            &counter,
+            "--name",
+            "greet",
+            "--timeout-ms",
+            "2000",
+        ],
+    )
+    .await);
+    ok(&weft(&n, &["deploy", &wordcount, "--name", "wc"]).await);
+
+    let out = ok(&weft(&n, &["functions", "--json"]).await);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(list[0]["name"], "greet");
+    assert_eq!(list[0]["version"], 2);
+    assert_eq!(list[0]["limits"]["timeout_ms"], 2000);
+    let out = ok(&weft(&n, &["functions"]).await);
+    assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
+    assert!(out.contains("mapreduce"), "{out}");
+
+    let out = ok(&weft(&n, &["invoke", "greet", "/x"]).await);
+    assert!(out.contains("\"count\":1"), "{out}");
+    let out = ok(&weft(&n, &["rollback", "greet"]).await);
+    assert!(out.contains("greet now serves v1"), "{out}");
+    let out = ok(&weft(&n, &["invoke", "greet", "/x"]).await);
+    assert_eq!(out, "Hello, x! (from Weft)\n");
+    let body = write("body.txt", b"payload");
+    let out = ok(&weft(
+        &n,
+        &["invoke", "greet", "/y", "--data", &format!("@{body}")],
+    )
+    .await);
+    assert_eq!(out, "Hello, y! (from Weft)\n");
+
+    let input = write("input.txt", b"the cat and the hat\nthe end");
+    let out = ok(&weft(
+        &n,
+        &[
+            "job",
+            "run",
+            "wc",
+            "--input",
+            &input,
+            &input,
+            "--reducers",
+            "2",
+        ],
+    )
+    .await);
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains("top records:"), "{out}");
+    let first_top = out
+        .lines()
+        .skip_while(|l| !l.starts_with("top records:"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        first_top.trim_start().starts_with("the") && first_top.trim_end().ends_with('6'),
+        "{out}"
+    );
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    let out = ok(&weft(&n, &["job", "output", &id]).await);
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(out.contains(r#"{"key":"the","value":6}"#), "{out}");
+    let out = ok(&weft(&n, &["job", "list", "--json"]).await);
+    assert!(out.contains(&id), "{out}");
+}
+
+#[tokio::test]
+async fn errors_go_to_stderr_with_a_nonzero_exit() {
+    let n = TestNode::start().await;
+    let err = failed(&weft(&n, &["invoke", "nobody"]).await);
+    assert!(
+        err.contains("404") && err.contains("no function named `nobody`"),
+        "{err}"
+    );
+    let junk = n.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"junk").unwrap();
+    let err = failed(&weft(&n, &["deploy", junk.to_str().unwrap(), "--name", "j"]).await);
+    assert!(
+        err.contains("400") && err.contains("not a valid WebAssembly component"),
+        "{err}"
+    );
+    let err = failed(&weft(&n, &["deploy", "/no/such/file.wasm", "--name", "j"]).await);
+    assert!(err.contains("reading /no/such/file.wasm"), "{err}");
+    // Without a token, a write is refused and the CLI says how to fix it.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["deploy", junk.to_str().unwrap(), "--name", "j"])
+        .env("WEFT_NODE", &n.url)
+        .env_remove("WEFT_TOKEN")
+        .env("WEFT_DATA_DIR", n.dir.path().join("elsewhere"))
+        .output()
+        .await
+        .unwrap();
+    let err = failed(&out);
+    assert!(err.contains("401") && err.contains("WEFT_TOKEN"), "{err}");
+    let err = failed(&weft(&n, &["job", "run", "nobody", "--input", "/no/such/input"]).await);
+    assert!(err.contains("/no/such/input"), "{err}");
+    // The node kept serving.
+    n.deploy("panic", &guest("guest-panic")).await;
+    let err = failed(&weft(&n, &["invoke", "panic"]).await);
+    assert!(
+        err.contains("500") && err.contains("deliberate panic"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn demo_runs_the_tour_and_exits() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["demo", "--once"])
+        .env("WEFT_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = ok(&out);
+    for expected in [
+        "deployed hello",
+        "deployed wordcount mapreduce",
+        "GET /fn/hello/world -> Hello, world! (from Weft)",
+        r#"GET /fn/counter/apples  -> {"count":3,"path":"/apples"}"#,
+        "Succeeded",
+        "top words:",
+        "curl http://127.0.0.1:",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // "the" is the most frequent word of the bundled text.
+    let top = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("top words:"))
+        .nth(1)
+        .unwrap();
+    assert!(top.trim_start().starts_with("the "), "{stdout}");
+}
