@@ -47,7 +47,14 @@ fn bench(c: &mut Criterion) {
 
     let call = || async {
         let resp = runtime
-            .handle_http(&name, &pre, limits, kv.clone(), request())
+            .handle_http(
+                &name,
+                &pre,
+                limits,
+                kv.clone(),
+                request(),
+                runtime.slot().await.unwrap(),
+            )
             .await
             .unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -46,7 +46,7 @@ impl Node {
             dir.join("cache"),
             metrics.clone(),
         )?);
-        let jobs = Jobs::new(runtime.clone(), store.clone(), metrics.clone())?;
+        let jobs = Jobs::new(runtime.clone(), store.clone(), metrics.clone()).await?;
         let app = App::new(
             store,
             runtime,
@@ -110,10 +110,12 @@ impl Node {
 /// The token in `dir/token`, created (random, 0600) on first start.
 fn load_or_create_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     let path = dir.join(TOKEN_FILE);
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        let t = t.trim().to_string();
-        if !t.is_empty() {
-            return Ok((t, path));
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), path)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the token from {}", path.display()));
         }
     }
     let token: String = (0..32)

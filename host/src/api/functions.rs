@@ -76,15 +76,7 @@ pub(crate) async fn deploy(
             "the request body is empty; send the component's bytes".into(),
         ));
     }
-    let limits = FunctionLimits {
-        timeout_ms: params.timeout_ms,
-        memory_bytes: params.memory_mb.map(|mb| mb << 20),
-    };
-    if limits.timeout_ms == Some(0) || limits.memory_bytes == Some(0) {
-        return Err(ApiError::BadRequest(
-            "timeout_ms and memory_mb must be positive".into(),
-        ));
-    }
+    let limits = manifest_limits(&app, &params)?;
     // Compile and link before storing anything, so a bad module leaves no trace.
     let digest = Digest::of(&bytes);
     let rt = app.runtime.clone();
@@ -109,6 +101,31 @@ pub(crate) async fn deploy(
     app.invalidate(&name);
     tracing::info!(function = %name, %digest, kind = %prepared.kind(), "deployed");
     Ok((StatusCode::CREATED, Json(FunctionView::from(&record))))
+}
+
+/// The manifest's limits, refused with 400 when zero or above the node's maxima.
+fn manifest_limits(app: &App, params: &DeployParams) -> Result<FunctionLimits, ApiError> {
+    let c = app.runtime.config();
+    if let Some(t) = params.timeout_ms {
+        let max = c.max_timeout.as_millis() as u64;
+        if !(1..=max).contains(&t) {
+            return Err(ApiError::BadRequest(format!(
+                "timeout_ms must be between 1 and {max}, not {t}"
+            )));
+        }
+    }
+    if let Some(m) = params.memory_mb {
+        let max = c.max_memory_bytes.get() >> 20;
+        if !(1..=max).contains(&m) {
+            return Err(ApiError::BadRequest(format!(
+                "memory_mb must be between 1 and {max}, not {m}"
+            )));
+        }
+    }
+    Ok(FunctionLimits {
+        timeout_ms: params.timeout_ms,
+        memory_bytes: params.memory_mb.map(|mb| mb << 20),
+    })
 }
 
 pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<FunctionView>>, ApiError> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 
@@ -12,32 +12,28 @@ use super::{ApiError, App, read_body};
 use crate::id::FunctionName;
 use crate::runtime::{Prepared, RuntimeError};
 
-pub(crate) async fn invoke_root(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    request: Request,
-) -> Response {
-    run(app, name, String::new(), request).await
-}
-
-pub(crate) async fn invoke(
-    State(app): State<Arc<App>>,
-    Path((name, path)): Path<(String, String)>,
-    request: Request,
-) -> Response {
-    run(app, name, path, request).await
-}
-
-async fn run(app: Arc<App>, name: String, path: String, request: Request) -> Response {
+pub(crate) async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
-    let result = call(&app, &name, &path, request).await;
+    // The raw (still percent-encoded) path: the guest sees exactly what the client sent below
+    // `/fn/{name}`. Function names are plain ASCII, so the raw name is the name.
+    let raw = request
+        .uri()
+        .path()
+        .strip_prefix("/fn/")
+        .unwrap_or_default()
+        .to_string();
+    let (name, below) = match raw.find('/') {
+        Some(i) => (&raw[..i], &raw[i..]),
+        None => (raw.as_str(), "/"),
+    };
+    let result = call(&app, name, below, request).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(ApiError::Runtime(RuntimeError::Timeout { .. })) => "timeout",
         Err(ApiError::Runtime(RuntimeError::MemoryLimit { .. })) => "memory",
         Err(ApiError::Runtime(RuntimeError::Trap { .. })) => "trap",
         Err(ApiError::Runtime(RuntimeError::Busy(_))) => "busy",
-        Err(ApiError::NotFound(_)) => return result.into_response(),
+        Err(ApiError::NotFound(_) | ApiError::BadRequest(_)) => return result.into_response(),
         Err(_) => "error",
     };
     if let Ok(function) = name.parse::<FunctionName>() {
@@ -55,6 +51,8 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
             "function `{name}` is a map/reduce task, not an HTTP handler; run it with POST /v1/jobs"
         )));
     };
+    // Take the instance slot first: requests waiting for one hold no buffered body.
+    let slot = app.runtime.slot().await?;
     let (parts, body) = request.into_parts();
     let body = read_body(
         body,
@@ -64,12 +62,10 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
     )
     .await?;
 
-    // The guest sees the path below /fn/{name}, with the query.
-    let mut uri = format!("/{path}");
-    if let Some(q) = parts.uri.query() {
-        uri.push('?');
-        uri.push_str(q);
-    }
+    let uri = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
     let mut builder = http::Request::builder()
         .method(parts.method)
         .uri(uri)
@@ -88,7 +84,7 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
     let kv = app.store.kv_space(&name);
     let response = app
         .runtime
-        .handle_http(&name, pre, limits, kv, request)
+        .handle_http(&name, pre, limits, kv, request, slot)
         .await?;
     Ok(response.map(Body::new))
 }

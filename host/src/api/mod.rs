@@ -124,8 +124,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/output", get(jobs::output))
-        .route("/fn/{name}", any(invoke::invoke_root))
-        .route("/fn/{name}/", any(invoke::invoke_root))
+        .route("/fn/{name}", any(invoke::invoke))
+        .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -185,6 +185,9 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
+    /// 408.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413.
     #[error("{0}")]
     TooLarge(String),
@@ -212,6 +215,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Runtime(e) => match e {
                 RuntimeError::Invalid(_) | RuntimeError::WrongWorld(_) => StatusCode::BAD_REQUEST,
@@ -244,6 +248,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How long a client may take to send a request body (module upload or invocation).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Reads a whole body, refusing it with 413 as soon as it passes `limit` bytes
 /// (and before reading anything when Content-Length already says so).
 pub(crate) async fn read_body(
@@ -261,7 +268,14 @@ pub(crate) async fn read_body(
     {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return Err(ApiError::RequestTimeout(format!(
+            "the {what} did not arrive within {} s; send it faster or in a smaller piece",
+            BODY_TIMEOUT.as_secs()
+        )));
+    };
+    match read {
         Ok(b) => Ok(b),
         Err(e) => {
             let length_limit = std::error::Error::source(&e)

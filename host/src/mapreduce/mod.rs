@@ -106,7 +106,7 @@ pub struct JobSpec {
 
 impl Jobs {
     /// The job service; jobs that were running when the node stopped are marked failed.
-    pub fn new(
+    pub async fn new(
         runtime: Arc<Runtime>,
         store: Store,
         metrics: Arc<Metrics>,
@@ -116,14 +116,7 @@ impl Jobs {
                 job.status = JobStatus::Failed;
                 job.error =
                     Some("the node restarted while the job was running; submit it again".into());
-                let store = store.clone();
-                // Best effort: the record is only informational.
-                let id = job.id;
-                tokio::spawn(async move {
-                    if let Err(e) = store.put_job(id, &job).await {
-                        tracing::warn!(job = %id, error = %e, "could not mark interrupted job");
-                    }
-                });
+                store.put_job(job.id, &job).await?;
             }
         }
         let parallelism = std::thread::available_parallelism()
@@ -301,7 +294,8 @@ impl Jobs {
                 Ok(r) => r,
                 Err(e) => break Err(format!("a task panicked: {e}")),
             };
-            match done {
+            // Output of an attempt the state machine no longer runs (late, duplicate) is dropped.
+            match done.filter(|_| state.is_current(&event)) {
                 Some(Done::Map(buckets)) => {
                     for (p, pairs) in buckets.into_iter().enumerate() {
                         for (k, v) in pairs {

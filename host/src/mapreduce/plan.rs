@@ -32,6 +32,9 @@ impl Chunk {
 pub struct Chunker {
     target: usize,
     pending: BytesMut,
+    /// How much of `pending` past `target` is known to hold no newline, so a long record is
+    /// scanned once rather than on every push.
+    scanned: usize,
 }
 
 impl Chunker {
@@ -40,6 +43,7 @@ impl Chunker {
         Chunker {
             target: target.max(1),
             pending: BytesMut::new(),
+            scanned: 0,
         }
     }
 
@@ -50,17 +54,29 @@ impl Chunker {
         while self.pending.len() >= self.target {
             // Cut after the last newline at or before the target, or else after the first one
             // past it (a record longer than the target).
-            let cut = match self.pending[..self.target]
-                .iter()
-                .rposition(|&b| b == b'\n')
-            {
-                Some(i) => i + 1,
-                None => match self.pending[self.target..].iter().position(|&b| b == b'\n') {
-                    Some(i) => self.target + i + 1,
-                    None => break,
-                },
+            let before_target = if self.scanned < self.target {
+                self.pending[..self.target]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|i| i + 1)
+            } else {
+                None
+            };
+            let cut = match before_target {
+                Some(cut) => cut,
+                None => {
+                    let from = self.scanned.max(self.target);
+                    match self.pending[from..].iter().position(|&b| b == b'\n') {
+                        Some(i) => from + i + 1,
+                        None => {
+                            self.scanned = self.pending.len();
+                            break;
+                        }
+                    }
+                }
             };
             out.push(Chunk::new(self.pending.split_to(cut).freeze()));
+            self.scanned = 0;
         }
         out
     }

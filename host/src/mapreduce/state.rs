@@ -137,6 +137,20 @@ impl JobState {
         self.schedule()
     }
 
+    /// Whether `event` reports the attempt that is running (only then is its output used).
+    pub fn is_current(&self, event: &Event) -> bool {
+        let (tasks, index, attempt) = match *event {
+            Event::MapDone { task, attempt } | Event::MapFailed { task, attempt, .. } => {
+                (&self.maps, task, attempt)
+            }
+            Event::ReduceDone { partition, attempt }
+            | Event::ReduceFailed {
+                partition, attempt, ..
+            } => (&self.reduces, partition as usize, attempt),
+        };
+        !self.finished && tasks.get(index) == Some(&Task::Running { attempt })
+    }
+
     fn schedule(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         let maps_done = self.maps.iter().all(|t| *t == Task::Done);

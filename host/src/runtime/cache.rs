@@ -52,14 +52,14 @@ impl ArtifactCache {
             .join(format!("{digest}-{}.cwasm", self.fingerprint))
     }
 
-    /// The compiled component for `digest`: from disk if cached, else compiled from `bytes`
-    /// and written to the cache (best effort; a full disk only costs a recompile later).
+    /// The compiled component for `digest`: from disk if cached (`false`), else compiled from
+    /// `bytes` (`true`; the caller stores it with [`ArtifactCache::store`] once it has linked).
     pub(super) fn load_or_compile(
         &self,
         digest: Digest,
         bytes: &[u8],
         metrics: &Metrics,
-    ) -> Result<Component, RuntimeError> {
+    ) -> Result<(Component, bool), RuntimeError> {
         let path = self.path(digest);
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of an engine with this
@@ -70,7 +70,7 @@ impl ArtifactCache {
             match loaded {
                 Ok(c) => {
                     metrics.cache_hit("disk");
-                    return Ok(c);
+                    return Ok((c, false));
                 }
                 Err(e) => {
                     tracing::warn!(%digest, error = %e, "discarding unusable cached artifact");
@@ -84,9 +84,16 @@ impl ArtifactCache {
             .map_err(|e| RuntimeError::Invalid(super::chain(&e)))?;
         metrics.compile_seconds(started.elapsed());
         tracing::info!(%digest, elapsed = ?started.elapsed(), "compiled module");
+        Ok((component, true))
+    }
+
+    /// Writes a compiled component to the cache (best effort: a full disk only costs a
+    /// recompile later). The file appears whole or not at all.
+    pub(super) fn store(&self, digest: Digest, component: &Component) {
+        let path = self.path(digest);
         match component.serialize() {
             Ok(artifact) => {
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
                 let written =
                     std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, &path));
                 if let Err(e) = written {
@@ -98,6 +105,5 @@ impl ArtifactCache {
                 tracing::warn!(%digest, error = %e, "could not serialize the compiled module")
             }
         }
-        Ok(component)
     }
 }

@@ -8,7 +8,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::state::GuestState;
-use super::{InvocationLimits, Runtime, RuntimeError, classify};
+use super::{InvocationLimits, Runtime, RuntimeError, Slot, classify, with_deadline};
 use crate::id::FunctionName;
 use crate::store::KvSpace;
 
@@ -16,7 +16,7 @@ use crate::store::KvSpace;
 pub type HttpResponse = http::Response<HyperOutgoingBody>;
 
 impl Runtime {
-    /// Runs one request through a fresh instance of `pre`.
+    /// Runs one request through a fresh instance of `pre`, in the instance slot `slot`.
     ///
     /// The guest runs in its own task so it can keep streaming the body after the head is sent;
     /// the instance slot is held until the guest returns.
@@ -27,8 +27,8 @@ impl Runtime {
         limits: InvocationLimits,
         kv: KvSpace,
         request: http::Request<Full<Bytes>>,
+        slot: Slot,
     ) -> Result<HttpResponse, RuntimeError> {
-        let permit = self.slot().await?;
         let mut store = self.store(function, limits, Some(kv), None);
         let host = |e: wasmtime::Error| RuntimeError::Host(super::chain(&e));
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -45,14 +45,14 @@ impl Runtime {
         let pre = pre.clone();
         let name = function.clone();
         let task = tokio::spawn(async move {
-            let _permit = permit;
-            let result = async {
+            let _slot = slot;
+            let result = with_deadline(limits, async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
-            }
+            })
             .await;
             result.map_err(|e| classify(&name, limits, store.data(), e))
         });

@@ -22,13 +22,13 @@ use wasmtime::{
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use http::HttpResponse;
+pub use state::GuestState;
 pub use task::{TaskInstance, TaskOutput, TaskPre};
 
 use crate::config::RuntimeConfig;
 use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
 use crate::store::{FunctionKind, FunctionLimits, KvSpace};
-use state::GuestState;
 
 /// Why compiling, instantiating or running a guest failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,13 @@ impl Prepared {
         }
     }
 }
+
+/// The right to run one instance; released when dropped.
+pub struct Slot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+/// How long past its time limit an invocation may take to be torn down before the host stops
+/// waiting for it (a guest blocked in a host call runs no Wasm, so epochs cannot stop it).
+const GRACE: Duration = Duration::from_millis(500);
 
 /// The limits of one invocation, resolved from the function's manifest and the node defaults.
 #[derive(Clone, Copy, Debug)]
@@ -215,8 +222,12 @@ impl Runtime {
             self.metrics.cache_hit("memory");
             return check_kind(p.clone(), expected);
         }
-        let component = self.cache.load_or_compile(digest, bytes, &self.metrics)?;
+        let (component, fresh) = self.cache.load_or_compile(digest, bytes, &self.metrics)?;
         let prepared = self.link(&component, expected)?;
+        if fresh {
+            // Only components that linked are cached: a refused deploy leaves nothing on disk.
+            self.cache.store(digest, &component);
+        }
         self.prepared
             .lock()
             .expect("not poisoned")
@@ -319,13 +330,26 @@ impl Runtime {
         store
     }
 
-    /// Waits for a free instance slot (the pool's size bounds concurrent instances).
-    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RuntimeError> {
+    /// Waits up to 5 s for a free instance slot (the pool's size bounds concurrent instances).
+    /// Requests take their slot before their body is read, so waiting requests hold no body.
+    pub async fn slot(&self) -> Result<Slot, RuntimeError> {
         let wait = Duration::from_secs(5);
         match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => Ok(Slot(permit)),
             _ => Err(RuntimeError::Busy(self.config.max_instances.get())),
         }
+    }
+
+    /// Waits for a free instance slot for as long as it takes (map/reduce tasks queue behind
+    /// requests instead of failing).
+    async fn slot_queued(&self) -> Slot {
+        Slot(
+            self.slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed"),
+        )
     }
 }
 
@@ -355,7 +379,7 @@ fn classify(
             limit: state.emit_limit.unwrap_or(0),
         };
     }
-    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) || err.is::<DeadlinePassed>() {
         return RuntimeError::Timeout {
             function: function.clone(),
             limit: limits.timeout,
@@ -380,6 +404,23 @@ fn arm_deadline(store: &mut Store<GuestState>, timeout: Duration) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
+}
+
+/// The wall-clock limit passed while the guest was not running Wasm (blocked in a host call).
+#[derive(Debug, thiserror::Error)]
+#[error("deadline passed")]
+struct DeadlinePassed;
+
+/// Runs `call` under the invocation's wall-clock limit, whether the guest is running Wasm
+/// (stopped by the epoch callback) or waiting in a host call (stopped here).
+async fn with_deadline<T>(
+    limits: InvocationLimits,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(limits.timeout + GRACE, call).await {
+        Ok(r) => r,
+        Err(_) => Err(wasmtime::Error::new(DeadlinePassed)),
+    }
 }
 
 /// An error and its causes on one line.

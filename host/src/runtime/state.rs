@@ -2,6 +2,7 @@
 //! guest output routed to the node's log, and the host side of the Weft imports.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -24,6 +25,9 @@ pub(super) mod bindings {
 }
 
 use bindings::weft::plugin::{kv, log};
+
+/// Host memory per emitted pair beyond its bytes, counted against the emit limit.
+const PAIR_OVERHEAD: usize = 48;
 
 /// How much guest stdout/stderr one invocation may write to the node's log.
 const MAX_LOG_BYTES: usize = 64 << 10;
@@ -55,6 +59,7 @@ impl GuestState {
         emit_limit: Option<u64>,
     ) -> Self {
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let budget = Arc::new(AtomicUsize::new(MAX_LOG_BYTES));
         // No preopened directories, no environment, no arguments; sockets and name lookup are
         // off by default in WasiCtx and stay off.
         let wasi = WasiCtx::builder()
@@ -62,11 +67,13 @@ impl GuestState {
                 function: function.clone(),
                 stream: "stdout",
                 tail: None,
+                budget: budget.clone(),
             })
             .stderr(GuestLog {
                 function: function.clone(),
                 stream: "stderr",
                 tail: Some(stderr.clone()),
+                budget,
             })
             .allow_tcp(false)
             .allow_udp(false)
@@ -184,6 +191,8 @@ struct GuestLog {
     function: FunctionName,
     stream: &'static str,
     tail: Option<Arc<Mutex<Vec<u8>>>>,
+    /// Bytes the invocation may still log, shared by stdout, stderr and every handle to them.
+    budget: Arc<AtomicUsize>,
 }
 
 impl IsTerminal for GuestLog {
@@ -199,7 +208,7 @@ impl StdoutStream for GuestLog {
             stream: self.stream,
             tail: self.tail.clone(),
             line: Vec::new(),
-            written: 0,
+            budget: self.budget.clone(),
         })
     }
 }
@@ -209,7 +218,7 @@ struct LineWriter {
     stream: &'static str,
     tail: Option<Arc<Mutex<Vec<u8>>>>,
     line: Vec<u8>,
-    written: usize,
+    budget: Arc<AtomicUsize>,
 }
 
 impl LineWriter {
@@ -232,20 +241,20 @@ impl tokio::io::AsyncWrite for LineWriter {
             let excess = t.len().saturating_sub(STDERR_TAIL);
             t.drain(..excess);
         }
-        if self.written < MAX_LOG_BYTES {
-            let room = MAX_LOG_BYTES - self.written;
-            let take = &buf[..buf.len().min(room)];
-            self.written += take.len();
-            for &b in take {
+        let room = self.budget.load(Ordering::Relaxed);
+        if room > 0 {
+            let take = buf.len().min(room);
+            self.budget.fetch_sub(take, Ordering::Relaxed);
+            for &b in &buf[..take] {
                 if b == b'\n' {
                     self.emit_line();
                 } else {
                     self.line.push(b);
                 }
             }
-            if self.written >= MAX_LOG_BYTES {
+            if take == room {
                 self.emit_line();
-                tracing::warn!(function = %self.function, stream = self.stream, "guest output beyond {MAX_LOG_BYTES} bytes dropped");
+                tracing::warn!(function = %self.function, "guest output beyond {MAX_LOG_BYTES} bytes per invocation dropped");
             }
         }
         Poll::Ready(Ok(buf.len()))
@@ -354,7 +363,11 @@ impl kv::Host for GuestState {
 
 impl super::task::bindings::weft::plugin::emit::Host for GuestState {
     fn emit(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> wasmtime::Result<()> {
-        let bytes: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        // Each pair also costs its two vectors on the host, so empty pairs are not free.
+        let bytes: u64 = pairs
+            .iter()
+            .map(|(k, v)| (k.len() + v.len() + PAIR_OVERHEAD) as u64)
+            .sum();
         self.emitted_bytes += bytes;
         if let Some(limit) = self.emit_limit
             && self.emitted_bytes > limit

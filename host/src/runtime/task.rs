@@ -4,7 +4,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::state::GuestState;
-use super::{InvocationLimits, Runtime, RuntimeError, arm_deadline, classify};
+use super::{InvocationLimits, Runtime, RuntimeError, Slot, arm_deadline, classify, with_deadline};
 use crate::id::FunctionName;
 
 pub(super) mod bindings {
@@ -40,7 +40,7 @@ pub struct TaskInstance {
     function: FunctionName,
     limits: InvocationLimits,
     has_combiner: bool,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Runtime {
@@ -51,14 +51,14 @@ impl Runtime {
         pre: &TaskPre,
         limits: InvocationLimits,
     ) -> Result<TaskInstance, RuntimeError> {
-        let slot = self.slot().await?;
+        let slot = self.slot_queued().await;
         let mut store = self.store(
             function,
             limits,
             None,
             Some(self.config.max_emit_bytes.get()),
         );
-        let task = match pre.0.instantiate_async(&mut store).await {
+        let task = match with_deadline(limits, pre.0.instantiate_async(&mut store)).await {
             Ok(t) => t,
             Err(e) => return Err(classify(function, limits, store.data(), e)),
         };
@@ -102,22 +102,24 @@ impl TaskInstance {
 
     async fn info(&mut self) -> Result<bool, RuntimeError> {
         self.arm();
-        let r = self
-            .task
-            .weft_plugin_task()
-            .call_info(&mut self.store)
-            .await;
+        let r = with_deadline(
+            self.limits,
+            self.task.weft_plugin_task().call_info(&mut self.store),
+        )
+        .await;
         Ok(self.finish(r.map(Ok))?.has_combiner)
     }
 
     /// Maps one chunk of whole records; returns what it emitted.
     pub async fn map(&mut self, chunk: &[u8]) -> Result<TaskOutput, RuntimeError> {
         self.arm();
-        let r = self
-            .task
-            .weft_plugin_task()
-            .call_map(&mut self.store, chunk)
-            .await;
+        let r = with_deadline(
+            self.limits,
+            self.task
+                .weft_plugin_task()
+                .call_map(&mut self.store, chunk),
+        )
+        .await;
         self.finish(r)?;
         Ok(self.store.data_mut().take_emitted())
     }
@@ -129,11 +131,13 @@ impl TaskInstance {
         values: &[Vec<u8>],
     ) -> Result<TaskOutput, RuntimeError> {
         self.arm();
-        let r = self
-            .task
-            .weft_plugin_task()
-            .call_combine(&mut self.store, key, values)
-            .await;
+        let r = with_deadline(
+            self.limits,
+            self.task
+                .weft_plugin_task()
+                .call_combine(&mut self.store, key, values),
+        )
+        .await;
         self.finish(r)?;
         Ok(self.store.data_mut().take_emitted())
     }
@@ -145,11 +149,13 @@ impl TaskInstance {
         values: &[Vec<u8>],
     ) -> Result<TaskOutput, RuntimeError> {
         self.arm();
-        let r = self
-            .task
-            .weft_plugin_task()
-            .call_reduce(&mut self.store, key, values)
-            .await;
+        let r = with_deadline(
+            self.limits,
+            self.task
+                .weft_plugin_task()
+                .call_reduce(&mut self.store, key, values),
+        )
+        .await;
         self.finish(r)?;
         Ok(self.store.data_mut().take_emitted())
     }

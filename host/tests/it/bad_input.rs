@@ -301,7 +301,31 @@ async fn bad_parameters_are_400() {
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(msg.contains("positive"), "{msg}");
+    assert!(
+        msg.contains("timeout_ms must be between 1 and 300000, not 0"),
+        "{msg}"
+    );
+    let msg = deploy_fails(
+        &n,
+        "h",
+        plugins::HELLO.to_vec(),
+        &[("memory_mb", "5000")],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        msg.contains("memory_mb must be between 1 and 1024, not 5000"),
+        "{msg}"
+    );
+    let msg = deploy_fails(
+        &n,
+        "h",
+        plugins::HELLO.to_vec(),
+        &[("memory_mb", "18446744073709551615")],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("memory_mb must be between"), "{msg}");
     let (status, body) = n
         .text(
             n.req(Method::POST, "/v1/jobs?function=hello&reducers=0")
@@ -313,4 +337,28 @@ async fn bad_parameters_are_400() {
     let (status, _) = n.get("/v1/jobs/not-a-job-id").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     n.assert_hello_serves().await;
+}
+
+#[tokio::test]
+async fn a_guest_blocked_in_a_host_call_is_stopped_at_its_deadline() {
+    let n = node_with_hello().await;
+    n.deploy_with("sleeper", guest("guest-loop"), &[("timeout_ms", "300")])
+        .await;
+    let (status, body) = n.get("/fn/sleeper/sleep").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(body.contains("exceeded its time limit of 300ms"), "{body}");
+    assert_eq!(
+        n.metric("weft_instances").await,
+        Some(0.0),
+        "its instance slot was released"
+    );
+    n.assert_hello_serves().await;
+}
+
+#[tokio::test]
+async fn the_guest_sees_the_raw_path_and_query() {
+    let n = node_with_hello().await;
+    let (status, body) = n.get("/fn/hello/a%20b/c%3Fd?x=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "Hello, a%20b/c%3Fd! (from Weft)\n");
 }

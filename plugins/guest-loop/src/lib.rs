@@ -1,10 +1,18 @@
-//! `guest-loop`: an adversarial guest that never returns, to test the host's CPU limits
-//! (fuel or epoch interruption). The loop has side effects the optimiser cannot remove.
+//! `guest-loop`: an adversarial guest that never returns, to test the host's time limits.
+//!
+//! `/` spins on the CPU (the loop has side effects the optimiser cannot remove), so only epoch
+//! interruption stops it. `/sleep` blocks in a host call (a WASI clock wait) and runs no Wasm at
+//! all, so only a wall-clock limit around the whole invocation stops it.
 
 use weft_sdk::{Request, Response};
 
-/// Spin forever.
+/// Spin forever, or sleep forever on `/sleep`.
 pub fn spin(req: Request) -> Response {
+    if req.path == "/sleep" {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     let mut state = req.body.len() as u64;
     loop {
         state = std::hint::black_box(
