@@ -37,7 +37,10 @@ impl Node {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
-        let store = Store::open(&dir.join("db"))
+        let db_dir = dir.join("db");
+        // Opening may wait for a previous owner's lock: keep it off the async threads.
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
+            .await?
             .with_context(|| format!("opening the database in {}", dir.display()))?;
         let (token, token_path) = load_or_create_token(dir)?;
         let metrics = Arc::new(Metrics::default());
@@ -97,12 +100,9 @@ impl Node {
         }
     }
 
-    /// Serves until the server stops or `signal` resolves, then shuts down.
+    /// Serves until `signal` resolves, then shuts down.
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
-        tokio::select! {
-            () = signal => {}
-            () = self.cancel.cancelled() => {}
-        }
+        signal.await;
         self.shutdown().await;
     }
 }

@@ -157,6 +157,14 @@ impl Runtime {
         cache_dir: std::path::PathBuf,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RuntimeError> {
+        if config.epoch_tick < Duration::from_millis(1)
+            || config.default_timeout.is_zero()
+            || config.max_timeout.is_zero()
+        {
+            return Err(RuntimeError::Host(
+                "runtime config: epoch_tick must be at least 1 ms, and default_timeout and max_timeout above zero".into(),
+            ));
+        }
         let instances = config.max_instances.get();
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
@@ -164,7 +172,9 @@ impl Runtime {
             .total_memories(instances.saturating_mul(2))
             .total_tables(instances.saturating_mul(4))
             .total_stacks(instances)
-            .max_memory_size(config.max_memory_bytes.get() as usize);
+            .max_memory_size(config.max_memory_bytes.get() as usize)
+            // Batch the madvise calls that return a used slot's pages.
+            .decommit_batch_size(16);
         let mut wasm = wasmtime::Config::new();
         wasm.epoch_interruption(true)
             .wasm_component_model(true)

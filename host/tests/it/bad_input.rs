@@ -183,8 +183,21 @@ async fn unknown_function_is_404() {
         .text(n.req(Method::POST, "/v1/jobs?function=nobody").body("x"))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = n.get("/no/such/route").await;
+    let (status, body) = json_of(n.req(Method::GET, "/no/such/route").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("no such route"),
+        "{body}"
+    );
+    let (status, body) = json_of(
+        n.req(Method::POST, "/v1/jobs/0123/output")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(body["error"].as_str().unwrap().contains("method"), "{body}");
     n.assert_hello_serves().await;
 }
 
