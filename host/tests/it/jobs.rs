@@ -33,7 +33,12 @@ fn corpus(lines: usize) -> (String, BTreeMap<String, u64>) {
     (text, counts)
 }
 
-async fn run_job(n: &TestNode, function: &str, input: String, reducers: u32) -> serde_json::Value {
+async fn run_job(
+    n: &TestNode,
+    function: &str,
+    input: impl Into<reqwest::Body>,
+    reducers: u32,
+) -> serde_json::Value {
     let (status, job) = json_of(
         n.req(Method::POST, "/v1/jobs")
             .query(&[("function", function), ("reducers", &reducers.to_string())])
@@ -120,27 +125,7 @@ async fn a_guest_error_fails_the_job_with_its_message() {
     n.deploy("wordcount", plugins::WORDCOUNT).await;
     n.deploy("hello", plugins::HELLO).await;
     // Invalid UTF-8 makes the SDK's map return an error.
-    let (status, job) = json_of(
-        n.req(Method::POST, "/v1/jobs?function=wordcount")
-            .body(vec![0xff, 0xfe, b'\n'])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let id = job["id"].as_str().unwrap().to_string();
-    let job = wait_for(Duration::from_secs(60), "the job to fail", || async {
-        let (_, job) = json_of(
-            n.req(Method::GET, &format!("/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        (job["status"] != "running").then_some(job)
-    })
-    .await;
+    let job = run_job(&n, "wordcount", vec![0xff, 0xfe, b'\n'], 4).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().contains("UTF-8"), "{job}");
     assert_eq!(
