@@ -1,5 +1,8 @@
 //! Invoking an HTTP handler through `wasi:http/incoming-handler`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use http_body_util::Full;
 use wasmtime_wasi_http::WasiHttpView;
@@ -37,10 +40,17 @@ impl Runtime {
             .http()
             .new_incoming_request(Scheme::Http, request)
             .map_err(host)?;
+        // Set when the guest hands over its response head; from then on the guest's task reports
+        // its own failures (they can only cut the body short), and nobody waits for it.
+        let head_sent = Arc::new(AtomicBool::new(false));
+        let sent = head_sent.clone();
         let out = store
             .data_mut()
             .http()
-            .new_response_outparam(tx)
+            .new_response_outparam_from_callback(move |response| {
+                sent.store(true, Ordering::Release);
+                let _ = tx.send(response);
+            })
             .map_err(host)?;
         let pre = pre.clone();
         let name = function.clone();
@@ -54,20 +64,18 @@ impl Runtime {
                     .await
             })
             .await;
-            result.map_err(|e| classify(&name, limits, store.data(), e))
+            let result = result.map_err(|e| classify(&name, limits, store.data(), e));
+            if let Err(e) = &result
+                && head_sent.load(Ordering::Acquire)
+            {
+                tracing::warn!(function = %name, error = %e, "guest failed after sending its response head");
+            }
+            result
         });
 
         match rx.await {
-            Ok(Ok(response)) => {
-                // The head is out; a failure from here on can only cut the body short.
-                let name = function.clone();
-                tokio::spawn(async move {
-                    if let Ok(Err(e)) = task.await {
-                        tracing::warn!(function = %name, error = %e, "guest failed after sending its response head");
-                    }
-                });
-                Ok(response)
-            }
+            // The head is out; the guest's task goes on streaming the body by itself.
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(RuntimeError::Guest {
                 function: function.clone(),
                 message: format!("the handler answered with the error code {code:?}"),

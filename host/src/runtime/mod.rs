@@ -346,6 +346,10 @@ impl Runtime {
     /// Waits up to 5 s for a free instance slot (the pool's size bounds concurrent instances).
     /// Requests take their slot before their body is read, so waiting requests hold no body.
     pub async fn slot(&self) -> Result<Slot, RuntimeError> {
+        // The common case, a free slot, needs no timer.
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Slot(permit));
+        }
         let wait = Duration::from_secs(5);
         match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Slot(permit)),
