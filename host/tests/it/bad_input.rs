@@ -290,6 +290,11 @@ async fn escaping_guest_sees_no_files_env_or_sockets() {
     err("hostname");
     err("tcp");
     err("udp");
+    err("http");
+    assert!(
+        body["http"].as_str().unwrap().contains("HttpRequestDenied"),
+        "outgoing HTTP is denied: {body}"
+    );
     assert_eq!(
         body["env"],
         serde_json::json!([]),
@@ -374,4 +379,34 @@ async fn the_guest_sees_the_raw_path_and_query() {
     let (status, body) = n.get("/fn/hello/a%20b/c%3Fd?x=1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "Hello, a%20b/c%3Fd! (from Weft)\n");
+}
+
+#[tokio::test]
+async fn a_full_instance_pool_answers_503_and_recovers() {
+    let n =
+        TestNode::start_with(|c| c.runtime.max_instances = std::num::NonZeroU32::new(1).unwrap())
+            .await;
+    n.deploy("hello", plugins::HELLO).await;
+    n.deploy_with("spin", guest("guest-loop"), &[("timeout_ms", "10000")])
+        .await;
+    let spinning = {
+        let req = n.req(Method::GET, "/fn/spin/");
+        tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+    };
+    crate::harness::wait_for(
+        Duration::from_secs(30),
+        "the loop to take the only slot",
+        || async { (n.metric("weft_instances").await == Some(1.0)).then_some(()) },
+    )
+    .await;
+    let (status, body) = n.get("/fn/hello/x").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("limit of 1 concurrent instances"), "{body}");
+    assert!(!spinning.is_finished());
+    spinning.abort();
+    // Once the loop's deadline frees the slot, hello is served again.
+    crate::harness::wait_for(Duration::from_secs(60), "the slot to be freed", || async {
+        (n.get("/fn/hello/x").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
 }
