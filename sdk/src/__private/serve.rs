@@ -55,18 +55,25 @@ fn read_request(incoming: &IncomingRequest) -> Result<Request, String> {
             )
         })
         .collect();
-    let body = incoming
-        .consume()
-        .map_err(|()| "request body was already consumed".to_owned())?;
-    {
-        let mut stream = body
-            .stream()
-            .map_err(|()| "request body stream was already taken".to_owned())?;
-        stream
-            .read_to_end(&mut request.body)
-            .map_err(|e| format!("could not read the request body: {e}"))?;
+    // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112, 6.3),
+    // so a plain GET costs no body stream at all.
+    let has_body = request.headers.iter().any(|(name, value)| {
+        (name == "content-length" && value.trim() != "0") || name == "transfer-encoding"
+    });
+    if has_body {
+        let body = incoming
+            .consume()
+            .map_err(|()| "request body was already consumed".to_owned())?;
+        {
+            let mut stream = body
+                .stream()
+                .map_err(|()| "request body stream was already taken".to_owned())?;
+            stream
+                .read_to_end(&mut request.body)
+                .map_err(|e| format!("could not read the request body: {e}"))?;
+        }
+        drop(IncomingBody::finish(body));
     }
-    drop(IncomingBody::finish(body));
     Ok(request)
 }
 
@@ -75,12 +82,21 @@ fn send(mut response: Response, out: ResponseOutparam) {
         let length = response.body.len().to_string();
         response.headers.push(("content-length".to_owned(), length));
     }
-    let headers = Fields::new();
-    for (name, value) in &response.headers {
-        if let Err(e) = headers.append(name, value.as_bytes()) {
-            eprintln!("weft-sdk: dropped response header {name:?}: {e:?}");
+    // One host call for all headers; header by header only to name a bad one.
+    let entries: Vec<(String, Vec<u8>)> = response
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.as_bytes().to_vec()))
+        .collect();
+    let headers = Fields::from_list(&entries).unwrap_or_else(|_| {
+        let headers = Fields::new();
+        for (name, value) in &response.headers {
+            if let Err(e) = headers.append(name, value.as_bytes()) {
+                eprintln!("weft-sdk: dropped response header {name:?}: {e:?}");
+            }
         }
-    }
+        headers
+    });
     let outgoing = OutgoingResponse::new(headers);
     if outgoing.set_status_code(response.status).is_err() {
         eprintln!(
@@ -97,9 +113,16 @@ fn send(mut response: Response, out: ResponseOutparam) {
     let Ok(mut stream) = body.write() else {
         unreachable!("a new body's stream is taken once")
     };
-    let written = match stream.write_all(&response.body) {
-        Ok(()) => stream.blocking_flush().map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    // wasi:io lets one call write and flush up to 4096 bytes; larger bodies go in pieces.
+    let written = if response.body.len() <= 4096 {
+        stream
+            .blocking_write_and_flush(&response.body)
+            .map_err(|e| format!("{e:?}"))
+    } else {
+        match stream.write_all(&response.body) {
+            Ok(()) => stream.blocking_flush().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     };
     drop(stream);
     if let Err(e) = written {
