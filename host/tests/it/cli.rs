@@ -88,7 +88,10 @@ async fn deploy_list_invoke_rollback_and_jobs() {
         &["invoke", "greet", "/y", "--data", &format!("@{body}")],
     )
     .await);
-    assert_eq!(out, "Hello, y! (from Weft)\n");
+    assert_eq!(
+        out, "Hello, y! (from Weft, 7 bytes)\n",
+        "the file became the body"
+    );
 
     let input = write("input.txt", b"the cat and the hat\nthe end");
     let out = ok(&weft(
