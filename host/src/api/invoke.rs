@@ -62,23 +62,21 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
     )
     .await?;
 
-    let uri = match parts.uri.query() {
+    // The guest gets the client's request as it came, with the target below the route.
+    let mut parts = parts;
+    let target = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let mut builder = http::Request::builder()
-        .method(parts.method)
-        .uri(uri)
-        .version(http::Version::HTTP_11);
-    for (k, v) in parts.headers.iter() {
-        builder = builder.header(k, v);
-    }
-    if !parts.headers.contains_key(http::header::HOST) {
-        builder = builder.header(http::header::HOST, "localhost");
-    }
-    let request = builder
-        .body(Full::new(body))
-        .map_err(|e| ApiError::BadRequest(format!("bad request: {e}")))?;
+    parts.uri = target
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("bad request target: {e}")))?;
+    parts.version = http::Version::HTTP_11;
+    parts
+        .headers
+        .entry(http::header::HOST)
+        .or_insert(http::HeaderValue::from_static("localhost"));
+    let request = http::Request::from_parts(parts, Full::new(body));
 
     let limits = app.runtime.limits(&active.deployment.limits);
     let kv = app.store.kv_space(&name);

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::{ApiError, App, Query};
+use super::{ApiError, App, Query, check_declared_length, too_large};
 use crate::id::{FunctionName, JobId};
 use crate::mapreduce::plan::{CHUNK_BYTES, Chunker};
 use crate::mapreduce::{JobRecord, JobSpec};
@@ -51,18 +51,7 @@ pub(crate) async fn submit(
 
     // Cut the input into chunks as it arrives, so it never has to sit in one buffer.
     let limit = app.limits.max_job_input.get();
-    let too_large = || {
-        ApiError::TooLarge(format!(
-            "job input is larger than the limit of {limit} bytes"
-        ))
-    };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > limit
-    {
-        return Err(too_large());
-    }
+    check_declared_length(&headers, limit, "job input")?;
     let mut chunker = Chunker::new(CHUNK_BYTES);
     let mut chunks = Vec::new();
     let mut received = 0u64;
@@ -72,7 +61,7 @@ pub(crate) async fn submit(
             .map_err(|e| ApiError::BadRequest(format!("could not read the job input: {e}")))?;
         received += piece.len() as u64;
         if received > limit {
-            return Err(too_large());
+            return Err(too_large("job input", limit));
         }
         chunks.extend(chunker.push(&piece));
     }

@@ -257,6 +257,26 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The 413 for a body over `limit` bytes.
+pub(crate) fn too_large(what: &str, limit: u64) -> ApiError {
+    ApiError::TooLarge(format!("{what} is larger than the limit of {limit} bytes"))
+}
+
+/// Refuses a body whose `Content-Length` is already over `limit`, before reading any of it.
+pub(crate) fn check_declared_length(
+    headers: &HeaderMap,
+    limit: u64,
+    what: &str,
+) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(too_large(what, limit)),
+        _ => Ok(()),
+    }
+}
+
 /// How long a client may take to send a request body (module upload or invocation).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -268,15 +288,7 @@ pub(crate) async fn read_body(
     limit: usize,
     what: &str,
 ) -> Result<bytes::Bytes, ApiError> {
-    let too_large =
-        || ApiError::TooLarge(format!("{what} is larger than the limit of {limit} bytes"));
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > limit as u64
-    {
-        return Err(too_large());
-    }
+    check_declared_length(headers, limit as u64, what)?;
     let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await;
     let Ok(read) = read else {
         return Err(ApiError::RequestTimeout(format!(
@@ -290,7 +302,7 @@ pub(crate) async fn read_body(
             let length_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if length_limit {
-                Err(too_large())
+                Err(too_large(what, limit as u64))
             } else {
                 Err(ApiError::BadRequest(format!(
                     "could not read the {what}: {e}"

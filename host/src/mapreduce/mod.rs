@@ -438,8 +438,12 @@ impl Top {
     fn add(&mut self, records: Vec<OutputRecord>) {
         self.count += records.len() as u64;
         self.best.extend(records);
+        // Keep the TOP best without sorting a whole partition's output.
+        if self.best.len() > TOP {
+            self.best.select_nth_unstable_by(TOP - 1, Self::order);
+            self.best.truncate(TOP);
+        }
         self.best.sort_by(Self::order);
-        self.best.truncate(TOP);
     }
 
     /// Larger numbers first; records without a numeric value after them, by key.
