@@ -21,6 +21,9 @@ pub struct NodeConfig {
     /// The Wasm runtime.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Cluster membership and the QUIC transport between nodes.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 impl NodeConfig {
@@ -31,6 +34,10 @@ impl NodeConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
+            cluster: ClusterConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..ClusterConfig::default()
+            },
         }
     }
 }
@@ -103,6 +110,160 @@ impl Default for RuntimeConfig {
             max_emit_bytes: NonZeroU64::new(256 << 20).expect("non-zero"),
             memory_keep_resident_bytes: 128 << 10,
         }
+    }
+}
+
+/// How this node takes part in a cluster.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster directory (`weft cluster init`): the CA certificate, this node's certificate
+    /// and key, and the admin token. Without one, the node makes a cluster of its own in
+    /// `<data_dir>/cluster` and is its only member until others share that directory.
+    pub dir: Option<PathBuf>,
+    /// This node's name, which must have a certificate in `dir/nodes/`. Default: the only
+    /// certificate there, or `node` in a cluster of its own. When `dir` holds the CA key and
+    /// the name has no certificate yet, one is issued.
+    pub name: Option<String>,
+    /// The UDP address of the QUIC endpoint (gossip and RPC). Default `127.0.0.1:7946`;
+    /// use the machine's address, or `0.0.0.0:7946` with `advertise`, to reach other machines.
+    pub listen: SocketAddr,
+    /// The address other nodes should use, when `listen` is not reachable as such
+    /// (a wildcard address, or NAT). Default: `listen` as bound.
+    pub advertise: Option<SocketAddr>,
+    /// Nodes to join at start (their QUIC addresses). After the first start the node also
+    /// remembers every member it saw, and rejoins them by itself after a restart.
+    pub join: Vec<SocketAddr>,
+    /// Free-form labels gossiped with the node, such as `edge` or `server`.
+    pub tags: Vec<String>,
+    /// The QUIC transport.
+    pub transport: TransportConfig,
+    /// Failure detection and gossip.
+    pub membership: MembershipConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            dir: None,
+            name: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            advertise: None,
+            join: vec![],
+            tags: vec![],
+            transport: TransportConfig::default(),
+            membership: MembershipConfig::lan(),
+        }
+    }
+}
+
+/// Timeouts and bounds of the QUIC transport.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Time allowed to set up a connection (QUIC and TLS handshake). Default 2 s.
+    /// A peer that cannot be reached is not dialled again for this long.
+    #[serde(with = "millis")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one RPC: request written and response read. Default 5 s.
+    #[serde(with = "millis")]
+    pub rpc_timeout: Duration,
+    /// A connection with no traffic for this long is closed. Default 10 s; keep-alives go out
+    /// at a third of it, so a connection to a live peer never idles out.
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    /// Largest RPC request or response accepted, in bytes. Default 16 MiB.
+    pub max_frame_bytes: NonZeroU32,
+    /// Test only: the fraction (0 to 1) of outgoing datagrams dropped on purpose, to measure
+    /// failure detection on a lossy network. Default 0.
+    pub drop_datagrams: f64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connect_timeout: Duration::from_secs(2),
+            rpc_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            max_frame_bytes: NonZeroU32::new(16 << 20).expect("non-zero"),
+            drop_datagrams: 0.0,
+        }
+    }
+}
+
+/// SWIM failure detection (foca) and Weft's additions to it. See ARCHITECTURE.md, "Membership".
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipConfig {
+    /// How often this node probes one member. Default 1 s. Shorter detects crashes sooner and
+    /// sends more datagrams.
+    #[serde(with = "millis")]
+    pub probe_period: Duration,
+    /// How long to wait for a direct ack before asking others to probe. Default 500 ms; must be
+    /// below `probe_period`.
+    #[serde(with = "millis")]
+    pub probe_rtt: Duration,
+    /// Members asked to probe indirectly. Default 3.
+    pub indirect_probes: NonZeroUsize,
+    /// Suspicion lasts `max(1, log10(members)) × this × probe_period` before a member is declared
+    /// down. Default 4 (4 s with up to 10 members).
+    pub suspicion_multiplier: f64,
+    /// How often pending updates are gossiped, to `gossip_fanout` members. Default 200 ms.
+    #[serde(with = "millis")]
+    pub gossip_interval: Duration,
+    /// Members each gossip round goes to. Default 3.
+    pub gossip_fanout: NonZeroUsize,
+    /// Weft's additions to plain SWIM (local health and suspicion confirmation). Default on;
+    /// off gives plain foca, for comparison.
+    pub lifeguard: bool,
+    /// Largest local-health multiplier: a node that finds itself slow stretches its probe
+    /// timeouts and its suspicions up to `1 + this` times. Default 4.
+    pub max_health_multiplier: u32,
+    /// Times a suspicion is extended because the suspect answered a direct check (a reliable
+    /// QUIC ping) meanwhile. Default 3. Each extension lasts one suspicion period.
+    pub max_suspicion_extensions: u32,
+    /// While this node knows no live member, it announces itself to its seeds this often.
+    /// Default 2 s.
+    #[serde(with = "millis")]
+    pub rejoin_interval: Duration,
+    /// How long a member declared down stays in the member list. Default 1 hour.
+    #[serde(with = "millis")]
+    pub remove_down_after: Duration,
+}
+
+impl MembershipConfig {
+    /// For machines on one LAN (the default): crashes detected in about 6 s.
+    pub fn lan() -> Self {
+        MembershipConfig {
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(500),
+            indirect_probes: NonZeroUsize::new(3).expect("non-zero"),
+            suspicion_multiplier: 4.0,
+            gossip_interval: Duration::from_millis(200),
+            gossip_fanout: NonZeroUsize::new(3).expect("non-zero"),
+            lifeguard: true,
+            max_health_multiplier: 4,
+            max_suspicion_extensions: 3,
+            rejoin_interval: Duration::from_secs(2),
+            remove_down_after: Duration::from_secs(3600),
+        }
+    }
+
+    /// For tests on one machine: the LAN settings five times faster.
+    pub fn test() -> Self {
+        MembershipConfig {
+            probe_period: Duration::from_millis(200),
+            probe_rtt: Duration::from_millis(100),
+            gossip_interval: Duration::from_millis(50),
+            rejoin_interval: Duration::from_millis(400),
+            ..Self::lan()
+        }
+    }
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self::lan()
     }
 }
 

@@ -85,11 +85,7 @@ impl FunctionName {
 impl FromStr for FunctionName {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            && s.as_bytes()[0].is_ascii_alphanumeric();
-        if ok {
+        if is_name(s, 64, b"-_") {
             Ok(FunctionName(s.to_string()))
         } else {
             Err(IdError::FunctionName(s.to_string()))
@@ -119,6 +115,63 @@ impl fmt::Display for FunctionName {
 impl fmt::Debug for FunctionName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "FunctionName({})", self.0)
+    }
+}
+
+/// `s` is 1 to `max` characters of a-z, 0-9 and `extra`, starting with a letter or digit.
+fn is_name(s: &str, max: usize, extra: &[u8]) -> bool {
+    (1..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// A node's name: 1 to 63 characters of `[a-z0-9-]`, starting with a letter or digit,
+/// so it is also a valid DNS label (it is written into the node's certificate).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if is_name(s, 63, b"-") {
+            Ok(NodeId(s.to_string()))
+        } else {
+            Err(IdError::NodeId(s.to_string()))
+        }
+    }
+}
+
+impl TryFrom<String> for NodeId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(n: NodeId) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", self.0)
     }
 }
 
@@ -188,6 +241,11 @@ pub enum IdError {
         "`{0}` is not a valid function name: use 1 to 64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
     )]
     FunctionName(String),
+    /// Not a valid node name.
+    #[error(
+        "`{0}` is not a valid node name: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+    )]
+    NodeId(String),
     /// Not 32 hex digits.
     #[error("`{0}` is not a job id (32 hex digits)")]
     JobId(String),
@@ -210,6 +268,11 @@ mod tests {
         check("a b", false);
         check(&"x".repeat(64), true);
         check(&"x".repeat(65), false);
+        let node = |s: &str, ok: bool| assert_eq!(s.parse::<NodeId>().is_ok(), ok, "{s:?}");
+        node("edge-7", true);
+        node("a_b", false);
+        node(&"x".repeat(63), true);
+        node(&"x".repeat(64), false);
     }
 
     #[test]

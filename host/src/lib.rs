@@ -7,11 +7,14 @@ pub mod cli;
 pub mod config;
 pub mod id;
 pub mod mapreduce;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod plugins;
+pub mod rpc;
 pub mod runtime;
 pub mod store;
+pub mod transport;
 
 pub use config::NodeConfig;
 pub use node::Node;

@@ -7,6 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::membership::MemberSet;
+use crate::transport;
+
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
@@ -172,5 +175,109 @@ impl Metrics {
             let _ = writeln!(out, "weft_jobs_total{{state=\"{state}\"}} {n}");
         }
         out
+    }
+}
+
+/// Appends membership and transport metrics.
+pub fn render_cluster(out: &mut String, set: &MemberSet, wire: &transport::Stats) {
+    use crate::membership::MemberState;
+    let _ = writeln!(
+        out,
+        "# HELP weft_members Cluster members by state, as this node sees them (itself included)."
+    );
+    let _ = writeln!(out, "# TYPE weft_members gauge");
+    for (label, state) in [
+        ("alive", MemberState::Alive),
+        ("suspect", MemberState::Suspect),
+        ("down", MemberState::Down),
+    ] {
+        let _ = writeln!(
+            out,
+            "weft_members{{state=\"{label}\"}} {}",
+            set.count(state)
+        );
+    }
+    let d = &set.stats;
+    for (name, help, value) in [
+        ("weft_probes_total", "Probe rounds started.", d.probes),
+        (
+            "weft_probes_failed_total",
+            "Probes with no answer, direct or indirect.",
+            d.probes_failed,
+        ),
+        (
+            "weft_suspicions_total",
+            "Suspicions started or learned.",
+            d.suspicions,
+        ),
+        (
+            "weft_suspicions_refuted_total",
+            "Suspicions that ended with the member alive (false positives avoided).",
+            d.refuted,
+        ),
+        (
+            "weft_suspicions_extended_total",
+            "Suspicions extended because the suspect answered a direct check.",
+            d.extended,
+        ),
+        (
+            "weft_members_declared_down_total",
+            "Members this node saw declared down.",
+            d.declared_down,
+        ),
+        (
+            "weft_late_timers_total",
+            "Membership timers that fired late (this node was stalled).",
+            d.late_timers,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weft_local_health Local health score (0 is healthy); stretches this node's timeouts."
+    );
+    let _ = writeln!(out, "# TYPE weft_local_health gauge");
+    let _ = writeln!(out, "weft_local_health {}", d.health);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let _ = writeln!(out, "# HELP weft_gossip_bytes_total Gossip payload bytes.");
+    let _ = writeln!(out, "# TYPE weft_gossip_bytes_total counter");
+    let _ = writeln!(
+        out,
+        "weft_gossip_bytes_total{{direction=\"sent\"}} {}",
+        load(&wire.gossip_bytes_sent)
+    );
+    let _ = writeln!(
+        out,
+        "weft_gossip_bytes_total{{direction=\"received\"}} {}",
+        load(&wire.gossip_bytes_received)
+    );
+    for (name, help, c) in [
+        (
+            "weft_gossip_dropped_total",
+            "Gossip datagrams dropped (no connection yet, queue full, or test loss).",
+            &wire.gossip_dropped,
+        ),
+        (
+            "weft_frames_accepted_total",
+            "Frames from peers that passed every check.",
+            &wire.frames_accepted,
+        ),
+        (
+            "weft_frames_rejected_total",
+            "Frames from peers refused (version, cluster, size, truncation).",
+            &wire.frames_rejected,
+        ),
+        (
+            "weft_handshakes_failed_total",
+            "QUIC handshakes refused (no or foreign certificate, expired, timeout).",
+            &wire.handshakes_failed,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", load(c));
     }
 }

@@ -1,5 +1,5 @@
-//! A running node: wires the store, the runtime, the job service and the HTTP API together,
-//! and owns shutdown.
+//! A running node: wires the store, the runtime, the job service, the HTTP API, the QUIC
+//! transport and membership together, and owns shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,11 +10,15 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
-use crate::config::NodeConfig;
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::id::NodeId;
 use crate::mapreduce::Jobs;
+use crate::membership::{Identity, Membership, Meta};
 use crate::metrics::Metrics;
+use crate::rpc::Dispatcher;
 use crate::runtime::Runtime;
 use crate::store::Store;
+use crate::transport::{ClusterDir, Transport};
 
 /// The name of the file, in the data directory, holding the API token.
 pub const TOKEN_FILE: &str = "token";
@@ -27,8 +31,16 @@ pub struct Node {
     pub token: String,
     /// The file that holds the token.
     pub token_path: PathBuf,
+    /// This node's name in the cluster.
+    pub name: NodeId,
+    /// Where other nodes reach this one (QUIC, UDP).
+    pub quic_addr: SocketAddr,
+    /// The cluster's membership as this node sees it.
+    pub membership: Membership,
+    transport: Transport,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    members_task: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -42,7 +54,15 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
             .await?
             .with_context(|| format!("opening the database in {}", dir.display()))?;
-        let (token, token_path) = load_or_create_token(dir)?;
+        let (cluster_dir, name) = cluster_identity(&config.cluster, dir)?;
+        let (token, token_path) = match &config.cluster.dir {
+            Some(_) => match cluster_dir.token()? {
+                Some(t) => (t, cluster_dir.token_path()),
+                None => load_or_create_token(dir)?,
+            },
+            None => load_or_create_token(dir)?,
+        };
+        let creds = cluster_dir.load(&name)?;
         let metrics = Arc::new(Metrics::default());
         let runtime = Arc::new(Runtime::new(
             config.runtime.clone(),
@@ -50,6 +70,49 @@ impl Node {
             metrics.clone(),
         )?);
         let jobs = Jobs::new(runtime.clone(), store.clone(), metrics.clone()).await?;
+
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("binding the HTTP API to {}", config.http))?;
+        let http_addr = listener.local_addr()?;
+
+        let (transport, datagrams) = Transport::bind(
+            config.cluster.listen,
+            &creds,
+            config.cluster.transport.clone(),
+            Dispatcher::new(name.clone()),
+        )?;
+        let quic_addr = match config.cluster.advertise {
+            Some(a) => a,
+            None if transport.local_addr().ip().is_unspecified() => anyhow::bail!(
+                "the cluster address {} is a wildcard; give the address other nodes should use with --advertise",
+                config.cluster.listen
+            ),
+            None => transport.local_addr(),
+        };
+        let identity = Identity {
+            node: name.clone(),
+            addr: quic_addr,
+            bump: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            meta: Meta {
+                http: Some(http_addr),
+                tags: config.cluster.tags.clone(),
+                capacity: config.runtime.max_instances.get(),
+            },
+        };
+        let cancel = CancellationToken::new();
+        let (membership, members_task) = Membership::start(
+            identity,
+            config.cluster.membership.clone(),
+            transport.clone(),
+            datagrams,
+            config.cluster.join.clone(),
+            store.clone(),
+            cancel.child_token(),
+        );
+
         let app = App::new(
             store,
             runtime,
@@ -57,26 +120,29 @@ impl Node {
             metrics,
             config.limits.clone(),
             token.clone(),
+            api::Cluster {
+                membership: membership.clone(),
+                transport: transport.clone(),
+            },
         );
-
-        let listener = tokio::net::TcpListener::bind(config.http)
-            .await
-            .with_context(|| format!("binding the HTTP API to {}", config.http))?;
-        let http_addr = listener.local_addr()?;
-        let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, api::router(app))
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         });
-        tracing::info!(%http_addr, data_dir = %dir.display(), "node is serving");
+        tracing::info!(node = %name, %http_addr, %quic_addr, cluster = %creds.cluster, data_dir = %dir.display(), "node is serving");
         Ok(Node {
             http_addr,
             token,
             token_path,
+            name,
+            quic_addr,
+            membership,
+            transport,
             cancel,
             server,
+            members_task,
         })
     }
 
@@ -85,8 +151,14 @@ impl Node {
         format!("http://{}", self.http_addr)
     }
 
-    /// Stops accepting requests and waits (at most 10 s) for those in flight.
+    /// Leaves the cluster, stops accepting requests and waits (at most 10 s) for those in flight.
     pub async fn shutdown(self) {
+        if tokio::time::timeout(Duration::from_secs(1), self.membership.leave())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not tell the cluster this node leaves");
+        }
         self.cancel.cancel();
         let abort = self.server.abort_handle();
         match tokio::time::timeout(Duration::from_secs(10), self.server).await {
@@ -98,6 +170,8 @@ impl Node {
                 abort.abort();
             }
         }
+        let _ = self.members_task.await;
+        self.transport.shutdown().await;
     }
 
     /// Serves until `signal` resolves, then shuts down.
@@ -105,6 +179,53 @@ impl Node {
         signal.await;
         self.shutdown().await;
     }
+}
+
+/// The cluster directory and this node's name in it. Without a configured directory the node
+/// makes a cluster of its own in `<data_dir>/cluster`. A missing node certificate is issued
+/// when the directory holds the CA key.
+fn cluster_identity(
+    config: &ClusterConfig,
+    data_dir: &Path,
+) -> anyhow::Result<(ClusterDir, NodeId)> {
+    let own = config.dir.is_none();
+    let dir = ClusterDir::new(
+        config
+            .dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("cluster")),
+    );
+    if own && !dir.can_issue() {
+        dir.init()?;
+    }
+    let name: NodeId = match &config.name {
+        Some(n) => n.parse()?,
+        None if own => "node".parse()?,
+        None => match dir.nodes().as_slice() {
+            [only] => only.clone(),
+            [] => anyhow::bail!(
+                "{} holds no node certificate: issue one with `weft cluster issue {} --node NAME` and start with --name NAME",
+                dir.path().display(),
+                dir.path().display()
+            ),
+            many => anyhow::bail!(
+                "{} holds certificates for {} nodes; choose one with --name",
+                dir.path().display(),
+                many.len()
+            ),
+        },
+    };
+    if !dir.node_cert(&name).exists() {
+        if !dir.can_issue() {
+            anyhow::bail!(
+                "{} has no certificate for node `{name}` and no CA key to issue one: run `weft cluster issue DIR --node {name}` where the CA key is, and copy nodes/{name}.pem and nodes/{name}.key here",
+                dir.path().display()
+            );
+        }
+        dir.issue(&name)?;
+        tracing::info!(node = %name, "issued a node certificate");
+    }
+    Ok((dir, name))
 }
 
 /// The token in `dir/token`, created (random, 0600) on first start.
@@ -118,16 +239,21 @@ fn load_or_create_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
             return Err(e).with_context(|| format!("reading the token from {}", path.display()));
         }
     }
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let token = random_token();
     write_private(&path, token.as_bytes())
         .with_context(|| format!("writing the token to {}", path.display()))?;
     Ok((token, path))
 }
 
+/// 32 random bytes in hex: an API token.
+pub(crate) fn random_token() -> String {
+    (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
 /// Writes a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

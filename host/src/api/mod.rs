@@ -1,4 +1,4 @@
-//! The HTTP API (axum): functions, invocation, jobs, health and metrics.
+//! The HTTP API (axum): functions, invocation, jobs, members, health and metrics.
 //!
 //! This is the one place that maps errors to HTTP status codes ([`ApiError`]).
 
@@ -21,9 +21,11 @@ use axum::routing::{any, get, post, put};
 use crate::config::Limits;
 use crate::id::{FunctionName, IdError};
 use crate::mapreduce::Jobs;
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::runtime::{Prepared, Runtime, RuntimeError};
 use crate::store::{Deployment, Store, StoreError};
+use crate::transport::Transport;
 
 /// Shared state of the API.
 pub struct App {
@@ -32,11 +34,20 @@ pub struct App {
     pub(crate) jobs: Arc<Jobs>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limits: Limits,
+    pub(crate) cluster: Cluster,
     token: String,
     /// Functions ready to invoke, by name; refreshed on deploy, rollback and delete.
     active: RwLock<HashMap<FunctionName, Arc<Active>>>,
     /// Bumped by every invalidation, so a load that raced with a deploy is not cached.
     generation: std::sync::atomic::AtomicU64,
+}
+
+/// The node's place in the cluster, as the API shows it.
+pub struct Cluster {
+    /// The member set.
+    pub membership: Membership,
+    /// The QUIC endpoint (for its counters).
+    pub transport: Transport,
 }
 
 /// A function's current deployment, compiled and linked.
@@ -54,6 +65,7 @@ impl App {
         metrics: Arc<Metrics>,
         limits: Limits,
         token: String,
+        cluster: Cluster,
     ) -> Arc<Self> {
         Arc::new(App {
             store,
@@ -61,6 +73,7 @@ impl App {
             jobs,
             metrics,
             limits,
+            cluster,
             token,
             active: RwLock::default(),
             generation: Default::default(),
@@ -127,6 +140,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/fn/{name}", any(invoke::invoke))
         .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))
+        .route("/v1/members", get(members))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(writes)
@@ -144,10 +158,18 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(app.runtime.live_instances()),
-    )
+    let mut text = app.metrics.render(app.runtime.live_instances());
+    crate::metrics::render_cluster(
+        &mut text,
+        &app.cluster.membership.members(),
+        app.cluster.transport.stats(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The cluster's members as this node sees them.
+async fn members(State(app): State<Arc<App>>) -> axum::Json<crate::membership::MemberSet> {
+    axum::Json(app.cluster.membership.members())
 }
 
 async fn require_token(

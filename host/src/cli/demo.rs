@@ -1,5 +1,6 @@
-//! `weft demo`: a local node on a temporary data directory, the bundled plugins deployed,
-//! invoked and run as a job, and the commands to try next.
+//! `weft demo`: a three-node cluster on loopback (a throwaway CA, real QUIC between the nodes)
+//! on temporary data directories, the bundled plugins deployed, invoked and run as a job, and
+//! the commands to try next.
 
 use anyhow::Context;
 use reqwest::Method;
@@ -7,6 +8,11 @@ use reqwest::Method;
 use super::Client;
 use crate::api::FunctionView;
 use crate::config::NodeConfig;
+use crate::membership::MemberState;
+use crate::transport::ClusterDir;
+
+/// Nodes in the demo cluster.
+const NODES: usize = 3;
 use crate::plugins;
 
 /// The text the demo's word count runs over.
@@ -17,11 +23,47 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
         .prefix("weft-demo-")
         .tempdir()
         .context("creating a temporary data directory")?;
-    let node = crate::Node::start(NodeConfig::local(dir.path())).await?;
+    println!("== Weft demo ==");
+    let cluster = ClusterDir::new(dir.path().join("cluster"));
+    let id = cluster.init()?;
+    println!(
+        "\n-- a three-node cluster on loopback (cluster {id}, CA and certificates in {})",
+        cluster.path().display()
+    );
+    let mut nodes: Vec<crate::Node> = Vec::new();
+    for i in 1..=NODES {
+        let mut config = NodeConfig::local(dir.path().join(format!("node-{i}")));
+        config.cluster.dir = Some(cluster.path().to_path_buf());
+        config.cluster.name = Some(format!("node-{i}"));
+        config.cluster.tags = vec![if i == NODES { "edge" } else { "server" }.to_string()];
+        config.cluster.join = nodes.first().map(|n| n.quic_addr).into_iter().collect();
+        let node = crate::Node::start(config).await?;
+        println!(
+            "node-{i} serving on {} (QUIC on {})",
+            node.url(),
+            node.quic_addr
+        );
+        nodes.push(node);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut watch = nodes[0].membership.watch();
+    loop {
+        let converged = nodes
+            .iter()
+            .all(|n| n.membership.members().count(MemberState::Alive) == NODES);
+        if converged {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the demo cluster did not converge within 20 s");
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), watch.changed()).await;
+    }
+    println!("every node sees {NODES} live members; node-1's view:");
+    print!("{}", super::members_table(&nodes[0].membership.members()));
+    let node = &nodes[0];
     let url = node.url();
     let c = Client::new(&url, Some(node.token.clone()))?;
-    println!("== Weft demo ==");
-    println!("node serving on {url} (data in {})", dir.path().display());
 
     println!("\n-- deploy the bundled plugins");
     for (name, bytes) in plugins::EMBEDDED {
@@ -88,12 +130,14 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
     println!("  weft functions");
     println!("  weft job run wordcount --input README.md");
     println!("  curl {url}/metrics");
+    println!("  weft members");
 
-    if once {
-        node.shutdown().await;
-        return Ok(());
+    if !once {
+        println!("\nserving until Ctrl-C");
+        super::shutdown_signal().await;
     }
-    println!("\nserving until Ctrl-C");
-    node.run_until(super::shutdown_signal()).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
     Ok(())
 }

@@ -16,6 +16,8 @@ pub use client::Client;
 
 use crate::api::FunctionView;
 use crate::config::NodeConfig;
+use crate::membership::MemberSet;
+use crate::transport::ClusterDir;
 
 /// Weft: WebAssembly functions on your own nodes.
 #[derive(Debug, Parser)]
@@ -49,6 +51,38 @@ enum Command {
         /// The HTTP API's address.
         #[arg(long, default_value = "127.0.0.1:7070")]
         http: SocketAddr,
+        /// The cluster directory (`weft cluster init`). Without one the node is a cluster of
+        /// its own.
+        #[arg(long, env = "WEFT_CLUSTER")]
+        cluster: Option<PathBuf>,
+        /// This node's name (its certificate in the cluster directory). Default: the only
+        /// certificate there.
+        #[arg(long)]
+        name: Option<String>,
+        /// The UDP address for QUIC (gossip and node-to-node requests).
+        #[arg(long, default_value = "127.0.0.1:7946")]
+        listen: SocketAddr,
+        /// The QUIC address other nodes should use, if not `--listen`.
+        #[arg(long)]
+        advertise: Option<SocketAddr>,
+        /// A node to join (its QUIC address); repeatable. A restarted node rejoins the
+        /// members it remembers without this.
+        #[arg(long, num_args = 1..)]
+        join: Vec<SocketAddr>,
+        /// Labels gossiped with the node, e.g. `--tag edge`; repeatable.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Create a cluster's identity, or issue node certificates.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// List the cluster's members as the node sees them.
+    Members {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Upload a component and make it the current version of a function.
     Deploy {
@@ -113,6 +147,23 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Create a cluster: its CA and admin token, in a new directory.
+    Init {
+        /// The cluster directory to create.
+        dir: PathBuf,
+    },
+    /// Issue a certificate for a node (needs the CA key in DIR).
+    Issue {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// The node's name.
+        #[arg(long)]
+        node: String,
+    },
+}
+
 /// Runs the command line; errors go to stderr with a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -166,11 +217,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
     };
     match &cli.command {
-        Command::Node { data_dir, http } => {
+        Command::Node {
+            data_dir,
+            http,
+            cluster,
+            name,
+            listen,
+            advertise,
+            join,
+            tags,
+        } => {
             let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
             config.http = *http;
+            config.cluster.dir = cluster.clone();
+            config.cluster.name = name.clone();
+            config.cluster.listen = *listen;
+            config.cluster.advertise = *advertise;
+            config.cluster.join = join.clone();
+            config.cluster.tags = tags.clone();
             let node = crate::Node::start(config).await?;
-            println!("weft node serving on {}", node.url());
+            println!(
+                "weft node `{}` serving on {} (cluster address {})",
+                node.name,
+                node.url(),
+                node.quic_addr
+            );
             println!(
                 "API token in {} (export WEFT_TOKEN=$(cat {}))",
                 node.token_path.display(),
@@ -294,8 +365,79 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Job { command } => jobs::run(&client()?, command).await,
+        Command::Cluster { command } => cluster(command),
+        Command::Members { json } => {
+            let c = client()?;
+            let set: MemberSet = c.json(c.request(Method::GET, "/v1/members")).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&set)?);
+            } else {
+                print!("{}", members_table(&set));
+            }
+            Ok(())
+        }
         Command::Demo { once } => demo::run(*once).await,
     }
+}
+
+fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init { dir } => {
+            let id = ClusterDir::new(dir).init()?;
+            println!("created cluster {id} in {}", dir.display());
+            println!("  ca.pem       the CA certificate (every node needs it)");
+            println!("  ca.key       the CA key: keep it private; it issues node certificates");
+            println!("  admin.token  the API token every node of this cluster accepts");
+            println!("next: weft cluster issue {} --node NAME", dir.display());
+            Ok(())
+        }
+        ClusterCommand::Issue { dir, node } => {
+            let name: crate::id::NodeId = node.parse()?;
+            let path = ClusterDir::new(dir).issue(&name)?;
+            println!("issued {} for node `{name}`", path.display());
+            println!(
+                "start it with: weft node --cluster {} --name {name} --listen ADDR [--join PEER]",
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The member set as a table.
+pub fn members_table(set: &MemberSet) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let _ = writeln!(
+        out,
+        "{:<16} {:<8} {:<22} {:<22} {:>5} {:>8}  {:<10} CHANGED",
+        "NODE", "STATE", "CLUSTER ADDR", "HTTP", "INC", "RTT", "TAGS"
+    );
+    for m in &set.members {
+        let state = format!("{:?}", m.state).to_lowercase();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<22} {:<22} {:>5} {:>8}  {:<10} {}s ago",
+            if m.is_self {
+                format!("{} *", m.node)
+            } else {
+                m.node.to_string()
+            },
+            state,
+            m.addr.to_string(),
+            m.http.map(|a| a.to_string()).unwrap_or_default(),
+            m.incarnation,
+            m.rtt_ms
+                .map(|r| format!("{r:.2}ms"))
+                .unwrap_or_else(|| "-".into()),
+            m.tags.join(","),
+            now.saturating_sub(m.since_ms) / 1000
+        );
+    }
+    out
 }
 
 /// Ctrl-C or SIGTERM.

@@ -17,6 +17,9 @@ pub const MAX_KV_KEY: usize = 4 << 10;
 /// Largest value a guest may store, in bytes.
 pub const MAX_KV_VALUE: usize = 1 << 20;
 
+/// A raw key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,6 +68,7 @@ pub struct Store {
     kv: sled::Tree,
     jobs: sled::Tree,
     job_output: sled::Tree,
+    members: sled::Tree,
 }
 
 impl Store {
@@ -79,7 +83,30 @@ impl Store {
             kv: db.open_tree("kv")?,
             jobs: db.open_tree("jobs")?,
             job_output: db.open_tree("job-output")?,
+            members: db.open_tree("members")?,
         })
+    }
+
+    /// The cluster members last remembered, as `(key, record)` pairs.
+    pub fn members(&self) -> Result<Vec<Record>, StoreError> {
+        self.members
+            .iter()
+            .map(|r| Ok(r.map(|(k, v)| (k.to_vec(), v.to_vec()))?))
+            .collect()
+    }
+
+    /// Replaces the remembered cluster members (flushed in the background: losing the last
+    /// change costs only a slower rejoin).
+    pub fn set_members(&self, members: &[Record]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, _) in self.members()? {
+            batch.remove(k);
+        }
+        for (k, v) in members {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.members.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Flushes everything written so far to disk (group commit: one fsync serves every caller

@@ -1,0 +1,467 @@
+//! The membership state machine: foca plus Weft's additions, with no I/O and no clock.
+//!
+//! The caller feeds it datagrams, due timers and the results of direct checks, each with the
+//! current time, and carries out the [`Output`]s. The node's membership task and the
+//! simulation in `bench/` drive the same code.
+//!
+//! The additions (on unless `MembershipConfig::lifeguard` is off), after Lifeguard
+//! (Dadgar et al., "Lifeguard: Local Health Awareness for More Accurate Failure Detection", 2018):
+//!
+//! - **Local health.** A score from 0 to `max_health_multiplier` rises when one of this node's
+//!   probes fails or its timers fire late (the node itself was stalled or starved), and falls
+//!   with each probe answered. Probe timeouts, probe periods and suspicion timeouts stretch by
+//!   `1 + score`, so a slow node accuses others less readily.
+//! - **Suspicion confirmation.** When this node starts suspecting a member it asks for a direct
+//!   check (the driver sends a reliable QUIC ping, which survives packet loss by retransmission).
+//!   If the suspect answered while the suspicion ran, the suspicion is extended instead of
+//!   ending in "down", up to `max_suspicion_extensions` times, giving it time to refute.
+//!   A crashed node answers nothing, so its detection is not delayed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use foca::{Foca, Member, Message, NoCustomBroadcast, Notification, PostcardCodec, State, Timer};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::config::MembershipConfig;
+use crate::id::NodeId;
+
+/// What a node is known by in the cluster. A new `bump` (start time, then +1 on each renewal)
+/// makes a new identity for the same address, which wins over the older one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// The node's name (from its certificate).
+    pub node: NodeId,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// Renewal counter; higher wins.
+    pub bump: u64,
+    /// What the node tells about itself.
+    pub meta: Meta,
+}
+
+/// Node metadata gossiped with its identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Meta {
+    /// Where its HTTP API listens.
+    pub http: Option<SocketAddr>,
+    /// Labels such as `edge` or `server`.
+    pub tags: Vec<String>,
+    /// Wasm instances it can run at once.
+    pub capacity: u32,
+}
+
+impl Identity {
+    /// A stand-in for a seed whose identity is not known yet: announcements only need the address.
+    pub fn seed(addr: SocketAddr) -> Self {
+        Identity {
+            node: "seed".parse().expect("a valid name"),
+            addr,
+            bump: 0,
+            meta: Meta::default(),
+        }
+    }
+}
+
+impl foca::Identity for Identity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Identity {
+            bump: self.bump + 1,
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.bump > adversary.bump
+    }
+}
+
+/// A member's state as others see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; declared down unless it refutes in time.
+    Suspect,
+    /// Declared down (crashed, partitioned, or left).
+    Down,
+}
+
+impl From<State> for MemberState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Alive => MemberState::Alive,
+            State::Suspect => MemberState::Suspect,
+            State::Down => MemberState::Down,
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram.
+    Send { to: SocketAddr, data: Bytes },
+    /// Call [`Core::on_timer`] with `timer` after `after`.
+    Schedule {
+        after: Duration,
+        timer: Box<Timer<Identity>>,
+    },
+    /// Check directly (reliably) whether `member` is alive; report with [`Core::on_alive`].
+    Check { member: Identity },
+    /// Membership changed (foca's notification).
+    Notify(Box<foca::OwnedNotification<Identity>>),
+}
+
+/// Counters of the failure detector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectorStats {
+    /// Probe rounds started.
+    pub probes: u64,
+    /// Probes that got no answer, direct or indirect.
+    pub probes_failed: u64,
+    /// Suspicions this node started or learned.
+    pub suspicions: u64,
+    /// Suspicions that ended with the member proving itself alive (false positives avoided).
+    pub refuted: u64,
+    /// Suspicions extended because the suspect answered a direct check.
+    pub extended: u64,
+    /// Members this node saw declared down.
+    pub declared_down: u64,
+    /// Timers that fired later than the probe timeout (this node was stalled or starved).
+    pub late_timers: u64,
+    /// The current local-health score.
+    pub health: u32,
+}
+
+/// One suspicion in progress.
+#[derive(Debug)]
+struct Suspicion {
+    started: Instant,
+    alive_at: Option<Instant>,
+    extensions: u32,
+}
+
+/// foca plus local health and suspicion confirmation.
+pub struct Core<R: RngExt> {
+    foca: Foca<Identity, PostcardCodec, R, NoCustomBroadcast>,
+    d: Detector,
+    max_packet: usize,
+    current_suspicion: Duration,
+}
+
+/// Everything but foca: what foca's runtime callbacks may touch while foca runs.
+struct Detector {
+    config: MembershipConfig,
+    suspicions: HashMap<SocketAddr, Suspicion>,
+    health: u32,
+    stats: DetectorStats,
+    out: Vec<Output>,
+    now: Instant,
+}
+
+/// foca's configuration for `members` members under `config`.
+pub fn foca_config(config: &MembershipConfig, members: usize, max_packet: usize) -> foca::Config {
+    let n = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
+    let mut c = foca::Config::new_lan(std::num::NonZeroU32::new(n).expect("at least one"));
+    c.probe_period = config.probe_period;
+    c.probe_rtt = config.probe_rtt;
+    c.num_indirect_probes = config.indirect_probes;
+    c.suspect_to_down_after = suspicion_timeout(config, members);
+    c.remove_down_after = Some(config.remove_down_after);
+    c.max_packet_size = std::num::NonZeroUsize::new(max_packet).expect("non-zero packet size");
+    c.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: config.gossip_interval,
+        num_members: config.gossip_fanout,
+    });
+    c.periodic_announce = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(30),
+        num_members: std::num::NonZeroUsize::new(1).expect("non-zero"),
+    });
+    c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(15),
+        num_members: std::num::NonZeroUsize::new(2).expect("non-zero"),
+    });
+    c
+}
+
+/// `max(1, log10(members)) × multiplier × probe period`.
+pub fn suspicion_timeout(config: &MembershipConfig, members: usize) -> Duration {
+    let scale = (members.max(1) as f64).log10().max(1.0);
+    config
+        .probe_period
+        .mul_f64(scale * config.suspicion_multiplier.max(0.1))
+}
+
+impl<R: RngExt> Core<R> {
+    /// A node known as `identity`, alone until it announces itself or is announced to.
+    pub fn new(identity: Identity, config: MembershipConfig, rng: R, max_packet: usize) -> Self {
+        let foca = Foca::new(
+            identity,
+            foca_config(&config, 1, max_packet),
+            rng,
+            PostcardCodec,
+        );
+        let current_suspicion = suspicion_timeout(&config, 1);
+        Core {
+            foca,
+            d: Detector {
+                config,
+                suspicions: HashMap::new(),
+                health: 0,
+                stats: DetectorStats::default(),
+                out: Vec::new(),
+                now: Instant::now(),
+            },
+            max_packet,
+            current_suspicion,
+        }
+    }
+
+    /// This node's current identity.
+    pub fn identity(&self) -> &Identity {
+        self.foca.identity()
+    }
+
+    /// Every member this node knows of, down ones included (itself excluded).
+    pub fn members(&self) -> impl Iterator<Item = &Member<Identity>> {
+        self.foca.iter_membership_state()
+    }
+
+    /// Live (alive or suspect) members, itself excluded.
+    pub fn live_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// The detector's counters.
+    pub fn stats(&self) -> DetectorStats {
+        DetectorStats {
+            health: self.d.health,
+            ..self.d.stats
+        }
+    }
+
+    /// Takes what the driver must do now.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
+        self.d.out.drain(..)
+    }
+
+    /// Asks `seed` (an address, possibly of a node not yet known) to let this node in.
+    pub fn announce(&mut self, seed: SocketAddr, now: Instant) {
+        self.d.now = now;
+        let r = self.foca.announce(Identity::seed(seed), &mut self.d);
+        log_error("announce", r);
+        self.after_call();
+    }
+
+    /// A datagram arrived.
+    pub fn on_data(&mut self, data: &[u8], now: Instant) {
+        self.d.now = now;
+        let r = self.foca.handle_data(data, &mut self.d);
+        log_error("handle_data", r);
+        self.after_call();
+    }
+
+    /// A timer scheduled through [`Output::Schedule`] is due; `late` is how long after its due
+    /// time it is delivered.
+    pub fn on_timer(&mut self, timer: Timer<Identity>, late: Duration, now: Instant) {
+        if late > self.d.config.probe_rtt {
+            self.d.stats.late_timers += 1;
+            if self.d.config.lifeguard {
+                self.d.health = (self.d.health + 2).min(self.d.config.max_health_multiplier);
+            }
+        }
+        match &timer {
+            Timer::ProbeRandomMember(_) => self.d.stats.probes += 1,
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } => {
+                if self.extend_suspicion(&timer, member_id, now) {
+                    return;
+                }
+                let current = self
+                    .members()
+                    .find(|m| m.id().addr == member_id.addr)
+                    .map(|m| (m.id() == member_id, m.incarnation(), m.state()));
+                self.d.suspicions.remove(&member_id.addr);
+                if let Some((same, inc, state)) = current
+                    && (!same || inc > *incarnation || state == State::Alive)
+                {
+                    self.d.stats.refuted += 1;
+                }
+            }
+            _ => {}
+        }
+        self.d.now = now;
+        let r = self.foca.handle_timer(timer, &mut self.d);
+        log_error("handle_timer", r);
+        self.after_call();
+    }
+
+    /// A direct check of `member` (asked for by [`Output::Check`]) was answered.
+    pub fn on_alive(&mut self, member: &Identity, now: Instant) {
+        if let Some(s) = self.d.suspicions.get_mut(&member.addr) {
+            s.alive_at = Some(now);
+        }
+    }
+
+    /// Leaves the cluster: tells others this node is going down on purpose.
+    pub fn leave(&mut self, now: Instant) {
+        self.d.now = now;
+        let r = self.foca.leave_cluster(&mut self.d);
+        log_error("leave_cluster", r);
+    }
+
+    /// Whether a suspicion should go on instead of ending: the suspect answered a direct check
+    /// since the suspicion (or its last extension) started. Re-arms the same timer if so; foca
+    /// ignores it should the suspect refute meanwhile.
+    fn extend_suspicion(
+        &mut self,
+        timer: &Timer<Identity>,
+        member: &Identity,
+        now: Instant,
+    ) -> bool {
+        if !self.d.config.lifeguard {
+            return false;
+        }
+        let max = self.d.config.max_suspicion_extensions;
+        let Some(s) = self.d.suspicions.get_mut(&member.addr) else {
+            return false;
+        };
+        let answered = s.alive_at.is_some_and(|t| t >= s.started);
+        if !answered || s.extensions >= max {
+            return false;
+        }
+        s.extensions += 1;
+        s.started = now;
+        s.alive_at = None;
+        self.d.stats.extended += 1;
+        let after = self.stretch(suspicion_timeout(
+            &self.d.config,
+            self.foca.num_members() + 1,
+        ));
+        self.d.out.push(Output::Check {
+            member: member.clone(),
+        });
+        self.d.out.push(Output::Schedule {
+            after,
+            timer: Box::new(timer.clone()),
+        });
+        true
+    }
+
+    /// `d` stretched by the local-health score.
+    fn stretch(&self, d: Duration) -> Duration {
+        if self.d.config.lifeguard {
+            d * (1 + self.d.health)
+        } else {
+            d
+        }
+    }
+
+    /// Keeps foca's timeouts in step with the cluster's size.
+    fn after_call(&mut self) {
+        let n = self.foca.num_members() + 1;
+        let want = suspicion_timeout(&self.d.config, n);
+        if self.current_suspicion != want {
+            let max_packet = self.max_packet;
+            let r = self
+                .foca
+                .set_config(foca_config(&self.d.config, n, max_packet));
+            log_error("set_config", r);
+            self.current_suspicion = want;
+        }
+    }
+}
+
+/// foca's window on the world during one call: collects outputs and applies the local-health
+/// rules to timers and notifications as they come.
+impl foca::Runtime<Identity> for Detector {
+    fn notify(&mut self, notification: Notification<'_, Identity>) {
+        let lifeguard = self.config.lifeguard;
+        match notification {
+            Notification::DataSent(_) => {}
+            Notification::DataReceived(h) => {
+                if lifeguard && matches!(h.message, Message::Ack(_) | Message::ForwardedAck { .. })
+                {
+                    self.health = self.health.saturating_sub(1);
+                }
+            }
+            Notification::ProbeFailed(_, _) => {
+                self.stats.probes_failed += 1;
+                if lifeguard {
+                    self.health = (self.health + 1).min(self.config.max_health_multiplier);
+                }
+            }
+            n => {
+                if matches!(n, Notification::MemberDown(_)) {
+                    self.stats.declared_down += 1;
+                }
+                self.out.push(Output::Notify(Box::new(n.to_owned())));
+            }
+        }
+    }
+
+    fn send_to(&mut self, to: Identity, data: &[u8]) {
+        self.out.push(Output::Send {
+            to: to.addr,
+            data: Bytes::copy_from_slice(data),
+        });
+    }
+
+    fn submit_after(&mut self, timer: Timer<Identity>, after: Duration) {
+        let stretch = if self.config.lifeguard {
+            1 + self.health
+        } else {
+            1
+        };
+        let after = match &timer {
+            Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => after * stretch,
+            Timer::ChangeSuspectToDown { member_id, .. } => {
+                self.stats.suspicions += 1;
+                if self.config.lifeguard {
+                    self.suspicions.insert(
+                        member_id.addr,
+                        Suspicion {
+                            started: self.now,
+                            alive_at: None,
+                            extensions: 0,
+                        },
+                    );
+                    self.out.push(Output::Check {
+                        member: member_id.clone(),
+                    });
+                }
+                after * stretch
+            }
+            _ => after,
+        };
+        self.out.push(Output::Schedule {
+            after,
+            timer: Box::new(timer),
+        });
+    }
+}
+
+fn log_error(what: &str, r: Result<(), foca::Error>) {
+    if let Err(e) = r {
+        match e {
+            foca::Error::DataFromOurselves | foca::Error::NotConnected => {
+                tracing::trace!(error = %e, "{what}")
+            }
+            _ => tracing::debug!(error = %e, "{what}"),
+        }
+    }
+}

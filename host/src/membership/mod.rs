@@ -1,0 +1,357 @@
+//! Cluster membership: the only module that knows foca.
+//!
+//! One task owns the state machine (`core::Core`, foca inside) and nothing else touches it.
+//! It turns the core's outputs into transport sends, timers and direct checks, publishes the
+//! member set on a `watch` channel, and remembers members in the store so that a restarted
+//! node rejoins without being told a seed.
+
+pub mod core;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+use self::core::{Core, Output};
+pub use self::core::{DetectorStats, Identity, MemberState, Meta};
+use crate::config::MembershipConfig;
+use crate::id::NodeId;
+use crate::rpc;
+use crate::store::{Record, Store};
+use crate::transport::{Datagram, MAX_GOSSIP_PAYLOAD, Transport};
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The node's name.
+    pub node: NodeId,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// Its HTTP API.
+    pub http: Option<SocketAddr>,
+    /// Its labels.
+    pub tags: Vec<String>,
+    /// Wasm instances it can run at once.
+    pub capacity: u32,
+    /// Alive, suspect or down.
+    pub state: MemberState,
+    /// SWIM incarnation: raised by the member each time it refutes a suspicion.
+    pub incarnation: u16,
+    /// Identity renewal counter (start time in ms, +1 per rejoin).
+    pub bump: u64,
+    /// Round-trip time over this node's connection to it, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// When this node last saw its state change (Unix ms).
+    pub since_ms: u64,
+    /// Whether this is the node answering.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+}
+
+/// The member set, as published to the rest of the node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MemberSet {
+    /// Every member, this node first, then by name.
+    pub members: Vec<MemberView>,
+    /// The failure detector's counters.
+    pub stats: DetectorStats,
+}
+
+impl MemberSet {
+    /// Members in `state` (this node counts as alive).
+    pub fn count(&self, state: MemberState) -> usize {
+        self.members.iter().filter(|m| m.state == state).count()
+    }
+}
+
+enum Command {
+    Alive(Identity),
+    Leave(oneshot::Sender<()>),
+}
+
+/// The handle other parts of the node hold.
+#[derive(Clone)]
+pub struct Membership {
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<MemberSet>,
+}
+
+impl Membership {
+    /// Starts the membership task for `identity` over `transport`, joining `seeds` and every
+    /// member remembered in `store`.
+    pub fn start(
+        identity: Identity,
+        config: MembershipConfig,
+        transport: Transport,
+        datagrams: mpsc::Receiver<Datagram>,
+        seeds: Vec<SocketAddr>,
+        store: Store,
+        cancel: CancellationToken,
+    ) -> (Membership, tokio::task::JoinHandle<()>) {
+        let remembered = remembered(&store);
+        let mut all_seeds: Vec<SocketAddr> = seeds;
+        all_seeds.extend(remembered);
+        all_seeds.retain(|a| *a != identity.addr);
+        all_seeds.sort();
+        all_seeds.dedup();
+        let (commands, rx) = mpsc::channel(256);
+        let (publish, view) = watch::channel(MemberSet::default());
+        let core = Core::new(
+            identity,
+            config.clone(),
+            rand::make_rng::<rand::rngs::StdRng>(),
+            MAX_GOSSIP_PAYLOAD,
+        );
+        let task = Task {
+            core,
+            config,
+            transport,
+            store,
+            seeds: all_seeds,
+            timers: DelayQueue::new(),
+            commands: commands.clone(),
+            publish,
+            since: HashMap::new(),
+            saved: Vec::new(),
+            leaving: false,
+        };
+        let handle = tokio::spawn(task.run(rx, datagrams, cancel));
+        (Membership { commands, view }, handle)
+    }
+
+    /// The current member set.
+    pub fn members(&self) -> MemberSet {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that sees every new member set.
+    pub fn watch(&self) -> watch::Receiver<MemberSet> {
+        self.view.clone()
+    }
+
+    /// Tells the cluster this node leaves on purpose; returns once the news is sent.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Seeds remembered from the last run.
+fn remembered(store: &Store) -> Vec<SocketAddr> {
+    match store.members() {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Identity>(&v).ok())
+            .map(|i| i.addr)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read remembered members");
+            vec![]
+        }
+    }
+}
+
+struct Task {
+    core: Core<rand::rngs::StdRng>,
+    config: MembershipConfig,
+    transport: Transport,
+    store: Store,
+    seeds: Vec<SocketAddr>,
+    timers: DelayQueue<(foca::Timer<Identity>, Instant)>,
+    commands: mpsc::Sender<Command>,
+    publish: watch::Sender<MemberSet>,
+    /// Per address: the last (identity, state, incarnation) seen and when it changed.
+    since: HashMap<SocketAddr, ((u64, MemberState, u16), u64)>,
+    /// Members last written to the store.
+    saved: Vec<Record>,
+    /// This node is leaving on purpose.
+    leaving: bool,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut datagrams: mpsc::Receiver<Datagram>,
+        cancel: CancellationToken,
+    ) {
+        let mut rejoin = tokio::time::interval(self.config.rejoin_interval);
+        rejoin.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval(Duration::from_millis(250));
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Received datagrams go first: after a stall, the acks that arrived meanwhile are
+            // read before the timers that would count them as missing.
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::Alive(member) => self.core.on_alive(&member, Instant::now()),
+                    Command::Leave(done) => {
+                        self.leaving = true;
+                        self.core.leave(Instant::now());
+                        self.carry_out();
+                        let _ = done.send(());
+                    }
+                },
+                Some(d) = datagrams.recv() => self.core.on_data(&d.payload, Instant::now()),
+                Some(expired) = self.timers.next() => {
+                    let (timer, due) = expired.into_inner();
+                    let now = Instant::now();
+                    self.core.on_timer(timer, now.saturating_duration_since(due), now);
+                }
+                _ = rejoin.tick() => {
+                    if self.core.live_members() == 0 {
+                        for seed in self.seeds.clone() {
+                            self.core.announce(seed, Instant::now());
+                        }
+                    }
+                }
+                _ = refresh.tick() => self.refresh(),
+            }
+            self.carry_out();
+        }
+        self.refresh();
+    }
+
+    /// Carries out what the core asked for.
+    fn carry_out(&mut self) {
+        let now = Instant::now();
+        let outputs: Vec<Output> = self.core.drain().collect();
+        let mut changed = false;
+        for out in outputs {
+            match out {
+                Output::Send { to, data } => self.transport.send_gossip(to, &data),
+                Output::Schedule { after, timer } => {
+                    self.timers.insert((*timer, now + after), after);
+                }
+                Output::Check { member } => {
+                    let transport = self.transport.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        if let Ok(rpc::Response::Pong { .. }) =
+                            rpc::call(&transport, member.addr, &rpc::Request::Ping).await
+                        {
+                            let _ = commands.send(Command::Alive(member)).await;
+                        }
+                    });
+                }
+                Output::Notify(n) => {
+                    use foca::OwnedNotification as N;
+                    match n.as_ref() {
+                        N::MemberUp(m) => {
+                            tracing::info!(node = %m.node, addr = %m.addr, "member up")
+                        }
+                        N::MemberDown(m) => {
+                            tracing::info!(node = %m.node, addr = %m.addr, "member down")
+                        }
+                        N::Rename(a, b) => {
+                            tracing::info!(node = %b.node, addr = %b.addr, old = a.bump, new = b.bump, "member renewed its identity")
+                        }
+                        N::Rejoin(me) => tracing::info!(
+                            bump = me.bump,
+                            "rejoined the cluster with a renewed identity"
+                        ),
+                        N::Defunct => {
+                            tracing::warn!("declared down by the cluster and could not rejoin")
+                        }
+                        N::Active => tracing::info!("in touch with the cluster"),
+                        N::Idle => tracing::info!("no live member known; announcing to seeds"),
+                        _ => {}
+                    }
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.refresh();
+        }
+    }
+
+    /// Publishes the member set if it changed, and remembers live members.
+    fn refresh(&mut self) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let me = self.core.identity().clone();
+        let mut members = vec![self.view(&me, MemberState::Alive, 0, true, now_ms)];
+        let mut others: Vec<(Identity, MemberState, u16)> = self
+            .core
+            .members()
+            .map(|m| (m.id().clone(), m.state().into(), m.incarnation()))
+            .collect();
+        others.sort_by(|a, b| a.0.node.cmp(&b.0.node).then(a.0.addr.cmp(&b.0.addr)));
+        for (id, state, inc) in &others {
+            members.push(self.view(id, *state, *inc, false, now_ms));
+        }
+        let set = MemberSet {
+            members,
+            stats: self.core.stats(),
+        };
+        self.publish.send_if_modified(|old| {
+            let differs = old.members != set.members || old.stats != set.stats;
+            if differs {
+                *old = set;
+            }
+            differs
+        });
+        let mut live: Vec<Record> = others
+            .iter()
+            .filter(|(_, s, _)| *s != MemberState::Down)
+            .map(|(id, _, _)| {
+                (
+                    id.addr.to_string().into_bytes(),
+                    serde_json::to_vec(id).expect("identities encode"),
+                )
+            })
+            .collect();
+        live.sort();
+        if live != self.saved && !live.is_empty() {
+            if let Err(e) = self.store.set_members(&live) {
+                tracing::warn!(error = %e, "could not remember the members");
+            }
+            self.saved = live;
+        }
+    }
+
+    fn view(
+        &mut self,
+        id: &Identity,
+        state: MemberState,
+        incarnation: u16,
+        is_self: bool,
+        now_ms: u64,
+    ) -> MemberView {
+        let key = (id.bump, state, incarnation);
+        let entry = self.since.entry(id.addr).or_insert((key, now_ms));
+        if entry.0 != key {
+            *entry = (key, now_ms);
+        }
+        MemberView {
+            node: id.node.clone(),
+            addr: id.addr,
+            http: id.meta.http,
+            tags: id.meta.tags.clone(),
+            capacity: id.meta.capacity,
+            state,
+            incarnation,
+            bump: id.bump,
+            rtt_ms: if is_self {
+                None
+            } else {
+                self.transport
+                    .rtt(id.addr)
+                    .map(|d| (d.as_secs_f64() * 1e5).round() / 100.0)
+            },
+            since_ms: entry.1,
+            is_self,
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! The QUIC transport between nodes: the only module that knows quinn.
+//!
+//! One endpoint per node serves and dials on one UDP port. Both ends of every connection
+//! present a certificate signed by the cluster's CA (`tls`). Gossip travels in unreliable
+//! datagrams; RPCs use one bidirectional stream each. Every datagram and stream frame starts
+//! with the header of `frame` (protocol version and cluster id), and everything read is bounded.
+//! One connection per peer address is cached, whichever side dialled it.
+
+pub mod frame;
+pub mod testing;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use frame::{ClusterId, FrameError, PROTOCOL_VERSION};
+pub use tls::{ClusterDir, Credentials, TlsError};
+
+use crate::config::TransportConfig;
+use frame::{HEADER_LEN, Kind};
+
+/// Largest gossip payload that fits one datagram at QUIC's minimum MTU (1200 bytes, of which
+/// quinn needs 38 for its own headers) after the frame header.
+pub const MAX_GOSSIP_PAYLOAD: usize = 1200 - 38 - HEADER_LEN;
+/// Datagrams queued for a peer while its connection is being set up; more are dropped.
+const MAX_QUEUED: usize = 32;
+/// Received gossip waiting for the membership task; more is dropped (gossip tolerates loss).
+const GOSSIP_QUEUE: usize = 1024;
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The endpoint could not be created.
+    #[error("binding the QUIC endpoint to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// No connection could be made.
+    #[error("connecting to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    /// The connection failed while in use.
+    #[error("talking to {addr}: {reason}")]
+    Connection { addr: SocketAddr, reason: String },
+    /// No answer in time.
+    #[error("{what} with {addr} timed out after {after:?}")]
+    Timeout {
+        what: &'static str,
+        addr: SocketAddr,
+        after: Duration,
+    },
+    /// The peer sent a frame this node refuses.
+    #[error("bad frame from {addr}: {source}")]
+    Frame {
+        addr: SocketAddr,
+        source: FrameError,
+    },
+    /// The peer refused the request, with its reason.
+    #[error("{addr} refused the request: {reason}")]
+    Refused { addr: SocketAddr, reason: String },
+    /// The node is shutting down.
+    #[error("the transport is shut down")]
+    Closed,
+}
+
+/// A gossip payload received from a peer.
+#[derive(Debug)]
+pub struct Datagram {
+    /// The peer's endpoint address.
+    pub from: SocketAddr,
+    /// The frame's payload.
+    pub payload: Bytes,
+}
+
+/// What answers RPCs: given the caller's address and the request payload, the response
+/// payload, or a message that goes back to the caller as an error frame.
+pub trait Service: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, from: SocketAddr, request: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+/// Counters of what crossed the wire.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames accepted (datagrams and stream frames that passed every check).
+    pub frames_accepted: AtomicU64,
+    /// Frames refused (bad magic, version, cluster, size, truncation).
+    pub frames_rejected: AtomicU64,
+    /// Handshakes that failed (no certificate, another CA, expired, not QUIC).
+    pub handshakes_failed: AtomicU64,
+    /// Gossip bytes sent and received (payload only).
+    pub gossip_bytes_sent: AtomicU64,
+    /// See `gossip_bytes_sent`.
+    pub gossip_bytes_received: AtomicU64,
+    /// Gossip datagrams dropped on purpose (`drop_datagrams`), for want of a connection, or
+    /// because the membership task was behind.
+    pub gossip_dropped: AtomicU64,
+}
+
+/// A node's QUIC endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    cluster: ClusterId,
+    config: TransportConfig,
+    peers: Mutex<HashMap<SocketAddr, Peer>>,
+    gossip: mpsc::Sender<Datagram>,
+    service: Arc<dyn Service>,
+    stats: Stats,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+enum Peer {
+    Connected(quinn::Connection),
+    Connecting(Vec<Bytes>),
+    Unreachable(Instant),
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+impl Transport {
+    /// Binds the endpoint and starts accepting connections. Gossip received goes to the
+    /// returned channel; RPCs go to `service`.
+    pub fn bind(
+        addr: SocketAddr,
+        creds: &Credentials,
+        config: TransportConfig,
+        service: Arc<dyn Service>,
+    ) -> Result<(Transport, mpsc::Receiver<Datagram>), TransportError> {
+        let transport_config = Arc::new(quinn_transport(&config));
+        let server_crypto = quic_server(creds.server_config()?)?;
+        let mut server = quinn::ServerConfig::with_crypto(server_crypto);
+        server.transport_config(transport_config.clone());
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        let mut client = quinn::ClientConfig::new(quic_client(creds.client_config()?)?);
+        client.transport_config(transport_config);
+        endpoint.set_default_client_config(client);
+        let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
+        let inner = Arc::new(Inner {
+            endpoint,
+            cluster: creds.cluster,
+            config,
+            peers: Mutex::default(),
+            gossip: tx,
+            service,
+            stats: Stats::default(),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        inner.tasks.spawn(accept_loop(inner.clone()));
+        Ok((Transport { inner }, rx))
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner
+            .endpoint
+            .local_addr()
+            .expect("a bound endpoint has an address")
+    }
+
+    /// The cluster this endpoint belongs to.
+    pub fn cluster(&self) -> ClusterId {
+        self.inner.cluster
+    }
+
+    /// Counters of what crossed the wire.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The smoothed round-trip time to `peer`, if connected.
+    pub fn rtt(&self, peer: SocketAddr) -> Option<Duration> {
+        match self.inner.peers.lock().expect("not poisoned").get(&peer) {
+            Some(Peer::Connected(c)) if c.close_reason().is_none() => Some(c.rtt()),
+            _ => None,
+        }
+    }
+
+    /// Sends a gossip payload to `to` without waiting: over the cached connection, or queued
+    /// while one is set up. Gossip is unreliable by design, so a failure only counts a drop.
+    pub fn send_gossip(&self, to: SocketAddr, payload: &[u8]) {
+        let inner = &self.inner;
+        if inner.config.drop_datagrams > 0.0 && rand::random::<f64>() < inner.config.drop_datagrams
+        {
+            add(&inner.stats.gossip_dropped, 1);
+            return;
+        }
+        let frame = Bytes::from(frame::encode(inner.cluster, Kind::Gossip, payload));
+        let mut peers = inner.peers.lock().expect("not poisoned");
+        match peers.get_mut(&to) {
+            Some(Peer::Connected(c)) => match c.send_datagram(frame.clone()) {
+                Ok(()) => {
+                    add(&inner.stats.gossip_bytes_sent, payload.len());
+                    return;
+                }
+                Err(quinn::SendDatagramError::ConnectionLost(_)) => {}
+                Err(e) => {
+                    tracing::debug!(peer = %to, error = %e, "gossip datagram not sent");
+                    add(&inner.stats.gossip_dropped, 1);
+                    return;
+                }
+            },
+            Some(Peer::Connecting(queue)) => {
+                if queue.len() < MAX_QUEUED {
+                    queue.push(frame);
+                } else {
+                    add(&inner.stats.gossip_dropped, 1);
+                }
+                return;
+            }
+            Some(Peer::Unreachable(until)) if Instant::now() < *until => {
+                add(&inner.stats.gossip_dropped, 1);
+                return;
+            }
+            _ => {}
+        }
+        peers.insert(to, Peer::Connecting(vec![frame]));
+        drop(peers);
+        let inner2 = inner.clone();
+        inner.tasks.spawn(async move {
+            // The outcome lands in `peers`; queued datagrams are flushed or dropped there.
+            let _ = inner2.connect(to).await;
+        });
+    }
+
+    /// Sends one request to `to` and waits for its response.
+    pub async fn rpc(&self, to: SocketAddr, request: &[u8]) -> Result<Bytes, TransportError> {
+        let inner = &self.inner;
+        let conn = inner.connection(to).await?;
+        let after = inner.config.rpc_timeout;
+        let exchange = async {
+            let lost = |e: &dyn std::fmt::Display| TransportError::Connection {
+                addr: to,
+                reason: e.to_string(),
+            };
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+            send.write_all(&frame::header(inner.cluster, Kind::Request, request.len()))
+                .await
+                .map_err(|e| lost(&e))?;
+            send.write_all(request).await.map_err(|e| lost(&e))?;
+            let _ = send.finish();
+            let (header, payload) = read_frame(&mut recv, inner, to).await?;
+            match header.kind {
+                Kind::Response => Ok(payload),
+                Kind::Error => Err(TransportError::Refused {
+                    addr: to,
+                    reason: String::from_utf8_lossy(&payload).into_owned(),
+                }),
+                other => Err(TransportError::Connection {
+                    addr: to,
+                    reason: format!("expected a response frame, got {other:?}"),
+                }),
+            }
+        };
+        tokio::time::timeout(after, exchange)
+            .await
+            .map_err(|_| TransportError::Timeout {
+                what: "request",
+                addr: to,
+                after,
+            })?
+    }
+
+    /// Closes every connection and the endpoint; waits at most 2 s for peers to be told.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.cancel.cancel();
+        inner.endpoint.close(0u32.into(), b"node shutting down");
+        inner.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            inner.endpoint.wait_idle().await;
+            inner.tasks.wait().await;
+        })
+        .await;
+    }
+}
+
+impl Inner {
+    /// The cached connection to `to`, or a new one.
+    async fn connection(
+        self: &Arc<Self>,
+        to: SocketAddr,
+    ) -> Result<quinn::Connection, TransportError> {
+        if let Some(Peer::Connected(c)) = self.peers.lock().expect("not poisoned").get(&to)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        self.connect(to).await
+    }
+
+    /// Dials `to`, caches the connection, flushes queued gossip and serves the connection.
+    async fn connect(
+        self: &Arc<Self>,
+        to: SocketAddr,
+    ) -> Result<quinn::Connection, TransportError> {
+        let after = self.config.connect_timeout;
+        let dialled = async {
+            let connecting = self
+                .endpoint
+                .connect(to, tls::SERVER_NAME)
+                .map_err(|e| e.to_string())?;
+            connecting.await.map_err(|e| e.to_string())
+        };
+        let result = tokio::select! {
+            r = tokio::time::timeout(after, dialled) => r.unwrap_or_else(|_| Err(format!("no answer within {after:?}"))),
+            () = self.cancel.cancelled() => Err("the transport is shut down".to_string()),
+        };
+        let mut peers = self.peers.lock().expect("not poisoned");
+        match result {
+            Ok(conn) => {
+                if let Some(Peer::Connecting(queue)) = peers.remove(&to) {
+                    for frame in queue {
+                        let len = frame.len() - HEADER_LEN;
+                        if conn.send_datagram(frame).is_ok() {
+                            add(&self.stats.gossip_bytes_sent, len);
+                        }
+                    }
+                }
+                peers.insert(to, Peer::Connected(conn.clone()));
+                drop(peers);
+                self.tasks.spawn(serve(self.clone(), conn.clone()));
+                Ok(conn)
+            }
+            Err(reason) => {
+                if let Some(Peer::Connecting(queue)) = peers.get(&to) {
+                    add(&self.stats.gossip_dropped, queue.len());
+                }
+                if !matches!(peers.get(&to), Some(Peer::Connected(_))) {
+                    peers.insert(to, Peer::Unreachable(Instant::now() + after));
+                }
+                tracing::debug!(peer = %to, %reason, "connection failed");
+                Err(TransportError::Connect { addr: to, reason })
+            }
+        }
+    }
+
+    /// Caches a connection a peer dialled, unless one to it is already up.
+    fn adopt(&self, from: SocketAddr, conn: &quinn::Connection) {
+        let mut peers = self.peers.lock().expect("not poisoned");
+        if matches!(peers.get(&from), Some(Peer::Connected(c)) if c.close_reason().is_none()) {
+            return;
+        }
+        if let Some(Peer::Connecting(queue)) = peers.remove(&from) {
+            for frame in queue {
+                let _ = conn.send_datagram(frame);
+            }
+        }
+        peers.insert(from, Peer::Connected(conn.clone()));
+    }
+
+    /// Counts a refused frame and logs why.
+    fn rejected(&self, from: SocketAddr, e: &FrameError) {
+        add(&self.stats.frames_rejected, 1);
+        tracing::debug!(peer = %from, error = %e, "frame refused");
+    }
+}
+
+fn quinn_transport(config: &TransportConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
+        .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000)));
+    t.max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(config.idle_timeout / 3))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(256))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .datagram_receive_buffer_size(Some(1 << 20));
+    t
+}
+
+fn quic_server(
+    config: rustls::ServerConfig,
+) -> Result<Arc<quinn::crypto::rustls::QuicServerConfig>, TransportError> {
+    quinn::crypto::rustls::QuicServerConfig::try_from(config)
+        .map(Arc::new)
+        .map_err(|e| TransportError::Tls(TlsError::Rustls(rustls::Error::General(e.to_string()))))
+}
+
+fn quic_client(
+    config: rustls::ClientConfig,
+) -> Result<Arc<quinn::crypto::rustls::QuicClientConfig>, TransportError> {
+    quinn::crypto::rustls::QuicClientConfig::try_from(config)
+        .map(Arc::new)
+        .map_err(|e| TransportError::Tls(TlsError::Rustls(rustls::Error::General(e.to_string()))))
+}
+
+/// Accepts connections until the endpoint closes; each handshake runs in its own task.
+async fn accept_loop(inner: Arc<Inner>) {
+    loop {
+        let incoming = tokio::select! {
+            i = inner.endpoint.accept() => i,
+            () = inner.cancel.cancelled() => None,
+        };
+        let Some(incoming) = incoming else { return };
+        let inner2 = inner.clone();
+        inner.tasks.spawn(async move {
+            let from = incoming.remote_address();
+            let after = inner2.config.connect_timeout;
+            match tokio::time::timeout(after, incoming).await {
+                Ok(Ok(conn)) => {
+                    inner2.adopt(from, &conn);
+                    serve(inner2, conn).await;
+                }
+                Ok(Err(e)) => {
+                    add(&inner2.stats.handshakes_failed, 1);
+                    tracing::info!(peer = %from, error = %e, "refused a connection");
+                }
+                Err(_) => {
+                    add(&inner2.stats.handshakes_failed, 1);
+                    tracing::info!(peer = %from, "handshake timed out");
+                }
+            }
+        });
+    }
+}
+
+/// Reads gossip and requests from one connection until it closes, then forgets it.
+async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
+    let from = conn.remote_address();
+    let datagrams = async {
+        loop {
+            let bytes = match conn.read_datagram().await {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            match frame::decode_datagram(&bytes, inner.cluster, MAX_GOSSIP_PAYLOAD as u32 * 2) {
+                Ok((h, _)) if h.kind != Kind::Gossip => {
+                    inner.rejected(from, &FrameError::UnknownKind(h.kind as u8));
+                }
+                Ok(_) => {
+                    add(&inner.stats.frames_accepted, 1);
+                    add(&inner.stats.gossip_bytes_received, bytes.len() - HEADER_LEN);
+                    let payload = bytes.slice(HEADER_LEN..);
+                    if inner.gossip.try_send(Datagram { from, payload }).is_err() {
+                        add(&inner.stats.gossip_dropped, 1);
+                    }
+                }
+                Err(e) => inner.rejected(from, &e),
+            }
+        }
+    };
+    let streams = async {
+        loop {
+            match conn.accept_bi().await {
+                Ok((send, recv)) => {
+                    inner.tasks.spawn(answer(inner.clone(), from, send, recv));
+                }
+                Err(e) => return e,
+            }
+        }
+    };
+    let reason = tokio::select! {
+        e = datagrams => e,
+        e = streams => e,
+        () = inner.cancel.cancelled() => return,
+    };
+    tracing::debug!(peer = %from, %reason, "connection closed");
+    let mut peers = inner.peers.lock().expect("not poisoned");
+    if matches!(peers.get(&from), Some(Peer::Connected(c)) if c.stable_id() == conn.stable_id()) {
+        peers.remove(&from);
+    }
+}
+
+/// Answers one request stream: a request frame in, a response or error frame out.
+async fn answer(
+    inner: Arc<Inner>,
+    from: SocketAddr,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let after = inner.config.rpc_timeout;
+    let work = async {
+        let reply = match read_frame(&mut recv, &inner, from).await {
+            Ok((h, payload)) if h.kind == Kind::Request => inner
+                .service
+                .call(from, payload)
+                .await
+                .map_err(|m| m.into_bytes()),
+            Ok((h, _)) => Err(format!("expected a request frame, got {:?}", h.kind).into_bytes()),
+            Err(TransportError::Frame { source, .. }) => Err(source.to_string().into_bytes()),
+            Err(_) => return,
+        };
+        let (kind, payload) = match reply {
+            Ok(p) => (Kind::Response, p.to_vec()),
+            Err(m) => (Kind::Error, m),
+        };
+        let _ = send
+            .write_all(&frame::encode(inner.cluster, kind, &payload))
+            .await;
+        let _ = send.finish();
+        // Let the peer read the answer before the stream is dropped.
+        let _ = send.stopped().await;
+    };
+    let _ = tokio::time::timeout(after, work).await;
+}
+
+/// Reads one frame from a stream, checking its header before reading its payload.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    inner: &Inner,
+    from: SocketAddr,
+) -> Result<(frame::Header, Bytes), TransportError> {
+    let lost = |e: &dyn std::fmt::Display| TransportError::Connection {
+        addr: from,
+        reason: e.to_string(),
+    };
+    let mut head = [0; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match recv.read(&mut head[got..]).await.map_err(|e| lost(&e))? {
+            Some(n) => got += n,
+            None => break,
+        }
+    }
+    let header = frame::decode_header(
+        &head[..got],
+        inner.cluster,
+        inner.config.max_frame_bytes.get(),
+    )
+    .inspect_err(|e| inner.rejected(from, e))
+    .map_err(|source| TransportError::Frame { addr: from, source })?;
+    let mut payload = vec![0; header.len as usize];
+    match recv.read_exact(&mut payload).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            let e = FrameError::Truncated {
+                got: n,
+                need: header.len as usize,
+            };
+            inner.rejected(from, &e);
+            return Err(TransportError::Frame {
+                addr: from,
+                source: e,
+            });
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(lost(&e)),
+    }
+    add(&inner.stats.frames_accepted, 1);
+    Ok((header, Bytes::from(payload)))
+}
