@@ -20,11 +20,25 @@ pub enum Request {
     Ping,
 }
 
+impl Request {
+    /// The request's payload bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("requests always encode")
+    }
+}
+
 /// The answer to a [`Request`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     /// Yes, and this is my name.
     Pong { node: NodeId },
+}
+
+impl Response {
+    /// Decodes a response payload.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("malformed response: {e}"))
+    }
 }
 
 /// Answers requests for this node.
@@ -63,10 +77,6 @@ pub async fn call(
     to: SocketAddr,
     request: &Request,
 ) -> Result<Response, TransportError> {
-    let bytes = postcard::to_stdvec(request).expect("requests always encode");
-    let answer = transport.rpc(to, &bytes).await?;
-    postcard::from_bytes(&answer).map_err(|e| TransportError::Connection {
-        addr: to,
-        reason: format!("malformed response: {e}"),
-    })
+    let answer = transport.rpc(to, &request.encode()).await?;
+    Response::decode(&answer).map_err(|reason| TransportError::Connection { addr: to, reason })
 }

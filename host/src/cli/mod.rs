@@ -72,6 +72,12 @@ enum Command {
         /// Labels gossiped with the node, e.g. `--tag edge`; repeatable.
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Test only: drop this fraction of outgoing gossip datagrams.
+        #[arg(long, hide = true, default_value_t = 0.0)]
+        drop_datagrams: f64,
+        /// Test only: plain SWIM, without local health and suspicion confirmation.
+        #[arg(long, hide = true)]
+        plain_swim: bool,
     },
     /// Create a cluster's identity, or issue node certificates.
     Cluster {
@@ -226,6 +232,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             advertise,
             join,
             tags,
+            drop_datagrams,
+            plain_swim,
         } => {
             let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
             config.http = *http;
@@ -235,6 +243,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.cluster.advertise = *advertise;
             config.cluster.join = join.clone();
             config.cluster.tags = tags.clone();
+            config.cluster.transport.drop_datagrams = *drop_datagrams;
+            config.cluster.membership.lifeguard = !plain_swim;
             let node = crate::Node::start(config).await?;
             println!(
                 "weft node `{}` serving on {} (cluster address {})",

@@ -6,6 +6,7 @@
 //! node rejoins without being told a seed.
 
 pub mod core;
+pub mod sim;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -56,9 +56,25 @@ impl TestNode {
     }
 
     /// Stops the node and starts a new one on the same data directory.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the node and starts a new one on the same data directory, with a config `f` adjusts.
+    pub async fn restart_with(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
         self.node.take().unwrap().shutdown().await;
-        Self::open(self.dir, |_| {}).await
+        Self::open(self.dir, f).await
+    }
+
+    /// Stops the node (leaving its cluster) and keeps its data directory.
+    pub async fn stop(mut self) -> TempDir {
+        self.node.take().unwrap().shutdown().await;
+        self.dir
+    }
+
+    /// The running node.
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().unwrap()
     }
 
     /// A request with the token.

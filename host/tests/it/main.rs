@@ -5,6 +5,8 @@ mod harness;
 
 mod bad_input;
 mod cli;
+mod cluster;
+mod faults;
 mod functions;
 mod jobs;
 mod restart;

@@ -1,0 +1,797 @@
+//! A deterministic simulation of many membership cores on one virtual network.
+//!
+//! Real clusters of a thousand nodes are expensive to start and impossible to replay, so this
+//! module runs that many [`Core`]s in one thread against one virtual clock.
+//! Datagrams take a seeded latency and may be lost, timers fire when due, and direct checks
+//! (the driver's QUIC ping) are reliable but time out like the real RPC.
+//! Nodes can start, join, crash and stall, which is enough to measure how fast a cluster
+//! converges, how fast it detects a crash, how much it gossips, and whether a slow node is
+//! wrongly declared down.
+//! The same configuration and seed always give the same run.
+//!
+//! Nothing here does I/O, sleeps, or reads the clock: virtual time is a [`Duration`] since
+//! the start of the run, turned into an [`Instant`] only at the core's boundary.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use foca::{OwnedNotification, State, Timer};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::core::{Core, DetectorStats, Identity, Meta, Output};
+use crate::config::{MembershipConfig, TransportConfig};
+use crate::id::NodeId;
+use crate::transport::MAX_GOSSIP_PAYLOAD;
+
+/// Node `i` listens on `127.0.0.1:(BASE_PORT + i)`.
+const BASE_PORT: u16 = 10_000;
+
+/// Nodes other than the first start at random times within this window.
+const START_WINDOW: Duration = Duration::from_secs(1);
+
+/// How often convergence and detection are checked, in virtual time.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Identities carry a start time in Unix milliseconds; this one is 2026-01-01.
+const BUMP_EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// A simulated cluster and its network.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Nodes started by [`Sim::join_all`].
+    pub nodes: usize,
+    /// Seeds every random choice: latency jitter, losses, start times, and each node's core.
+    pub seed: u64,
+    /// Chance (0 to 1) that one datagram is lost. Direct checks are never lost.
+    pub loss: f64,
+    /// One-way latency of the network; each datagram gets up to a tenth more, at random.
+    pub latency: Duration,
+    /// A direct check fails if its answer comes later than this after it was asked.
+    /// Default: the transport's RPC timeout (5 s).
+    pub check_timeout: Duration,
+    /// The membership settings every node runs with.
+    pub membership: MembershipConfig,
+}
+
+impl SimConfig {
+    /// `nodes` nodes on a lossless LAN (1 ms one way) with the LAN membership settings.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        SimConfig {
+            nodes,
+            seed,
+            loss: 0.0,
+            latency: Duration::from_millis(1),
+            check_timeout: TransportConfig::default().rpc_timeout,
+            membership: MembershipConfig::lan(),
+        }
+    }
+}
+
+/// One member declared down, as seen by one node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Down {
+    /// Virtual time of the declaration.
+    pub at: Duration,
+    /// The node that saw it.
+    pub observer: usize,
+    /// The node declared down.
+    pub node: usize,
+}
+
+/// What happens to one node at one virtual time.
+enum Event {
+    /// The node starts and announces itself to its seed.
+    Start,
+    /// The driver's rejoin tick: announce again while no live member is known.
+    Rejoin,
+    /// A datagram arrives.
+    Deliver(Bytes),
+    /// A timer falls due (`due` stays the original due time when the node is stalled).
+    Timer {
+        due: Duration,
+        timer: Box<Timer<Identity>>,
+    },
+    /// A direct check from `from` reaches this node, asked at `asked`.
+    CheckArrive {
+        from: usize,
+        member: Identity,
+        asked: Duration,
+    },
+    /// The answer to a direct check comes back to this node.
+    CheckAnswer { member: Identity },
+}
+
+impl Event {
+    /// At equal times, received data goes before timers, as in the driver's biased select:
+    /// after a stall, the acks that arrived meanwhile are read before the timers that would
+    /// count them as missing.
+    fn class(&self) -> u8 {
+        match self {
+            Event::Deliver(_) | Event::CheckArrive { .. } | Event::CheckAnswer { .. } => 0,
+            Event::Start | Event::Rejoin | Event::Timer { .. } => 1,
+        }
+    }
+}
+
+/// An event in the queue, ordered by (time, class, sequence number), earliest first.
+struct Scheduled {
+    at: Duration,
+    class: u8,
+    seq: u64,
+    node: usize,
+    event: Event,
+}
+
+impl Scheduled {
+    fn key(&self) -> (Duration, u8, u64) {
+        (self.at, self.class, self.seq)
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // `BinaryHeap` is a max-heap: the earliest key must compare greatest.
+        other.key().cmp(&self.key())
+    }
+}
+
+struct Node {
+    core: Core<StdRng>,
+    /// The node it announces itself to, if any.
+    seed: Option<usize>,
+    crashed: bool,
+    /// Events for the node wait until then.
+    stalled_until: Duration,
+    sent_bytes: u64,
+    sent_datagrams: u64,
+}
+
+/// A cluster of membership cores on a virtual network.
+pub struct Sim {
+    cfg: SimConfig,
+    nodes: Vec<Node>,
+    queue: BinaryHeap<Scheduled>,
+    seq: u64,
+    now: Duration,
+    /// The `Instant` virtual time zero maps to; only ever compared, never read again.
+    epoch: Instant,
+    rng: StdRng,
+    downs: Vec<Down>,
+    rejoins: u64,
+    events: u64,
+    outputs: Vec<Output>,
+}
+
+impl Sim {
+    /// `cfg.nodes` nodes, none started yet.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut sim = Sim {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: Duration::ZERO,
+            epoch: Instant::now(),
+            downs: Vec::new(),
+            rejoins: 0,
+            events: 0,
+            outputs: Vec::new(),
+        };
+        for i in 0..sim.cfg.nodes {
+            sim.push_node(if i == 0 { None } else { Some(0) });
+        }
+        sim
+    }
+
+    /// Starts the cluster: node 0 at once, every other node at a random time within a second,
+    /// announcing itself to node 0.
+    pub fn join_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            let at = if i == 0 {
+                self.now
+            } else {
+                self.now + START_WINDOW.mul_f64(self.rng.random::<f64>())
+            };
+            self.push(at, i, Event::Start);
+        }
+    }
+
+    /// Starts one more node, announcing itself to node 0 now; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.push_node(Some(0));
+        self.push(self.now, i, Event::Start);
+        i
+    }
+
+    /// Crashes node `i`: from now on it handles nothing and answers nothing.
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].crashed = true;
+    }
+
+    /// Stalls node `i` for `duration` from now (a long GC pause, SIGSTOP, a starved VM).
+    /// What arrives or falls due meanwhile waits, then is handled at the end of the stall,
+    /// received data first, timers with how late they are.
+    pub fn stall(&mut self, i: usize, duration: Duration) {
+        let until = self.now + duration;
+        let node = &mut self.nodes[i];
+        node.stalled_until = node.stalled_until.max(until);
+    }
+
+    /// Runs every event due up to `time` (virtual, since the start), then sets the clock to it.
+    pub fn run_until(&mut self, time: Duration) {
+        while self.queue.peek().is_some_and(|e| e.at <= time) {
+            let e = self.queue.pop().expect("peeked");
+            self.handle(e);
+        }
+        self.now = self.now.max(time);
+    }
+
+    /// Runs until every live node sees every other live node alive, checking every 100 ms of
+    /// virtual time; returns how long that took from now, or `None` if not so by `deadline`
+    /// (virtual, since the start).
+    pub fn run_until_converged(&mut self, deadline: Duration) -> Option<Duration> {
+        self.run_until_true(deadline, Sim::converged)
+    }
+
+    /// Runs until every live node sees node `i` down; returns how long that took from now, or
+    /// `None` if not so by `deadline` (virtual, since the start).
+    pub fn time_until_all_see_down(&mut self, i: usize, deadline: Duration) -> Option<Duration> {
+        self.run_until_true(deadline, |sim| sim.all_see_down(i))
+    }
+
+    /// Whether every live node sees every other live node alive, with its current identity.
+    pub fn converged(&self) -> bool {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| !self.nodes[i].crashed)
+            .collect();
+        let want = live.len().saturating_sub(1);
+        // Cheap test first: foca counts live members as they change.
+        if live
+            .iter()
+            .any(|&k| self.nodes[k].core.live_members() < want)
+        {
+            return false;
+        }
+        live.iter().all(|&k| {
+            let alive = self.nodes[k]
+                .core
+                .members()
+                .filter(|m| m.state() == State::Alive)
+                .filter(|m| {
+                    self.index(m.id().addr).is_some_and(|j| {
+                        j != k && !self.nodes[j].crashed && m.id() == self.nodes[j].core.identity()
+                    })
+                })
+                .count();
+            alive == want
+        })
+    }
+
+    /// Whether every live node other than `i` sees `i` down.
+    pub fn all_see_down(&self, i: usize) -> bool {
+        let addr = addr_of(i);
+        (0..self.nodes.len())
+            .filter(|&k| k != i && !self.nodes[k].crashed)
+            .all(|k| {
+                self.nodes[k]
+                    .core
+                    .members()
+                    .find(|m| m.id().addr == addr)
+                    .is_some_and(|m| m.state() == State::Down)
+            })
+    }
+
+    /// Virtual time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Nodes, crashed ones included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes at all.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Nodes not crashed.
+    pub fn live(&self) -> usize {
+        self.nodes.iter().filter(|n| !n.crashed).count()
+    }
+
+    /// Node `i`'s core, to inspect.
+    pub fn core(&self, i: usize) -> &Core<StdRng> {
+        &self.nodes[i].core
+    }
+
+    /// Node `i`'s failure-detector counters.
+    pub fn stats(&self, i: usize) -> DetectorStats {
+        self.nodes[i].core.stats()
+    }
+
+    /// Every "member down" each node saw, in order.
+    pub fn downs(&self) -> &[Down] {
+        &self.downs
+    }
+
+    /// Times a node rejoined with a renewed identity after being declared down.
+    pub fn rejoins(&self) -> u64 {
+        self.rejoins
+    }
+
+    /// Events handled so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Gossip payload bytes node `i` sent (foca's datagrams, before framing and encryption).
+    pub fn sent_bytes(&self, i: usize) -> u64 {
+        self.nodes[i].sent_bytes
+    }
+
+    /// Datagrams node `i` sent, lost ones included.
+    pub fn sent_datagrams(&self, i: usize) -> u64 {
+        self.nodes[i].sent_datagrams
+    }
+
+    /// Sets every node's byte and datagram counters back to zero.
+    pub fn reset_traffic(&mut self) {
+        for n in &mut self.nodes {
+            n.sent_bytes = 0;
+            n.sent_datagrams = 0;
+        }
+    }
+
+    fn run_until_true(
+        &mut self,
+        deadline: Duration,
+        done: impl Fn(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        loop {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            if self.now >= deadline {
+                return None;
+            }
+            self.run_until((self.now + CHECK_EVERY).min(deadline));
+        }
+    }
+
+    fn push_node(&mut self, seed: Option<usize>) -> usize {
+        let i = self.nodes.len();
+        let port = BASE_PORT + u16::try_from(i).expect("at most 55,535 nodes");
+        let identity = Identity {
+            node: format!("n{i}").parse::<NodeId>().expect("a valid name"),
+            addr: addr_of(i),
+            bump: BUMP_EPOCH_MS + self.now.as_millis() as u64,
+            meta: Meta {
+                http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port + 10_000))),
+                tags: vec![],
+                capacity: 64,
+            },
+        };
+        let rng = StdRng::seed_from_u64(
+            self.cfg.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let core = Core::new(
+            identity,
+            self.cfg.membership.clone(),
+            rng,
+            MAX_GOSSIP_PAYLOAD,
+        );
+        self.nodes.push(Node {
+            core,
+            seed,
+            crashed: false,
+            stalled_until: Duration::ZERO,
+            sent_bytes: 0,
+            sent_datagrams: 0,
+        });
+        i
+    }
+
+    fn index(&self, addr: SocketAddr) -> Option<usize> {
+        let i = usize::from(addr.port().checked_sub(BASE_PORT)?);
+        (addr.ip() == Ipv4Addr::LOCALHOST && i < self.nodes.len()).then_some(i)
+    }
+
+    fn push(&mut self, at: Duration, node: usize, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            class: event.class(),
+            seq: self.seq,
+            node,
+            event,
+        });
+    }
+
+    fn handle(&mut self, e: Scheduled) {
+        self.now = e.at;
+        let i = e.node;
+        if self.nodes[i].crashed {
+            return;
+        }
+        let until = self.nodes[i].stalled_until;
+        if until > self.now {
+            self.push(until, i, e.event);
+            return;
+        }
+        self.events += 1;
+        let now = self.epoch + self.now;
+        match e.event {
+            Event::Start => {
+                if let Some(seed) = self.nodes[i].seed {
+                    self.nodes[i].core.announce(addr_of(seed), now);
+                    let next = self.now + self.cfg.membership.rejoin_interval;
+                    self.push(next, i, Event::Rejoin);
+                }
+            }
+            Event::Rejoin => {
+                if let Some(seed) = self.nodes[i].seed {
+                    if self.nodes[i].core.live_members() == 0 {
+                        self.nodes[i].core.announce(addr_of(seed), now);
+                    }
+                    let next = self.now + self.cfg.membership.rejoin_interval;
+                    self.push(next, i, Event::Rejoin);
+                }
+            }
+            Event::Deliver(data) => self.nodes[i].core.on_data(&data, now),
+            Event::Timer { due, timer } => {
+                let before = self.nodes[i].core.stats();
+                let dbg = format!("{timer:?}");
+                self.nodes[i].core.on_timer(*timer, self.now - due, now);
+                let after = self.nodes[i].core.stats();
+                if before.probes_failed != after.probes_failed && std::env::var("SIMDBG").is_ok() {
+                    eprintln!(
+                        "t={:?} node {i} {dbg} before {before:?} after {after:?} outs {:?}",
+                        self.now,
+                        self.nodes[i]
+                            .core
+                            .drain()
+                            .map(|o| format!("{o:?}"))
+                            .collect::<Vec<_>>()
+                    );
+                }
+            }
+            Event::CheckArrive {
+                from,
+                member,
+                asked,
+            } => {
+                let back = self.now + self.cfg.latency;
+                if back - asked <= self.cfg.check_timeout {
+                    self.push(back, from, Event::CheckAnswer { member });
+                }
+            }
+            Event::CheckAnswer { member } => self.nodes[i].core.on_alive(&member, now),
+        }
+        self.carry_out(i);
+    }
+
+    /// Turns what node `i`'s core asked for into events.
+    fn carry_out(&mut self, i: usize) {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        outputs.extend(self.nodes[i].core.drain());
+        for out in outputs.drain(..) {
+            match out {
+                Output::Send { to, data } => {
+                    self.nodes[i].sent_bytes += data.len() as u64;
+                    self.nodes[i].sent_datagrams += 1;
+                    let lost = self.rng.random::<f64>() < self.cfg.loss;
+                    let jitter = self.cfg.latency.mul_f64(self.rng.random::<f64>() / 10.0);
+                    if let Some(j) = self.index(to)
+                        && !lost
+                        && !self.nodes[j].crashed
+                    {
+                        let at = self.now + self.cfg.latency + jitter;
+                        self.push(at, j, Event::Deliver(data));
+                    }
+                }
+                Output::Schedule { after, timer } => {
+                    if matches!(*timer, Timer::ChangeSuspectToDown { .. })
+                        && std::env::var("SIMDBG").is_ok()
+                    {
+                        eprintln!(
+                            "t={:?} node {i} health {} schedules {:?} after {after:?}",
+                            self.now,
+                            self.nodes[i].core.stats().health,
+                            timer
+                        );
+                    }
+                    let due = self.now + after;
+                    self.push(due, i, Event::Timer { due, timer });
+                }
+                Output::Check { member } => {
+                    if let Some(j) = self.index(member.addr) {
+                        let event = Event::CheckArrive {
+                            from: i,
+                            member,
+                            asked: self.now,
+                        };
+                        self.push(self.now + self.cfg.latency, j, event);
+                    }
+                }
+                Output::Notify(n) => match *n {
+                    OwnedNotification::MemberDown(id) => {
+                        if let Some(node) = self.index(id.addr) {
+                            self.downs.push(Down {
+                                at: self.now,
+                                observer: i,
+                                node,
+                            });
+                        }
+                    }
+                    OwnedNotification::Rejoin(_) => self.rejoins += 1,
+                    _ => {}
+                },
+            }
+        }
+        self.outputs = outputs;
+    }
+}
+
+fn addr_of(i: usize) -> SocketAddr {
+    let port = BASE_PORT + u16::try_from(i).expect("at most 55,535 nodes");
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Figures from one standard run: start, one join, a steady window, one crash.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimReport {
+    /// Nodes started together.
+    pub nodes: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// Whether Weft's Lifeguard additions were on.
+    pub lifeguard: bool,
+    /// From the first node's start until every node sees every other alive.
+    pub converge_start: Option<Duration>,
+    /// From one more node's start until every node sees every other alive again.
+    pub converge_join: Option<Duration>,
+    /// From one node's crash until every other node sees it down.
+    pub detect_crash: Option<Duration>,
+    /// Gossip payload bytes each node sent per second over the steady window, on average.
+    pub bytes_per_node_s: f64,
+    /// Datagrams each node sent per second over the steady window, on average.
+    pub datagrams_per_node_s: f64,
+    /// "Member down" notifications about nodes that had not crashed (false positives).
+    pub false_downs: usize,
+    /// Virtual time the whole run took.
+    pub virtual_time: Duration,
+    /// Events handled.
+    pub events: u64,
+}
+
+/// Time allowed for the cluster to converge after its start.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+/// Time allowed for convergence after a join, and for crash detection.
+const STEP_DEADLINE: Duration = Duration::from_secs(60);
+/// Quiet time after the join before gossip is counted, so leftover news does not count.
+const SETTLE: Duration = Duration::from_secs(10);
+/// The steady window over which gossip is counted.
+const WINDOW: Duration = Duration::from_secs(30);
+
+/// Runs the standard scenario on a lossless 1 ms LAN with the LAN settings: `nodes` nodes
+/// start together, one more joins, gossip is counted over 30 quiet seconds, then one node
+/// crashes.
+pub fn report(nodes: usize, seed: u64, lifeguard: bool) -> SimReport {
+    let mut cfg = SimConfig::new(nodes, seed);
+    cfg.membership.lifeguard = lifeguard;
+    let mut sim = Sim::new(cfg);
+    sim.join_all();
+    let converge_start = sim.run_until_converged(START_DEADLINE);
+    let joined = sim.add_node();
+    let converge_join = sim.run_until_converged(sim.now() + STEP_DEADLINE);
+    sim.run_until(sim.now() + SETTLE);
+    sim.reset_traffic();
+    sim.run_until(sim.now() + WINDOW);
+    let live = sim.live() as f64;
+    let window = WINDOW.as_secs_f64();
+    let bytes: u64 = (0..sim.len()).map(|i| sim.sent_bytes(i)).sum();
+    let datagrams: u64 = (0..sim.len()).map(|i| sim.sent_datagrams(i)).sum();
+    let victim = joined / 2;
+    sim.crash(victim);
+    let detect_crash = sim.time_until_all_see_down(victim, sim.now() + STEP_DEADLINE);
+    SimReport {
+        nodes,
+        seed,
+        lifeguard,
+        converge_start,
+        converge_join,
+        detect_crash,
+        bytes_per_node_s: bytes as f64 / live / window,
+        datagrams_per_node_s: datagrams as f64 / live / window,
+        false_downs: sim.downs().iter().filter(|d| d.node != victim).count(),
+        virtual_time: sim.now(),
+        events: sim.events(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// A cluster of `n` nodes on the LAN settings, started and converged.
+    fn converged(n: usize, seed: u64) -> Sim {
+        let mut sim = Sim::new(SimConfig::new(n, seed));
+        sim.join_all();
+        let took = sim.run_until_converged(30 * SECOND);
+        assert!(took.is_some(), "{n} nodes did not converge in 30 s");
+        sim
+    }
+
+    #[test]
+    fn ten_nodes_converge_after_start() {
+        let sim = converged(10, 1);
+        assert!(sim.converged());
+        assert!(sim.downs().is_empty(), "{:?}", sim.downs());
+    }
+
+    #[test]
+    fn thirty_nodes_converge_despite_loss() {
+        let mut cfg = SimConfig::new(30, 2);
+        cfg.loss = 0.05;
+        let mut sim = Sim::new(cfg);
+        sim.join_all();
+        assert!(sim.run_until_converged(60 * SECOND).is_some());
+    }
+
+    #[test]
+    fn a_joining_node_is_seen_by_all() {
+        let mut sim = converged(10, 3);
+        let new = sim.add_node();
+        let deadline = sim.now() + 30 * SECOND;
+        assert!(sim.run_until_converged(deadline).is_some());
+        assert_eq!(sim.core(0).live_members(), 10);
+        assert!(sim.core(new).members().count() == 10);
+    }
+
+    #[test]
+    fn a_crashed_node_is_seen_down_by_all_others() {
+        let mut sim = converged(30, 4);
+        sim.crash(7);
+        let deadline = sim.now() + 60 * SECOND;
+        let took = sim.time_until_all_see_down(7, deadline).expect("detected");
+        // Suspicion alone lasts log10(30) × 4 × 1 s ≈ 5.9 s.
+        assert!(took > 5 * SECOND, "{took:?}");
+        let observers: Vec<usize> = sim
+            .downs()
+            .iter()
+            .filter(|d| d.node == 7)
+            .map(|d| d.observer)
+            .collect();
+        assert_eq!(observers.len(), 29, "{observers:?}");
+        assert!(sim.downs().iter().all(|d| d.node == 7));
+    }
+
+    /// Stalls node 3 of a converged ten-node cluster for `stall`, runs 30 s past the stall,
+    /// and returns the nodes that declared it down.
+    fn stall_node(stall: Duration, lifeguard: bool) -> (Sim, Vec<usize>) {
+        let mut cfg = SimConfig::new(10, 5);
+        cfg.membership.lifeguard = lifeguard;
+        let mut sim = Sim::new(cfg);
+        sim.join_all();
+        assert!(sim.run_until_converged(30 * SECOND).is_some());
+        sim.run_until(sim.now() + 5 * SECOND);
+        sim.stall(3, stall);
+        sim.run_until(sim.now() + stall + 30 * SECOND);
+        let accusers = sim
+            .downs()
+            .iter()
+            .filter(|d| d.node == 3)
+            .map(|d| d.observer)
+            .collect();
+        (sim, accusers)
+    }
+
+    #[test]
+    fn a_short_stall_is_not_taken_for_a_crash() {
+        let (sim, accusers) = stall_node(2 * SECOND, true);
+        assert!(accusers.is_empty(), "declared down by {accusers:?}");
+        assert!(sim.downs().is_empty(), "{:?}", sim.downs());
+        let declared: u64 = (0..sim.len()).map(|i| sim.stats(i).declared_down).sum();
+        assert_eq!(declared, 0);
+        // The stall really happened: node 3's timers fired late once it resumed.
+        assert!(sim.stats(3).late_timers > 0);
+        assert!(sim.converged());
+    }
+
+    #[test]
+    fn a_long_stall_is_taken_for_a_crash() {
+        let (sim, accusers) = stall_node(30 * SECOND, true);
+        assert!(!accusers.is_empty());
+        let declared: u64 = (0..sim.len()).map(|i| sim.stats(i).declared_down).sum();
+        assert!(declared > 0);
+    }
+
+    #[test]
+    fn same_seed_same_report() {
+        let a = report(10, 9, true);
+        assert!(a.converge_start.is_some(), "{a:?}");
+        assert!(a.converge_join.is_some(), "{a:?}");
+        assert!(a.detect_crash.is_some(), "{a:?}");
+        assert!(a.bytes_per_node_s > 0.0, "{a:?}");
+        assert_eq!(a, report(10, 9, true));
+    }
+    #[test]
+    #[ignore]
+    fn explore() {
+        for (n, lg) in [
+            (10, true),
+            (10, false),
+            (30, true),
+            (30, false),
+            (100, true),
+        ] {
+            println!("{:?}", report(n, 1, lg));
+        }
+        for lg in [true, false] {
+            for s in [1u32, 2, 3, 4, 5, 8, 10, 20] {
+                let (sim, acc) = stall_node(s * SECOND, lg);
+                println!(
+                    "lifeguard {lg} stall {s}s: accusers {} late {} health {:?} ext {} ",
+                    acc.len(),
+                    sim.stats(3).late_timers,
+                    (0..10).map(|i| sim.stats(i).health).collect::<Vec<_>>(),
+                    (0..10).map(|i| sim.stats(i).extended).sum::<u64>()
+                );
+            }
+        }
+    }
+    #[test]
+    #[ignore]
+    fn explore2() {
+        let mut sim = Sim::new(SimConfig::new(100, 1));
+        sim.join_all();
+        for s in [2u32, 3, 5, 10, 20, 40, 80, 120] {
+            sim.run_until(s * SECOND);
+            let lm: Vec<usize> = (0..100).map(|i| sim.core(i).live_members()).collect();
+            let missing: usize = lm.iter().map(|l| 99 - l).sum();
+            println!(
+                "t={s} live_members min {} max {} missing pairs {missing}",
+                lm.iter().min().unwrap(),
+                lm.iter().max().unwrap()
+            );
+            if s == 3 {
+                for k in 0..100 {
+                    let known: std::collections::HashSet<usize> = sim
+                        .core(k)
+                        .members()
+                        .filter_map(|m| sim.index(m.id().addr))
+                        .collect();
+                    let miss: Vec<usize> =
+                        (0..100).filter(|j| *j != k && !known.contains(j)).collect();
+                    if !miss.is_empty() {
+                        println!("  node {k} misses {miss:?}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Real `weft node` processes on loopback with the default LAN membership settings:
+//! killed with SIGKILL, stalled with SIGSTOP, on a lossy network.
+//!
+//! The default suite runs short versions. `WEFT_LONG=1` runs the measurements recorded in
+//! `bench/RESULTS.md`: detection time over 20 kills, and 10 minutes of 10% loss with a 2 s
+//! stall every minute, with Weft's failure detector and with plain foca.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::cluster::new_cluster;
+use crate::harness::wait_for;
+
+/// Whether the long versions run.
+fn long() -> bool {
+    std::env::var_os("WEFT_LONG").is_some_and(|v| v == "1")
+}
+
+/// One `weft node` process.
+struct Proc {
+    name: String,
+    child: Child,
+    data: PathBuf,
+    http: String,
+    quic: SocketAddr,
+}
+
+/// How a process node starts.
+#[derive(Clone, Default)]
+struct Opts {
+    drop: f64,
+    plain: bool,
+}
+
+impl Proc {
+    /// Starts `name` of `cluster` with its data in `data`, on `quic` (port 0 for any), joining `seeds`.
+    async fn start(
+        cluster: &Path,
+        name: &str,
+        data: &Path,
+        quic: SocketAddr,
+        seeds: &[SocketAddr],
+        opts: &Opts,
+    ) -> Proc {
+        std::fs::create_dir_all(data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("node.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.args(["node", "--http", "127.0.0.1:0", "--name", name])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--cluster")
+            .arg(cluster)
+            .args(["--listen", &quic.to_string()])
+            .args(["--drop-datagrams", &opts.drop.to_string()])
+            .env("NO_COLOR", "1")
+            .env("WEFT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        if opts.plain {
+            cmd.arg("--plain-swim");
+        }
+        for s in seeds {
+            cmd.args(["--join", &s.to_string()]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not start within 60 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} exited; see {}", data.join("node.log").display()));
+        // "weft node `n1` serving on http://127.0.0.1:P (cluster address 127.0.0.1:Q)"
+        let http = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        let quic = line
+            .rsplit_once("cluster address ")
+            .and_then(|(_, a)| a.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("no cluster address in {line:?}"));
+        // Keep reading stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Proc {
+            name: name.to_string(),
+            child,
+            data: data.to_path_buf(),
+            http,
+            quic,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().expect("running").to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.pid()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {}", self.name);
+    }
+
+    async fn kill9(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// (name, state) of each member this node sees, or None if it does not answer.
+    async fn members(&self) -> Option<Vec<(String, String, u64)>> {
+        let r = reqwest::Client::new()
+            .get(format!("{}/v1/members", self.http))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        Some(
+            v["members"]
+                .as_array()?
+                .iter()
+                .map(|m| {
+                    (
+                        m["node"].as_str().unwrap_or_default().to_string(),
+                        m["state"].as_str().unwrap_or_default().to_string(),
+                        m["bump"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+}
+
+/// Starts `n` process nodes of `cluster`, the others joining the first, and waits until they converge.
+async fn start_procs(cluster: &Path, root: &Path, n: usize, opts: &Opts) -> Vec<Proc> {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut procs: Vec<Proc> = Vec::new();
+    for i in 0..n {
+        let seeds: Vec<SocketAddr> = procs.first().map(|p| p.quic).into_iter().collect();
+        let name = format!("n{i}");
+        procs.push(Proc::start(cluster, &name, &root.join(&name), any, &seeds, opts).await);
+    }
+    wait_all_alive(&procs, n).await;
+    procs
+}
+
+/// Waits until every process sees `n` alive members.
+async fn wait_all_alive(procs: &[Proc], n: usize) {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{n} alive members on every node"),
+        || async {
+            for p in procs {
+                let ms = p.members().await?;
+                if ms.len() < n || ms.iter().filter(|m| m.1 == "alive").count() != n {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until every process but `dead` sees it down; returns how long that took.
+async fn wait_seen_down(procs: &[Proc], dead: &str, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(
+        deadline,
+        &format!("{dead} down on every other node"),
+        || async {
+            for p in procs.iter().filter(|p| p.name != dead) {
+                let ms = p.members().await?;
+                if !ms.iter().any(|m| m.0 == dead && m.1 == "down") {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_marked_down_everywhere_and_rejoins_after_restart() {
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let opts = Opts::default();
+    let mut procs = start_procs(cluster.path(), root.path(), 5, &opts).await;
+    let kills = std::env::var("WEFT_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(if long() { 20 } else { 2 });
+    let mut times = Vec::new();
+    for k in 0..kills {
+        let victim = 1 + k % (procs.len() - 1);
+        let old_bump = procs[0]
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .find(|m| m.0 == procs[victim].name)
+            .unwrap()
+            .2;
+        procs[victim].kill9().await;
+        let took =
+            wait_seen_down(&procs, &procs[victim].name.clone(), Duration::from_secs(30)).await;
+        times.push(took);
+        if std::env::var_os("WEFT_DEBUG_FAULTS").is_some() {
+            for p in procs.iter().filter(|p| p.name != procs[victim].name) {
+                println!(
+                    "{} took {took:?}: late {} health {} extended {} suspicions {}",
+                    p.name,
+                    p.metric("weft_late_timers_total").await,
+                    p.metric("weft_local_health").await,
+                    p.metric("weft_suspicions_extended_total").await,
+                    p.metric("weft_suspicions_total").await
+                );
+            }
+        }
+        // The same data directory and port, and no --join: it rejoins the members it remembers.
+        let (name, data, quic) = (
+            procs[victim].name.clone(),
+            procs[victim].data.clone(),
+            procs[victim].quic,
+        );
+        procs[victim] = Proc::start(cluster.path(), &name, &data, quic, &[], &opts).await;
+        wait_all_alive(&procs, procs.len()).await;
+        let new_bump = procs[0]
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .find(|m| m.0 == name)
+            .unwrap()
+            .2;
+        assert!(
+            new_bump > old_bump,
+            "{name} rejoined under a newer identity"
+        );
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    println!(
+        "detection of a SIGKILLed node by all 4 others over {} kills: min {:?} p50 {:?} p99 {:?} max {:?}",
+        times.len(),
+        times[0],
+        p(0.5),
+        p(0.99),
+        times[times.len() - 1]
+    );
+}
+
+/// Runs 5 nodes with 10% loss on every link and one node stalled for 2 s every `every`, for
+/// `total`; returns how many times any node declared a member down.
+async fn noisy_run(opts: &Opts, total: Duration, every: Duration) -> f64 {
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let procs = start_procs(cluster.path(), root.path(), 5, opts).await;
+    let start = Instant::now();
+    let mut next_stall = start + every / 2;
+    while start.elapsed() < total {
+        if Instant::now() >= next_stall {
+            let victim = &procs[2];
+            victim.signal("-STOP");
+            tokio::time::sleep(Duration::from_secs(2)).await; // the stall itself, not a wait for a condition
+            victim.signal("-CONT");
+            next_stall += every;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await; // pacing the stall schedule
+    }
+    let mut declared = 0.0;
+    for p in &procs {
+        declared += p.metric("weft_members_declared_down_total").await;
+    }
+    declared
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_node_is_declared_down_under_loss_and_stalls() {
+    let lossy = Opts {
+        drop: 0.1,
+        plain: false,
+    };
+    let (total, every) = if long() {
+        (Duration::from_secs(600), Duration::from_secs(60))
+    } else {
+        (Duration::from_secs(20), Duration::from_secs(20))
+    };
+    let ours = noisy_run(&lossy, total, every).await;
+    println!(
+        "Weft's detector: {ours} members declared down over {total:?} (10% loss, 2 s stall every {every:?})"
+    );
+    if long() {
+        let plain = noisy_run(
+            &Opts {
+                plain: true,
+                ..lossy
+            },
+            total,
+            every,
+        )
+        .await;
+        println!("plain foca: {plain} members declared down over {total:?}");
+    }
+    assert_eq!(ours, 0.0, "healthy nodes were declared down");
+}
