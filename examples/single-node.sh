@@ -9,7 +9,7 @@ guests="$root/target/wasm-guests/wasm32-wasip2/release"
 
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$weft" node --data-dir "$dir" --http "127.0.0.1:$port" &
+"$weft" node --data-dir "$dir" --http "127.0.0.1:$port" --listen 127.0.0.1:0 &
 node=$!
 trap 'kill $node; wait $node 2>/dev/null; rm -rf "$dir"' EXIT
 export WEFT_NODE="http://127.0.0.1:$port"

@@ -13,7 +13,7 @@ use crate::api::{self, App};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::id::NodeId;
 use crate::mapreduce::Jobs;
-use crate::membership::{Identity, Membership, Meta};
+use crate::membership::{Identity, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
 use crate::rpc::Dispatcher;
 use crate::runtime::Runtime;
@@ -103,13 +103,18 @@ impl Node {
             },
         };
         let cancel = CancellationToken::new();
+        let max_instances = config.runtime.max_instances.get();
+        let slots = runtime.clone();
         let (membership, members_task) = Membership::start(
             identity,
             config.cluster.membership.clone(),
-            transport.clone(),
-            datagrams,
             config.cluster.join.clone(),
-            store.clone(),
+            Wiring {
+                transport: transport.clone(),
+                datagrams,
+                store: store.clone(),
+                free: Box::new(move || max_instances.saturating_sub(slots.live_instances() as u32)),
+            },
             cancel.child_token(),
         );
 

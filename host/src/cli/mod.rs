@@ -423,14 +423,14 @@ pub fn members_table(set: &MemberSet) -> String {
         .map_or(0, |d| d.as_millis() as u64);
     let _ = writeln!(
         out,
-        "{:<16} {:<8} {:<22} {:<22} {:>5} {:>8}  {:<10} CHANGED",
-        "NODE", "STATE", "CLUSTER ADDR", "HTTP", "INC", "RTT", "TAGS"
+        "{:<16} {:<8} {:<22} {:<22} {:>5} {:>8} {:>9}  {:<10} CHANGED",
+        "NODE", "STATE", "CLUSTER ADDR", "HTTP", "INC", "RTT", "FREE", "TAGS"
     );
     for m in &set.members {
         let state = format!("{:?}", m.state).to_lowercase();
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<22} {:<22} {:>5} {:>8}  {:<10} {}s ago",
+            "{:<16} {:<8} {:<22} {:<22} {:>5} {:>8} {:>9}  {:<10} {}s ago",
             if m.is_self {
                 format!("{} *", m.node)
             } else {
@@ -443,6 +443,11 @@ pub fn members_table(set: &MemberSet) -> String {
             m.rtt_ms
                 .map(|r| format!("{r:.2}ms"))
                 .unwrap_or_else(|| "-".into()),
+            format!(
+                "{}/{}",
+                m.free.map_or_else(|| "?".to_string(), |f| f.to_string()),
+                m.capacity
+            ),
             m.tags.join(","),
             now.saturating_sub(m.since_ms) / 1000
         );

@@ -24,7 +24,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use foca::{Foca, Member, Message, NoCustomBroadcast, Notification, PostcardCodec, State, Timer};
+use std::sync::{Arc, Mutex};
+
+use foca::{
+    BroadcastHandler, Foca, Invalidates, Member, Message, Notification, PostcardCodec, State, Timer,
+};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -156,7 +160,11 @@ struct Suspicion {
 
 /// foca plus local health and suspicion confirmation.
 pub struct Core<R: RngExt> {
-    foca: Foca<Identity, PostcardCodec, R, NoCustomBroadcast>,
+    foca: Foca<Identity, PostcardCodec, R, Capacity>,
+    /// Free capacity by member address, as last announced (shared with foca's handler).
+    free: Arc<Mutex<HashMap<SocketAddr, (Version, u32)>>>,
+    /// Free-capacity announcements made by this node.
+    announced: u64,
     d: Detector,
     max_packet: usize,
     current_suspicion: Duration,
@@ -215,15 +223,19 @@ pub fn suspicion_timeout(config: &MembershipConfig, members: usize) -> Duration 
 impl<R: RngExt> Core<R> {
     /// A node known as `identity`, alone until it announces itself or is announced to.
     pub fn new(identity: Identity, config: MembershipConfig, rng: R, max_packet: usize) -> Self {
-        let foca = Foca::new(
+        let free = Arc::new(Mutex::new(HashMap::new()));
+        let foca = Foca::with_custom_broadcast(
             identity,
             foca_config(&config, 1, max_packet),
             rng,
             PostcardCodec,
+            Capacity(free.clone()),
         );
         let current_suspicion = suspicion_timeout(&config, 1);
         Core {
             foca,
+            free,
+            announced: 0,
             d: Detector {
                 config,
                 suspicions: HashMap::new(),
@@ -324,6 +336,34 @@ impl<R: RngExt> Core<R> {
         if let Some(s) = self.d.suspicions.get_mut(&member.addr) {
             s.alive_at = Some(now);
         }
+    }
+
+    /// Tells the cluster how many more instances this node can run now. Announcements are
+    /// versioned by identity and sequence, so the newest wins wherever it arrives; repeat them
+    /// now and then, since members that join later never see older ones.
+    pub fn announce_free(&mut self, free: u32, now: Instant) {
+        self.announced += 1;
+        let item = CapacityItem {
+            addr: self.foca.identity().addr,
+            version: (self.foca.identity().bump, self.announced),
+            free,
+        };
+        let bytes = postcard::to_stdvec(&item).expect("capacity items encode");
+        if let Err(e) = self.foca.add_broadcast(&bytes) {
+            tracing::debug!(error = %e, "capacity announcement");
+        }
+        self.d.now = now;
+        let r = self.foca.broadcast(&mut self.d);
+        log_error("broadcast", r);
+    }
+
+    /// The free capacity `addr` last announced.
+    pub fn free_of(&self, addr: SocketAddr) -> Option<u32> {
+        self.free
+            .lock()
+            .expect("not poisoned")
+            .get(&addr)
+            .map(|(_, f)| *f)
     }
 
     /// Leaves the cluster: tells others this node is going down on purpose.
@@ -459,6 +499,58 @@ impl foca::Runtime<Identity> for Detector {
             after,
             timer: Box::new(timer),
         });
+    }
+}
+
+/// A free-capacity announcement's version: the announcer's identity bump, then its sequence.
+type Version = (u64, u64);
+
+/// One free-capacity announcement, gossiped as a foca custom broadcast.
+#[derive(Serialize, Deserialize)]
+struct CapacityItem {
+    addr: SocketAddr,
+    version: Version,
+    free: u32,
+}
+
+/// Identifies an announcement; a newer one from the same address replaces older ones still
+/// waiting to be sent on.
+struct CapacityKey {
+    addr: SocketAddr,
+    version: Version,
+}
+
+impl Invalidates for CapacityKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.addr == other.addr && self.version > other.version
+    }
+}
+
+/// foca's handler of capacity announcements: keeps the newest per address, passes on only news.
+struct Capacity(Arc<Mutex<HashMap<SocketAddr, (Version, u32)>>>);
+
+impl BroadcastHandler<Identity> for Capacity {
+    type Key = CapacityKey;
+    type Error = postcard::Error;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&Identity>,
+    ) -> Result<Option<CapacityKey>, postcard::Error> {
+        let item: CapacityItem = postcard::from_bytes(data)?;
+        let mut latest = self.0.lock().expect("not poisoned");
+        if latest
+            .get(&item.addr)
+            .is_some_and(|(v, _)| *v >= item.version)
+        {
+            return Ok(None);
+        }
+        latest.insert(item.addr, (item.version, item.free));
+        Ok(Some(CapacityKey {
+            addr: item.addr,
+            version: item.version,
+        }))
     }
 }
 

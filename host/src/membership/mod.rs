@@ -39,6 +39,8 @@ pub struct MemberView {
     pub tags: Vec<String>,
     /// Wasm instances it can run at once.
     pub capacity: u32,
+    /// Instances it could start right now, as it last announced (every few seconds).
+    pub free: Option<u32>,
     /// Alive, suspect or down.
     pub state: MemberState,
     /// SWIM incarnation: raised by the member each time it refutes a suspicion.
@@ -70,6 +72,24 @@ impl MemberSet {
     }
 }
 
+/// What the membership task is connected to.
+pub struct Wiring {
+    /// Sends gossip and direct checks.
+    pub transport: Transport,
+    /// Gossip received by the transport.
+    pub datagrams: mpsc::Receiver<Datagram>,
+    /// Where members are remembered across restarts.
+    pub store: Store,
+    /// Reads this node's free capacity.
+    pub free: FreeCapacity,
+}
+
+/// Reads how many more Wasm instances this node can run now.
+pub type FreeCapacity = Box<dyn Fn() -> u32 + Send>;
+
+/// How often this node announces its free capacity.
+const CAPACITY_EVERY: Duration = Duration::from_secs(5);
+
 enum Command {
     Alive(Identity),
     Leave(oneshot::Sender<()>),
@@ -88,12 +108,16 @@ impl Membership {
     pub fn start(
         identity: Identity,
         config: MembershipConfig,
-        transport: Transport,
-        datagrams: mpsc::Receiver<Datagram>,
         seeds: Vec<SocketAddr>,
-        store: Store,
+        wiring: Wiring,
         cancel: CancellationToken,
     ) -> (Membership, tokio::task::JoinHandle<()>) {
+        let Wiring {
+            transport,
+            datagrams,
+            store,
+            free,
+        } = wiring;
         let remembered = remembered(&store);
         let mut all_seeds: Vec<SocketAddr> = seeds;
         all_seeds.extend(remembered);
@@ -120,6 +144,7 @@ impl Membership {
             since: HashMap::new(),
             saved: Vec::new(),
             leaving: false,
+            free,
         };
         let handle = tokio::spawn(task.run(rx, datagrams, cancel));
         (Membership { commands, view }, handle)
@@ -174,6 +199,8 @@ struct Task {
     saved: Vec<Record>,
     /// This node is leaving on purpose.
     leaving: bool,
+    /// Reads this node's free capacity.
+    free: FreeCapacity,
 }
 
 impl Task {
@@ -185,6 +212,8 @@ impl Task {
     ) {
         let mut rejoin = tokio::time::interval(self.config.rejoin_interval);
         rejoin.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut capacity = tokio::time::interval(CAPACITY_EVERY);
+        capacity.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_millis(250));
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -216,6 +245,7 @@ impl Task {
                     }
                 }
                 _ = refresh.tick() => self.refresh(),
+                _ = capacity.tick() => self.core.announce_free((self.free)(), Instant::now()),
             }
             self.carry_out();
         }
@@ -341,10 +371,15 @@ impl Task {
             http: id.meta.http,
             tags: id.meta.tags.clone(),
             capacity: id.meta.capacity,
+            free: if is_self {
+                Some((self.free)())
+            } else {
+                self.core.free_of(id.addr)
+            },
             state,
             incarnation,
             bump: id.bump,
-            rtt_ms: if is_self {
+            rtt_ms: if is_self || state == MemberState::Down {
                 None
             } else {
                 self.transport

@@ -21,6 +21,12 @@ fn long() -> bool {
     std::env::var_os("WEFT_LONG").is_some_and(|v| v == "1")
 }
 
+/// The `weft` binary: this build's, or `$WEFT_BIN` (long runs use a copy, so that rebuilding
+/// the tree meanwhile does not change the binary under them).
+fn weft() -> PathBuf {
+    std::env::var_os("WEFT_BIN").map_or_else(|| env!("CARGO_BIN_EXE_weft").into(), PathBuf::from)
+}
+
 /// One `weft node` process.
 struct Proc {
     name: String,
@@ -53,7 +59,7 @@ impl Proc {
             .append(true)
             .open(data.join("node.log"))
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        let mut cmd = Command::new(weft());
         cmd.args(["node", "--http", "127.0.0.1:0", "--name", name])
             .arg("--data-dir")
             .arg(data)
