@@ -439,6 +439,7 @@ async fn accept_loop(inner: Arc<Inner>) {
 async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
     let from = conn.remote_address();
     let datagrams = async {
+        let mut warned = false;
         loop {
             let bytes = match conn.read_datagram().await {
                 Ok(b) => b,
@@ -456,7 +457,17 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
                         add(&inner.stats.gossip_dropped, 1);
                     }
                 }
-                Err(e) => inner.rejected(from, &e),
+                Err(e) => {
+                    if let FrameError::UnknownVersion { theirs } = e
+                        && !warned
+                    {
+                        // Once per connection: a peer of another version is an operator's
+                        // problem to see, not a reason to flood the log.
+                        warned = true;
+                        tracing::warn!(peer = %from, theirs, ours = PROTOCOL_VERSION, "a peer speaks another protocol version; its gossip is ignored until both run the same version");
+                    }
+                    inner.rejected(from, &e);
+                }
             }
         }
     };

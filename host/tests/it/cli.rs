@@ -125,6 +125,49 @@ async fn deploy_list_invoke_rollback_and_jobs() {
     assert!(out.contains(r#"{"key":"the","value":6}"#), "{out}");
     let out = ok(&weft(&n, &["job", "list", "--json"]).await);
     assert!(out.contains(&id), "{out}");
+    let out = ok(&weft(&n, &["members"]).await);
+    let me = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        out.starts_with("NODE") && me.starts_with("node *") && me.contains(" alive "),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_init_and_issue_write_private_keys_and_refuse_mistakes() {
+    let n = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c");
+    let c = c.to_str().unwrap();
+    let out = ok(&weft(&n, &["cluster", "init", c]).await);
+    assert!(out.contains("created cluster"), "{out}");
+    let err = failed(&weft(&n, &["cluster", "init", c]).await);
+    assert!(err.contains("already holds a cluster CA"), "{err}");
+    let out = ok(&weft(&n, &["cluster", "issue", c, "--node", "edge-1"]).await);
+    assert!(out.contains("nodes/edge-1.pem"), "{out}");
+    let err = failed(&weft(&n, &["cluster", "issue", c, "--node", "Bad_Name"]).await);
+    assert!(err.contains("not a valid node name"), "{err}");
+    #[cfg(unix)]
+    for f in ["ca.key", "admin.token", "nodes/edge-1.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("c").join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    // A copy without the CA key cannot issue, and says where to do it.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(dir.path().join("c/ca.pem"), copy.join("ca.pem")).unwrap();
+    let err = failed(
+        &weft(
+            &n,
+            &["cluster", "issue", copy.to_str().unwrap(), "--node", "x"],
+        )
+        .await,
+    );
+    assert!(err.contains("has no ca.key"), "{err}");
 }
 
 #[tokio::test]
@@ -175,7 +218,14 @@ async fn demo_runs_the_tour_and_exits() {
         .await
         .unwrap();
     let stdout = ok(&out);
+    // Three nodes, each seen alive, with their tags.
+    let alive = stdout
+        .lines()
+        .filter(|l| l.starts_with("node-") && l.contains(" alive "))
+        .count();
+    assert_eq!(alive, 3, "{stdout}");
     for expected in [
+        "every node sees 3 live members",
         "deployed hello",
         "deployed wordcount mapreduce",
         "GET /fn/hello/world -> Hello, world! (from Weft)",

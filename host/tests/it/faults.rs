@@ -337,3 +337,40 @@ async fn no_healthy_node_is_declared_down_under_loss_and_stalls() {
     }
     assert_eq!(ours, 0.0, "healthy nodes were declared down");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stalled_past_detection_is_declared_down_and_rejoins_renewed() {
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let procs = start_procs(cluster.path(), root.path(), 3, &Opts::default()).await;
+    let old_bump = procs[0]
+        .members()
+        .await
+        .unwrap()
+        .iter()
+        .find(|m| m.0 == "n2")
+        .unwrap()
+        .2;
+    // Stopped for longer than suspicion lasts, a node is down for the others: the same check
+    // that finds no false positive under loss and short stalls does count this one.
+    procs[2].signal("-STOP");
+    wait_seen_down(&procs, "n2", Duration::from_secs(30)).await;
+    assert!(procs[0].metric("weft_members_declared_down_total").await >= 1.0);
+    procs[2].signal("-CONT");
+    // Woken, it learns it was declared down, renews its identity and is let back in.
+    wait_for(
+        Duration::from_secs(30),
+        "n2 back with a renewed identity",
+        || async {
+            for p in &procs {
+                let ms = p.members().await?;
+                let n2 = ms.iter().find(|m| m.0 == "n2" && m.1 == "alive")?;
+                if n2.2 <= old_bump || ms.iter().filter(|m| m.1 == "alive").count() != 3 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
