@@ -283,9 +283,9 @@ async fn a_killed_node_is_marked_down_everywhere_and_rejoins_after_restart() {
     );
 }
 
-/// Runs 5 nodes with 10% loss on every link and one node stalled for 2 s every `every`, for
-/// `total`; returns how many times any node declared a member down.
-async fn noisy_run(opts: &Opts, total: Duration, every: Duration) -> f64 {
+/// Runs 5 nodes with 10% loss on every link and one node stopped for `stall` every `every`,
+/// for `total`; returns how many times any node declared a member down.
+async fn noisy_run(opts: &Opts, total: Duration, every: Duration, stall: Duration) -> f64 {
     let cluster = new_cluster();
     let root = tempfile::tempdir().unwrap();
     let procs = start_procs(cluster.path(), root.path(), 5, opts).await;
@@ -295,17 +295,30 @@ async fn noisy_run(opts: &Opts, total: Duration, every: Duration) -> f64 {
         if Instant::now() >= next_stall {
             let victim = &procs[2];
             victim.signal("-STOP");
-            tokio::time::sleep(Duration::from_secs(2)).await; // the stall itself, not a wait for a condition
+            tokio::time::sleep(stall).await; // the stall itself, not a wait for a condition
             victim.signal("-CONT");
             next_stall += every;
         }
         tokio::time::sleep(Duration::from_millis(200)).await; // pacing the stall schedule
     }
-    let mut declared = 0.0;
+    let mut sums = [0.0; 5];
+    let names = [
+        "weft_members_declared_down_total",
+        "weft_suspicions_total",
+        "weft_suspicions_refuted_total",
+        "weft_suspicions_extended_total",
+        "weft_probes_failed_total",
+    ];
     for p in &procs {
-        declared += p.metric("weft_members_declared_down_total").await;
+        for (sum, name) in sums.iter_mut().zip(names) {
+            *sum += p.metric(name).await;
+        }
     }
-    declared
+    println!(
+        "lifeguard {}: declared down {}, suspicions {}, refuted {}, extended {}, failed probes {} (sums over 5 nodes)",
+        !opts.plain, sums[0], sums[1], sums[2], sums[3], sums[4]
+    );
+    sums[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,9 +332,19 @@ async fn no_healthy_node_is_declared_down_under_loss_and_stalls() {
     } else {
         (Duration::from_secs(20), Duration::from_secs(20))
     };
-    let ours = noisy_run(&lossy, total, every).await;
+    // Overrides for exploring beyond the target (recorded in bench/RESULTS.md).
+    let secs = |var: &str, default: Duration| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(default, Duration::from_secs_f64)
+    };
+    let total = secs("WEFT_NOISE_SECS", total);
+    let every = secs("WEFT_STALL_EVERY_SECS", every);
+    let stall = secs("WEFT_STALL_SECS", Duration::from_secs(2));
+    let ours = noisy_run(&lossy, total, every, stall).await;
     println!(
-        "Weft's detector: {ours} members declared down over {total:?} (10% loss, 2 s stall every {every:?})"
+        "Weft's detector: {ours} members declared down over {total:?} (10% loss, {stall:?} stall every {every:?})"
     );
     if long() {
         let plain = noisy_run(
@@ -331,11 +354,14 @@ async fn no_healthy_node_is_declared_down_under_loss_and_stalls() {
             },
             total,
             every,
+            stall,
         )
         .await;
         println!("plain foca: {plain} members declared down over {total:?}");
     }
-    assert_eq!(ours, 0.0, "healthy nodes were declared down");
+    if stall <= Duration::from_secs(2) {
+        assert_eq!(ours, 0.0, "healthy nodes were declared down");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
