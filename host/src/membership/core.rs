@@ -309,19 +309,27 @@ impl<R: RngExt> Core<R> {
                 incarnation,
                 ..
             } => {
+                let refuted = self
+                    .members()
+                    .find(|m| m.id().addr == member_id.addr)
+                    .is_some_and(|m| {
+                        m.id() != member_id
+                            || m.incarnation() > *incarnation
+                            || m.state() == State::Alive
+                    });
+                if refuted {
+                    // The suspect proved itself alive (or was replaced by a newer identity).
+                    // foca would find nothing to do, yet still send the suspect a "you are
+                    // down" notice, making a healthy node renew its identity and rejoin
+                    // (found by the simulation): the timer ends here.
+                    self.d.suspicions.remove(&member_id.addr);
+                    self.d.stats.refuted += 1;
+                    return;
+                }
                 if self.extend_suspicion(&timer, member_id, now) {
                     return;
                 }
-                let current = self
-                    .members()
-                    .find(|m| m.id().addr == member_id.addr)
-                    .map(|m| (m.id() == member_id, m.incarnation(), m.state()));
                 self.d.suspicions.remove(&member_id.addr);
-                if let Some((same, inc, state)) = current
-                    && (!same || inc > *incarnation || state == State::Alive)
-                {
-                    self.d.stats.refuted += 1;
-                }
             }
             _ => {}
         }
