@@ -222,6 +222,11 @@ pub struct MembershipConfig {
     /// Times a suspicion is extended because the suspect answered a direct check (a reliable
     /// QUIC ping) meanwhile. Default 3. Each extension lasts one suspicion period.
     pub max_suspicion_extensions: u32,
+    /// How often this node exchanges full member lists with one member (in turn), besides once
+    /// on joining. Default 30 s. Gossip spreads changes fast; this fills the gaps a large
+    /// cluster leaves in a newcomer's list, at the cost of one member list per interval.
+    #[serde(with = "millis")]
+    pub sync_interval: Duration,
     /// While this node knows no live member, it announces itself to its seeds this often.
     /// Default 2 s.
     #[serde(with = "millis")]
@@ -244,6 +249,7 @@ impl MembershipConfig {
             lifeguard: true,
             max_health_multiplier: 4,
             max_suspicion_extensions: 3,
+            sync_interval: Duration::from_secs(30),
             rejoin_interval: Duration::from_secs(2),
             remove_down_after: Duration::from_secs(3600),
         }
@@ -256,6 +262,7 @@ impl MembershipConfig {
             probe_rtt: Duration::from_millis(100),
             gossip_interval: Duration::from_millis(50),
             rejoin_interval: Duration::from_millis(400),
+            sync_interval: Duration::from_secs(6),
             ..Self::lan()
         }
     }

@@ -76,11 +76,12 @@ impl Node {
             .with_context(|| format!("binding the HTTP API to {}", config.http))?;
         let http_addr = listener.local_addr()?;
 
+        let dispatcher = Dispatcher::new(name.clone());
         let (transport, datagrams) = Transport::bind(
             config.cluster.listen,
             &creds,
             config.cluster.transport.clone(),
-            Dispatcher::new(name.clone()),
+            dispatcher.clone(),
         )?;
         let quic_addr = match config.cluster.advertise {
             Some(a) => a,
@@ -117,6 +118,8 @@ impl Node {
             },
             cancel.child_token(),
         );
+
+        dispatcher.set_membership(membership.clone());
 
         let app = App::new(
             store,

@@ -13,11 +13,14 @@
 //!   node that was just slow accuses others less readily. Unlike Lifeguard, a failed probe does
 //!   not raise the score: when a member really crashed every prober fails, and stretching every
 //!   node's timeouts for that delayed detection past the 8 s target.
-//! - **Suspicion confirmation.** When this node starts suspecting a member it asks for a direct
-//!   check (the driver sends a reliable QUIC ping, which survives packet loss by retransmission).
-//!   If the suspect answered while the suspicion ran, the suspicion is extended instead of
-//!   ending in "down", up to `max_suspicion_extensions` times, giving it time to refute.
-//!   A crashed node answers nothing, so its detection is not delayed.
+//! - **Suspicion confirmation and reliable refutation.** When this node starts suspecting a
+//!   member it asks for a direct check (the driver sends a reliable QUIC ping, which survives
+//!   packet loss by retransmission) that tells the suspect the incarnation it is suspected at.
+//!   The suspect refutes at once ([`Core::on_suspected`]) and answers with its new incarnation,
+//!   which this node applies and gossips on ([`Core::on_alive`]). If the suspect answered while
+//!   the suspicion ran, the suspicion is extended instead of ending in "down", up to
+//!   `max_suspicion_extensions` times. A crashed node answers nothing, so its detection is not
+//!   delayed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -113,6 +116,29 @@ impl From<State> for MemberState {
     }
 }
 
+impl From<MemberState> for State {
+    fn from(s: MemberState) -> Self {
+        match s {
+            MemberState::Alive => State::Alive,
+            MemberState::Suspect => State::Suspect,
+            MemberState::Down => State::Down,
+        }
+    }
+}
+
+/// One member in a full-state exchange between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMember {
+    /// Who.
+    pub id: Identity,
+    /// Its SWIM incarnation.
+    pub incarnation: u16,
+    /// Its state.
+    pub state: MemberState,
+    /// Its last free-capacity announcement (version, free).
+    pub free: Option<(Version, u32)>,
+}
+
 /// Something the driver must do.
 #[derive(Debug)]
 pub enum Output {
@@ -123,8 +149,19 @@ pub enum Output {
         after: Duration,
         timer: Box<Timer<Identity>>,
     },
-    /// Check directly (reliably) whether `member` is alive; report with [`Core::on_alive`].
-    Check { member: Identity },
+    /// Check directly (reliably) whether `member` is alive, telling it it is suspected at
+    /// `incarnation`; it answers with [`Core::on_suspected`]'s incarnation, which goes to
+    /// [`Core::on_alive`].
+    Check {
+        member: Identity,
+        incarnation: foca::Incarnation,
+    },
+    /// Exchange full member lists with `with` (reliably): send `members`, and hand its list to
+    /// [`Core::on_sync`].
+    Sync {
+        with: SocketAddr,
+        members: Vec<SyncMember>,
+    },
     /// Membership changed (foca's notification).
     Notify(Box<foca::OwnedNotification<Identity>>),
 }
@@ -165,6 +202,8 @@ pub struct Core<R: RngExt> {
     free: Arc<Mutex<HashMap<SocketAddr, (Version, u32)>>>,
     /// Free-capacity announcements made by this node.
     announced: u64,
+    /// Rotates full-state exchanges over the members.
+    sync_cursor: usize,
     d: Detector,
     max_packet: usize,
     current_suspicion: Duration,
@@ -178,6 +217,10 @@ struct Detector {
     stats: DetectorStats,
     out: Vec<Output>,
     now: Instant,
+    /// This node just got in touch with the cluster: fetch a full member list.
+    want_sync: bool,
+    /// This node's own SWIM incarnation, as its latest datagram carried it.
+    incarnation: foca::Incarnation,
 }
 
 /// Fewest times each membership update is sent on.
@@ -236,6 +279,7 @@ impl<R: RngExt> Core<R> {
             foca,
             free,
             announced: 0,
+            sync_cursor: 0,
             d: Detector {
                 config,
                 suspicions: HashMap::new(),
@@ -243,6 +287,8 @@ impl<R: RngExt> Core<R> {
                 stats: DetectorStats::default(),
                 out: Vec::new(),
                 now: Instant::now(),
+                want_sync: false,
+                incarnation: 0,
             },
             max_packet,
             current_suspicion,
@@ -339,11 +385,50 @@ impl<R: RngExt> Core<R> {
         self.after_call();
     }
 
-    /// A direct check of `member` (asked for by [`Output::Check`]) was answered.
-    pub fn on_alive(&mut self, member: &Identity, now: Instant) {
+    /// A direct check of `member` (asked for by [`Output::Check`]) was answered, with the
+    /// incarnation the member refuted its suspicion at. The refutation is applied here and
+    /// gossiped on, so it no longer depends on the suspect's own datagrams getting through.
+    pub fn on_alive(&mut self, member: &Identity, incarnation: foca::Incarnation, now: Instant) {
         if let Some(s) = self.d.suspicions.get_mut(&member.addr) {
             s.alive_at = Some(now);
         }
+        let current = self
+            .members()
+            .find(|m| m.id() == member)
+            .map(|m| m.incarnation());
+        if current.is_some_and(|c| incarnation > c) {
+            self.d.now = now;
+            let update = Member::new(member.clone(), incarnation, State::Alive);
+            let r = self
+                .foca
+                .apply_many(std::iter::once(update), true, &mut self.d);
+            log_error("apply_many", r);
+            self.after_call();
+        }
+    }
+
+    /// A member checking on this node says it suspects it at `incarnation` (Lifeguard's
+    /// "buddy system", over a reliable stream): refute at once. Returns the incarnation to
+    /// answer with, above `incarnation` when the suspicion is about this node's current self.
+    pub fn on_suspected(
+        &mut self,
+        incarnation: foca::Incarnation,
+        now: Instant,
+    ) -> foca::Incarnation {
+        if self.d.config.lifeguard && incarnation >= self.d.incarnation {
+            self.d.now = now;
+            let me = self.foca.identity().clone();
+            let update = Member::new(me, incarnation, State::Suspect);
+            let r = self
+                .foca
+                .apply_many(std::iter::once(update), true, &mut self.d);
+            log_error("apply_many", r);
+            self.after_call();
+            // foca refutes by raising its incarnation above the suspicion's; its next
+            // datagram carries the new figure (tracked in `Detector::incarnation`).
+            return self.d.incarnation.max(incarnation.saturating_add(1));
+        }
+        self.d.incarnation
     }
 
     /// Tells the cluster how many more instances this node can run now. Announcements are
@@ -372,6 +457,63 @@ impl<R: RngExt> Core<R> {
             .expect("not poisoned")
             .get(&addr)
             .map(|(_, f)| *f)
+    }
+
+    /// Every member this node knows, itself included, for a full-state exchange.
+    pub fn member_list(&self) -> Vec<SyncMember> {
+        let free = self.free.lock().expect("not poisoned");
+        let me = self.foca.identity();
+        std::iter::once(SyncMember {
+            id: me.clone(),
+            incarnation: 0,
+            state: MemberState::Alive,
+            free: free.get(&me.addr).copied(),
+        })
+        .chain(self.foca.iter_membership_state().map(|m| SyncMember {
+            id: m.id().clone(),
+            incarnation: m.incarnation(),
+            state: m.state().into(),
+            free: free.get(&m.id().addr).copied(),
+        }))
+        .collect()
+    }
+
+    /// Merges a member list from another node (an answer to [`Output::Sync`], or a request
+    /// for one). Nothing is gossiped on: the exchange is between the two nodes.
+    pub fn on_sync(&mut self, members: Vec<SyncMember>, now: Instant) {
+        {
+            let mut free = self.free.lock().expect("not poisoned");
+            for m in &members {
+                if let Some((version, f)) = m.free
+                    && free.get(&m.id.addr).is_none_or(|(v, _)| *v < version)
+                {
+                    free.insert(m.id.addr, (version, f));
+                }
+            }
+        }
+        let updates = members
+            .into_iter()
+            .map(|m| Member::new(m.id, m.incarnation, m.state.into()));
+        self.d.now = now;
+        let r = self.foca.apply_many(updates, false, &mut self.d);
+        log_error("apply_many", r);
+        self.after_call();
+    }
+
+    /// Asks for a full-state exchange with the next member in turn (the driver calls this every
+    /// `sync_interval`): gossip converges fast on the few members that changed, and this
+    /// closes the gaps a large cluster leaves in a new member's list.
+    pub fn sync_tick(&mut self) {
+        let n = self.foca.num_members();
+        if n == 0 {
+            return;
+        }
+        self.sync_cursor = (self.sync_cursor + 1) % n;
+        if let Some(with) = self.foca.iter_members().nth(self.sync_cursor) {
+            let with = with.id().addr;
+            let members = self.member_list();
+            self.d.out.push(Output::Sync { with, members });
+        }
     }
 
     /// Leaves the cluster: tells others this node is going down on purpose.
@@ -409,9 +551,12 @@ impl<R: RngExt> Core<R> {
             &self.d.config,
             self.foca.num_members() + 1,
         ));
-        self.d.out.push(Output::Check {
-            member: member.clone(),
-        });
+        if let Timer::ChangeSuspectToDown { incarnation, .. } = timer {
+            self.d.out.push(Output::Check {
+                member: member.clone(),
+                incarnation: *incarnation,
+            });
+        }
         self.d.out.push(Output::Schedule {
             after,
             timer: Box::new(timer.clone()),
@@ -428,8 +573,12 @@ impl<R: RngExt> Core<R> {
         }
     }
 
-    /// Keeps foca's timeouts in step with the cluster's size.
+    /// Keeps foca's timeouts in step with the cluster's size, and asks for a full member list
+    /// once this node gets in touch with the cluster.
     fn after_call(&mut self) {
+        if std::mem::take(&mut self.d.want_sync) {
+            self.sync_tick();
+        }
         let n = self.foca.num_members() + 1;
         let want = suspicion_timeout(&self.d.config, n);
         if self.current_suspicion != want {
@@ -449,7 +598,7 @@ impl foca::Runtime<Identity> for Detector {
     fn notify(&mut self, notification: Notification<'_, Identity>) {
         let lifeguard = self.config.lifeguard;
         match notification {
-            Notification::DataSent(_) => {}
+            Notification::DataSent(h) => self.incarnation = h.src_incarnation,
             Notification::DataReceived(h) => {
                 if lifeguard && matches!(h.message, Message::Ack(_) | Message::ForwardedAck { .. })
                 {
@@ -461,8 +610,10 @@ impl foca::Runtime<Identity> for Detector {
             // timeouts for it took detection from about 6 s to 11-12 s (see bench/RESULTS.md).
             Notification::ProbeFailed(_, _) => self.stats.probes_failed += 1,
             n => {
-                if matches!(n, Notification::MemberDown(_)) {
-                    self.stats.declared_down += 1;
+                match n {
+                    Notification::MemberDown(_) => self.stats.declared_down += 1,
+                    Notification::Active => self.want_sync = true,
+                    _ => {}
                 }
                 self.out.push(Output::Notify(Box::new(n.to_owned())));
             }
@@ -484,7 +635,11 @@ impl foca::Runtime<Identity> for Detector {
         };
         let after = match &timer {
             Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => after * stretch,
-            Timer::ChangeSuspectToDown { member_id, .. } => {
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } => {
                 self.stats.suspicions += 1;
                 if self.config.lifeguard {
                     self.suspicions.insert(
@@ -497,6 +652,7 @@ impl foca::Runtime<Identity> for Detector {
                     );
                     self.out.push(Output::Check {
                         member: member_id.clone(),
+                        incarnation: *incarnation,
                     });
                 }
                 after * stretch
@@ -511,7 +667,7 @@ impl foca::Runtime<Identity> for Detector {
 }
 
 /// A free-capacity announcement's version: the announcer's identity bump, then its sequence.
-type Version = (u64, u64);
+pub type Version = (u64, u64);
 
 /// One free-capacity announcement, gossiped as a foca custom broadcast.
 #[derive(Serialize, Deserialize)]

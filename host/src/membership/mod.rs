@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use self::core::{Core, Output};
-pub use self::core::{DetectorStats, Identity, MemberState, Meta};
+pub use self::core::{DetectorStats, Identity, MemberState, Meta, SyncMember};
 use crate::config::MembershipConfig;
 use crate::id::NodeId;
 use crate::rpc;
@@ -39,7 +39,8 @@ pub struct MemberView {
     pub tags: Vec<String>,
     /// Wasm instances it can run at once.
     pub capacity: u32,
-    /// Instances it could start right now, as it last announced (every few seconds).
+    /// Instances it could start right now, as it last announced (when the figure moves by an
+    /// eighth of its capacity, and every minute).
     pub free: Option<u32>,
     /// Alive, suspect or down.
     pub state: MemberState,
@@ -87,11 +88,18 @@ pub struct Wiring {
 /// Reads how many more Wasm instances this node can run now.
 pub type FreeCapacity = Box<dyn Fn() -> u32 + Send>;
 
-/// How often this node announces its free capacity.
-const CAPACITY_EVERY: Duration = Duration::from_secs(5);
+/// How often this node looks at its free capacity; it announces it when it moved by an
+/// eighth of the capacity (or to or from zero) since the last announcement.
+const CAPACITY_CHECK: Duration = Duration::from_secs(1);
+/// Announce at least this often even without change. Members that join meanwhile get the
+/// figures from their full-state exchange, so this only refreshes.
+const CAPACITY_REFRESH: Duration = Duration::from_secs(60);
 
 enum Command {
-    Alive(Identity),
+    Alive(Identity, u16),
+    Suspected(u16, oneshot::Sender<u16>),
+    Synced(Vec<SyncMember>),
+    Exchange(Vec<SyncMember>, oneshot::Sender<Vec<SyncMember>>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -160,6 +168,27 @@ impl Membership {
         self.view.clone()
     }
 
+    /// A peer suspects this node at `incarnation`; returns the incarnation it refuted at.
+    pub async fn suspected(&self, incarnation: u16) -> Option<u16> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Suspected(incarnation, tx))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Merges a peer's full member list and returns this node's (the answer to its
+    /// [`rpc::Request::Sync`]).
+    pub async fn exchange(&self, theirs: Vec<SyncMember>) -> Option<Vec<SyncMember>> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Exchange(theirs, tx))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
     /// Tells the cluster this node leaves on purpose; returns once the news is sent.
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
@@ -212,8 +241,14 @@ impl Task {
     ) {
         let mut rejoin = tokio::time::interval(self.config.rejoin_interval);
         rejoin.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut capacity = tokio::time::interval(CAPACITY_EVERY);
+        let mut capacity = tokio::time::interval(CAPACITY_CHECK);
+        let mut announced: Option<(u32, Instant)> = None;
         capacity.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.sync_interval,
+            self.config.sync_interval,
+        );
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_millis(250));
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -223,7 +258,15 @@ impl Task {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(cmd) = commands.recv() => match cmd {
-                    Command::Alive(member) => self.core.on_alive(&member, Instant::now()),
+                    Command::Alive(member, inc) => self.core.on_alive(&member, inc, Instant::now()),
+                    Command::Suspected(inc, reply) => {
+                        let _ = reply.send(self.core.on_suspected(inc, Instant::now()));
+                    }
+                    Command::Synced(members) => self.core.on_sync(members, Instant::now()),
+                    Command::Exchange(theirs, reply) => {
+                        self.core.on_sync(theirs, Instant::now());
+                        let _ = reply.send(self.core.member_list());
+                    }
                     Command::Leave(done) => {
                         self.leaving = true;
                         self.core.leave(Instant::now());
@@ -245,7 +288,20 @@ impl Task {
                     }
                 }
                 _ = refresh.tick() => self.refresh(),
-                _ = capacity.tick() => self.core.announce_free((self.free)(), Instant::now()),
+                _ = sync.tick() => self.core.sync_tick(),
+                _ = capacity.tick() => {
+                    let (free, now) = ((self.free)(), Instant::now());
+                    let step = (self.core.identity().meta.capacity / 8).max(1);
+                    let due = announced.is_none_or(|(last, at)| {
+                        free.abs_diff(last) >= step
+                            || (free == 0) != (last == 0)
+                            || now.duration_since(at) >= CAPACITY_REFRESH
+                    });
+                    if due {
+                        self.core.announce_free(free, now);
+                        announced = Some((free, now));
+                    }
+                }
             }
             self.carry_out();
         }
@@ -263,14 +319,37 @@ impl Task {
                 Output::Schedule { after, timer } => {
                     self.timers.insert((*timer, now + after), after);
                 }
-                Output::Check { member } => {
+                Output::Check {
+                    member,
+                    incarnation,
+                } => {
                     let transport = self.transport.clone();
                     let commands = self.commands.clone();
                     tokio::spawn(async move {
-                        if let Ok(rpc::Response::Pong { .. }) =
-                            rpc::call(&transport, member.addr, &rpc::Request::Ping).await
+                        let ping = rpc::Request::Ping {
+                            suspected: Some(incarnation),
+                        };
+                        if let Ok(rpc::Response::Pong { incarnation, .. }) =
+                            rpc::call(&transport, member.addr, &ping).await
                         {
-                            let _ = commands.send(Command::Alive(member)).await;
+                            let _ = commands.send(Command::Alive(member, incarnation)).await;
+                        }
+                    });
+                }
+                Output::Sync { with, members } => {
+                    let transport = self.transport.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        match rpc::call(&transport, with, &rpc::Request::Sync(members)).await {
+                            Ok(rpc::Response::Members(theirs)) => {
+                                let _ = commands.send(Command::Synced(theirs)).await;
+                            }
+                            Ok(other) => {
+                                tracing::debug!(peer = %with, ?other, "unexpected answer to a member-list exchange")
+                            }
+                            Err(e) => {
+                                tracing::debug!(peer = %with, error = %e, "member-list exchange failed")
+                            }
                         }
                     });
                 }

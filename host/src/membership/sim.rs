@@ -24,7 +24,7 @@ use foca::{Member, OwnedNotification, State, Timer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::core::{Core, DetectorStats, Identity, Meta, Output};
+use super::core::{Core, DetectorStats, Identity, Meta, Output, SyncMember};
 use crate::config::{MembershipConfig, TransportConfig};
 use crate::id::NodeId;
 use crate::transport::MAX_GOSSIP_PAYLOAD;
@@ -114,10 +114,24 @@ enum Event {
     CheckArrive {
         from: usize,
         member: Box<Identity>,
+        incarnation: u16,
         asked: Duration,
     },
     /// The answer to a direct check comes back to this node.
-    CheckAnswer { member: Box<Identity> },
+    CheckAnswer {
+        member: Box<Identity>,
+        incarnation: u16,
+    },
+    /// The driver's full-state exchange tick.
+    SyncTick,
+    /// A member list from `from` reaches this node, which merges it and answers with its own.
+    SyncArrive {
+        from: usize,
+        members: Vec<SyncMember>,
+        asked: Duration,
+    },
+    /// The answer to a member-list exchange comes back.
+    SyncAnswer { members: Vec<SyncMember> },
 }
 
 impl Event {
@@ -126,8 +140,16 @@ impl Event {
     /// count them as missing.
     fn class(&self) -> u8 {
         match self {
-            Event::Deliver(_) | Event::CheckArrive { .. } | Event::CheckAnswer { .. } => 0,
-            Event::Start | Event::Rejoin | Event::Capacity | Event::Timer { .. } => 1,
+            Event::Deliver(_)
+            | Event::CheckArrive { .. }
+            | Event::CheckAnswer { .. }
+            | Event::SyncArrive { .. }
+            | Event::SyncAnswer { .. } => 0,
+            Event::Start
+            | Event::Rejoin
+            | Event::Capacity
+            | Event::SyncTick
+            | Event::Timer { .. } => 1,
         }
     }
 }
@@ -177,6 +199,8 @@ struct Node {
     stalled_until: Duration,
     sent_bytes: u64,
     sent_datagrams: u64,
+    /// Bytes of member lists sent in full-state exchanges (over QUIC streams in a real node).
+    sync_bytes: u64,
 }
 
 /// A cluster of membership cores on a virtual network.
@@ -388,6 +412,11 @@ impl Sim {
         self.nodes[i].sent_bytes
     }
 
+    /// Member-list bytes node `i` sent in full-state exchanges.
+    pub fn sync_bytes(&self, i: usize) -> u64 {
+        self.nodes[i].sync_bytes
+    }
+
     /// Datagrams node `i` sent, lost ones included.
     pub fn sent_datagrams(&self, i: usize) -> u64 {
         self.nodes[i].sent_datagrams
@@ -398,6 +427,7 @@ impl Sim {
         for n in &mut self.nodes {
             n.sent_bytes = 0;
             n.sent_datagrams = 0;
+            n.sync_bytes = 0;
         }
     }
 
@@ -464,6 +494,7 @@ impl Sim {
             stalled_until: Duration::ZERO,
             sent_bytes: 0,
             sent_datagrams: 0,
+            sync_bytes: 0,
         });
         i
     }
@@ -507,7 +538,28 @@ impl Sim {
                 if self.cfg.capacity_every.is_some() {
                     self.push(self.now, i, Event::Capacity);
                 }
+                let next = self.now + self.cfg.membership.sync_interval;
+                self.push(next, i, Event::SyncTick);
             }
+            Event::SyncTick => {
+                self.nodes[i].core.sync_tick();
+                let next = self.now + self.cfg.membership.sync_interval;
+                self.push(next, i, Event::SyncTick);
+            }
+            Event::SyncArrive {
+                from,
+                members,
+                asked,
+            } => {
+                self.nodes[i].core.on_sync(members, now);
+                let back = self.now + self.cfg.latency;
+                if back - asked <= self.cfg.check_timeout {
+                    let members = self.nodes[i].core.member_list();
+                    self.nodes[i].sync_bytes += encoded_len(&members);
+                    self.push(back, from, Event::SyncAnswer { members });
+                }
+            }
+            Event::SyncAnswer { members } => self.nodes[i].core.on_sync(members, now),
             Event::Capacity => {
                 if let Some(every) = self.cfg.capacity_every {
                     self.nodes[i].core.announce_free(FREE_CAPACITY, now);
@@ -530,14 +582,26 @@ impl Sim {
             Event::CheckArrive {
                 from,
                 member,
+                incarnation,
                 asked,
             } => {
                 let back = self.now + self.cfg.latency;
                 if back - asked <= self.cfg.check_timeout {
-                    self.push(back, from, Event::CheckAnswer { member });
+                    let incarnation = self.nodes[i].core.on_suspected(incarnation, now);
+                    self.push(
+                        back,
+                        from,
+                        Event::CheckAnswer {
+                            member,
+                            incarnation,
+                        },
+                    );
                 }
             }
-            Event::CheckAnswer { member } => self.nodes[i].core.on_alive(&member, now),
+            Event::CheckAnswer {
+                member,
+                incarnation,
+            } => self.nodes[i].core.on_alive(&member, incarnation, now),
         }
         self.carry_out(i);
     }
@@ -565,11 +629,28 @@ impl Sim {
                     let due = self.now + after;
                     self.push(due, i, Event::Timer { due, timer });
                 }
-                Output::Check { member } => {
+                Output::Check {
+                    member,
+                    incarnation,
+                } => {
                     if let Some(j) = self.index(member.addr) {
                         let event = Event::CheckArrive {
                             from: i,
                             member: Box::new(member),
+                            incarnation,
+                            asked: self.now,
+                        };
+                        self.push(self.now + self.cfg.latency, j, event);
+                    }
+                }
+                Output::Sync { with, members } => {
+                    self.nodes[i].sync_bytes += encoded_len(&members);
+                    if let Some(j) = self.index(with)
+                        && !self.nodes[j].crashed
+                    {
+                        let event = Event::SyncArrive {
+                            from: i,
+                            members,
                             asked: self.now,
                         };
                         self.push(self.now + self.cfg.latency, j, event);
@@ -592,6 +673,11 @@ impl Sim {
         }
         self.outputs = outputs;
     }
+}
+
+/// The size of a member list on the wire.
+fn encoded_len(members: &[SyncMember]) -> u64 {
+    postcard::to_stdvec(members).map_or(0, |v| v.len() as u64)
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -622,6 +708,8 @@ pub struct SimReport {
     pub bytes_per_node_s: f64,
     /// Datagrams each node sent per second over the steady window, on average.
     pub datagrams_per_node_s: f64,
+    /// Member-list bytes each node sent per second in full-state exchanges, on average.
+    pub sync_bytes_per_node_s: f64,
     /// "Member down" notifications about nodes that had not crashed (false positives).
     pub false_downs: usize,
     /// Virtual time the whole run took.
@@ -644,6 +732,19 @@ pub const DETECTION_DEADLINE: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(10);
 /// The steady window over which gossip is counted.
 const WINDOW: Duration = Duration::from_secs(30);
+
+/// Starts `cfg`'s cluster, waits for it to converge, then runs it for `run` with nobody
+/// crashing; returns the "member down" notifications meanwhile (each a false positive) and
+/// the rejoins they caused.
+pub fn false_downs(cfg: SimConfig, run: Duration) -> (usize, u64) {
+    let nodes = cfg.nodes;
+    let mut sim = Sim::new(cfg);
+    sim.join_all();
+    sim.run_until_converged(convergence_deadline(nodes));
+    let (downs, rejoins) = (sim.downs().len(), sim.rejoins());
+    sim.run_until(sim.now() + run);
+    (sim.downs().len() - downs, sim.rejoins() - rejoins)
+}
 
 /// Runs the standard scenario ([`report_with`]) on [`SimConfig::new`]'s network: a lossless
 /// 1 ms LAN, the LAN settings, no capacity announcements.
@@ -680,6 +781,7 @@ pub fn report_with(cfg: SimConfig) -> SimReport {
     let window = WINDOW.as_secs_f64();
     let bytes: u64 = (0..sim.len()).map(|i| sim.sent_bytes(i)).sum();
     let datagrams: u64 = (0..sim.len()).map(|i| sim.sent_datagrams(i)).sum();
+    let sync: u64 = (0..sim.len()).map(|i| sim.sync_bytes(i)).sum();
     let victim = new / 2;
     sim.crash(victim);
     let crash_seen = sim.time_until_all_see_down(victim, sim.now() + DETECTION_DEADLINE);
@@ -694,6 +796,7 @@ pub fn report_with(cfg: SimConfig) -> SimReport {
         crash_seen,
         bytes_per_node_s: bytes as f64 / live / window,
         datagrams_per_node_s: datagrams as f64 / live / window,
+        sync_bytes_per_node_s: sync as f64 / live / window,
         false_downs: sim.downs().iter().filter(|d| d.node != victim).count(),
         virtual_time: sim.now(),
         events: sim.events(),

@@ -196,14 +196,19 @@ async fn strangers_and_bad_frames_are_refused_and_the_node_keeps_serving() {
     let ours = probe.cluster;
 
     // A well-formed ping from a certified client is answered.
-    let ping = frame::encode(ours, Kind::Request, &Request::Ping.encode());
+    let ping = frame::encode(
+        ours,
+        Kind::Request,
+        &Request::Ping { suspected: None }.encode(),
+    );
     let (kind, _) = answer(addr, &probe, ClientCert::From(&probe), &ping).await;
     assert_eq!(kind, Kind::Response);
     let resp = testing::exchange(addr, &probe, ClientCert::From(&probe), &ping, None)
         .await
         .unwrap();
     match Response::decode(&resp[HEADER_LEN..]).unwrap() {
-        Response::Pong { node } => assert_eq!(node.as_str(), "a"),
+        Response::Pong { node, .. } => assert_eq!(node.as_str(), "a"),
+        other => panic!("expected a pong, got {other:?}"),
     }
 
     // Clients without a certificate from this cluster's CA get no connection at all.
