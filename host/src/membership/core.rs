@@ -606,8 +606,9 @@ impl foca::Runtime<Identity> for Detector {
                 }
             }
             // Lifeguard also raises the score on a failed probe. Here a failed probe only counts:
-            // when a member has really crashed, every prober fails, and stretching everyone's
-            // timeouts for it took detection from about 6 s to 11-12 s (see bench/RESULTS.md).
+            // when a member has really crashed, every prober fails, and stretching every
+            // prober's suspicion to 8 s for it put detection past the 8 s target
+            // (see bench/RESULTS.md).
             Notification::ProbeFailed(_, _) => self.stats.probes_failed += 1,
             n => {
                 match n {
