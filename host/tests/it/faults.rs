@@ -271,6 +271,20 @@ async fn a_killed_node_is_marked_down_everywhere_and_rejoins_after_restart() {
             "{name} rejoined under a newer identity"
         );
     }
+    // SIGTERM: the node leaves on purpose and exits cleanly; the others mark it down from its
+    // own notice, without suspecting it first.
+    let mut suspicions = Vec::new();
+    for p in &procs[..3] {
+        suspicions.push(p.metric("weft_suspicions_total").await);
+    }
+    procs[3].signal("-TERM");
+    let status = procs[3].child.wait().await.unwrap();
+    assert!(status.success(), "n3 exited with {status}");
+    wait_seen_down(&procs[..3], "n3", Duration::from_secs(30)).await;
+    for (p, before) in procs[..3].iter().zip(suspicions) {
+        let after = p.metric("weft_suspicions_total").await;
+        assert_eq!(after, before, "{} suspected the leaving node", p.name);
+    }
     times.sort();
     let p = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
     println!(
