@@ -230,6 +230,11 @@ pub fn render_cluster(out: &mut String, set: &MemberSet, wire: &transport::Stats
             "Membership timers that fired late (this node was stalled).",
             d.late_timers,
         ),
+        (
+            "weft_gossip_impostors_total",
+            "Gossip dropped because its sender claimed a name its certificate does not carry.",
+            d.impostors,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");

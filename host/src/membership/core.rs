@@ -183,6 +183,8 @@ pub struct DetectorStats {
     pub declared_down: u64,
     /// Timers that fired later than the probe timeout (this node was stalled or starved).
     pub late_timers: u64,
+    /// Datagrams dropped because their sender claimed a name its certificate does not carry.
+    pub impostors: u64,
     /// The current local-health score.
     pub health: u32,
 }
@@ -329,6 +331,21 @@ impl<R: RngExt> Core<R> {
         let r = self.foca.announce(Identity::seed(seed), &mut self.d);
         log_error("announce", r);
         self.after_call();
+    }
+
+    /// A datagram arrived from a peer whose certificate names `sender`. A packet whose sender
+    /// claims another node's name is dropped: a certificate vouches for one name only.
+    pub fn on_data_from(&mut self, data: &[u8], sender: &NodeId, now: Instant) {
+        use foca::Codec;
+        let header: Result<foca::Header<Identity>, _> = PostcardCodec.decode_header(data);
+        if let Ok(header) = header
+            && header.src.node != *sender
+        {
+            self.d.stats.impostors += 1;
+            tracing::warn!(certificate = %sender, claims = %header.src.node, addr = %header.src.addr, "dropped gossip claiming another node's name");
+            return;
+        }
+        self.on_data(data, now);
     }
 
     /// A datagram arrived.

@@ -274,7 +274,10 @@ impl Task {
                         let _ = done.send(());
                     }
                 },
-                Some(d) = datagrams.recv() => self.core.on_data(&d.payload, Instant::now()),
+                Some(d) = datagrams.recv() => match &d.node {
+                    Some(node) => self.core.on_data_from(&d.payload, node, Instant::now()),
+                    None => tracing::debug!(peer = %d.from, "gossip from a certificate without a node name dropped"),
+                },
                 Some(expired) = self.timers.next() => {
                     let (timer, due) = expired.into_inner();
                     let now = Instant::now();

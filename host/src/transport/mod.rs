@@ -26,6 +26,7 @@ pub use frame::{ClusterId, FrameError, PROTOCOL_VERSION};
 pub use tls::{ClusterDir, Credentials, TlsError};
 
 use crate::config::TransportConfig;
+use crate::id::NodeId;
 use frame::{HEADER_LEN, Kind};
 
 /// Largest gossip payload that fits one datagram at QUIC's minimum MTU (1200 bytes, of which
@@ -80,6 +81,8 @@ pub enum TransportError {
 pub struct Datagram {
     /// The peer's endpoint address.
     pub from: SocketAddr,
+    /// The node name in the peer's certificate.
+    pub node: Option<NodeId>,
     /// The frame's payload.
     pub payload: Bytes,
 }
@@ -438,6 +441,7 @@ async fn accept_loop(inner: Arc<Inner>) {
 /// Reads gossip and requests from one connection until it closes, then forgets it.
 async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
     let from = conn.remote_address();
+    let node = tls::peer_node(conn.peer_identity());
     let datagrams = async {
         let mut warned = false;
         loop {
@@ -453,7 +457,12 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
                     add(&inner.stats.frames_accepted, 1);
                     add(&inner.stats.gossip_bytes_received, bytes.len() - HEADER_LEN);
                     let payload = bytes.slice(HEADER_LEN..);
-                    if inner.gossip.try_send(Datagram { from, payload }).is_err() {
+                    let d = Datagram {
+                        from,
+                        node: node.clone(),
+                        payload,
+                    };
+                    if inner.gossip.try_send(d).is_err() {
                         add(&inner.stats.gossip_dropped, 1);
                     }
                 }

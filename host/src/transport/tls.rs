@@ -314,6 +314,16 @@ impl Credentials {
     }
 }
 
+/// The node name in a peer's certificate (its DNS name other than [`SERVER_NAME`]), from
+/// what quinn reports as the peer's identity.
+pub(crate) fn peer_node(identity: Option<Box<dyn std::any::Any>>) -> Option<NodeId> {
+    let chain = identity?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let leaf = webpki::EndEntityCert::try_from(chain.first()?).ok()?;
+    leaf.valid_dns_names()
+        .filter(|n| *n != SERVER_NAME)
+        .find_map(|n| n.parse().ok())
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -316,3 +316,23 @@ fn dir_issue(dir: &ClusterDir, name: &str) -> weft_host::id::NodeId {
     dir.issue(&id).unwrap();
     id
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_vouches_for_one_name_only() {
+    let cluster = new_cluster();
+    let dir = ClusterDir::new(cluster.path());
+    let a = TestNode::start_with(|c| member(c, cluster.path(), "a", &[])).await;
+    // "liar" runs with the certificate and key issued to "evil".
+    dir_issue(&dir, "evil");
+    let nodes = cluster.path().join("nodes");
+    std::fs::copy(nodes.join("evil.pem"), nodes.join("liar.pem")).unwrap();
+    std::fs::copy(nodes.join("evil.key"), nodes.join("liar.key")).unwrap();
+    let addr = a.node().quic_addr;
+    let liar = TestNode::start_with(|c| member(c, cluster.path(), "liar", &[addr])).await;
+    wait_for(CONVERGE, "the liar's gossip dropped", || async {
+        (a.metric("weft_gossip_impostors_total").await? >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(a.node().membership.members().members.len(), 1);
+    assert_eq!(liar.node().membership.members().members.len(), 1);
+}
