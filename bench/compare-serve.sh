@@ -37,7 +37,7 @@ wait_http() { # url
 }
 
 weft_port=$(free_port)
-WEFT_LOG=warn "$weft" node --data-dir "$tmp/weft" --http "127.0.0.1:$weft_port" >"$tmp/weft.log" 2>&1 &
+WEFT_LOG=warn "$weft" node --data-dir "$tmp/weft" --http "127.0.0.1:$weft_port" --listen 127.0.0.1:0 >"$tmp/weft.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$weft_port/healthz"
 WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$hello" --name hello >/dev/null

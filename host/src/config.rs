@@ -96,6 +96,11 @@ pub struct RuntimeConfig {
     /// for guests whose stack, data and heap start sit low in memory (Weft's plugins use a
     /// 64 KiB stack for this); each instance pays a memset of this size. 0 turns it off.
     pub memory_keep_resident_bytes: usize,
+    /// Bytes of each pooled table (the guest's function-pointer tables) kept resident between
+    /// instances and reset with memset rather than returned with madvise. Default 16 KiB
+    /// (2,048 entries). Without it every instance page-faults its tables back in: the
+    /// `hello` benchmark took 180 times more page faults and p50 went from 21 to 28 µs.
+    pub table_keep_resident_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -109,6 +114,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             max_emit_bytes: NonZeroU64::new(256 << 20).expect("non-zero"),
             memory_keep_resident_bytes: 128 << 10,
+            table_keep_resident_bytes: 16 << 10,
         }
     }
 }
