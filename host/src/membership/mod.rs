@@ -404,6 +404,9 @@ impl Task {
         for (id, state, inc) in &others {
             members.push(self.view(id, *state, *inc, false, now_ms));
         }
+        // Forget the change times of members foca no longer lists.
+        self.since
+            .retain(|addr, _| members.iter().any(|m| m.addr == *addr));
         let set = MemberSet {
             members,
             stats: self.core.stats(),

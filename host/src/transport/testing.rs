@@ -2,7 +2,6 @@
 //! cluster's, and hand-made frames. Kept here because only this module knows quinn.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,13 +71,4 @@ pub async fn exchange(
         .unwrap_or_else(|_| Err("timed out".to_string()));
     endpoint.close(0u32.into(), b"done");
     result
-}
-
-/// Credentials of a throwaway cluster with one node, for tests.
-pub fn throwaway(dir: &std::path::Path, node: &str) -> Arc<Credentials> {
-    let cluster = super::ClusterDir::new(dir);
-    cluster.init().expect("a new cluster");
-    let name = node.parse().expect("a node name");
-    cluster.issue(&name).expect("a node certificate");
-    Arc::new(cluster.load(&name).expect("credentials"))
 }
