@@ -14,7 +14,7 @@ use weft_host::id::{Digest, FunctionName};
 use weft_host::metrics::Metrics;
 use weft_host::plugins;
 use weft_host::runtime::{Prepared, Runtime};
-use weft_host::store::{FunctionLimits, Store};
+use weft_host::store::FunctionLimits;
 
 fn request() -> http::Request<Full<Bytes>> {
     http::Request::builder()
@@ -30,7 +30,6 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("db")).unwrap();
     let runtime = Runtime::new(
         RuntimeConfig::default(),
         dir.path().join("cache"),
@@ -43,7 +42,6 @@ fn bench(c: &mut Criterion) {
     };
     let name: FunctionName = "hello".parse().unwrap();
     let limits = runtime.limits(&FunctionLimits::default());
-    let kv = store.kv_space(&name);
 
     let call = || async {
         let resp = runtime
@@ -51,7 +49,7 @@ fn bench(c: &mut Criterion) {
                 &name,
                 &pre,
                 limits,
-                kv.clone(),
+                None,
                 request(),
                 runtime.slot().await.unwrap(),
             )

@@ -1,7 +1,7 @@
 //! Node configuration as plain data, with documented defaults and presets.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub struct NodeConfig {
     /// Cluster membership and the QUIC transport between nodes.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Placement on the ring and replication of key-value data.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
 }
 
 impl NodeConfig {
@@ -38,6 +41,7 @@ impl NodeConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 ..ClusterConfig::default()
             },
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -277,6 +281,133 @@ impl MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         Self::lan()
+    }
+}
+
+/// How many copies of a key exist (`n`), and how many must answer a read (`r`) and flush a
+/// write (`w`) before it is acknowledged. With `r + w > n` a read sees every acknowledged
+/// write. `n` is capped at the number of nodes in the cluster, and so are `r` and `w`, so a
+/// single node serves alone; a cluster with fewer live replicas than `w` refuses writes
+/// rather than acknowledging them with fewer copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quorum {
+    /// Copies of each key. Default 3.
+    pub n: NonZeroU8,
+    /// Replicas that must answer a read. Default 2.
+    pub r: NonZeroU8,
+    /// Replicas that must flush a write before it is acknowledged. Default 2.
+    pub w: NonZeroU8,
+}
+
+impl Quorum {
+    /// `n`/`r`/`w`, checked: `r` and `w` at most `n`.
+    pub fn new(n: u8, r: u8, w: u8) -> Result<Self, String> {
+        let nz = |v: u8, what: &str| {
+            NonZeroU8::new(v).ok_or_else(|| format!("{what} must be at least 1"))
+        };
+        let q = Quorum {
+            n: nz(n, "n")?,
+            r: nz(r, "r")?,
+            w: nz(w, "w")?,
+        };
+        if r > n || w > n {
+            return Err(format!("r ({r}) and w ({w}) must not exceed n ({n})"));
+        }
+        Ok(q)
+    }
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Quorum::new(3, 2, 2).expect("valid")
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.n, self.r, self.w)
+    }
+}
+
+impl std::str::FromStr for Quorum {
+    type Err = String;
+    /// `N/R/W`, such as `3/2/2`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let [n, r, w] = parts.as_slice() else {
+            return Err(format!("`{s}` is not N/R/W (such as 3/2/2)"));
+        };
+        let num = |p: &str| {
+            p.parse::<u8>()
+                .map_err(|_| format!("`{p}` in `{s}` is not a number from 1 to 255"))
+        };
+        Quorum::new(num(n)?, num(r)?, num(w)?)
+    }
+}
+
+/// Placement and replication of key-value data. Every node of a cluster must use the same
+/// `vnodes`, `placement` and namespace settings, or they disagree on where keys live.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// N/R/W of namespaces not listed in `namespaces`. Default 3/2/2.
+    pub default: Quorum,
+    /// N/R/W of particular namespaces (a function's own namespace is `fn.NAME`).
+    pub namespaces: std::collections::BTreeMap<String, Quorum>,
+    /// Virtual nodes per node on the ring. Default [`crate::ring::DEFAULT_VNODES`]: the
+    /// largest share is then within 15% of the average for 3 to 100 nodes. More balances
+    /// better and costs memory and time when the ring is rebuilt.
+    pub vnodes: u32,
+    /// Where replicas must go beyond ring order, such as a copy on a `server` node.
+    pub placement: crate::ring::Placement,
+    /// How often each node compares its data with every other replica and repairs the
+    /// differences (Merkle anti-entropy). Default 10 s. It also runs at once after the ring
+    /// changes. Shorter converges sooner after a partition and costs a scan of the local data
+    /// per round.
+    #[serde(with = "millis")]
+    pub anti_entropy_interval: Duration,
+    /// How often held hints are offered to nodes that are back. Default 1 s.
+    #[serde(with = "millis")]
+    pub hint_interval: Duration,
+    /// After the ring changes, reads and writes also go to the replicas of the rings of this
+    /// long ago, while anti-entropy moves keys to their new owners. Default 30 s (three
+    /// anti-entropy rounds).
+    #[serde(with = "millis")]
+    pub transition: Duration,
+}
+
+impl ReplicationConfig {
+    /// Settings for tests: anti-entropy every second.
+    pub fn test() -> Self {
+        ReplicationConfig {
+            anti_entropy_interval: Duration::from_secs(1),
+            hint_interval: Duration::from_millis(200),
+            transition: Duration::from_secs(3),
+            ..ReplicationConfig::default()
+        }
+    }
+
+    /// The quorum of a namespace.
+    pub fn quorum(&self, namespace: &str) -> Quorum {
+        self.namespaces
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            default: Quorum::default(),
+            namespaces: Default::default(),
+            vnodes: crate::ring::DEFAULT_VNODES,
+            placement: Default::default(),
+            anti_entropy_interval: Duration::from_secs(10),
+            hint_interval: Duration::from_secs(1),
+            transition: Duration::from_secs(30),
+        }
     }
 }
 

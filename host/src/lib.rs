@@ -11,6 +11,8 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod plugins;
+pub mod replication;
+pub mod ring;
 pub mod rpc;
 pub mod runtime;
 pub mod store;

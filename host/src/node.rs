@@ -1,5 +1,5 @@
 //! A running node: wires the store, the runtime, the job service, the HTTP API, the QUIC
-//! transport and membership together, and owns shutdown.
+//! transport, membership and replication together, and owns shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use crate::id::NodeId;
 use crate::mapreduce::Jobs;
 use crate::membership::{Identity, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
+use crate::replication::Replicator;
 use crate::rpc::Dispatcher;
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -37,10 +38,13 @@ pub struct Node {
     pub quic_addr: SocketAddr,
     /// The cluster's membership as this node sees it.
     pub membership: Membership,
+    /// The replicated key-value store, as coordinated by this node.
+    pub replication: Replicator,
     transport: Transport,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     members_task: tokio::task::JoinHandle<()>,
+    replication_task: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -120,6 +124,15 @@ impl Node {
         );
 
         dispatcher.set_membership(membership.clone());
+        let (replication, replication_task) = Replicator::start(
+            name.clone(),
+            store.clone(),
+            transport.clone(),
+            &membership,
+            config.replication.clone(),
+            cancel.child_token(),
+        );
+        dispatcher.set_replication(replication.clone());
 
         let app = App::new(
             store,
@@ -131,6 +144,7 @@ impl Node {
             api::Cluster {
                 membership: membership.clone(),
                 transport: transport.clone(),
+                replication: replication.clone(),
             },
         );
         let stop = cancel.clone();
@@ -147,10 +161,12 @@ impl Node {
             name,
             quic_addr,
             membership,
+            replication,
             transport,
             cancel,
             server,
             members_task,
+            replication_task,
         })
     }
 
@@ -178,6 +194,7 @@ impl Node {
                 abort.abort();
             }
         }
+        let _ = self.replication_task.await;
         let _ = self.members_task.await;
         self.transport.shutdown().await;
     }

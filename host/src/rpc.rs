@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
 use crate::membership::{Membership, SyncMember};
+use crate::replication::{
+    CasFailure, Entry, Expect, Leaves, Namespace, Overrides, PutOutcome, Replicator, Version,
+};
 use crate::transport::{Service, Transport, TransportError};
 
 /// A request from one node to another.
@@ -22,6 +25,34 @@ pub enum Request {
     Ping { suspected: Option<u16> },
     /// Here are the members I know; which do you know? (Full-state exchange.)
     Sync(Vec<SyncMember>),
+    /// Your copy of a key.
+    KvGet { key: Vec<u8> },
+    /// Store this version of a key if it is newer (and `expect` holds); flush, then answer.
+    KvPut {
+        key: Vec<u8>,
+        entry: Entry,
+        expect: Option<Expect>,
+    },
+    /// Store the newer of these entries and flush (repair, hints, anti-entropy, handoff).
+    KvPush(Vec<(Vec<u8>, Entry)>),
+    /// Your copies of these keys (the ones you hold).
+    KvFetch(Vec<Vec<u8>>),
+    /// Your entries (tombstones too) whose keys start with `prefix`, from `start` on.
+    KvScan {
+        prefix: Vec<u8>,
+        start: Vec<u8>,
+        limit: u32,
+    },
+    /// Anti-entropy: the leaves of the tree over the keys we both should hold, as I see it.
+    AeLeaves { from: NodeId, leaves: Leaves },
+    /// Coordinate this conditional write: you are the key's primary.
+    KvCas {
+        ns: Namespace,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        expect: Expect,
+        w: Option<u8>,
+    },
 }
 
 impl Request {
@@ -38,6 +69,21 @@ pub enum Response {
     Pong { node: NodeId, incarnation: u16 },
     /// The members the answering node knows.
     Members(Vec<SyncMember>),
+    /// A replica's copy of a key.
+    KvEntry(Option<Entry>),
+    /// What a replica did with a write.
+    KvPut(PutOutcome),
+    /// Entries.
+    KvEntries(Vec<(Vec<u8>, Entry)>),
+    /// Done (stored and flushed).
+    Done,
+    /// The outcome of a conditional write coordinated by the primary.
+    KvCas(Result<Version, CasFailure>),
+    /// Anti-entropy: the ranges where our trees differ, and my versions of the keys in them.
+    AeDiff {
+        differing: Vec<u16>,
+        have: Vec<(Vec<u8>, Version)>,
+    },
 }
 
 impl Response {
@@ -51,6 +97,7 @@ impl Response {
 pub struct Dispatcher {
     node: NodeId,
     membership: OnceLock<Membership>,
+    replication: OnceLock<Replicator>,
 }
 
 impl Dispatcher {
@@ -60,12 +107,18 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             node,
             membership: OnceLock::new(),
+            replication: OnceLock::new(),
         })
     }
 
     /// Connects the membership task (started after the transport, which needs this service).
     pub fn set_membership(&self, membership: Membership) {
         let _ = self.membership.set(membership);
+    }
+
+    /// Connects the replicator (started after membership).
+    pub fn set_replication(&self, replication: Replicator) {
+        let _ = self.replication.set(replication);
     }
 }
 
@@ -80,6 +133,7 @@ impl Service for Dispatcher {
         };
         let node = self.node.clone();
         let membership = self.membership.get().cloned();
+        let replication = self.replication.get().cloned();
         async move {
             let response = match request {
                 Request::Ping { suspected } => {
@@ -97,6 +151,10 @@ impl Service for Dispatcher {
                         .ok_or("membership is shutting down")?;
                     Response::Members(ours)
                 }
+                kv => {
+                    let r = replication.ok_or("replication is not running yet")?;
+                    serve_kv(&r, kv).await.map_err(|e| e.to_string())?
+                }
             };
             postcard::to_stdvec(&response)
                 .map(Bytes::from)
@@ -104,6 +162,76 @@ impl Service for Dispatcher {
         }
         .boxed()
     }
+}
+
+/// Answers a key-value or anti-entropy request from this node's copies.
+async fn serve_kv(
+    r: &Replicator,
+    request: Request,
+) -> Result<Response, crate::replication::ReplicationError> {
+    Ok(match request {
+        Request::KvGet { key } => Response::KvEntry(r.local_get(&key)?),
+        Request::KvPut { key, entry, expect } => {
+            if key.len() > crate::replication::MAX_KEY {
+                return Err(crate::replication::ReplicationError::BadInput(format!(
+                    "a key of {} bytes is over the limit",
+                    key.len()
+                )));
+            }
+            Response::KvPut(r.apply(&key, &entry, expect).await?)
+        }
+        Request::KvPush(entries) => {
+            r.apply_all(entries).await?;
+            Response::Done
+        }
+        Request::KvFetch(keys) => {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                if let Some(e) = r.local_get(&k)? {
+                    out.push((k, e));
+                }
+            }
+            Response::KvEntries(out)
+        }
+        Request::KvScan {
+            prefix,
+            start,
+            limit,
+        } => Response::KvEntries(r.local_scan(&prefix, &start, limit.min(100_000) as usize)?),
+        Request::KvCas {
+            ns,
+            key,
+            value,
+            expect,
+            w,
+        } => {
+            let full = ns.key(&key);
+            if full.len() > crate::replication::MAX_KEY
+                || value
+                    .as_ref()
+                    .is_some_and(|v| v.len() > crate::replication::MAX_VALUE)
+            {
+                return Err(crate::replication::ReplicationError::BadInput(
+                    "the key or value is over the limits".into(),
+                ));
+            }
+            let o = Overrides { r: None, w };
+            Response::KvCas(
+                r.conditional_here(&ns, &full, value, expect, o)
+                    .await
+                    .map_err(CasFailure::from),
+            )
+        }
+        Request::AeLeaves { from, leaves } => {
+            let (differing, have) = r.answer_leaves(from, leaves).await?;
+            Response::AeDiff { differing, have }
+        }
+        Request::Ping { .. } | Request::Sync(_) => {
+            return Err(crate::replication::ReplicationError::BadInput(
+                "a membership request reached the key-value service".into(),
+            ));
+        }
+    })
 }
 
 /// Sends `request` to `to` and decodes the answer.

@@ -23,6 +23,8 @@ pub(crate) struct DeployParams {
     timeout_ms: Option<u64>,
     /// Memory cap per instance in MiB.
     memory_mb: Option<u64>,
+    /// Share this key-value namespace instead of the function's own (`fn.NAME`).
+    kv_namespace: Option<String>,
 }
 
 /// One function in listings.
@@ -77,6 +79,9 @@ pub(crate) async fn deploy(
         ));
     }
     let limits = manifest_limits(&app, &params)?;
+    if let Some(ns) = &params.kv_namespace {
+        ns.parse::<crate::replication::Namespace>()?;
+    }
     // Compile and link before storing anything, so a bad module leaves no trace.
     let digest = Digest::of(&bytes);
     let rt = app.runtime.clone();
@@ -92,6 +97,7 @@ pub(crate) async fn deploy(
         size: bytes.len() as u64,
         limits,
         lock_key: None,
+        kv_namespace: params.kv_namespace.clone(),
         deployed_at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -10,6 +10,7 @@ use http_body_util::Full;
 
 use super::{ApiError, App, read_body};
 use crate::id::FunctionName;
+use crate::replication::{KvHandle, Namespace};
 use crate::runtime::{Prepared, RuntimeError};
 
 pub(crate) async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -79,7 +80,11 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
     let request = http::Request::from_parts(parts, Full::new(body));
 
     let limits = app.runtime.limits(&active.deployment.limits);
-    let kv = app.store.kv_space(&name);
+    let ns = match &active.deployment.kv_namespace {
+        Some(ns) => ns.parse()?,
+        None => Namespace::of_function(&name),
+    };
+    let kv = Some(KvHandle::new(app.cluster.replication.clone(), ns));
     let response = app
         .runtime
         .handle_http(&name, pre, limits, kv, request, slot)

@@ -7,6 +7,7 @@ mod functions;
 pub use functions::FunctionView;
 mod invoke;
 mod jobs;
+mod kv;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -23,6 +24,7 @@ use crate::id::{FunctionName, IdError};
 use crate::mapreduce::Jobs;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::replication::{ReplicationError, Replicator};
 use crate::runtime::{Prepared, Runtime, RuntimeError};
 use crate::store::{Deployment, Store, StoreError};
 use crate::transport::Transport;
@@ -48,6 +50,8 @@ pub struct Cluster {
     pub membership: Membership,
     /// The QUIC endpoint (for its counters).
     pub transport: Transport,
+    /// The replicated key-value store.
+    pub replication: Replicator,
 }
 
 /// A function's current deployment, compiled and linked.
@@ -130,6 +134,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         .route("/v1/jobs", post(jobs::submit))
+        .route("/v1/kv/{ns}", get(kv::scan))
+        .route(
+            "/v1/kv/{ns}/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/v1/functions", get(functions::list))
@@ -141,6 +150,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))
         .route("/v1/members", get(members))
+        .route("/v1/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(writes)
@@ -170,6 +180,11 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
 /// The cluster's members as this node sees them.
 async fn members(State(app): State<Arc<App>>) -> axum::Json<crate::membership::MemberSet> {
     axum::Json(app.cluster.membership.members())
+}
+
+/// The ring and replication as this node sees them.
+async fn status(State(app): State<Arc<App>>) -> axum::Json<crate::replication::Status> {
+    axum::Json(app.cluster.replication.status())
 }
 
 async fn require_token(
@@ -227,6 +242,9 @@ pub enum ApiError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A replicated operation failed.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
     /// 500.
     #[error("{0}")]
     Internal(String),
@@ -258,6 +276,16 @@ impl ApiError {
                 | RuntimeError::OutputTooLarge { .. }
                 | RuntimeError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Replication(e) => match e {
+                ReplicationError::BadInput(_) => StatusCode::BAD_REQUEST,
+                ReplicationError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ReplicationError::Conflict { .. } => StatusCode::CONFLICT,
+                ReplicationError::Indeterminate { .. } => StatusCode::CONFLICT,
+                ReplicationError::Remote(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ReplicationError::Store(_) | ReplicationError::Corrupt(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
             ApiError::Store(StoreError::NoFunction(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::NothingToRollBack(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,11 +299,12 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
-        (
-            status,
-            axum::Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        // A failed conditional write says which version won, so the client can retry.
+        if let ApiError::Replication(ReplicationError::Conflict { current }) = &self {
+            body["current"] = serde_json::json!(current.map(|v| v.to_string()));
+        }
+        (status, axum::Json(body)).into_response()
     }
 }
 

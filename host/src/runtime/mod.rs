@@ -28,7 +28,8 @@ pub use task::{TaskInstance, TaskOutput, TaskPre};
 use crate::config::RuntimeConfig;
 use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
-use crate::store::{FunctionKind, FunctionLimits, KvSpace};
+use crate::replication::KvHandle;
+use crate::store::{FunctionKind, FunctionLimits};
 
 /// Why compiling, instantiating or running a guest failed.
 #[derive(Debug, thiserror::Error)]
@@ -334,7 +335,7 @@ impl Runtime {
         &self,
         function: &FunctionName,
         limits: InvocationLimits,
-        kv: Option<KvSpace>,
+        kv: Option<KvHandle>,
         emit_limit: Option<u64>,
     ) -> Store<GuestState> {
         let data = GuestState::new(function.clone(), limits.memory_bytes, kv, emit_limit);

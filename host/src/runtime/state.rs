@@ -14,7 +14,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::RuntimeError;
 use crate::id::FunctionName;
-use crate::store::{KvSpace, MAX_KV_KEY, MAX_KV_VALUE};
+use crate::replication::{KvHandle, ReplicationError};
+use crate::store::{MAX_KV_KEY, MAX_KV_VALUE};
 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
@@ -43,7 +44,7 @@ pub struct GuestState {
     table: ResourceTable,
     pub(super) limiter: Limiter,
     stderr: Arc<Mutex<Vec<u8>>>,
-    kv: Option<KvSpace>,
+    kv: Option<KvHandle>,
     /// Pairs emitted by the current map/combine/reduce call.
     pub(super) emitted: Vec<(Vec<u8>, Vec<u8>)>,
     emitted_bytes: u64,
@@ -55,7 +56,7 @@ impl GuestState {
     pub(super) fn new(
         function: FunctionName,
         memory_bytes: u64,
-        kv: Option<KvSpace>,
+        kv: Option<KvHandle>,
         emit_limit: Option<u64>,
     ) -> Self {
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -306,7 +307,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 impl GuestState {
-    fn kv_space(&self) -> Result<&KvSpace, kv::Error> {
+    fn kv_space(&self) -> Result<&KvHandle, kv::Error> {
         self.kv.as_ref().ok_or_else(|| {
             kv::Error::Unavailable("key-value storage is not available to this call".into())
         })
@@ -323,14 +324,14 @@ fn check_key(key: &[u8]) -> Result<(), kv::Error> {
     Ok(())
 }
 
-fn unavailable(e: crate::store::StoreError) -> kv::Error {
+fn unavailable(e: ReplicationError) -> kv::Error {
     kv::Error::Unavailable(e.to_string())
 }
 
 impl kv::Host for GuestState {
     async fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, kv::Error> {
         check_key(&key)?;
-        self.kv_space()?.get(&key).map_err(unavailable)
+        self.kv_space()?.get(&key).await.map_err(unavailable)
     }
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), kv::Error> {

@@ -1,10 +1,12 @@
 //! Local durable state on sled: content-addressed modules, the function registry with its
-//! history, guest key-value data, and map/reduce job records and output.
+//! history, this node's replicas of key-value data with hints for other nodes, and map/reduce
+//! job records and output.
 //!
 //! This is the only module that knows sled. Every acknowledged write is flushed to disk before
 //! the call returns.
 
 mod registry;
+mod replica;
 
 use std::path::Path;
 
@@ -65,7 +67,8 @@ pub struct Store {
     flusher: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
     modules: sled::Tree,
     functions: sled::Tree,
-    kv: sled::Tree,
+    data: sled::Tree,
+    hints: sled::Tree,
     jobs: sled::Tree,
     job_output: sled::Tree,
     members: sled::Tree,
@@ -80,7 +83,8 @@ impl Store {
             flusher,
             modules: db.open_tree("modules")?,
             functions: db.open_tree("functions")?,
-            kv: db.open_tree("kv")?,
+            data: db.open_tree("data")?,
+            hints: db.open_tree("hints")?,
             jobs: db.open_tree("jobs")?,
             job_output: db.open_tree("job-output")?,
             members: db.open_tree("members")?,
@@ -138,16 +142,6 @@ impl Store {
             return Err(StoreError::DigestMismatch(digest, actual));
         }
         Ok(bytes.to_vec())
-    }
-
-    /// The key-value namespace of one function.
-    pub fn kv_space(&self, function: &FunctionName) -> KvSpace {
-        let mut prefix = function.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        KvSpace {
-            store: self.clone(),
-            prefix,
-        }
     }
 
     /// Stores a job's record (JSON) and flushes it.
@@ -270,55 +264,4 @@ fn decode_opt<T: serde::de::DeserializeOwned>(
     what: impl FnOnce() -> String,
 ) -> Result<Option<T>, StoreError> {
     bytes.map(|b| decode(&b, what)).transpose()
-}
-
-/// One function's private key-value namespace.
-#[derive(Clone)]
-pub struct KvSpace {
-    store: Store,
-    prefix: Vec<u8>,
-}
-
-impl KvSpace {
-    fn key(&self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(key);
-        k
-    }
-
-    /// The value under `key`.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.store.kv.get(self.key(key))?.map(|v| v.to_vec()))
-    }
-
-    /// Stores `value` under `key` and flushes it to disk.
-    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.store.kv.insert(self.key(key), value)?;
-        self.store.flush().await
-    }
-
-    /// Removes `key` and flushes; returns whether it existed.
-    pub async fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
-        let existed = self.store.kv.remove(self.key(key))?.is_some();
-        if existed {
-            self.store.flush().await?;
-        }
-        Ok(existed)
-    }
-
-    /// Adds `delta` to the i64 (little-endian) under `key`, atomically; flushes; returns the sum.
-    /// A value that is not 8 bytes counts as 0.
-    pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64, StoreError> {
-        let read = |v: Option<&[u8]>| {
-            v.and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(i64::from_le_bytes)
-                .unwrap_or(0)
-        };
-        let new = self.store.kv.update_and_fetch(self.key(key), |old| {
-            Some(read(old).wrapping_add(delta).to_le_bytes().to_vec())
-        })?;
-        self.store.flush().await?;
-        Ok(read(new.as_deref()))
-    }
 }

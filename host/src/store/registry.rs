@@ -53,6 +53,10 @@ pub struct Deployment {
     /// Reserved for lock-protected handlers: the template of the lock key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_key: Option<String>,
+    /// The key-value namespace the function's `kv` import uses, when it shares one; by
+    /// default its own, `fn.NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_namespace: Option<String>,
     /// When it was deployed, in milliseconds since the Unix epoch (for humans only).
     pub deployed_at_ms: u64,
 }
@@ -178,6 +182,7 @@ mod tests {
             size: 1,
             limits: FunctionLimits::default(),
             lock_key: None,
+            kv_namespace: None,
             deployed_at_ms: n as u64,
         }
     }
@@ -246,17 +251,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn kv_is_namespaced_and_increments() {
+    async fn replica_entries_update_scan_and_hints() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let a = store.kv_space(&"a".parse().unwrap());
-        let b = store.kv_space(&"b".parse().unwrap());
-        a.set(b"k", b"v").await.unwrap();
-        assert_eq!(a.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-        assert_eq!(b.get(b"k").unwrap(), None);
-        assert_eq!(a.increment(b"n", 2).await.unwrap(), 2);
-        assert_eq!(a.increment(b"n", -5).await.unwrap(), -3);
-        assert!(a.delete(b"k").await.unwrap());
-        assert!(!a.delete(b"k").await.unwrap());
+        // `decide` sees the current bytes and chooses.
+        let took = store
+            .replica_update(b"a\0k", |old| (old.is_none().then(|| b"v1".to_vec()), 1))
+            .unwrap();
+        assert_eq!(took, 1);
+        store
+            .replica_update(b"a\0k", |old| {
+                assert_eq!(old, Some(&b"v1"[..]));
+                (None, ())
+            })
+            .unwrap();
+        store
+            .replica_update(b"a\0l", |_| (Some(b"v2".to_vec()), ()))
+            .unwrap();
+        store
+            .replica_update(b"b\0k", |_| (Some(b"v3".to_vec()), ()))
+            .unwrap();
+        store.flush().await.unwrap();
+        let scan = store.replica_scan(b"a\0", b"a\0l", 10).unwrap();
+        assert_eq!(scan, vec![(b"a\0l".to_vec(), b"v2".to_vec())]);
+        assert_eq!(store.replica_scan(b"a\0", b"", 10).unwrap().len(), 2);
+        assert!(!store.replica_remove_if(b"a\0k", b"other").unwrap());
+        assert!(store.replica_remove_if(b"a\0k", b"v1").unwrap());
+        assert_eq!(store.replica_len(), 2);
+
+        // Hints: a newer one replaces an older one; delivery removes only what was sent.
+        let newer = |new: &[u8], old: &[u8]| new > old;
+        store.put_hint("n2", b"k", b"1", newer).unwrap();
+        store.put_hint("n2", b"k", b"0", newer).unwrap();
+        store.put_hint("n10", b"j", b"5", newer).unwrap();
+        assert_eq!(store.hint_targets().unwrap(), ["n10", "n2"]);
+        assert_eq!(
+            store.hints_for("n2", 10).unwrap(),
+            vec![(b"k".to_vec(), b"1".to_vec())]
+        );
+        store.remove_hint("n2", b"k", b"0").unwrap();
+        assert_eq!(store.hint_count(), 2);
+        store.remove_hint("n2", b"k", b"1").unwrap();
+        assert_eq!(store.hint_targets().unwrap(), ["n10"]);
     }
 }

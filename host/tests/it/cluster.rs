@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tempfile::TempDir;
 use weft_host::NodeConfig;
-use weft_host::config::MembershipConfig;
+use weft_host::config::{MembershipConfig, ReplicationConfig};
 use weft_host::membership::MemberState;
 use weft_host::rpc::{Request, Response};
 use weft_host::transport::frame::{self, ClusterId, HEADER_LEN, Kind};
@@ -27,15 +27,16 @@ pub fn new_cluster() -> TempDir {
 }
 
 /// Makes `c` a member of `cluster` named `name`, joining `seeds`, with fast test timings.
-fn member(c: &mut NodeConfig, cluster: &Path, name: &str, seeds: &[SocketAddr]) {
+pub fn member(c: &mut NodeConfig, cluster: &Path, name: &str, seeds: &[SocketAddr]) {
     c.cluster.dir = Some(cluster.to_path_buf());
     c.cluster.name = Some(name.to_string());
     c.cluster.join = seeds.to_vec();
     c.cluster.membership = MembershipConfig::test();
+    c.replication = ReplicationConfig::test();
 }
 
 /// Starts `n` nodes of `cluster`, each joining the first.
-async fn start_cluster(cluster: &Path, n: usize) -> Vec<TestNode> {
+pub async fn start_cluster(cluster: &Path, n: usize) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = Vec::new();
     for i in 0..n {
         let seeds: Vec<SocketAddr> = nodes
@@ -50,7 +51,7 @@ async fn start_cluster(cluster: &Path, n: usize) -> Vec<TestNode> {
 }
 
 /// Waits until every node in `nodes` sees exactly `alive` live members.
-async fn wait_converged(nodes: &[&TestNode], alive: usize) {
+pub async fn wait_converged(nodes: &[&TestNode], alive: usize) {
     wait_for(
         CONVERGE,
         &format!("{alive} alive members everywhere"),

@@ -113,6 +113,11 @@ impl TestNode {
         body
     }
 
+    /// Sends a request; returns status and JSON body.
+    pub async fn json(&self, req: reqwest::RequestBuilder) -> (StatusCode, serde_json::Value) {
+        json_of(req.send().await.unwrap()).await
+    }
+
     /// Sends a request; returns status and body text.
     pub async fn text(&self, req: reqwest::RequestBuilder) -> (StatusCode, String) {
         let r = req.send().await.unwrap();

@@ -9,4 +9,5 @@ mod cluster;
 mod faults;
 mod functions;
 mod jobs;
+mod replication;
 mod restart;

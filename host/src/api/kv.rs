@@ -1,0 +1,248 @@
+//! `/v1/kv/{ns}/{key}`: the replicated key-value store for users (guests use their `kv`
+//! import). Values travel as raw bytes; versions in the `x-weft-version` header.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, App, Query, read_body};
+use crate::replication::{Expect, MAX_VALUE, Namespace, Overrides, Version};
+
+/// The header carrying a value's version.
+pub const VERSION_HEADER: &str = "x-weft-version";
+
+/// Query parameters of reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadParams {
+    /// Replicas that must answer (default: the namespace's `r`).
+    r: Option<u8>,
+    /// Only this node's own copy, without asking any other (diagnostics).
+    #[serde(default)]
+    local: bool,
+}
+
+/// Query parameters of writes and deletes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WriteParams {
+    /// Replicas that must flush the write (default: the namespace's `w`).
+    w: Option<u8>,
+    /// Only if the key is at this version (as returned by a read).
+    if_version: Option<String>,
+    /// Only if the key is absent.
+    #[serde(default)]
+    if_absent: bool,
+}
+
+/// Query parameters of scans.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScanParams {
+    /// Only keys starting with this.
+    #[serde(default)]
+    prefix: String,
+    /// From this key on (inclusive): the `next` of the previous page.
+    #[serde(default)]
+    start: String,
+    /// At most this many keys (default 100, at most 10,000).
+    limit: Option<usize>,
+}
+
+/// The answer to a write.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Written {
+    /// The version written.
+    pub version: String,
+}
+
+/// One key of a scan. Text keys and values are given as strings; others in hex.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScanEntry {
+    /// The key, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key in hex, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_hex: Option<String>,
+    /// The value, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value in hex, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_hex: Option<String>,
+    /// Its version.
+    pub version: String,
+}
+
+/// A page of a scan.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScanPage {
+    /// The keys, in order.
+    pub entries: Vec<ScanEntry>,
+    /// Where the next page starts, if the limit cut this one short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Nodes that did not answer: keys only they hold are missing.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub missing: Vec<String>,
+}
+
+pub(crate) async fn get(
+    State(app): State<Arc<App>>,
+    Path((ns, key)): Path<(String, String)>,
+    Query(params): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    let ns: Namespace = ns.parse()?;
+    let r = &app.cluster.replication;
+    let found = if params.local {
+        r.local_entry(&ns, key.as_bytes())?
+            .and_then(|e| e.value.map(|v| (e.version, v)))
+    } else {
+        r.get(
+            &ns,
+            key.as_bytes(),
+            Overrides {
+                r: params.r,
+                w: None,
+            },
+        )
+        .await?
+        .map(|read| (read.version, read.value))
+    };
+    let Some((version, value)) = found else {
+        return Err(ApiError::NotFound(format!(
+            "no key `{key}` in namespace `{ns}`"
+        )));
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        VERSION_HEADER,
+        HeaderValue::from_str(&version.to_string()).expect("hex is a valid header"),
+    );
+    Ok((headers, value).into_response())
+}
+
+pub(crate) async fn put(
+    State(app): State<Arc<App>>,
+    Path((ns, key)): Path<(String, String)>,
+    Query(params): Query<WriteParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Written>, ApiError> {
+    let ns: Namespace = ns.parse()?;
+    let value = read_body(body, &headers, MAX_VALUE, "value").await?;
+    write(&app, ns, key, Some(value.to_vec()), params).await
+}
+
+pub(crate) async fn delete(
+    State(app): State<Arc<App>>,
+    Path((ns, key)): Path<(String, String)>,
+    Query(params): Query<WriteParams>,
+) -> Result<Json<Written>, ApiError> {
+    let ns: Namespace = ns.parse()?;
+    write(&app, ns, key, None, params).await
+}
+
+async fn write(
+    app: &App,
+    ns: Namespace,
+    key: String,
+    value: Option<Vec<u8>>,
+    params: WriteParams,
+) -> Result<Json<Written>, ApiError> {
+    let expect = match (params.if_version, params.if_absent) {
+        (Some(_), true) => {
+            return Err(ApiError::BadRequest(
+                "give if_version or if_absent, not both".into(),
+            ));
+        }
+        (Some(v), false) => Some(Expect::Version(
+            v.parse::<Version>().map_err(ApiError::BadRequest)?,
+        )),
+        (None, true) => Some(Expect::Absent),
+        (None, false) => None,
+    };
+    let version = app
+        .cluster
+        .replication
+        .put(
+            &ns,
+            key.as_bytes(),
+            value,
+            expect,
+            Overrides {
+                r: None,
+                w: params.w,
+            },
+        )
+        .await?;
+    Ok(Json(Written {
+        version: version.to_string(),
+    }))
+}
+
+pub(crate) async fn scan(
+    State(app): State<Arc<App>>,
+    Path(ns): Path<String>,
+    Query(params): Query<ScanParams>,
+) -> Result<(StatusCode, Json<ScanPage>), ApiError> {
+    let ns: Namespace = ns.parse()?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 10000, not {limit}"
+        )));
+    }
+    let (mut found, missing) = app
+        .cluster
+        .replication
+        .scan(
+            &ns,
+            params.prefix.as_bytes(),
+            params.start.as_bytes(),
+            limit + 1,
+        )
+        .await?;
+    let next = (found.len() > limit).then(|| {
+        let (k, _) = found.pop().expect("longer than limit");
+        String::from_utf8_lossy(&k).into_owned()
+    });
+    let entries = found
+        .into_iter()
+        .map(|(k, read)| {
+            let (key, key_hex) = text_or_hex(k);
+            let (value, value_hex) = text_or_hex(read.value);
+            ScanEntry {
+                key,
+                key_hex,
+                value,
+                value_hex,
+                version: read.version.to_string(),
+            }
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(ScanPage {
+            entries,
+            next,
+            missing,
+        }),
+    ))
+}
+
+fn text_or_hex(bytes: Vec<u8>) -> (Option<String>, Option<String>) {
+    match String::from_utf8(bytes) {
+        Ok(s) => (Some(s), None),
+        Err(e) => (
+            None,
+            Some(e.into_bytes().iter().map(|b| format!("{b:02x}")).collect()),
+        ),
+    }
+}

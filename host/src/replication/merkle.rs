@@ -1,0 +1,143 @@
+//! The hash tree two replicas compare in anti-entropy. Pure.
+//!
+//! The key space is cut into [`LEAVES`] ranges by the top bits of each key's ring point. A
+//! leaf is the XOR of blake3 hashes of the `(key, version)` pairs in its range, so it does not
+//! depend on the order entries are added in. The root is a binary blake3 tree over the leaves.
+//! Two replicas holding the same versions of the same keys have equal roots; where they differ,
+//! the differing leaves say which ranges to compare key by key.
+
+use serde::{Deserialize, Serialize};
+
+use super::version::Version;
+
+/// Leaves of the tree (ranges of the ring).
+pub const LEAVES: usize = 1024;
+
+/// The leaf holding a key whose ring point is `point`.
+pub fn leaf_of(point: u64) -> usize {
+    (point >> (64 - LEAVES.trailing_zeros())) as usize
+}
+
+/// A tree's leaves.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leaves(Vec<[u8; 32]>);
+
+impl std::fmt::Debug for Leaves {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Leaves(root {})",
+            blake3::Hash::from(self.root()).to_hex()
+        )
+    }
+}
+
+impl Default for Leaves {
+    fn default() -> Self {
+        Leaves(vec![[0; 32]; LEAVES])
+    }
+}
+
+impl Leaves {
+    /// Adds an entry: `point` is the key's ring point, `deleted` whether it is a tombstone.
+    pub fn add(&mut self, point: u64, key: &[u8], version: Version, deleted: bool) {
+        let mut h = blake3::Hasher::new();
+        h.update(&(key.len() as u64).to_le_bytes());
+        h.update(key);
+        h.update(&version.hlc.to_le_bytes());
+        h.update(&version.node.to_le_bytes());
+        h.update(&[deleted as u8]);
+        let leaf = &mut self.0[leaf_of(point)];
+        for (a, b) in leaf.iter_mut().zip(h.finalize().as_bytes()) {
+            *a ^= b;
+        }
+    }
+
+    /// The root of the tree over the leaves.
+    pub fn root(&self) -> [u8; 32] {
+        let mut level: Vec<[u8; 32]> = self.0.clone();
+        while level.len() > 1 {
+            level = level
+                .chunks(2)
+                .map(|pair| {
+                    let mut h = blake3::Hasher::new();
+                    for node in pair {
+                        h.update(node);
+                    }
+                    *h.finalize().as_bytes()
+                })
+                .collect();
+        }
+        level[0]
+    }
+
+    /// The leaves (ranges) where `self` and `other` differ. A malformed `other` (wrong
+    /// number of leaves) differs everywhere.
+    pub fn differing(&self, other: &Leaves) -> Vec<u16> {
+        if other.0.len() != LEAVES {
+            return (0..LEAVES as u16).collect();
+        }
+        (0..LEAVES)
+            .filter(|&i| self.0[i] != other.0[i])
+            .map(|i| i as u16)
+            .collect()
+    }
+
+    /// Whether the tree holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|l| *l == [0; 32])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(hlc: u64) -> Version {
+        Version { hlc, node: 1 }
+    }
+
+    fn tree(entries: &[(u64, &str, u64, bool)]) -> Leaves {
+        let mut t = Leaves::default();
+        for &(point, key, hlc, deleted) in entries {
+            t.add(point, key.as_bytes(), v(hlc), deleted);
+        }
+        t
+    }
+
+    #[test]
+    fn equal_sets_in_any_order_have_equal_roots() {
+        let a = tree(&[
+            (1, "a", 1, false),
+            (u64::MAX, "b", 2, false),
+            (1 << 60, "c", 3, true),
+        ]);
+        let b = tree(&[
+            (1 << 60, "c", 3, true),
+            (1, "a", 1, false),
+            (u64::MAX, "b", 2, false),
+        ]);
+        assert_eq!(a.root(), b.root());
+        assert!(a.differing(&b).is_empty());
+        assert!(Leaves::default().is_empty() && !a.is_empty());
+    }
+
+    #[test]
+    fn a_different_version_or_a_tombstone_shows_in_the_root_and_its_leaf() {
+        let base = tree(&[(5, "a", 1, false), (u64::MAX, "b", 2, false)]);
+        let newer = tree(&[(5, "a", 9, false), (u64::MAX, "b", 2, false)]);
+        let deleted = tree(&[(5, "a", 1, true), (u64::MAX, "b", 2, false)]);
+        let missing = tree(&[(u64::MAX, "b", 2, false)]);
+        for other in [&newer, &deleted, &missing] {
+            assert_ne!(base.root(), other.root());
+            assert_eq!(base.differing(other), vec![0]);
+        }
+        assert_eq!(leaf_of(u64::MAX), LEAVES - 1);
+    }
+
+    #[test]
+    fn a_malformed_peer_tree_differs_everywhere() {
+        let short = Leaves(vec![[0; 32]; 3]);
+        assert_eq!(Leaves::default().differing(&short).len(), LEAVES);
+    }
+}

@@ -1,0 +1,141 @@
+//! This node as a replica: applying writes to its own copies (newest version wins, flushed
+//! before the answer), and answering its peers' reads, scans and anti-entropy requests.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Entry, Expect, ReplicationError, Replicator, Version};
+
+/// What a replica did with a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutOutcome {
+    /// Stored and flushed (or already held).
+    Applied,
+    /// Not stored: the replica holds this newer version.
+    Stale(Version),
+    /// Not stored: a conditional write found the key at this version (`None`: absent).
+    Conflict(Option<Version>),
+}
+
+/// Whether a replica holding `current` takes `incoming`, and what it answers. Pure.
+pub(crate) fn decide(
+    current: Option<&Entry>,
+    incoming: &Entry,
+    expect: Option<Expect>,
+) -> (bool, PutOutcome) {
+    if let Some(expect) = expect {
+        let live = current.filter(|c| c.value.is_some()).map(|c| c.version);
+        let wanted = match expect {
+            Expect::Absent => None,
+            Expect::Version(v) => Some(v),
+        };
+        // The write itself may already be here (a retried request).
+        let already = current.is_some_and(|c| c.version == incoming.version);
+        if live != wanted && !already {
+            return (false, PutOutcome::Conflict(live));
+        }
+    }
+    match current {
+        Some(c) if c.version == incoming.version => (false, PutOutcome::Applied),
+        Some(c) if c.version > incoming.version => (false, PutOutcome::Stale(c.version)),
+        _ => (true, PutOutcome::Applied),
+    }
+}
+
+impl Replicator {
+    /// This node's copy of `key`.
+    pub(crate) fn local_get(&self, key: &[u8]) -> Result<Option<Entry>, ReplicationError> {
+        self.inner()
+            .store
+            .replica_get(key)?
+            .map(|b| Entry::decode(&b))
+            .transpose()
+    }
+
+    /// This node's copy of `key` in `ns`, without asking any other node (diagnostics).
+    pub fn local_entry(
+        &self,
+        ns: &super::Namespace,
+        key: &[u8],
+    ) -> Result<Option<Entry>, ReplicationError> {
+        self.local_get(&ns.key(key))
+    }
+
+    pub(crate) fn local_scan(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Entry)>, ReplicationError> {
+        self.inner()
+            .store
+            .replica_scan(prefix, start, limit)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, Entry::decode(&v)?)))
+            .collect()
+    }
+
+    /// Stores `entry` under `key` if it is newer (and `expect` holds), without flushing.
+    fn apply_unflushed(
+        &self,
+        key: &[u8],
+        entry: &Entry,
+        expect: Option<Expect>,
+    ) -> Result<PutOutcome, ReplicationError> {
+        self.observe(entry.version);
+        let encoded = entry.encode();
+        let mut corrupt = None;
+        let outcome = self.inner().store.replica_update(key, |old| {
+            let current = match old.map(Entry::decode).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    // A record that cannot be read is replaced: the replicas hold good copies.
+                    corrupt = Some(e.to_string());
+                    None
+                }
+            };
+            let (take, outcome) = decide(current.as_ref(), entry, expect);
+            (take.then(|| encoded.clone()), outcome)
+        })?;
+        if let Some(e) = corrupt {
+            tracing::warn!(error = %e, "replaced an unreadable stored entry");
+        }
+        Ok(outcome)
+    }
+
+    /// Applies one write and flushes it before answering.
+    pub(crate) async fn apply(
+        &self,
+        key: &[u8],
+        entry: &Entry,
+        expect: Option<Expect>,
+    ) -> Result<PutOutcome, ReplicationError> {
+        let outcome = self.apply_unflushed(key, entry, expect)?;
+        if outcome == PutOutcome::Applied {
+            self.inner().store.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Applies the newer of `entries` and flushes once.
+    pub(crate) async fn apply_all(
+        &self,
+        entries: Vec<(Vec<u8>, Entry)>,
+    ) -> Result<(), ReplicationError> {
+        for (key, entry) in &entries {
+            if key.len() > super::MAX_KEY
+                || entry
+                    .value
+                    .as_ref()
+                    .is_some_and(|v| v.len() > super::MAX_VALUE)
+            {
+                return Err(ReplicationError::BadInput(format!(
+                    "an entry of {} key bytes is over the limits",
+                    key.len()
+                )));
+            }
+            self.apply_unflushed(key, entry, None)?;
+        }
+        self.inner().store.flush().await?;
+        Ok(())
+    }
+}

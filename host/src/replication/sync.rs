@@ -1,0 +1,460 @@
+//! Convergence in the background: following membership to rebuild the ring, hinted handoff,
+//! Merkle anti-entropy with every peer, and handing keys this node no longer owns to their
+//! owners.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::merkle::{Leaves, leaf_of};
+use super::{
+    Entry, PeerSync, ReplicationError, Replicator, Version, View, build_view, namespace_of, now_ms,
+};
+use crate::id::NodeId;
+use crate::membership::MemberSet;
+use crate::ring::Ring;
+use crate::rpc::{self, Request, Response};
+
+/// Largest batch of entries sent in one RPC, in bytes (frames are capped at 16 MiB).
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Hints delivered per target per tick.
+const HINTS_PER_TICK: usize = 512;
+
+/// The replicator's background task.
+pub(super) async fn run(
+    r: Replicator,
+    mut members: watch::Receiver<MemberSet>,
+    cancel: CancellationToken,
+) {
+    let c = r.config().clone();
+    let mut hints = tokio::time::interval(c.hint_interval);
+    hints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_round = tokio::time::Instant::now() + c.anti_entropy_interval;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = members.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let set = members.borrow_and_update().clone();
+                r.follow(&set);
+            }
+            _ = hints.tick() => {
+                r.expire_earlier_rings();
+                r.deliver_hints().await;
+            }
+            _ = tokio::time::sleep_until(next_round) => {
+                r.anti_entropy_round().await;
+                next_round = tokio::time::Instant::now() + c.anti_entropy_interval;
+            }
+            _ = r.inner().wake.notified() => {
+                r.anti_entropy_round().await;
+                next_round = tokio::time::Instant::now() + c.anti_entropy_interval;
+            }
+        }
+    }
+}
+
+/// Entries of this node that one peer should also hold.
+type Shared = Vec<(Vec<u8>, Entry)>;
+
+/// Per-peer trees, and entries held but no longer owned (key and stored bytes).
+type Scanned = (HashMap<NodeId, Leaves>, Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Replicator {
+    /// Rebuilds the view from a new member set; a changed ring starts anti-entropy at once.
+    fn follow(&self, set: &MemberSet) {
+        let inner = self.inner();
+        let mut guard = inner.view.write().expect("not poisoned");
+        let view = build_view(set, inner.config.vnodes, Some(&guard));
+        let changed = view.changed != guard.changed;
+        if changed {
+            tracing::info!(nodes = view.ring.len(), "the ring changed");
+        }
+        *guard = Arc::new(view);
+        drop(guard);
+        if changed {
+            inner.wake.notify_one();
+        }
+    }
+
+    /// Forgets earlier rings once the transition after them is over.
+    fn expire_earlier_rings(&self) {
+        let inner = self.inner();
+        let transition = inner.config.transition;
+        let mut guard = inner.view.write().expect("not poisoned");
+        if guard
+            .earlier
+            .iter()
+            .any(|(_, at)| at.elapsed() >= transition)
+        {
+            let earlier = guard
+                .earlier
+                .iter()
+                .filter(|(_, at)| at.elapsed() < transition)
+                .cloned()
+                .collect();
+            *guard = Arc::new(View {
+                ring: guard.ring.clone(),
+                earlier,
+                addrs: guard.addrs.clone(),
+                known: guard.known,
+                changed: guard.changed,
+            });
+        }
+    }
+
+    /// Offers held hints to their targets that are up.
+    async fn deliver_hints(&self) {
+        let inner = self.inner();
+        let Ok(targets) = inner.store.hint_targets() else {
+            return;
+        };
+        let view = self.view();
+        for target in targets {
+            let Ok(node) = target.parse::<NodeId>() else {
+                continue;
+            };
+            if !view.addrs.contains_key(&node) {
+                continue;
+            }
+            let Ok(held) = inner.store.hints_for(&target, HINTS_PER_TICK) else {
+                continue;
+            };
+            let mut entries = Vec::with_capacity(held.len());
+            for (key, bytes) in &held {
+                if let Ok(e) = Entry::decode(bytes) {
+                    entries.push((key.clone(), e));
+                }
+            }
+            match self.push_to(&node, entries).await {
+                Ok(()) => {
+                    for (key, bytes) in &held {
+                        let _ = inner.store.remove_hint(&target, key, bytes);
+                    }
+                    inner
+                        .stats
+                        .hints_delivered
+                        .fetch_add(held.len() as u64, Ordering::Relaxed);
+                    tracing::debug!(%node, hints = held.len(), "delivered hints");
+                }
+                Err(e) => tracing::debug!(%node, error = %e, "could not deliver hints yet"),
+            }
+        }
+    }
+
+    /// The replication factor of a stored key.
+    fn n_of(&self, key: &[u8], view: &View) -> usize {
+        let q = self.inner().config.quorum(namespace_of(key));
+        (q.n.get() as usize).min(view.known.max(1))
+    }
+
+    /// One pass over this node's data: the tree it shares with each peer (or with `only`),
+    /// and the entries it holds but no longer owns (with their stored bytes).
+    pub(crate) fn trees(
+        &self,
+        view: &View,
+        only: Option<&NodeId>,
+    ) -> Result<Scanned, ReplicationError> {
+        let inner = self.inner();
+        let mut trees: HashMap<NodeId, Leaves> = HashMap::new();
+        let mut orphans = Vec::new();
+        for record in inner.store.replica_iter() {
+            let (key, bytes) = record?;
+            let entry = Entry::decode(&bytes)?;
+            let point = Ring::point(&key);
+            let owners =
+                view.ring
+                    .replicas_placed(&key, self.n_of(&key, view), &inner.config.placement);
+            if !owners.contains(&inner.me) {
+                orphans.push((key, bytes));
+                continue;
+            }
+            for peer in owners.iter().filter(|p| **p != inner.me) {
+                if only.is_some_and(|o| o != peer) {
+                    continue;
+                }
+                trees.entry(peer.clone()).or_default().add(
+                    point,
+                    &key,
+                    entry.version,
+                    entry.value.is_none(),
+                );
+            }
+        }
+        Ok((trees, orphans))
+    }
+
+    /// This node's entries shared with `peer` that fall in `leaves`.
+    pub(crate) fn shared_in(
+        &self,
+        view: &View,
+        peer: &NodeId,
+        leaves: &BTreeSet<u16>,
+    ) -> Result<Shared, ReplicationError> {
+        let inner = self.inner();
+        let mut out = Vec::new();
+        for record in inner.store.replica_iter() {
+            let (key, bytes) = record?;
+            if !leaves.contains(&(leaf_of(Ring::point(&key)) as u16)) {
+                continue;
+            }
+            let owners =
+                view.ring
+                    .replicas_placed(&key, self.n_of(&key, view), &inner.config.placement);
+            if owners.contains(&inner.me) && owners.contains(peer) {
+                out.push((key, Entry::decode(&bytes)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A peer's side of an exchange: compares its tree with this node's and lists this node's
+    /// versions in the ranges that differ.
+    pub(crate) async fn answer_leaves(
+        &self,
+        from: NodeId,
+        theirs: Leaves,
+    ) -> Result<(Vec<u16>, Vec<(Vec<u8>, Version)>), ReplicationError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = this.view();
+            let (mut trees, _) = this.trees(&view, Some(&from))?;
+            let mine = trees.remove(&from).unwrap_or_default();
+            let differing = mine.differing(&theirs);
+            if differing.is_empty() {
+                return Ok((differing, vec![]));
+            }
+            let set: BTreeSet<u16> = differing.iter().copied().collect();
+            let have = this
+                .shared_in(&view, &from, &set)?
+                .into_iter()
+                .map(|(k, e)| (k, e.version))
+                .collect();
+            Ok((differing, have))
+        })
+        .await
+        .map_err(|e| ReplicationError::Corrupt(format!("anti-entropy task failed: {e}")))?
+    }
+
+    /// The root of the tree this node shares with each peer, computed now.
+    pub fn roots(&self) -> Result<HashMap<NodeId, [u8; 32]>, ReplicationError> {
+        let view = self.view();
+        let (trees, _) = self.trees(&view, None)?;
+        let mut roots: HashMap<NodeId, [u8; 32]> = trees
+            .into_iter()
+            .map(|(peer, leaves)| (peer, leaves.root()))
+            .collect();
+        for peer in view.ring.nodes() {
+            if peer != self.inner().me {
+                roots
+                    .entry(peer)
+                    .or_insert_with(|| Leaves::default().root());
+            }
+        }
+        Ok(roots)
+    }
+
+    /// One anti-entropy round: an exchange with every peer on the ring, then the handoff of
+    /// entries this node no longer owns (once no transition is under way).
+    pub(crate) async fn anti_entropy_round(&self) {
+        let inner = self.inner();
+        let view = self.view();
+        let this = self.clone();
+        let scan_view = view.clone();
+        let scanned = tokio::task::spawn_blocking(move || this.trees(&scan_view, None)).await;
+        let (mut trees, orphans) = match scanned {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "anti-entropy could not read the local data");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "anti-entropy scan failed");
+                return;
+            }
+        };
+        let mut all_in_sync = true;
+        for peer in view.ring.nodes() {
+            if peer == inner.me {
+                continue;
+            }
+            let leaves = trees.remove(&peer).unwrap_or_default();
+            let result = self.exchange(&view, &peer, leaves).await;
+            let sync = match result {
+                Ok(s) => s,
+                Err(e) => PeerSync {
+                    at_ms: now_ms(),
+                    in_sync: false,
+                    differing: 0,
+                    pulled: 0,
+                    pushed: 0,
+                    error: Some(e),
+                },
+            };
+            all_in_sync &= sync.in_sync;
+            inner.peers.lock().expect("not poisoned").insert(peer, sync);
+        }
+        inner.stats.ae_rounds.fetch_add(1, Ordering::Relaxed);
+        if all_in_sync {
+            inner.last_in_sync_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        if view.earlier.is_empty() && !orphans.is_empty() {
+            self.hand_off(&view, orphans).await;
+        }
+    }
+
+    /// Compares trees with `peer` and repairs both sides where they differ.
+    async fn exchange(
+        &self,
+        view: &View,
+        peer: &NodeId,
+        leaves: Leaves,
+    ) -> Result<PeerSync, String> {
+        let inner = self.inner();
+        let addr = *view.addrs.get(peer).ok_or("no address known")?;
+        let request = Request::AeLeaves {
+            from: inner.me.clone(),
+            leaves,
+        };
+        let (differing, theirs) = match rpc::call(&inner.transport, addr, &request).await {
+            Ok(Response::AeDiff { differing, have }) => (differing, have),
+            Ok(other) => return Err(format!("unexpected answer {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        if differing.is_empty() {
+            return Ok(PeerSync {
+                at_ms: now_ms(),
+                in_sync: true,
+                differing: 0,
+                pulled: 0,
+                pushed: 0,
+                error: None,
+            });
+        }
+        let set: BTreeSet<u16> = differing.iter().copied().collect();
+        let this = self.clone();
+        let (v, p) = (self.view(), peer.clone());
+        let mine = tokio::task::spawn_blocking(move || this.shared_in(&v, &p, &set))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let theirs: HashMap<Vec<u8>, Version> = theirs.into_iter().collect();
+        let mut push = Vec::new();
+        let mine_versions: HashMap<&[u8], Version> = mine
+            .iter()
+            .map(|(k, e)| (k.as_slice(), e.version))
+            .collect();
+        for (k, e) in &mine {
+            if theirs.get(k).is_none_or(|v| *v < e.version) {
+                push.push((k.clone(), e.clone()));
+            }
+        }
+        let pull: Vec<Vec<u8>> = theirs
+            .iter()
+            .filter(|(k, v)| mine_versions.get(k.as_slice()).is_none_or(|m| m < *v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let (pushed, pulled) = (push.len() as u64, pull.len() as u64);
+        for batch in batches(push) {
+            self.push_to(peer, batch).await?;
+        }
+        for keys in pull.chunks(1024) {
+            match rpc::call(&inner.transport, addr, &Request::KvFetch(keys.to_vec())).await {
+                Ok(Response::KvEntries(entries)) => {
+                    self.apply_all(entries).await.map_err(|e| e.to_string())?
+                }
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        inner.stats.ae_pushed.fetch_add(pushed, Ordering::Relaxed);
+        inner.stats.ae_pulled.fetch_add(pulled, Ordering::Relaxed);
+        Ok(PeerSync {
+            at_ms: now_ms(),
+            in_sync: false,
+            differing: differing.len(),
+            pulled,
+            pushed,
+            error: None,
+        })
+    }
+
+    /// Sends entries this node no longer owns to every owner, and drops them here once all
+    /// owners have flushed them (unless they changed meanwhile).
+    async fn hand_off(&self, view: &View, orphans: Vec<(Vec<u8>, Vec<u8>)>) {
+        let inner = self.inner();
+        let mut by_owner: HashMap<NodeId, Vec<(Vec<u8>, Entry)>> = HashMap::new();
+        let mut decoded = Vec::with_capacity(orphans.len());
+        for (key, bytes) in orphans {
+            let Ok(entry) = Entry::decode(&bytes) else {
+                continue;
+            };
+            let owners =
+                view.ring
+                    .replicas_placed(&key, self.n_of(&key, view), &inner.config.placement);
+            for o in &owners {
+                by_owner
+                    .entry(o.clone())
+                    .or_default()
+                    .push((key.clone(), entry.clone()));
+            }
+            decoded.push((key, bytes, owners));
+        }
+        let mut failed: BTreeSet<NodeId> = BTreeSet::new();
+        for (owner, entries) in by_owner {
+            for batch in batches(entries) {
+                if let Err(e) = self.push_to(&owner, batch).await {
+                    tracing::debug!(%owner, error = %e, "handoff failed; will retry");
+                    failed.insert(owner.clone());
+                    break;
+                }
+            }
+        }
+        let started = Instant::now();
+        let mut dropped = 0u64;
+        for (key, bytes, owners) in decoded {
+            if owners.iter().any(|o| failed.contains(o)) || owners.is_empty() {
+                continue;
+            }
+            if let Ok(true) = inner.store.replica_remove_if(&key, &bytes) {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            let _ = inner.store.flush().await;
+            inner.stats.handed_off.fetch_add(dropped, Ordering::Relaxed);
+            tracing::info!(
+                entries = dropped,
+                took_ms = started.elapsed().as_millis() as u64,
+                "handed entries to their new owners"
+            );
+        }
+    }
+}
+
+/// Splits entries into batches of at most [`BATCH_BYTES`].
+fn batches(entries: Vec<(Vec<u8>, Entry)>) -> Vec<Vec<(Vec<u8>, Entry)>> {
+    let mut out = vec![];
+    let mut cur = vec![];
+    let mut size = 0;
+    for (k, e) in entries {
+        let len = k.len() + e.value.as_ref().map_or(0, |v| v.len()) + 32;
+        if size + len > BATCH_BYTES && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += len;
+        cur.push((k, e));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}

@@ -1,0 +1,140 @@
+//! Replicated data as this node holds it (tree `data`), and hints: writes held for replicas
+//! that could not take them (tree `hints`). The bytes are opaque here; `replication` gives
+//! them meaning.
+
+use super::{Record, Store, StoreError};
+
+impl Store {
+    /// The stored entry under `key`.
+    pub fn replica_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces the entry under `key` with what `decide` makes of the current one, atomically
+    /// with respect to other updates of the key (retrying when one raced it). `decide` returns
+    /// the new bytes (or `None` to leave the key as it is) and a result passed back. Not
+    /// flushed: call [`Store::flush`] before acknowledging.
+    pub fn replica_update<T>(
+        &self,
+        key: &[u8],
+        mut decide: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+    ) -> Result<T, StoreError> {
+        loop {
+            let old = self.data.get(key)?;
+            let (new, result) = decide(old.as_deref());
+            let Some(new) = new else {
+                return Ok(result);
+            };
+            match self.data.compare_and_swap(key, old, Some(new))? {
+                Ok(()) => return Ok(result),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Removes `key` if it still holds exactly `expected` (tombstone collection).
+    pub fn replica_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {
+        Ok(self
+            .data
+            .compare_and_swap(key, Some(expected), None::<&[u8]>)?
+            .is_ok())
+    }
+
+    /// Up to `limit` entries whose keys start with `prefix`, from `start` (inclusive) on.
+    pub fn replica_scan(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let from = if start > prefix { start } else { prefix };
+        self.data
+            .range(from..)
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|r| Ok(r.map(|(k, v)| (k.to_vec(), v.to_vec()))?))
+            .collect()
+    }
+
+    /// Every entry, in key order.
+    pub fn replica_iter(&self) -> impl Iterator<Item = Result<Record, StoreError>> + use<> {
+        self.data
+            .iter()
+            .map(|r| Ok(r.map(|(k, v)| (k.to_vec(), v.to_vec()))?))
+    }
+
+    /// How many entries this node holds.
+    pub fn replica_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Holds `entry` for `target`, to hand over when it is back. A newer hint for the same key
+    /// replaces an older one when `newer` says so. Not flushed.
+    pub fn put_hint(
+        &self,
+        target: &str,
+        key: &[u8],
+        entry: &[u8],
+        newer: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let hint_key = hint_key(target, key);
+        loop {
+            let old = self.hints.get(&hint_key)?;
+            if old.as_deref().is_some_and(|o| !newer(entry, o)) {
+                return Ok(());
+            }
+            if self
+                .hints
+                .compare_and_swap(&hint_key, old, Some(entry))?
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The nodes that hints are held for.
+    pub fn hint_targets(&self) -> Result<Vec<String>, StoreError> {
+        let mut targets = Vec::new();
+        let mut from = Vec::new();
+        while let Some(r) = self.hints.range(from.as_slice()..).next() {
+            let (k, _) = r?;
+            let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+            targets.push(String::from_utf8_lossy(&k[..end]).into_owned());
+            from = k[..end].to_vec();
+            from.push(1);
+        }
+        Ok(targets)
+    }
+
+    /// Up to `limit` hints held for `target`, as `(key, entry)`.
+    pub fn hints_for(&self, target: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let prefix = hint_key(target, b"");
+        self.hints
+            .scan_prefix(&prefix)
+            .take(limit)
+            .map(|r| Ok(r.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec()))?))
+            .collect()
+    }
+
+    /// Drops a delivered hint, unless a newer one replaced it meanwhile.
+    pub fn remove_hint(&self, target: &str, key: &[u8], entry: &[u8]) -> Result<(), StoreError> {
+        let _ = self
+            .hints
+            .compare_and_swap(hint_key(target, key), Some(entry), None::<&[u8]>)?;
+        Ok(())
+    }
+
+    /// How many hints are held, for every target together.
+    pub fn hint_count(&self) -> usize {
+        self.hints.len()
+    }
+}
+
+fn hint_key(target: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(target.len() + 1 + key.len());
+    k.extend_from_slice(target.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}

@@ -1,0 +1,225 @@
+//! The replicated key-value store on in-process clusters over real QUIC: reads on any node
+//! see writes made on any other, conditional writes, deletes, scans, bad input, and guests'
+//! `kv` backed by the replicas.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+use crate::cluster::{new_cluster, start_cluster, wait_converged};
+use crate::harness::{TestNode, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// Waits until every node's ring holds `n` nodes and no earlier ring is consulted.
+pub async fn wait_ring(nodes: &[&TestNode], n: usize) {
+    wait_for(CONVERGE, &format!("a ring of {n} everywhere"), || async {
+        nodes
+            .iter()
+            .all(|t| {
+                let s = t.node().replication.status();
+                s.nodes.len() == n && !s.in_transition
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// PUT a value; returns status and JSON.
+pub async fn put(
+    node: &TestNode,
+    ns: &str,
+    key: &str,
+    value: &str,
+    query: &[(&str, &str)],
+) -> (StatusCode, serde_json::Value) {
+    let r = node
+        .req(Method::PUT, &format!("/v1/kv/{ns}/{key}"))
+        .query(query)
+        .body(value.to_string())
+        .send()
+        .await
+        .unwrap();
+    crate::harness::json_of(r).await
+}
+
+/// GET a value: status, body and version header.
+pub async fn get(node: &TestNode, path: &str) -> (StatusCode, String, Option<String>) {
+    let r = node.req(Method::GET, path).send().await.unwrap();
+    let version = r
+        .headers()
+        .get("x-weft-version")
+        .map(|v| v.to_str().unwrap().to_string());
+    (r.status(), r.text().await.unwrap(), version)
+}
+
+/// How many nodes hold `key` of `ns` themselves (a live value).
+async fn holders(nodes: &[&TestNode], ns: &str, key: &str) -> usize {
+    let mut n = 0;
+    for t in nodes {
+        let (status, _, _) = get(t, &format!("/v1/kv/{ns}/{key}?local=true")).await;
+        n += (status == StatusCode::OK) as usize;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_store() {
+    let cluster = new_cluster();
+    let nodes = start_cluster(cluster.path(), 3).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+
+    // Written on one node, read on another; at least W = 2 copies exist when the write is
+    // acknowledged, and anti-entropy brings the third.
+    let (status, body) = put(a, "users", "alice", "1", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v1 = body["version"].as_str().unwrap().to_string();
+    assert!(holders(&all, "users", "alice").await >= 2);
+    let (status, value, version) = get(c, "/v1/kv/users/alice").await;
+    assert_eq!((status, value.as_str()), (StatusCode::OK, "1"));
+    assert_eq!(version.as_deref(), Some(v1.as_str()));
+    wait_for(CONVERGE, "three copies of alice", || async {
+        (holders(&all, "users", "alice").await == 3).then_some(())
+    })
+    .await;
+
+    // Compare and set: the right version wins once; a stale one gets 409 with the current one.
+    let (status, body) = put(b, "users", "alice", "2", &[("if_version", &v1)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v2 = body["version"].as_str().unwrap().to_string();
+    let (status, body) = put(c, "users", "alice", "3", &[("if_version", &v1)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["current"].as_str(), Some(v2.as_str()), "{body}");
+    let (status, body) = put(a, "users", "alice", "4", &[("if_absent", "true")]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = put(a, "users", "bob", "b", &[("if_absent", "true")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(get(a, "/v1/kv/users/alice").await.1, "2");
+
+    // A delete is seen everywhere, and the key can be created again with if_absent.
+    let r = b
+        .req(Method::DELETE, "/v1/kv/users/alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for t in &all {
+        let (status, body, _) = get(t, "/v1/kv/users/alice").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let (status, body) = put(c, "users", "alice", "again", &[("if_absent", "true")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Scans merge every node's copies, in key order, page by page.
+    for i in 0..7 {
+        let (status, body) = put(a, "scan", &format!("k{i}"), &format!("v{i}"), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    put(a, "scan", "other", "x", &[]).await;
+    let (status, body) = c
+        .json(c.req(Method::GET, "/v1/kv/scan?prefix=k&limit=4"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3"], "{body}");
+    assert_eq!(body["next"], "k4", "{body}");
+    let (_, body) = c
+        .json(c.req(Method::GET, "/v1/kv/scan?prefix=k&start=k4&limit=4"))
+        .await;
+    assert_eq!(body["entries"].as_array().unwrap().len(), 3, "{body}");
+    assert!(body.get("next").is_none(), "{body}");
+
+    // Bad input gets a clear 4xx, and the store keeps serving.
+    let cases: [(Method, &str, StatusCode, &str); 6] = [
+        (
+            Method::GET,
+            "/v1/kv/Bad!/x",
+            StatusCode::BAD_REQUEST,
+            "namespace",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/users/x?w=4",
+            StatusCode::BAD_REQUEST,
+            "w must be between 1 and n = 3",
+        ),
+        (
+            Method::GET,
+            "/v1/kv/users/x?r=0",
+            StatusCode::BAD_REQUEST,
+            "r must be",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/users/x?if_version=zz",
+            StatusCode::BAD_REQUEST,
+            "not a version",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/users/x?if_version=1.2&if_absent=true",
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
+        (
+            Method::GET,
+            "/v1/kv/users/nobody",
+            StatusCode::NOT_FOUND,
+            "no key `nobody`",
+        ),
+    ];
+    for (method, path, want, says) in cases {
+        let (status, body) = a.text(a.req(method.clone(), path)).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        assert!(body.contains(says), "{method} {path}: {body}");
+    }
+    let long = "k".repeat(5000);
+    let (status, body) = put(a, "users", &long, "v", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = a.text(a.anon(Method::GET, "/v1/kv/users/bob")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(b, "/v1/kv/users/bob").await.1, "b");
+
+    // The status shows the ring: three nodes, shares summing to one.
+    let (status, body) = b.json(b.anon(Method::GET, "/v1/status")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let shares: f64 = body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{body}");
+    assert_eq!(body["default"], "3/2/2", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_counter_lives_in_the_replicated_store() {
+    let cluster = new_cluster();
+    let nodes = start_cluster(cluster.path(), 3).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    let a = &nodes[0];
+    a.deploy("counter", weft_host::plugins::COUNTER).await;
+    // Concurrent increments through the guest's kv import: none is lost.
+    let calls = (0..10).map(|_| a.get("/fn/counter/hits"));
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = a.get("/fn/counter/hits").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"count\":11"), "{body}");
+    // The counter is in the function's namespace, readable from another node.
+    let (status, value, _) = get(&nodes[2], "/v1/kv/fn.counter/%2Fhits").await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value.as_bytes(), 11i64.to_le_bytes());
+}
