@@ -5,6 +5,7 @@
 mod functions;
 
 pub use functions::FunctionView;
+pub use kv::{ScanEntry, ScanPage, VERSION_HEADER, Written};
 mod invoke;
 mod jobs;
 mod kv;

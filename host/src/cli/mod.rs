@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod jobs;
+mod kv;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,15 @@ enum Command {
         /// Labels gossiped with the node, e.g. `--tag edge`; repeatable.
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// N/R/W of the key-value store (replicas, read and write quorums).
+        #[arg(long, default_value = "3/2/2")]
+        kv_quorum: crate::config::Quorum,
+        /// N/R/W of one namespace, `NS=N/R/W`; repeatable. Every node must agree.
+        #[arg(long = "kv-namespace", value_parser = parse_namespace_quorum)]
+        kv_namespaces: Vec<(String, crate::config::Quorum)>,
+        /// Keep one replica of every key on a node with this tag (e.g. `server`).
+        #[arg(long)]
+        placement_tag: Option<String>,
         /// Test only: drop this fraction of outgoing gossip datagrams.
         #[arg(long, hide = true, default_value_t = 0.0)]
         drop_datagrams: f64,
@@ -106,6 +116,9 @@ enum Command {
         /// Memory cap per instance, in MiB (node default: 128).
         #[arg(long)]
         memory_mb: Option<u64>,
+        /// Share this key-value namespace instead of the function's own (`fn.NAME`).
+        #[arg(long)]
+        kv_namespace: Option<String>,
     },
     /// List functions.
     Functions {
@@ -144,6 +157,17 @@ enum Command {
     Job {
         #[command(subcommand)]
         command: jobs::JobCommand,
+    },
+    /// The replicated key-value store.
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// Show the ring: each node's share, replication health and anti-entropy.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a local node, deploy the bundled plugins, and show them working.
     Demo {
@@ -234,6 +258,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tags,
             drop_datagrams,
             plain_swim,
+            kv_quorum,
+            kv_namespaces,
+            placement_tag,
         } => {
             let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
             config.http = *http;
@@ -245,6 +272,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.cluster.tags = tags.clone();
             config.cluster.transport.drop_datagrams = *drop_datagrams;
             config.cluster.membership.lifeguard = !plain_swim;
+            config.replication.default = *kv_quorum;
+            config.replication.namespaces = kv_namespaces.iter().cloned().collect();
+            config.replication.placement.require_tag = placement_tag.clone();
             let node = crate::Node::start(config).await?;
             println!(
                 "weft node `{}` serving on {} (cluster address {})",
@@ -266,6 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             timeout_ms,
             memory_mb,
+            kv_namespace,
         } => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -279,6 +310,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(m) = memory_mb {
                 query.push(("memory_mb", m.to_string()));
+            }
+            if let Some(ns) = kv_namespace {
+                query.push(("kv_namespace", ns.clone()));
             }
             let f: FunctionView = c
                 .json(
@@ -386,8 +420,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Kv { command } => kv::run(&client()?, command).await,
+        Command::Status { json } => kv::status(&client()?, *json).await,
         Command::Demo { once } => demo::run(*once).await,
     }
+}
+
+/// `NS=N/R/W`.
+fn parse_namespace_quorum(s: &str) -> Result<(String, crate::config::Quorum), String> {
+    let (ns, q) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NS=N/R/W (such as users=3/2/2)"))?;
+    ns.parse::<crate::replication::Namespace>()
+        .map_err(|e| e.to_string())?;
+    Ok((ns.to_string(), q.parse()?))
 }
 
 fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {

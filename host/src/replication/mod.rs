@@ -343,6 +343,10 @@ pub(crate) struct Inner {
     pub(crate) last_in_sync_ms: AtomicU64,
     /// Test only: skip the quorum check of earlier rings (shows the transition is needed).
     pub(crate) ignore_earlier: std::sync::atomic::AtomicBool,
+    /// Members remembered from before a restart (self included): a floor on the cluster's
+    /// size during the first transition period after start.
+    pub(crate) remembered: usize,
+    pub(crate) started: Instant,
     /// Conditional writes this node coordinates take turns per stripe of keys.
     pub(crate) stripes: Vec<tokio::sync::Mutex<()>>,
 }
@@ -366,7 +370,10 @@ impl Replicator {
         cancel: CancellationToken,
     ) -> (Replicator, tokio::task::JoinHandle<()>) {
         let members = membership.members();
-        let view = build_view(&members, config.vnodes, None);
+        // Until the first transition period is over, count the members remembered from
+        // before a restart, so a node that has not heard from them yet does not write alone.
+        let remembered = store.members().map_or(0, |m| m.len()) + 1;
+        let view = build_view(&members, &me, remembered, config.vnodes, None);
         let inner = Arc::new(Inner {
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,
@@ -380,6 +387,8 @@ impl Replicator {
             last_in_sync_ms: AtomicU64::new(0),
             ignore_earlier: Default::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            remembered,
+            started: Instant::now(),
         });
         let replicator = Replicator { inner };
         let task = tokio::spawn(sync::run(replicator.clone(), membership.watch(), cancel));
@@ -1182,22 +1191,42 @@ pub struct Status {
 }
 
 /// The view of a member set: a ring of every member not down.
-pub(crate) fn build_view(set: &MemberSet, vnodes: u32, old: Option<&View>) -> View {
+/// This node is always on its own ring, even before membership lists it. `floor` is a lower
+/// bound on the cluster's size (the members remembered from before a restart), so a node that
+/// has not heard from its peers yet does not take writes alone.
+pub(crate) fn build_view(
+    set: &MemberSet,
+    me: &NodeId,
+    floor: usize,
+    vnodes: u32,
+    old: Option<&View>,
+) -> View {
     let live: Vec<_> = set
         .members
         .iter()
-        .filter(|m| m.state != MemberState::Down)
+        .filter(|m| m.state != MemberState::Down && m.node != *me)
         .collect();
     let ring = Ring::new(
-        live.iter().map(|m| RingNode {
-            node: m.node.clone(),
-            tags: m.tags.clone(),
-        }),
+        live.iter()
+            .map(|m| RingNode {
+                node: m.node.clone(),
+                tags: m.tags.clone(),
+            })
+            .chain(std::iter::once(RingNode {
+                node: me.clone(),
+                tags: set
+                    .members
+                    .iter()
+                    .find(|m| m.node == *me)
+                    .map(|m| m.tags.clone())
+                    .unwrap_or_default(),
+            })),
         vnodes,
     );
     let addrs = live.iter().map(|m| (m.node.clone(), m.addr)).collect();
-    let mut names: Vec<&NodeId> = set.members.iter().map(|m| &m.node).collect();
-    names.dedup();
+    let mut names: std::collections::BTreeSet<&NodeId> =
+        set.members.iter().map(|m| &m.node).collect();
+    names.insert(me);
     let (earlier, changed) = match old {
         Some(old) if same_ring(&old.ring, &ring) => (old.earlier.clone(), old.changed),
         Some(old) => {
@@ -1211,7 +1240,7 @@ pub(crate) fn build_view(set: &MemberSet, vnodes: u32, old: Option<&View>) -> Vi
         ring,
         earlier,
         addrs,
-        known: names.len(),
+        known: names.len().max(floor),
         changed,
     }
 }

@@ -72,7 +72,12 @@ impl Replicator {
     fn follow(&self, set: &MemberSet) {
         let inner = self.inner();
         let mut guard = inner.view.write().expect("not poisoned");
-        let view = build_view(set, inner.config.vnodes, Some(&guard));
+        let floor = if inner.started.elapsed() < inner.config.transition {
+            inner.remembered
+        } else {
+            1
+        };
+        let view = build_view(set, &inner.me, floor, inner.config.vnodes, Some(&guard));
         let changed = view.changed != guard.changed;
         if changed {
             tracing::info!(nodes = view.ring.len(), "the ring changed");

@@ -209,6 +209,60 @@ async fn errors_go_to_stderr_with_a_nonzero_exit() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_and_status_commands() {
+    let n = TestNode::start().await;
+    let out = ok(&weft(&n, &["kv", "put", "notes", "a/b c", "first"]).await);
+    let v1 = out.trim().strip_prefix("version ").unwrap().to_string();
+    let got = weft(&n, &["kv", "get", "notes", "a/b c"]).await;
+    assert_eq!(ok(&got), "first\n");
+    assert!(String::from_utf8_lossy(&got.stderr).contains(&v1));
+    // Compare and set: right version, then the stale one fails with the current version.
+    ok(&weft(
+        &n,
+        &["kv", "put", "notes", "a/b c", "second", "--if-version", &v1],
+    )
+    .await);
+    let err = failed(
+        &weft(
+            &n,
+            &["kv", "put", "notes", "a/b c", "third", "--if-version", &v1],
+        )
+        .await,
+    );
+    assert!(
+        err.contains("409") && err.contains("not the one expected"),
+        "{err}"
+    );
+    for i in 0..3 {
+        ok(&weft(
+            &n,
+            &["kv", "put", "notes", &format!("k{i}"), &format!("v{i}")],
+        )
+        .await);
+    }
+    let out = ok(&weft(
+        &n,
+        &["kv", "scan", "notes", "--prefix", "k", "--limit", "2"],
+    )
+    .await);
+    assert_eq!(out, "k0\tv0\nk1\tv1\n");
+    let out = ok(&weft(&n, &["kv", "scan", "notes"]).await);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    ok(&weft(&n, &["kv", "del", "notes", "k0"]).await);
+    let err = failed(&weft(&n, &["kv", "get", "notes", "k0"]).await);
+    assert!(err.contains("404") && err.contains("no key `k0`"), "{err}");
+    let err = failed(&weft(&n, &["kv", "get", "Not A Namespace", "k"]).await);
+    assert!(err.contains("400") && err.contains("namespace"), "{err}");
+    // One node: the ring is that node, owning everything, N/R/W capped at 1.
+    let out = ok(&weft(&n, &["status"]).await);
+    assert!(out.contains("1 nodes on the ring"), "{out}");
+    assert!(out.contains("100.0%"), "{out}");
+    let out = ok(&weft(&n, &["status", "--json"]).await);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["keys"], 4, "{out}");
+}
+
 #[tokio::test]
 async fn demo_runs_the_tour_and_exits() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Replicated puts and gets on a 3-node Weft cluster and on a 3-member etcd cluster, both on
+# loopback on this machine, loaded by the same generator (wrk with bench/kv-load.lua), in
+# alternating rounds; prints requests/s, p50 and p99 of each side and the ratios.
+#
+#   bench/compare-kv.sh                      # 3 rounds of 10 s per case
+#   ROUNDS=5 DURATION=20s bench/compare-kv.sh
+#   WEFT_BIN=/tmp/weft-release/release/weft bench/compare-kv.sh   # a prebuilt weft
+#
+# Cases: PUT and GET of random keys among KEYS (default 10,000) with VALUE_BYTES (default 100)
+# values, over 1 connection (wrk -t1 -c1) and 64 connections (wrk -t2 -c64). Every key is
+# written on both sides before the first round, so every GET hits.
+#
+# Weft: `weft node` x3 with N/R/W 3/2/2 (the default): a PUT answers once 2 of 3 replicas have
+# fsynced it, a GET once 2 replicas have answered. Requests go to node-1 (any node coordinates).
+# etcd: 3 members with default settings (fsync on), driven through its JSON gateway; PUT is
+# /v3/kv/put, GET is a linearizable /v3/kv/range (SERIALIZABLE=1 adds serializable gets).
+# Requests go to the leader, etcd's best case (a follower forwards to it).
+# Both clusters run for the whole benchmark; the load generator shares the cores with them.
+#
+# Needs: wrk, python3, curl, etcd and etcdctl (apt-get install wrk etcd-server etcd-client).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+KEYS=${KEYS:-10000}
+VALUE_BYTES=${VALUE_BYTES:-100}
+SERIALIZABLE=${SERIALIZABLE:-0}
+ETCD=${ETCD:-etcd}
+ETCDCTL=${ETCDCTL:-etcdctl}
+
+for tool in wrk python3 curl "$ETCD" "$ETCDCTL"; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install wrk etcd-server etcd-client python3 curl" >&2; exit 1; }
+done
+if [ -n "${WEFT_BIN:-}" ]; then
+  weft=$WEFT_BIN
+else
+  cargo build --release -q -p weft-host --bin weft
+  weft="$root/target/release/weft"
+fi
+lua="$root/bench/kv-load.lua"
+
+tmp=$(mktemp -d)
+pids=()
+any_alive() { local p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+cleanup() {
+  local p i
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # An etcd leader spends seconds trying to hand over leadership to members already gone.
+  for i in $(seq 1 50); do any_alive || break; sleep 0.1; done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "${1:-SOCK_STREAM}"; }
+# until DESCRIPTION SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds.
+until_ok() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "timed out after ${secs}s waiting for $what" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+# --- Weft: three nodes, as in examples/three-nodes.sh -------------------------------------
+"$weft" cluster init "$tmp/cluster" >/dev/null
+declare -a whttp wquic
+for i in 1 2 3; do
+  "$weft" cluster issue "$tmp/cluster" --node "node-$i" >/dev/null
+  whttp[$i]=$(free_port SOCK_STREAM); wquic[$i]=$(free_port SOCK_DGRAM)
+done
+for i in 1 2 3; do
+  join=()
+  [ "$i" = 1 ] || join=(--join "127.0.0.1:${wquic[1]}")
+  WEFT_LOG=warn "$weft" node --cluster "$tmp/cluster" --name "node-$i" --data-dir "$tmp/weft-$i" \
+    --http "127.0.0.1:${whttp[$i]}" --listen "127.0.0.1:${wquic[$i]}" "${join[@]}" \
+    >"$tmp/weft-$i.log" 2>&1 &
+  pids+=($!)
+done
+weft_token=$(cat "$tmp/cluster/admin.token")
+# Settled: every node sees 3 nodes on the ring and no transition is under way (30 s after the
+# last join by default).
+weft_settled() {
+  local i
+  for i in 1 2 3; do
+    curl -fs "http://127.0.0.1:${whttp[$i]}/v1/status" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if len(s["nodes"]) == 3 and not s["in_transition"] else 1)' || return 1
+  done
+}
+
+# --- etcd: three members ------------------------------------------------------------------
+declare -a eclient epeer
+initial=""
+for i in 1 2 3; do
+  eclient[$i]=$(free_port); epeer[$i]=$(free_port)
+  initial+="${initial:+,}e$i=http://127.0.0.1:${epeer[$i]}"
+done
+for i in 1 2 3; do
+  "$ETCD" --name "e$i" --data-dir "$tmp/etcd-$i" --logger zap --log-level warn \
+    --listen-client-urls "http://127.0.0.1:${eclient[$i]}" \
+    --advertise-client-urls "http://127.0.0.1:${eclient[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${epeer[$i]}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${epeer[$i]}" \
+    --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token weft-bench \
+    >"$tmp/etcd-$i.log" 2>&1 &
+  pids+=($!)
+done
+etcd_endpoints="http://127.0.0.1:${eclient[1]},http://127.0.0.1:${eclient[2]},http://127.0.0.1:${eclient[3]}"
+until_ok "etcd to be healthy" 60 env ETCDCTL_API=3 "$ETCDCTL" --endpoints "$etcd_endpoints" endpoint health
+etcd_leader() {
+  ETCDCTL_API=3 "$ETCDCTL" --endpoints "$etcd_endpoints" endpoint status -w json | python3 -c '
+import json, sys
+for e in json.load(sys.stdin):
+    if e["Status"]["header"]["member_id"] == e["Status"]["leader"]:
+        print(e["Endpoint"])'
+}
+has_leader() { [ -n "$(etcd_leader)" ]; }
+until_ok "an etcd leader" 30 has_leader
+etcd_url=$(etcd_leader)
+etcd_version=$("$ETCD" --version | awk '/etcd Version/ {print $3}')
+
+echo "waiting for Weft's ring to settle (every node sees 3 nodes and no transition; ~30 s after the joins)" >&2
+until_ok "Weft's ring to settle" 180 weft_settled
+weft_url="http://127.0.0.1:${whttp[1]}"
+
+# --- Preload: every key on both sides ----------------------------------------------------
+preload() { # side base_url
+  python3 - "$1" "$2" "$KEYS" "$VALUE_BYTES" "$weft_token" <<'EOF'
+import base64, concurrent.futures, http.client, json, sys, threading, urllib.parse
+side, url, keys, value_bytes, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+u = urllib.parse.urlsplit(url)
+local = threading.local()
+def put(i):
+    key = "k%07d" % i
+    value = (key + "=").ljust(value_bytes, "x").encode()
+    if not hasattr(local, "conn"):
+        local.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    if side == "weft":
+        local.conn.request("PUT", "/v1/kv/bench/" + key, body=value,
+                           headers={"Authorization": "Bearer " + token})
+    else:
+        b64 = lambda b: base64.b64encode(b).decode()
+        body = json.dumps({"key": b64(("bench/" + key).encode()), "value": b64(value)})
+        local.conn.request("POST", "/v3/kv/put", body=body, headers={"Content-Type": "application/json"})
+    r = local.conn.getresponse()
+    r.read()
+    if r.status != 200:
+        raise SystemExit(f"preload of {key} on {side}: HTTP {r.status}")
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    list(pool.map(put, range(keys)))
+EOF
+}
+echo "preloading $KEYS keys of $VALUE_BYTES bytes on each side" >&2
+preload weft "$weft_url"
+preload etcd "$etcd_url"
+# Check: every key is there (Weft: each node holds all of them, N=3; etcd: a count).
+for i in 1 2 3; do
+  held=$(curl -fs "http://127.0.0.1:${whttp[$i]}/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"])')
+  [ "$held" -ge "$KEYS" ] || { echo "Weft node-$i holds $held keys, expected $KEYS" >&2; exit 1; }
+done
+counted=$(ETCDCTL_API=3 "$ETCDCTL" --endpoints "$etcd_url" get bench/ --prefix --limit=1 -w json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("count", 0))')
+[ "$counted" -eq "$KEYS" ] || { echo "etcd holds $counted keys, expected $KEYS" >&2; exit 1; }
+[ "$(curl -fs -H "Authorization: Bearer $weft_token" "$weft_url/v1/kv/bench/k0000000")" = "$(printf '%-*s' "$VALUE_BYTES" "k0000000=" | tr ' ' x)" ] \
+  || { echo "Weft returns a different value for k0000000" >&2; exit 1; }
+
+# --- Rounds --------------------------------------------------------------------------------
+results="$tmp/results.tsv"
+: >"$results"
+# load ROUND SIDE OP CONNS [serializable]: one wrk run; appends a line to $results.
+load() {
+  local round=$1 side=$2 op=$3 conns=$4 ser=${5:-0} threads=1 url out line
+  [ "$conns" -gt 1 ] && threads=2
+  if [ "$side" = weft ]; then url=$weft_url; else url=$etcd_url; fi
+  out=$(KV_SIDE=$side KV_OP=$op KV_KEYS=$KEYS KV_VALUE_BYTES=$VALUE_BYTES KV_TOKEN=$weft_token \
+    KV_SERIALIZABLE=$ser wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 10s -s "$lua" "$url")
+  echo "$out" >>"$tmp/wrk.log"
+  line=$(grep '^RESULT ' <<<"$out") || { echo "wrk printed no RESULT line:" >&2; echo "$out" >&2; exit 1; }
+  local case="$op"
+  [ "$ser" = 1 ] && case="$op-serializable"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$side" "$case" "$conns" "${line#RESULT }" >>"$results"
+  echo "round $round  $side  $case  c=$conns  ${line#RESULT }" >&2
+}
+cases=("put 1" "put 64" "get 1" "get 64")
+for r in $(seq 1 "$ROUNDS"); do
+  for c in "${cases[@]}"; do
+    set -- $c
+    # Alternate which side goes first, so neither always runs on a warmer or cooler machine.
+    if [ $((r % 2)) = 1 ]; then load "$r" weft "$1" "$2"; load "$r" etcd "$1" "$2"
+    else load "$r" etcd "$1" "$2"; load "$r" weft "$1" "$2"; fi
+  done
+  if [ "$SERIALIZABLE" = 1 ]; then
+    load "$r" etcd get 1 1
+    load "$r" etcd get 64 1
+  fi
+done
+
+# --- Table ---------------------------------------------------------------------------------
+echo
+echo "weft $("$weft" --version | awk '{print $2}') ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')), node-1 of 3; etcd $etcd_version, leader of 3"
+echo "$KEYS keys, $VALUE_BYTES-byte values, $ROUNDS rounds of $DURATION per case; latency in ms; figures are means over rounds"
+python3 - "$results" "$ROUNDS" <<'EOF'
+import collections, sys
+path, rounds = sys.argv[1], int(sys.argv[2])
+runs = collections.defaultdict(list)  # (case, conns, side) -> [dict]
+for line in open(path):
+    rnd, side, case, conns, fields = line.rstrip("\n").split("\t")
+    d = dict(kv.split("=") for kv in fields.split())
+    runs[(case, int(conns), side)].append({k: float(v) for k, v in d.items()})
+mean = lambda xs: sum(xs) / len(xs)
+bad = 0
+print()
+print("| case | conns | weft req/s | etcd req/s | weft/etcd | weft p50 | etcd p50 | etcd/weft | weft p99 | etcd p99 | etcd/weft |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+order = sorted({(c, n) for c, n, _ in runs}, key=lambda k: ({"put": 0, "get": 1}.get(k[0], 2), k[0], k[1]))
+for case, conns in order:
+    w, e = runs.get((case, conns, "weft")), runs.get((case, conns, "etcd"))
+    f = lambda rs, k: mean([r[k] for r in rs]) if rs else float("nan")
+    ms = lambda rs, k: f(rs, k) / 1000
+    ratio = lambda a, b: f"{a / b:.2f}" if a == a and b == b and b else "—"
+    cells = [case, str(conns),
+             f"{f(w, 'rps'):,.0f}" if w else "—", f"{f(e, 'rps'):,.0f}", ratio(f(w, 'rps'), f(e, 'rps')),
+             f"{ms(w, 'p50_us'):.2f}" if w else "—", f"{ms(e, 'p50_us'):.2f}", ratio(f(e, 'p50_us'), f(w, 'p50_us')),
+             f"{ms(w, 'p99_us'):.2f}" if w else "—", f"{ms(e, 'p99_us'):.2f}", ratio(f(e, 'p99_us'), f(w, 'p99_us'))]
+    print("| " + " | ".join(cells) + " |")
+print()
+print("per round (req/s weft / etcd):")
+for case, conns in order:
+    w, e = runs.get((case, conns, "weft"), []), runs.get((case, conns, "etcd"), [])
+    cols = [f"{a['rps']:,.0f} / {b['rps']:,.0f}" for a, b in zip(w, e)] or [f"— / {b['rps']:,.0f}" for b in e]
+    print(f"  {case:>16} c={conns:<3} " + "   ".join(cols))
+for (case, conns, side), rs in sorted(runs.items()):
+    for r in rs:
+        errs = {k: int(r[k]) for k in ("non2xx", "connect", "read", "write", "timeout") if r[k]}
+        if errs:
+            bad += 1
+            print(f"ERRORS {side} {case} c={conns}: {errs}")
+if not bad:
+    print("\nno errors: 0 non-2xx/3xx responses, 0 socket errors, 0 timeouts on either side")
+sys.exit(1 if bad else 0)
+EOF
