@@ -388,12 +388,13 @@ impl ReplicationConfig {
         }
     }
 
-    /// The quorum of a namespace.
+    /// The quorum of a namespace. The function registry (`sys.functions`) is on every node.
     pub fn quorum(&self, namespace: &str) -> Quorum {
-        self.namespaces
-            .get(namespace)
-            .copied()
-            .unwrap_or(self.default)
+        match self.namespaces.get(namespace) {
+            Some(q) => *q,
+            None if namespace == crate::functions::NAMESPACE => crate::functions::registry_quorum(),
+            None => self.default,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod functions;
 pub mod id;
 pub mod mapreduce;
 pub mod membership;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::functions::Functions;
 use crate::id::NodeId;
 use crate::mapreduce::Jobs;
 use crate::membership::{Identity, Membership, Meta, Wiring};
@@ -40,7 +41,11 @@ pub struct Node {
     pub membership: Membership,
     /// The replicated key-value store, as coordinated by this node.
     pub replication: Replicator,
+    /// The function registry and module distribution.
+    pub functions: Functions,
+    store: Store,
     transport: Transport,
+    dispatcher: Arc<Dispatcher>,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     members_task: tokio::task::JoinHandle<()>,
@@ -133,9 +138,12 @@ impl Node {
             cancel.child_token(),
         );
         dispatcher.set_replication(replication.clone());
+        let functions = Functions::new(replication.clone(), store.clone());
+        dispatcher.set_functions(functions.clone());
+        let (app_functions, node_store) = (functions.clone(), store.clone());
 
         let app = App::new(
-            store,
+            functions,
             runtime,
             jobs,
             metrics,
@@ -147,6 +155,7 @@ impl Node {
                 replication: replication.clone(),
             },
         );
+        dispatcher.set_invoker(Arc::new(api::Forwards(app.clone())));
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, api::router(app))
@@ -162,12 +171,21 @@ impl Node {
             quic_addr,
             membership,
             replication,
+            functions: app_functions,
+            store: node_store,
             transport,
+            dispatcher,
             cancel,
             server,
             members_task,
             replication_task,
         })
+    }
+
+    /// Test only: the node's local store.
+    #[doc(hidden)]
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The API's base URL.
@@ -197,6 +215,7 @@ impl Node {
         let _ = self.replication_task.await;
         let _ = self.members_task.await;
         self.transport.shutdown().await;
+        self.dispatcher.detach();
     }
 
     /// Serves until `signal` resolves, then shuts down.

@@ -3,14 +3,15 @@
 //! version, so a change here that is not backward compatible bumps `PROTOCOL_VERSION`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::id::NodeId;
+use crate::functions::Functions;
+use crate::id::{Digest, FunctionName, NodeId};
 use crate::membership::{Membership, SyncMember};
 use crate::replication::{
     CasFailure, Entry, Expect, Leaves, Namespace, Overrides, PutOutcome, Replicator, Version,
@@ -45,6 +46,20 @@ pub enum Request {
     },
     /// Anti-entropy: the leaves of the tree over the keys we both should hold, as I see it.
     AeLeaves { from: NodeId, leaves: Leaves },
+    /// Up to `len` bytes of a module you hold, from `offset`.
+    ModuleRead {
+        digest: Digest,
+        offset: u64,
+        len: u32,
+    },
+    /// Store this module: fetch it from `from` unless you hold a good copy.
+    ModuleOffer {
+        digest: Digest,
+        size: u64,
+        from: NodeId,
+    },
+    /// Run this HTTP request: you own its key.
+    Invoke(Forwarded),
     /// Coordinate this conditional write: you are the key's primary.
     KvCas {
         ns: Namespace,
@@ -52,6 +67,7 @@ pub enum Request {
         value: Option<Vec<u8>>,
         expect: Expect,
         w: Option<u8>,
+        settle_ms: Option<u64>,
     },
 }
 
@@ -77,6 +93,10 @@ pub enum Response {
     KvEntries(Vec<(Vec<u8>, Entry)>),
     /// Done (stored and flushed).
     Done,
+    /// The answer to a forwarded request.
+    Invoked(ForwardedAnswer),
+    /// A piece of a module and its total size, or `None` when it is not held.
+    ModuleBytes(Option<(u64, Vec<u8>)>),
     /// The outcome of a conditional write coordinated by the primary.
     KvCas(Result<Version, CasFailure>),
     /// Anti-entropy: the ranges where our trees differ, and my versions of the keys in them.
@@ -93,32 +113,91 @@ impl Response {
     }
 }
 
+/// An HTTP request forwarded to the node that owns its key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// The function.
+    pub function: FunctionName,
+    /// The HTTP method.
+    pub method: String,
+    /// The path below the function, with the query.
+    pub target: String,
+    /// The request's headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The request's body.
+    pub body: Vec<u8>,
+}
+
+/// The answer of a forwarded request, whole.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardedAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The response's headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The response's body.
+    pub body: Vec<u8>,
+}
+
+/// Runs forwarded requests (the HTTP API implements it).
+pub trait Invoker: Send + Sync + 'static {
+    /// Runs one request here and answers with the whole response (errors included).
+    fn invoke(&self, request: Forwarded) -> BoxFuture<'static, ForwardedAnswer>;
+}
+
 /// Answers requests for this node.
 pub struct Dispatcher {
     node: NodeId,
-    membership: OnceLock<Membership>,
-    replication: OnceLock<Replicator>,
+    hooks: RwLock<Hooks>,
+}
+
+/// The services requests are handed to, connected as the node starts and dropped when it
+/// stops (they hold the transport, which holds this: dropping them breaks the cycle).
+#[derive(Default, Clone)]
+struct Hooks {
+    membership: Option<Membership>,
+    replication: Option<Replicator>,
+    functions: Option<Functions>,
+    invoker: Option<Arc<dyn Invoker>>,
 }
 
 impl Dispatcher {
-    /// The service of the node named `node`; membership requests are answered once
-    /// [`Dispatcher::set_membership`] is called.
+    /// The service of the node named `node`; each kind of request is answered once its
+    /// service is connected.
     pub fn new(node: NodeId) -> Arc<Self> {
         Arc::new(Dispatcher {
             node,
-            membership: OnceLock::new(),
-            replication: OnceLock::new(),
+            hooks: RwLock::default(),
         })
+    }
+
+    fn hooks(&self) -> std::sync::RwLockWriteGuard<'_, Hooks> {
+        self.hooks.write().expect("not poisoned")
     }
 
     /// Connects the membership task (started after the transport, which needs this service).
     pub fn set_membership(&self, membership: Membership) {
-        let _ = self.membership.set(membership);
+        self.hooks().membership = Some(membership);
+    }
+
+    /// Connects the HTTP API, which runs forwarded requests.
+    pub fn set_invoker(&self, invoker: Arc<dyn Invoker>) {
+        self.hooks().invoker = Some(invoker);
+    }
+
+    /// Connects the function registry (started after replication).
+    pub fn set_functions(&self, functions: Functions) {
+        self.hooks().functions = Some(functions);
     }
 
     /// Connects the replicator (started after membership).
     pub fn set_replication(&self, replication: Replicator) {
-        let _ = self.replication.set(replication);
+        self.hooks().replication = Some(replication);
+    }
+
+    /// Disconnects every service (the node stops): later requests are refused.
+    pub fn detach(&self) {
+        *self.hooks() = Hooks::default();
     }
 }
 
@@ -132,8 +211,12 @@ impl Service for Dispatcher {
             }
         };
         let node = self.node.clone();
-        let membership = self.membership.get().cloned();
-        let replication = self.replication.get().cloned();
+        let Hooks {
+            membership,
+            replication,
+            functions,
+            invoker,
+        } = self.hooks.read().expect("not poisoned").clone();
         async move {
             let response = match request {
                 Request::Ping { suspected } => {
@@ -150,6 +233,28 @@ impl Service for Dispatcher {
                         .await
                         .ok_or("membership is shutting down")?;
                     Response::Members(ours)
+                }
+                Request::ModuleRead {
+                    digest,
+                    offset,
+                    len,
+                } => {
+                    let f = functions.ok_or("the function registry is not running yet")?;
+                    Response::ModuleBytes(
+                        f.read_range(digest, offset, len)
+                            .map_err(|e| e.to_string())?,
+                    )
+                }
+                Request::Invoke(forwarded) => {
+                    let invoker = invoker.ok_or("the HTTP API is not running yet")?;
+                    Response::Invoked(invoker.invoke(forwarded).await)
+                }
+                Request::ModuleOffer { digest, from, .. } => {
+                    let f = functions.ok_or("the function registry is not running yet")?;
+                    f.take_offer(digest, from)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Response::Done
                 }
                 kv => {
                     let r = replication.ok_or("replication is not running yet")?;
@@ -204,6 +309,7 @@ async fn serve_kv(
             value,
             expect,
             w,
+            settle_ms,
         } => {
             let full = ns.key(&key);
             if full.len() > crate::replication::MAX_KEY
@@ -215,7 +321,11 @@ async fn serve_kv(
                     "the key or value is over the limits".into(),
                 ));
             }
-            let o = Overrides { r: None, w };
+            let o = Overrides {
+                r: None,
+                w,
+                settle: settle_ms.map(std::time::Duration::from_millis),
+            };
             Response::KvCas(
                 r.conditional_here(&ns, &full, value, expect, o)
                     .await
@@ -226,9 +336,13 @@ async fn serve_kv(
             let (differing, have) = r.answer_leaves(from, leaves).await?;
             Response::AeDiff { differing, have }
         }
-        Request::Ping { .. } | Request::Sync(_) => {
+        Request::Ping { .. }
+        | Request::Sync(_)
+        | Request::ModuleRead { .. }
+        | Request::ModuleOffer { .. }
+        | Request::Invoke(_) => {
             return Err(crate::replication::ReplicationError::BadInput(
-                "a membership request reached the key-value service".into(),
+                "a membership or module request reached the key-value service".into(),
             ));
         }
     })

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, App, Query, read_body};
 use crate::id::{Digest, FunctionName};
-use crate::store::{Deployment, FunctionKind, FunctionLimits, FunctionRecord};
+use crate::store::{Deployment, FunctionKind, FunctionLimits, FunctionRecord, RouteKey};
 
 /// Query parameters of `PUT /v1/functions/{name}`: the function's manifest.
 #[derive(Debug, Deserialize)]
@@ -25,6 +25,8 @@ pub(crate) struct DeployParams {
     memory_mb: Option<u64>,
     /// Share this key-value namespace instead of the function's own (`fn.NAME`).
     kv_namespace: Option<String>,
+    /// Run each request on the owner of its key: `path:N`, `header:NAME` or `query:NAME`.
+    route_key: Option<String>,
 }
 
 /// One function in listings.
@@ -82,6 +84,12 @@ pub(crate) async fn deploy(
     if let Some(ns) = &params.kv_namespace {
         ns.parse::<crate::replication::Namespace>()?;
     }
+    let route_key = params
+        .route_key
+        .as_deref()
+        .map(str::parse::<RouteKey>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
     // Compile and link before storing anything, so a bad module leaves no trace.
     let digest = Digest::of(&bytes);
     let rt = app.runtime.clone();
@@ -90,20 +98,25 @@ pub(crate) async fn deploy(
         tokio::task::spawn_blocking(move || rt.prepare(digest, &compile_bytes, params.kind))
             .await
             .map_err(|e| ApiError::Internal(format!("compilation task failed: {e}")))??;
-    app.store.put_module(&bytes).await?;
+    if route_key.is_some() && prepared.kind() != FunctionKind::Http {
+        return Err(ApiError::BadRequest(
+            "route_key is for HTTP handlers; this component is a map/reduce task".into(),
+        ));
+    }
     let deployment = Deployment {
         digest,
         kind: prepared.kind(),
         size: bytes.len() as u64,
         limits,
         lock_key: None,
+        route_key: route_key.clone(),
         kv_namespace: params.kv_namespace.clone(),
         deployed_at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
-    let record = app.store.deploy(&name, deployment).await?;
+    let record = app.functions.deploy(&name, deployment, &bytes).await?;
     app.invalidate(&name);
     tracing::info!(function = %name, %digest, kind = %prepared.kind(), "deployed");
     Ok((StatusCode::CREATED, Json(FunctionView::from(&record))))
@@ -136,8 +149,9 @@ fn manifest_limits(app: &App, params: &DeployParams) -> Result<FunctionLimits, A
 
 pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<FunctionView>>, ApiError> {
     Ok(Json(
-        app.store
-            .functions()?
+        app.functions
+            .list()
+            .await?
             .iter()
             .map(FunctionView::from)
             .collect(),
@@ -149,9 +163,10 @@ pub(crate) async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<FunctionRecord>, ApiError> {
     let name: FunctionName = name.parse()?;
-    let record = app
-        .store
-        .function(&name)?
+    let (record, _) = app
+        .functions
+        .record(&name)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
     Ok(Json(record))
 }
@@ -161,7 +176,7 @@ pub(crate) async fn rollback(
     Path(name): Path<String>,
 ) -> Result<Json<FunctionView>, ApiError> {
     let name: FunctionName = name.parse()?;
-    let record = app.store.rollback(&name).await?;
+    let record = app.functions.rollback(&name).await?;
     app.invalidate(&name);
     tracing::info!(function = %name, digest = %record.active().digest, "rolled back");
     Ok(Json(FunctionView::from(&record)))
@@ -172,7 +187,7 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name: FunctionName = name.parse()?;
-    app.store.delete_function(&name).await?;
+    app.functions.delete(&name).await?;
     app.invalidate(&name);
     Ok(StatusCode::NO_CONTENT)
 }

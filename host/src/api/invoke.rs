@@ -1,20 +1,32 @@
 //! `ANY /fn/{name}/{*path}`: running an HTTP handler.
+//!
+//! A handler runs where the request lands, unless its manifest names a route key: then the
+//! request runs on the node that owns that key in the function's key-value namespace, next to
+//! its data, forwarded over QUIC. The answer says which node ran it (`x-weft-node`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http_body_util::Full;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full, Limited};
 
 use super::{ApiError, App, read_body};
 use crate::id::FunctionName;
 use crate::replication::{KvHandle, Namespace};
+use crate::rpc::{self, Forwarded, ForwardedAnswer, Invoker};
 use crate::runtime::{Prepared, RuntimeError};
 
+/// The header naming the node that ran the handler.
+pub const NODE_HEADER: &str = "x-weft-node";
+
+/// Largest response body sent back for a forwarded request (it travels in one frame).
+const MAX_FORWARDED_BODY: usize = 15 << 20;
+
 pub(crate) async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
-    let started = Instant::now();
     // The raw (still percent-encoded) path: the guest sees exactly what the client sent below
     // `/fn/{name}`. Function names are plain ASCII, so the raw name is the name.
     let raw = request
@@ -27,7 +39,23 @@ pub(crate) async fn invoke(State(app): State<Arc<App>>, request: Request) -> Res
         Some(i) => (&raw[..i], &raw[i..]),
         None => (raw.as_str(), "/"),
     };
-    let result = call(&app, name, below, request).await;
+    let (parts, body) = request.into_parts();
+    measured(
+        &app,
+        name,
+        call(&app, name, below, parts, Incoming::Stream(body)),
+    )
+    .await
+}
+
+/// Runs `work`, counting its outcome in the metrics.
+async fn measured(
+    app: &App,
+    name: &str,
+    work: impl Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    let started = Instant::now();
+    let result = work.await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(ApiError::Runtime(RuntimeError::Timeout { .. })) => "timeout",
@@ -44,7 +72,20 @@ pub(crate) async fn invoke(State(app): State<Arc<App>>, request: Request) -> Res
     result.into_response()
 }
 
-async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Response, ApiError> {
+/// A request body: still arriving from a client, or already read (forwarded from another
+/// node, which runs here whatever its key).
+enum Incoming {
+    Stream(Body),
+    Read(bytes::Bytes),
+}
+
+async fn call(
+    app: &App,
+    name: &str,
+    path: &str,
+    parts: http::request::Parts,
+    body: Incoming,
+) -> Result<Response, ApiError> {
     let name: FunctionName = name.parse()?;
     let active = app.active(&name).await?;
     let Prepared::Http(pre) = &active.prepared else {
@@ -52,16 +93,33 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
             "function `{name}` is a map/reduce task, not an HTTP handler; run it with POST /v1/jobs"
         )));
     };
+    let ns = match &active.deployment.kv_namespace {
+        Some(ns) => ns.parse()?,
+        None => Namespace::of_function(&name),
+    };
+    let body = match (body, &active.deployment.route_key) {
+        (Incoming::Stream(stream), Some(route)) => {
+            match route_to_owner(app, &name, &active, &ns, route, path, &parts, stream).await? {
+                Routed::Answered(response) => return Ok(response),
+                Routed::Here(body) => body,
+            }
+        }
+        (body, _) => body,
+    };
     // Take the instance slot first: requests waiting for one hold no buffered body.
     let slot = app.runtime.slot().await?;
-    let (parts, body) = request.into_parts();
-    let body = read_body(
-        body,
-        &parts.headers,
-        app.limits.max_request_body.get(),
-        "request body",
-    )
-    .await?;
+    let body = match body {
+        Incoming::Stream(stream) => {
+            read_body(
+                stream,
+                &parts.headers,
+                app.limits.max_request_body.get(),
+                "request body",
+            )
+            .await?
+        }
+        Incoming::Read(bytes) => bytes,
+    };
 
     // The guest gets the client's request as it came, with the target below the route.
     let mut parts = parts;
@@ -80,14 +138,176 @@ async fn call(app: &App, name: &str, path: &str, request: Request) -> Result<Res
     let request = http::Request::from_parts(parts, Full::new(body));
 
     let limits = app.runtime.limits(&active.deployment.limits);
-    let ns = match &active.deployment.kv_namespace {
-        Some(ns) => ns.parse()?,
-        None => Namespace::of_function(&name),
-    };
     let kv = Some(KvHandle::new(app.cluster.replication.clone(), ns));
-    let response = app
+    let mut response = app
         .runtime
         .handle_http(&name, pre, limits, kv, request, slot)
-        .await?;
-    Ok(response.map(Body::new))
+        .await?
+        .map(Body::new);
+    response.headers_mut().insert(
+        NODE_HEADER,
+        http::HeaderValue::from_str(app.cluster.replication.me().as_str())
+            .expect("node names are valid header values"),
+    );
+    Ok(response)
+}
+
+enum Routed {
+    Answered(Response),
+    Here(Incoming),
+}
+
+/// Forwards a keyed request to its key's owner, unless this node owns it (or the owner
+/// cannot be reached, and this node serves it rather than fail).
+#[allow(clippy::too_many_arguments)]
+async fn route_to_owner(
+    app: &App,
+    name: &FunctionName,
+    active: &super::Active,
+    ns: &Namespace,
+    route: &crate::store::RouteKey,
+    path: &str,
+    parts: &http::request::Parts,
+    stream: Body,
+) -> Result<Routed, ApiError> {
+    let key = route
+        .extract(path, parts.uri.query(), &parts.headers)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "function `{name}` runs each request on the owner of its key, taken from {route}, and this request has none"
+            ))
+        })?;
+    let r = &app.cluster.replication;
+    let (owner, Some(addr)) = r.owner(ns, key.as_bytes()) else {
+        return Ok(Routed::Here(Incoming::Stream(stream)));
+    };
+    let bytes = read_body(
+        stream,
+        &parts.headers,
+        app.limits.max_request_body.get(),
+        "request body",
+    )
+    .await?;
+    let timeout = app.runtime.limits(&active.deployment.limits).timeout;
+    match forward(app, name, path, parts, &bytes, addr, timeout).await {
+        Ok(answer) => Ok(Routed::Answered(answer_response(answer))),
+        Err(e) => {
+            tracing::warn!(function = %name, %owner, error = %e, "could not forward to the key's owner; running here");
+            Ok(Routed::Here(Incoming::Read(bytes)))
+        }
+    }
+}
+
+/// Sends the request to the key's owner and waits for its whole answer.
+async fn forward(
+    app: &App,
+    name: &FunctionName,
+    path: &str,
+    parts: &http::request::Parts,
+    body: &[u8],
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<ForwardedAnswer, String> {
+    let target = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let request = rpc::Request::Invoke(Forwarded {
+        function: name.clone(),
+        method: parts.method.to_string(),
+        target,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    });
+    // The owner's own deadline, plus time for the request and answer to travel.
+    let within = timeout + Duration::from_secs(5);
+    let answer = app
+        .cluster
+        .transport
+        .rpc_within(addr, &request.encode(), within)
+        .await
+        .map_err(|e| e.to_string())?;
+    match rpc::Response::decode(&answer)? {
+        rpc::Response::Invoked(a) => Ok(a),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// A forwarded answer as a response to the client.
+fn answer_response(answer: ForwardedAnswer) -> Response {
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() =
+        http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let headers = response.headers_mut();
+    for (k, v) in answer.headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_bytes(&v),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    response
+}
+
+/// Runs requests other nodes forward to this one.
+pub struct Forwards(pub Arc<App>);
+
+impl Invoker for Forwards {
+    fn invoke(&self, f: Forwarded) -> BoxFuture<'static, ForwardedAnswer> {
+        let app = self.0.clone();
+        async move {
+            let response = match forwarded_parts(&f) {
+                Ok(parts) => {
+                    let path = f.target.split('?').next().unwrap_or("/").to_string();
+                    let name = f.function.to_string();
+                    let work = call(&app, &name, &path, parts, Incoming::Read(f.body.into()));
+                    measured(&app, &name, work).await
+                }
+                Err(e) => e.into_response(),
+            };
+            let (parts, body) = response.into_parts();
+            let body = match Limited::new(body, MAX_FORWARDED_BODY).collect().await {
+                Ok(b) => b.to_bytes().to_vec(),
+                Err(e) => {
+                    return ForwardedAnswer {
+                        status: 502,
+                        headers: vec![("content-type".into(), b"application/json".to_vec())],
+                        body: serde_json::json!({
+                            "error": format!("the handler's answer could not be sent back from the key's owner: {e} (at most {MAX_FORWARDED_BODY} bytes)")
+                        })
+                        .to_string()
+                        .into_bytes(),
+                    };
+                }
+            };
+            ForwardedAnswer {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+                body,
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The request head of a forwarded request.
+fn forwarded_parts(f: &Forwarded) -> Result<http::request::Parts, ApiError> {
+    let bad = |what: &str| ApiError::BadRequest(format!("malformed forwarded request: {what}"));
+    let mut request = http::Request::builder()
+        .method(f.method.as_str())
+        .uri(format!("/fn/{}{}", f.function, f.target));
+    for (k, v) in &f.headers {
+        request = request.header(k.as_str(), v.as_slice());
+    }
+    let (parts, ()) = request.body(()).map_err(|_| bad("head"))?.into_parts();
+    Ok(parts)
 }

@@ -109,7 +109,7 @@ pub(crate) async fn get(
             key.as_bytes(),
             Overrides {
                 r: params.r,
-                w: None,
+                ..Overrides::default()
             },
         )
         .await?
@@ -177,8 +177,8 @@ async fn write(
             value,
             expect,
             Overrides {
-                r: None,
                 w: params.w,
+                ..Overrides::default()
             },
         )
         .await?;

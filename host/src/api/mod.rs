@@ -5,6 +5,7 @@
 mod functions;
 
 pub use functions::FunctionView;
+pub use invoke::{Forwards, NODE_HEADER};
 pub use kv::{ScanEntry, ScanPage, VERSION_HEADER, Written};
 mod invoke;
 mod jobs;
@@ -21,28 +22,31 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 
 use crate::config::Limits;
+use crate::functions::{Functions, FunctionsError};
 use crate::id::{FunctionName, IdError};
 use crate::mapreduce::Jobs;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::replication::{ReplicationError, Replicator};
 use crate::runtime::{Prepared, Runtime, RuntimeError};
-use crate::store::{Deployment, Store, StoreError};
+use crate::store::{Deployment, StoreError};
 use crate::transport::Transport;
 
 /// Shared state of the API.
 pub struct App {
-    pub(crate) store: Store,
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) jobs: Arc<Jobs>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limits: Limits,
     pub(crate) cluster: Cluster,
+    pub(crate) functions: Functions,
     token: String,
     /// Functions ready to invoke, by name; refreshed on deploy, rollback and delete.
     active: RwLock<HashMap<FunctionName, Arc<Active>>>,
     /// Bumped by every invalidation, so a load that raced with a deploy is not cached.
     generation: std::sync::atomic::AtomicU64,
+    /// One cold load (fetch and compile) at a time, so concurrent first calls compile once.
+    loading: tokio::sync::Mutex<()>,
 }
 
 /// The node's place in the cluster, as the API shows it.
@@ -59,12 +63,14 @@ pub struct Cluster {
 pub(crate) struct Active {
     pub(crate) deployment: Deployment,
     pub(crate) prepared: Prepared,
+    /// The version of the registry record it came from.
+    version: crate::replication::Version,
 }
 
 impl App {
     /// The API's state.
     pub fn new(
-        store: Store,
+        functions: Functions,
         runtime: Arc<Runtime>,
         jobs: Arc<Jobs>,
         metrics: Arc<Metrics>,
@@ -73,7 +79,8 @@ impl App {
         cluster: Cluster,
     ) -> Arc<Self> {
         Arc::new(App {
-            store,
+            functions,
+            loading: tokio::sync::Mutex::new(()),
             runtime,
             jobs,
             metrics,
@@ -85,21 +92,36 @@ impl App {
         })
     }
 
-    /// The current deployment of `name`, compiled (from the disk cache when possible).
+    /// The current deployment of `name`, compiled (from the disk cache when possible). A
+    /// cached deployment serves as long as this node's copy of the registry record has the
+    /// version it came from; a deploy on any node changes that version.
     pub(crate) async fn active(&self, name: &FunctionName) -> Result<Arc<Active>, ApiError> {
-        if let Some(a) = self.active.read().expect("not poisoned").get(name) {
-            return Ok(a.clone());
+        let local = self.functions.local_version(name)?;
+        let cached = || {
+            let cache = self.active.read().expect("not poisoned");
+            cache
+                .get(name)
+                .filter(|a| Some(a.version) == local)
+                .cloned()
+        };
+        if let Some(a) = cached() {
+            return Ok(a);
+        }
+        let _turn = self.loading.lock().await;
+        if let Some(a) = cached() {
+            return Ok(a);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-        let record = self
-            .store
-            .function(name)?
+        let (record, version) = self
+            .functions
+            .record(name)
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
         let deployment = record.active().clone();
         let prepared = if let Some(p) = self.runtime.prepared(deployment.digest) {
             p
         } else {
-            let bytes = self.store.module(deployment.digest)?;
+            let bytes = self.functions.module(deployment.digest).await?;
             let rt = self.runtime.clone();
             let (digest, kind) = (deployment.digest, deployment.kind);
             tokio::task::spawn_blocking(move || rt.prepare(digest, &bytes, Some(kind)))
@@ -109,6 +131,7 @@ impl App {
         let active = Arc::new(Active {
             deployment,
             prepared,
+            version,
         });
         let mut cache = self.active.write().expect("not poisoned");
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
@@ -246,9 +269,26 @@ pub enum ApiError {
     /// A replicated operation failed.
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    /// 503: a module could not be stored on enough nodes, or fetched from any.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<FunctionsError> for ApiError {
+    fn from(e: FunctionsError) -> Self {
+        match e {
+            FunctionsError::Store(e) => ApiError::Store(e),
+            FunctionsError::Replication(e) => ApiError::Replication(e),
+            FunctionsError::NoFunction(name) => {
+                ApiError::NotFound(format!("no function named `{name}`"))
+            }
+            e @ (FunctionsError::ModuleUnavailable { .. }
+            | FunctionsError::ModuleNotReplicated { .. }) => ApiError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 impl From<IdError> for ApiError {
@@ -287,7 +327,7 @@ impl ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
-            ApiError::Store(StoreError::NoFunction(_)) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::NothingToRollBack(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -119,6 +119,10 @@ enum Command {
         /// Share this key-value namespace instead of the function's own (`fn.NAME`).
         #[arg(long)]
         kv_namespace: Option<String>,
+        /// Run each request on the node owning its key: `path:N`, `header:NAME` or
+        /// `query:NAME`.
+        #[arg(long)]
+        route_key: Option<String>,
     },
     /// List functions.
     Functions {
@@ -297,6 +301,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout_ms,
             memory_mb,
             kv_namespace,
+            route_key,
         } => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -313,6 +318,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(ns) = kv_namespace {
                 query.push(("kv_namespace", ns.clone()));
+            }
+            if let Some(k) = route_key {
+                query.push(("route_key", k.clone()));
             }
             let f: FunctionView = c
                 .json(

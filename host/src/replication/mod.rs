@@ -244,6 +244,9 @@ pub struct Overrides {
     pub r: Option<u8>,
     /// Replicas that must flush this write.
     pub w: Option<u8>,
+    /// After the write quorum, wait up to this long for the other replicas too (the function
+    /// registry uses it so that a deploy is served everywhere when it returns).
+    pub settle: Option<Duration>,
 }
 
 /// The ring as this node sees it, with the rings of the last `transition`.
@@ -347,6 +350,8 @@ pub(crate) struct Inner {
     /// size during the first transition period after start.
     pub(crate) remembered: usize,
     pub(crate) started: Instant,
+    /// The member set, followed by `view()`.
+    pub(crate) members: Mutex<tokio::sync::watch::Receiver<MemberSet>>,
     /// Conditional writes this node coordinates take turns per stripe of keys.
     pub(crate) stripes: Vec<tokio::sync::Mutex<()>>,
 }
@@ -389,6 +394,7 @@ impl Replicator {
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             remembered,
             started: Instant::now(),
+            members: Mutex::new(membership.watch()),
         });
         let replicator = Replicator { inner };
         let task = tokio::spawn(sync::run(replicator.clone(), membership.watch(), cancel));
@@ -399,8 +405,45 @@ impl Replicator {
         &self.inner
     }
 
+    /// This node's name.
+    pub fn me(&self) -> &NodeId {
+        &self.inner.me
+    }
+
+    /// The node that owns `key` of `ns` (its first replica), with its QUIC address, or
+    /// `None` for the address when it is this node.
+    pub fn owner(&self, ns: &Namespace, key: &[u8]) -> (NodeId, Option<SocketAddr>) {
+        let view = self.view();
+        let owner = view
+            .ring
+            .replicas(&ns.key(key), 1)
+            .pop()
+            .unwrap_or_else(|| self.inner.me.clone());
+        let addr = if owner == self.inner.me {
+            None
+        } else {
+            view.addrs.get(&owner).copied()
+        };
+        (owner, addr)
+    }
+
+    /// The QUIC endpoint.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
     /// The ring as this node sees it now.
     pub(crate) fn view(&self) -> Arc<View> {
+        // Follow membership at once, so an operation right after a member joined already
+        // places keys on it (the background task follows it too, to start anti-entropy).
+        let mut members = self.inner.members.lock().expect("not poisoned");
+        if members.has_changed().unwrap_or(false) {
+            let set = members.borrow_and_update().clone();
+            drop(members);
+            self.follow(&set);
+        } else {
+            drop(members);
+        }
         self.inner.view.read().expect("not poisoned").clone()
     }
 
@@ -477,6 +520,23 @@ impl Replicator {
     ) -> Result<Option<Read>, ReplicationError> {
         let full = ns.key(key);
         Self::check_key(&full)?;
+        let newest = self.newest(ns, full, o).await?;
+        Ok(newest.and_then(|e| {
+            e.value.map(|value| Read {
+                version: e.version,
+                value,
+            })
+        }))
+    }
+
+    /// The newest entry (a tombstone too) among `r` replicas of each ring in transition;
+    /// replicas found behind are repaired in the background.
+    async fn newest(
+        &self,
+        ns: &Namespace,
+        full: Vec<u8>,
+        o: Overrides,
+    ) -> Result<Option<Entry>, ReplicationError> {
         let view = self.view();
         let (n, r, _) = self.quorum(ns, o, &view)?;
         let sets = self.sets(&view, &full, n);
@@ -502,21 +562,21 @@ impl Replicator {
             }
             if sets
                 .iter()
-                .all(|s| count_in(s, |x| answers.contains_key(x)) >= r)
+                .all(|s| count_in(s, |x| answers.contains_key(x)) >= r.min(s.len()))
             {
                 break;
             }
         }
         let short = sets
             .iter()
-            .find(|s| count_in(s, |x| answers.contains_key(x)) < r);
+            .find(|s| count_in(s, |x| answers.contains_key(x)) < r.min(s.len()));
         if let Some(set) = short {
             self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(ReplicationError::Unavailable {
                 what: "read",
                 needed: r,
                 got: count_in(set, |x| answers.contains_key(x)),
-                failures: failures.join("; "),
+                failures: explain(&failures, set.len()),
             });
         }
         self.inner.stats.reads.fetch_add(1, Ordering::Relaxed);
@@ -547,12 +607,7 @@ impl Replicator {
                 });
             }
         }
-        Ok(newest.and_then(|e| {
-            e.value.map(|value| Read {
-                version: e.version,
-                value,
-            })
-        }))
+        Ok(newest)
     }
 
     /// Writes `value` (or deletes, with `None`) under `key` in `ns`, acknowledged once `w`
@@ -606,6 +661,7 @@ impl Replicator {
                 value: value.clone(),
                 expect,
                 w: o.w,
+                settle_ms: o.settle.map(|d| d.as_millis() as u64),
             };
             match rpc::call(&self.inner.transport, addr, &request).await {
                 Ok(Response::KvCas(result)) => {
@@ -633,7 +689,22 @@ impl Replicator {
     ) -> Result<Version, ReplicationError> {
         let stripe = (crate::ring::Ring::point(full) % self.inner.stripes.len() as u64) as usize;
         let _turn = self.inner.stripes[stripe].lock().await;
-        self.put_here(ns, full, value, Some(expect), o).await
+        // The check reads a quorum, so it sees the last acknowledged write; the write that
+        // follows is an ordinary one above it. Replicas never see a condition, so a
+        // replica that lags cannot take a write the others refuse.
+        let current = self.newest(ns, full.to_vec(), o).await?;
+        let live = current
+            .as_ref()
+            .filter(|e| e.value.is_some())
+            .map(|e| e.version);
+        let wanted = match expect {
+            Expect::Absent => None,
+            Expect::Version(v) => Some(v),
+        };
+        if live != wanted {
+            return Err(ReplicationError::Conflict { current: live });
+        }
+        self.put_here(ns, full, value, None, o).await
     }
 
     /// Coordinates a write on this node.
@@ -733,8 +804,14 @@ impl Replicator {
             }
             if sets
                 .iter()
-                .all(|s| count_in(s, |x| applied.contains(x)) >= w)
+                .all(|s| count_in(s, |x| applied.contains(x)) >= w.min(s.len()))
             {
+                if let Some(settle) = o.settle {
+                    // Give the other replicas a moment to take it too; they have it anyway
+                    // once hints or anti-entropy deliver it.
+                    let rest = async { while rx.recv().await.is_some() {} };
+                    let _ = tokio::time::timeout(settle, rest).await;
+                }
                 return Ok(WriteResult::Done);
             }
             // A plain write that met a newer version starts again; stop waiting.
@@ -763,11 +840,12 @@ impl Replicator {
         }
         let _ = answered;
         self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+        let smallest = sets.iter().map(Vec::len).min().unwrap_or(0);
         Err(ReplicationError::Unavailable {
             what: "write",
             needed: w,
             got,
-            failures: failures.join("; "),
+            failures: explain(&failures, smallest),
         })
     }
 
@@ -835,7 +913,8 @@ impl Replicator {
         Ok((out, missing))
     }
 
-    /// The replica sets of `key` that must each reach quorum.
+    /// The replica sets of `key` that must each reach quorum. A set smaller than the quorum
+    /// (an earlier ring of fewer nodes, while the cluster grew) needs all its members.
     fn sets(&self, view: &View, key: &[u8], n: usize) -> Vec<Vec<NodeId>> {
         let mut sets = view.replica_sets(key, n, &self.inner.config.placement);
         if self.inner.ignore_earlier.load(Ordering::SeqCst) {
@@ -1259,6 +1338,17 @@ fn union(sets: &[Vec<NodeId>]) -> Vec<NodeId> {
         }
     }
     all
+}
+
+/// What the replicas that failed said, or why there were too few of them.
+fn explain(failures: &[String], replicas: usize) -> String {
+    if failures.is_empty() {
+        format!(
+            "this node's ring has only {replicas} live replica(s) for the key (down members are not on it; a node that just started may still be learning the cluster)"
+        )
+    } else {
+        failures.join("; ")
+    }
 }
 
 fn count_in(set: &[NodeId], pred: impl Fn(&NodeId) -> bool) -> usize {

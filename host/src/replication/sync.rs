@@ -69,7 +69,7 @@ type Scanned = (HashMap<NodeId, Leaves>, Vec<(Vec<u8>, Vec<u8>)>);
 
 impl Replicator {
     /// Rebuilds the view from a new member set; a changed ring starts anti-entropy at once.
-    fn follow(&self, set: &MemberSet) {
+    pub(super) fn follow(&self, set: &MemberSet) {
         let inner = self.inner();
         let mut guard = inner.view.write().expect("not poisoned");
         let floor = if inner.started.elapsed() < inner.config.transition {
@@ -79,6 +79,9 @@ impl Replicator {
         };
         let view = build_view(set, &inner.me, floor, inner.config.vnodes, Some(&guard));
         let changed = view.changed != guard.changed;
+        if !changed && view.known == guard.known && view.addrs == guard.addrs {
+            return;
+        }
         if changed {
             tracing::info!(nodes = view.ring.len(), "the ring changed");
         }

@@ -10,7 +10,7 @@ mod replica;
 
 use std::path::Path;
 
-pub use registry::{Deployment, FunctionKind, FunctionLimits, FunctionRecord};
+pub use registry::{Deployment, FunctionKind, FunctionLimits, FunctionRecord, RouteKey};
 
 use crate::id::{Digest, FunctionName, JobId};
 
@@ -36,9 +36,6 @@ pub enum StoreError {
         /// The decoding error.
         source: serde_json::Error,
     },
-    /// No function with that name.
-    #[error("no function named `{0}`")]
-    NoFunction(FunctionName),
     /// Rollback with no earlier version.
     #[error("function `{0}` has no earlier version to roll back to")]
     NothingToRollBack(FunctionName),
@@ -66,7 +63,6 @@ pub enum StoreError {
 pub struct Store {
     flusher: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
     modules: sled::Tree,
-    functions: sled::Tree,
     data: sled::Tree,
     hints: sled::Tree,
     jobs: sled::Tree,
@@ -82,7 +78,6 @@ impl Store {
         Ok(Store {
             flusher,
             modules: db.open_tree("modules")?,
-            functions: db.open_tree("functions")?,
             data: db.open_tree("data")?,
             hints: db.open_tree("hints")?,
             jobs: db.open_tree("jobs")?,
@@ -121,14 +116,44 @@ impl Store {
         rx.await.map_err(|_| StoreError::FlusherGone)?
     }
 
-    /// Stores a module under its digest (idempotent) and returns the digest.
+    /// Stores a module under its digest and flushes, and returns the digest. Idempotent; a
+    /// stored copy that no longer matches its digest is replaced.
     pub async fn put_module(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::of(bytes);
-        if !self.modules.contains_key(digest.as_bytes())? {
+        let held = self.modules.get(digest.as_bytes())?;
+        if held.is_none_or(|h| Digest::of(&h) != digest) {
             self.modules.insert(digest.as_bytes(), bytes)?;
             self.flush().await?;
         }
         Ok(digest)
+    }
+
+    /// Up to `len` bytes of a stored module from `offset`, unverified (for peers, who verify
+    /// the whole), with the module's total size; `None` when it is not stored here.
+    pub fn module_range(
+        &self,
+        digest: Digest,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let Some(bytes) = self.modules.get(digest.as_bytes())? else {
+            return Ok(None);
+        };
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(len).min(bytes.len());
+        Ok(Some((bytes.len() as u64, bytes[start..end].to_vec())))
+    }
+
+    /// Whether a module is stored here (its bytes are not verified).
+    pub fn has_module(&self, digest: Digest) -> Result<bool, StoreError> {
+        Ok(self.modules.contains_key(digest.as_bytes())?)
+    }
+
+    /// Test only: overwrites a stored module with other bytes, as disk corruption would.
+    #[doc(hidden)]
+    pub fn corrupt_module_for_tests(&self, digest: Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        self.modules.insert(digest.as_bytes(), bytes)?;
+        Ok(())
     }
 
     /// A module's bytes, verified against its digest.

@@ -1,8 +1,9 @@
-//! The function registry: name -> current deployment, with history for rollback.
+//! Function records: name -> current deployment, with history for rollback. Pure: the
+//! records are stored in the replicated store (`crate::functions`).
 
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, decode_opt};
+use super::StoreError;
 use crate::id::{Digest, FunctionName};
 
 /// How many deployments of one function are remembered for rollback.
@@ -53,12 +54,100 @@ pub struct Deployment {
     /// Reserved for lock-protected handlers: the template of the lock key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_key: Option<String>,
+    /// Where the request's key comes from, for a handler that runs on its key's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_key: Option<RouteKey>,
     /// The key-value namespace the function's `kv` import uses, when it shares one; by
     /// default its own, `fn.NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_namespace: Option<String>,
     /// When it was deployed, in milliseconds since the Unix epoch (for humans only).
     pub deployed_at_ms: u64,
+}
+
+/// Where a keyed handler's key comes from in a request: `path:N` (the N-th path segment
+/// below the function, from 1), `header:NAME` or `query:NAME`. The request then runs on the
+/// node that owns that key in the function's key-value namespace, next to its data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RouteKey {
+    /// The N-th path segment (from 1).
+    Segment(usize),
+    /// A request header.
+    Header(String),
+    /// A query parameter.
+    Query(String),
+}
+
+impl std::str::FromStr for RouteKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("`{s}` is not a route key: use path:N (N from 1), header:NAME or query:NAME")
+        };
+        let (kind, what) = s.split_once(':').ok_or_else(bad)?;
+        match kind {
+            "path" => match what.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(RouteKey::Segment(n)),
+                _ => Err(bad()),
+            },
+            "header" if http::HeaderName::from_bytes(what.as_bytes()).is_ok() => {
+                Ok(RouteKey::Header(what.to_ascii_lowercase()))
+            }
+            "query" if !what.is_empty() => Ok(RouteKey::Query(what.to_string())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl TryFrom<String> for RouteKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<RouteKey> for String {
+    fn from(k: RouteKey) -> String {
+        k.to_string()
+    }
+}
+
+impl std::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteKey::Segment(n) => write!(f, "path:{n}"),
+            RouteKey::Header(h) => write!(f, "header:{h}"),
+            RouteKey::Query(q) => write!(f, "query:{q}"),
+        }
+    }
+}
+
+impl RouteKey {
+    /// The key of a request: `path` is the path below the function (`/a/b`), `query` the raw
+    /// query string. `None` when the request does not have it.
+    pub fn extract(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Option<String> {
+        match self {
+            RouteKey::Segment(n) => path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .nth(n - 1)
+                .map(str::to_string),
+            RouteKey::Header(h) => headers
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            RouteKey::Query(q) => query?.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == q).then(|| v.to_string())
+            }),
+        }
+    }
 }
 
 /// A function: its name, its history and which deployment is current.
@@ -79,101 +168,52 @@ impl FunctionRecord {
     }
 }
 
-impl Store {
-    /// Makes `deployment` the current version of `name` (keeping history) and flushes.
-    pub async fn deploy(
-        &self,
+impl FunctionRecord {
+    /// `old` (if any) with `deployment` made current. Deploying over a rolled-back version
+    /// forgets the versions after it; at most 32 are kept.
+    pub fn deployed(
+        old: Option<FunctionRecord>,
         name: &FunctionName,
         deployment: Deployment,
-    ) -> Result<FunctionRecord, StoreError> {
-        let record = self.update_function(name, |old| {
-            let mut record = old.unwrap_or_else(|| FunctionRecord {
-                name: name.clone(),
-                history: vec![],
-                current: 0,
-            });
-            // Deploying over a rolled-back version forgets the versions after it.
-            record.history.truncate(record.current + 1);
-            record.history.push(deployment.clone());
-            if record.history.len() > HISTORY {
-                record.history.remove(0);
-            }
-            record.current = record.history.len() - 1;
-            Ok(Some(record))
-        })?;
-        self.flush().await?;
-        Ok(record.expect("deploy always stores a record"))
-    }
-
-    /// Makes the previous deployment of `name` current again.
-    pub async fn rollback(&self, name: &FunctionName) -> Result<FunctionRecord, StoreError> {
-        let record = self.update_function(name, |old| {
-            let mut record = old.ok_or_else(|| StoreError::NoFunction(name.clone()))?;
-            if record.current == 0 {
-                return Err(StoreError::NothingToRollBack(name.clone()));
-            }
-            record.current -= 1;
-            Ok(Some(record))
-        })?;
-        self.flush().await?;
-        Ok(record.expect("rollback always stores a record"))
-    }
-
-    /// Removes a function and its history (its modules and key-value data stay).
-    pub async fn delete_function(&self, name: &FunctionName) -> Result<FunctionRecord, StoreError> {
-        let old = self
-            .functions
-            .remove(name.as_str())?
-            .ok_or_else(|| StoreError::NoFunction(name.clone()))?;
-        self.flush().await?;
-        super::decode(&old, || format!("function {name}"))
-    }
-
-    /// One function's record.
-    pub fn function(&self, name: &FunctionName) -> Result<Option<FunctionRecord>, StoreError> {
-        decode_opt(self.functions.get(name.as_str())?, || {
-            format!("function {name}")
-        })
-    }
-
-    /// All functions, by name.
-    pub fn functions(&self) -> Result<Vec<FunctionRecord>, StoreError> {
-        self.functions
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                super::decode(&v, || format!("function {}", String::from_utf8_lossy(&k)))
-            })
-            .collect()
-    }
-
-    /// Atomic read-modify-write of one record; `f` may run more than once.
-    fn update_function(
-        &self,
-        name: &FunctionName,
-        mut f: impl FnMut(Option<FunctionRecord>) -> Result<Option<FunctionRecord>, StoreError>,
-    ) -> Result<Option<FunctionRecord>, StoreError> {
-        loop {
-            let old_bytes = self.functions.get(name.as_str())?;
-            let old = decode_opt(old_bytes.clone(), || format!("function {name}"))?;
-            let new = f(old)?;
-            let new_bytes = new
-                .as_ref()
-                .map(|r| serde_json::to_vec(r).expect("records serialize"));
-            if self
-                .functions
-                .compare_and_swap(name.as_str(), old_bytes, new_bytes)?
-                .is_ok()
-            {
-                return Ok(new);
-            }
+    ) -> Self {
+        let mut record = old.unwrap_or_else(|| FunctionRecord {
+            name: name.clone(),
+            history: vec![],
+            current: 0,
+        });
+        record.history.truncate(record.current + 1);
+        record.history.push(deployment);
+        if record.history.len() > HISTORY {
+            record.history.remove(0);
         }
+        record.current = record.history.len() - 1;
+        record
+    }
+
+    /// The record with the previous deployment current again.
+    pub fn rolled_back(mut self) -> Result<Self, StoreError> {
+        if self.current == 0 {
+            return Err(StoreError::NothingToRollBack(self.name));
+        }
+        self.current -= 1;
+        Ok(self)
+    }
+
+    /// The record as stored (JSON).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("records serialize")
+    }
+
+    /// A stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        super::decode(bytes, || "function record".to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     fn deployment(n: u8) -> Deployment {
         Deployment {
@@ -182,30 +222,25 @@ mod tests {
             size: 1,
             limits: FunctionLimits::default(),
             lock_key: None,
+            route_key: None,
             kv_namespace: None,
             deployed_at_ms: n as u64,
         }
     }
 
-    #[tokio::test]
-    async fn deploy_rollback_redeploy() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    #[test]
+    fn deploy_rollback_redeploy() {
         let name: FunctionName = "f".parse().unwrap();
+        let r = FunctionRecord::deployed(None, &name, deployment(1));
         assert!(matches!(
-            store.rollback(&name).await,
-            Err(StoreError::NoFunction(_))
-        ));
-        store.deploy(&name, deployment(1)).await.unwrap();
-        assert!(matches!(
-            store.rollback(&name).await,
+            r.clone().rolled_back(),
             Err(StoreError::NothingToRollBack(_))
         ));
-        store.deploy(&name, deployment(2)).await.unwrap();
-        let r = store.rollback(&name).await.unwrap();
+        let r = FunctionRecord::deployed(Some(r), &name, deployment(2));
+        let r = r.rolled_back().unwrap();
         assert_eq!(r.active().digest, Digest::of(&[1]));
         // Redeploying after a rollback replaces the rolled-back future.
-        let r = store.deploy(&name, deployment(3)).await.unwrap();
+        let r = FunctionRecord::deployed(Some(r), &name, deployment(3));
         assert_eq!(
             r.history
                 .iter()
@@ -213,25 +248,55 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![1, 3]
         );
-        drop(store);
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            store.function(&name).unwrap().unwrap().active().digest,
-            Digest::of(&[3])
-        );
-        store.delete_function(&name).await.unwrap();
-        assert!(store.function(&name).unwrap().is_none());
+        assert_eq!(FunctionRecord::decode(&r.encode()).unwrap(), r);
+        assert!(FunctionRecord::decode(b"{").is_err());
     }
 
-    #[tokio::test]
-    async fn history_is_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let name: FunctionName = "f".parse().unwrap();
-        for n in 0..40 {
-            store.deploy(&name, deployment(n)).await.unwrap();
+    #[test]
+    fn route_keys_parse_and_extract() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-user", "ann".parse().unwrap());
+        let cases = [
+            ("path:1", "/carts/7", None, Some("carts")),
+            ("path:2", "/carts/7/items", None, Some("7")),
+            ("path:3", "/carts/7", None, None),
+            ("header:X-User", "/", None, Some("ann")),
+            ("header:x-other", "/", None, None),
+            ("query:id", "/", Some("a=1&id=42"), Some("42")),
+            ("query:id", "/", Some("idx=1"), None),
+            ("query:id", "/", None, None),
+        ];
+        for (template, path, query, want) in cases {
+            let key: RouteKey = template.parse().unwrap();
+            assert_eq!(key.to_string().parse::<RouteKey>().unwrap(), key);
+            assert_eq!(
+                key.extract(path, query, &headers).as_deref(),
+                want,
+                "{template} {path} {query:?}"
+            );
         }
-        let r = store.function(&name).unwrap().unwrap();
+        for bad in [
+            "",
+            "path",
+            "path:0",
+            "path:x",
+            "header:",
+            "header:a b",
+            "query:",
+            "cookie:a",
+        ] {
+            assert!(bad.parse::<RouteKey>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let name: FunctionName = "f".parse().unwrap();
+        let mut r = None;
+        for n in 0..40 {
+            r = Some(FunctionRecord::deployed(r, &name, deployment(n)));
+        }
+        let r = r.unwrap();
         assert_eq!(r.history.len(), HISTORY);
         assert_eq!(r.active().deployed_at_ms, 39);
     }

@@ -247,11 +247,22 @@ impl Transport {
         });
     }
 
-    /// Sends one request to `to` and waits for its response.
+    /// Sends one request to `to` and waits for its response, at most `rpc_timeout`.
     pub async fn rpc(&self, to: SocketAddr, request: &[u8]) -> Result<Bytes, TransportError> {
+        self.rpc_within(to, request, self.inner.config.rpc_timeout)
+            .await
+    }
+
+    /// Sends one request to `to` and waits for its response, at most `after` (for requests
+    /// whose work takes long, such as a forwarded invocation).
+    pub async fn rpc_within(
+        &self,
+        to: SocketAddr,
+        request: &[u8],
+        after: Duration,
+    ) -> Result<Bytes, TransportError> {
         let inner = &self.inner;
         let conn = inner.connection(to).await?;
-        let after = inner.config.rpc_timeout;
         let exchange = async {
             let lost = |e: &dyn std::fmt::Display| TransportError::Connection {
                 addr: to,
@@ -510,29 +521,37 @@ async fn answer(
     mut recv: quinn::RecvStream,
 ) {
     let after = inner.config.rpc_timeout;
+    // Reading the request and writing the answer are bounded by `rpc_timeout`; the work in
+    // between is bounded by the service (an invocation by its function's time limit).
     let work = async {
-        let reply = match read_frame(&mut recv, &inner, from).await {
-            Ok((h, payload)) if h.kind == Kind::Request => inner
+        let read = tokio::time::timeout(after, read_frame(&mut recv, &inner, from)).await;
+        let reply = match read {
+            Ok(Ok((h, payload))) if h.kind == Kind::Request => inner
                 .service
                 .call(from, payload)
                 .await
                 .map_err(|m| m.into_bytes()),
-            Ok((h, _)) => Err(format!("expected a request frame, got {:?}", h.kind).into_bytes()),
-            Err(TransportError::Frame { source, .. }) => Err(source.to_string().into_bytes()),
-            Err(_) => return,
+            Ok(Ok((h, _))) => {
+                Err(format!("expected a request frame, got {:?}", h.kind).into_bytes())
+            }
+            Ok(Err(TransportError::Frame { source, .. })) => Err(source.to_string().into_bytes()),
+            Ok(Err(_)) | Err(_) => return,
         };
         let (kind, payload) = match reply {
             Ok(p) => (Kind::Response, p.to_vec()),
             Err(m) => (Kind::Error, m),
         };
-        let _ = send
-            .write_all(&frame::encode(inner.cluster, kind, &payload))
-            .await;
-        let _ = send.finish();
-        // Let the peer read the answer before the stream is dropped.
-        let _ = send.stopped().await;
+        let write = async {
+            let _ = send
+                .write_all(&frame::encode(inner.cluster, kind, &payload))
+                .await;
+            let _ = send.finish();
+            // Let the peer read the answer before the stream is dropped.
+            let _ = send.stopped().await;
+        };
+        let _ = tokio::time::timeout(after, write).await;
     };
-    let _ = tokio::time::timeout(after, work).await;
+    work.await;
 }
 
 /// Reads one frame from a stream, checking its header before reading its payload.

@@ -223,3 +223,170 @@ async fn a_guest_counter_lives_in_the_replicated_store() {
     assert_eq!(status, StatusCode::OK, "{value}");
     assert_eq!(value.as_bytes(), 11i64.to_le_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_deployed_on_one_node_runs_on_every_node() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use weft_host::id::Digest;
+    use weft_host::ring::{DEFAULT_VNODES, Ring, RingNode};
+
+    let cluster = new_cluster();
+    let nodes = start_cluster(cluster.path(), 5).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 5).await;
+    wait_ring(&all, 5).await;
+    let hello = weft_host::plugins::HELLO;
+    let digest = Digest::of(hello);
+    nodes[0].deploy("hello", hello).await;
+
+    // The upload is on the node that took it and on the digest's replicas: some node has no
+    // copy. That node still knows the function, and answers with it.
+    let holds = |t: &TestNode| t.node().store().has_module(digest).unwrap();
+    let holders: Vec<&TestNode> = nodes.iter().filter(|t| holds(t)).collect();
+    assert!(
+        (2..=4).contains(&holders.len()),
+        "{} holders",
+        holders.len()
+    );
+    let c = nodes
+        .iter()
+        .find(|t| !holds(t))
+        .expect("a node without the module");
+    let (status, body) = c.get("/v1/functions").await;
+    assert!(
+        status == StatusCode::OK && body.contains("\"hello\""),
+        "{body}"
+    );
+
+    // Corrupt every copy but the one C would try last, so C meets bad bytes first.
+    let ring = Ring::new(
+        nodes.iter().map(|t| RingNode {
+            node: t.node().name.clone(),
+            tags: vec![],
+        }),
+        DEFAULT_VNODES,
+    );
+    let mut order = ring.replicas(digest.as_bytes(), 3);
+    for n in ring.nodes() {
+        if !order.contains(&n) {
+            order.push(n);
+        }
+    }
+    let order: Vec<&TestNode> = order
+        .iter()
+        .filter_map(|n| holders.iter().find(|t| t.node().name == *n).copied())
+        .collect();
+    let (good, bad) = order.split_last().unwrap();
+    assert!(!bad.is_empty());
+    for t in bad {
+        t.node()
+            .store()
+            .corrupt_module_for_tests(digest, b"not the module")
+            .unwrap();
+    }
+    let (status, body) = c.get("/fn/hello/from-c").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Hello, from-c!"), "{body}");
+    let stats = c.node().functions.stats();
+    assert_eq!(stats.fetched.load(Relaxed), 1);
+    assert_eq!(stats.corrupt.load(Relaxed), bad.len() as u64);
+    // Fetched and compiled once; the good copy is untouched and the bad ones are repaired.
+    for _ in 0..3 {
+        assert_eq!(c.get("/fn/hello/again").await.0, StatusCode::OK);
+    }
+    assert_eq!(stats.fetched.load(Relaxed), 1);
+    assert!(good.node().store().module(digest).is_ok());
+    wait_for(CONVERGE, "corrupt copies replaced", || async {
+        bad.iter()
+            .all(|t| t.node().store().module(digest).is_ok())
+            .then_some(())
+    })
+    .await;
+
+    // Redeploy, rollback and delete on other nodes are seen by C at once.
+    nodes[1].deploy("hello", weft_host::plugins::COUNTER).await;
+    let (status, body) = c.get("/fn/hello/x").await;
+    assert!(
+        status == StatusCode::OK && body.contains("\"count\":1"),
+        "{body}"
+    );
+    let (status, body) = nodes[2]
+        .text(nodes[2].req(Method::POST, "/v1/functions/hello/rollback"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = c.get("/fn/hello/back").await;
+    assert!(
+        status == StatusCode::OK && body.contains("Hello, back!"),
+        "{body}"
+    );
+    let (status, _) = nodes[3]
+        .text(nodes[3].req(Method::DELETE, "/v1/functions/hello"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for t in &all {
+        let (status, body) = t.get("/fn/hello/gone").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_handlers_run_on_their_keys_owner() {
+    let cluster = new_cluster();
+    let nodes = start_cluster(cluster.path(), 3).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    let counter = weft_host::plugins::COUNTER;
+    let (status, body) = nodes[0]
+        .deploy_with("tally", counter.to_vec(), &[("route_key", "path:1")])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A stateless handler runs where the request lands.
+    nodes[0].deploy("hello", weft_host::plugins::HELLO).await;
+    for t in &all {
+        let r = t.req(Method::GET, "/fn/hello/x").send().await.unwrap();
+        let ran = r.headers()["x-weft-node"].to_str().unwrap().to_string();
+        assert_eq!(ran, t.node().name.as_str());
+    }
+
+    // Each keyed request runs on its key's owner, whichever node it lands on; so the counts
+    // of one key go up by one per request, in order, from every node.
+    let ns: weft_host::replication::Namespace = "fn.tally".parse().unwrap();
+    let mut owners = std::collections::BTreeSet::new();
+    for k in 0..6 {
+        let key = format!("k{k}");
+        let (owner, _) = nodes[0].node().replication.owner(&ns, key.as_bytes());
+        owners.insert(owner.clone());
+        for (i, t) in all.iter().enumerate() {
+            let r = t
+                .req(Method::GET, &format!("/fn/tally/{key}/x"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let ran = r.headers()["x-weft-node"].to_str().unwrap().to_string();
+            assert_eq!(ran, owner.as_str(), "key {key} landed on {}", t.node().name);
+            let body = r.text().await.unwrap();
+            assert!(body.contains(&format!("\"count\":{}", i + 1)), "{body}");
+        }
+    }
+    assert!(owners.len() >= 2, "six keys all owned by {owners:?}");
+
+    // Bad manifests and requests without a key get clear errors.
+    let (status, body) = nodes[1]
+        .deploy_with("bad", counter.to_vec(), &[("route_key", "cookie:x")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("path:N"), "{body}");
+    let (status, body) = nodes[1]
+        .deploy_with(
+            "bad",
+            weft_host::plugins::WORDCOUNT.to_vec(),
+            &[("route_key", "path:1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = nodes[2].get("/fn/tally").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("path:1"), "{body}");
+}
