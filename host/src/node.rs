@@ -182,6 +182,13 @@ impl Node {
         })
     }
 
+    /// Test only: cuts this node off from the nodes at `peers` (QUIC addresses), both ways,
+    /// or heals it with an empty list.
+    #[doc(hidden)]
+    pub fn partition_for_tests(&self, peers: &[SocketAddr]) {
+        self.transport.partition_for_tests(peers);
+    }
+
     /// Test only: the node's local store.
     #[doc(hidden)]
     pub fn store(&self) -> &Store {

@@ -538,7 +538,7 @@ impl Replicator {
         o: Overrides,
     ) -> Result<Option<Entry>, ReplicationError> {
         let view = self.view();
-        let (n, r, _) = self.quorum(ns, o, &view)?;
+        let (n, r, w) = self.quorum(ns, o, &view)?;
         let sets = self.sets(&view, &full, n);
         let targets = union(&sets);
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
@@ -562,14 +562,17 @@ impl Replicator {
             }
             if sets
                 .iter()
-                .all(|s| count_in(s, |x| answers.contains_key(x)) >= r.min(s.len()))
+                .enumerate()
+                .all(|(i, s)| count_in(s, |x| answers.contains_key(x)) >= needed(i, s, r, w))
             {
                 break;
             }
         }
         let short = sets
             .iter()
-            .find(|s| count_in(s, |x| answers.contains_key(x)) < r.min(s.len()));
+            .enumerate()
+            .find(|(i, s)| count_in(s, |x| answers.contains_key(x)) < needed(*i, s, r, w))
+            .map(|(_, s)| s);
         if let Some(set) = short {
             self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(ReplicationError::Unavailable {
@@ -755,7 +758,7 @@ impl Replicator {
         o: Overrides,
     ) -> Result<WriteResult, ReplicationError> {
         let view = self.view();
-        let (n, _, w) = self.quorum(ns, o, &view)?;
+        let (n, r, w) = self.quorum(ns, o, &view)?;
         let sets = self.sets(&view, full, n);
         let targets = union(&sets);
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
@@ -804,7 +807,8 @@ impl Replicator {
             }
             if sets
                 .iter()
-                .all(|s| count_in(s, |x| applied.contains(x)) >= w.min(s.len()))
+                .enumerate()
+                .all(|(i, s)| count_in(s, |x| applied.contains(x)) >= needed(i, s, w, r))
             {
                 if let Some(settle) = o.settle {
                     // Give the other replicas a moment to take it too; they have it anyway
@@ -1338,6 +1342,20 @@ fn union(sets: &[Vec<NodeId>]) -> Vec<NodeId> {
         }
     }
     all
+}
+
+/// Answers needed from replica set `i` (0: the current ring's) for an operation of quorum `q`
+/// whose counterpart has quorum `other` (`r` and `w`). The current set needs `q` (at most its
+/// size). An earlier ring's set needs just enough to overlap every operation of the other
+/// kind made under that ring, which needed `other` of it: `size - other + 1`. So a set of two
+/// from the ring before a node joined needs one answer, not two, when `w` was two.
+fn needed(i: usize, set: &[NodeId], q: usize, other: usize) -> usize {
+    let size = set.len();
+    if i == 0 {
+        q.min(size)
+    } else {
+        (size - other.min(size) + 1).min(size)
+    }
 }
 
 /// What the replicas that failed said, or why there were too few of them.

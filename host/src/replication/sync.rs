@@ -77,9 +77,33 @@ impl Replicator {
         } else {
             1
         };
-        let view = build_view(set, &inner.me, floor, inner.config.vnodes, Some(&guard));
+        let mut view = build_view(set, &inner.me, floor, inner.config.vnodes, Some(&guard));
+        if inner.started.elapsed() < inner.config.transition {
+            // A node that just started (or joined) has no earlier ring of its own, yet the
+            // others placed keys without it until now: consult their ring, the one without
+            // this node, for the first transition period.
+            let others = crate::ring::Ring::new(
+                set.members
+                    .iter()
+                    .filter(|m| m.state != crate::membership::MemberState::Down)
+                    .filter(|m| m.node != inner.me)
+                    .map(|m| crate::ring::RingNode {
+                        node: m.node.clone(),
+                        tags: m.tags.clone(),
+                    }),
+                inner.config.vnodes,
+            );
+            view.earlier.retain(|(_, at)| *at != inner.started);
+            if !others.is_empty() {
+                view.earlier.push((others, inner.started));
+            }
+        }
         let changed = view.changed != guard.changed;
-        if !changed && view.known == guard.known && view.addrs == guard.addrs {
+        if !changed
+            && view.known == guard.known
+            && view.addrs == guard.addrs
+            && view.earlier.len() == guard.earlier.len()
+        {
             return;
         }
         if changed {

@@ -128,6 +128,8 @@ struct Inner {
     stats: Stats,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// Test only: peers cut off, as by a network partition.
+    blocked: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
 enum Peer {
@@ -169,6 +171,7 @@ impl Transport {
             stats: Stats::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            blocked: Mutex::default(),
         });
         inner.tasks.spawn(accept_loop(inner.clone()));
         Ok((Transport { inner }, rx))
@@ -204,7 +207,9 @@ impl Transport {
     /// while one is set up. Gossip is unreliable by design, so a failure only counts a drop.
     pub fn send_gossip(&self, to: SocketAddr, payload: &[u8]) {
         let inner = &self.inner;
-        if inner.config.drop_datagrams > 0.0 && rand::random::<f64>() < inner.config.drop_datagrams
+        if (inner.config.drop_datagrams > 0.0
+            && rand::random::<f64>() < inner.config.drop_datagrams)
+            || inner.is_blocked(to)
         {
             add(&inner.stats.gossip_dropped, 1);
             return;
@@ -296,6 +301,20 @@ impl Transport {
             })?
     }
 
+    /// Test only: cuts this node off from `peers` (both ways), as a network partition would,
+    /// or heals it with an empty list. Connections to them are closed.
+    #[doc(hidden)]
+    pub fn partition_for_tests(&self, peers: &[SocketAddr]) {
+        let inner = &self.inner;
+        *inner.blocked.lock().expect("not poisoned") = peers.iter().copied().collect();
+        let mut cache = inner.peers.lock().expect("not poisoned");
+        for p in peers {
+            if let Some(Peer::Connected(c)) = cache.remove(p) {
+                c.close(0u32.into(), b"partitioned");
+            }
+        }
+    }
+
     /// Closes every connection and the endpoint; waits at most 2 s for peers to be told.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
@@ -316,12 +335,23 @@ impl Inner {
         self: &Arc<Self>,
         to: SocketAddr,
     ) -> Result<quinn::Connection, TransportError> {
+        if self.is_blocked(to) {
+            return Err(TransportError::Connection {
+                addr: to,
+                reason: "cut off by a simulated partition".into(),
+            });
+        }
         if let Some(Peer::Connected(c)) = self.peers.lock().expect("not poisoned").get(&to)
             && c.close_reason().is_none()
         {
             return Ok(c.clone());
         }
         self.connect(to).await
+    }
+
+    fn is_blocked(&self, peer: SocketAddr) -> bool {
+        let blocked = self.blocked.lock().expect("not poisoned");
+        !blocked.is_empty() && blocked.contains(&peer)
     }
 
     /// Dials `to`, caches the connection, flushes queued gossip and serves the connection.
@@ -430,6 +460,10 @@ async fn accept_loop(inner: Arc<Inner>) {
         let inner2 = inner.clone();
         inner.tasks.spawn(async move {
             let from = incoming.remote_address();
+            if inner2.is_blocked(from) {
+                incoming.ignore();
+                return;
+            }
             let after = inner2.config.connect_timeout;
             match tokio::time::timeout(after, incoming).await {
                 Ok(Ok(conn)) => {
@@ -460,6 +494,9 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
                 Ok(b) => b,
                 Err(e) => return e,
             };
+            if inner.is_blocked(from) {
+                continue;
+            }
             match frame::decode_datagram(&bytes, inner.cluster, MAX_GOSSIP_PAYLOAD as u32 * 2) {
                 Ok((h, _)) if h.kind != Kind::Gossip => {
                     inner.rejected(from, &FrameError::UnknownKind(h.kind as u8));
@@ -495,7 +532,9 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
         loop {
             match conn.accept_bi().await {
                 Ok((send, recv)) => {
-                    inner.tasks.spawn(answer(inner.clone(), from, send, recv));
+                    if !inner.is_blocked(from) {
+                        inner.tasks.spawn(answer(inner.clone(), from, send, recv));
+                    }
                 }
                 Err(e) => return e,
             }

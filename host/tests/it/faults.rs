@@ -17,35 +17,35 @@ use crate::cluster::new_cluster;
 use crate::harness::wait_for;
 
 /// Whether the long versions run.
-fn long() -> bool {
+pub fn long() -> bool {
     std::env::var_os("WEFT_LONG").is_some_and(|v| v == "1")
 }
 
 /// The `weft` binary: this build's, or `$WEFT_BIN` (long runs use a copy, so that rebuilding
 /// the tree meanwhile does not change the binary under them).
-fn weft() -> PathBuf {
+pub fn weft() -> PathBuf {
     std::env::var_os("WEFT_BIN").map_or_else(|| env!("CARGO_BIN_EXE_weft").into(), PathBuf::from)
 }
 
 /// One `weft node` process.
-struct Proc {
-    name: String,
-    child: Child,
-    data: PathBuf,
-    http: String,
-    quic: SocketAddr,
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub data: PathBuf,
+    pub http: String,
+    pub quic: SocketAddr,
 }
 
 /// How a process node starts.
 #[derive(Clone, Default)]
-struct Opts {
+pub struct Opts {
     drop: f64,
     plain: bool,
 }
 
 impl Proc {
     /// Starts `name` of `cluster` with its data in `data`, on `quic` (port 0 for any), joining `seeds`.
-    async fn start(
+    pub async fn start(
         cluster: &Path,
         name: &str,
         data: &Path,
@@ -120,7 +120,7 @@ impl Proc {
         assert!(ok, "kill {sig} {}", self.name);
     }
 
-    async fn kill9(&mut self) {
+    pub async fn kill9(&mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
@@ -163,7 +163,7 @@ impl Proc {
 }
 
 /// Starts `n` process nodes of `cluster`, the others joining the first, and waits until they converge.
-async fn start_procs(cluster: &Path, root: &Path, n: usize, opts: &Opts) -> Vec<Proc> {
+pub async fn start_procs(cluster: &Path, root: &Path, n: usize, opts: &Opts) -> Vec<Proc> {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut procs: Vec<Proc> = Vec::new();
     for i in 0..n {
@@ -176,7 +176,7 @@ async fn start_procs(cluster: &Path, root: &Path, n: usize, opts: &Opts) -> Vec<
 }
 
 /// Waits until every process sees `n` alive members.
-async fn wait_all_alive(procs: &[Proc], n: usize) {
+pub async fn wait_all_alive(procs: &[Proc], n: usize) {
     wait_for(
         Duration::from_secs(60),
         &format!("{n} alive members on every node"),

@@ -9,5 +9,6 @@ mod cluster;
 mod faults;
 mod functions;
 mod jobs;
+mod kv_faults;
 mod replication;
 mod restart;

@@ -1,0 +1,265 @@
+//! The replicated store under real faults: `weft node` processes killed with SIGKILL while
+//! they take writes. Nothing acknowledged may be lost.
+//!
+//! The default suite writes 200 keys and kills a single node 5 times; `WEFT_LONG=1` writes
+//! 1,000 keys and kills it 200 times.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+
+use crate::cluster::new_cluster;
+use crate::faults::{Opts, Proc, long, start_procs, wait_all_alive};
+use crate::harness::wait_for;
+
+/// A client of one process node's key-value API.
+struct Kv {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Kv {
+    fn new(token: &str) -> Self {
+        Kv {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap(),
+            token: token.trim().to_string(),
+        }
+    }
+
+    /// PUT; true when acknowledged (200).
+    async fn put(&self, node: &str, key: &str, value: &str) -> bool {
+        let r = self
+            .http
+            .put(format!("{node}/v1/kv/data/{key}"))
+            .bearer_auth(&self.token)
+            .body(value.to_string())
+            .send()
+            .await;
+        matches!(r, Ok(r) if r.status() == StatusCode::OK)
+    }
+
+    /// GET: the value, `None` for 404; panics on anything else.
+    async fn get(&self, node: &str, key: &str, local: bool) -> Option<String> {
+        let r = self
+            .http
+            .get(format!("{node}/v1/kv/data/{key}"))
+            .query(&[("local", local)])
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::OK => Some(r.text().await.unwrap()),
+            StatusCode::NOT_FOUND => None,
+            s => panic!("GET {key} on {node}: {s} {}", r.text().await.unwrap()),
+        }
+    }
+
+    /// Writes `keys` with 16 in flight; returns the acknowledged ones with their values.
+    async fn write_all(&self, node: &str, keys: Vec<String>) -> BTreeMap<String, String> {
+        futures::stream::iter(keys)
+            .map(|k| async move {
+                let v = format!("value of {k}");
+                self.put(node, &k, &v).await.then_some((k, v))
+            })
+            .buffer_unordered(16)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await
+    }
+}
+
+/// Entries this node holds, from `/v1/status`.
+async fn keys_held(node: &str) -> Option<u64> {
+    let v: serde_json::Value = reqwest::get(format!("{node}/v1/status"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["keys"].as_u64()
+}
+
+/// Waits until every node's ring holds `n` nodes.
+async fn wait_ring(procs: &[Proc], n: usize) {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("rings of {n}"),
+        || async {
+            for p in procs {
+                let v: serde_json::Value = reqwest::get(format!("{}/v1/status", p.http))
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (v["nodes"].as_array()?.len() == n).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_killed_replica_which_then_catches_up() {
+    let keys = if long() { 1000 } else { 200 };
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = start_procs(cluster.path(), root.path(), 3, &Opts::default()).await;
+    wait_ring(&procs, 3).await;
+    let kv = Kv::new(&std::fs::read_to_string(cluster.path().join("admin.token")).unwrap());
+
+    // Every write goes through n0 and is acknowledged by two replicas (W = 2 of N = 3).
+    let acked = kv
+        .write_all(&procs[0].http, (0..keys).map(|i| format!("k{i}")).collect())
+        .await;
+    assert_eq!(
+        acked.len(),
+        keys,
+        "every write is acknowledged while all nodes are up"
+    );
+
+    // SIGKILL one replica: every acknowledged write is still readable (R = 2) on the others.
+    procs[2].kill9().await;
+    for node in [&procs[0].http, &procs[1].http] {
+        for (k, v) in &acked {
+            assert_eq!(
+                kv.get(node, k, false).await.as_deref(),
+                Some(v.as_str()),
+                "{k} on {node}"
+            );
+        }
+    }
+    // Writes go on without it, and are held as hints for it.
+    let during = kv
+        .write_all(
+            &procs[1].http,
+            (0..keys / 4).map(|i| format!("d{i}")).collect(),
+        )
+        .await;
+    assert_eq!(during.len(), keys / 4);
+
+    // Restarted on its data and port, it catches up: it holds every key again, itself.
+    let (cluster_dir, name, data, quic) = (
+        cluster.path(),
+        procs[2].name.clone(),
+        procs[2].data.clone(),
+        procs[2].quic,
+    );
+    procs[2] = Proc::start(cluster_dir, &name, &data, quic, &[], &Opts::default()).await;
+    wait_all_alive(&procs, 3).await;
+    let total = (acked.len() + during.len()) as u64;
+    let back = procs[2].http.clone();
+    wait_for(
+        Duration::from_secs(60),
+        "the restarted node to hold every key",
+        || async { (keys_held(&back).await? == total).then_some(()) },
+    )
+    .await;
+    for (k, v) in acked.iter().chain(&during) {
+        assert_eq!(
+            kv.get(&back, k, true).await.as_deref(),
+            Some(v.as_str()),
+            "{k} on {name}"
+        );
+    }
+}
+
+/// Starts a lone node on `data` (a cluster of its own, so its token is in `data/token`).
+async fn lone(root: &Path, quic: SocketAddr) -> Proc {
+    let own = root.join("own-cluster");
+    std::fs::create_dir_all(&own).unwrap();
+    if !own.join("ca.pem").exists() {
+        weft_host::transport::ClusterDir::new(&own).init().unwrap();
+    }
+    Proc::start(
+        &own,
+        "solo",
+        &root.join("solo"),
+        quic,
+        &[],
+        &Opts::default(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_at_random_points_during_writes_loses_no_acknowledged_write() {
+    let kills = if long() { 200 } else { 5 };
+    let root = tempfile::tempdir().unwrap();
+    let mut node = lone(root.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let quic = node.quic;
+    let token = std::fs::read_to_string(root.path().join("own-cluster/admin.token")).unwrap();
+    let kv = std::sync::Arc::new(Kv::new(&token));
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut next = 0u64;
+    for round in 0..kills {
+        // Writers run until the kill; the kill lands at a random point of their work.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (kv, url, stop) = (kv.clone(), node.http.clone(), stop.clone());
+            let base = next + w * 1_000_000;
+            writers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0.. {
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    let k = format!("r{round}-{}", base + i);
+                    let v = format!("v{}", base + i);
+                    if kv.put(&url, &k, &v).await {
+                        mine.push((k, v));
+                    } else {
+                        break;
+                    }
+                }
+                mine
+            }));
+        }
+        next += 4_000_000;
+        let pause = Duration::from_millis(20 + rand::random::<u64>() % 300);
+        tokio::time::sleep(pause).await; // the kill point, not a wait for a condition
+        node.kill9().await;
+        stop.cancel();
+        for w in writers {
+            acked.extend(w.await.unwrap());
+        }
+        // It must reopen every time, and hold everything acknowledged so far.
+        node = lone(root.path(), quic).await;
+        for (k, v) in acked
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("r{round}-")))
+        {
+            assert_eq!(
+                kv.get(&node.http, k, true).await.as_deref(),
+                Some(v.as_str()),
+                "{k} after kill {round}"
+            );
+        }
+    }
+    assert!(
+        acked.len() as u64 > kills as u64,
+        "only {} writes in {kills} rounds",
+        acked.len()
+    );
+    for (k, v) in &acked {
+        assert_eq!(
+            kv.get(&node.http, k, true).await.as_deref(),
+            Some(v.as_str()),
+            "{k}"
+        );
+    }
+    eprintln!(
+        "{kills} kills, {} acknowledged writes, none lost",
+        acked.len()
+    );
+}
