@@ -35,7 +35,10 @@ for tool in wrk python3 curl "$ETCD" "$ETCDCTL"; do
 done
 if [ -n "${WEFT_BIN:-}" ]; then
   weft=$WEFT_BIN
+  weft_desc="WEFT_BIN=$WEFT_BIN"
 else
+  weft_desc="built from $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  [ -z "$(git status --porcelain -- host sdk plugins Cargo.toml Cargo.lock 2>/dev/null)" ] || weft_desc+=" with uncommitted changes"
   cargo build --release -q -p weft-host --bin weft
   weft="$root/target/release/weft"
 fi
@@ -203,38 +206,50 @@ done
 
 # --- Table ---------------------------------------------------------------------------------
 echo
-echo "weft $("$weft" --version | awk '{print $2}') ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')), node-1 of 3; etcd $etcd_version, leader of 3"
-echo "$KEYS keys, $VALUE_BYTES-byte values, $ROUNDS rounds of $DURATION per case; latency in ms; figures are means over rounds"
-python3 - "$results" "$ROUNDS" <<'EOF'
-import collections, sys
-path, rounds = sys.argv[1], int(sys.argv[2])
-runs = collections.defaultdict(list)  # (case, conns, side) -> [dict]
-for line in open(path):
+echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc), node-1 of 3; etcd $etcd_version, leader of 3"
+echo "$KEYS keys, $VALUE_BYTES-byte values, $ROUNDS rounds of $DURATION per case"
+echo "req/s: mean over rounds; p50 and p99 in ms: median over rounds of each run's percentile"
+python3 - "$results" <<'EOF'
+import collections, statistics, sys
+runs = collections.defaultdict(list)  # (case, conns, side) -> one dict per round
+for line in open(sys.argv[1]):
     rnd, side, case, conns, fields = line.rstrip("\n").split("\t")
-    d = dict(kv.split("=") for kv in fields.split())
-    runs[(case, int(conns), side)].append({k: float(v) for k, v in d.items()})
-mean = lambda xs: sum(xs) / len(xs)
-bad = 0
+    runs[(case, int(conns), side)].append({k: float(v) for k, v in (kv.split("=") for kv in fields.split())})
+order = sorted({(c, n) for c, n, _ in runs}, key=lambda k: ({"put": 0, "get": 1}.get(k[0], 2), k[0], k[1]))
+
+def figure(rs, key):
+    if not rs:
+        return None
+    xs = [r[key] for r in rs]
+    return statistics.mean(xs) if key == "rps" else statistics.median(xs) / 1000
+
+def cell(x, fmt):
+    return "—" if x is None else format(x, fmt)
+
+def ratio(a, b):
+    return "—" if a is None or b is None or not b else f"{a / b:.2f}"
+
 print()
 print("| case | conns | weft req/s | etcd req/s | weft/etcd | weft p50 | etcd p50 | etcd/weft | weft p99 | etcd p99 | etcd/weft |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-order = sorted({(c, n) for c, n, _ in runs}, key=lambda k: ({"put": 0, "get": 1}.get(k[0], 2), k[0], k[1]))
 for case, conns in order:
     w, e = runs.get((case, conns, "weft")), runs.get((case, conns, "etcd"))
-    f = lambda rs, k: mean([r[k] for r in rs]) if rs else float("nan")
-    ms = lambda rs, k: f(rs, k) / 1000
-    ratio = lambda a, b: f"{a / b:.2f}" if a == a and b == b and b else "—"
-    cells = [case, str(conns),
-             f"{f(w, 'rps'):,.0f}" if w else "—", f"{f(e, 'rps'):,.0f}", ratio(f(w, 'rps'), f(e, 'rps')),
-             f"{ms(w, 'p50_us'):.2f}" if w else "—", f"{ms(e, 'p50_us'):.2f}", ratio(f(e, 'p50_us'), f(w, 'p50_us')),
-             f"{ms(w, 'p99_us'):.2f}" if w else "—", f"{ms(e, 'p99_us'):.2f}", ratio(f(e, 'p99_us'), f(w, 'p99_us'))]
-    print("| " + " | ".join(cells) + " |")
+    row = [case, str(conns)]
+    for key, fmt, ours_over_theirs in (("rps", ",.0f", True), ("p50_us", ".2f", False), ("p99_us", ".2f", False)):
+        a, b = figure(w, key), figure(e, key)
+        row += [cell(a, fmt), cell(b, fmt), ratio(a, b) if ours_over_theirs else ratio(b, a)]
+    print("| " + " | ".join(row) + " |")
+
 print()
-print("per round (req/s weft / etcd):")
+print("each round: req/s p50/p99 (ms)")
 for case, conns in order:
-    w, e = runs.get((case, conns, "weft"), []), runs.get((case, conns, "etcd"), [])
-    cols = [f"{a['rps']:,.0f} / {b['rps']:,.0f}" for a, b in zip(w, e)] or [f"— / {b['rps']:,.0f}" for b in e]
-    print(f"  {case:>16} c={conns:<3} " + "   ".join(cols))
+    for side in ("weft", "etcd"):
+        rs = runs.get((case, conns, side), [])
+        if rs:
+            print(f"  {case:>16} c={conns:<3} {side}  " + "   ".join(
+                f"{r['rps']:>7,.0f} {r['p50_us'] / 1000:.2f}/{r['p99_us'] / 1000:.2f}" for r in rs))
+
+bad = 0
 for (case, conns, side), rs in sorted(runs.items()):
     for r in rs:
         errs = {k: int(r[k]) for k in ("non2xx", "connect", "read", "write", "timeout") if r[k]}

@@ -427,6 +427,15 @@ impl Replicator {
         (owner, addr)
     }
 
+    /// The nodes that hold `key` of `ns` on the current ring, primary first.
+    pub fn owners(&self, ns: &Namespace, key: &[u8]) -> Vec<NodeId> {
+        let view = self.view();
+        let full = ns.key(key);
+        let n = (self.inner.config.quorum(ns.as_str()).n.get() as usize).min(view.known.max(1));
+        view.ring
+            .replicas_placed(&full, n, &self.inner.config.placement)
+    }
+
     /// The QUIC endpoint.
     pub(crate) fn transport(&self) -> &Transport {
         &self.inner.transport

@@ -294,7 +294,7 @@ impl Replicator {
     }
 
     /// One anti-entropy round: an exchange with every peer on the ring, then the handoff of
-    /// entries this node no longer owns (once no transition is under way).
+    /// entries this node no longer owns.
     pub(crate) async fn anti_entropy_round(&self) {
         let inner = self.inner();
         let view = self.view();
@@ -337,7 +337,7 @@ impl Replicator {
         if all_in_sync {
             inner.last_in_sync_ms.store(now_ms(), Ordering::Relaxed);
         }
-        if view.earlier.is_empty() && !orphans.is_empty() {
+        if !orphans.is_empty() {
             self.hand_off(&view, orphans).await;
         }
     }
@@ -418,8 +418,10 @@ impl Replicator {
         })
     }
 
-    /// Sends entries this node no longer owns to every owner, and drops them here once all
-    /// owners have flushed them (unless they changed meanwhile).
+    /// Sends entries this node no longer owns to every owner (in every round, the transition
+    /// included, so they are there before the earlier ring is forgotten), and drops them here
+    /// once all owners have flushed them, no earlier ring is consulted, and they have not
+    /// changed meanwhile.
     async fn hand_off(&self, view: &View, orphans: Vec<(Vec<u8>, Vec<u8>)>) {
         let inner = self.inner();
         let mut by_owner: HashMap<NodeId, Vec<(Vec<u8>, Entry)>> = HashMap::new();
@@ -448,6 +450,10 @@ impl Replicator {
                     break;
                 }
             }
+        }
+        if !view.earlier.is_empty() {
+            // Readers may still ask this node while an earlier ring is consulted: keep them.
+            return;
         }
         let started = Instant::now();
         let mut dropped = 0u64;

@@ -6,6 +6,7 @@ mod harness;
 mod bad_input;
 mod cli;
 mod cluster;
+mod convergence;
 mod faults;
 mod functions;
 mod jobs;
