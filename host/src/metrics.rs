@@ -286,3 +286,62 @@ pub fn render_cluster(out: &mut String, set: &MemberSet, wire: &transport::Stats
         let _ = writeln!(out, "{name} {}", load(c));
     }
 }
+
+/// Appends the replicated store's and module distribution's counters.
+pub fn render_replication(
+    out: &mut String,
+    status: &crate::replication::Status,
+    modules: &crate::functions::ModuleStats,
+) {
+    for (name, value) in &status.counters {
+        let metric = format!("weft_kv_{name}_total");
+        let _ = writeln!(
+            out,
+            "# HELP {metric} Replicated key-value store: {}.",
+            name.replace('_', " ")
+        );
+        let _ = writeln!(out, "# TYPE {metric} counter");
+        let _ = writeln!(out, "{metric} {value}");
+    }
+    for (name, help, value) in [
+        (
+            "weft_kv_entries",
+            "Entries (tombstones included) this node holds.",
+            status.keys as u64,
+        ),
+        (
+            "weft_kv_hints",
+            "Writes held for replicas that did not take them.",
+            status.hints as u64,
+        ),
+        (
+            "weft_ring_nodes",
+            "Nodes on this node's ring.",
+            status.nodes.len() as u64,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    for (name, help, c) in [
+        (
+            "weft_modules_fetched_total",
+            "Modules fetched from other nodes.",
+            &modules.fetched,
+        ),
+        (
+            "weft_modules_corrupt_total",
+            "Module copies from other nodes that did not match their digest.",
+            &modules.corrupt,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "{name} {}",
+            c.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+}

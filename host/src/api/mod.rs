@@ -198,6 +198,11 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         &app.cluster.membership.members(),
         app.cluster.transport.stats(),
     );
+    crate::metrics::render_replication(
+        &mut text,
+        &app.cluster.replication.status(),
+        app.functions.stats(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -199,6 +199,8 @@ async fn three_nodes_share_one_store() {
         .sum();
     assert!((shares - 1.0).abs() < 1e-9, "{body}");
     assert_eq!(body["default"], "3/2/2", "{body}");
+    assert_eq!(b.metric("weft_ring_nodes").await, Some(3.0));
+    assert!(a.metric("weft_kv_writes_total").await >= Some(9.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

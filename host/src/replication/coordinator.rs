@@ -1,0 +1,615 @@
+//! The coordinator: reads, writes, conditional writes and scans that this node runs for its
+//! clients and guests, over the replicas of each key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use super::{
+    Entry, Expect, MAX_KEY, MAX_VALUE, Namespace, Overrides, PutOutcome, Read, ReplicationError,
+    Replicator, Version, View,
+};
+use crate::id::NodeId;
+use crate::rpc::{self, Request, Response};
+
+impl Replicator {
+    fn check_key(key: &[u8]) -> Result<(), ReplicationError> {
+        if key.len() > MAX_KEY {
+            return Err(ReplicationError::BadInput(format!(
+                "a key of {} bytes is over the limit of {MAX_KEY} bytes",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads `key` in `ns`: the newest version among `r` replicas (of each ring in
+    /// transition). Replicas found behind are repaired in the background.
+    pub async fn get(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        o: Overrides,
+    ) -> Result<Option<Read>, ReplicationError> {
+        let full = ns.key(key);
+        Self::check_key(&full)?;
+        let newest = self.newest(ns, full, o).await?;
+        Ok(newest.and_then(|e| {
+            e.value.map(|value| Read {
+                version: e.version,
+                value,
+            })
+        }))
+    }
+
+    /// The newest entry (a tombstone too) among `r` replicas of each ring in transition;
+    /// replicas found behind are repaired in the background.
+    async fn newest(
+        &self,
+        ns: &Namespace,
+        full: Vec<u8>,
+        o: Overrides,
+    ) -> Result<Option<Entry>, ReplicationError> {
+        let view = self.view();
+        let (n, r, w) = self.quorum(ns, o, &view)?;
+        let sets = self.sets(&view, &full, n);
+        let targets = union(&sets);
+        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+        for node in &targets {
+            let (this, node, key, tx) = (self.clone(), node.clone(), full.clone(), tx.clone());
+            let addr = view.addrs.get(&node).copied();
+            tokio::spawn(async move {
+                let result = this.fetch_one(&node, addr, &key).await;
+                let _ = tx.send((node, result)).await;
+            });
+        }
+        drop(tx);
+        let mut answers: HashMap<NodeId, Option<Entry>> = HashMap::new();
+        let mut failures = Vec::new();
+        while let Some((node, result)) = rx.recv().await {
+            match result {
+                Ok(entry) => {
+                    answers.insert(node, entry);
+                }
+                Err(e) => failures.push(format!("{node}: {e}")),
+            }
+            if sets
+                .iter()
+                .enumerate()
+                .all(|(i, s)| count_in(s, |x| answers.contains_key(x)) >= needed(i, s, r, w))
+            {
+                break;
+            }
+        }
+        let short = sets
+            .iter()
+            .enumerate()
+            .find(|(i, s)| count_in(s, |x| answers.contains_key(x)) < needed(*i, s, r, w))
+            .map(|(_, s)| s);
+        if let Some(set) = short {
+            self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+            return Err(ReplicationError::Unavailable {
+                what: "read",
+                needed: r,
+                got: count_in(set, |x| answers.contains_key(x)),
+                failures: explain(&failures, set.len()),
+            });
+        }
+        self.inner.stats.reads.fetch_add(1, Ordering::Relaxed);
+        let newest = answers
+            .values()
+            .flatten()
+            .max_by_key(|e| e.version)
+            .cloned();
+        if let Some(newest) = &newest {
+            self.observe(newest.version);
+            let behind: Vec<NodeId> = answers
+                .iter()
+                .filter(|(_, e)| e.as_ref().is_none_or(|e| e.version < newest.version))
+                .map(|(n, _)| n.clone())
+                .collect();
+            if !behind.is_empty() {
+                self.inner
+                    .stats
+                    .read_repairs
+                    .fetch_add(behind.len() as u64, Ordering::Relaxed);
+                let (this, newest) = (self.clone(), newest.clone());
+                tokio::spawn(async move {
+                    for node in behind {
+                        let _ = this
+                            .push_to(&node, vec![(full.clone(), newest.clone())])
+                            .await;
+                    }
+                });
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Writes `value` (or deletes, with `None`) under `key` in `ns`, acknowledged once `w`
+    /// replicas (of each ring in transition) have flushed it. With `expect`, only if the key
+    /// is in that state on the replicas. Returns the new version.
+    pub async fn put(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        expect: Option<Expect>,
+        o: Overrides,
+    ) -> Result<Version, ReplicationError> {
+        let full = ns.key(key);
+        Self::check_key(&full)?;
+        if let Some(v) = &value
+            && v.len() > MAX_VALUE
+        {
+            return Err(ReplicationError::BadInput(format!(
+                "a value of {} bytes is over the limit of {MAX_VALUE} bytes",
+                v.len()
+            )));
+        }
+        match expect {
+            Some(expect) => self.conditional(ns, &full, value, expect, o).await,
+            None => self.put_here(ns, &full, value, None, o).await,
+        }
+    }
+
+    /// A conditional write is coordinated by the key's primary replica, one at a time per key,
+    /// so concurrent writers do not split the replicas between them. When the primary cannot
+    /// be reached, this node coordinates it.
+    async fn conditional(
+        &self,
+        ns: &Namespace,
+        full: &[u8],
+        value: Option<Vec<u8>>,
+        expect: Expect,
+        o: Overrides,
+    ) -> Result<Version, ReplicationError> {
+        let view = self.view();
+        let (n, _, _) = self.quorum(ns, o, &view)?;
+        let primary = self.sets(&view, full, n)[0].first().cloned();
+        if let Some(primary) = primary
+            && primary != self.inner.me
+            && let Some(addr) = view.addrs.get(&primary).copied()
+        {
+            let request = Request::KvCas {
+                ns: ns.clone(),
+                key: full[ns.as_str().len() + 1..].to_vec(),
+                value: value.clone(),
+                expect,
+                w: o.w,
+                settle_ms: o.settle.map(|d| d.as_millis() as u64),
+            };
+            match rpc::call(&self.inner.transport, addr, &request).await {
+                Ok(Response::KvCas(result)) => {
+                    return result.map_err(ReplicationError::from);
+                }
+                Ok(other) => {
+                    tracing::warn!(%primary, ?other, "unexpected answer to a conditional write")
+                }
+                Err(e) => {
+                    tracing::debug!(%primary, error = %e, "primary unreachable; coordinating here")
+                }
+            }
+        }
+        self.conditional_here(ns, full, value, expect, o).await
+    }
+
+    /// Coordinates a conditional write on this node, holding the key's lock stripe.
+    pub(crate) async fn conditional_here(
+        &self,
+        ns: &Namespace,
+        full: &[u8],
+        value: Option<Vec<u8>>,
+        expect: Expect,
+        o: Overrides,
+    ) -> Result<Version, ReplicationError> {
+        let stripe = (crate::ring::Ring::point(full) % self.inner.stripes.len() as u64) as usize;
+        let _turn = self.inner.stripes[stripe].lock().await;
+        // The check reads a quorum, so it sees the last acknowledged write; the write that
+        // follows is an ordinary one above it. Replicas never see a condition, so a
+        // replica that lags cannot take a write the others refuse.
+        let current = self.newest(ns, full.to_vec(), o).await?;
+        let live = current
+            .as_ref()
+            .filter(|e| e.value.is_some())
+            .map(|e| e.version);
+        let wanted = match expect {
+            Expect::Absent => None,
+            Expect::Version(v) => Some(v),
+        };
+        if live != wanted {
+            return Err(ReplicationError::Conflict { current: live });
+        }
+        self.put_here(ns, full, value, None, o).await
+    }
+
+    /// Coordinates a write on this node.
+    async fn put_here(
+        &self,
+        ns: &Namespace,
+        full: &[u8],
+        value: Option<Vec<u8>>,
+        expect: Option<Expect>,
+        o: Overrides,
+    ) -> Result<Version, ReplicationError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let entry = Entry {
+                version: self.tick(),
+                value: value.clone(),
+            };
+            match self.write(ns, full, &entry, expect, o).await? {
+                WriteResult::Done => {
+                    self.inner.stats.writes.fetch_add(1, Ordering::Relaxed);
+                    return Ok(entry.version);
+                }
+                WriteResult::Stale(newer) if attempt < 5 => {
+                    // A replica holds a newer version (a peer's clock runs ahead): write again
+                    // above it, so this acknowledged write is not hidden behind an older one.
+                    self.inner
+                        .stats
+                        .stale_retries
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.observe(newer);
+                }
+                WriteResult::Stale(newer) => {
+                    return Err(ReplicationError::Conflict {
+                        current: Some(newer),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        ns: &Namespace,
+        full: &[u8],
+        entry: &Entry,
+        expect: Option<Expect>,
+        o: Overrides,
+    ) -> Result<WriteResult, ReplicationError> {
+        let view = self.view();
+        let (n, r, w) = self.quorum(ns, o, &view)?;
+        let sets = self.sets(&view, full, n);
+        let targets = union(&sets);
+        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+        for node in &targets {
+            let (this, node, key, entry, tx) = (
+                self.clone(),
+                node.clone(),
+                full.to_vec(),
+                entry.clone(),
+                tx.clone(),
+            );
+            let addr = view.addrs.get(&node).copied();
+            tokio::spawn(async move {
+                let result = this.put_one(&node, addr, &key, &entry, expect).await;
+                if result.is_err() {
+                    // The replica did not take it: hold it for when it is back.
+                    this.hint(&node, &key, &entry);
+                }
+                let _ = tx.send((node, result)).await;
+            });
+        }
+        drop(tx);
+        let mut applied: Vec<NodeId> = Vec::new();
+        let mut answered = 0usize;
+        let mut failures = Vec::new();
+        let mut conflict: Option<Option<Version>> = None;
+        let mut stale: Option<Version> = None;
+        while let Some((node, result)) = rx.recv().await {
+            match result {
+                Ok(PutOutcome::Applied) => {
+                    answered += 1;
+                    applied.push(node)
+                }
+                Ok(PutOutcome::Stale(v)) => {
+                    answered += 1;
+                    stale = stale.max(Some(v));
+                    if expect.is_some() {
+                        conflict = Some(Some(v));
+                    }
+                }
+                Ok(PutOutcome::Conflict(current)) => {
+                    answered += 1;
+                    conflict = Some(current);
+                }
+                Err(e) => failures.push(format!("{node}: {e}")),
+            }
+            if sets
+                .iter()
+                .enumerate()
+                .all(|(i, s)| count_in(s, |x| applied.contains(x)) >= needed(i, s, w, r))
+            {
+                if let Some(settle) = o.settle {
+                    // Give the other replicas a moment to take it too; they have it anyway
+                    // once hints or anti-entropy deliver it.
+                    let rest = async { while rx.recv().await.is_some() {} };
+                    let _ = tokio::time::timeout(settle, rest).await;
+                }
+                return Ok(WriteResult::Done);
+            }
+            // A plain write that met a newer version starts again; stop waiting.
+            if expect.is_none() && stale.is_some() {
+                break;
+            }
+        }
+        if let Some(v) = stale
+            && expect.is_none()
+        {
+            return Ok(WriteResult::Stale(v));
+        }
+        let got = sets
+            .iter()
+            .map(|s| count_in(s, |x| applied.contains(x)))
+            .min()
+            .unwrap_or(0);
+        if let Some(current) = conflict {
+            if applied.is_empty() {
+                return Err(ReplicationError::Conflict { current });
+            }
+            return Err(ReplicationError::Indeterminate {
+                applied: applied.len(),
+                needed: w,
+            });
+        }
+        let _ = answered;
+        self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+        let smallest = sets.iter().map(Vec::len).min().unwrap_or(0);
+        Err(ReplicationError::Unavailable {
+            what: "write",
+            needed: w,
+            got,
+            failures: explain(&failures, smallest),
+        })
+    }
+
+    /// Up to `limit` live keys of `ns` starting with `prefix`, from `start` on, in key order:
+    /// the newest version of each among every node that answered. Returns the entries and the
+    /// nodes that did not answer (their keys may be missing).
+    pub async fn scan(
+        &self,
+        ns: &Namespace,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<(Vec<u8>, Read)>, Vec<String>), ReplicationError> {
+        let full_prefix = ns.key(prefix);
+        let full_start = ns.key(start);
+        let view = self.view();
+        let mut nodes = view.ring.nodes();
+        for (ring, _) in &view.earlier {
+            for n in ring.nodes() {
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
+        // Tombstones count against each node's limit, so ask for more than `limit`.
+        let ask = limit.saturating_mul(2).max(limit + 64);
+        let calls = nodes.iter().map(|node| {
+            let addr = view.addrs.get(node).copied();
+            let (p, s) = (full_prefix.clone(), full_start.clone());
+            async move { (node.clone(), self.scan_one(node, addr, p, s, ask).await) }
+        });
+        let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (node, result) in futures::future::join_all(calls).await {
+            match result {
+                Ok(entries) => {
+                    for (k, e) in entries {
+                        match merged.get(&k) {
+                            Some(old) if old.version >= e.version => {}
+                            _ => {
+                                merged.insert(k, e);
+                            }
+                        }
+                    }
+                }
+                Err(e) => missing.push(format!("{node}: {e}")),
+            }
+        }
+        let skip = ns.as_str().len() + 1;
+        let out = merged
+            .into_iter()
+            .filter_map(|(k, e)| {
+                e.value.map(|value| {
+                    (
+                        k[skip..].to_vec(),
+                        Read {
+                            version: e.version,
+                            value,
+                        },
+                    )
+                })
+            })
+            .take(limit)
+            .collect();
+        Ok((out, missing))
+    }
+
+    /// The replica sets of `key` that must each reach quorum. A set smaller than the quorum
+    /// (an earlier ring of fewer nodes, while the cluster grew) needs all its members.
+    fn sets(&self, view: &View, key: &[u8], n: usize) -> Vec<Vec<NodeId>> {
+        let mut sets = view.replica_sets(key, n, &self.inner.config.placement);
+        if self.inner.ignore_earlier.load(Ordering::SeqCst) {
+            sets.truncate(1);
+        }
+        sets
+    }
+
+    /// This node's copy, or a peer's over RPC.
+    async fn fetch_one(
+        &self,
+        node: &NodeId,
+        addr: Option<SocketAddr>,
+        key: &[u8],
+    ) -> Result<Option<Entry>, String> {
+        if *node == self.inner.me {
+            return self.local_get(key).map_err(|e| e.to_string());
+        }
+        let addr = addr.ok_or("no address known")?;
+        match rpc::call(
+            &self.inner.transport,
+            addr,
+            &Request::KvGet { key: key.to_vec() },
+        )
+        .await
+        {
+            Ok(Response::KvEntry(e)) => {
+                if let Some(e) = &e {
+                    self.observe(e.version);
+                }
+                Ok(e)
+            }
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn put_one(
+        &self,
+        node: &NodeId,
+        addr: Option<SocketAddr>,
+        key: &[u8],
+        entry: &Entry,
+        expect: Option<Expect>,
+    ) -> Result<PutOutcome, String> {
+        if *node == self.inner.me {
+            return self
+                .apply(key, entry, expect)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let addr = addr.ok_or("no address known")?;
+        let request = Request::KvPut {
+            key: key.to_vec(),
+            entry: entry.clone(),
+            expect,
+        };
+        match rpc::call(&self.inner.transport, addr, &request).await {
+            Ok(Response::KvPut(outcome)) => Ok(outcome),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn scan_one(
+        &self,
+        node: &NodeId,
+        addr: Option<SocketAddr>,
+        prefix: Vec<u8>,
+        start: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Entry)>, String> {
+        if *node == self.inner.me {
+            return self
+                .local_scan(&prefix, &start, limit)
+                .map_err(|e| e.to_string());
+        }
+        let addr = addr.ok_or("no address known")?;
+        let request = Request::KvScan {
+            prefix,
+            start,
+            limit: limit as u32,
+        };
+        match rpc::call(&self.inner.transport, addr, &request).await {
+            Ok(Response::KvEntries(entries)) => Ok(entries),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sends entries to a node, which applies the newer ones and flushes.
+    pub(crate) async fn push_to(
+        &self,
+        node: &NodeId,
+        entries: Vec<(Vec<u8>, Entry)>,
+    ) -> Result<(), String> {
+        if *node == self.inner.me {
+            return self.apply_all(entries).await.map_err(|e| e.to_string());
+        }
+        let addr = self
+            .view()
+            .addrs
+            .get(node)
+            .copied()
+            .ok_or("no address known")?;
+        match rpc::call(&self.inner.transport, addr, &Request::KvPush(entries)).await {
+            Ok(Response::Done) => Ok(()),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Holds a write for a replica that did not take it.
+    fn hint(&self, node: &NodeId, key: &[u8], entry: &Entry) {
+        let newer = |new: &[u8], old: &[u8]| match (Entry::decode(new), Entry::decode(old)) {
+            (Ok(n), Ok(o)) => n.version > o.version,
+            _ => true,
+        };
+        match self
+            .inner
+            .store
+            .put_hint(node.as_str(), key, &entry.encode(), newer)
+        {
+            Ok(()) => {
+                self.inner
+                    .stats
+                    .hints_stored
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(%node, error = %e, "could not store a hint"),
+        }
+    }
+}
+
+enum WriteResult {
+    Done,
+    Stale(Version),
+}
+
+fn union(sets: &[Vec<NodeId>]) -> Vec<NodeId> {
+    let mut all: Vec<NodeId> = Vec::new();
+    for s in sets {
+        for n in s {
+            if !all.contains(n) {
+                all.push(n.clone());
+            }
+        }
+    }
+    all
+}
+
+/// Answers needed from replica set `i` (0: the current ring's) for an operation of quorum `q`
+/// whose counterpart has quorum `other` (`r` and `w`). The current set needs `q` (at most its
+/// size). An earlier ring's set needs just enough to overlap every operation of the other
+/// kind made under that ring, which needed `other` of it: `size - other + 1`. So a set of two
+/// from the ring before a node joined needs one answer, not two, when `w` was two.
+fn needed(i: usize, set: &[NodeId], q: usize, other: usize) -> usize {
+    let size = set.len();
+    if i == 0 {
+        q.min(size)
+    } else {
+        (size - other.min(size) + 1).min(size)
+    }
+}
+
+/// What the replicas that failed said, or why there were too few of them.
+fn explain(failures: &[String], replicas: usize) -> String {
+    if failures.is_empty() {
+        format!(
+            "this node's ring has only {replicas} live replica(s) for the key (down members are not on it; a node that just started may still be learning the cluster)"
+        )
+    } else {
+        failures.join("; ")
+    }
+}
+
+fn count_in(set: &[NodeId], pred: impl Fn(&NodeId) -> bool) -> usize {
+    set.iter().filter(|n| pred(n)).count()
+}

@@ -1,0 +1,99 @@
+//! A guest's key-value namespace on the replicated store.
+
+use std::time::Duration;
+
+use super::{Expect, Namespace, Overrides, ReplicationError, Replicator};
+
+/// One function's key-value namespace on the replicated store: what a guest's `kv` import
+/// uses.
+#[derive(Clone)]
+pub struct KvHandle {
+    replicator: Replicator,
+    ns: Namespace,
+}
+
+impl KvHandle {
+    /// The handle of namespace `ns`.
+    pub fn new(replicator: Replicator, ns: Namespace) -> Self {
+        KvHandle { replicator, ns }
+    }
+
+    /// The value under `key`.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let read = self
+            .replicator
+            .get(&self.ns, key, Overrides::default())
+            .await?;
+        Ok(read.map(|r| r.value))
+    }
+
+    /// Stores `value` under `key` (acknowledged by a write quorum).
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<(), ReplicationError> {
+        self.replicator
+            .put(
+                &self.ns,
+                key,
+                Some(value.to_vec()),
+                None,
+                Overrides::default(),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: &[u8]) -> Result<bool, ReplicationError> {
+        let existed = self.get(key).await?.is_some();
+        self.replicator
+            .put(&self.ns, key, None, None, Overrides::default())
+            .await?;
+        Ok(existed)
+    }
+
+    /// Adds `delta` to the i64 (little-endian) under `key` by compare-and-set, retrying when
+    /// another writer got there first. A value that is not 8 bytes counts as 0.
+    pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64, ReplicationError> {
+        let mut backoff = Duration::from_millis(1);
+        for _ in 0..64 {
+            let read = self
+                .replicator
+                .get(&self.ns, key, Overrides::default())
+                .await?;
+            let old = read
+                .as_ref()
+                .and_then(|r| <[u8; 8]>::try_from(r.value.as_slice()).ok())
+                .map_or(0, i64::from_le_bytes);
+            let new = old.wrapping_add(delta);
+            let expect = match &read {
+                Some(r) => Expect::Version(r.version),
+                None => Expect::Absent,
+            };
+            let put = self
+                .replicator
+                .put(
+                    &self.ns,
+                    key,
+                    Some(new.to_le_bytes().to_vec()),
+                    Some(expect),
+                    Overrides::default(),
+                )
+                .await;
+            match put {
+                Ok(_) => return Ok(new),
+                Err(ReplicationError::Conflict { .. }) => {
+                    // Another writer won: wait a little (randomised) and read again.
+                    let jitter = rand::random::<u64>() % (backoff.as_micros() as u64 + 1);
+                    tokio::time::sleep(Duration::from_micros(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ReplicationError::Unavailable {
+            what: "increment",
+            needed: 1,
+            got: 0,
+            failures: "64 attempts lost to concurrent writers".into(),
+        })
+    }
+}
