@@ -32,6 +32,8 @@ const MODULE_WRITE: usize = 2;
 const CHUNK: usize = 4 << 20;
 /// How long a registry change waits, after its quorum, for every other node to take it.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a replica may take to pull an offered module (up to 50 MiB, in pieces).
+const OFFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Attempts of a registry change that keeps losing to concurrent changes.
 const UPDATE_ATTEMPTS: usize = 16;
 
@@ -95,8 +97,8 @@ struct Inner {
     replication: Replicator,
     store: Store,
     ns: Namespace,
-    /// One fetch at a time: concurrent first calls of a function fetch it once.
-    fetching: tokio::sync::Mutex<()>,
+    /// One fetch at a time per module: concurrent first calls of a function fetch it once.
+    fetching: std::sync::Mutex<std::collections::HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     stats: ModuleStats,
 }
 
@@ -108,7 +110,7 @@ impl Functions {
                 replication,
                 store,
                 ns: NAMESPACE.parse().expect("a valid namespace"),
-                fetching: tokio::sync::Mutex::new(()),
+                fetching: Default::default(),
                 stats: ModuleStats::default(),
             }),
         }
@@ -150,18 +152,25 @@ impl Functions {
 
     /// Every function, by name.
     pub async fn list(&self) -> Result<Vec<FunctionRecord>, FunctionsError> {
-        let (found, missing) = self
-            .inner
-            .replication
-            .scan(&self.inner.ns, b"", b"", 100_000)
-            .await?;
-        if !missing.is_empty() {
-            tracing::debug!(?missing, "some nodes did not answer the function listing");
+        let mut records = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let page = self
+                .inner
+                .replication
+                .scan(&self.inner.ns, b"", &start, 1000)
+                .await?;
+            if !page.missing.is_empty() {
+                tracing::debug!(missing = ?page.missing, "some nodes did not answer the function listing");
+            }
+            for (_, read) in page.entries {
+                records.push(FunctionRecord::decode(&read.value)?);
+            }
+            match page.next {
+                Some(next) => start = next,
+                None => return Ok(records),
+            }
         }
-        found
-            .into_iter()
-            .map(|(_, read)| Ok(FunctionRecord::decode(&read.value)?))
-            .collect()
     }
 
     /// Stores `bytes` on the digest's replicas, then makes `deployment` current for `name`.
@@ -258,8 +267,15 @@ impl Functions {
                 let Some(addr) = addr else {
                     return Err(format!("{owner}: no address known"));
                 };
-                match rpc::call(r.transport(), addr, &request).await {
-                    Ok(Response::Done) => Ok(()),
+                // The replica pulls the module piece by piece before it answers.
+                let within = OFFER_TIMEOUT;
+                let answer = r
+                    .transport()
+                    .rpc_within(addr, &request.encode(), within)
+                    .await
+                    .map(|b| Response::decode(&b));
+                match answer {
+                    Ok(Ok(Response::Done)) => Ok(()),
                     Ok(other) => Err(format!("{owner}: unexpected answer {other:?}")),
                     Err(e) => Err(format!("{owner}: {e}")),
                 }
@@ -290,7 +306,12 @@ impl Functions {
             }
             Err(e) => return Err(e.into()),
         }
-        let _turn = self.inner.fetching.lock().await;
+        let lock = {
+            let mut fetching = self.inner.fetching.lock().expect("not poisoned");
+            fetching.retain(|_, l| Arc::strong_count(l) > 1);
+            fetching.entry(digest).or_default().clone()
+        };
+        let _turn = lock.lock().await;
         if let Ok(bytes) = self.inner.store.module(digest) {
             return Ok(bytes);
         }

@@ -89,8 +89,17 @@ pub enum Response {
     KvEntry(Option<Entry>),
     /// What a replica did with a write.
     KvPut(PutOutcome),
-    /// Entries.
-    KvEntries(Vec<(Vec<u8>, Entry)>),
+    /// The entries held of the keys asked for, and how many of the keys the answer covers
+    /// (the rest did not fit: ask again).
+    KvFetched {
+        entries: Vec<(Vec<u8>, Entry)>,
+        consumed: u32,
+    },
+    /// A page of a replica's entries, and whether more follow.
+    KvScanned {
+        entries: Vec<(Vec<u8>, Entry)>,
+        more: bool,
+    },
     /// Done (stored and flushed).
     Done,
     /// The answer to a forwarded request.
@@ -277,9 +286,14 @@ async fn serve_kv(
     Ok(match request {
         Request::KvGet { key } => Response::KvEntry(r.local_get(&key)?),
         Request::KvPut { key, entry, expect } => {
-            if key.len() > crate::replication::MAX_KEY {
+            if key.len() > crate::replication::MAX_KEY
+                || entry
+                    .value
+                    .as_ref()
+                    .is_some_and(|v| v.len() > crate::replication::MAX_VALUE)
+            {
                 return Err(crate::replication::ReplicationError::BadInput(format!(
-                    "a key of {} bytes is over the limit",
+                    "a key of {} bytes or its value is over the limits",
                     key.len()
                 )));
             }
@@ -290,19 +304,31 @@ async fn serve_kv(
             Response::Done
         }
         Request::KvFetch(keys) => {
-            let mut out = Vec::with_capacity(keys.len());
+            // As many as fit one answer, in order; the caller asks again for the rest.
+            let (mut out, mut size, mut consumed) = (Vec::new(), 0, 0u32);
             for k in keys {
+                if size > crate::replication::ANSWER_BYTES {
+                    break;
+                }
+                consumed += 1;
                 if let Some(e) = r.local_get(&k)? {
+                    size += k.len() + e.value.as_ref().map_or(0, Vec::len);
                     out.push((k, e));
                 }
             }
-            Response::KvEntries(out)
+            Response::KvFetched {
+                entries: out,
+                consumed,
+            }
         }
         Request::KvScan {
             prefix,
             start,
             limit,
-        } => Response::KvEntries(r.local_scan(&prefix, &start, limit.min(100_000) as usize)?),
+        } => {
+            let (entries, more) = r.local_scan(&prefix, &start, limit.min(100_000) as usize)?;
+            Response::KvScanned { entries, more }
+        }
         Request::KvCas {
             ns,
             key,

@@ -191,11 +191,24 @@ async fn route_to_owner(
     let timeout = app.runtime.limits(&active.deployment.limits).timeout;
     match forward(app, name, path, parts, &bytes, addr, timeout).await {
         Ok(answer) => Ok(Routed::Answered(answer_response(answer))),
-        Err(e) => {
+        Err(Forward::Timeout(e)) => {
+            // The owner may still be running it: running it here too could run it twice.
+            Err(ApiError::GatewayTimeout(format!(
+                "the node that owns this request's key ({owner}) did not answer in time: {e}; it may still have run the request"
+            )))
+        }
+        Err(Forward::Failed(e)) => {
             tracing::warn!(function = %name, %owner, error = %e, "could not forward to the key's owner; running here");
             Ok(Routed::Here(Incoming::Read(bytes)))
         }
     }
+}
+
+/// Why a forward failed: the owner did not answer in time (it may have run the request), or
+/// anything else.
+enum Forward {
+    Timeout(String),
+    Failed(String),
 }
 
 /// Sends the request to the key's owner and waits for its whole answer.
@@ -207,7 +220,7 @@ async fn forward(
     body: &[u8],
     addr: std::net::SocketAddr,
     timeout: Duration,
-) -> Result<ForwardedAnswer, String> {
+) -> Result<ForwardedAnswer, Forward> {
     let target = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -230,10 +243,13 @@ async fn forward(
         .transport
         .rpc_within(addr, &request.encode(), within)
         .await
-        .map_err(|e| e.to_string())?;
-    match rpc::Response::decode(&answer)? {
+        .map_err(|e| match e {
+            crate::transport::TransportError::Timeout { .. } => Forward::Timeout(e.to_string()),
+            e => Forward::Failed(e.to_string()),
+        })?;
+    match rpc::Response::decode(&answer).map_err(Forward::Failed)? {
         rpc::Response::Invoked(a) => Ok(a),
-        other => Err(format!("unexpected answer {other:?}")),
+        other => Err(Forward::Failed(format!("unexpected answer {other:?}"))),
     }
 }
 

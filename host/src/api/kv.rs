@@ -156,6 +156,11 @@ async fn write(
     value: Option<Vec<u8>>,
     params: WriteParams,
 ) -> Result<Json<Written>, ApiError> {
+    if ns.as_str().starts_with("sys.") {
+        return Err(ApiError::BadRequest(format!(
+            "namespace `{ns}` is kept by Weft itself (the function registry); use the functions API to change it"
+        )));
+    }
     let expect = match (params.if_version, params.if_absent) {
         (Some(_), true) => {
             return Err(ApiError::BadRequest(
@@ -199,21 +204,21 @@ pub(crate) async fn scan(
             "limit must be between 1 and 10000, not {limit}"
         )));
     }
-    let (mut found, missing) = app
+    let page = app
         .cluster
         .replication
         .scan(
             &ns,
             params.prefix.as_bytes(),
             params.start.as_bytes(),
-            limit + 1,
+            limit,
         )
         .await?;
-    let next = (found.len() > limit).then(|| {
-        let (k, _) = found.pop().expect("longer than limit");
-        String::from_utf8_lossy(&k).into_owned()
-    });
-    let entries = found
+    let missing = page.missing;
+    // Keys are taken as text here, so a page boundary in a binary key is approximated.
+    let next = page.next.map(|k| String::from_utf8_lossy(&k).into_owned());
+    let entries = page
+        .entries
         .into_iter()
         .map(|(k, read)| {
             let (key, key_hex) = text_or_hex(k);

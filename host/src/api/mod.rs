@@ -274,6 +274,9 @@ pub enum ApiError {
     /// A replicated operation failed.
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    /// 504: the node a request was forwarded to did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// 503: a module could not be stored on enough nodes, or fetched from any.
     #[error("{0}")]
     Unavailable(String),
@@ -333,6 +336,7 @@ impl ApiError {
                 }
             },
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Store(StoreError::NothingToRollBack(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

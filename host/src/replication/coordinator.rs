@@ -86,13 +86,16 @@ impl Replicator {
         let short = sets
             .iter()
             .enumerate()
-            .find(|(i, s)| count_in(s, |x| answers.contains_key(x)) < needed(*i, s, r, w))
-            .map(|(_, s)| s);
-        if let Some(set) = short {
+            .find(|(i, s)| count_in(s, |x| answers.contains_key(x)) < needed(*i, s, r, w));
+        if let Some((i, set)) = short {
             self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(ReplicationError::Unavailable {
-                what: "read",
-                needed: r,
+                what: if i == 0 {
+                    "read"
+                } else {
+                    "read, of the owners before the ring changed"
+                },
+                needed: needed(i, set, r, w),
                 got: count_in(set, |x| answers.contains_key(x)),
                 failures: explain(&failures, set.len()),
             });
@@ -151,7 +154,7 @@ impl Replicator {
         }
         match expect {
             Some(expect) => self.conditional(ns, &full, value, expect, o).await,
-            None => self.put_here(ns, &full, value, None, o).await,
+            None => self.put_here(ns, &full, value, false, o).await,
         }
     }
 
@@ -181,12 +184,27 @@ impl Replicator {
                 w: o.w,
                 settle_ms: o.settle.map(|d| d.as_millis() as u64),
             };
-            match rpc::call(&self.inner.transport, addr, &request).await {
-                Ok(Response::KvCas(result)) => {
+            let within = CAS_TIMEOUT + o.settle.unwrap_or_default();
+            match self
+                .inner
+                .transport
+                .rpc_within(addr, &request.encode(), within)
+                .await
+                .map(|b| Response::decode(&b))
+            {
+                Ok(Ok(Response::KvCas(result))) => {
                     return result.map_err(ReplicationError::from);
                 }
                 Ok(other) => {
                     tracing::warn!(%primary, ?other, "unexpected answer to a conditional write")
+                }
+                Err(crate::transport::TransportError::Timeout { .. }) => {
+                    // The primary may still apply it: running it here as well could apply it
+                    // twice, or let two writers both win.
+                    return Err(ReplicationError::Remote(format!(
+                        "the key's primary {primary} did not answer within {} s; the write may have been applied: read the key and retry",
+                        within.as_secs()
+                    )));
                 }
                 Err(e) => {
                     tracing::debug!(%primary, error = %e, "primary unreachable; coordinating here")
@@ -222,16 +240,17 @@ impl Replicator {
         if live != wanted {
             return Err(ReplicationError::Conflict { current: live });
         }
-        self.put_here(ns, full, value, None, o).await
+        self.put_here(ns, full, value, true, o).await
     }
 
-    /// Coordinates a write on this node.
+    /// Coordinates a write on this node. For a conditional write (checked by the caller), a
+    /// replica holding a newer version means another write came first: a conflict.
     async fn put_here(
         &self,
         ns: &Namespace,
         full: &[u8],
         value: Option<Vec<u8>>,
-        expect: Option<Expect>,
+        conditional: bool,
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
         let mut attempt = 0;
@@ -241,10 +260,15 @@ impl Replicator {
                 version: self.tick(),
                 value: value.clone(),
             };
-            match self.write(ns, full, &entry, expect, o).await? {
+            match self.write(ns, full, &entry, None, o).await? {
                 WriteResult::Done => {
                     self.inner.stats.writes.fetch_add(1, Ordering::Relaxed);
                     return Ok(entry.version);
+                }
+                WriteResult::Stale(newer) if conditional => {
+                    return Err(ReplicationError::Conflict {
+                        current: Some(newer),
+                    });
                 }
                 WriteResult::Stale(newer) if attempt < 5 => {
                     // A replica holds a newer version (a peer's clock runs ahead): write again
@@ -256,9 +280,9 @@ impl Replicator {
                     self.observe(newer);
                 }
                 WriteResult::Stale(newer) => {
-                    return Err(ReplicationError::Conflict {
-                        current: Some(newer),
-                    });
+                    return Err(ReplicationError::Remote(format!(
+                        "replicas kept answering with newer versions ({newer}; is a node's clock far ahead?); the write may show on some of them: retry"
+                    )));
                 }
             }
         }
@@ -343,41 +367,47 @@ impl Replicator {
         {
             return Ok(WriteResult::Stale(v));
         }
-        let got = sets
+        // The first replica set short of its quorum, for the error.
+        let (short, got, need) = sets
             .iter()
-            .map(|s| count_in(s, |x| applied.contains(x)))
-            .min()
-            .unwrap_or(0);
+            .enumerate()
+            .map(|(i, s)| (i, count_in(s, |x| applied.contains(x)), needed(i, s, w, r)))
+            .find(|(_, got, need)| got < need)
+            .unwrap_or((0, 0, w));
         if let Some(current) = conflict {
             if applied.is_empty() {
                 return Err(ReplicationError::Conflict { current });
             }
             return Err(ReplicationError::Indeterminate {
                 applied: applied.len(),
-                needed: w,
+                needed: need,
             });
         }
         let _ = answered;
         self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-        let smallest = sets.iter().map(Vec::len).min().unwrap_or(0);
         Err(ReplicationError::Unavailable {
-            what: "write",
-            needed: w,
+            what: if short == 0 {
+                "write"
+            } else {
+                "write, to the owners before the ring changed"
+            },
+            needed: need,
             got,
-            failures: explain(&failures, smallest),
+            failures: explain(&failures, sets.get(short).map_or(0, Vec::len)),
         })
     }
 
     /// Up to `limit` live keys of `ns` starting with `prefix`, from `start` on, in key order:
-    /// the newest version of each among every node that answered. Returns the entries and the
-    /// nodes that did not answer (their keys may be missing).
+    /// the newest version of each among every node that answered. Returns the entries, where
+    /// the next page starts (if there may be more), and the nodes that did not answer (their
+    /// keys may be missing).
     pub async fn scan(
         &self,
         ns: &Namespace,
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-    ) -> Result<(Vec<(Vec<u8>, Read)>, Vec<String>), ReplicationError> {
+    ) -> Result<Scan, ReplicationError> {
         let full_prefix = ns.key(prefix);
         let full_start = ns.key(start);
         let view = self.view();
@@ -389,7 +419,7 @@ impl Replicator {
                 }
             }
         }
-        // Tombstones count against each node's limit, so ask for more than `limit`.
+        // Tombstones count against each node's page, so ask for more than `limit`.
         let ask = limit.saturating_mul(2).max(limit + 64);
         let calls = nodes.iter().map(|node| {
             let addr = view.addrs.get(node).copied();
@@ -398,10 +428,22 @@ impl Replicator {
         });
         let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         let mut missing = Vec::new();
+        // A node whose page was cut short says nothing past its last key: only keys up to
+        // the smallest such key are complete.
+        let mut cut: Option<Vec<u8>> = None;
         for (node, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(entries) => {
+                Ok((entries, more)) => {
+                    if more && let Some((last, _)) = entries.last() {
+                        cut = Some(match cut {
+                            Some(c) if c <= *last => c,
+                            _ => last.clone(),
+                        });
+                    }
                     for (k, e) in entries {
+                        if !k.starts_with(&full_prefix) {
+                            continue;
+                        }
                         match merged.get(&k) {
                             Some(old) if old.version >= e.version => {}
                             _ => {
@@ -414,22 +456,37 @@ impl Replicator {
             }
         }
         let skip = ns.as_str().len() + 1;
-        let out = merged
-            .into_iter()
-            .filter_map(|(k, e)| {
-                e.value.map(|value| {
-                    (
-                        k[skip..].to_vec(),
-                        Read {
-                            version: e.version,
-                            value,
-                        },
-                    )
-                })
-            })
-            .take(limit)
-            .collect();
-        Ok((out, missing))
+        let mut entries = Vec::new();
+        let mut next = None;
+        for (k, e) in merged {
+            if cut.as_ref().is_some_and(|c| k > *c) {
+                break;
+            }
+            let Some(value) = e.value else { continue };
+            if entries.len() == limit {
+                next = Some(k[skip..].to_vec());
+                break;
+            }
+            entries.push((
+                k[skip..].to_vec(),
+                Read {
+                    version: e.version,
+                    value,
+                },
+            ));
+        }
+        if next.is_none()
+            && let Some(mut c) = cut
+        {
+            // Everything up to the cut is here; the next page starts just after it.
+            c.push(0);
+            next = Some(c[skip..].to_vec());
+        }
+        Ok(Scan {
+            entries,
+            next,
+            missing,
+        })
     }
 
     /// The replica sets of `key` that must each reach quorum. A set smaller than the quorum
@@ -505,7 +562,7 @@ impl Replicator {
         prefix: Vec<u8>,
         start: Vec<u8>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Entry)>, String> {
+    ) -> Result<(super::replica::Entries, bool), String> {
         if *node == self.inner.me {
             return self
                 .local_scan(&prefix, &start, limit)
@@ -518,7 +575,7 @@ impl Replicator {
             limit: limit as u32,
         };
         match rpc::call(&self.inner.transport, addr, &request).await {
-            Ok(Response::KvEntries(entries)) => Ok(entries),
+            Ok(Response::KvScanned { entries, more }) => Ok((entries, more)),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(e.to_string()),
         }
@@ -568,6 +625,17 @@ impl Replicator {
     }
 }
 
+/// A page of a scan.
+#[derive(Debug)]
+pub struct Scan {
+    /// Live keys (without the namespace) and values, in key order.
+    pub entries: Vec<(Vec<u8>, Read)>,
+    /// Where the next page starts, when there may be more.
+    pub next: Option<Vec<u8>>,
+    /// Nodes that did not answer, and why.
+    pub missing: Vec<String>,
+}
+
 enum WriteResult {
     Done,
     Stale(Version),
@@ -585,6 +653,10 @@ fn union(sets: &[Vec<NodeId>]) -> Vec<NodeId> {
     all
 }
 
+/// How long a forwarded conditional write may take at the primary (its quorum read, its
+/// write, and waiting for its turn behind others on the same keys).
+const CAS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Answers needed from replica set `i` (0: the current ring's) for an operation of quorum `q`
 /// whose counterpart has quorum `other` (`r` and `w`). The current set needs `q` (at most its
 /// size). An earlier ring's set needs just enough to overlap every operation of the other
@@ -593,7 +665,9 @@ fn union(sets: &[Vec<NodeId>]) -> Vec<NodeId> {
 fn needed(i: usize, set: &[NodeId], q: usize, other: usize) -> usize {
     let size = set.len();
     if i == 0 {
-        q.min(size)
+        // Never fewer than asked: a set smaller than the quorum (its other members are down)
+        // cannot serve, rather than serve with fewer copies than promised.
+        q
     } else {
         (size - other.min(size) + 1).min(size)
     }

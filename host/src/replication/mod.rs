@@ -28,8 +28,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use coordinator::Scan;
 pub use handle::KvHandle;
 pub use merkle::Leaves;
+pub(crate) use replica::ANSWER_BYTES;
 pub use replica::PutOutcome;
 pub use status::{RingShare, Status};
 pub use version::Version;

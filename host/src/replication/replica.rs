@@ -5,6 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Entry, Expect, ReplicationError, Replicator, Version};
 
+/// Keys and their entries.
+pub(crate) type Entries = Vec<(Vec<u8>, Entry)>;
+
+/// About how many bytes one answer carries (frames are capped at 16 MiB).
+pub(crate) const ANSWER_BYTES: usize = 8 << 20;
+
 /// What a replica did with a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PutOutcome {
@@ -60,18 +66,29 @@ impl Replicator {
         self.local_get(&ns.key(key))
     }
 
+    /// This node's entries (tombstones too) under `prefix` from `start`: at most `limit` and
+    /// about [`ANSWER_BYTES`], and whether it stopped before the end of the prefix. Entries
+    /// that cannot be decoded are skipped.
     pub(crate) fn local_scan(
         &self,
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Entry)>, ReplicationError> {
-        self.inner()
-            .store
-            .replica_scan(prefix, start, limit)?
-            .into_iter()
-            .map(|(k, v)| Ok((k, Entry::decode(&v)?)))
-            .collect()
+    ) -> Result<(Entries, bool), ReplicationError> {
+        let raw = self.inner().store.replica_scan(prefix, start, limit)?;
+        let full = raw.len() == limit;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut size = 0;
+        for (k, v) in raw {
+            if size > ANSWER_BYTES {
+                return Ok((out, true));
+            }
+            size += k.len() + v.len();
+            if let Ok(e) = Entry::decode(&v) {
+                out.push((k, e));
+            }
+        }
+        Ok((out, full))
     }
 
     /// Stores `entry` under `key` if it is newer (and `expect` holds), without flushing.

@@ -159,24 +159,45 @@ impl Replicator {
             let Ok(held) = inner.store.hints_for(&target, HINTS_PER_TICK) else {
                 continue;
             };
-            let mut entries = Vec::with_capacity(held.len());
-            for (key, bytes) in &held {
-                if let Ok(e) = Entry::decode(bytes) {
-                    entries.push((key.clone(), e));
-                }
-            }
-            match self.push_to(&node, entries).await {
-                Ok(()) => {
-                    for (key, bytes) in &held {
-                        let _ = inner.store.remove_hint(&target, key, bytes);
+            // In batches that fit a frame; a hint that cannot be read is dropped.
+            let mut batch: Vec<(Vec<u8>, Vec<u8>, Entry)> = Vec::new();
+            let mut size = 0;
+            let mut rest = held.into_iter().peekable();
+            while let Some((key, bytes)) = rest.next() {
+                match Entry::decode(&bytes) {
+                    Ok(e) => {
+                        size += key.len() + bytes.len();
+                        batch.push((key, bytes, e));
                     }
-                    inner
-                        .stats
-                        .hints_delivered
-                        .fetch_add(held.len() as u64, Ordering::Relaxed);
-                    tracing::debug!(%node, hints = held.len(), "delivered hints");
+                    Err(_) => {
+                        let _ = inner.store.remove_hint(&target, &key, &bytes);
+                    }
                 }
-                Err(e) => tracing::debug!(%node, error = %e, "could not deliver hints yet"),
+                if size < BATCH_BYTES && rest.peek().is_some() {
+                    continue;
+                }
+                let entries = batch
+                    .iter()
+                    .map(|(k, _, e)| (k.clone(), e.clone()))
+                    .collect();
+                match self.push_to(&node, entries).await {
+                    Ok(()) => {
+                        for (key, bytes, _) in &batch {
+                            let _ = inner.store.remove_hint(&target, key, bytes);
+                        }
+                        inner
+                            .stats
+                            .hints_delivered
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        tracing::debug!(%node, hints = batch.len(), "delivered hints");
+                    }
+                    Err(e) => {
+                        tracing::debug!(%node, error = %e, "could not deliver hints yet");
+                        break;
+                    }
+                }
+                batch.clear();
+                size = 0;
             }
         }
     }
@@ -199,7 +220,11 @@ impl Replicator {
         let mut orphans = Vec::new();
         for record in inner.store.replica_iter() {
             let (key, bytes) = record?;
-            let entry = Entry::decode(&bytes)?;
+            let Ok(entry) = Entry::decode(&bytes) else {
+                // Unreadable: left out of the trees, so the peers' copies replace it.
+                tracing::warn!(key = %String::from_utf8_lossy(&key), "skipping an unreadable stored entry");
+                continue;
+            };
             let point = Ring::point(&key);
             let owners =
                 view.ring
@@ -240,8 +265,11 @@ impl Replicator {
             let owners =
                 view.ring
                     .replicas_placed(&key, self.n_of(&key, view), &inner.config.placement);
-            if owners.contains(&inner.me) && owners.contains(peer) {
-                out.push((key, Entry::decode(&bytes)?));
+            if owners.contains(&inner.me)
+                && owners.contains(peer)
+                && let Ok(e) = Entry::decode(&bytes)
+            {
+                out.push((key, e));
             }
         }
         Ok(out)
@@ -264,12 +292,32 @@ impl Replicator {
                 return Ok((differing, vec![]));
             }
             let set: BTreeSet<u16> = differing.iter().copied().collect();
-            let have = this
+            let mut have: Vec<(u16, Vec<u8>, Version)> = this
                 .shared_in(&view, &from, &set)?
                 .into_iter()
-                .map(|(k, e)| (k, e.version))
+                .map(|(k, e)| (leaf_of(Ring::point(&k)) as u16, k, e.version))
                 .collect();
-            Ok((differing, have))
+            // Answer for as many whole ranges as fit one frame; the others wait for the
+            // next round.
+            have.sort_by_key(|(leaf, _, _)| *leaf);
+            let mut size = 0;
+            let mut covered = Vec::new();
+            let mut out = Vec::new();
+            let mut i = 0;
+            for leaf in differing {
+                let start = i;
+                while i < have.len() && have[i].0 == leaf {
+                    i += 1;
+                }
+                let bytes: usize = have[start..i].iter().map(|(_, k, _)| k.len() + 24).sum();
+                if size + bytes > crate::replication::ANSWER_BYTES && !covered.is_empty() {
+                    break;
+                }
+                size += bytes;
+                covered.push(leaf);
+                out.extend(have[start..i].iter().map(|(_, k, v)| (k.clone(), *v)));
+            }
+            Ok((covered, out))
         })
         .await
         .map_err(|e| ReplicationError::Corrupt(format!("anti-entropy task failed: {e}")))?
@@ -397,10 +445,13 @@ impl Replicator {
         for batch in batches(push) {
             self.push_to(peer, batch).await?;
         }
-        for keys in pull.chunks(1024) {
-            match rpc::call(&inner.transport, addr, &Request::KvFetch(keys.to_vec())).await {
-                Ok(Response::KvEntries(entries)) => {
-                    self.apply_all(entries).await.map_err(|e| e.to_string())?
+        let mut left: &[Vec<u8>] = &pull;
+        while !left.is_empty() {
+            let ask = &left[..left.len().min(1024)];
+            match rpc::call(&inner.transport, addr, &Request::KvFetch(ask.to_vec())).await {
+                Ok(Response::KvFetched { entries, consumed }) if consumed > 0 => {
+                    self.apply_all(entries).await.map_err(|e| e.to_string())?;
+                    left = &left[(consumed as usize).min(left.len())..];
                 }
                 Ok(other) => return Err(format!("unexpected answer {other:?}")),
                 Err(e) => return Err(e.to_string()),
@@ -451,8 +502,10 @@ impl Replicator {
                 }
             }
         }
-        if !view.earlier.is_empty() {
-            // Readers may still ask this node while an earlier ring is consulted: keep them.
+        let now = self.view();
+        if !view.earlier.is_empty() || !now.earlier.is_empty() || now.changed != view.changed {
+            // Readers may still ask this node while an earlier ring is consulted, and a ring
+            // that changed during the round may make this node an owner again: keep them.
             return;
         }
         let started = Instant::now();

@@ -80,7 +80,7 @@ impl Clock {
     /// A new version, above every version issued or observed so far.
     pub fn tick(&mut self, wall_ms: u64) -> Version {
         let wall = wall_ms << COUNTER_BITS;
-        self.last = wall.max(self.last + 1);
+        self.last = wall.max(self.last.saturating_add(1));
         Version {
             hlc: self.last,
             node: self.node,
