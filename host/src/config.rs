@@ -375,6 +375,13 @@ pub struct ReplicationConfig {
     /// anti-entropy rounds).
     #[serde(with = "millis")]
     pub transition: Duration,
+    /// A deletion's tombstone is kept at least this long, and then collected only when every
+    /// member of the cluster is up and every owner of the key holds the same tombstone.
+    /// Hints older than half of it are dropped, so none can carry an older value back.
+    /// Default 24 h. A node away for longer than this must be wiped before it rejoins, or
+    /// it can bring back keys deleted while it was away (as with Cassandra's `gc_grace`).
+    #[serde(with = "millis")]
+    pub tombstone_grace: Duration,
 }
 
 impl ReplicationConfig {
@@ -384,6 +391,7 @@ impl ReplicationConfig {
             anti_entropy_interval: Duration::from_secs(1),
             hint_interval: Duration::from_millis(200),
             transition: Duration::from_secs(3),
+            tombstone_grace: Duration::from_secs(3600),
             ..ReplicationConfig::default()
         }
     }
@@ -408,6 +416,7 @@ impl Default for ReplicationConfig {
             anti_entropy_interval: Duration::from_secs(10),
             hint_interval: Duration::from_secs(1),
             transition: Duration::from_secs(30),
+            tombstone_grace: Duration::from_secs(24 * 3600),
         }
     }
 }

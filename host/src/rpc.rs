@@ -38,6 +38,8 @@ pub enum Request {
     KvPush(Vec<(Vec<u8>, Entry)>),
     /// Your copies of these keys (the ones you hold).
     KvFetch(Vec<Vec<u8>>),
+    /// Drop these keys if you still hold exactly their tombstone of that version.
+    KvPurge(Vec<(Vec<u8>, Version)>),
     /// Your entries (tombstones too) whose keys start with `prefix`, from `start` on.
     KvScan {
         prefix: Vec<u8>,
@@ -301,6 +303,10 @@ async fn serve_kv(
         }
         Request::KvPush(entries) => {
             r.apply_all(entries).await?;
+            Response::Done
+        }
+        Request::KvPurge(keys) => {
+            r.purge(&keys).await;
             Response::Done
         }
         Request::KvFetch(keys) => {

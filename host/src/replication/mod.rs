@@ -310,6 +310,10 @@ pub struct Stats {
     pub ae_pushed: AtomicU64,
     /// Entries handed to new owners after this node stopped owning them.
     pub handed_off: AtomicU64,
+    /// Tombstones collected (by this node as the keys' primary).
+    pub tombstones_collected: AtomicU64,
+    /// Hints dropped unsent because they were older than half the tombstone grace.
+    pub hints_expired: AtomicU64,
 }
 
 /// The result of the last anti-entropy exchange with one peer.
@@ -351,6 +355,8 @@ pub(crate) struct Inner {
     pub(crate) last_in_sync_ms: AtomicU64,
     /// Test only: skip the quorum check of earlier rings (shows the transition is needed).
     pub(crate) ignore_earlier: std::sync::atomic::AtomicBool,
+    /// Test only: collect tombstones even while a member is down (shows why it must not).
+    pub(crate) ignore_down_for_gc: std::sync::atomic::AtomicBool,
     /// Members remembered from before a restart (self included): a floor on the cluster's
     /// size during the first transition period after start.
     pub(crate) remembered: usize,
@@ -396,6 +402,7 @@ impl Replicator {
             wake: tokio::sync::Notify::new(),
             last_in_sync_ms: AtomicU64::new(0),
             ignore_earlier: Default::default(),
+            ignore_down_for_gc: Default::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             remembered,
             started: Instant::now(),
@@ -469,6 +476,12 @@ impl Replicator {
     /// The configuration.
     pub fn config(&self) -> &ReplicationConfig {
         &self.inner.config
+    }
+
+    /// Test only: when set, tombstones are collected even while a member is down.
+    #[doc(hidden)]
+    pub fn set_collect_while_down(&self, on: bool) {
+        self.inner.ignore_down_for_gc.store(on, Ordering::SeqCst);
     }
 
     /// Test only: when set, reads and writes ignore earlier rings during a transition.

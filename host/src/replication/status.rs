@@ -74,6 +74,8 @@ impl Replicator {
                 ("anti_entropy_pulled", &s.ae_pulled),
                 ("anti_entropy_pushed", &s.ae_pushed),
                 ("handed_off", &s.handed_off),
+                ("tombstones_collected", &s.tombstones_collected),
+                ("hints_expired", &s.hints_expired),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))

@@ -303,3 +303,111 @@ async fn nodes_joining_and_leaving_during_writes_lose_nothing() {
         eprintln!("run {run}: {ok} writes acknowledged, {failed} refused, none lost");
     }
 }
+
+/// Which of `nodes` hold `key` of `ns` themselves: `Some(true)` a value, `Some(false)` a
+/// tombstone.
+fn held(nodes: &[&TestNode], key: &str) -> Vec<Option<bool>> {
+    let ns: weft_host::replication::Namespace = "data".parse().unwrap();
+    nodes
+        .iter()
+        .map(|t| {
+            t.node()
+                .replication
+                .local_entry(&ns, key.as_bytes())
+                .unwrap()
+                .map(|e| e.value.is_some())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() {
+    let cluster = new_cluster();
+    let grace = Duration::from_millis(1500);
+    let config = |name: &'static str, seeds: Vec<std::net::SocketAddr>| {
+        let path = cluster.path().to_path_buf();
+        move |c: &mut weft_host::NodeConfig| {
+            crate::cluster::member(c, &path, name, &seeds);
+            c.replication.tombstone_grace = grace;
+        }
+    };
+    let n0 = TestNode::start_with(config("n0", vec![])).await;
+    let seed = n0.node().quic_addr;
+    let n1 = TestNode::start_with(config("n1", vec![seed])).await;
+    let mut n2 = TestNode::start_with(config("n2", vec![seed])).await;
+    wait_converged(&[&n0, &n1, &n2], 3).await;
+    wait_ring(&[&n0, &n1, &n2], 3).await;
+
+    // First with the rule, then without it, to show what it prevents.
+    for (key, rule_off) in [("gone", false), ("back", true)] {
+        let (status, body) = put(&n0, "data", key, "old", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        wait_for(CONVERGE, "three copies", || async {
+            (held(&[&n0, &n1, &n2], key) == [Some(true); 3]).then_some(())
+        })
+        .await;
+        // n2 goes away holding the old value, and the key is deleted meanwhile.
+        let dir = n2.stop().await;
+        let up = [&n0, &n1];
+        wait_for(CONVERGE, "a ring of two", || async {
+            up.iter()
+                .all(|t| {
+                    let s = t.node().replication.status();
+                    s.nodes.len() == 2 && !s.in_transition
+                })
+                .then_some(())
+        })
+        .await;
+        for t in up {
+            t.node().replication.set_collect_while_down(rule_off);
+        }
+        let r = n0
+            .req(reqwest::Method::DELETE, &format!("/v1/kv/data/{key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // Four anti-entropy rounds each (1 s apart) take the tombstones past the grace.
+        let (r0, r1) = (rounds(&n0), rounds(&n1));
+        wait_for(CONVERGE, "four anti-entropy rounds", || async {
+            (rounds(&n0) >= r0 + 4 && rounds(&n1) >= r1 + 4).then_some(())
+        })
+        .await;
+        if rule_off {
+            assert_eq!(held(&up, key), [None, None], "collected while n2 was down");
+        } else {
+            assert_eq!(held(&up, key), [Some(false); 2], "kept while n2 is down");
+        }
+        // n2 comes back with the old value.
+        n2 = TestNode::start_in(dir, config("n2", vec![seed])).await;
+        let all = [&n0, &n1, &n2];
+        wait_converged(&all, 3).await;
+        wait_ring(&all, 3).await;
+        if rule_off {
+            // Anti-entropy spreads n2's old value: the deleted key is back.
+            wait_for(CONVERGE, "the deleted key to come back", || async {
+                (get(&n0, &format!("/v1/kv/data/{key}")).await.0 == StatusCode::OK).then_some(())
+            })
+            .await;
+        } else {
+            // With every member up, the tombstones are collected everywhere, and the key
+            // stays deleted.
+            wait_for(CONVERGE, "the tombstones collected everywhere", || async {
+                (held(&all, key) == [None; 3]).then_some(())
+            })
+            .await;
+            for t in all {
+                let (status, body, _) = get(t, &format!("/v1/kv/data/{key}")).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+            }
+            let mut collected = 0.0;
+            for t in all {
+                collected += t
+                    .metric("weft_kv_tombstones_collected_total")
+                    .await
+                    .unwrap_or(0.0);
+            }
+            assert!(collected >= 1.0, "no tombstone counted as collected");
+        }
+    }
+}

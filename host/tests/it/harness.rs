@@ -39,6 +39,11 @@ impl TestNode {
         Self::open(dir, f).await
     }
 
+    /// A node on an existing data directory (one a stopped node left).
+    pub async fn start_in(dir: TempDir, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        Self::open(dir, f).await
+    }
+
     async fn open(dir: TempDir, f: impl FnOnce(&mut NodeConfig)) -> Self {
         let mut c = config(dir.path());
         f(&mut c);
