@@ -492,11 +492,7 @@ impl Replicator {
     /// The replica sets of `key` that must each reach quorum. A set smaller than the quorum
     /// (an earlier ring of fewer nodes, while the cluster grew) needs all its members.
     fn sets(&self, view: &View, key: &[u8], n: usize) -> Vec<Vec<NodeId>> {
-        let mut sets = view.replica_sets(key, n, &self.inner.config.placement);
-        if self.inner.ignore_earlier.load(Ordering::SeqCst) {
-            sets.truncate(1);
-        }
-        sets
+        view.replica_sets(key, n, &self.inner.config.placement)
     }
 
     /// This node's copy, or a peer's over RPC.

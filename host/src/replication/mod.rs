@@ -353,8 +353,6 @@ pub(crate) struct Inner {
     pub(crate) wake: tokio::sync::Notify,
     /// Unix ms of the last anti-entropy round that found every peer in sync.
     pub(crate) last_in_sync_ms: AtomicU64,
-    /// Test only: skip the quorum check of earlier rings (shows the transition is needed).
-    pub(crate) ignore_earlier: std::sync::atomic::AtomicBool,
     /// Test only: collect tombstones even while a member is down (shows why it must not).
     pub(crate) ignore_down_for_gc: std::sync::atomic::AtomicBool,
     /// Members remembered from before a restart (self included): a floor on the cluster's
@@ -401,7 +399,6 @@ impl Replicator {
             peers: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             last_in_sync_ms: AtomicU64::new(0),
-            ignore_earlier: Default::default(),
             ignore_down_for_gc: Default::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             remembered,
@@ -482,12 +479,6 @@ impl Replicator {
     #[doc(hidden)]
     pub fn set_collect_while_down(&self, on: bool) {
         self.inner.ignore_down_for_gc.store(on, Ordering::SeqCst);
-    }
-
-    /// Test only: when set, reads and writes ignore earlier rings during a transition.
-    #[doc(hidden)]
-    pub fn set_ignore_earlier_rings(&self, on: bool) {
-        self.inner.ignore_earlier.store(on, Ordering::SeqCst);
     }
 
     fn tick(&self) -> Version {
