@@ -434,3 +434,32 @@ mod millis {
         Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorums_parse_and_namespaces_override_the_default() {
+        for (text, ok) in [
+            ("3/2/2", true),
+            ("5/3/3", true),
+            ("1/1/1", true),
+            ("3/4/2", false),
+            ("3/2/0", false),
+            ("3/2", false),
+            ("a/b/c", false),
+            ("300/1/1", false),
+        ] {
+            assert_eq!(text.parse::<Quorum>().is_ok(), ok, "{text}");
+        }
+        assert_eq!("5/3/3".parse::<Quorum>().unwrap().to_string(), "5/3/3");
+        let mut c = ReplicationConfig::default();
+        c.namespaces
+            .insert("users".into(), "5/3/3".parse().unwrap());
+        assert_eq!(c.quorum("users").to_string(), "5/3/3");
+        assert_eq!(c.quorum("other").to_string(), "3/2/2");
+        // The function registry is on every node unless configured otherwise.
+        assert_eq!(c.quorum(crate::functions::NAMESPACE).to_string(), "255/1/2");
+    }
+}

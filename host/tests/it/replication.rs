@@ -224,6 +224,34 @@ async fn a_guest_counter_lives_in_the_replicated_store() {
     let (status, value, _) = get(&nodes[2], "/v1/kv/fn.counter/%2Fhits").await;
     assert_eq!(status, StatusCode::OK, "{value}");
     assert_eq!(value.as_bytes(), 11i64.to_le_bytes());
+
+    // Two functions that share a namespace share their data; others do not see it.
+    for name in ["left", "right"] {
+        let (status, body) = a
+            .deploy_with(
+                name,
+                weft_host::plugins::COUNTER.to_vec(),
+                &[("kv_namespace", "shared")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert!(a.get("/fn/left/n").await.1.contains("\"count\":1"));
+    assert!(nodes[1].get("/fn/right/n").await.1.contains("\"count\":2"));
+    assert!(a.get("/fn/counter/n").await.1.contains("\"count\":1"));
+    let (status, value, _) = get(&nodes[2], "/v1/kv/shared/%2Fn").await;
+    assert_eq!(
+        (status, value.as_bytes()),
+        (StatusCode::OK, &2i64.to_le_bytes()[..])
+    );
+    let (status, body) = a
+        .deploy_with(
+            "bad-ns",
+            weft_host::plugins::COUNTER.to_vec(),
+            &[("kv_namespace", "Not Valid")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
