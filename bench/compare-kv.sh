@@ -12,7 +12,8 @@
 # written on both sides before the first round, so every GET hits.
 #
 # Weft: `weft node` x3 with N/R/W 3/2/2 (the default): a PUT answers once 2 of 3 replicas have
-# fsynced it, a GET once 2 replicas have answered. Requests go to node-1 (any node coordinates).
+# flushed it (sled's flush, sync_file_range: see bench/RESULTS.md), a GET once 2 replicas have
+# answered. Requests go to node-1 (any node coordinates).
 # etcd: 3 members with default settings (fsync on), driven through its JSON gateway; PUT is
 # /v3/kv/put, GET is a linearizable /v3/kv/range (SERIALIZABLE=1 adds serializable gets).
 # Requests go to the leader, etcd's best case (a follower forwards to it).

@@ -77,7 +77,7 @@ impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = open_locked(dir)?;
-        let flusher = spawn_flusher(db.clone())?;
+        let flusher = spawn_flusher(db.clone(), dir)?;
         Ok(Store {
             flusher,
             modules: db.open_tree("modules")?,
@@ -268,10 +268,22 @@ fn open_locked(dir: &Path) -> Result<sled::Db, StoreError> {
 /// The group-commit thread. sled 0.34's `flush_async` runs on sled's own small thread pool and
 /// blocks a pool thread per caller; enough concurrent callers exhaust the pool and deadlock it.
 /// One dedicated thread that flushes for every waiting caller at once avoids that and batches
-/// fsyncs under load. It ends when the last `Store` clone is dropped.
+/// syncs under load. It ends when the last `Store` clone is dropped.
+///
+/// sled's flush writes its log with `sync_file_range`, which waits for the data to be written
+/// but neither flushes the disk's cache nor syncs metadata, and it writes large items to blob
+/// files it never syncs: an acknowledged write would survive a killed process but not a power
+/// loss. So after sled's flush, the thread syncs the file system holding the database
+/// (`syncfs` on Linux, an `fsync` of the log elsewhere), which covers the log, the blobs and
+/// their directory entries.
 type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
 
-fn spawn_flusher(db: sled::Db) -> Result<std::sync::mpsc::Sender<FlushWaiter>, StoreError> {
+fn spawn_flusher(
+    db: sled::Db,
+    dir: &Path,
+) -> Result<std::sync::mpsc::Sender<FlushWaiter>, StoreError> {
+    let log =
+        std::fs::File::open(dir.join("db")).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
     let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
     std::thread::Builder::new()
         .name("weft-flush".into())
@@ -279,7 +291,11 @@ fn spawn_flusher(db: sled::Db) -> Result<std::sync::mpsc::Sender<FlushWaiter>, S
             while let Ok(first) = rx.recv() {
                 let mut waiters = vec![first];
                 waiters.extend(rx.try_iter());
-                let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                let result = db
+                    .flush()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| sync_to_disk(&log).map_err(|e| e.to_string()));
                 for w in waiters {
                     let _ = w.send(result.clone().map_err(StoreError::Flush));
                 }
@@ -287,6 +303,18 @@ fn spawn_flusher(db: sled::Db) -> Result<std::sync::mpsc::Sender<FlushWaiter>, S
         })
         .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
     Ok(tx)
+}
+
+/// Makes everything written to the database's file system durable.
+fn sync_to_disk(log: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::fs::syncfs(log).map_err(std::io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        log.sync_all()
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
