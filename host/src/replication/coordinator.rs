@@ -505,22 +505,17 @@ impl Replicator {
         if *node == self.inner.me {
             return self.local_get(key).map_err(|e| e.to_string());
         }
-        let addr = addr.ok_or("no address known")?;
-        match rpc::call(
-            &self.inner.transport,
-            addr,
-            &Request::KvGet { key: key.to_vec() },
-        )
-        .await
+        match self
+            .ask(addr, &Request::KvGet { key: key.to_vec() })
+            .await?
         {
-            Ok(Response::KvEntry(e)) => {
+            Response::KvEntry(e) => {
                 if let Some(e) = &e {
                     self.observe(e.version);
                 }
                 Ok(e)
             }
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -538,16 +533,14 @@ impl Replicator {
                 .await
                 .map_err(|e| e.to_string());
         }
-        let addr = addr.ok_or("no address known")?;
         let request = Request::KvPut {
             key: key.to_vec(),
             entry: entry.clone(),
             expect,
         };
-        match rpc::call(&self.inner.transport, addr, &request).await {
-            Ok(Response::KvPut(outcome)) => Ok(outcome),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
+        match self.ask(addr, &request).await? {
+            Response::KvPut(outcome) => Ok(outcome),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -564,16 +557,14 @@ impl Replicator {
                 .local_scan(&prefix, &start, limit)
                 .map_err(|e| e.to_string());
         }
-        let addr = addr.ok_or("no address known")?;
         let request = Request::KvScan {
             prefix,
             start,
             limit: limit as u32,
         };
-        match rpc::call(&self.inner.transport, addr, &request).await {
-            Ok(Response::KvScanned { entries, more }) => Ok((entries, more)),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
+        match self.ask(addr, &request).await? {
+            Response::KvScanned { entries, more } => Ok((entries, more)),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -586,17 +577,19 @@ impl Replicator {
         if *node == self.inner.me {
             return self.apply_all(entries).await.map_err(|e| e.to_string());
         }
-        let addr = self
-            .view()
-            .addrs
-            .get(node)
-            .copied()
-            .ok_or("no address known")?;
-        match rpc::call(&self.inner.transport, addr, &Request::KvPush(entries)).await {
-            Ok(Response::Done) => Ok(()),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
+        let addr = self.view().addrs.get(node).copied();
+        match self.ask(addr, &Request::KvPush(entries)).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
         }
+    }
+
+    /// Sends a request to a peer at `addr` (`None`: its address is unknown).
+    async fn ask(&self, addr: Option<SocketAddr>, request: &Request) -> Result<Response, String> {
+        let addr = addr.ok_or("no address known")?;
+        rpc::call(&self.inner.transport, addr, request)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Holds a write for a replica that did not take it.
@@ -619,6 +612,11 @@ impl Replicator {
             Err(e) => tracing::warn!(%node, error = %e, "could not store a hint"),
         }
     }
+}
+
+/// The error for an answer of the wrong kind.
+fn unexpected(answer: &Response) -> String {
+    format!("unexpected answer {answer:?}")
 }
 
 /// A page of a scan.
