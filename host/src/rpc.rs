@@ -28,12 +28,8 @@ pub enum Request {
     Sync(Vec<SyncMember>),
     /// Your copy of a key.
     KvGet { key: Vec<u8> },
-    /// Store this version of a key if it is newer (and `expect` holds); flush, then answer.
-    KvPut {
-        key: Vec<u8>,
-        entry: Entry,
-        expect: Option<Expect>,
-    },
+    /// Store this version of a key if it is newer; flush, then answer.
+    KvPut { key: Vec<u8>, entry: Entry },
     /// Store the newer of these entries and flush (repair, hints, anti-entropy, handoff).
     KvPush(Vec<(Vec<u8>, Entry)>),
     /// Your copies of these keys (the ones you hold).
@@ -287,7 +283,7 @@ async fn serve_kv(
 ) -> Result<Response, crate::replication::ReplicationError> {
     Ok(match request {
         Request::KvGet { key } => Response::KvEntry(r.local_get(&key)?),
-        Request::KvPut { key, entry, expect } => {
+        Request::KvPut { key, entry } => {
             if key.len() > crate::replication::MAX_KEY
                 || entry
                     .value
@@ -299,7 +295,7 @@ async fn serve_kv(
                     key.len()
                 )));
             }
-            Response::KvPut(r.apply(&key, &entry, expect).await?)
+            Response::KvPut(r.apply(&key, &entry).await?)
         }
         Request::KvPush(entries) => {
             r.apply_all(entries).await?;

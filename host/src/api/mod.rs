@@ -329,7 +329,6 @@ impl ApiError {
                 ReplicationError::BadInput(_) => StatusCode::BAD_REQUEST,
                 ReplicationError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ReplicationError::Conflict { .. } => StatusCode::CONFLICT,
-                ReplicationError::Indeterminate { .. } => StatusCode::CONFLICT,
                 ReplicationError::Remote(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ReplicationError::Store(_) | ReplicationError::Corrupt(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR

@@ -132,8 +132,8 @@ impl Replicator {
     }
 
     /// Writes `value` (or deletes, with `None`) under `key` in `ns`, acknowledged once `w`
-    /// replicas (of each ring in transition) have flushed it. With `expect`, only if the key
-    /// is in that state on the replicas. Returns the new version.
+    /// replicas (of each ring in transition) have flushed it. With `expect`, only if the key's
+    /// last acknowledged write is in that state. Returns the new version.
     pub async fn put(
         &self,
         ns: &Namespace,
@@ -260,7 +260,7 @@ impl Replicator {
                 version: self.tick(),
                 value: value.clone(),
             };
-            match self.write(ns, full, &entry, None, o).await? {
+            match self.write(ns, full, &entry, o).await? {
                 WriteResult::Done => {
                     self.inner.stats.writes.fetch_add(1, Ordering::Relaxed);
                     return Ok(entry.version);
@@ -293,7 +293,6 @@ impl Replicator {
         ns: &Namespace,
         full: &[u8],
         entry: &Entry,
-        expect: Option<Expect>,
         o: Overrides,
     ) -> Result<WriteResult, ReplicationError> {
         let view = self.view();
@@ -311,7 +310,7 @@ impl Replicator {
             );
             let addr = view.addrs.get(&node).copied();
             tokio::spawn(async move {
-                let result = this.put_one(&node, addr, &key, &entry, expect).await;
+                let result = this.put_one(&node, addr, &key, &entry).await;
                 if result.is_err() {
                     // The replica did not take it: hold it for when it is back.
                     this.hint(&node, &key, &entry);
@@ -321,27 +320,12 @@ impl Replicator {
         }
         drop(tx);
         let mut applied: Vec<NodeId> = Vec::new();
-        let mut answered = 0usize;
         let mut failures = Vec::new();
-        let mut conflict: Option<Option<Version>> = None;
         let mut stale: Option<Version> = None;
         while let Some((node, result)) = rx.recv().await {
             match result {
-                Ok(PutOutcome::Applied) => {
-                    answered += 1;
-                    applied.push(node)
-                }
-                Ok(PutOutcome::Stale(v)) => {
-                    answered += 1;
-                    stale = stale.max(Some(v));
-                    if expect.is_some() {
-                        conflict = Some(Some(v));
-                    }
-                }
-                Ok(PutOutcome::Conflict(current)) => {
-                    answered += 1;
-                    conflict = Some(current);
-                }
+                Ok(PutOutcome::Applied) => applied.push(node),
+                Ok(PutOutcome::Stale(v)) => stale = stale.max(Some(v)),
                 Err(e) => failures.push(format!("{node}: {e}")),
             }
             if sets
@@ -357,14 +341,12 @@ impl Replicator {
                 }
                 return Ok(WriteResult::Done);
             }
-            // A plain write that met a newer version starts again; stop waiting.
-            if expect.is_none() && stale.is_some() {
+            // A write that met a newer version starts again (or conflicts); stop waiting.
+            if stale.is_some() {
                 break;
             }
         }
-        if let Some(v) = stale
-            && expect.is_none()
-        {
+        if let Some(v) = stale {
             return Ok(WriteResult::Stale(v));
         }
         // The first replica set short of its quorum, for the error.
@@ -374,16 +356,6 @@ impl Replicator {
             .map(|(i, s)| (i, count_in(s, |x| applied.contains(x)), needed(i, s, w, r)))
             .find(|(_, got, need)| got < need)
             .unwrap_or((0, 0, w));
-        if let Some(current) = conflict {
-            if applied.is_empty() {
-                return Err(ReplicationError::Conflict { current });
-            }
-            return Err(ReplicationError::Indeterminate {
-                applied: applied.len(),
-                needed: need,
-            });
-        }
-        let _ = answered;
         self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
         Err(ReplicationError::Unavailable {
             what: if short == 0 {
@@ -525,18 +497,13 @@ impl Replicator {
         addr: Option<SocketAddr>,
         key: &[u8],
         entry: &Entry,
-        expect: Option<Expect>,
     ) -> Result<PutOutcome, String> {
         if *node == self.inner.me {
-            return self
-                .apply(key, entry, expect)
-                .await
-                .map_err(|e| e.to_string());
+            return self.apply(key, entry).await.map_err(|e| e.to_string());
         }
         let request = Request::KvPut {
             key: key.to_vec(),
             entry: entry.clone(),
-            expect,
         };
         match self.ask(addr, &request).await? {
             Response::KvPut(outcome) => Ok(outcome),

@@ -163,16 +163,6 @@ pub enum ReplicationError {
         /// The version found (`None`: the key is absent).
         current: Option<Version>,
     },
-    /// A conditional write reached some replicas but not a quorum: it may or may not show.
-    #[error(
-        "the conditional write reached {applied} of the {needed} replicas needed before another write won: it may show on some replicas; read the key and retry"
-    )]
-    Indeterminate {
-        /// Replicas that applied it.
-        applied: usize,
-        /// Replicas needed.
-        needed: usize,
-    },
     /// Local storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -189,8 +179,6 @@ pub enum ReplicationError {
 pub enum CasFailure {
     /// See [`ReplicationError::Conflict`].
     Conflict(Option<Version>),
-    /// See [`ReplicationError::Indeterminate`].
-    Indeterminate(u32, u32),
     /// See [`ReplicationError::BadInput`].
     BadInput(String),
     /// Anything else, said in words.
@@ -201,9 +189,6 @@ impl From<ReplicationError> for CasFailure {
     fn from(e: ReplicationError) -> Self {
         match e {
             ReplicationError::Conflict { current } => CasFailure::Conflict(current),
-            ReplicationError::Indeterminate { applied, needed } => {
-                CasFailure::Indeterminate(applied as u32, needed as u32)
-            }
             ReplicationError::BadInput(s) => CasFailure::BadInput(s),
             other => CasFailure::Other(other.to_string()),
         }
@@ -214,10 +199,6 @@ impl From<CasFailure> for ReplicationError {
     fn from(f: CasFailure) -> Self {
         match f {
             CasFailure::Conflict(current) => ReplicationError::Conflict { current },
-            CasFailure::Indeterminate(applied, needed) => ReplicationError::Indeterminate {
-                applied: applied as usize,
-                needed: needed as usize,
-            },
             CasFailure::BadInput(s) => ReplicationError::BadInput(s),
             CasFailure::Other(s) => ReplicationError::Remote(s),
         }

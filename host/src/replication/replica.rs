@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, Expect, ReplicationError, Replicator, Version};
+use super::{Entry, ReplicationError, Replicator, Version};
 
 /// Keys and their entries.
 pub(crate) type Entries = Vec<(Vec<u8>, Entry)>;
@@ -18,28 +18,12 @@ pub enum PutOutcome {
     Applied,
     /// Not stored: the replica holds this newer version.
     Stale(Version),
-    /// Not stored: a conditional write found the key at this version (`None`: absent).
-    Conflict(Option<Version>),
 }
 
 /// Whether a replica holding `current` takes `incoming`, and what it answers. Pure.
-pub(crate) fn decide(
-    current: Option<&Entry>,
-    incoming: &Entry,
-    expect: Option<Expect>,
-) -> (bool, PutOutcome) {
-    if let Some(expect) = expect {
-        let live = current.filter(|c| c.value.is_some()).map(|c| c.version);
-        let wanted = match expect {
-            Expect::Absent => None,
-            Expect::Version(v) => Some(v),
-        };
-        // The write itself may already be here (a retried request).
-        let already = current.is_some_and(|c| c.version == incoming.version);
-        if live != wanted && !already {
-            return (false, PutOutcome::Conflict(live));
-        }
-    }
+/// Conditions are checked by the coordinator, never here: a replica that lags must not
+/// decide a condition the others would refuse.
+pub(crate) fn decide(current: Option<&Entry>, incoming: &Entry) -> (bool, PutOutcome) {
     match current {
         Some(c) if c.version == incoming.version => (false, PutOutcome::Applied),
         Some(c) if c.version > incoming.version => (false, PutOutcome::Stale(c.version)),
@@ -91,13 +75,8 @@ impl Replicator {
         Ok((out, full))
     }
 
-    /// Stores `entry` under `key` if it is newer (and `expect` holds), without flushing.
-    fn apply_unflushed(
-        &self,
-        key: &[u8],
-        entry: &Entry,
-        expect: Option<Expect>,
-    ) -> Result<PutOutcome, ReplicationError> {
+    /// Stores `entry` under `key` if it is newer, without flushing.
+    fn apply_unflushed(&self, key: &[u8], entry: &Entry) -> Result<PutOutcome, ReplicationError> {
         self.observe(entry.version);
         let encoded = entry.encode();
         let mut corrupt = None;
@@ -110,7 +89,7 @@ impl Replicator {
                     None
                 }
             };
-            let (take, outcome) = decide(current.as_ref(), entry, expect);
+            let (take, outcome) = decide(current.as_ref(), entry);
             (take.then(|| encoded.clone()), outcome)
         })?;
         if let Some(e) = corrupt {
@@ -124,9 +103,8 @@ impl Replicator {
         &self,
         key: &[u8],
         entry: &Entry,
-        expect: Option<Expect>,
     ) -> Result<PutOutcome, ReplicationError> {
-        let outcome = self.apply_unflushed(key, entry, expect)?;
+        let outcome = self.apply_unflushed(key, entry)?;
         if outcome == PutOutcome::Applied {
             self.inner().store.flush().await?;
         }
@@ -150,7 +128,7 @@ impl Replicator {
                     key.len()
                 )));
             }
-            self.apply_unflushed(key, entry, None)?;
+            self.apply_unflushed(key, entry)?;
         }
         self.inner().store.flush().await?;
         Ok(())

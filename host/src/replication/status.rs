@@ -22,11 +22,7 @@ impl Replicator {
             .into_iter()
             .map(|(node, share)| RingShare {
                 replica_share: replica_shares.get(&node).copied().unwrap_or(0.0),
-                hints: self
-                    .inner
-                    .store
-                    .hints_for(node.as_str(), 100_000)
-                    .map_or(0, |h| h.len()),
+                hints: self.inner.store.hint_count_for(node.as_str()),
                 sync: self
                     .inner
                     .peers

@@ -125,6 +125,11 @@ impl Store {
         Ok(())
     }
 
+    /// How many hints are held for `target` (their values are not read).
+    pub fn hint_count_for(&self, target: &str) -> usize {
+        self.hints.scan_prefix(hint_key(target, b"")).keys().count()
+    }
+
     /// How many hints are held, for every target together.
     pub fn hint_count(&self) -> usize {
         self.hints.len()
