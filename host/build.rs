@@ -19,6 +19,7 @@ const GUESTS: &[&str] = &[
     "guest-memhog",
     "guest-panic",
     "guest-escape",
+    "guest-stream",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -184,8 +184,10 @@ pub struct TransportConfig {
     pub idle_timeout: Duration,
     /// Largest RPC request or response accepted, in bytes. Default 16 MiB.
     pub max_frame_bytes: NonZeroU32,
-    /// Test only: the fraction (0 to 1) of outgoing datagrams dropped on purpose, to measure
-    /// failure detection on a lossy network. Default 0.
+    /// Test only (`test-switches`): the fraction (0 to 1) of outgoing datagrams dropped on
+    /// purpose, to measure failure detection on a lossy network. Default 0.
+    #[cfg(feature = "test-switches")]
+    #[serde(default)]
     pub drop_datagrams: f64,
 }
 
@@ -196,6 +198,7 @@ impl Default for TransportConfig {
             rpc_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             max_frame_bytes: NonZeroU32::new(16 << 20).expect("non-zero"),
+            #[cfg(feature = "test-switches")]
             drop_datagrams: 0.0,
         }
     }
@@ -223,9 +226,17 @@ pub struct MembershipConfig {
     pub gossip_interval: Duration,
     /// Members each gossip round goes to. Default 3.
     pub gossip_fanout: NonZeroUsize,
-    /// Weft's additions to plain SWIM (local health and suspicion confirmation). Default on;
-    /// off gives plain foca, for comparison.
+    /// Test only (`test-switches`): Weft's additions to plain SWIM (local health and suspicion
+    /// confirmation). Default on; off gives plain foca, for comparison. Read it through
+    /// [`MembershipConfig::lifeguard`].
+    #[cfg(feature = "test-switches")]
+    #[serde(default = "yes")]
     pub lifeguard: bool,
+    /// Test only (`test-switches`): take gossip and member lists whose sender claims another
+    /// name than its certificate's.
+    #[cfg(feature = "test-switches")]
+    #[serde(default)]
+    pub trust_claimed_names: bool,
     /// Largest local-health multiplier: a node that finds itself slow stretches its probe
     /// timeouts and its suspicions up to `1 + this` times. Default 4.
     pub max_health_multiplier: u32,
@@ -246,7 +257,30 @@ pub struct MembershipConfig {
     pub remove_down_after: Duration,
 }
 
+#[cfg(feature = "test-switches")]
+fn yes() -> bool {
+    true
+}
+
 impl MembershipConfig {
+    /// Whether a sender claiming another name than its certificate's is believed: never,
+    /// except in tests that show what the check guards against.
+    pub fn trust_claimed_names(&self) -> bool {
+        #[cfg(feature = "test-switches")]
+        return self.trust_claimed_names;
+        #[cfg(not(feature = "test-switches"))]
+        false
+    }
+
+    /// Whether Weft's additions to plain SWIM are on: always, except in tests that compare
+    /// them with plain foca.
+    pub fn lifeguard(&self) -> bool {
+        #[cfg(feature = "test-switches")]
+        return self.lifeguard;
+        #[cfg(not(feature = "test-switches"))]
+        true
+    }
+
     /// For machines on one LAN (the default): crashes detected in about 6 s.
     pub fn lan() -> Self {
         MembershipConfig {
@@ -256,7 +290,10 @@ impl MembershipConfig {
             suspicion_multiplier: 4.0,
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: NonZeroUsize::new(3).expect("non-zero"),
+            #[cfg(feature = "test-switches")]
             lifeguard: true,
+            #[cfg(feature = "test-switches")]
+            trust_claimed_names: false,
             max_health_multiplier: 4,
             max_suspicion_extensions: 3,
             sync_interval: Duration::from_secs(30),
@@ -382,6 +419,31 @@ pub struct ReplicationConfig {
     /// it can bring back keys deleted while it was away (as with Cassandra's `gc_grace`).
     #[serde(with = "millis")]
     pub tombstone_grace: Duration,
+    /// Test only (`test-switches`): safety rules switched off, so that a test can show the
+    /// test guarding each rule fails without it.
+    #[cfg(feature = "test-switches")]
+    #[serde(skip)]
+    pub unsafe_switches: ReplicationSwitches,
+}
+
+/// Safety rules of the replicated store that a test may switch off (see
+/// [`ReplicationConfig::unsafe_switches`]); without the `test-switches` feature every one is
+/// always on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplicationSwitches {
+    /// Size the cluster by the members listed now instead of every node ever seen, so a node
+    /// whose peers were forgotten takes writes alone.
+    pub count_listed_members_only: bool,
+    /// Cap quorums at the live replicas, so a lone node acknowledges W = 2 with one copy.
+    pub quorum_of_live_replicas: bool,
+    /// Acknowledge a write even when a replica answered that it holds a newer version.
+    pub ignore_stale: bool,
+    /// During a transition, read and write the current ring's replicas only.
+    pub current_ring_only: bool,
+    /// Store no hints for replicas that miss a write.
+    pub no_hints: bool,
+    /// Not a rule but a fault: shift this node's wall clock by this many milliseconds.
+    pub clock_skew_ms: i64,
 }
 
 impl ReplicationConfig {
@@ -417,6 +479,8 @@ impl Default for ReplicationConfig {
             hint_interval: Duration::from_secs(1),
             transition: Duration::from_secs(30),
             tombstone_grace: Duration::from_secs(24 * 3600),
+            #[cfg(feature = "test-switches")]
+            unsafe_switches: ReplicationSwitches::default(),
         }
     }
 }

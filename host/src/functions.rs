@@ -283,7 +283,7 @@ impl Functions {
         });
         let results = futures::future::join_all(offers).await;
         let got = 1 + results.iter().filter(|r| r.is_ok()).count();
-        let needed = MODULE_WRITE.min(view.known.max(1));
+        let needed = view.cap(MODULE_WRITE);
         if got < needed {
             let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
             return Err(FunctionsError::ModuleNotReplicated {

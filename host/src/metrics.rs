@@ -30,6 +30,7 @@ pub struct Metrics {
     cache: Mutex<BTreeMap<&'static str, u64>>,
     compile_nanos: AtomicU64,
     jobs: Mutex<BTreeMap<&'static str, u64>>,
+    responses_cut: AtomicU64,
 }
 
 impl Metrics {
@@ -77,6 +78,11 @@ impl Metrics {
     pub fn compile_seconds(&self, elapsed: Duration) {
         self.compile_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A guest failed after sending its response head, so its body was cut short.
+    pub fn response_cut(&self) {
+        self.responses_cut.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A job reached `state`.
@@ -145,6 +151,16 @@ impl Metrics {
                 h.count
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP weft_responses_cut_total Responses whose guest failed after sending the head (deadline, trap, memory): the client saw the body end in an error."
+        );
+        let _ = writeln!(out, "# TYPE weft_responses_cut_total counter");
+        let _ = writeln!(
+            out,
+            "weft_responses_cut_total {}",
+            self.responses_cut.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP weft_instances Live Wasm instances.");
         let _ = writeln!(out, "# TYPE weft_instances gauge");
         let _ = writeln!(out, "weft_instances {instances}");

@@ -184,7 +184,7 @@ impl Node {
 
     /// Test only: cuts this node off from the nodes at `peers` (QUIC addresses), both ways,
     /// or heals it with an empty list.
-    #[doc(hidden)]
+    #[cfg(feature = "test-switches")]
     pub fn partition_for_tests(&self, peers: &[SocketAddr]) {
         self.transport.partition_for_tests(peers);
     }

@@ -16,7 +16,7 @@ use crate::membership::{Membership, SyncMember};
 use crate::replication::{
     CasFailure, Entry, Expect, Leaves, Namespace, Overrides, PutOutcome, Replicator, Version,
 };
-use crate::transport::{Service, Transport, TransportError};
+use crate::transport::{Caller, Service, Transport, TransportError};
 
 /// A request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -209,7 +209,7 @@ impl Dispatcher {
 }
 
 impl Service for Dispatcher {
-    fn call(&self, _from: SocketAddr, request: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+    fn call(&self, from: Caller, request: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
         let request = match postcard::from_bytes::<Request>(&request) {
             Ok(r) => r,
             Err(e) => {
@@ -235,10 +235,7 @@ impl Service for Dispatcher {
                 }
                 Request::Sync(theirs) => {
                     let membership = membership.ok_or("membership is not running yet")?;
-                    let ours = membership
-                        .exchange(theirs)
-                        .await
-                        .ok_or("membership is shutting down")?;
+                    let ours = membership.exchange(theirs, from).await?;
                     Response::Members(ours)
                 }
                 Request::ModuleRead {

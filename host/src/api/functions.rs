@@ -27,6 +27,8 @@ pub(crate) struct DeployParams {
     kv_namespace: Option<String>,
     /// Run each request on the owner of its key: `path:N`, `header:NAME` or `query:NAME`.
     route_key: Option<String>,
+    /// Show callers the details of failures (trap, backtrace, guest stderr); default false.
+    debug: Option<bool>,
 }
 
 /// One function in listings.
@@ -46,6 +48,9 @@ pub struct FunctionView {
     pub versions: usize,
     /// Limits of the serving version.
     pub limits: FunctionLimits,
+    /// Whether callers see the details of failures.
+    #[serde(default)]
+    pub debug: bool,
     /// When the serving version was deployed (ms since the Unix epoch).
     pub deployed_at_ms: u64,
 }
@@ -61,6 +66,7 @@ impl From<&FunctionRecord> for FunctionView {
             version: r.current + 1,
             versions: r.history.len(),
             limits: d.limits.clone(),
+            debug: d.debug,
             deployed_at_ms: d.deployed_at_ms,
         }
     }
@@ -111,6 +117,7 @@ pub(crate) async fn deploy(
         lock_key: None,
         route_key: route_key.clone(),
         kv_namespace: params.kv_namespace.clone(),
+        debug: params.debug.unwrap_or(false),
         deployed_at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -58,10 +58,13 @@ async fn measured(
     let result = work.await;
     let outcome = match &result {
         Ok(_) => "ok",
-        Err(ApiError::Runtime(RuntimeError::Timeout { .. })) => "timeout",
-        Err(ApiError::Runtime(RuntimeError::MemoryLimit { .. })) => "memory",
-        Err(ApiError::Runtime(RuntimeError::Trap { .. })) => "trap",
-        Err(ApiError::Runtime(RuntimeError::Busy(_))) => "busy",
+        Err(ApiError::Runtime(e) | ApiError::Redacted { error: e, .. }) => match e {
+            RuntimeError::Timeout { .. } => "timeout",
+            RuntimeError::MemoryLimit { .. } => "memory",
+            RuntimeError::Trap { .. } => "trap",
+            RuntimeError::Busy(_) => "busy",
+            _ => "error",
+        },
         Err(ApiError::NotFound(_) | ApiError::BadRequest(_)) => return result.into_response(),
         Err(_) => "error",
     };
@@ -142,7 +145,8 @@ async fn call(
     let mut response = app
         .runtime
         .handle_http(&name, pre, limits, kv, request, slot)
-        .await?
+        .await
+        .map_err(|e| told(&name, e, active.deployment.debug))?
         .map(Body::new);
     response.headers_mut().insert(
         NODE_HEADER,
@@ -150,6 +154,18 @@ async fn call(
             .expect("node names are valid header values"),
     );
     Ok(response)
+}
+
+/// What the caller is told of a failed invocation: everything when the function was
+/// deployed with `debug`; otherwise, for a failure that carries what the guest wrote or did,
+/// its kind and an id, while the node's log gets the whole of it under that id.
+fn told(function: &FunctionName, error: RuntimeError, debug: bool) -> ApiError {
+    if debug || !error.is_private() {
+        return ApiError::Runtime(error);
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    tracing::warn!(%function, error_id = %id, %error, "invocation failed");
+    ApiError::Redacted { error, id }
 }
 
 enum Routed {

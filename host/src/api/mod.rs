@@ -268,6 +268,15 @@ pub enum ApiError {
     /// A guest failed or was stopped.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A guest's failure as its callers see it when the function was not deployed with
+    /// `debug`: what kind of failure, and an id under which the node's log holds the rest.
+    #[error("{} (error id {id}; the details are in the node's log)", error.summary())]
+    Redacted {
+        /// The failure, whole.
+        error: RuntimeError,
+        /// The id logged with it.
+        id: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -315,7 +324,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Runtime(e) => match e {
+            ApiError::Runtime(e) | ApiError::Redacted { error: e, .. } => match e {
                 RuntimeError::Invalid(_) | RuntimeError::WrongWorld(_) => StatusCode::BAD_REQUEST,
                 RuntimeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 RuntimeError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -345,10 +354,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // A redacted failure was logged whole, under its id, where it was redacted.
+        if status.is_server_error() && !matches!(self, ApiError::Redacted { .. }) {
             tracing::warn!(%status, error = %self, "request failed");
         }
         let mut body = serde_json::json!({ "error": self.to_string() });
+        if let ApiError::Redacted { id, .. } = &self {
+            body["error_id"] = serde_json::json!(id);
+        }
         // A failed conditional write says which version won, so the client can retry.
         if let ApiError::Replication(ReplicationError::Conflict { current }) = &self {
             body["current"] = serde_json::json!(current.map(|v| v.to_string()));

@@ -82,10 +82,13 @@ enum Command {
         /// Keep one replica of every key on a node with this tag (e.g. `server`).
         #[arg(long)]
         placement_tag: Option<String>,
-        /// Test only: drop this fraction of outgoing gossip datagrams.
+        /// Test only (`test-switches`): drop this fraction of outgoing gossip datagrams.
+        #[cfg(feature = "test-switches")]
         #[arg(long, hide = true, default_value_t = 0.0)]
         drop_datagrams: f64,
-        /// Test only: plain SWIM, without local health and suspicion confirmation.
+        /// Test only (`test-switches`): plain SWIM, without local health and suspicion
+        /// confirmation.
+        #[cfg(feature = "test-switches")]
         #[arg(long, hide = true)]
         plain_swim: bool,
     },
@@ -123,6 +126,10 @@ enum Command {
         /// `query:NAME`.
         #[arg(long)]
         route_key: Option<String>,
+        /// Show callers the details of the function's failures (trap, backtrace, stderr)
+        /// instead of a short message and an error id to look up in the node's log.
+        #[arg(long)]
+        debug: bool,
     },
     /// List functions.
     Functions {
@@ -260,7 +267,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             advertise,
             join,
             tags,
+            #[cfg(feature = "test-switches")]
             drop_datagrams,
+            #[cfg(feature = "test-switches")]
             plain_swim,
             kv_quorum,
             kv_namespaces,
@@ -274,8 +283,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.cluster.advertise = *advertise;
             config.cluster.join = join.clone();
             config.cluster.tags = tags.clone();
-            config.cluster.transport.drop_datagrams = *drop_datagrams;
-            config.cluster.membership.lifeguard = !plain_swim;
+            #[cfg(feature = "test-switches")]
+            {
+                config.cluster.transport.drop_datagrams = *drop_datagrams;
+                config.cluster.membership.lifeguard = !plain_swim;
+            }
             config.replication.default = *kv_quorum;
             config.replication.namespaces = kv_namespaces.iter().cloned().collect();
             config.replication.placement.require_tag = placement_tag.clone();
@@ -302,6 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             memory_mb,
             kv_namespace,
             route_key,
+            debug,
         } => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -321,6 +334,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(k) = route_key {
                 query.push(("route_key", k.clone()));
+            }
+            if *debug {
+                query.push(("debug", "true".into()));
             }
             let f: FunctionView = c
                 .json(

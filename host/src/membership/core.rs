@@ -340,6 +340,7 @@ impl<R: RngExt> Core<R> {
         let header: Result<foca::Header<Identity>, _> = PostcardCodec.decode_header(data);
         if let Ok(header) = header
             && header.src.node != *sender
+            && !self.d.config.trust_claimed_names()
         {
             self.d.stats.impostors += 1;
             tracing::warn!(certificate = %sender, claims = %header.src.node, addr = %header.src.addr, "dropped gossip claiming another node's name");
@@ -361,7 +362,7 @@ impl<R: RngExt> Core<R> {
     pub fn on_timer(&mut self, timer: Timer<Identity>, late: Duration, now: Instant) {
         if late > self.d.config.probe_rtt {
             self.d.stats.late_timers += 1;
-            if self.d.config.lifeguard {
+            if self.d.config.lifeguard() {
                 self.d.health = (self.d.health + 2).min(self.d.config.max_health_multiplier);
             }
         }
@@ -432,7 +433,7 @@ impl<R: RngExt> Core<R> {
         incarnation: foca::Incarnation,
         now: Instant,
     ) -> foca::Incarnation {
-        if self.d.config.lifeguard && incarnation >= self.d.incarnation {
+        if self.d.config.lifeguard() && incarnation >= self.d.incarnation {
             self.d.now = now;
             let me = self.foca.identity().clone();
             let update = Member::new(me, incarnation, State::Suspect);
@@ -495,6 +496,47 @@ impl<R: RngExt> Core<R> {
         .collect()
     }
 
+    /// Merges a member list that `sender` (the node name in the certificate of the connection
+    /// it came on) sent or answered with. The list's first entry is its sender: a list whose
+    /// sender claims another name, or that lists another name as alive at the sender's own
+    /// address, is refused whole and counted as an impostor's, as gossip is.
+    pub fn on_sync_from(
+        &mut self,
+        members: Vec<SyncMember>,
+        sender: Option<&NodeId>,
+        now: Instant,
+    ) -> Result<(), String> {
+        if !self.d.config.trust_claimed_names() {
+            let Some(sender) = sender else {
+                return Err("a member list needs a certificate that names its sender".into());
+            };
+            let Some(first) = members.first() else {
+                return Err("an empty member list: the first entry must be its sender".into());
+            };
+            let claims = if first.id.node != *sender {
+                Some(&first.id.node)
+            } else {
+                members
+                    .iter()
+                    .find(|m| {
+                        m.id.addr == first.id.addr
+                            && m.id.node != *sender
+                            && m.state != MemberState::Down
+                    })
+                    .map(|m| &m.id.node)
+            };
+            if let Some(claims) = claims {
+                self.d.stats.impostors += 1;
+                tracing::warn!(certificate = %sender, %claims, addr = %first.id.addr, "refused a member list claiming another node's name");
+                return Err(format!(
+                    "the certificate names `{sender}`, and this member list speaks for `{claims}`: a node speaks for itself only"
+                ));
+            }
+        }
+        self.on_sync(members, now);
+        Ok(())
+    }
+
     /// Merges a member list from another node (an answer to [`Output::Sync`], or a request
     /// for one). Nothing is gossiped on: the exchange is between the two nodes.
     pub fn on_sync(&mut self, members: Vec<SyncMember>, now: Instant) {
@@ -549,7 +591,7 @@ impl<R: RngExt> Core<R> {
         member: &Identity,
         now: Instant,
     ) -> bool {
-        if !self.d.config.lifeguard {
+        if !self.d.config.lifeguard() {
             return false;
         }
         let max = self.d.config.max_suspicion_extensions;
@@ -583,7 +625,7 @@ impl<R: RngExt> Core<R> {
 
     /// `d` stretched by the local-health score.
     fn stretch(&self, d: Duration) -> Duration {
-        if self.d.config.lifeguard {
+        if self.d.config.lifeguard() {
             d * (1 + self.d.health)
         } else {
             d
@@ -613,7 +655,7 @@ impl<R: RngExt> Core<R> {
 /// rules to timers and notifications as they come.
 impl foca::Runtime<Identity> for Detector {
     fn notify(&mut self, notification: Notification<'_, Identity>) {
-        let lifeguard = self.config.lifeguard;
+        let lifeguard = self.config.lifeguard();
         match notification {
             Notification::DataSent(h) => self.incarnation = h.src_incarnation,
             Notification::DataReceived(h) => {
@@ -646,7 +688,7 @@ impl foca::Runtime<Identity> for Detector {
     }
 
     fn submit_after(&mut self, timer: Timer<Identity>, after: Duration) {
-        let stretch = if self.config.lifeguard {
+        let stretch = if self.config.lifeguard() {
             1 + self.health
         } else {
             1
@@ -659,7 +701,7 @@ impl foca::Runtime<Identity> for Detector {
                 ..
             } => {
                 self.stats.suspicions += 1;
-                if self.config.lifeguard {
+                if self.config.lifeguard() {
                     self.suspicions.insert(
                         member_id.addr,
                         Suspicion {

@@ -6,6 +6,7 @@
 //! node rejoins without being told a seed.
 
 pub mod core;
+#[cfg(feature = "test-switches")]
 pub mod sim;
 
 use std::collections::HashMap;
@@ -98,8 +99,12 @@ const CAPACITY_REFRESH: Duration = Duration::from_secs(60);
 enum Command {
     Alive(Identity, u16),
     Suspected(u16, oneshot::Sender<u16>),
-    Synced(Vec<SyncMember>),
-    Exchange(Vec<SyncMember>, oneshot::Sender<Vec<SyncMember>>),
+    Synced(Vec<SyncMember>, Option<NodeId>),
+    Exchange(
+        Vec<SyncMember>,
+        Option<NodeId>,
+        oneshot::Sender<Result<Vec<SyncMember>, String>>,
+    ),
     Leave(oneshot::Sender<()>),
 }
 
@@ -180,13 +185,18 @@ impl Membership {
 
     /// Merges a peer's full member list and returns this node's (the answer to its
     /// [`rpc::Request::Sync`]).
-    pub async fn exchange(&self, theirs: Vec<SyncMember>) -> Option<Vec<SyncMember>> {
+    pub async fn exchange(
+        &self,
+        theirs: Vec<SyncMember>,
+        from: crate::transport::Caller,
+    ) -> Result<Vec<SyncMember>, String> {
+        let gone = || "membership is shutting down".to_string();
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Exchange(theirs, tx))
+            .send(Command::Exchange(theirs, from.node, tx))
             .await
-            .ok()?;
-        rx.await.ok()
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Tells the cluster this node leaves on purpose; returns once the news is sent.
@@ -262,10 +272,15 @@ impl Task {
                     Command::Suspected(inc, reply) => {
                         let _ = reply.send(self.core.on_suspected(inc, Instant::now()));
                     }
-                    Command::Synced(members) => self.core.on_sync(members, Instant::now()),
-                    Command::Exchange(theirs, reply) => {
-                        self.core.on_sync(theirs, Instant::now());
-                        let _ = reply.send(self.core.member_list());
+                    Command::Synced(members, sender) => {
+                        let _ = self.core.on_sync_from(members, sender.as_ref(), Instant::now());
+                    }
+                    Command::Exchange(theirs, sender, reply) => {
+                        let answer = self
+                            .core
+                            .on_sync_from(theirs, sender.as_ref(), Instant::now())
+                            .map(|()| self.core.member_list());
+                        let _ = reply.send(answer);
                     }
                     Command::Leave(done) => {
                         self.leaving = true;
@@ -345,7 +360,8 @@ impl Task {
                     tokio::spawn(async move {
                         match rpc::call(&transport, with, &rpc::Request::Sync(members)).await {
                             Ok(rpc::Response::Members(theirs)) => {
-                                let _ = commands.send(Command::Synced(theirs)).await;
+                                let sender = transport.peer_node(with);
+                                let _ = commands.send(Command::Synced(theirs, sender)).await;
                             }
                             Ok(other) => {
                                 tracing::debug!(peer = %with, ?other, "unexpected answer to a member-list exchange")

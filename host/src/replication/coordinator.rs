@@ -55,6 +55,8 @@ impl Replicator {
         let view = self.view();
         let (n, r, w) = self.quorum(ns, o, &view)?;
         let sets = self.sets(&view, &full, n);
+        let live_cap = self.switches().quorum_of_live_replicas;
+        let needed = |i: usize, s: &[NodeId]| needed(i, s, r, w, live_cap);
         let targets = union(&sets);
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
         for node in &targets {
@@ -78,7 +80,7 @@ impl Replicator {
             if sets
                 .iter()
                 .enumerate()
-                .all(|(i, s)| count_in(s, |x| answers.contains_key(x)) >= needed(i, s, r, w))
+                .all(|(i, s)| count_in(s, |x| answers.contains_key(x)) >= needed(i, s))
             {
                 break;
             }
@@ -86,7 +88,7 @@ impl Replicator {
         let short = sets
             .iter()
             .enumerate()
-            .find(|(i, s)| count_in(s, |x| answers.contains_key(x)) < needed(*i, s, r, w));
+            .find(|(i, s)| count_in(s, |x| answers.contains_key(x)) < needed(*i, s));
         if let Some((i, set)) = short {
             self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(ReplicationError::Unavailable {
@@ -95,7 +97,7 @@ impl Replicator {
                 } else {
                     "read, of the owners before the ring changed"
                 },
-                needed: needed(i, set, r, w),
+                needed: needed(i, set),
                 got: count_in(set, |x| answers.contains_key(x)),
                 failures: explain(&failures, set.len()),
             });
@@ -298,6 +300,8 @@ impl Replicator {
         let view = self.view();
         let (n, r, w) = self.quorum(ns, o, &view)?;
         let sets = self.sets(&view, full, n);
+        let switches = self.switches();
+        let needed = |i: usize, s: &[NodeId]| needed(i, s, w, r, switches.quorum_of_live_replicas);
         let targets = union(&sets);
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
         for node in &targets {
@@ -311,7 +315,7 @@ impl Replicator {
             let addr = view.addrs.get(&node).copied();
             tokio::spawn(async move {
                 let result = this.put_one(&node, addr, &key, &entry).await;
-                if result.is_err() {
+                if result.is_err() && !switches.no_hints {
                     // The replica did not take it: hold it for when it is back.
                     this.hint(&node, &key, &entry);
                 }
@@ -325,13 +329,14 @@ impl Replicator {
         while let Some((node, result)) = rx.recv().await {
             match result {
                 Ok(PutOutcome::Applied) => applied.push(node),
+                Ok(PutOutcome::Stale(_)) if switches.ignore_stale => applied.push(node),
                 Ok(PutOutcome::Stale(v)) => stale = stale.max(Some(v)),
                 Err(e) => failures.push(format!("{node}: {e}")),
             }
             if sets
                 .iter()
                 .enumerate()
-                .all(|(i, s)| count_in(s, |x| applied.contains(x)) >= needed(i, s, w, r))
+                .all(|(i, s)| count_in(s, |x| applied.contains(x)) >= needed(i, s))
             {
                 if let Some(settle) = o.settle {
                     // Give the other replicas a moment to take it too; they have it anyway
@@ -353,15 +358,17 @@ impl Replicator {
         let (short, got, need) = sets
             .iter()
             .enumerate()
-            .map(|(i, s)| (i, count_in(s, |x| applied.contains(x)), needed(i, s, w, r)))
+            .map(|(i, s)| (i, count_in(s, |x| applied.contains(x)), needed(i, s)))
             .find(|(_, got, need)| got < need)
             .unwrap_or((0, 0, w));
         self.inner.stats.unavailable.fetch_add(1, Ordering::Relaxed);
         Err(ReplicationError::Unavailable {
+            // A failed write is not undone: the replicas that took it keep it, and hints carry
+            // it to the others, so it may still take effect (and win over later writes).
             what: if short == 0 {
-                "write"
+                "write; it may still take effect, as replicas that took it keep it"
             } else {
-                "write, to the owners before the ring changed"
+                "write, to the owners before the ring changed; it may still take effect, as replicas that took it keep it"
             },
             needed: need,
             got,
@@ -464,7 +471,11 @@ impl Replicator {
     /// The replica sets of `key` that must each reach quorum. A set smaller than the quorum
     /// (an earlier ring of fewer nodes, while the cluster grew) needs all its members.
     fn sets(&self, view: &View, key: &[u8], n: usize) -> Vec<Vec<NodeId>> {
-        view.replica_sets(key, n, &self.inner.config.placement)
+        let mut sets = view.replica_sets(key, n, &self.inner.config.placement);
+        if self.switches().current_ring_only {
+            sets.truncate(1);
+        }
+        sets
     }
 
     /// This node's copy, or a peer's over RPC.
@@ -623,12 +634,13 @@ const CAS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// size). An earlier ring's set needs just enough to overlap every operation of the other
 /// kind made under that ring, which needed `other` of it: `size - other + 1`. So a set of two
 /// from the ring before a node joined needs one answer, not two, when `w` was two.
-fn needed(i: usize, set: &[NodeId], q: usize, other: usize) -> usize {
+/// `live_cap` (a test switch) caps the current set's quorum at its live replicas.
+fn needed(i: usize, set: &[NodeId], q: usize, other: usize, live_cap: bool) -> usize {
     let size = set.len();
     if i == 0 {
         // Never fewer than asked: a set smaller than the quorum (its other members are down)
         // cannot serve, rather than serve with fewer copies than promised.
-        q
+        if live_cap { q.min(size) } else { q }
     } else {
         (size - other.min(size) + 1).min(size)
     }

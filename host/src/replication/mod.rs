@@ -19,9 +19,9 @@ mod sync;
 mod tests;
 mod version;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -242,12 +242,19 @@ pub(crate) struct View {
     pub(crate) earlier: Vec<(Ring, Instant)>,
     /// QUIC address of every member that is not down.
     pub(crate) addrs: HashMap<NodeId, SocketAddr>,
-    /// Every member known, down ones included: `n` is capped at this.
+    /// The cluster's size: every node ever seen in it (down or forgotten by membership
+    /// included, this node too). `n` is capped at this.
     pub(crate) known: usize,
     pub(crate) changed: Instant,
 }
 
 impl View {
+    /// A replication factor capped at the cluster's size, so a cluster of two keeps two
+    /// copies and a lone node one.
+    pub(crate) fn cap(&self, n: usize) -> usize {
+        n.min(self.known.max(1))
+    }
+
     /// The replica sets of `key` with replication factor `n`: the current ring's first.
     pub(crate) fn replica_sets(
         &self,
@@ -335,10 +342,12 @@ pub(crate) struct Inner {
     /// Unix ms of the last anti-entropy round that found every peer in sync.
     pub(crate) last_in_sync_ms: AtomicU64,
     /// Test only: collect tombstones even while a member is down (shows why it must not).
+    #[cfg(feature = "test-switches")]
     pub(crate) ignore_down_for_gc: std::sync::atomic::AtomicBool,
-    /// Members remembered from before a restart (self included): a floor on the cluster's
-    /// size during the first transition period after start.
-    pub(crate) remembered: usize,
+    /// Every node ever seen in the cluster, this one included (kept in the store): the
+    /// cluster's size does not shrink when membership forgets a member that has been down
+    /// for long, nor across a restart, so a node left alone never takes writes alone.
+    pub(crate) cluster: Mutex<BTreeSet<NodeId>>,
     pub(crate) started: Instant,
     /// The member set, followed by `view()`.
     pub(crate) members: Mutex<tokio::sync::watch::Receiver<MemberSet>>,
@@ -365,10 +374,8 @@ impl Replicator {
         cancel: CancellationToken,
     ) -> (Replicator, tokio::task::JoinHandle<()>) {
         let members = membership.members();
-        // Until the first transition period is over, count the members remembered from
-        // before a restart, so a node that has not heard from them yet does not write alone.
-        let remembered = store.members().map_or(0, |m| m.len()) + 1;
-        let view = build_view(&members, &me, remembered, config.vnodes, None);
+        let cluster = cluster_nodes(&store, &me);
+        let view = build_view(&members, &me, &cluster, config.vnodes, None);
         let inner = Arc::new(Inner {
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,
@@ -380,9 +387,10 @@ impl Replicator {
             peers: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             last_in_sync_ms: AtomicU64::new(0),
+            #[cfg(feature = "test-switches")]
             ignore_down_for_gc: Default::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
-            remembered,
+            cluster: Mutex::new(cluster),
             started: Instant::now(),
             members: Mutex::new(membership.watch()),
         });
@@ -421,7 +429,7 @@ impl Replicator {
     pub fn owners(&self, ns: &Namespace, key: &[u8]) -> Vec<NodeId> {
         let view = self.view();
         let full = ns.key(key);
-        let n = (self.inner.config.quorum(ns.as_str()).n.get() as usize).min(view.known.max(1));
+        let n = view.cap(self.inner.config.quorum(ns.as_str()).n.get() as usize);
         view.ring
             .replicas_placed(&full, n, &self.inner.config.placement)
     }
@@ -456,18 +464,25 @@ impl Replicator {
         &self.inner.config
     }
 
+    /// The safety rules a test switched off (none, outside tests).
+    pub(crate) fn switches(&self) -> crate::config::ReplicationSwitches {
+        #[cfg(feature = "test-switches")]
+        return self.inner.config.unsafe_switches;
+        #[cfg(not(feature = "test-switches"))]
+        crate::config::ReplicationSwitches::default()
+    }
+
     /// Test only: when set, tombstones are collected even while a member is down.
-    #[doc(hidden)]
+    #[cfg(feature = "test-switches")]
     pub fn set_collect_while_down(&self, on: bool) {
-        self.inner.ignore_down_for_gc.store(on, Ordering::SeqCst);
+        self.inner
+            .ignore_down_for_gc
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn tick(&self) -> Version {
-        self.inner
-            .clock
-            .lock()
-            .expect("not poisoned")
-            .tick(now_ms())
+        let now = now_ms().saturating_add_signed(self.switches().clock_skew_ms);
+        self.inner.clock.lock().expect("not poisoned").tick(now)
     }
 
     pub(crate) fn observe(&self, v: Version) {
@@ -492,22 +507,41 @@ impl Replicator {
                 )));
             }
         }
-        let cap = view.known.max(1);
-        let n = (n as usize).min(cap);
+        let n = view.cap(n as usize);
         let r = (o.r.unwrap_or(q.r.get()) as usize).min(n);
         let w = (o.w.unwrap_or(q.w.get()) as usize).min(n);
         Ok((n, r, w))
     }
 }
 
+/// Every node this node has seen in its cluster, from the store (and, for a data directory of
+/// an earlier version, from the members it remembers), itself included.
+fn cluster_nodes(store: &Store, me: &NodeId) -> BTreeSet<NodeId> {
+    let mut cluster: BTreeSet<NodeId> = match store.cluster_nodes() {
+        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the cluster's nodes from the store");
+            BTreeSet::new()
+        }
+    };
+    for (_, record) in store.members().unwrap_or_default() {
+        if let Ok(id) = serde_json::from_slice::<crate::membership::Identity>(&record) {
+            cluster.insert(id.node);
+        }
+    }
+    cluster.insert(me.clone());
+    cluster
+}
+
 /// The view of a member set: a ring of every member not down.
-/// This node is always on its own ring, even before membership lists it. `floor` is a lower
-/// bound on the cluster's size (the members remembered from before a restart), so a node that
-/// has not heard from its peers yet does not take writes alone.
+/// This node is always on its own ring, even before membership lists it. The cluster's size
+/// counts `cluster` (every node ever seen) as well as the members listed now, so a node that
+/// has not heard from its peers yet, or whose peers membership has forgotten, does not take
+/// writes alone.
 pub(crate) fn build_view(
     set: &MemberSet,
     me: &NodeId,
-    floor: usize,
+    cluster: &BTreeSet<NodeId>,
     vnodes: u32,
     old: Option<&View>,
 ) -> View {
@@ -534,9 +568,9 @@ pub(crate) fn build_view(
         vnodes,
     );
     let addrs = live.iter().map(|m| (m.node.clone(), m.addr)).collect();
-    let mut names: std::collections::BTreeSet<&NodeId> =
-        set.members.iter().map(|m| &m.node).collect();
+    let mut names: BTreeSet<&NodeId> = set.members.iter().map(|m| &m.node).collect();
     names.insert(me);
+    names.extend(cluster);
     let (earlier, changed) = match old {
         Some(old) if same_ring(&old.ring, &ring) => (old.earlier.clone(), old.changed),
         Some(old) => {
@@ -550,7 +584,7 @@ pub(crate) fn build_view(
         ring,
         earlier,
         addrs,
-        known: names.len().max(floor),
+        known: names.len(),
         changed,
     }
 }

@@ -13,7 +13,7 @@ impl Replicator {
     pub fn status(&self) -> Status {
         let view = self.view();
         let c = &self.inner.config;
-        let n = (c.default.n.get() as usize).min(view.known.max(1));
+        let n = view.cap(c.default.n.get() as usize);
         let replica_shares: HashMap<NodeId, f64> =
             view.ring.replica_shares(n).into_iter().collect();
         let nodes = view

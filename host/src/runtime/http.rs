@@ -1,7 +1,9 @@
 //! Invoking an HTTP handler through `wasi:http/incoming-handler`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,7 +18,56 @@ use crate::id::FunctionName;
 use crate::replication::KvHandle;
 
 /// A response produced by a guest; its body streams from the guest as it runs.
-pub type HttpResponse = http::Response<HyperOutgoingBody>;
+pub type HttpResponse = http::Response<GuestBody>;
+
+/// A response body streamed from a guest. It ends cleanly only once the guest has returned
+/// successfully: when the guest fails after its head was sent (deadline, trap, memory), the
+/// body ends in an error, so the client sees a broken stream (an aborted chunked body, a
+/// connection closed short of its `Content-Length`), never a complete-looking response.
+/// (wasmtime's own body ends cleanly when the guest's store is dropped mid-body.)
+pub struct GuestBody {
+    inner: HyperOutgoingBody,
+    /// The guest's outcome: `true` once it returned successfully.
+    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl http_body::Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, wasmtime_wasi_http::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        let Some(outcome) = self.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let ok = match Pin::new(outcome).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r.unwrap_or(false),
+        };
+        self.outcome = None;
+        if ok {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                "the handler failed before finishing its response body".into(),
+            )))))
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.outcome.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Runtime {
     /// Runs one request through a fresh instance of `pre`, in the instance slot `slot`.
@@ -54,6 +105,8 @@ impl Runtime {
             .map_err(host)?;
         let pre = pre.clone();
         let name = function.clone();
+        let metrics = self.metrics.clone();
+        let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let _slot = slot;
             let result = with_deadline(limits, async {
@@ -68,14 +121,19 @@ impl Runtime {
             if let Err(e) = &result
                 && head_sent.load(Ordering::Acquire)
             {
-                tracing::warn!(function = %name, error = %e, "guest failed after sending its response head");
+                metrics.response_cut();
+                tracing::warn!(function = %name, error = %e, "guest failed after sending its response head; the client's body ends in an error");
             }
+            let _ = outcome_tx.send(result.is_ok());
             result
         });
 
         match rx.await {
             // The head is out; the guest's task goes on streaming the body by itself.
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(|inner| GuestBody {
+                inner,
+                outcome: Some(outcome),
+            })),
             Ok(Err(code)) => Err(RuntimeError::Guest {
                 function: function.clone(),
                 message: format!("the handler answered with the error code {code:?}"),

@@ -95,6 +95,37 @@ pub enum RuntimeError {
     Host(String),
 }
 
+impl RuntimeError {
+    /// What kind of failure this is, without what the guest wrote or its backtrace.
+    pub fn summary(&self) -> String {
+        match self {
+            RuntimeError::Trap { function, .. } => format!("function `{function}` trapped"),
+            RuntimeError::MemoryLimit {
+                function,
+                limit_mib,
+                ..
+            } => format!(
+                "function `{function}` hit its memory limit of {limit_mib} MiB and was stopped"
+            ),
+            RuntimeError::Guest { function, .. } => format!("function `{function}` failed"),
+            RuntimeError::Host(_) => "the node could not run the function".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether the message carries what a guest wrote or did (stderr, backtraces, its own
+    /// error), which only the function's owner should see.
+    pub fn is_private(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Trap { .. }
+                | RuntimeError::MemoryLimit { .. }
+                | RuntimeError::Guest { .. }
+                | RuntimeError::Host(_)
+        )
+    }
+}
+
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.is_empty() {
         String::new()

@@ -68,8 +68,11 @@ pub struct Store {
     jobs: sled::Tree,
     job_output: sled::Tree,
     members: sled::Tree,
-    /// Test only (`WEFT_UNSAFE_SKIP_FLUSH=1`): acknowledge without flushing, to show that the
-    /// durability tests catch a store that does so.
+    /// Every node name ever seen in the cluster (name → nothing).
+    nodes: sled::Tree,
+    /// Test only (`WEFT_UNSAFE_SKIP_FLUSH=1`, with `test-switches`): acknowledge without
+    /// flushing, to show that the durability tests catch a store that does so.
+    #[cfg(feature = "test-switches")]
     skip_flush: bool,
 }
 
@@ -86,6 +89,8 @@ impl Store {
             jobs: db.open_tree("jobs")?,
             job_output: db.open_tree("job-output")?,
             members: db.open_tree("members")?,
+            nodes: db.open_tree("nodes")?,
+            #[cfg(feature = "test-switches")]
             skip_flush: {
                 let skip = std::env::var_os("WEFT_UNSAFE_SKIP_FLUSH").is_some_and(|v| v == "1");
                 if skip {
@@ -120,9 +125,30 @@ impl Store {
         Ok(())
     }
 
+    /// Every node name this node has seen in its cluster, down or gone ones included.
+    pub fn cluster_nodes(&self) -> Result<Vec<String>, StoreError> {
+        self.nodes
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    /// Adds node names to [`Store::cluster_nodes`] and flushes them: the cluster's size must
+    /// not shrink across a crash.
+    pub async fn add_cluster_nodes(&self, names: &[&str]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for n in names {
+            batch.insert(n.as_bytes(), &[]);
+        }
+        self.nodes.apply_batch(batch)?;
+        self.flush().await
+    }
+
     /// Flushes everything written so far to disk (group commit: one fsync serves every caller
     /// waiting at the time).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        #[cfg(feature = "test-switches")]
         if self.skip_flush {
             return Ok(());
         }
@@ -165,7 +191,7 @@ impl Store {
     }
 
     /// Test only: overwrites a stored module with other bytes, as disk corruption would.
-    #[doc(hidden)]
+    #[cfg(feature = "test-switches")]
     pub fn corrupt_module_for_tests(&self, digest: Digest, bytes: &[u8]) -> Result<(), StoreError> {
         self.modules.insert(digest.as_bytes(), bytes)?;
         Ok(())

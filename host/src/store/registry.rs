@@ -61,6 +61,11 @@ pub struct Deployment {
     /// default its own, `fn.NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_namespace: Option<String>,
+    /// Whether the function's callers see the details of its failures (trap message and
+    /// backtrace, guest stderr). Off by default: callers get a short message and an error id,
+    /// and the details go to the node's log under that id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub debug: bool,
     /// When it was deployed, in milliseconds since the Unix epoch (for humans only).
     pub deployed_at_ms: u64,
 }
@@ -224,6 +229,7 @@ mod tests {
             lock_key: None,
             route_key: None,
             kv_namespace: None,
+            debug: false,
             deployed_at_ms: n as u64,
         }
     }

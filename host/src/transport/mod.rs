@@ -7,6 +7,7 @@
 //! One connection per peer address is cached, whichever side dialled it.
 
 pub mod frame;
+#[cfg(feature = "test-switches")]
 pub mod testing;
 mod tls;
 
@@ -87,11 +88,21 @@ pub struct Datagram {
     pub payload: Bytes,
 }
 
-/// What answers RPCs: given the caller's address and the request payload, the response
-/// payload, or a message that goes back to the caller as an error frame.
+/// Who sent a request: the address of the connection it came on, and the node name in the
+/// certificate that connection was made with.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The peer's endpoint address.
+    pub addr: SocketAddr,
+    /// The node name its certificate vouches for (`None` for a certificate without one).
+    pub node: Option<NodeId>,
+}
+
+/// What answers RPCs: given the caller and the request payload, the response payload, or a
+/// message that goes back to the caller as an error frame.
 pub trait Service: Send + Sync + 'static {
     /// Handles one request.
-    fn call(&self, from: SocketAddr, request: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
+    fn call(&self, from: Caller, request: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
 }
 
 /// Counters of what crossed the wire.
@@ -129,6 +140,7 @@ struct Inner {
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// Test only: peers cut off, as by a network partition.
+    #[cfg(feature = "test-switches")]
     blocked: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
@@ -171,6 +183,7 @@ impl Transport {
             stats: Stats::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            #[cfg(feature = "test-switches")]
             blocked: Mutex::default(),
         });
         inner.tasks.spawn(accept_loop(inner.clone()));
@@ -203,14 +216,24 @@ impl Transport {
         }
     }
 
+    /// The node name in the certificate of the connection to `peer`, if connected.
+    pub fn peer_node(&self, peer: SocketAddr) -> Option<NodeId> {
+        match self.inner.peers.lock().expect("not poisoned").get(&peer) {
+            Some(Peer::Connected(c)) => tls::peer_node(c.peer_identity()),
+            _ => None,
+        }
+    }
+
     /// Sends a gossip payload to `to` without waiting: over the cached connection, or queued
     /// while one is set up. Gossip is unreliable by design, so a failure only counts a drop.
     pub fn send_gossip(&self, to: SocketAddr, payload: &[u8]) {
         let inner = &self.inner;
-        if (inner.config.drop_datagrams > 0.0
-            && rand::random::<f64>() < inner.config.drop_datagrams)
-            || inner.is_blocked(to)
-        {
+        #[cfg(feature = "test-switches")]
+        let dropped = inner.config.drop_datagrams > 0.0
+            && rand::random::<f64>() < inner.config.drop_datagrams;
+        #[cfg(not(feature = "test-switches"))]
+        let dropped = false;
+        if dropped || inner.is_blocked(to) {
             add(&inner.stats.gossip_dropped, 1);
             return;
         }
@@ -303,7 +326,7 @@ impl Transport {
 
     /// Test only: cuts this node off from `peers` (both ways), as a network partition would,
     /// or heals it with an empty list. Connections to them are closed.
-    #[doc(hidden)]
+    #[cfg(feature = "test-switches")]
     pub fn partition_for_tests(&self, peers: &[SocketAddr]) {
         let inner = &self.inner;
         *inner.blocked.lock().expect("not poisoned") = peers.iter().copied().collect();
@@ -349,9 +372,18 @@ impl Inner {
         self.connect(to).await
     }
 
+    /// Whether `peer` is cut off by a test's partition (never, outside tests).
     fn is_blocked(&self, peer: SocketAddr) -> bool {
-        let blocked = self.blocked.lock().expect("not poisoned");
-        !blocked.is_empty() && blocked.contains(&peer)
+        #[cfg(feature = "test-switches")]
+        {
+            let blocked = self.blocked.lock().expect("not poisoned");
+            !blocked.is_empty() && blocked.contains(&peer)
+        }
+        #[cfg(not(feature = "test-switches"))]
+        {
+            let _ = peer;
+            false
+        }
     }
 
     /// Dials `to`, caches the connection, flushes queued gossip and serves the connection.
@@ -533,7 +565,11 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
             match conn.accept_bi().await {
                 Ok((send, recv)) => {
                     if !inner.is_blocked(from) {
-                        inner.tasks.spawn(answer(inner.clone(), from, send, recv));
+                        let caller = Caller {
+                            addr: from,
+                            node: node.clone(),
+                        };
+                        inner.tasks.spawn(answer(inner.clone(), caller, send, recv));
                     }
                 }
                 Err(e) => return e,
@@ -555,10 +591,11 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
 /// Answers one request stream: a request frame in, a response or error frame out.
 async fn answer(
     inner: Arc<Inner>,
-    from: SocketAddr,
+    caller: Caller,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let from = caller.addr;
     let after = inner.config.rpc_timeout;
     // Reading the request and writing the answer are bounded by `rpc_timeout`; the work in
     // between is bounded by the service (an invocation by its function's time limit).
@@ -567,7 +604,7 @@ async fn answer(
         let reply = match read {
             Ok(Ok((h, payload))) if h.kind == Kind::Request => inner
                 .service
-                .call(from, payload)
+                .call(caller, payload)
                 .await
                 .map_err(|m| m.into_bytes()),
             Ok(Ok((h, _))) => {

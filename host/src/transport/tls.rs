@@ -293,6 +293,7 @@ impl Credentials {
     }
 
     /// A client that trusts the CA but presents no certificate (tests show it is refused).
+    #[cfg(feature = "test-switches")]
     pub(crate) fn anonymous_client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -303,6 +304,7 @@ impl Credentials {
     }
 
     /// Trusts `other`'s CA instead of this cluster's (tests mix the two).
+    #[cfg(feature = "test-switches")]
     pub(crate) fn set_ca(&mut self, other: &Credentials) {
         self.ca = other.ca.clone();
     }

@@ -202,17 +202,150 @@ async fn unknown_function_is_404() {
 }
 
 #[tokio::test]
-async fn trap_is_500_with_the_trap_and_panic_message() {
+async fn trap_is_500_with_an_error_id_and_the_details_only_for_debug_functions() {
     let n = node_with_hello().await;
     n.deploy("panic", &guest("guest-panic")).await;
-    let (status, body) = n.get("/fn/panic/").await;
+    let (status, body) = json_of(n.req(Method::GET, "/fn/panic/").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert!(body.contains("trapped"), "{body}");
-    assert!(body.contains("unreachable"), "the trap itself: {body}");
+    let error = body["error"].as_str().unwrap();
+    let id = body["error_id"].as_str().unwrap();
     assert!(
-        body.contains("guest-panic: deliberate panic"),
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{body}"
+    );
+    assert_eq!(
+        error,
+        format!("function `panic` trapped (error id {id}; the details are in the node's log)")
+    );
+    // Deployed with `debug`, its callers see the trap and the panic message from stderr.
+    n.deploy_with("panic", guest("guest-panic"), &[("debug", "true")])
+        .await;
+    let (status, body) = json_of(n.req(Method::GET, "/fn/panic/").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("trapped"), "{body}");
+    assert!(error.contains("unreachable"), "the trap itself: {body}");
+    assert!(
+        error.contains("guest-panic: deliberate panic"),
         "the panic message from stderr: {body}"
     );
+    assert!(body.get("error_id").is_none(), "{body}");
+    n.assert_hello_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_id_leads_to_the_details_in_the_nodes_log() {
+    let cluster = crate::cluster::new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("n");
+    let any = "127.0.0.1:0".parse().unwrap();
+    let node = crate::faults::Proc::start(
+        cluster.path(),
+        "n",
+        &data,
+        any,
+        &[],
+        &crate::faults::Opts::default(),
+    )
+    .await;
+    let token = std::fs::read_to_string(cluster.path().join("admin.token")).unwrap();
+    let http = crate::harness::client();
+    let r = http
+        .put(format!("{}/v1/functions/panic", node.http))
+        .bearer_auth(token.trim())
+        .body(guest("guest-panic"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, body) = json_of(
+        http.get(format!("{}/fn/panic/", node.http))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let id = body["error_id"].as_str().unwrap().to_string();
+    assert!(!body.to_string().contains("deliberate panic"), "{body}");
+    let entry = crate::harness::wait_for(Duration::from_secs(20), "the id in the log", || async {
+        let log = std::fs::read_to_string(data.join("node.log")).ok()?;
+        // The entry with the id runs to the next line that starts a new entry (a timestamp):
+        // the trap's backtrace spans several lines.
+        let start = log[..log.find(&id)?].rfind('\n').map_or(0, |i| i + 1);
+        let lines: Vec<&str> = log[start..].lines().collect();
+        let end = (1..lines.len())
+            .find(|&i| lines[i].starts_with("20") && lines[i].contains("Z "))
+            .unwrap_or(lines.len());
+        Some(lines[..end].join("\n"))
+    })
+    .await;
+    assert!(
+        entry.contains("function=panic") && entry.contains("guest-panic: deliberate panic"),
+        "the log entry with the id: {entry}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_reaches_the_client_as_an_error() {
+    let n = node_with_hello().await;
+    n.deploy_with(
+        "stream",
+        guest("guest-stream"),
+        &[("timeout_ms", "1000"), ("memory_mb", "16")],
+    )
+    .await;
+    // A body the guest finishes arrives whole: the reads below can succeed.
+    let r = n
+        .req(Method::GET, "/fn/stream/big?kib=1024")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().len(), 1 << 20);
+    let cut = || n.metric("weft_responses_cut_total");
+    assert_eq!(cut().await, Some(0.0));
+    // The guest sends its head and 64 KiB, then traps, loops past its deadline, or runs out
+    // of memory: the client's body ends in an error, never as a complete response.
+    for (i, path) in ["/trap", "/loop", "/memory"].into_iter().enumerate() {
+        let r = n
+            .req(Method::GET, &format!("/fn/stream{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}: the head was out");
+        match r.bytes().await {
+            Ok(b) => panic!(
+                "{path}: a body cut short after {} bytes arrived as complete",
+                b.len()
+            ),
+            Err(e) => assert!(e.is_body() || e.is_decode(), "{path}: {e:?}"),
+        }
+        assert_eq!(cut().await, Some((i + 1) as f64), "{path}");
+    }
+    // A client that reads slowly: the guest waits to write until its deadline stops it (the
+    // node counts it), and only then does the client read; it gets what was sent, then an
+    // error.
+    let r = n
+        .req(Method::GET, "/fn/stream/big?kib=65536")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    crate::harness::wait_for(
+        Duration::from_secs(30),
+        "the slow read's guest stopped",
+        || async { (cut().await? >= 4.0).then_some(()) },
+    )
+    .await;
+    match r.bytes().await {
+        Ok(b) => panic!(
+            "a 64 MiB body cut short after {} bytes arrived as complete",
+            b.len()
+        ),
+        Err(e) => assert!(e.is_body() || e.is_decode(), "{e:?}"),
+    }
+    assert_eq!(cut().await, Some(4.0));
     n.assert_hello_serves().await;
 }
 

@@ -200,8 +200,21 @@ async fn errors_go_to_stderr_with_a_nonzero_exit() {
     assert!(err.contains("401") && err.contains("WEFT_TOKEN"), "{err}");
     let err = failed(&weft(&n, &["job", "run", "nobody", "--input", "/no/such/input"]).await);
     assert!(err.contains("/no/such/input"), "{err}");
-    // The node kept serving.
-    n.deploy("panic", &guest("guest-panic")).await;
+    // The node kept serving. A function deployed with `--debug` shows its callers why it
+    // failed.
+    let panic = n.dir.path().join("panic.wasm");
+    std::fs::write(&panic, guest("guest-panic")).unwrap();
+    ok(&weft(
+        &n,
+        &[
+            "deploy",
+            panic.to_str().unwrap(),
+            "--name",
+            "panic",
+            "--debug",
+        ],
+    )
+    .await);
     let err = failed(&weft(&n, &["invoke", "panic"]).await);
     assert!(
         err.contains("500") && err.contains("deliberate panic"),

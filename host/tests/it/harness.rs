@@ -50,7 +50,7 @@ impl TestNode {
         let node = Node::start(c).await.expect("node starts");
         let url = node.url();
         let token = node.token.clone();
-        let http = reqwest::Client::new();
+        let http = client();
         TestNode {
             node: Some(node),
             dir,
@@ -168,7 +168,20 @@ pub fn guest(package: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// Waits until `f` yields `Some`, polling, for at most `deadline`.
+/// The HTTP client of the tests: a request that gets no answer fails instead of hanging.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("a client")
+}
+
+/// The longest any one test request may take (the slowest are map/reduce jobs in long mode).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Waits until `f` yields `Some`, polling, for at most `deadline`: the deadline is checked
+/// during each poll too, so a poll that hangs fails the wait instead of hanging it.
 pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -176,8 +189,11 @@ where
 {
     let end = Instant::now() + deadline;
     loop {
-        if let Some(v) = f().await {
-            return v;
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, f()).await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(_) => panic!("timed out waiting for {what} (a check was still running)"),
         }
         assert!(Instant::now() < end, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

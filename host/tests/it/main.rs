@@ -13,3 +13,4 @@ mod jobs;
 mod kv_faults;
 mod replication;
 mod restart;
+mod safety;

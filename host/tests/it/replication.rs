@@ -420,37 +420,3 @@ async fn keyed_handlers_run_on_their_keys_owner() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("path:1"), "{body}");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_left_alone_refuses_writes_it_cannot_replicate() {
-    let cluster = new_cluster();
-    let mut nodes = start_cluster(cluster.path(), 3).await;
-    let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
-    let (status, body) = put(&nodes[0], "users", "before", "1", &[]).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    nodes.pop().unwrap().stop().await;
-    nodes.pop().unwrap().stop().await;
-    let a = &nodes[0];
-    wait_for(CONVERGE, "a ring of one", || async {
-        (a.node().replication.status().nodes.len() == 1).then_some(())
-    })
-    .await;
-    // W = 2 of N = 3 cannot be met by one node: refused, not acknowledged with one copy.
-    let (status, body) = put(a, "users", "alone", "1", &[]).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(
-        body.to_string().contains("only 1 of the 2 replicas needed"),
-        "{body}"
-    );
-    let (status, _, _) = get(a, "/v1/kv/users/before").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    // Asking for less is the caller's choice, once the owners from before have been
-    // consulted long enough (the transition).
-    wait_ring(&[a], 1).await;
-    let (status, body) = put(a, "users", "alone", "1", &[("w", "1")]).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, value, _) = get(a, "/v1/kv/users/before?r=1").await;
-    assert_eq!((status, value.as_str()), (StatusCode::OK, "1"));
-}

@@ -1,0 +1,436 @@
+//! Safety mechanisms of the replicated store and of membership, each tested both ways: a
+//! checker runs the scenario the mechanism guards and says what went wrong, and the tests
+//! assert that it finds nothing with the mechanism on, and finds the bug with the mechanism
+//! switched off (`ReplicationSwitches`, `MembershipConfig::trust_claimed_names`; compiled for
+//! tests only). A checker blind to the bug would make its `control_` test fail.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use weft_host::NodeConfig;
+use weft_host::config::ReplicationSwitches;
+use weft_host::membership::{Identity, MemberState, Meta, SyncMember};
+use weft_host::rpc::Request;
+use weft_host::transport::ClusterDir;
+use weft_host::transport::frame::{self, Kind};
+use weft_host::transport::testing::ClientCert;
+
+use crate::cluster::{answer, dir_issue, member, new_cluster, start_cluster_with, wait_converged};
+use crate::harness::{TestNode, wait_for};
+use crate::replication::{get, put, wait_ring};
+
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// `Err(what)` unless `ok`.
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------------------
+// Quorums: a node left alone never acknowledges a write with fewer copies than W, even once
+// membership has forgotten its peers (`remove_down_after`), and after it restarts alone.
+
+async fn lone_node_refuses(switches: ReplicationSwitches) -> Result<(), String> {
+    let cluster = new_cluster();
+    let config = move |c: &mut NodeConfig| {
+        c.cluster.membership.remove_down_after = Duration::from_secs(1);
+        c.replication.unsafe_switches = switches;
+    };
+    let mut nodes = start_cluster_with(cluster.path(), 3, |_, c| config(c)).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    let (status, body) = put(&nodes[0], "users", "before", "1", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    nodes.pop().unwrap().stop().await;
+    nodes.pop().unwrap().stop().await;
+    let a = nodes.pop().unwrap();
+    wait_for(CONVERGE, "the departed members forgotten", || async {
+        (a.node().membership.members().members.len() == 1).then_some(())
+    })
+    .await;
+    wait_ring(&[&a], 1).await;
+    refuses(&a, "after its peers were forgotten").await?;
+    let a = a
+        .restart_with(|c| {
+            member(c, cluster.path(), "n0", &[]);
+            config(c);
+        })
+        .await;
+    refuses(&a, "after a restart alone").await?;
+    // Asking for less is the caller's choice.
+    let (status, body) = put(&a, "users", "alone", "1", &[("w", "1")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, value, _) = get(&a, "/v1/kv/users/before?r=1").await;
+    assert_eq!((status, value.as_str()), (StatusCode::OK, "1"));
+    Ok(())
+}
+
+/// `a` refuses a W = 2 write and an R = 2 read (503, naming the shortfall).
+async fn refuses(a: &TestNode, when: &str) -> Result<(), String> {
+    let (status, body) = put(a, "users", "alone", "1", &[]).await;
+    ensure(status == StatusCode::SERVICE_UNAVAILABLE, || {
+        format!("a lone node answered {status} to a W = 2 write {when}: {body}")
+    })?;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("only 1 of the 2 replicas needed")
+            && error.contains("may still take effect"),
+        "{body}"
+    );
+    let (status, body, _) = get(a, "/v1/kv/users/before").await;
+    ensure(status == StatusCode::SERVICE_UNAVAILABLE, || {
+        format!("a lone node answered {status} to an R = 2 read {when}: {body}")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_left_alone_refuses_writes_even_after_its_peers_are_forgotten() {
+    lone_node_refuses(ReplicationSwitches::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_sizing_the_cluster_by_listed_members_lets_a_lone_node_write_alone() {
+    let off = ReplicationSwitches {
+        count_listed_members_only: true,
+        ..Default::default()
+    };
+    let found = lone_node_refuses(off).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(found.contains("after its peers were forgotten"), "{found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_quorums_capped_at_live_replicas_let_a_lone_node_write_alone() {
+    let off = ReplicationSwitches {
+        quorum_of_live_replicas: true,
+        ..Default::default()
+    };
+    let found = lone_node_refuses(off).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(found.contains("to a W = 2 write"), "{found}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Versions under clock skew: a write whose coordinator's clock is behind a replica's newest
+// version is written again above it, so an acknowledged write is never hidden behind one
+// made before it.
+
+async fn write_above_stale(switches: ReplicationSwitches) -> Result<(), String> {
+    let cluster = new_cluster();
+    let nodes = start_cluster_with(cluster.path(), 4, |i, c| {
+        c.replication.unsafe_switches = switches;
+        if i == 0 {
+            // n0's wall clock runs an hour ahead.
+            c.replication.unsafe_switches.clock_skew_ms = 3_600_000;
+        }
+    })
+    .await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 4).await;
+    wait_ring(&all, 4).await;
+    // A key `n1` does not hold, so `n1` has not seen its versions (a replica's clock moves
+    // past every version it takes).
+    let ns: weft_host::replication::Namespace = "skew".parse().unwrap();
+    let n1 = nodes[1].node().replication.me().clone();
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            !nodes[1]
+                .node()
+                .replication
+                .owners(&ns, k.as_bytes())
+                .contains(&n1)
+        })
+        .unwrap();
+    let (status, body) = put(&nodes[0], "skew", &key, "early", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Then, strictly later, a node with a correct clock writes the key.
+    let (status, body) = put(&nodes[1], "skew", &key, "late", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let retries = load(&nodes[1].node().replication.stats().stale_retries);
+    // Every replica answers: the newest version among all three.
+    let (status, value, _) = get(&nodes[2], &format!("/v1/kv/skew/{key}?r=3")).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    ensure(value == "late", || {
+        format!(
+            "the acknowledged write `late` is hidden behind the earlier `{value}` (written under a clock an hour ahead); {retries} stale retries"
+        )
+    })?;
+    assert_eq!(retries, 1, "one retry above the skewed version");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_not_hidden_behind_an_earlier_one_from_a_clock_ahead() {
+    write_above_stale(ReplicationSwitches::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_ignoring_stale_answers_hides_an_acknowledged_write() {
+    let off = ReplicationSwitches {
+        ignore_stale: true,
+        ..Default::default()
+    };
+    let found = write_above_stale(off).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(
+        found.contains("hidden behind the earlier `early`"),
+        "{found}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Hinted handoff, seen by itself: anti-entropy runs once an hour here, so only hints can
+// bring a replica the writes it missed while cut off; failure detection is slowed so the
+// cut-off replica stays on the ring (a replica declared down is off the ring, and its keys'
+// writes go to the next node instead). Hints older than half the tombstone grace are dropped
+// unsent.
+
+const HINTED: u64 = 20;
+
+/// Three nodes; `n2` cut off from the others while `n0` coordinates `HINTED` writes (W = 2,
+/// met by `n0` and `n1`). Returns the nodes, still cut off.
+async fn writes_missed_by_n2(
+    config: impl Fn(&mut NodeConfig),
+) -> (tempfile::TempDir, Vec<TestNode>) {
+    let cluster = new_cluster();
+    let nodes = start_cluster_with(cluster.path(), 3, |_, c| {
+        c.replication.anti_entropy_interval = Duration::from_secs(3600);
+        // Suspected, never declared down, within the test.
+        c.cluster.membership.suspicion_multiplier = 300.0;
+        config(c);
+    })
+    .await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    let addr = |i: usize| nodes[i].node().quic_addr;
+    nodes[0].node().partition_for_tests(&[addr(2)]);
+    nodes[1].node().partition_for_tests(&[addr(2)]);
+    nodes[2].node().partition_for_tests(&[addr(0), addr(1)]);
+    for i in 0..HINTED {
+        let (status, body) = put(&nodes[0], "hinted", &format!("k{i}"), "v", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    (cluster, nodes)
+}
+
+fn heal(nodes: &[TestNode]) {
+    for n in nodes {
+        n.node().partition_for_tests(&[]);
+    }
+}
+
+async fn hints_deliver(switches: ReplicationSwitches) -> Result<(), String> {
+    let (_cluster, nodes) = writes_missed_by_n2(|c| c.replication.unsafe_switches = switches).await;
+    let stats = || nodes[0].node().replication.stats();
+    let stored = load(&stats().hints_stored);
+    ensure(stored == HINTED, || {
+        format!("{stored} hints stored for {HINTED} writes the cut-off replica missed")
+    })?;
+    heal(&nodes);
+    wait_for(CONVERGE, "every hint delivered", || async {
+        (load(&stats().hints_delivered) >= HINTED).then_some(())
+    })
+    .await;
+    assert_eq!(load(&stats().hints_delivered), HINTED);
+    for i in 0..HINTED {
+        let (status, _, _) = get(&nodes[2], &format!("/v1/kv/hinted/k{i}?local=true")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "k{i} on the replica that was cut off"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_bring_a_replica_the_writes_it_missed() {
+    hints_deliver(ReplicationSwitches::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_without_hints_a_replica_that_was_cut_off_gets_nothing() {
+    let off = ReplicationSwitches {
+        no_hints: true,
+        ..Default::default()
+    };
+    let found = hints_deliver(off).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(found.starts_with("0 hints stored"), "{found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_older_than_half_the_grace_are_dropped_unsent() {
+    // Hints expire after 1 s.
+    let (_cluster, nodes) =
+        writes_missed_by_n2(|c| c.replication.tombstone_grace = Duration::from_secs(2)).await;
+    let stats = || nodes[0].node().replication.stats();
+    assert_eq!(load(&stats().hints_stored), HINTED);
+    wait_for(CONVERGE, "the expired hints dropped", || async {
+        (load(&stats().hints_expired) >= HINTED).then_some(())
+    })
+    .await;
+    heal(&nodes);
+    assert_eq!(load(&stats().hints_expired), HINTED);
+    assert_eq!(load(&stats().hints_delivered), 0);
+    assert_eq!(
+        nodes[0]
+            .node()
+            .replication
+            .status()
+            .nodes
+            .iter()
+            .map(|n| n.hints)
+            .sum::<usize>(),
+        0
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Names: a certificate vouches for one node name, in gossip and in member lists alike.
+
+/// A member-list entry: `name`, alive at a made-up address.
+fn entry(name: &str, port: u16) -> SyncMember {
+    SyncMember {
+        id: Identity {
+            node: name.parse().unwrap(),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            bump: 1,
+            meta: Meta::default(),
+        },
+        incarnation: 0,
+        state: MemberState::Alive,
+        free: None,
+    }
+}
+
+async fn member_lists_speak_for_their_sender(trust: bool) -> Result<(), String> {
+    let cluster = new_cluster();
+    let dir = ClusterDir::new(cluster.path());
+    let a = TestNode::start_with(|c| {
+        member(c, cluster.path(), "a", &[]);
+        c.cluster.membership.trust_claimed_names = trust;
+    })
+    .await;
+    let addr = a.node().quic_addr;
+    let mallory = dir.load(&dir_issue(&dir, "mallory")).unwrap();
+    let sync = |list: Vec<SyncMember>| {
+        frame::encode(
+            mallory.cluster,
+            Kind::Request,
+            &Request::Sync(list).encode(),
+        )
+    };
+    let listed = |name: &str| {
+        a.node()
+            .membership
+            .members()
+            .members
+            .iter()
+            .any(|m| m.node.as_str() == name)
+    };
+    // A list from `mallory` that speaks for `victim`, or lists `victim` alive at its
+    // sender's own address, is refused whole.
+    for (list, what) in [
+        (
+            vec![entry("victim", 9)],
+            "a list whose sender claims to be `victim`",
+        ),
+        (
+            vec![entry("mallory", 9), entry("victim", 9)],
+            "a list naming `victim` alive at its sender's address",
+        ),
+    ] {
+        let (kind, text) = answer(addr, &mallory, ClientCert::From(&mallory), &sync(list)).await;
+        ensure(kind == Kind::Error && !listed("victim"), || {
+            format!("{what} was taken ({kind:?}: {text})")
+        })?;
+        assert!(text.contains("speaks for `victim`"), "{text}");
+    }
+    wait_for(CONVERGE, "two impostors counted", || async {
+        (a.metric("weft_gossip_impostors_total").await? >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(a.metric("weft_gossip_impostors_total").await, Some(2.0));
+    // A list that speaks for its sender under its certificate's name is taken.
+    let (kind, text) = answer(
+        addr,
+        &mallory,
+        ClientCert::From(&mallory),
+        &sync(vec![entry("mallory", 9)]),
+    )
+    .await;
+    assert_eq!(kind, Kind::Response, "{text}");
+    wait_for(CONVERGE, "mallory listed", || async {
+        listed("mallory").then_some(())
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_list_speaks_only_for_the_node_its_certificate_names() {
+    member_lists_speak_for_their_sender(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_trusting_claimed_names_lets_a_member_list_speak_for_another_node() {
+    let found = member_lists_speak_for_their_sender(true).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(found.contains("claims to be `victim`"), "{found}");
+}
+
+/// Gossip from a node running with another node's certificate is dropped and counted, so
+/// neither side lists the other.
+async fn gossip_speaks_for_its_sender(trust: bool) -> Result<(), String> {
+    let cluster = new_cluster();
+    let dir = ClusterDir::new(cluster.path());
+    let a = TestNode::start_with(|c| {
+        member(c, cluster.path(), "a", &[]);
+        c.cluster.membership.trust_claimed_names = trust;
+    })
+    .await;
+    // "liar" runs with the certificate and key issued to "evil".
+    dir_issue(&dir, "evil");
+    let nodes = cluster.path().join("nodes");
+    std::fs::copy(nodes.join("evil.pem"), nodes.join("liar.pem")).unwrap();
+    std::fs::copy(nodes.join("evil.key"), nodes.join("liar.key")).unwrap();
+    let addr = a.node().quic_addr;
+    let liar = TestNode::start_with(|c| member(c, cluster.path(), "liar", &[addr])).await;
+    let listed = wait_for(CONVERGE, "the liar dropped or listed", || async {
+        let impostors = a.metric("weft_gossip_impostors_total").await?;
+        let listed = a.node().membership.members().members.len() > 1;
+        (impostors >= 2.0 || listed).then_some(listed)
+    })
+    .await;
+    ensure(!listed, || {
+        "the liar's gossip, under `evil`'s certificate, got it listed".to_string()
+    })?;
+    assert_eq!(a.node().membership.members().members.len(), 1);
+    assert_eq!(liar.node().membership.members().members.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_vouches_for_one_name_only() {
+    gossip_speaks_for_its_sender(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_trusting_claimed_names_lets_gossip_speak_for_another_node() {
+    let found = gossip_speaks_for_its_sender(true).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(found.contains("got it listed"), "{found}");
+}
