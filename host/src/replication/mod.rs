@@ -341,6 +341,9 @@ pub(crate) struct Inner {
     pub(crate) wake: tokio::sync::Notify,
     /// Unix ms of the last anti-entropy round that found every peer in sync.
     pub(crate) last_in_sync_ms: AtomicU64,
+    /// Test only: anti-entropy rounds (and the hand-off of keys to new owners) wait.
+    #[cfg(feature = "test-switches")]
+    pub(crate) pause_anti_entropy: std::sync::atomic::AtomicBool,
     /// Test only: collect tombstones even while a member is down (shows why it must not).
     #[cfg(feature = "test-switches")]
     pub(crate) ignore_down_for_gc: std::sync::atomic::AtomicBool,
@@ -389,6 +392,8 @@ impl Replicator {
             last_in_sync_ms: AtomicU64::new(0),
             #[cfg(feature = "test-switches")]
             ignore_down_for_gc: Default::default(),
+            #[cfg(feature = "test-switches")]
+            pause_anti_entropy: Default::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             cluster: Mutex::new(cluster),
             started: Instant::now(),
@@ -470,6 +475,18 @@ impl Replicator {
         return self.inner.config.unsafe_switches;
         #[cfg(not(feature = "test-switches"))]
         crate::config::ReplicationSwitches::default()
+    }
+
+    /// Test only: while set, anti-entropy rounds (and with them the hand-off of keys to new
+    /// owners) do nothing.
+    #[cfg(feature = "test-switches")]
+    pub fn pause_anti_entropy(&self, on: bool) {
+        self.inner
+            .pause_anti_entropy
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+        if !on {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// Test only: when set, tombstones are collected even while a member is down.

@@ -370,6 +370,10 @@ impl Replicator {
     /// entries this node no longer owns.
     pub(crate) async fn anti_entropy_round(&self) {
         let inner = self.inner();
+        #[cfg(feature = "test-switches")]
+        if inner.pause_anti_entropy.load(Ordering::SeqCst) {
+            return;
+        }
         let view = self.view();
         let this = self.clone();
         let scan_view = view.clone();

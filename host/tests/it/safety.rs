@@ -434,3 +434,131 @@ async fn control_trusting_claimed_names_lets_gossip_speak_for_another_node() {
     eprintln!("the checker found: {found}");
     assert!(found.contains("got it listed"), "{found}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Transitions: for `transition` after the ring changes, reads also ask the earlier ring's
+// owners, so a key stays readable while it moves; and the keys move to their new owners
+// during the transition, not after it.
+
+async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), String> {
+    const KEYS: usize = 200;
+    let cluster = new_cluster();
+    let config = move |c: &mut NodeConfig| {
+        c.replication.unsafe_switches = switches;
+        // One copy of each key, so a key's only copy is at its owner before the join.
+        c.replication
+            .namespaces
+            .insert("moved".into(), "1/1/1".parse().unwrap());
+        c.replication.transition = Duration::from_secs(120);
+    };
+    let mut nodes = start_cluster_with(cluster.path(), 3, |_, c| config(c)).await;
+    {
+        let all: Vec<&TestNode> = nodes.iter().collect();
+        wait_converged(&all, 3).await;
+        wait_for(CONVERGE, "a ring of 3 everywhere", || async {
+            all.iter()
+                .all(|t| t.node().replication.status().nodes.len() == 3)
+                .then_some(())
+        })
+        .await;
+    }
+    for i in 0..KEYS {
+        let (status, body) = put(&nodes[0], "moved", &format!("k{i}"), &format!("v{i}"), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Anti-entropy (and with it the hand-off) waits while a fourth node joins.
+    for t in &nodes {
+        t.node().replication.pause_anti_entropy(true);
+    }
+    let seed = nodes[0].node().quic_addr;
+    nodes.push(
+        TestNode::start_with(|c| {
+            member(c, cluster.path(), "n3", &[seed]);
+            config(c);
+        })
+        .await,
+    );
+    nodes[3].node().replication.pause_anti_entropy(true);
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 4).await;
+    wait_for(
+        CONVERGE,
+        "a ring of 4, in transition, everywhere",
+        || async {
+            all.iter()
+                .all(|t| {
+                    let s = t.node().replication.status();
+                    s.nodes.len() == 4 && s.in_transition
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let ns: weft_host::replication::Namespace = "moved".parse().unwrap();
+    let n3 = nodes[3].node().replication.me().clone();
+    let moved: Vec<usize> = (0..KEYS)
+        .filter(|i| {
+            nodes[1]
+                .node()
+                .replication
+                .owners(&ns, format!("k{i}").as_bytes())
+                == [n3.clone()]
+        })
+        .collect();
+    assert!(
+        moved.len() > KEYS / 8,
+        "only {} of {KEYS} keys moved to the new node",
+        moved.len()
+    );
+    // The new owner holds none of them yet: a read can only find them at the old owners.
+    for i in &moved {
+        let (status, _, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}?local=true")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "k{i} reached n3 early");
+    }
+    let (read, handed) = moved.split_at(moved.len() / 2);
+    for i in read {
+        let (status, value, _) = get(&nodes[1], &format!("/v1/kv/moved/k{i}")).await;
+        ensure(status == StatusCode::OK && value == format!("v{i}"), || {
+            format!("k{i}, moved to n3, read during the transition: {status} {value}")
+        })?;
+    }
+    // Anti-entropy resumes: the old owners hand the keys to n3 while the transition lasts.
+    for t in &nodes {
+        t.node().replication.pause_anti_entropy(false);
+    }
+    wait_for(CONVERGE, "the moved keys handed to n3", || async {
+        for i in handed {
+            let (status, _, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}?local=true")).await;
+            if status != StatusCode::OK {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(
+        nodes
+            .iter()
+            .all(|t| t.node().replication.status().in_transition),
+        "the hand-off was seen only after the transition"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_stay_readable_while_they_move_and_move_during_the_transition() {
+    reads_during_a_transition(ReplicationSwitches::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_reading_only_the_current_ring_loses_moved_keys_during_a_transition() {
+    let off = ReplicationSwitches {
+        current_ring_only: true,
+        ..Default::default()
+    };
+    let found = reads_during_a_transition(off).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(found.contains("read during the transition: 404"), "{found}");
+}

@@ -142,3 +142,32 @@ fn same_seed_same_report() {
     assert!(a.bytes_per_node_s > 0.0, "{a:?}");
     assert_eq!(a, report(10, 9, true));
 }
+
+/// Weft's additions to SWIM, both ways: on a network that loses 40% of datagrams, plain foca
+/// declares healthy nodes down, and Weft's detector (direct checks over QUIC, refutations
+/// carried back, local health) declares none.
+#[test]
+fn heavy_loss_declares_healthy_nodes_down_under_plain_swim_only() {
+    const NODES: usize = 30;
+    const LOSS: f64 = 0.4;
+    let run = |lifeguard: bool| {
+        let mut cfg = SimConfig::new(NODES, 1);
+        cfg.loss = LOSS;
+        cfg.membership.lifeguard = lifeguard;
+        false_downs(cfg, 60 * SECOND)
+    };
+    let (weft, weft_rejoins) = run(true);
+    let (plain, plain_rejoins) = run(false);
+    eprintln!(
+        "{LOSS} loss, {NODES} nodes, 60 s: Weft {weft} downs ({weft_rejoins} rejoins), plain foca {plain} downs ({plain_rejoins} rejoins)"
+    );
+    assert_eq!(
+        (weft, weft_rejoins),
+        (0, 0),
+        "Weft declared healthy nodes down"
+    );
+    assert!(
+        plain > 0,
+        "plain foca declared no healthy node down: the scenario is too easy to show anything"
+    );
+}
