@@ -4,18 +4,22 @@ use std::process::Output;
 
 use weft_host::plugins;
 
-use crate::harness::{TestNode, guest};
+use crate::harness::{TestNode, guest, output_within};
+
+/// How long one CLI command may take (the slowest runs a map/reduce job).
+const COMMAND: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn weft(n: &TestNode, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .env("WEFT_NODE", &n.url)
-        .env("WEFT_TOKEN", &n.token)
-        .env("WEFT_DATA_DIR", n.dir.path().join("no-such-dir"))
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .unwrap()
+    output_within(
+        COMMAND,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .env("WEFT_NODE", &n.url)
+            .env("WEFT_TOKEN", &n.token)
+            .env("WEFT_DATA_DIR", n.dir.path().join("no-such-dir"))
+            .env("NO_COLOR", "1"),
+    )
+    .await
 }
 
 fn ok(out: &Output) -> String {
@@ -188,14 +192,15 @@ async fn errors_go_to_stderr_with_a_nonzero_exit() {
     let err = failed(&weft(&n, &["deploy", "/no/such/file.wasm", "--name", "j"]).await);
     assert!(err.contains("reading /no/such/file.wasm"), "{err}");
     // Without a token, a write is refused and the CLI says how to fix it.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["deploy", junk.to_str().unwrap(), "--name", "j"])
-        .env("WEFT_NODE", &n.url)
-        .env_remove("WEFT_TOKEN")
-        .env("WEFT_DATA_DIR", n.dir.path().join("elsewhere"))
-        .output()
-        .await
-        .unwrap();
+    let out = output_within(
+        COMMAND,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["deploy", junk.to_str().unwrap(), "--name", "j"])
+            .env("WEFT_NODE", &n.url)
+            .env_remove("WEFT_TOKEN")
+            .env("WEFT_DATA_DIR", n.dir.path().join("elsewhere")),
+    )
+    .await;
     let err = failed(&out);
     assert!(err.contains("401") && err.contains("WEFT_TOKEN"), "{err}");
     let err = failed(&weft(&n, &["job", "run", "nobody", "--input", "/no/such/input"]).await);
@@ -278,12 +283,13 @@ async fn kv_and_status_commands() {
 
 #[tokio::test]
 async fn demo_runs_the_tour_and_exits() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["demo", "--once"])
-        .env("WEFT_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
+    let out = output_within(
+        std::time::Duration::from_secs(300),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["demo", "--once"])
+            .env("WEFT_LOG", "warn"),
+    )
+    .await;
     let stdout = ok(&out);
     // Three nodes, each seen alive, with their tags.
     let alive = stdout

@@ -39,8 +39,14 @@ pub struct Proc {
 /// How a process node starts.
 #[derive(Clone, Default)]
 pub struct Opts {
-    drop: f64,
-    plain: bool,
+    /// The fraction of outgoing gossip datagrams dropped.
+    pub drop: f64,
+    /// Plain SWIM, without Weft's additions.
+    pub plain: bool,
+    /// Acknowledge writes before flushing them (`WEFT_UNSAFE_SKIP_FLUSH=1`).
+    pub skip_flush: bool,
+    /// More arguments of `weft node`.
+    pub args: Vec<String>,
 }
 
 impl Proc {
@@ -76,6 +82,10 @@ impl Proc {
         if opts.plain {
             cmd.arg("--plain-swim");
         }
+        if opts.skip_flush {
+            cmd.env("WEFT_UNSAFE_SKIP_FLUSH", "1");
+        }
+        cmd.args(&opts.args);
         for s in seeds {
             cmd.args(["--join", &s.to_string()]);
         }
@@ -122,12 +132,12 @@ impl Proc {
 
     pub async fn kill9(&mut self) {
         self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
+        crate::harness::exit_within(Duration::from_secs(30), &mut self.child).await;
     }
 
     /// (name, state) of each member this node sees, or None if it does not answer.
     async fn members(&self) -> Option<Vec<(String, String, u64)>> {
-        let r = reqwest::Client::new()
+        let r = crate::harness::client()
             .get(format!("{}/v1/members", self.http))
             .timeout(Duration::from_secs(2))
             .send()
@@ -150,7 +160,9 @@ impl Proc {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.http))
+        let text = crate::harness::client()
+            .get(format!("{}/metrics", self.http))
+            .send()
             .await
             .unwrap()
             .text()
@@ -278,7 +290,7 @@ async fn a_killed_node_is_marked_down_everywhere_and_rejoins_after_restart() {
         suspicions.push(p.metric("weft_suspicions_total").await);
     }
     procs[3].signal("-TERM");
-    let status = procs[3].child.wait().await.unwrap();
+    let status = crate::harness::exit_within(Duration::from_secs(30), &mut procs[3].child).await;
     assert!(status.success(), "n3 exited with {status}");
     wait_seen_down(&procs[..3], "n3", Duration::from_secs(30)).await;
     for (p, before) in procs[..3].iter().zip(suspicions) {
@@ -339,7 +351,7 @@ async fn noisy_run(opts: &Opts, total: Duration, every: Duration, stall: Duratio
 async fn no_healthy_node_is_declared_down_under_loss_and_stalls() {
     let lossy = Opts {
         drop: 0.1,
-        plain: false,
+        ..Default::default()
     };
     let (total, every) = if long() {
         (Duration::from_secs(600), Duration::from_secs(60))
@@ -364,7 +376,7 @@ async fn no_healthy_node_is_declared_down_under_loss_and_stalls() {
         let plain = noisy_run(
             &Opts {
                 plain: true,
-                ..lossy
+                ..lossy.clone()
             },
             total,
             every,

@@ -199,3 +199,39 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A random number generator for a test's fault points (kill points, victims, partitions),
+/// seeded from `WEFT_SEED` or afresh; the seed is printed, so a failure can be replayed with
+/// `WEFT_SEED=<seed>`.
+pub fn fault_rng(test: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = std::env::var("WEFT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: fault points from WEFT_SEED={seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Runs a command to its end, or fails the test if it has not ended within `deadline` (the
+/// child is killed then).
+pub async fn output_within(
+    deadline: Duration,
+    cmd: &mut tokio::process::Command,
+) -> std::process::Output {
+    match tokio::time::timeout(deadline, cmd.kill_on_drop(true).output()).await {
+        Ok(out) => out.expect("the command starts"),
+        Err(_) => panic!("{cmd:?} did not end within {deadline:?}"),
+    }
+}
+
+/// Waits for a child process to exit, or fails the test if it has not within `deadline`.
+pub async fn exit_within(
+    deadline: Duration,
+    child: &mut tokio::process::Child,
+) -> std::process::ExitStatus {
+    match tokio::time::timeout(deadline, child.wait()).await {
+        Ok(status) => status.expect("waiting for the child"),
+        Err(_) => panic!("the child process did not exit within {deadline:?}"),
+    }
+}

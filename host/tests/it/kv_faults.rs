@@ -15,11 +15,13 @@ use reqwest::StatusCode;
 use crate::cluster::new_cluster;
 use crate::faults::{Opts, Proc, long, start_procs, wait_all_alive};
 use crate::harness::wait_for;
+use rand::RngExt;
 
 /// A client of one process node's key-value API.
 struct Kv {
     http: reqwest::Client,
     token: String,
+    ns: &'static str,
 }
 
 impl Kv {
@@ -30,14 +32,20 @@ impl Kv {
                 .build()
                 .unwrap(),
             token: token.trim().to_string(),
+            ns: "data",
         }
+    }
+
+    /// The same client, on namespace `ns`.
+    fn namespace(self, ns: &'static str) -> Self {
+        Kv { ns, ..self }
     }
 
     /// PUT; true when acknowledged (200).
     async fn put(&self, node: &str, key: &str, value: &str) -> bool {
         let r = self
             .http
-            .put(format!("{node}/v1/kv/data/{key}"))
+            .put(format!("{node}/v1/kv/{}/{key}", self.ns))
             .bearer_auth(&self.token)
             .body(value.to_string())
             .send()
@@ -49,7 +57,7 @@ impl Kv {
     async fn get(&self, node: &str, key: &str, local: bool) -> Option<String> {
         let r = self
             .http
-            .get(format!("{node}/v1/kv/data/{key}"))
+            .get(format!("{node}/v1/kv/{}/{key}", self.ns))
             .query(&[("local", local)])
             .bearer_auth(&self.token)
             .send()
@@ -78,7 +86,9 @@ impl Kv {
 
 /// Entries this node holds, from `/v1/status`.
 async fn keys_held(node: &str) -> Option<u64> {
-    let v: serde_json::Value = reqwest::get(format!("{node}/v1/status"))
+    let v: serde_json::Value = crate::harness::client()
+        .get(format!("{node}/v1/status"))
+        .send()
         .await
         .ok()?
         .json()
@@ -94,7 +104,9 @@ async fn wait_ring(procs: &[Proc], n: usize) {
         &format!("rings of {n}"),
         || async {
             for p in procs {
-                let v: serde_json::Value = reqwest::get(format!("{}/v1/status", p.http))
+                let v: serde_json::Value = crate::harness::client()
+                    .get(format!("{}/v1/status", p.http))
+                    .send()
                     .await
                     .ok()?
                     .json()
@@ -174,47 +186,35 @@ async fn acknowledged_writes_survive_a_killed_replica_which_then_catches_up() {
 }
 
 /// Starts a lone node on `data` (a cluster of its own, so its token is in `data/token`).
-async fn lone(root: &Path, quic: SocketAddr) -> Proc {
+async fn lone(root: &Path, quic: SocketAddr, opts: &Opts) -> Proc {
     let own = root.join("own-cluster");
     std::fs::create_dir_all(&own).unwrap();
     if !own.join("ca.pem").exists() {
         weft_host::transport::ClusterDir::new(&own).init().unwrap();
     }
-    Proc::start(
-        &own,
-        "solo",
-        &root.join("solo"),
-        quic,
-        &[],
-        &Opts::default(),
-    )
-    .await
+    Proc::start(&own, "solo", &root.join("solo"), quic, &[], opts).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_at_random_points_during_writes_loses_no_acknowledged_write() {
-    let kills = if long() { 200 } else { 5 };
-    let root = tempfile::tempdir().unwrap();
-    let mut node = lone(root.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let quic = node.quic;
-    let token = std::fs::read_to_string(root.path().join("own-cluster/admin.token")).unwrap();
-    let kv = std::sync::Arc::new(Kv::new(&token));
-    let mut acked: BTreeMap<String, String> = BTreeMap::new();
-    let mut next = 0u64;
-    for round in 0..kills {
-        // Writers run until the kill; the kill lands at a random point of their work.
-        let stop = tokio_util::sync::CancellationToken::new();
-        let mut writers = Vec::new();
-        for w in 0..4 {
-            let (kv, url, stop) = (kv.clone(), node.http.clone(), stop.clone());
+/// Writes through `url` with 4 writers, each until its first refused write or until `stop`;
+/// returns the acknowledged writes. Keys are `{prefix}{n}` for n from `next`.
+fn writers(
+    kv: &std::sync::Arc<Kv>,
+    url: &str,
+    keys: std::sync::Arc<dyn Fn(u64) -> String + Send + Sync>,
+    next: u64,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, String)>>> {
+    (0..4)
+        .map(|w| {
+            let (kv, url, stop, keys) = (kv.clone(), url.to_string(), stop.clone(), keys.clone());
             let base = next + w * 1_000_000;
-            writers.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 let mut mine = Vec::new();
                 for i in 0.. {
                     if stop.is_cancelled() {
                         break;
                     }
-                    let k = format!("r{round}-{}", base + i);
+                    let k = keys(base + i);
                     let v = format!("v{}", base + i);
                     if kv.put(&url, &k, &v).await {
                         mine.push((k, v));
@@ -223,31 +223,50 @@ async fn a_node_killed_at_random_points_during_writes_loses_no_acknowledged_writ
                     }
                 }
                 mine
-            }));
-        }
-        next += 4_000_000;
-        let pause = Duration::from_millis(20 + rand::random::<u64>() % 300);
+            })
+        })
+        .collect()
+}
+
+/// One node killed with SIGKILL at `kills` random points while 4 writers write through it;
+/// after each restart it must hold every write acknowledged so far. `Err` names the first
+/// acknowledged write it lost.
+async fn kill_points(kills: usize, opts: &Opts) -> Result<usize, String> {
+    let mut rng = crate::harness::fault_rng("kill points");
+    let root = tempfile::tempdir().unwrap();
+    let mut node = lone(root.path(), "127.0.0.1:0".parse().unwrap(), opts).await;
+    let quic = node.quic;
+    let token = std::fs::read_to_string(root.path().join("own-cluster/admin.token")).unwrap();
+    let kv = std::sync::Arc::new(Kv::new(&token));
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..kills {
+        // Writers run until the kill; the kill lands at a random point of their work.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let keys = std::sync::Arc::new(move |n: u64| format!("r{round}-{n}"));
+        let running = writers(&kv, &node.http, keys, 0, &stop);
+        let pause = Duration::from_millis(rng.random_range(20..320));
         tokio::time::sleep(pause).await; // the kill point, not a wait for a condition
         node.kill9().await;
         stop.cancel();
-        for w in writers {
+        for w in running {
             acked.extend(w.await.unwrap());
         }
         // It must reopen every time, and hold everything acknowledged so far.
-        node = lone(root.path(), quic).await;
+        node = lone(root.path(), quic, opts).await;
         for (k, v) in acked
             .iter()
             .filter(|(k, _)| k.starts_with(&format!("r{round}-")))
         {
-            assert_eq!(
-                kv.get(&node.http, k, true).await.as_deref(),
-                Some(v.as_str()),
-                "{k} after kill {round}"
-            );
+            let got = kv.get(&node.http, k, true).await;
+            if got.as_deref() != Some(v.as_str()) {
+                return Err(format!(
+                    "{k}, acknowledged before kill {round} (after {pause:?} of writes), reads {got:?} after the restart"
+                ));
+            }
         }
     }
     assert!(
-        acked.len() as u64 > kills as u64,
+        acked.len() > kills,
         "only {} writes in {kills} rounds",
         acked.len()
     );
@@ -258,8 +277,135 @@ async fn a_node_killed_at_random_points_during_writes_loses_no_acknowledged_writ
             "{k}"
         );
     }
-    eprintln!(
-        "{kills} kills, {} acknowledged writes, none lost",
-        acked.len()
+    Ok(acked.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_at_random_points_during_writes_loses_no_acknowledged_write() {
+    let kills = if long() { 200 } else { 5 };
+    let acked = kill_points(kills, &Opts::default()).await.unwrap();
+    eprintln!("{kills} kills, {acked} acknowledged writes, none lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_acknowledging_before_the_flush_loses_writes_at_a_kill() {
+    let opts = Opts {
+        skip_flush: true,
+        ..Default::default()
+    };
+    let found = kill_points(5, &opts).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+}
+
+/// Writes whose only replicas are killed: `n0` coordinates writes to keys that only `n1` and
+/// `n2` hold (`pair` is N = 2, W = 2), and both are killed with SIGKILL at a random point;
+/// restarted, each must hold every acknowledged write itself. `replicas` is how `n1` and
+/// `n2` start. `Err` names the first acknowledged write lost.
+async fn replicas_killed_during_writes(replicas: &Opts) -> Result<usize, String> {
+    let mut rng = crate::harness::fault_rng("replica kill point");
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let pair = Opts {
+        args: vec!["--kv-namespace".into(), "pair=2/1/2".into()],
+        ..Default::default()
+    };
+    let replicas = Opts {
+        args: pair.args.clone(),
+        ..replicas.clone()
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut procs = vec![
+        Proc::start(
+            cluster.path(),
+            "n0",
+            &root.path().join("n0"),
+            any,
+            &[],
+            &pair,
+        )
+        .await,
+    ];
+    let seed = [procs[0].quic];
+    for name in ["n1", "n2"] {
+        procs.push(
+            Proc::start(
+                cluster.path(),
+                name,
+                &root.path().join(name),
+                any,
+                &seed,
+                &replicas,
+            )
+            .await,
+        );
+    }
+    wait_all_alive(&procs, 3).await;
+    wait_ring(&procs, 3).await;
+    // Keys whose replicas are n1 and n2 (the ring is pure: the test computes it too).
+    let ring = weft_host::ring::Ring::new(
+        ["n0", "n1", "n2"].map(|n| weft_host::ring::RingNode {
+            node: n.parse().unwrap(),
+            tags: vec![],
+        }),
+        weft_host::ring::DEFAULT_VNODES,
     );
+    let ns: weft_host::replication::Namespace = "pair".parse().unwrap();
+    let n0: weft_host::id::NodeId = "n0".parse().unwrap();
+    let keys = std::sync::Arc::new(move |n: u64| {
+        (n * 1000..)
+            .map(|i| format!("k{i}"))
+            .find(|k| !ring.replicas(&ns.key(k.as_bytes()), 2).contains(&n0))
+            .unwrap()
+    });
+    let token = std::fs::read_to_string(cluster.path().join("admin.token")).unwrap();
+    let kv = std::sync::Arc::new(Kv::new(&token).namespace("pair"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = writers(&kv, &procs[0].http, keys, 0, &stop);
+    let pause = Duration::from_millis(rng.random_range(100..600));
+    tokio::time::sleep(pause).await; // the kill point, not a wait for a condition
+    procs[1].kill9().await;
+    procs[2].kill9().await;
+    stop.cancel();
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    for w in running {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        !acked.is_empty(),
+        "no write was acknowledged before the kill"
+    );
+    for i in [1, 2] {
+        let (name, data, quic) = (procs[i].name.clone(), procs[i].data.clone(), procs[i].quic);
+        procs[i] = Proc::start(cluster.path(), &name, &data, quic, &[], &replicas).await;
+    }
+    for p in &procs[1..] {
+        for (k, v) in &acked {
+            let got = kv.get(&p.http, k, true).await;
+            if got.as_deref() != Some(v.as_str()) {
+                return Err(format!(
+                    "{k}, acknowledged by n1 and n2 before both were killed (after {pause:?} of writes), reads {got:?} on {} after the restart",
+                    p.name
+                ));
+            }
+        }
+    }
+    Ok(acked.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_acknowledged_by_replicas_survive_when_all_of_them_are_killed() {
+    let acked = replicas_killed_during_writes(&Opts::default())
+        .await
+        .unwrap();
+    eprintln!("n1 and n2 killed together: {acked} acknowledged writes, none lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_replicas_acknowledging_before_the_flush_lose_writes_when_killed() {
+    let opts = Opts {
+        skip_flush: true,
+        ..Default::default()
+    };
+    let found = replicas_killed_during_writes(&opts).await.unwrap_err();
+    eprintln!("the checker found: {found}");
 }
