@@ -81,7 +81,8 @@ async fn deploy_list_invoke_rollback_and_jobs() {
     assert!(out.contains("mapreduce"), "{out}");
 
     let out = ok(&weft(&n, &["invoke", "greet", "/x"]).await);
-    assert!(out.contains("\"count\":1"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, serde_json::json!({"count": 1, "path": "/x"}), "{out}");
     let out = ok(&weft(&n, &["rollback", "greet"]).await);
     assert!(out.contains("greet now serves v1"), "{out}");
     let out = ok(&weft(&n, &["invoke", "greet", "/x"]).await);
@@ -125,10 +126,27 @@ async fn deploy_list_invoke_rollback_and_jobs() {
     );
     let id = out.split_whitespace().nth(1).unwrap().to_string();
     let out = ok(&weft(&n, &["job", "output", &id]).await);
+    let counts: std::collections::BTreeMap<String, u64> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["key"].as_str().unwrap().to_string(),
+                v["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("the", 6), ("cat", 2), ("and", 2), ("hat", 2), ("end", 2)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+    assert_eq!(counts, expected, "{out}");
     assert_eq!(out.lines().count(), 5, "{out}");
-    assert!(out.contains(r#"{"key":"the","value":6}"#), "{out}");
     let out = ok(&weft(&n, &["job", "list", "--json"]).await);
-    assert!(out.contains(&id), "{out}");
+    let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(jobs[0]["id"], id.as_str(), "{out}");
+    assert_eq!(jobs[0]["status"], "succeeded", "{out}");
     let out = ok(&weft(&n, &["members"]).await);
     let me = out.lines().nth(1).unwrap_or_default();
     assert!(
@@ -234,7 +252,10 @@ async fn kv_and_status_commands() {
     let v1 = out.trim().strip_prefix("version ").unwrap().to_string();
     let got = weft(&n, &["kv", "get", "notes", "a/b c"]).await;
     assert_eq!(ok(&got), "first\n");
-    assert!(String::from_utf8_lossy(&got.stderr).contains(&v1));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stderr),
+        format!("version {v1}\n")
+    );
     // Compare and set: right version, then the stale one fails with the current version.
     ok(&weft(
         &n,

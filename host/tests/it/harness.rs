@@ -113,7 +113,17 @@ impl TestNode {
 
     /// Deploys and insists on success.
     pub async fn deploy(&self, name: &str, bytes: &[u8]) -> serde_json::Value {
-        let (status, body) = self.deploy_with(name, bytes.to_vec(), &[]).await;
+        self.deploy_ok(name, bytes.to_vec(), &[]).await
+    }
+
+    /// Deploys with extra query parameters and insists on success.
+    pub async fn deploy_ok(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        query: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let (status, body) = self.deploy_with(name, bytes, query).await;
         assert_eq!(status, StatusCode::CREATED, "deploying {name}: {body}");
         body
     }
@@ -132,6 +142,24 @@ impl TestNode {
     /// GET with the token; status and text.
     pub async fn get(&self, path: &str) -> (StatusCode, String) {
         self.text(self.req(Method::GET, path)).await
+    }
+
+    /// Calls a `counter` guest at `path` (`/fn/NAME/below`): asserts 200 and the answer
+    /// `{"count": N, "path": "/below"}`; returns N.
+    pub async fn count(&self, path: &str) -> u64 {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"));
+        let below = path
+            .splitn(4, '/')
+            .nth(3)
+            .map_or("/".into(), |b| format!("/{b}"));
+        let below = below.split('?').next().unwrap_or_default();
+        assert_eq!(v["path"], below, "GET {path}: {body}");
+        v["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("GET {path}: no count in {body}"))
     }
 
     /// Asserts that `hello` (deployed as `hello`) still answers.
@@ -160,6 +188,16 @@ pub async fn json_of(r: reqwest::Response) -> (StatusCode, serde_json::Value) {
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// The `error` of a JSON error body, which every API error has.
+pub fn error_of(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {body}"))
+        .to_string()
 }
 
 /// The built component of a guest package.

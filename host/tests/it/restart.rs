@@ -10,8 +10,8 @@ async fn restarted_node_serves_without_recompiling_and_keeps_state() {
     let n = TestNode::start().await;
     n.deploy("hello", plugins::HELLO).await;
     n.deploy("counter", plugins::COUNTER).await;
-    n.get("/fn/counter/a").await;
-    n.get("/fn/counter/a").await;
+    assert_eq!(n.count("/fn/counter/a").await, 1);
+    assert_eq!(n.count("/fn/counter/a").await, 2);
     assert_eq!(
         n.metric("weft_module_cache_total{result=\"miss\"}").await,
         Some(2.0)
@@ -19,9 +19,7 @@ async fn restarted_node_serves_without_recompiling_and_keeps_state() {
 
     let n = n.restart().await;
     n.assert_hello_serves().await;
-    let (status, body) = n.get("/fn/counter/a").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("\"count\":3"), "the count survived: {body}");
+    assert_eq!(n.count("/fn/counter/a").await, 3, "the count survived");
     assert_eq!(
         n.metric("weft_module_cache_total{result=\"miss\"}").await,
         None,
@@ -39,8 +37,13 @@ async fn a_corrupt_cached_artifact_is_recompiled() {
     let n = TestNode::start().await;
     n.deploy("hello", plugins::HELLO).await;
     let cache = n.dir.path().join("cache");
-    for entry in std::fs::read_dir(&cache).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "one compiled artifact: {artifacts:?}");
+    for path in artifacts {
+        std::fs::write(path, b"garbage").unwrap();
     }
     let n = n.restart().await;
     n.assert_hello_serves().await;
