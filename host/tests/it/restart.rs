@@ -1,6 +1,5 @@
 //! What survives a restart: functions, key-value data, compiled code.
 
-use reqwest::StatusCode;
 use weft_host::plugins;
 
 use crate::harness::TestNode;
