@@ -442,6 +442,8 @@ pub struct ReplicationSwitches {
     pub current_ring_only: bool,
     /// Store no hints for replicas that miss a write.
     pub no_hints: bool,
+    /// Deliver hints however old, even past half the tombstone grace.
+    pub keep_old_hints: bool,
     /// Not a rule but a fault: shift this node's wall clock by this many milliseconds.
     pub clock_skew_ms: i64,
 }

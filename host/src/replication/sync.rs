@@ -168,8 +168,11 @@ impl Replicator {
             return;
         };
         let view = self.view();
-        let hint_horizon =
-            now_ms().saturating_sub(inner.config.tombstone_grace.as_millis() as u64 / 2);
+        let hint_horizon = if self.switches().keep_old_hints {
+            0
+        } else {
+            now_ms().saturating_sub(inner.config.tombstone_grace.as_millis() as u64 / 2)
+        };
         for target in targets {
             let Ok(node) = target.parse::<NodeId>() else {
                 continue;

@@ -271,31 +271,62 @@ async fn control_without_hints_a_replica_that_was_cut_off_gets_nothing() {
     assert!(found.starts_with("0 hints stored"), "{found}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hints_older_than_half_the_grace_are_dropped_unsent() {
+async fn old_hints_expire(switches: ReplicationSwitches) -> Result<(), String> {
     // Hints expire after 1 s.
-    let (_cluster, nodes) =
-        writes_missed_by_n2(|c| c.replication.tombstone_grace = Duration::from_secs(2)).await;
+    let (_cluster, nodes) = writes_missed_by_n2(|c| {
+        c.replication.tombstone_grace = Duration::from_secs(2);
+        c.replication.unsafe_switches = switches;
+    })
+    .await;
     let stats = || nodes[0].node().replication.stats();
     assert_eq!(load(&stats().hints_stored), HINTED);
-    wait_for(CONVERGE, "the expired hints dropped", || async {
-        (load(&stats().hints_expired) >= HINTED).then_some(())
+    // Past the horizon, the next hint round drops them, cut off or not; a round that
+    // delivers them instead (after healing) shows they were kept.
+    let horizon = std::time::Instant::now() + Duration::from_secs(1);
+    wait_for(CONVERGE, "a second past the writes", || async {
+        (std::time::Instant::now() > horizon).then_some(())
     })
     .await;
     heal(&nodes);
+    wait_for(CONVERGE, "the hints dropped or delivered", || async {
+        (load(&stats().hints_expired) + load(&stats().hints_delivered) >= HINTED).then_some(())
+    })
+    .await;
+    ensure(load(&stats().hints_delivered) == 0, || {
+        format!(
+            "{} hints older than half the tombstone grace were delivered",
+            load(&stats().hints_delivered)
+        )
+    })?;
     assert_eq!(load(&stats().hints_expired), HINTED);
-    assert_eq!(load(&stats().hints_delivered), 0);
-    assert_eq!(
-        nodes[0]
-            .node()
-            .replication
-            .status()
-            .nodes
-            .iter()
-            .map(|n| n.hints)
-            .sum::<usize>(),
-        0
-    );
+    let held: usize = nodes[0]
+        .node()
+        .replication
+        .status()
+        .nodes
+        .iter()
+        .map(|n| n.hints)
+        .sum();
+    assert_eq!(held, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_older_than_half_the_grace_are_dropped_unsent() {
+    old_hints_expire(ReplicationSwitches::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_keeping_old_hints_delivers_them() {
+    let off = ReplicationSwitches {
+        keep_old_hints: true,
+        ..Default::default()
+    };
+    let found = old_hints_expire(off).await.unwrap_err();
+    eprintln!("the checker found: {found}");
+    assert!(found.contains("were delivered"), "{found}");
 }
 
 // ---------------------------------------------------------------------------------------
