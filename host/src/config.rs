@@ -57,6 +57,12 @@ pub struct Limits {
     pub max_request_body: NonZeroUsize,
     /// Largest map/reduce input accepted by `POST /v1/jobs`, in bytes. Default 1 GiB.
     pub max_job_input: NonZeroU64,
+    /// How long a client may take to send a whole request body (a module, an invocation's
+    /// body, a key-value value), once the request head is in. Default 60 s; a slower body
+    /// gets 408. Longer lets slow links upload large modules; shorter frees connections that
+    /// trickle.
+    #[serde(with = "millis")]
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +71,7 @@ impl Default for Limits {
             max_module_bytes: NonZeroUsize::new(50 << 20).expect("non-zero"),
             max_request_body: NonZeroUsize::new(10 << 20).expect("non-zero"),
             max_job_input: NonZeroU64::new(1 << 30).expect("non-zero"),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -80,7 +80,14 @@ pub(crate) async fn deploy(
     body: Body,
 ) -> Result<(StatusCode, Json<FunctionView>), ApiError> {
     let name: FunctionName = name.parse()?;
-    let bytes = read_body(body, &headers, app.limits.max_module_bytes.get(), "module").await?;
+    let bytes = read_body(
+        body,
+        &headers,
+        app.limits.max_module_bytes.get(),
+        "module",
+        app.limits.body_timeout,
+    )
+    .await?;
     if bytes.is_empty() {
         return Err(ApiError::BadRequest(
             "the request body is empty; send the component's bytes".into(),

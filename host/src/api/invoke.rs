@@ -118,6 +118,7 @@ async fn call(
                 &parts.headers,
                 app.limits.max_request_body.get(),
                 "request body",
+                app.limits.body_timeout,
             )
             .await?
         }
@@ -202,6 +203,7 @@ async fn route_to_owner(
         &parts.headers,
         app.limits.max_request_body.get(),
         "request body",
+        app.limits.body_timeout,
     )
     .await?;
     let timeout = app.runtime.limits(&active.deployment.limits).timeout;

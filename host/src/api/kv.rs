@@ -136,7 +136,7 @@ pub(crate) async fn put(
     body: Body,
 ) -> Result<Json<Written>, ApiError> {
     let ns: Namespace = ns.parse()?;
-    let value = read_body(body, &headers, MAX_VALUE, "value").await?;
+    let value = read_body(body, &headers, MAX_VALUE, "value", app.limits.body_timeout).await?;
     write(&app, ns, key, Some(value.to_vec()), params).await
 }
 

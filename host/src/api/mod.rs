@@ -390,9 +390,6 @@ pub(crate) fn check_declared_length(
     }
 }
 
-/// How long a client may take to send a request body (module upload or invocation).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Reads a whole body, refusing it with 413 as soon as it passes `limit` bytes
 /// (and before reading anything when Content-Length already says so).
 pub(crate) async fn read_body(
@@ -400,13 +397,14 @@ pub(crate) async fn read_body(
     headers: &HeaderMap,
     limit: usize,
     what: &str,
+    within: std::time::Duration,
 ) -> Result<bytes::Bytes, ApiError> {
     check_declared_length(headers, limit as u64, what)?;
-    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await;
+    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
     let Ok(read) = read else {
         return Err(ApiError::RequestTimeout(format!(
             "the {what} did not arrive within {} s; send it faster or in a smaller piece",
-            BODY_TIMEOUT.as_secs()
+            within.as_secs_f64()
         )));
     };
     match read {

@@ -579,3 +579,123 @@ async fn a_full_instance_pool_answers_503_and_recovers() {
     })
     .await;
 }
+
+/// Whether `answer` holds a whole HTTP/1.1 response with a `content-length`.
+fn complete(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    length.is_some_and(|len| body.len() >= len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_limit_is_408_and_the_node_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = TestNode::start_with(|c| c.limits.body_timeout = Duration::from_millis(300)).await;
+    n.deploy("hello", plugins::HELLO).await;
+    let addr = n.url.trim_start_matches("http://").to_string();
+    for (what, head) in [
+        (
+            "request body",
+            "POST /fn/hello/x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\na",
+        ),
+        (
+            "value",
+            "PUT /v1/kv/notes/k HTTP/1.1\r\nhost: x\r\nauthorization: Bearer TOKEN\r\ncontent-length: 10\r\n\r\na",
+        ),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(head.replace("TOKEN", &n.token).as_bytes())
+            .await
+            .unwrap();
+        // One byte of ten, and then nothing: the node answers once the limit has passed.
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let got = stream.read(&mut buf).await.unwrap();
+                answer.extend_from_slice(&buf[..got]);
+                if got == 0 || complete(&answer) {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "{what}: no answer to a stalled body");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert_eq!(
+            error_of(body),
+            format!("the {what} did not arrive within 0.3 s; send it faster or in a smaller piece")
+        );
+    }
+    n.assert_hello_serves().await;
+}
+
+#[tokio::test]
+async fn the_registry_namespace_is_read_only_and_values_have_a_size_limit() {
+    let n = node_with_hello().await;
+    for method in [Method::PUT, Method::DELETE] {
+        let (status, body) = n
+            .text(
+                n.req(method.clone(), "/v1/kv/sys.functions/hello")
+                    .body("x"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method}: {body}");
+        assert_eq!(
+            error_of(&body),
+            "namespace `sys.functions` is kept by Weft itself (the function registry); use the functions API to change it"
+        );
+    }
+    // Reading it is allowed, and the refused writes changed nothing.
+    let (status, body) = n.get("/v1/kv/sys.functions?prefix=").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(v["entries"][0]["key"], "hello", "{body}");
+    n.assert_hello_serves().await;
+
+    // A value of exactly 1 MiB is taken; one byte more is 413, whether the length is
+    // declared or the body is streamed without one.
+    const MAX: usize = 1 << 20;
+    let (status, body) = n
+        .text(n.req(Method::PUT, "/v1/kv/notes/big").body(vec![b'v'; MAX]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let too_big = vec![b'v'; MAX + 1];
+    let streamed = futures::stream::iter(
+        too_big
+            .chunks(64 << 10)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    for (how, body) in [
+        ("declared", reqwest::Body::from(too_big.clone())),
+        ("streamed", reqwest::Body::wrap_stream(streamed)),
+    ] {
+        let (status, text) = n
+            .text(n.req(Method::PUT, "/v1/kv/notes/big").body(body))
+            .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{how}: {text}");
+        assert_eq!(
+            error_of(&text),
+            "value is larger than the limit of 1048576 bytes",
+            "{how}"
+        );
+    }
+    let (status, value, _) = crate::replication::get(&n, "/v1/kv/notes/big?r=1").await;
+    assert_eq!(
+        (status, value.len()),
+        (StatusCode::OK, MAX),
+        "the 1 MiB value stays"
+    );
+}
