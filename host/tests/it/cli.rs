@@ -341,3 +341,162 @@ async fn demo_runs_the_tour_and_exits() {
         .unwrap();
     assert!(top.trim_start().starts_with("the "), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_through_the_cli_with_every_json_output_parsed() {
+    let cluster = crate::cluster::new_cluster();
+    let nodes = crate::cluster::start_cluster(cluster.path(), 3).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    crate::cluster::wait_converged(&all, 3).await;
+    crate::replication::wait_ring(&all, 3).await;
+    let n = &nodes[1];
+    let json = |out: &str| -> serde_json::Value {
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let members = json(&ok(&weft(n, &["members", "--json"]).await));
+    let mut names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["state"], "alive", "{m}");
+            m["node"].as_str().unwrap()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["n0", "n1", "n2"]);
+
+    let status = json(&ok(&weft(n, &["status", "--json"]).await));
+    let ring = status["nodes"].as_array().unwrap();
+    assert_eq!(ring.len(), 3, "{status}");
+    let shares: f64 = ring.iter().map(|r| r["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{status}");
+    assert_eq!(status["default"], "3/2/2");
+    let text = ok(&weft(n, &["status"]).await);
+    assert!(text.contains("3 nodes on the ring"), "{text}");
+
+    // Key-value scans as JSON lines, one entry each, with its version.
+    let mut versions = Vec::new();
+    for (k, v) in [("a", "1"), ("b", "2")] {
+        let out = ok(&weft(&nodes[0], &["kv", "put", "notes", k, v]).await);
+        versions.push(out.trim().strip_prefix("version ").unwrap().to_string());
+    }
+    let out = ok(&weft(n, &["kv", "scan", "notes", "--json"]).await);
+    let entries: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(entries.len(), 2, "{out}");
+    for (e, (k, v, version)) in entries
+        .iter()
+        .zip([("a", "1", &versions[0]), ("b", "2", &versions[1])])
+    {
+        assert_eq!(
+            (e["key"].as_str(), e["value"].as_str()),
+            (Some(k), Some(v)),
+            "{e}"
+        );
+        assert_eq!(e["version"], version.as_str(), "{e}");
+    }
+
+    // A job, its status and its output, as JSON.
+    let wc = n.dir.path().join("wc.wasm");
+    std::fs::write(&wc, plugins::WORDCOUNT).unwrap();
+    ok(&weft(n, &["deploy", wc.to_str().unwrap(), "--name", "wc"]).await);
+    let input = n.dir.path().join("input.txt");
+    std::fs::write(&input, "a b a\n").unwrap();
+    let job = json(&ok(&weft(
+        n,
+        &[
+            "job",
+            "run",
+            "wc",
+            "--input",
+            input.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["output_records"], 2, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let again = json(&ok(&weft(n, &["job", "status", id, "--json"]).await));
+    assert_eq!(again["id"], id);
+    assert_eq!(again["status"], "succeeded");
+
+    // Delete: gone everywhere, and a second delete says so.
+    let hello = n.dir.path().join("hello.wasm");
+    std::fs::write(&hello, plugins::HELLO).unwrap();
+    ok(&weft(
+        &nodes[0],
+        &["deploy", hello.to_str().unwrap(), "--name", "greet"],
+    )
+    .await);
+    assert_eq!(
+        ok(&weft(n, &["invoke", "greet", "/x"]).await),
+        "Hello, x! (from Weft)\n"
+    );
+    assert_eq!(ok(&weft(n, &["delete", "greet"]).await), "deleted greet\n");
+    for t in &nodes {
+        let err = failed(&weft(t, &["invoke", "greet", "/x"]).await);
+        assert!(
+            err.contains("404") && err.contains("no function named `greet`"),
+            "{err}"
+        );
+    }
+    let err = failed(&weft(n, &["delete", "greet"]).await);
+    assert!(err.contains("404"), "{err}");
+}
+
+#[tokio::test]
+async fn the_token_comes_from_a_file_when_asked() {
+    let n = TestNode::start().await;
+    let hello = n.dir.path().join("hello.wasm");
+    std::fs::write(&hello, plugins::HELLO).unwrap();
+    let token_file = n.dir.path().join("token");
+    let deploy = |extra: &[&str], env_file: Option<&std::path::Path>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.args(["deploy", hello.to_str().unwrap(), "--name", "greet"])
+            .args(extra)
+            .env("WEFT_NODE", &n.url)
+            .env_remove("WEFT_TOKEN")
+            .env_remove("WEFT_TOKEN_FILE")
+            .env("WEFT_DATA_DIR", n.dir.path().join("elsewhere"));
+        if let Some(f) = env_file {
+            cmd.env("WEFT_TOKEN_FILE", f);
+        }
+        cmd
+    };
+    let out = ok(&output_within(
+        COMMAND,
+        &mut deploy(&["--token-file", token_file.to_str().unwrap()], None),
+    )
+    .await);
+    assert!(out.starts_with("deployed greet v1 "), "{out}");
+    let out = ok(&output_within(COMMAND, &mut deploy(&[], Some(&token_file))).await);
+    assert!(out.starts_with("deployed greet v2 "), "{out}");
+    let missing = n.dir.path().join("no-such-token");
+    let err = failed(
+        &output_within(
+            COMMAND,
+            &mut deploy(&["--token-file", missing.to_str().unwrap()], None),
+        )
+        .await,
+    );
+    assert!(
+        err.contains(&format!("reading the token file {}", missing.display())),
+        "{err}"
+    );
+    // A wrong token in the file is refused by the node.
+    let wrong = n.dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token\n").unwrap();
+    let err = failed(
+        &output_within(
+            COMMAND,
+            &mut deploy(&["--token-file", wrong.to_str().unwrap()], None),
+        )
+        .await,
+    );
+    assert!(
+        err.contains("401") && err.contains("the bearer token is wrong"),
+        "{err}"
+    );
+}
