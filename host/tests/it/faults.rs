@@ -426,3 +426,157 @@ async fn a_node_stalled_past_detection_is_declared_down_and_rejoins_renewed() {
     )
     .await;
 }
+
+/// GETs `path` of a process node and parses the JSON answer.
+async fn json_at(node: &Proc, path: &str) -> serde_json::Value {
+    let r = crate::harness::client()
+        .get(format!("{}{path}", node.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "{path}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_flags_take_effect_and_a_stalled_owner_answers_504() {
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let flags = |tag: bool| {
+        let mut args: Vec<String> = [
+            "--kv-quorum",
+            "2/1/2",
+            "--kv-namespace",
+            "wide=3/2/2",
+            "--placement-tag",
+            "server",
+        ]
+        .map(String::from)
+        .to_vec();
+        if tag {
+            args.extend(["--tag".to_string(), "server".to_string()]);
+        }
+        Opts {
+            args,
+            ..Default::default()
+        }
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut procs = vec![
+        Proc::start(
+            cluster.path(),
+            "n0",
+            &root.path().join("n0"),
+            any,
+            &[],
+            &flags(false),
+        )
+        .await,
+    ];
+    let seed = [procs[0].quic];
+    for (name, tag) in [("n1", false), ("n2", false), ("n3", true)] {
+        procs.push(
+            Proc::start(
+                cluster.path(),
+                name,
+                &root.path().join(name),
+                any,
+                &seed,
+                &flags(tag),
+            )
+            .await,
+        );
+    }
+    wait_all_alive(&procs, 4).await;
+    wait_for(Duration::from_secs(30), "rings of 4", || async {
+        let s = json_at(&procs[0], "/v1/status").await;
+        (s["nodes"].as_array()?.len() == 4).then_some(())
+    })
+    .await;
+    // --tag: the others see n3's tag.
+    let members = json_at(&procs[0], "/v1/members").await;
+    for m in members["members"].as_array().unwrap() {
+        let tags: Vec<&str> = m["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let want: &[&str] = if m["node"] == "n3" { &["server"] } else { &[] };
+        assert_eq!(tags, want, "{m}");
+    }
+    // --kv-quorum and --kv-namespace.
+    let status = json_at(&procs[1], "/v1/status").await;
+    assert_eq!(status["default"], "2/1/2", "{status}");
+    assert_eq!(status["namespaces"]["wide"], "3/2/2", "{status}");
+    // --placement-tag: with N = 2 of 4 nodes, every key still has a copy on n3.
+    let token = std::fs::read_to_string(cluster.path().join("admin.token")).unwrap();
+    let token = token.trim();
+    let http = crate::harness::client();
+    for i in 0..20 {
+        let r = http
+            .put(format!("{}/v1/kv/data/k{i}", procs[0].http))
+            .bearer_auth(token)
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+    }
+    for i in 0..20 {
+        let r = http
+            .get(format!("{}/v1/kv/data/k{i}?local=true", procs[3].http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::OK,
+            "k{i} has no copy on the server node"
+        );
+    }
+
+    // A keyed handler whose owner is stopped (SIGSTOP): the request is not run a second
+    // time elsewhere; the client gets 504 once the owner's time limit and 5 s have passed.
+    let r = http
+        .put(format!("{}/v1/functions/tally", procs[0].http))
+        .query(&[("route_key", "path:1"), ("timeout_ms", "1")])
+        .bearer_auth(token)
+        .body(weft_host::plugins::COUNTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let ring = weft_host::ring::Ring::new(
+        ["n0", "n1", "n2", "n3"].map(|n| weft_host::ring::RingNode {
+            node: n.parse().unwrap(),
+            tags: if n == "n3" {
+                vec!["server".into()]
+            } else {
+                vec![]
+            },
+        }),
+        weft_host::ring::DEFAULT_VNODES,
+    );
+    let ns = weft_host::replication::Namespace::of_function(&"tally".parse().unwrap());
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| ring.replicas(&ns.key(k.as_bytes()), 1)[0].as_str() == "n1")
+        .unwrap();
+    procs[1].signal("-STOP");
+    let r = http
+        .get(format!("{}/fn/tally/{key}/x", procs[0].http))
+        .send()
+        .await
+        .unwrap();
+    procs[1].signal("-CONT");
+    assert_eq!(r.status(), reqwest::StatusCode::GATEWAY_TIMEOUT);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the node that owns this request's key (n1) did not answer in time")
+            && error.ends_with("it may still have run the request"),
+        "{body}"
+    );
+}

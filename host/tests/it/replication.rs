@@ -439,3 +439,94 @@ async fn keyed_handlers_run_on_their_keys_owner() {
         "function `tally` runs each request on the owner of its key, taken from path:1, and this request has none"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_handlers_take_their_key_from_a_header_or_the_query() {
+    let cluster = new_cluster();
+    let nodes = start_cluster(cluster.path(), 3).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    for (name, route, place) in [
+        ("byheader", "header:x-user", "header"),
+        ("byquery", "query:user", "query"),
+    ] {
+        nodes[0]
+            .deploy_ok(
+                name,
+                weft_host::plugins::COUNTER.to_vec(),
+                &[("route_key", route)],
+            )
+            .await;
+        let ns = weft_host::replication::Namespace::of_function(&name.parse().unwrap());
+        let mut owners = std::collections::BTreeSet::new();
+        for k in 0..6 {
+            let key = format!("u{k}");
+            let (owner, _) = nodes[0].node().replication.owner(&ns, key.as_bytes());
+            owners.insert(owner.clone());
+            for (i, t) in all.iter().enumerate() {
+                let req = t.req(Method::GET, &format!("/fn/{name}/p"));
+                let req = match place {
+                    "header" => req.header("x-user", &key),
+                    _ => req.query(&[("user", &key)]),
+                };
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let ran = r.headers()["x-weft-node"].to_str().unwrap().to_string();
+                assert_eq!(ran, owner.as_str(), "{route} {key} on {}", t.node().name);
+                // The counter counts per path; one path, so it counts this key's requests
+                // on its owner.
+                let v: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(v["count"], (k * 3 + i + 1) as u64, "{route} {key}");
+            }
+        }
+        assert!(owners.len() >= 2, "six keys all owned by {owners:?}");
+        let (status, body) = nodes[1].get(&format!("/fn/{name}/p")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            crate::harness::error_of(&body),
+            format!(
+                "function `{name}` runs each request on the owner of its key, taken from {route}, and this request has none"
+            )
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_request_whose_owner_cannot_be_reached_runs_where_it_landed() {
+    let cluster = new_cluster();
+    let nodes = crate::cluster::start_cluster_with(cluster.path(), 3, |_, c| {
+        // The cut-off owner stays on the ring (suspected, not down) within the test.
+        c.cluster.membership.suspicion_multiplier = 300.0;
+    })
+    .await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    nodes[0]
+        .deploy_ok(
+            "tally",
+            weft_host::plugins::COUNTER.to_vec(),
+            &[("route_key", "path:1")],
+        )
+        .await;
+    let ns = weft_host::replication::Namespace::of_function(&"tally".parse().unwrap());
+    let n2 = nodes[2].node().replication.me().clone();
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| nodes[0].node().replication.owner(&ns, k.as_bytes()).0 == n2)
+        .unwrap();
+    nodes[0]
+        .node()
+        .partition_for_tests(&[nodes[2].node().quic_addr]);
+    nodes[2]
+        .node()
+        .partition_for_tests(&[nodes[0].node().quic_addr]);
+    let r = nodes[0]
+        .req(Method::GET, &format!("/fn/tally/{key}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-weft-node"], "n0", "run where it landed");
+}
