@@ -20,6 +20,7 @@ const GUESTS: &[&str] = &[
     "guest-panic",
     "guest-escape",
     "guest-stream",
+    "guest-mapfaults",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

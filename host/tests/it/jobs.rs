@@ -138,3 +138,160 @@ async fn a_guest_error_fails_the_job_with_its_message() {
     );
     n.assert_hello_serves().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_fails_its_job_with_the_reason_after_one_retry() {
+    let n = TestNode::start_with(|c| {
+        c.runtime.max_emit_bytes = std::num::NonZeroU64::new(64 << 10).unwrap();
+    })
+    .await;
+    n.deploy("hello", plugins::HELLO).await;
+    n.deploy_ok(
+        "faults",
+        crate::harness::guest("guest-mapfaults"),
+        &[("timeout_ms", "300"), ("memory_mb", "32")],
+    )
+    .await;
+    for (input, reason) in [
+        ("a\ntrap\n", "function `faults` trapped"),
+        (
+            "a\nloop\n",
+            "function `faults` exceeded its time limit of 300ms and was stopped",
+        ),
+        (
+            "a\nhog\n",
+            "function `faults` hit its memory limit of 32 MiB and was stopped",
+        ),
+        (
+            "a\nflood\n",
+            "function `faults` emitted more than 65536 bytes of output in one call",
+        ),
+        ("a\nfail\n", "guest-mapfaults: the reducer refuses `fail`"),
+    ] {
+        let job = run_job(&n, "faults", input, 1).await;
+        assert_eq!(job["status"], "failed", "{input:?}: {job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{input:?}: {error}");
+        // Two attempts (`MAX_ATTEMPTS`): one retry, then the job fails.
+        assert_eq!(job["progress"]["retries"], 1, "{input:?}: {job}");
+        assert_eq!(job["output_records"], 0, "{input:?}: {job}");
+        n.assert_hello_serves().await;
+    }
+    // The same function with ordinary input succeeds.
+    let job = run_job(&n, "faults", "a\nb\na\n", 1).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["output_records"], 2, "{job}");
+    assert_eq!(job["progress"]["retries"], 0, "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_input_over_the_limit_is_413() {
+    const LIMIT: usize = 1024;
+    let n = TestNode::start_with(|c| {
+        c.limits.max_job_input = std::num::NonZeroU64::new(LIMIT as u64).unwrap();
+    })
+    .await;
+    n.deploy("wordcount", plugins::WORDCOUNT).await;
+    let line = "word ".repeat(LIMIT / 5) + "\n";
+    let exact = format!("{line:x<LIMIT$}");
+    let exact = &exact[exact.len() - LIMIT..];
+    assert_eq!(exact.len(), LIMIT);
+    let job = run_job(&n, "wordcount", exact.to_string(), 1).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let over = format!("{exact}y");
+    let streamed = futures::stream::iter(
+        over.as_bytes()
+            .chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    for (how, body) in [
+        ("declared", reqwest::Body::from(over.clone())),
+        ("streamed", reqwest::Body::wrap_stream(streamed)),
+    ] {
+        let (status, text) = n
+            .text(
+                n.req(Method::POST, "/v1/jobs")
+                    .query(&[("function", "wordcount")])
+                    .body(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{how}: {text}");
+        assert_eq!(
+            crate::harness::error_of(&text),
+            "job input is larger than the limit of 1024 bytes",
+            "{how}"
+        );
+    }
+    let (status, list) = json_of(n.req(Method::GET, "/v1/jobs").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "the refused jobs left nothing: {list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_running_when_its_node_is_killed_is_marked_failed_at_restart() {
+    let cluster = crate::cluster::new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("n");
+    let any = "127.0.0.1:0".parse().unwrap();
+    let opts = crate::faults::Opts::default();
+    let mut node = crate::faults::Proc::start(cluster.path(), "n", &data, any, &[], &opts).await;
+    let token = std::fs::read_to_string(cluster.path().join("admin.token")).unwrap();
+    let token = token.trim();
+    let http = crate::harness::client();
+    let r = http
+        .put(format!("{}/v1/functions/faults", node.http))
+        .query(&[("timeout_ms", "60000")])
+        .bearer_auth(token)
+        .body(crate::harness::guest("guest-mapfaults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, job) = json_of(
+        http.post(format!("{}/v1/jobs", node.http))
+            .query(&[("function", "faults")])
+            .bearer_auth(token)
+            .body("loop\n")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    // The map task is running (its instance is live) when the node is killed.
+    wait_for(Duration::from_secs(30), "the map task running", || async {
+        let text = http
+            .get(format!("{}/metrics", node.http))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().any(|l| l == "weft_instances 1").then_some(())
+    })
+    .await;
+    node.kill9().await;
+    let (quic, name) = (node.quic, node.name.clone());
+    node = crate::faults::Proc::start(cluster.path(), &name, &data, quic, &[], &opts).await;
+    let (status, job) = json_of(
+        http.get(format!("{}/v1/jobs/{id}", node.http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(
+        job["error"],
+        "the node restarted while the job was running; submit it again"
+    );
+}
