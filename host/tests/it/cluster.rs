@@ -258,6 +258,10 @@ async fn strangers_and_bad_frames_are_refused_and_the_node_keeps_serving() {
     })
     .await;
     assert_eq!(
+        a.metric("weft_handshakes_failed_total").await,
+        Some(failed + 3.0)
+    );
+    assert_eq!(
         a.metric("weft_frames_accepted_total").await.unwrap(),
         accepted,
         "no frame from a stranger may be accepted"
@@ -298,11 +302,17 @@ async fn strangers_and_bad_frames_are_refused_and_the_node_keeps_serving() {
             "expected a request frame",
         ),
     ];
+    let rejected = a.metric("weft_frames_rejected_total").await.unwrap();
     for (bytes, expected) in cases {
         let (kind, msg) = answer(addr, &probe, ClientCert::From(&probe), &bytes).await;
         assert_eq!(kind, Kind::Error, "{expected}: {msg}");
         assert!(msg.contains(expected), "expected `{expected}` in `{msg}`");
     }
+    // The five whose header fails a check are counted as rejected frames.
+    assert_eq!(
+        a.metric("weft_frames_rejected_total").await,
+        Some(rejected + 5.0)
+    );
 
     // Random bytes on the UDP port, short and long, never crash the node.
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 
 use crate::cluster::{new_cluster, start_cluster, wait_converged};
 use crate::faults::long;
+use crate::harness::metric_sum;
 use crate::harness::{TestNode, wait_for};
 use crate::replication::{get, put, wait_ring};
 
@@ -245,6 +246,9 @@ async fn a_healed_partition_converges_without_losing_or_resurrecting_anything() 
         "anti-entropy rounds to agree after healing: {taken:?}"
     );
 
+    // Anti-entropy moved entries both ways to heal the partition.
+    assert!(metric_sum(&all, "weft_kv_anti_entropy_pulled_total").await > 0.0);
+    assert!(metric_sum(&all, "weft_kv_anti_entropy_pushed_total").await > 0.0);
     let deleted = acked.values().filter(|v| v.is_none()).count();
     assert!(deleted > 0, "no delete was acknowledged");
     assert_all_readable(&all, &acked).await;
@@ -289,6 +293,13 @@ async fn nodes_joining_and_leaving_during_writes_lose_nothing() {
             let all: Vec<&TestNode> = nodes.iter().collect();
             wait_converged(&all, 4).await;
             wait_ring(&all, 4).await;
+            // With N = 3 of 4, each of the first three no longer owns a quarter of its keys:
+            // once the transition is over, it drops them, as their new owners hold them.
+            wait_for(CONVERGE, "handed-off keys dropped", || async {
+                (metric_sum(&all, "weft_kv_handed_off_total").await > 0.0).then_some(())
+            })
+            .await;
+            assert!(metric_sum(&all, "weft_kv_handed_off_total").await > 0.0);
         }
         // Then one of the first three leaves.
         let leaving = nodes.remove(1);
@@ -313,6 +324,7 @@ async fn nodes_joining_and_leaving_during_writes_lose_nothing() {
         assert_eq!(acked.len() as u64, ok, "run {run}");
         let all: Vec<&TestNode> = nodes.iter().collect();
         assert_all_readable(&all, &acked).await;
+
         eprintln!("run {run}: {ok} writes acknowledged, {failed} refused, none lost");
     }
 }
@@ -414,12 +426,10 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
                 assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
             }
             // The key's primary collected it, once.
-            let mut collected = Vec::new();
-            for t in all {
-                let c = t.metric("weft_kv_tombstones_collected_total").await;
-                collected.push(c.unwrap_or(0.0));
-            }
-            assert_eq!(collected.iter().sum::<f64>(), 1.0, "{collected:?}");
+            assert_eq!(
+                metric_sum(&all, "weft_kv_tombstones_collected_total").await,
+                1.0
+            );
         }
     }
 }

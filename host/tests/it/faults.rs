@@ -344,6 +344,17 @@ async fn noisy_run(opts: &Opts, total: Duration, every: Duration, stall: Duratio
         "lifeguard {}: declared down {}, suspicions {}, refuted {}, extended {}, failed probes {} (sums over 5 nodes)",
         !opts.plain, sums[0], sums[1], sums[2], sums[3], sums[4]
     );
+    if !opts.plain {
+        // Weft's detector: where healthy nodes were suspected, suspicions were refuted (or
+        // extended while the suspect answered direct checks).
+        let (suspected, refuted, extended) = (sums[1], sums[2], sums[3]);
+        assert!(
+            suspected == 0.0 || refuted + extended >= 1.0,
+            "weft_suspicions_total {suspected}, weft_suspicions_refuted_total {refuted}, weft_suspicions_extended_total {extended}"
+        );
+        // The stalled node saw its own timers fire late.
+        assert!(procs[2].metric("weft_late_timers_total").await >= 1.0);
+    }
     sums[0]
 }
 
@@ -408,6 +419,16 @@ async fn a_node_stalled_past_detection_is_declared_down_and_rejoins_renewed() {
     procs[2].signal("-STOP");
     wait_seen_down(&procs, "n2", Duration::from_secs(30)).await;
     assert!(procs[0].metric("weft_members_declared_down_total").await >= 1.0);
+    // The others probed it, missed answers and suspected it before declaring it down.
+    for p in &procs[..2] {
+        assert!(p.metric("weft_probes_total").await > 0.0, "{}", p.name);
+        assert!(
+            p.metric("weft_probes_failed_total").await >= 1.0,
+            "{}",
+            p.name
+        );
+        assert!(p.metric("weft_suspicions_total").await >= 1.0, "{}", p.name);
+    }
     procs[2].signal("-CONT");
     // Woken, it learns it was declared down, renews its identity and is let back in.
     wait_for(

@@ -273,3 +273,12 @@ pub async fn exit_within(
         Err(_) => panic!("the child process did not exit within {deadline:?}"),
     }
 }
+
+/// The sum of one metric sample over `nodes` (absent counts 0).
+pub async fn metric_sum(nodes: &[&TestNode], sample: &str) -> f64 {
+    let mut sum = 0.0;
+    for n in nodes {
+        sum += n.metric(sample).await.unwrap_or(0.0);
+    }
+    sum
+}

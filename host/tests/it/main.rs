@@ -11,6 +11,7 @@ mod faults;
 mod functions;
 mod jobs;
 mod kv_faults;
+mod metrics;
 mod replication;
 mod restart;
 mod safety;

@@ -334,6 +334,11 @@ async fn a_function_deployed_on_one_node_runs_on_every_node() {
     let stats = c.node().functions.stats();
     assert_eq!(stats.fetched.load(Relaxed), 1);
     assert_eq!(stats.corrupt.load(Relaxed), bad.len() as u64);
+    assert_eq!(c.metric("weft_modules_fetched_total").await, Some(1.0));
+    assert_eq!(
+        c.metric("weft_modules_corrupt_total").await,
+        Some(bad.len() as f64)
+    );
     // Fetched and compiled once; the good copy is untouched and the bad ones are repaired.
     for _ in 0..3 {
         assert_eq!(c.get("/fn/hello/again").await.0, StatusCode::OK);

@@ -63,6 +63,8 @@ async fn lone_node_refuses(switches: ReplicationSwitches) -> Result<(), String> 
         })
         .await;
     refuses(&a, "after a restart alone").await?;
+    // The refused write and read, counted.
+    assert_eq!(a.metric("weft_kv_unavailable_total").await, Some(2.0));
     // Asking for less is the caller's choice.
     let (status, body) = put(&a, "users", "alone", "1", &[("w", "1")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -165,6 +167,10 @@ async fn write_above_stale(switches: ReplicationSwitches) -> Result<(), String> 
         )
     })?;
     assert_eq!(retries, 1, "one retry above the skewed version");
+    assert_eq!(
+        nodes[1].metric("weft_kv_stale_retries_total").await,
+        Some(1.0)
+    );
     Ok(())
 }
 
@@ -238,12 +244,26 @@ async fn hints_deliver(switches: ReplicationSwitches) -> Result<(), String> {
     ensure(stored == HINTED, || {
         format!("{stored} hints stored for {HINTED} writes the cut-off replica missed")
     })?;
+    // Gossip to the cut-off node is dropped too.
+    wait_for(CONVERGE, "gossip to n2 dropped", || async {
+        (nodes[0].metric("weft_gossip_dropped_total").await? > 0.0).then_some(())
+    })
+    .await;
+    assert!(nodes[0].metric("weft_gossip_dropped_total").await > Some(0.0));
     heal(&nodes);
     wait_for(CONVERGE, "every hint delivered", || async {
         (load(&stats().hints_delivered) >= HINTED).then_some(())
     })
     .await;
     assert_eq!(load(&stats().hints_delivered), HINTED);
+    assert_eq!(
+        nodes[0].metric("weft_kv_hints_stored_total").await,
+        Some(HINTED as f64)
+    );
+    assert_eq!(
+        nodes[0].metric("weft_kv_hints_delivered_total").await,
+        Some(HINTED as f64)
+    );
     for i in 0..HINTED {
         let (status, _, _) = get(&nodes[2], &format!("/v1/kv/hinted/k{i}?local=true")).await;
         assert_eq!(
@@ -299,6 +319,10 @@ async fn old_hints_expire(switches: ReplicationSwitches) -> Result<(), String> {
         )
     })?;
     assert_eq!(load(&stats().hints_expired), HINTED);
+    assert_eq!(
+        nodes[0].metric("weft_kv_hints_expired_total").await,
+        Some(HINTED as f64)
+    );
     let held: usize = nodes[0]
         .node()
         .replication
@@ -547,12 +571,33 @@ async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), 
         assert_eq!(status, StatusCode::NOT_FOUND, "k{i} reached n3 early");
     }
     let (read, handed) = moved.split_at(moved.len() / 2);
+    let reads = nodes[1].metric("weft_kv_reads_total").await.unwrap();
+    let repairs = nodes[1].metric("weft_kv_read_repairs_total").await.unwrap();
     for i in read {
         let (status, value, _) = get(&nodes[1], &format!("/v1/kv/moved/k{i}")).await;
         ensure(status == StatusCode::OK && value == format!("v{i}"), || {
             format!("k{i}, moved to n3, read during the transition: {status} {value}")
         })?;
     }
+    // Each of those reads was coordinated by n1, and repaired n3, which was behind (and
+    // any earlier owner that answered with nothing).
+    assert_eq!(
+        nodes[1].metric("weft_kv_reads_total").await,
+        Some(reads + read.len() as f64)
+    );
+    assert!(
+        nodes[1].metric("weft_kv_read_repairs_total").await >= Some(repairs + read.len() as f64)
+    );
+    wait_for(CONVERGE, "the keys read repaired on n3", || async {
+        for i in read {
+            let (status, _, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}?local=true")).await;
+            if status != StatusCode::OK {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     // Anti-entropy resumes: the old owners hand the keys to n3 while the transition lasts.
     for t in &nodes {
         t.node().replication.pause_anti_entropy(false);
