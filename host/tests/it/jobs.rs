@@ -33,7 +33,8 @@ fn corpus(lines: usize) -> (String, BTreeMap<String, u64>) {
     (text, counts)
 }
 
-async fn run_job(
+/// Submits a job and waits for it to end; returns its record.
+pub async fn run_job(
     n: &TestNode,
     function: &str,
     input: impl Into<reqwest::Body>,

@@ -74,31 +74,8 @@ async fn metrics_parse_and_are_the_documented_families() {
     n.assert_hello_serves().await;
     let r = n.req(Method::GET, "/fn/stream/trap").send().await.unwrap();
     assert!(r.bytes().await.is_err());
-    let (status, job) = crate::harness::json_of(
-        n.req(Method::POST, "/v1/jobs?function=wc")
-            .body("a b a\n")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    crate::harness::wait_for(
-        std::time::Duration::from_secs(60),
-        "the job done",
-        || async {
-            let (_, job) = crate::harness::json_of(
-                n.req(Method::GET, &format!("/v1/jobs/{id}"))
-                    .send()
-                    .await
-                    .ok()?,
-            )
-            .await;
-            (job["status"] == "succeeded").then_some(())
-        },
-    )
-    .await;
+    let job = crate::jobs::run_job(n, "wc", "a b a\n", 1).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
     let (status, body) = put(n, "m", "k", "v", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // What was driven, counted exactly.

@@ -22,6 +22,23 @@ use crate::replication::{get, put, wait_ring};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
+/// A control test: with `$switch` on (a safety rule off), `$checker` must find the bug it
+/// guards against, in words that match `$how($expected)`.
+macro_rules! control {
+    ($checker:ident, $name:ident, $switch:ident, $how:ident($expected:literal)) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let off = ReplicationSwitches {
+                $switch: true,
+                ..Default::default()
+            };
+            let found = $checker(off).await.unwrap_err();
+            eprintln!("the checker found: {found}");
+            assert!(found.$how($expected), "{found}");
+        }
+    };
+}
+
 /// `Err(what)` unless `ok`.
 fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what()) }
@@ -98,27 +115,19 @@ async fn a_node_left_alone_refuses_writes_even_after_its_peers_are_forgotten() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_sizing_the_cluster_by_listed_members_lets_a_lone_node_write_alone() {
-    let off = ReplicationSwitches {
-        count_listed_members_only: true,
-        ..Default::default()
-    };
-    let found = lone_node_refuses(off).await.unwrap_err();
-    eprintln!("the checker found: {found}");
-    assert!(found.contains("after its peers were forgotten"), "{found}");
-}
+control!(
+    lone_node_refuses,
+    control_sizing_the_cluster_by_listed_members_lets_a_lone_node_write_alone,
+    count_listed_members_only,
+    contains("after its peers were forgotten")
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_quorums_capped_at_live_replicas_let_a_lone_node_write_alone() {
-    let off = ReplicationSwitches {
-        quorum_of_live_replicas: true,
-        ..Default::default()
-    };
-    let found = lone_node_refuses(off).await.unwrap_err();
-    eprintln!("the checker found: {found}");
-    assert!(found.contains("to a W = 2 write"), "{found}");
-}
+control!(
+    lone_node_refuses,
+    control_quorums_capped_at_live_replicas_let_a_lone_node_write_alone,
+    quorum_of_live_replicas,
+    contains("to a W = 2 write")
+);
 
 // ---------------------------------------------------------------------------------------
 // Versions under clock skew: a write whose coordinator's clock is behind a replica's newest
@@ -181,19 +190,12 @@ async fn a_write_is_not_hidden_behind_an_earlier_one_from_a_clock_ahead() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_ignoring_stale_answers_hides_an_acknowledged_write() {
-    let off = ReplicationSwitches {
-        ignore_stale: true,
-        ..Default::default()
-    };
-    let found = write_above_stale(off).await.unwrap_err();
-    eprintln!("the checker found: {found}");
-    assert!(
-        found.contains("hidden behind the earlier `early`"),
-        "{found}"
-    );
-}
+control!(
+    write_above_stale,
+    control_ignoring_stale_answers_hides_an_acknowledged_write,
+    ignore_stale,
+    contains("hidden behind the earlier `early`")
+);
 
 // ---------------------------------------------------------------------------------------
 // Hinted handoff, seen by itself: anti-entropy runs once an hour here, so only hints can
@@ -280,16 +282,12 @@ async fn hints_bring_a_replica_the_writes_it_missed() {
     hints_deliver(ReplicationSwitches::default()).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_without_hints_a_replica_that_was_cut_off_gets_nothing() {
-    let off = ReplicationSwitches {
-        no_hints: true,
-        ..Default::default()
-    };
-    let found = hints_deliver(off).await.unwrap_err();
-    eprintln!("the checker found: {found}");
-    assert!(found.starts_with("0 hints stored"), "{found}");
-}
+control!(
+    hints_deliver,
+    control_without_hints_a_replica_that_was_cut_off_gets_nothing,
+    no_hints,
+    starts_with("0 hints stored")
+);
 
 async fn old_hints_expire(switches: ReplicationSwitches) -> Result<(), String> {
     // Hints expire after 1 s.
@@ -342,16 +340,12 @@ async fn hints_older_than_half_the_grace_are_dropped_unsent() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_keeping_old_hints_delivers_them() {
-    let off = ReplicationSwitches {
-        keep_old_hints: true,
-        ..Default::default()
-    };
-    let found = old_hints_expire(off).await.unwrap_err();
-    eprintln!("the checker found: {found}");
-    assert!(found.contains("were delivered"), "{found}");
-}
+control!(
+    old_hints_expire,
+    control_keeping_old_hints_delivers_them,
+    keep_old_hints,
+    contains("were delivered")
+);
 
 // ---------------------------------------------------------------------------------------
 // Names: a certificate vouches for one node name, in gossip and in member lists alike.
@@ -628,13 +622,9 @@ async fn keys_stay_readable_while_they_move_and_move_during_the_transition() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_reading_only_the_current_ring_loses_moved_keys_during_a_transition() {
-    let off = ReplicationSwitches {
-        current_ring_only: true,
-        ..Default::default()
-    };
-    let found = reads_during_a_transition(off).await.unwrap_err();
-    eprintln!("the checker found: {found}");
-    assert!(found.contains("read during the transition: 404"), "{found}");
-}
+control!(
+    reads_during_a_transition,
+    control_reading_only_the_current_ring_loses_moved_keys_during_a_transition,
+    current_ring_only,
+    contains("read during the transition: 404")
+);
