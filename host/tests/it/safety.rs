@@ -138,6 +138,8 @@ async fn write_above_stale(switches: ReplicationSwitches) -> Result<(), String> 
     let cluster = new_cluster();
     let nodes = start_cluster_with(cluster.path(), 4, |i, c| {
         c.replication.unsafe_switches = switches;
+        // A replica cut off below stays on the ring (suspected, never down, in the test).
+        c.cluster.membership.suspicion_multiplier = 300.0;
         if i == 0 {
             // n0's wall clock runs an hour ahead.
             c.replication.unsafe_switches.clock_skew_ms = 3_600_000;
@@ -147,38 +149,65 @@ async fn write_above_stale(switches: ReplicationSwitches) -> Result<(), String> 
     let all: Vec<&TestNode> = nodes.iter().collect();
     wait_converged(&all, 4).await;
     wait_ring(&all, 4).await;
-    // A key `n1` does not hold, so `n1` has not seen its versions (a replica's clock moves
-    // past every version it takes).
+    // Keys that n0 holds and n1 does not, so n1 has not seen their versions (a replica's
+    // clock moves past every version it takes).
     let ns: weft_host::replication::Namespace = "skew".parse().unwrap();
-    let n1 = nodes[1].node().replication.me().clone();
-    let key = (0..)
+    let name = |i: usize| nodes[i].node().replication.me().clone();
+    let owners = |k: &str| nodes[1].node().replication.owners(&ns, k.as_bytes());
+    let mut keys = (0..)
         .map(|i| format!("k{i}"))
-        .find(|k| {
-            !nodes[1]
+        .filter(|k| owners(k).contains(&name(0)) && !owners(k).contains(&name(1)));
+    let mut retries = 0;
+    for (key, cut) in [(keys.next().unwrap(), false), (keys.next().unwrap(), true)] {
+        // With `cut`, one replica misses the early write, so the newer version sits on
+        // exactly W = 2 replicas and the third answers the late write with `Applied`.
+        let missed = owners(&key)
+            .into_iter()
+            .find(|o| *o != name(0))
+            .and_then(|o| nodes.iter().find(|t| *t.node().replication.me() == o))
+            .unwrap();
+        if cut {
+            nodes[0]
                 .node()
-                .replication
-                .owners(&ns, k.as_bytes())
-                .contains(&n1)
-        })
-        .unwrap();
-    let (status, body) = put(&nodes[0], "skew", &key, "early", &[]).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    // Then, strictly later, a node with a correct clock writes the key.
-    let (status, body) = put(&nodes[1], "skew", &key, "late", &[]).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let retries = load(&nodes[1].node().replication.stats().stale_retries);
-    // Every replica answers: the newest version among all three.
-    let (status, value, _) = get(&nodes[2], &format!("/v1/kv/skew/{key}?r=3")).await;
-    assert_eq!(status, StatusCode::OK, "{value}");
-    ensure(value == "late", || {
-        format!(
-            "the acknowledged write `late` is hidden behind the earlier `{value}` (written under a clock an hour ahead); {retries} stale retries"
-        )
-    })?;
-    assert_eq!(retries, 1, "one retry above the skewed version");
+                .partition_for_tests(&[missed.node().quic_addr]);
+            missed
+                .node()
+                .partition_for_tests(&[nodes[0].node().quic_addr]);
+        }
+        let (status, body) = put(&nodes[0], "skew", &key, "early", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if cut {
+            nodes[0].node().partition_for_tests(&[]);
+            missed.node().partition_for_tests(&[]);
+            let (_, _, held) = get(missed, &format!("/v1/kv/skew/{key}?local=true")).await;
+            assert_eq!(held, None, "the cut-off replica missed the early write");
+        }
+        // Then, strictly later, a node with a correct clock writes the key.
+        let (status, body) = put(&nodes[1], "skew", &key, "late", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        retries += 1;
+        let counted = load(&nodes[1].node().replication.stats().stale_retries);
+        // Every replica answers: the newest version among all three.
+        let (status, value, _) = get(&nodes[2], &format!("/v1/kv/skew/{key}?r=3")).await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        let how = if cut {
+            "on two of its three replicas"
+        } else {
+            "on all its replicas"
+        };
+        ensure(value == "late", || {
+            format!(
+                "the acknowledged write `late` is hidden behind the earlier `{value}` (written under a clock an hour ahead, {how}); {counted} stale retries"
+            )
+        })?;
+        assert_eq!(
+            counted, retries,
+            "one retry above the skewed version, {how}"
+        );
+    }
     assert_eq!(
         nodes[1].metric("weft_kv_stale_retries_total").await,
-        Some(1.0)
+        Some(retries as f64)
     );
     Ok(())
 }
