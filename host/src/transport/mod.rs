@@ -432,12 +432,14 @@ impl Inner {
         }
     }
 
-    /// Caches a connection a peer dialled, unless one to it is already up.
+    /// Caches a connection a peer dialled, in place of any connection to that address: a peer
+    /// that dials anew may be a new process on the address of one that crashed, whose old
+    /// connection still looks up here until it idles out (10 s), and would swallow everything
+    /// sent to the new one meanwhile. The old connection is not closed: a dead one idles out,
+    /// and a live one (both sides dialled at once) finishes its requests and stays as a
+    /// second connection of the pair.
     fn adopt(&self, from: SocketAddr, conn: &quinn::Connection) {
         let mut peers = self.peers.lock().expect("not poisoned");
-        if matches!(peers.get(&from), Some(Peer::Connected(c)) if c.close_reason().is_none()) {
-            return;
-        }
         if let Some(Peer::Connecting(queue)) = peers.remove(&from) {
             for frame in queue {
                 let _ = conn.send_datagram(frame);
