@@ -471,7 +471,6 @@ impl ReplicationConfig {
     pub fn quorum(&self, namespace: &str) -> Quorum {
         match self.namespaces.get(namespace) {
             Some(q) => *q,
-            None if namespace == crate::functions::NAMESPACE => crate::functions::registry_quorum(),
             None => self.default,
         }
     }
@@ -532,7 +531,5 @@ mod tests {
             .insert("users".into(), "5/3/3".parse().unwrap());
         assert_eq!(c.quorum("users").to_string(), "5/3/3");
         assert_eq!(c.quorum("other").to_string(), "3/2/2");
-        // The function registry is on every node unless configured otherwise.
-        assert_eq!(c.quorum(crate::functions::NAMESPACE).to_string(), "255/1/2");
     }
 }

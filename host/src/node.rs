@@ -21,6 +21,7 @@ use crate::rpc::Dispatcher;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::transport::{ClusterDir, Transport};
+use crate::transport::{random_token, write_private};
 
 /// The name of the file, in the data directory, holding the API token.
 pub const TOKEN_FILE: &str = "token";
@@ -129,12 +130,18 @@ impl Node {
         );
 
         dispatcher.set_membership(membership.clone());
+        // The function registry is on every node unless configured otherwise.
+        let mut replication_config = config.replication.clone();
+        replication_config
+            .namespaces
+            .entry(crate::functions::NAMESPACE.into())
+            .or_insert_with(crate::functions::registry_quorum);
         let (replication, replication_task) = Replicator::start(
             name.clone(),
             store.clone(),
             transport.clone(),
             &membership,
-            config.replication.clone(),
+            replication_config,
             cancel.child_token(),
         );
         dispatcher.set_replication(replication.clone());
@@ -294,24 +301,4 @@ fn load_or_create_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     write_private(&path, token.as_bytes())
         .with_context(|| format!("writing the token to {}", path.display()))?;
     Ok((token, path))
-}
-
-/// 32 random bytes in hex: an API token.
-pub(crate) fn random_token() -> String {
-    (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
-/// Writes a file readable by its owner only.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(bytes)
 }

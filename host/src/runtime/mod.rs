@@ -6,6 +6,7 @@
 //! Every invocation gets a fresh instance in a fresh store with its own memory cap and deadline,
 //! and a WASI context with no preopened directories, no environment, no arguments and no network.
 
+mod bindings;
 mod cache;
 mod http;
 mod state;

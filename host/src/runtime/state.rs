@@ -17,15 +17,7 @@ use crate::id::FunctionName;
 use crate::replication::{KvHandle, ReplicationError};
 use crate::store::{MAX_KV_KEY, MAX_KV_VALUE};
 
-pub(super) mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../sdk/wit",
-        world: "handler-imports",
-        imports: { "weft:plugin/kv": async },
-    });
-}
-
-use bindings::weft::plugin::{kv, log};
+use super::bindings::handler::weft::plugin::{kv, log};
 
 /// Host memory per emitted pair beyond its bytes, counted against the emit limit.
 const PAIR_OVERHEAD: usize = 48;
@@ -362,7 +354,7 @@ impl kv::Host for GuestState {
     }
 }
 
-impl super::task::bindings::weft::plugin::emit::Host for GuestState {
+impl super::bindings::task::weft::plugin::emit::Host for GuestState {
     fn emit(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> wasmtime::Result<()> {
         // Each pair also costs its two vectors on the host, so empty pairs are not free.
         let bytes: u64 = pairs
@@ -387,8 +379,11 @@ pub(super) fn http_linker(engine: &Engine) -> Result<Linker<GuestState>, Runtime
     let err = |e: wasmtime::Error| RuntimeError::Host(format!("building the linker: {e}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
-    bindings::HandlerImports::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
-        .map_err(err)?;
+    super::bindings::handler::HandlerImports::add_to_linker::<_, HasSelf<GuestState>>(
+        &mut linker,
+        |s| s,
+    )
+    .map_err(err)?;
     Ok(linker)
 }
 
@@ -397,7 +392,7 @@ pub(super) fn task_linker(engine: &Engine) -> Result<Linker<GuestState>, Runtime
     let mut linker = Linker::new(engine);
     let err = |e: wasmtime::Error| RuntimeError::Host(format!("building the linker: {e}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-    super::task::bindings::Mapreduce::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+    super::bindings::task::Mapreduce::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
         .map_err(err)?;
     Ok(linker)
 }

@@ -7,15 +7,7 @@ use super::state::GuestState;
 use super::{InvocationLimits, Runtime, RuntimeError, Slot, arm_deadline, classify, with_deadline};
 use crate::id::FunctionName;
 
-pub(super) mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../sdk/wit",
-        world: "mapreduce",
-        imports: { "weft:plugin/emit": trappable },
-        exports: { default: async },
-        with: { "weft:plugin/log": super::super::state::bindings::weft::plugin::log },
-    });
-}
+use super::bindings::task as bindings;
 
 /// Key/value pairs emitted by one call.
 pub type TaskOutput = Vec<(Vec<u8>, Vec<u8>)>;

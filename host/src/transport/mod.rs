@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 pub use frame::{ClusterId, FrameError, PROTOCOL_VERSION};
 pub use tls::{ClusterDir, Credentials, TlsError};
+pub(crate) use tls::{random_token, write_private};
 
 use crate::config::TransportConfig;
 use crate::id::NodeId;

@@ -124,7 +124,7 @@ impl ClusterDir {
         let cert = params.self_signed(&key)?;
         write_file(&self.ca_key(), key.serialize_pem().as_bytes(), true)?;
         write_file(&self.ca_cert(), cert.pem().as_bytes(), false)?;
-        let token = crate::node::random_token();
+        let token = random_token();
         write_file(&self.token_path(), token.as_bytes(), true)?;
         Ok(ClusterId::of_ca(cert.der()))
     }
@@ -326,6 +326,26 @@ pub(crate) fn peer_node(identity: Option<Box<dyn std::any::Any>>) -> Option<Node
         .find_map(|n| n.parse().ok())
 }
 
+/// 32 random bytes in hex: an API token.
+pub(crate) fn random_token() -> String {
+    (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// Writes a file readable by its owner only.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -354,7 +374,7 @@ fn read(path: &Path, what: &'static str) -> Result<String, TlsError> {
 /// Writes a file; private ones are readable by their owner only.
 fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
     let written = if private {
-        crate::node::write_private(path, bytes)
+        write_private(path, bytes)
     } else {
         std::fs::write(path, bytes)
     };

@@ -1,0 +1,22 @@
+//! The host side of the `weft:plugin` WIT package (`sdk/wit`), generated once for every
+//! module of the runtime: the imports every guest may use, and the map/reduce world.
+
+/// The imports a guest may use (`kv`, `log`), with `kv` async.
+pub(super) mod handler {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "handler-imports",
+        imports: { "weft:plugin/kv": async },
+    });
+}
+
+/// The map/reduce world: `emit` traps on a guest over its limit; `log` is the one above.
+pub(super) mod task {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "mapreduce",
+        imports: { "weft:plugin/emit": trappable },
+        exports: { default: async },
+        with: { "weft:plugin/log": super::handler::weft::plugin::log },
+    });
+}
