@@ -17,7 +17,7 @@ use crate::mapreduce::Jobs;
 use crate::membership::{Identity, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
 use crate::replication::Replicator;
-use crate::rpc::Dispatcher;
+use crate::rpc::Router;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::transport::{ClusterDir, Transport};
@@ -46,7 +46,7 @@ pub struct Node {
     pub functions: Functions,
     store: Store,
     transport: Transport,
-    dispatcher: Arc<Dispatcher>,
+    router: Arc<Router>,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     members_task: tokio::task::JoinHandle<()>,
@@ -86,12 +86,12 @@ impl Node {
             .with_context(|| format!("binding the HTTP API to {}", config.http))?;
         let http_addr = listener.local_addr()?;
 
-        let dispatcher = Dispatcher::new(name.clone());
+        let router = Router::new();
         let (transport, datagrams) = Transport::bind(
             config.cluster.listen,
             &creds,
             config.cluster.transport.clone(),
-            dispatcher.clone(),
+            router.clone(),
         )?;
         let quic_addr = match config.cluster.advertise {
             Some(a) => a,
@@ -129,7 +129,7 @@ impl Node {
             cancel.child_token(),
         );
 
-        dispatcher.set_membership(membership.clone());
+        membership.serve(&router, name.clone());
         // The function registry is on every node unless configured otherwise.
         let mut replication_config = config.replication.clone();
         replication_config
@@ -144,9 +144,9 @@ impl Node {
             replication_config,
             cancel.child_token(),
         );
-        dispatcher.set_replication(replication.clone());
+        replication.serve(&router);
         let functions = Functions::new(replication.clone(), store.clone());
-        dispatcher.set_functions(functions.clone());
+        functions.serve(&router);
         let (app_functions, node_store) = (functions.clone(), store.clone());
 
         let app = App::new(
@@ -162,7 +162,7 @@ impl Node {
                 replication: replication.clone(),
             },
         );
-        dispatcher.set_invoker(Arc::new(api::Forwards(app.clone())));
+        api::serve_forwarded(&router, app.clone());
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, api::router(app))
@@ -181,7 +181,7 @@ impl Node {
             functions: app_functions,
             store: node_store,
             transport,
-            dispatcher,
+            router,
             cancel,
             server,
             members_task,
@@ -194,6 +194,16 @@ impl Node {
     #[cfg(feature = "test-switches")]
     pub fn partition_for_tests(&self, peers: &[SocketAddr]) {
         self.transport.partition_for_tests(peers);
+    }
+
+    /// The router of node-to-node requests, where services register.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The node's QUIC endpoint.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Test only: the node's local store.
@@ -229,7 +239,7 @@ impl Node {
         let _ = self.replication_task.await;
         let _ = self.members_task.await;
         self.transport.shutdown().await;
-        self.dispatcher.detach();
+        self.router.close();
     }
 
     /// Serves until `signal` resolves, then shuts down.

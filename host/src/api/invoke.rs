@@ -11,13 +11,13 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 
+use super::wire::{Forwarded, ForwardedAnswer, InvokeWire};
 use super::{ApiError, App, read_body};
 use crate::id::FunctionName;
 use crate::replication::{KvHandle, Namespace};
-use crate::rpc::{self, Forwarded, ForwardedAnswer, Invoker};
+use crate::rpc::{self, Router};
 use crate::runtime::{Prepared, RuntimeError};
 
 /// The header naming the node that ran the handler.
@@ -243,7 +243,7 @@ async fn forward(
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let request = rpc::Request::Invoke(Forwarded {
+    let request = Forwarded {
         function: name.clone(),
         method: parts.method.to_string(),
         target,
@@ -253,22 +253,15 @@ async fn forward(
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect(),
         body: body.to_vec(),
-    });
+    };
     // The owner's own deadline, plus time for the request and answer to travel.
     let within = timeout + Duration::from_secs(5);
-    let answer = app
-        .cluster
-        .transport
-        .rpc_within(addr, &request.encode(), within)
+    rpc::call_within::<InvokeWire>(&app.cluster.transport, addr, &request, within)
         .await
         .map_err(|e| match e {
             crate::transport::TransportError::Timeout { .. } => Forward::Timeout(e.to_string()),
             e => Forward::Failed(e.to_string()),
-        })?;
-    match rpc::Response::decode(&answer).map_err(Forward::Failed)? {
-        rpc::Response::Invoked(a) => Ok(a),
-        other => Err(Forward::Failed(format!("unexpected answer {other:?}"))),
-    }
+        })
 }
 
 /// A forwarded answer as a response to the client.
@@ -288,27 +281,30 @@ fn answer_response(answer: ForwardedAnswer) -> Response {
     response
 }
 
-/// Runs requests other nodes forward to this one.
-pub struct Forwards(pub Arc<App>);
+/// Runs the requests other nodes forward to this one, the owner of their keys.
+pub fn serve(router: &Router, app: Arc<App>) {
+    router.register::<InvokeWire, _>(move |_, forwarded| {
+        let app = app.clone();
+        async move { Ok(run_forwarded(app, forwarded).await) }.boxed()
+    });
+}
 
-impl Invoker for Forwards {
-    fn invoke(&self, f: Forwarded) -> BoxFuture<'static, ForwardedAnswer> {
-        let app = self.0.clone();
-        async move {
-            let response = match forwarded_parts(&f) {
-                Ok(parts) => {
-                    let path = f.target.split('?').next().unwrap_or("/").to_string();
-                    let name = f.function.to_string();
-                    let work = call(&app, &name, &path, parts, Incoming::Read(f.body.into()));
-                    measured(&app, &name, work).await
-                }
-                Err(e) => e.into_response(),
-            };
-            let (parts, body) = response.into_parts();
-            let body = match Limited::new(body, MAX_FORWARDED_BODY).collect().await {
-                Ok(b) => b.to_bytes().to_vec(),
-                Err(e) => {
-                    return ForwardedAnswer {
+/// Runs one forwarded request here and answers with the whole response (errors included).
+async fn run_forwarded(app: Arc<App>, f: Forwarded) -> ForwardedAnswer {
+    let response = match forwarded_parts(&f) {
+        Ok(parts) => {
+            let path = f.target.split('?').next().unwrap_or("/").to_string();
+            let name = f.function.to_string();
+            let work = call(&app, &name, &path, parts, Incoming::Read(f.body.into()));
+            measured(&app, &name, work).await
+        }
+        Err(e) => e.into_response(),
+    };
+    let (parts, body) = response.into_parts();
+    let body = match Limited::new(body, MAX_FORWARDED_BODY).collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(e) => {
+            return ForwardedAnswer {
                         status: 502,
                         headers: vec![("content-type".into(), b"application/json".to_vec())],
                         body: serde_json::json!({
@@ -317,19 +313,16 @@ impl Invoker for Forwards {
                         .to_string()
                         .into_bytes(),
                     };
-                }
-            };
-            ForwardedAnswer {
-                status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                    .collect(),
-                body,
-            }
         }
-        .boxed()
+    };
+    ForwardedAnswer {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
     }
 }
 

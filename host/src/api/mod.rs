@@ -5,11 +5,12 @@
 mod functions;
 
 pub use functions::FunctionView;
-pub use invoke::{Forwards, NODE_HEADER};
+pub use invoke::{NODE_HEADER, serve as serve_forwarded};
 pub use kv::{ScanEntry, ScanPage, VERSION_HEADER, Written};
 mod invoke;
 mod jobs;
 mod kv;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

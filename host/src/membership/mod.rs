@@ -8,6 +8,7 @@
 pub mod core;
 #[cfg(feature = "test-switches")]
 pub mod sim;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,9 +24,10 @@ use self::core::{Core, Output};
 pub use self::core::{DetectorStats, Identity, MemberState, Meta, SyncMember};
 use crate::config::MembershipConfig;
 use crate::id::NodeId;
-use crate::rpc;
+use crate::rpc::{self, Router};
 use crate::store::{Record, Store};
 use crate::transport::{Datagram, MAX_GOSSIP_PAYLOAD, Transport};
+use wire::MembershipWire;
 
 /// One member as this node sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,8 +185,35 @@ impl Membership {
         rx.await.ok()
     }
 
+    /// Answers other nodes' membership requests ([`wire::Request`]) as node `me`.
+    pub fn serve(&self, router: &Router, me: NodeId) {
+        use futures::FutureExt;
+        let membership = self.clone();
+        router.register::<MembershipWire, _>(move |caller, request| {
+            let (m, me) = (membership.clone(), me.clone());
+            async move {
+                Ok(match request {
+                    wire::Request::Ping { suspected } => {
+                        let incarnation = match suspected {
+                            Some(inc) => m.suspected(inc).await.unwrap_or(0),
+                            None => 0,
+                        };
+                        wire::Response::Pong {
+                            node: me,
+                            incarnation,
+                        }
+                    }
+                    wire::Request::Sync(theirs) => {
+                        wire::Response::Members(m.exchange(theirs, caller).await?)
+                    }
+                })
+            }
+            .boxed()
+        });
+    }
+
     /// Merges a peer's full member list and returns this node's (the answer to its
-    /// [`rpc::Request::Sync`]).
+    /// [`wire::Request::Sync`]).
     pub async fn exchange(
         &self,
         theirs: Vec<SyncMember>,
@@ -344,11 +373,11 @@ impl Task {
                     let transport = self.transport.clone();
                     let commands = self.commands.clone();
                     tokio::spawn(async move {
-                        let ping = rpc::Request::Ping {
+                        let ping = wire::Request::Ping {
                             suspected: Some(incarnation),
                         };
-                        if let Ok(rpc::Response::Pong { incarnation, .. }) =
-                            rpc::call(&transport, member.addr, &ping).await
+                        if let Ok(wire::Response::Pong { incarnation, .. }) =
+                            rpc::call::<MembershipWire>(&transport, member.addr, &ping).await
                         {
                             let _ = commands.send(Command::Alive(member, incarnation)).await;
                         }
@@ -358,8 +387,9 @@ impl Task {
                     let transport = self.transport.clone();
                     let commands = self.commands.clone();
                     tokio::spawn(async move {
-                        match rpc::call(&transport, with, &rpc::Request::Sync(members)).await {
-                            Ok(rpc::Response::Members(theirs)) => {
+                        let sync = wire::Request::Sync(members);
+                        match rpc::call::<MembershipWire>(&transport, with, &sync).await {
+                            Ok(wire::Response::Members(theirs)) => {
                                 let sender = transport.peer_node(with);
                                 let _ = commands.send(Command::Synced(theirs, sender)).await;
                             }

@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
+use super::wire::{KvWire, Request, Response};
 use super::{
     Entry, Expect, MAX_KEY, MAX_VALUE, Namespace, Overrides, PutOutcome, Read, ReplicationError,
     Replicator, Version, View,
 };
 use crate::id::NodeId;
-use crate::rpc::{self, Request, Response};
+use crate::rpc;
 
 impl Replicator {
     fn check_key(key: &[u8]) -> Result<(), ReplicationError> {
@@ -187,14 +188,8 @@ impl Replicator {
                 settle_ms: o.settle.map(|d| d.as_millis() as u64),
             };
             let within = CAS_TIMEOUT + o.settle.unwrap_or_default();
-            match self
-                .inner
-                .transport
-                .rpc_within(addr, &request.encode(), within)
-                .await
-                .map(|b| Response::decode(&b))
-            {
-                Ok(Ok(Response::KvCas(result))) => {
+            match rpc::call_within::<KvWire>(&self.inner.transport, addr, &request, within).await {
+                Ok(Response::KvCas(result)) => {
                     return result.map_err(ReplicationError::from);
                 }
                 Ok(other) => {
@@ -565,7 +560,7 @@ impl Replicator {
     /// Sends a request to a peer at `addr` (`None`: its address is unknown).
     async fn ask(&self, addr: Option<SocketAddr>, request: &Request) -> Result<Response, String> {
         let addr = addr.ok_or("no address known")?;
-        rpc::call(&self.inner.transport, addr, request)
+        rpc::call::<KvWire>(&self.inner.transport, addr, request)
             .await
             .map_err(|e| e.to_string())
     }

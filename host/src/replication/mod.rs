@@ -13,11 +13,13 @@ mod coordinator;
 mod handle;
 mod merkle;
 mod replica;
+mod serve;
 mod status;
 mod sync;
 #[cfg(test)]
 mod tests;
 mod version;
+pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

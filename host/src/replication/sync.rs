@@ -11,13 +11,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::merkle::{Leaves, leaf_of};
+use super::wire::{KvWire, Request, Response};
 use super::{
     Entry, PeerSync, ReplicationError, Replicator, Version, View, build_view, namespace_of, now_ms,
 };
 use crate::id::NodeId;
 use crate::membership::MemberSet;
 use crate::ring::Ring;
-use crate::rpc::{self, Request, Response};
+use crate::rpc;
 
 /// Largest batch of entries sent in one RPC, in bytes (frames are capped at 16 MiB).
 const BATCH_BYTES: usize = 4 << 20;
@@ -506,7 +507,7 @@ impl Replicator {
                     continue;
                 };
                 if !matches!(
-                    rpc::call(&inner.transport, addr, &Request::KvPurge(mine)).await,
+                    rpc::call::<KvWire>(&inner.transport, addr, &Request::KvPurge(mine)).await,
                     Ok(Response::Done)
                 ) {
                     failed = true;
@@ -559,7 +560,7 @@ impl Replicator {
         let mut left: &[Vec<u8>] = &keys;
         while !left.is_empty() {
             let request = Request::KvFetch(left.to_vec());
-            match rpc::call(&self.inner().transport, addr, &request).await {
+            match rpc::call::<KvWire>(&self.inner().transport, addr, &request).await {
                 Ok(Response::KvFetched { entries, consumed }) if consumed > 0 => {
                     held.extend(entries);
                     left = &left[(consumed as usize).min(left.len())..];
@@ -605,7 +606,8 @@ impl Replicator {
             from: inner.me.clone(),
             leaves,
         };
-        let (differing, theirs) = match rpc::call(&inner.transport, addr, &request).await {
+        let (differing, theirs) = match rpc::call::<KvWire>(&inner.transport, addr, &request).await
+        {
             Ok(Response::AeDiff { differing, have }) => (differing, have),
             Ok(other) => return Err(format!("unexpected answer {other:?}")),
             Err(e) => return Err(e.to_string()),
@@ -650,7 +652,8 @@ impl Replicator {
         let mut left: &[Vec<u8>] = &pull;
         while !left.is_empty() {
             let ask = &left[..left.len().min(1024)];
-            match rpc::call(&inner.transport, addr, &Request::KvFetch(ask.to_vec())).await {
+            match rpc::call::<KvWire>(&inner.transport, addr, &Request::KvFetch(ask.to_vec())).await
+            {
                 Ok(Response::KvFetched { entries, consumed }) if consumed > 0 => {
                     self.apply_all(entries).await.map_err(|e| e.to_string())?;
                     left = &left[(consumed as usize).min(left.len())..];

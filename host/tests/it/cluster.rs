@@ -10,7 +10,8 @@ use tempfile::TempDir;
 use weft_host::NodeConfig;
 use weft_host::config::{MembershipConfig, ReplicationConfig};
 use weft_host::membership::MemberState;
-use weft_host::rpc::{Request, Response};
+use weft_host::membership::wire::{MembershipWire, Request, Response};
+use weft_host::rpc::{self, Wire};
 use weft_host::transport::frame::{self, ClusterId, HEADER_LEN, Kind};
 use weft_host::transport::testing::{self, ClientCert};
 use weft_host::transport::{ClusterDir, Credentials};
@@ -214,14 +215,14 @@ async fn strangers_and_bad_frames_are_refused_and_the_node_keeps_serving() {
     let ping = frame::encode(
         ours,
         Kind::Request,
-        &Request::Ping { suspected: None }.encode(),
+        &rpc::encode_request::<MembershipWire>(&Request::Ping { suspected: None }),
     );
     let (kind, _) = answer(addr, &probe, ClientCert::From(&probe), &ping).await;
     assert_eq!(kind, Kind::Response);
     let resp = testing::exchange(addr, &probe, ClientCert::From(&probe), &ping, None)
         .await
         .unwrap();
-    match Response::decode(&resp[HEADER_LEN..]).unwrap() {
+    match rpc::decode_response::<MembershipWire>(&resp[HEADER_LEN..]).unwrap() {
         Response::Pong { node, .. } => assert_eq!(node.as_str(), "a"),
         other => panic!("expected a pong, got {other:?}"),
     }
@@ -294,8 +295,24 @@ async fn strangers_and_bad_frames_are_refused_and_the_node_keeps_serving() {
         ),
         (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "bad magic"),
         (
-            frame::encode(ours, Kind::Request, &[0xff, 0xff, 0xff]),
-            "malformed request",
+            frame::encode(ours, Kind::Request, &[0xff]),
+            "malformed request (1 bytes): no service tag",
+        ),
+        (
+            frame::encode(ours, Kind::Request, &[0xff, 1, 0]),
+            "no service with tag 255",
+        ),
+        (
+            frame::encode(ours, Kind::Request, &[MembershipWire::TAG, 99, 0]),
+            "the membership service here speaks version 1, and this request version 99",
+        ),
+        (
+            frame::encode(
+                ours,
+                Kind::Request,
+                &[MembershipWire::TAG, MembershipWire::VERSION, 0xff, 0xff],
+            ),
+            "malformed membership request",
         ),
         (
             frame::encode(ours, Kind::Gossip, b"x"),
@@ -340,4 +357,48 @@ pub fn dir_issue(dir: &ClusterDir, name: &str) -> weft_host::id::NodeId {
     let id = name.parse().unwrap();
     dir.issue(&id).unwrap();
     id
+}
+
+/// A service of the test's own, defined here alone: registering it on a node's router and
+/// calling it from another node needs no edit of any shared file.
+struct EchoWire;
+
+impl Wire for EchoWire {
+    const NAME: &'static str = "echo";
+    const TAG: u8 = 200;
+    const VERSION: u8 = 1;
+    type Request = String;
+    type Response = (String, String);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_of_the_tests_own_is_called_between_two_nodes() {
+    use futures::FutureExt;
+    let cluster = new_cluster();
+    let nodes = start_cluster(cluster.path(), 2).await;
+    let (a, b) = (nodes[0].node(), nodes[1].node());
+    let request = "hello".to_string();
+    // Not registered yet: refused with the reason.
+    let e = rpc::call::<EchoWire>(a.transport(), b.quic_addr, &request)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no service with tag 200"), "{e}");
+    let me = b.name.clone();
+    b.router()
+        .register::<EchoWire, _>(move |caller, text: String| {
+            let me = me.clone();
+            async move {
+                let from = caller.node.map(|n| n.to_string()).unwrap_or_default();
+                Ok((format!("{me} heard {text}"), from))
+            }
+            .boxed()
+        });
+    let (echo, from) = rpc::call::<EchoWire>(a.transport(), b.quic_addr, &request)
+        .await
+        .unwrap();
+    assert_eq!(echo, "n1 heard hello");
+    assert_eq!(
+        from, "n0",
+        "the caller's certified name reaches the service"
+    );
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use weft_host::NodeConfig;
 use weft_host::config::ReplicationSwitches;
+use weft_host::membership::wire::{MembershipWire, Request};
 use weft_host::membership::{Identity, MemberState, Meta, SyncMember};
-use weft_host::rpc::Request;
+use weft_host::rpc;
 use weft_host::transport::ClusterDir;
 use weft_host::transport::frame::{self, Kind};
 use weft_host::transport::testing::ClientCert;
@@ -408,7 +409,7 @@ async fn member_lists_speak_for_their_sender(trust: bool) -> Result<(), String> 
         frame::encode(
             mallory.cluster,
             Kind::Request,
-            &Request::Sync(list).encode(),
+            &rpc::encode_request::<MembershipWire>(&Request::Sync(list)),
         )
     };
     let listed = |name: &str| {

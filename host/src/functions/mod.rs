@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::Quorum;
 use crate::id::{Digest, FunctionName, NodeId};
 use crate::replication::{Expect, Namespace, Overrides, ReplicationError, Replicator, Version};
-use crate::rpc::{self, Request, Response};
+use crate::rpc::{self, Router};
+use wire::{ModulesWire, Request, Response};
+
+pub mod wire;
 use crate::store::{Deployment, FunctionRecord, Store, StoreError};
 
 /// The namespace of function records.
@@ -269,13 +272,10 @@ impl Functions {
                 };
                 // The replica pulls the module piece by piece before it answers.
                 let within = OFFER_TIMEOUT;
-                let answer = r
-                    .transport()
-                    .rpc_within(addr, &request.encode(), within)
-                    .await
-                    .map(|b| Response::decode(&b));
+                let answer =
+                    rpc::call_within::<ModulesWire>(r.transport(), addr, &request, within).await;
                 match answer {
-                    Ok(Ok(Response::Done)) => Ok(()),
+                    Ok(Response::Done) => Ok(()),
                     Ok(other) => Err(format!("{owner}: unexpected answer {other:?}")),
                     Err(e) => Err(format!("{owner}: {e}")),
                 }
@@ -374,12 +374,40 @@ impl Functions {
                 size,
                 from: r.me().clone(),
             };
-            match rpc::call(r.transport(), addr, &request).await {
+            match rpc::call::<ModulesWire>(r.transport(), addr, &request).await {
                 Ok(_) => tracing::info!(%node, %digest, "replaced a corrupt module copy"),
                 Err(e) => {
                     tracing::warn!(%node, %digest, error = %e, "could not repair a module copy")
                 }
             }
+        });
+    }
+
+    /// Answers other nodes' module requests.
+    pub fn serve(&self, router: &Router) {
+        use futures::FutureExt;
+        let this = self.clone();
+        router.register::<ModulesWire, _>(move |_, request| {
+            let f = this.clone();
+            async move {
+                Ok(match request {
+                    Request::ModuleRead {
+                        digest,
+                        offset,
+                        len,
+                    } => Response::ModuleBytes(
+                        f.read_range(digest, offset, len)
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    Request::ModuleOffer { digest, from, .. } => {
+                        f.take_offer(digest, from)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Response::Done
+                    }
+                })
+            }
+            .boxed()
         });
     }
 
@@ -446,7 +474,7 @@ async fn fetch_from(
             offset: bytes.len() as u64,
             len: CHUNK as u32,
         };
-        let (total, piece) = match rpc::call(r.transport(), addr, &request).await {
+        let (total, piece) = match rpc::call::<ModulesWire>(r.transport(), addr, &request).await {
             Ok(Response::ModuleBytes(Some(p))) => p,
             Ok(Response::ModuleBytes(None)) => {
                 return Err(Fetch::Failed("not stored there".into()));

@@ -1,0 +1,100 @@
+//! This node answering other nodes' key-value requests ([`wire::Request`]): as a replica,
+//! as a key's primary for conditional writes, and as an anti-entropy peer.
+
+use futures::FutureExt;
+
+use super::wire::{KvWire, Request, Response};
+use super::{
+    ANSWER_BYTES, CasFailure, MAX_KEY, MAX_VALUE, Overrides, ReplicationError, Replicator,
+};
+use crate::rpc::Router;
+
+impl Replicator {
+    /// Answers other nodes' key-value requests.
+    pub fn serve(&self, router: &Router) {
+        let this = self.clone();
+        router.register::<KvWire, _>(move |_, request| {
+            let r = this.clone();
+            async move { answer(&r, request).await.map_err(|e| e.to_string()) }.boxed()
+        });
+    }
+}
+
+/// Answers a key-value or anti-entropy request from this node's copies.
+async fn answer(r: &Replicator, request: Request) -> Result<Response, ReplicationError> {
+    Ok(match request {
+        Request::KvGet { key } => Response::KvEntry(r.local_get(&key)?),
+        Request::KvPut { key, entry } => {
+            if key.len() > MAX_KEY || entry.value.as_ref().is_some_and(|v| v.len() > MAX_VALUE) {
+                return Err(ReplicationError::BadInput(format!(
+                    "a key of {} bytes or its value is over the limits",
+                    key.len()
+                )));
+            }
+            Response::KvPut(r.apply(&key, &entry).await?)
+        }
+        Request::KvPush(entries) => {
+            r.apply_all(entries).await?;
+            Response::Done
+        }
+        Request::KvPurge(keys) => {
+            r.purge(&keys).await;
+            Response::Done
+        }
+        Request::KvFetch(keys) => {
+            // As many as fit one answer, in order; the caller asks again for the rest.
+            let (mut out, mut size, mut consumed) = (Vec::new(), 0, 0u32);
+            for k in keys {
+                if size > ANSWER_BYTES {
+                    break;
+                }
+                consumed += 1;
+                if let Some(e) = r.local_get(&k)? {
+                    size += k.len() + e.value.as_ref().map_or(0, Vec::len);
+                    out.push((k, e));
+                }
+            }
+            Response::KvFetched {
+                entries: out,
+                consumed,
+            }
+        }
+        Request::KvScan {
+            prefix,
+            start,
+            limit,
+        } => {
+            let (entries, more) = r.local_scan(&prefix, &start, limit.min(100_000) as usize)?;
+            Response::KvScanned { entries, more }
+        }
+        Request::KvCas {
+            ns,
+            key,
+            value,
+            expect,
+            w,
+            settle_ms,
+        } => {
+            let full = ns.key(&key);
+            if full.len() > MAX_KEY || value.as_ref().is_some_and(|v| v.len() > MAX_VALUE) {
+                return Err(ReplicationError::BadInput(
+                    "the key or value is over the limits".into(),
+                ));
+            }
+            let o = Overrides {
+                r: None,
+                w,
+                settle: settle_ms.map(std::time::Duration::from_millis),
+            };
+            Response::KvCas(
+                r.conditional_here(&ns, &full, value, expect, o)
+                    .await
+                    .map_err(CasFailure::from),
+            )
+        }
+        Request::AeLeaves { from, leaves } => {
+            let (differing, have) = r.answer_leaves(from, leaves).await?;
+            Response::AeDiff { differing, have }
+        }
+    })
+}

@@ -1,0 +1,80 @@
+//! The replicated store's messages between nodes: replicas' reads and writes, repairs,
+//! anti-entropy, tombstone collection, scans, and conditional writes sent to a key's primary.
+
+use serde::{Deserialize, Serialize};
+
+use super::{CasFailure, Entry, Expect, Leaves, Namespace, PutOutcome, Version};
+use crate::id::NodeId;
+use crate::rpc::Wire;
+
+/// The replicated store's service on the router.
+pub struct KvWire;
+
+impl Wire for KvWire {
+    const NAME: &'static str = "key-value";
+    const TAG: u8 = 2;
+    const VERSION: u8 = 1;
+    type Request = Request;
+    type Response = Response;
+}
+
+/// A request to another node's replicas.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Your copy of a key.
+    KvGet { key: Vec<u8> },
+    /// Store this version of a key if it is newer; flush, then answer.
+    KvPut { key: Vec<u8>, entry: Entry },
+    /// Store the newer of these entries and flush (repair, hints, anti-entropy, handoff).
+    KvPush(Vec<(Vec<u8>, Entry)>),
+    /// Your copies of these keys (the ones you hold).
+    KvFetch(Vec<Vec<u8>>),
+    /// Drop these keys if you still hold exactly their tombstone of that version.
+    KvPurge(Vec<(Vec<u8>, Version)>),
+    /// Your entries (tombstones too) whose keys start with `prefix`, from `start` on.
+    KvScan {
+        prefix: Vec<u8>,
+        start: Vec<u8>,
+        limit: u32,
+    },
+    /// Anti-entropy: the leaves of the tree over the keys we both should hold, as I see it.
+    AeLeaves { from: NodeId, leaves: Leaves },
+    /// Coordinate this conditional write: you are the key's primary.
+    KvCas {
+        ns: Namespace,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        expect: Expect,
+        w: Option<u8>,
+        settle_ms: Option<u64>,
+    },
+}
+
+/// The answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// A replica's copy of a key.
+    KvEntry(Option<Entry>),
+    /// What a replica did with a write.
+    KvPut(PutOutcome),
+    /// The entries held of the keys asked for, and how many of the keys the answer covers
+    /// (the rest did not fit: ask again).
+    KvFetched {
+        entries: Vec<(Vec<u8>, Entry)>,
+        consumed: u32,
+    },
+    /// A page of a replica's entries, and whether more follow.
+    KvScanned {
+        entries: Vec<(Vec<u8>, Entry)>,
+        more: bool,
+    },
+    /// Done (stored and flushed).
+    Done,
+    /// The outcome of a conditional write coordinated by the primary.
+    KvCas(Result<Version, CasFailure>),
+    /// Anti-entropy: the ranges where our trees differ, and my versions of the keys in them.
+    AeDiff {
+        differing: Vec<u16>,
+        have: Vec<(Vec<u8>, Version)>,
+    },
+}
