@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
         RuntimeConfig::default(),
         dir.path().join("cache"),
         Arc::new(Metrics::default()),
+        weft_host::tasks::Tasks::default(),
     )
     .unwrap();
     let digest = Digest::of(plugins::HELLO);
@@ -96,6 +97,7 @@ fn bench(c: &mut Criterion) {
                     RuntimeConfig::default(),
                     d.path().join("cache"),
                     Arc::new(Metrics::default()),
+                    weft_host::tasks::Tasks::default(),
                 )
                 .unwrap();
                 (d, r)
@@ -111,6 +113,7 @@ fn bench(c: &mut Criterion) {
                     RuntimeConfig::default(),
                     dir.path().join("cache"),
                     Arc::new(Metrics::default()),
+                    weft_host::tasks::Tasks::default(),
                 )
                 .unwrap()
             },

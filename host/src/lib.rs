@@ -17,6 +17,7 @@ pub mod ring;
 pub mod rpc;
 pub mod runtime;
 pub mod store;
+pub mod tasks;
 pub mod transport;
 
 pub use config::NodeConfig;

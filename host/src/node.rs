@@ -20,6 +20,7 @@ use crate::replication::Replicator;
 use crate::rpc::Router;
 use crate::runtime::Runtime;
 use crate::store::Store;
+use crate::tasks::Tasks;
 use crate::transport::{ClusterDir, Transport};
 use crate::transport::{random_token, write_private};
 
@@ -49,8 +50,7 @@ pub struct Node {
     router: Arc<Router>,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    members_task: tokio::task::JoinHandle<()>,
-    replication_task: tokio::task::JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl Node {
@@ -74,12 +74,21 @@ impl Node {
         };
         let creds = cluster_dir.load(&name)?;
         let metrics = Arc::new(Metrics::default());
+        let cancel = CancellationToken::new();
+        let tasks = Tasks::new(cancel.clone());
         let runtime = Arc::new(Runtime::new(
             config.runtime.clone(),
             dir.join("cache"),
             metrics.clone(),
+            tasks.clone(),
         )?);
-        let jobs = Jobs::new(runtime.clone(), store.clone(), metrics.clone()).await?;
+        let jobs = Jobs::new(
+            runtime.clone(),
+            store.clone(),
+            metrics.clone(),
+            tasks.clone(),
+        )
+        .await?;
 
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
@@ -87,12 +96,27 @@ impl Node {
         let http_addr = listener.local_addr()?;
 
         let router = Router::new();
-        let (transport, datagrams) = Transport::bind(
-            config.cluster.listen,
-            &creds,
-            config.cluster.transport.clone(),
-            router.clone(),
-        )?;
+        // A node restarted in the same process may find its previous endpoint still on the
+        // port: quinn keeps the socket until the old connections have drained (three probe
+        // timeouts, longer for a peer that stopped answering). Wait for it, up to 15 s.
+        let bind_until = std::time::Instant::now() + Duration::from_secs(15);
+        let (transport, datagrams) = loop {
+            match Transport::bind(
+                config.cluster.listen,
+                &creds,
+                config.cluster.transport.clone(),
+                router.clone(),
+            ) {
+                Err(crate::transport::TransportError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && config.cluster.listen.port() != 0
+                        && std::time::Instant::now() < bind_until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
         let quic_addr = match config.cluster.advertise {
             Some(a) => a,
             None if transport.local_addr().ip().is_unspecified() => anyhow::bail!(
@@ -113,10 +137,9 @@ impl Node {
                 capacity: config.runtime.max_instances.get(),
             },
         };
-        let cancel = CancellationToken::new();
         let max_instances = config.runtime.max_instances.get();
         let slots = runtime.clone();
-        let (membership, members_task) = Membership::start(
+        let membership = Membership::start(
             identity,
             config.cluster.membership.clone(),
             config.cluster.join.clone(),
@@ -126,7 +149,7 @@ impl Node {
                 store: store.clone(),
                 free: Box::new(move || max_instances.saturating_sub(slots.live_instances() as u32)),
             },
-            cancel.child_token(),
+            tasks.clone(),
         );
 
         membership.serve(&router, name.clone());
@@ -136,13 +159,13 @@ impl Node {
             .namespaces
             .entry(crate::functions::NAMESPACE.into())
             .or_insert_with(crate::functions::registry_quorum);
-        let (replication, replication_task) = Replicator::start(
+        let replication = Replicator::start(
             name.clone(),
             store.clone(),
             transport.clone(),
             &membership,
             replication_config,
-            cancel.child_token(),
+            tasks.clone(),
         );
         replication.serve(&router);
         let functions = Functions::new(replication.clone(), store.clone());
@@ -164,7 +187,7 @@ impl Node {
         );
         api::serve_forwarded(&router, app.clone());
         let stop = cancel.clone();
-        let server = tokio::spawn(async move {
+        let server = tasks.spawn_joined(async move {
             axum::serve(listener, api::router(app))
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
@@ -184,8 +207,7 @@ impl Node {
             router,
             cancel,
             server,
-            members_task,
-            replication_task,
+            tasks,
         })
     }
 
@@ -236,8 +258,9 @@ impl Node {
                 abort.abort();
             }
         }
-        let _ = self.replication_task.await;
-        let _ = self.members_task.await;
+        if !self.tasks.stop(Duration::from_secs(10)).await {
+            tracing::warn!("background tasks still running after 10 s; stopping anyway");
+        }
         self.transport.shutdown().await;
         self.router.close();
     }

@@ -365,7 +365,7 @@ impl Functions {
     /// Offers this node's good copy to a node found holding a corrupt one.
     fn repair(&self, node: NodeId, digest: Digest, size: u64) {
         let r = self.inner.replication.clone();
-        tokio::spawn(async move {
+        self.inner.replication.tasks().spawn(async move {
             let Some(addr) = r.view().addrs.get(&node).copied() else {
                 return;
             };

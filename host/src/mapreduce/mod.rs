@@ -20,6 +20,7 @@ use crate::id::{Digest, FunctionName, JobId};
 use crate::metrics::Metrics;
 use crate::runtime::{InvocationLimits, Runtime, RuntimeError, TaskOutput, TaskPre};
 use crate::store::Store;
+use crate::tasks::Tasks;
 use plan::{Chunk, partition};
 use state::{Action, Event, JobState, Progress};
 
@@ -86,6 +87,7 @@ pub struct Jobs {
     metrics: Arc<Metrics>,
     live: Mutex<HashMap<JobId, JobRecord>>,
     parallelism: usize,
+    tasks: Tasks,
 }
 
 /// Everything needed to start a job.
@@ -110,6 +112,7 @@ impl Jobs {
         runtime: Arc<Runtime>,
         store: Store,
         metrics: Arc<Metrics>,
+        tasks: Tasks,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         for mut job in store.jobs::<JobRecord>()? {
             if job.status == JobStatus::Running {
@@ -128,6 +131,7 @@ impl Jobs {
             metrics,
             live: Mutex::default(),
             parallelism,
+            tasks,
         }))
     }
 
@@ -160,7 +164,8 @@ impl Jobs {
             .expect("not poisoned")
             .insert(id, record.clone());
         let jobs = self.clone();
-        tokio::spawn(async move { jobs.drive(id, spec).await });
+        // A job still running when the node stops is failed at the next start.
+        self.tasks.spawn(async move { jobs.drive(id, spec).await });
         Ok(record)
     }
 

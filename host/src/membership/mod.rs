@@ -26,6 +26,7 @@ use crate::config::MembershipConfig;
 use crate::id::NodeId;
 use crate::rpc::{self, Router};
 use crate::store::{Record, Store};
+use crate::tasks::Tasks;
 use crate::transport::{Datagram, MAX_GOSSIP_PAYLOAD, Transport};
 use wire::MembershipWire;
 
@@ -125,8 +126,8 @@ impl Membership {
         config: MembershipConfig,
         seeds: Vec<SocketAddr>,
         wiring: Wiring,
-        cancel: CancellationToken,
-    ) -> (Membership, tokio::task::JoinHandle<()>) {
+        tasks: Tasks,
+    ) -> Membership {
         let Wiring {
             transport,
             datagrams,
@@ -160,9 +161,10 @@ impl Membership {
             saved: Vec::new(),
             leaving: false,
             free,
+            tasks: tasks.clone(),
         };
-        let handle = tokio::spawn(task.run(rx, datagrams, cancel));
-        (Membership { commands, view }, handle)
+        tasks.spawn_joined(task.run(rx, datagrams, tasks.token().clone()));
+        Membership { commands, view }
     }
 
     /// The current member set.
@@ -269,6 +271,8 @@ struct Task {
     leaving: bool,
     /// Reads this node's free capacity.
     free: FreeCapacity,
+    /// Where its checks and exchanges run.
+    tasks: Tasks,
 }
 
 impl Task {
@@ -372,7 +376,7 @@ impl Task {
                 } => {
                     let transport = self.transport.clone();
                     let commands = self.commands.clone();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         let ping = wire::Request::Ping {
                             suspected: Some(incarnation),
                         };
@@ -386,7 +390,7 @@ impl Task {
                 Output::Sync { with, members } => {
                     let transport = self.transport.clone();
                     let commands = self.commands.clone();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         let sync = wire::Request::Sync(members);
                         match rpc::call::<MembershipWire>(&transport, with, &sync).await {
                             Ok(wire::Response::Members(theirs)) => {

@@ -63,7 +63,7 @@ impl Replicator {
         for node in &targets {
             let (this, node, key, tx) = (self.clone(), node.clone(), full.clone(), tx.clone());
             let addr = view.addrs.get(&node).copied();
-            tokio::spawn(async move {
+            self.inner.tasks.spawn(async move {
                 let result = this.fetch_one(&node, addr, &key).await;
                 let _ = tx.send((node, result)).await;
             });
@@ -122,7 +122,7 @@ impl Replicator {
                     .read_repairs
                     .fetch_add(behind.len() as u64, Ordering::Relaxed);
                 let (this, newest) = (self.clone(), newest.clone());
-                tokio::spawn(async move {
+                self.inner.tasks.spawn(async move {
                     for node in behind {
                         let _ = this
                             .push_to(&node, vec![(full.clone(), newest.clone())])
@@ -308,7 +308,7 @@ impl Replicator {
                 tx.clone(),
             );
             let addr = view.addrs.get(&node).copied();
-            tokio::spawn(async move {
+            self.inner.tasks.spawn(async move {
                 let result = this.put_one(&node, addr, &key, &entry).await;
                 if result.is_err() && !switches.no_hints {
                     // The replica did not take it: hold it for when it is back.

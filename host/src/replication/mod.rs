@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 pub use coordinator::Scan;
 pub use handle::KvHandle;
@@ -43,6 +42,7 @@ use crate::id::{FunctionName, NodeId};
 use crate::membership::{MemberSet, MemberState, Membership};
 use crate::ring::{Ring, RingNode};
 use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
 use crate::transport::Transport;
 
 /// Largest key, in bytes: 4 KiB for the key itself plus room for its namespace.
@@ -358,6 +358,8 @@ pub(crate) struct Inner {
     pub(crate) members: Mutex<tokio::sync::watch::Receiver<MemberSet>>,
     /// Conditional writes this node coordinates take turns per stripe of keys.
     pub(crate) stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Where its background work runs (repairs, replica requests, the sync task).
+    pub(crate) tasks: Tasks,
 }
 
 /// Unix time in milliseconds.
@@ -376,8 +378,8 @@ impl Replicator {
         transport: Transport,
         membership: &Membership,
         config: ReplicationConfig,
-        cancel: CancellationToken,
-    ) -> (Replicator, tokio::task::JoinHandle<()>) {
+        tasks: Tasks,
+    ) -> Replicator {
         let members = membership.members();
         let cluster = cluster_nodes(&store, &me);
         let view = build_view(&members, &me, &cluster, config.vnodes, None);
@@ -399,11 +401,16 @@ impl Replicator {
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             cluster: Mutex::new(cluster),
             started: Instant::now(),
+            tasks: tasks.clone(),
             members: Mutex::new(membership.watch()),
         });
         let replicator = Replicator { inner };
-        let task = tokio::spawn(sync::run(replicator.clone(), membership.watch(), cancel));
-        (replicator, task)
+        tasks.spawn_joined(sync::run(
+            replicator.clone(),
+            membership.watch(),
+            tasks.token().clone(),
+        ));
+        replicator
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -439,6 +446,11 @@ impl Replicator {
         let n = view.cap(self.inner.config.quorum(ns.as_str()).n.get() as usize);
         view.ring
             .replicas_placed(&full, n, &self.inner.config.placement)
+    }
+
+    /// The node's background tasks.
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.inner.tasks
     }
 
     /// The QUIC endpoint.

@@ -83,7 +83,7 @@ impl Replicator {
             if !new.is_empty() {
                 cluster.extend(new.iter().cloned());
                 let store = inner.store.clone();
-                tokio::spawn(async move {
+                inner.tasks.spawn(async move {
                     let names: Vec<&str> = new.iter().map(NodeId::as_str).collect();
                     if let Err(e) = store.add_cluster_nodes(&names).await {
                         tracing::warn!(error = %e, "could not remember the cluster's new nodes");

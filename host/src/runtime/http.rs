@@ -107,7 +107,7 @@ impl Runtime {
         let name = function.clone();
         let metrics = self.metrics.clone();
         let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
+        let task = self.tasks.spawn_joined(async move {
             let _slot = slot;
             let result = with_deadline(limits, async {
                 let proxy = pre.instantiate_async(&mut store).await?;

@@ -31,6 +31,7 @@ use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
 use crate::replication::KvHandle;
 use crate::store::{FunctionKind, FunctionLimits};
+use crate::tasks::Tasks;
 
 /// Why compiling, instantiating or running a guest failed.
 #[derive(Debug, thiserror::Error)]
@@ -181,14 +182,18 @@ pub struct Runtime {
     slots: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     ticker_stop: Arc<AtomicBool>,
+    /// Where guests' tasks run (a guest streams its body from its own task).
+    tasks: Tasks,
 }
 
 impl Runtime {
-    /// Builds the engine and starts its epoch ticker. Compiled artifacts live in `cache_dir`.
+    /// Builds the engine and starts its epoch ticker. Compiled artifacts live in `cache_dir`;
+    /// guests' tasks run on `tasks`.
     pub fn new(
         config: RuntimeConfig,
         cache_dir: std::path::PathBuf,
         metrics: Arc<Metrics>,
+        tasks: Tasks,
     ) -> Result<Self, RuntimeError> {
         if config.epoch_tick < Duration::from_millis(1)
             || config.default_timeout.is_zero()
@@ -249,6 +254,7 @@ impl Runtime {
             config,
             metrics,
             ticker_stop,
+            tasks,
         })
     }
 

@@ -1,0 +1,66 @@
+//! Background work the node owns. Every task a node starts runs on one tracker under the
+//! node's cancellation token, so that shutdown stops each of them and waits for them: none
+//! outlives the node holding its sockets, its database or its services.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The node's background tasks. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Tasks {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Tasks {
+    /// Tasks that stop when `cancel` is cancelled.
+    pub fn new(cancel: CancellationToken) -> Self {
+        Tasks {
+            tracker: TaskTracker::new(),
+            cancel,
+        }
+    }
+
+    /// Runs `work` in the background until it ends or the node stops.
+    pub fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = work => {}
+            }
+        });
+    }
+
+    /// Runs `work` in the background to its end (it watches [`Tasks::cancelled`] itself),
+    /// and hands back its result.
+    pub fn spawn_joined<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> JoinHandle<T> {
+        self.tracker.spawn(work)
+    }
+
+    /// Resolves when the node stops.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// The node's cancellation token.
+    pub fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Stops every task and waits at most `within` for them to end; returns whether they did.
+    pub async fn stop(&self, within: Duration) -> bool {
+        self.cancel.cancel();
+        self.tracker.close();
+        tokio::time::timeout(within, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
