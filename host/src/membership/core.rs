@@ -267,7 +267,13 @@ pub fn suspicion_timeout(config: &MembershipConfig, members: usize) -> Duration 
 
 impl<R: RngExt> Core<R> {
     /// A node known as `identity`, alone until it announces itself or is announced to.
-    pub fn new(identity: Identity, config: MembershipConfig, rng: R, max_packet: usize) -> Self {
+    pub fn new(
+        identity: Identity,
+        config: MembershipConfig,
+        rng: R,
+        max_packet: usize,
+        now: Instant,
+    ) -> Self {
         let free = Arc::new(Mutex::new(HashMap::new()));
         let foca = Foca::with_custom_broadcast(
             identity,
@@ -288,7 +294,7 @@ impl<R: RngExt> Core<R> {
                 health: 0,
                 stats: DetectorStats::default(),
                 out: Vec::new(),
-                now: Instant::now(),
+                now,
                 want_sync: false,
                 incarnation: 0,
             },

@@ -147,6 +147,7 @@ impl Membership {
             config.clone(),
             rand::make_rng::<rand::rngs::StdRng>(),
             MAX_GOSSIP_PAYLOAD,
+            Instant::now(),
         );
         let task = Task {
             core,

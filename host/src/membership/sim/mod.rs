@@ -486,6 +486,7 @@ impl Sim {
             self.cfg.membership.clone(),
             rng,
             MAX_GOSSIP_PAYLOAD,
+            self.epoch + self.now,
         );
         self.nodes.push(Node {
             core,
