@@ -69,55 +69,6 @@ impl TryFrom<String> for Digest {
     }
 }
 
-/// A function's name: 1 to 64 characters of `[a-z0-9-_]`, starting with a letter or digit.
-/// The name appears in URLs (`/fn/{name}/...`) and in storage keys, so nothing else is allowed.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct FunctionName(String);
-
-impl FunctionName {
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for FunctionName {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        if is_name(s, 64, b"-_") {
-            Ok(FunctionName(s.to_string()))
-        } else {
-            Err(IdError::FunctionName(s.to_string()))
-        }
-    }
-}
-
-impl TryFrom<String> for FunctionName {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        s.parse()
-    }
-}
-
-impl From<FunctionName> for String {
-    fn from(n: FunctionName) -> String {
-        n.0
-    }
-}
-
-impl fmt::Display for FunctionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for FunctionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FunctionName({})", self.0)
-    }
-}
-
 /// `s` is 1 to `max` characters of a-z, 0-9 and `extra`, starting with a letter or digit.
 fn is_name(s: &str, max: usize, extra: &[u8]) -> bool {
     (1..=max).contains(&s.len())
@@ -126,52 +77,96 @@ fn is_name(s: &str, max: usize, extra: &[u8]) -> bool {
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
 
-/// A node's name: 1 to 63 characters of `[a-z0-9-]`, starting with a letter or digit,
-/// so it is also a valid DNS label (it is written into the node's certificate).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct NodeId(String);
+/// A string identifier whose shape is checked once, when it is parsed (or deserialized):
+/// `$name` holds a `String` that `$valid` accepts; any other string is `IdError::$name`.
+macro_rules! validated_string {
+    ($(#[$doc:meta])* $name:ident, $valid:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(into = "String", try_from = "String")]
+        pub struct $name(String);
 
-impl NodeId {
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for NodeId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        if is_name(s, 63, b"-") {
-            Ok(NodeId(s.to_string()))
-        } else {
-            Err(IdError::NodeId(s.to_string()))
+        impl $name {
+            /// The identifier as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                let valid: fn(&str) -> bool = $valid;
+                if valid(s) {
+                    Ok($name(s.to_string()))
+                } else {
+                    Err(IdError::$name(s.to_string()))
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for NodeId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        s.parse()
-    }
-}
+validated_string!(
+    /// A function's name: 1 to 64 characters of `[a-z0-9-_]`, starting with a letter or
+    /// digit. The name appears in URLs (`/fn/{name}/...`) and in storage keys, so nothing
+    /// else is allowed.
+    FunctionName,
+    |s| is_name(s, 64, b"-_")
+);
 
-impl From<NodeId> for String {
-    fn from(n: NodeId) -> String {
-        n.0
-    }
-}
+validated_string!(
+    /// A node's name: 1 to 63 characters of `[a-z0-9-]`, starting with a letter or digit, so
+    /// it is also a valid DNS label (it is written into the node's certificate).
+    NodeId,
+    |s| is_name(s, 63, b"-")
+);
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+validated_string!(
+    /// A key-value namespace: 1 to 64 characters of `[a-z0-9-_.]`, starting with a letter or
+    /// digit. A function's own namespace is `fn.NAME`.
+    Namespace,
+    |s| is_name(s, 64, b"-_.")
+);
 
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({})", self.0)
+impl Namespace {
+    /// The private namespace of a function.
+    pub fn of_function(f: &FunctionName) -> Namespace {
+        Namespace(format!("fn.{f}"))
+    }
+
+    /// The stored key of `key` in this namespace.
+    pub fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.0.len() + 1 + key.len());
+        k.extend_from_slice(self.0.as_bytes());
+        k.push(0);
+        k.extend_from_slice(key);
+        k
     }
 }
 
@@ -249,6 +244,11 @@ pub enum IdError {
     /// Not 32 hex digits.
     #[error("`{0}` is not a job id (32 hex digits)")]
     JobId(String),
+    /// Not a valid key-value namespace.
+    #[error(
+        "`{0}` is not a namespace: use 1 to 64 characters of a-z, 0-9, `-`, `_` and `.`, starting with a letter or digit"
+    )]
+    Namespace(String),
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ pub use status::{RingShare, Status};
 pub use version::Version;
 
 use crate::config::{Quorum, ReplicationConfig};
-use crate::id::{FunctionName, NodeId};
+pub use crate::id::Namespace;
+use crate::id::NodeId;
 use crate::membership::{MemberSet, MemberState, Membership};
 use crate::ring::{Ring, RingNode};
 use crate::store::{Store, StoreError};
@@ -67,69 +68,6 @@ impl Entry {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Entry, ReplicationError> {
         postcard::from_bytes(bytes)
             .map_err(|e| ReplicationError::Corrupt(format!("stored entry: {e}")))
-    }
-}
-
-/// A key-value namespace: 1 to 64 characters of `[a-z0-9-_.]`, starting with a letter or
-/// digit. A function's own namespace is `fn.NAME`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Namespace(String);
-
-impl Namespace {
-    /// The private namespace of a function.
-    pub fn of_function(f: &FunctionName) -> Namespace {
-        Namespace(format!("fn.{f}"))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The stored key of `key` in this namespace.
-    pub fn key(&self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.0.len() + 1 + key.len());
-        k.extend_from_slice(self.0.as_bytes());
-        k.push(0);
-        k.extend_from_slice(key);
-        k
-    }
-}
-
-impl std::str::FromStr for Namespace {
-    type Err = ReplicationError;
-    fn from_str(s: &str) -> Result<Self, ReplicationError> {
-        let ok = (1..=64).contains(&s.len())
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-        if ok {
-            Ok(Namespace(s.to_string()))
-        } else {
-            Err(ReplicationError::BadInput(format!(
-                "`{s}` is not a namespace: use 1 to 64 characters of a-z, 0-9, `-`, `_` and `.`, starting with a letter or digit"
-            )))
-        }
-    }
-}
-
-impl TryFrom<String> for Namespace {
-    type Error = ReplicationError;
-    fn try_from(s: String) -> Result<Self, ReplicationError> {
-        s.parse()
-    }
-}
-
-impl From<Namespace> for String {
-    fn from(n: Namespace) -> String {
-        n.0
-    }
-}
-
-impl std::fmt::Display for Namespace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
