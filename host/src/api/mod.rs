@@ -193,17 +193,12 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    // Each subsystem renders its own.
     let mut text = app.metrics.render(app.runtime.live_instances());
-    crate::metrics::render_cluster(
-        &mut text,
-        &app.cluster.membership.members(),
-        app.cluster.transport.stats(),
-    );
-    crate::metrics::render_replication(
-        &mut text,
-        &app.cluster.replication.status(),
-        app.functions.stats(),
-    );
+    app.cluster.membership.members().render_metrics(&mut text);
+    app.cluster.transport.stats().render_metrics(&mut text);
+    app.cluster.replication.status().render_metrics(&mut text);
+    app.functions.stats().render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -90,6 +90,27 @@ pub struct ModuleStats {
     pub corrupt: AtomicU64,
 }
 
+impl ModuleStats {
+    /// Appends module distribution's metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, single};
+        for (name, help, c) in [
+            (
+                "weft_modules_fetched_total",
+                "Modules fetched from other nodes.",
+                &self.fetched,
+            ),
+            (
+                "weft_modules_corrupt_total",
+                "Module copies from other nodes that did not match their digest.",
+                &self.corrupt,
+            ),
+        ] {
+            single(out, name, Kind::Counter, help, c.load(Ordering::Relaxed));
+        }
+    }
+}
+
 /// The registry and module distribution of this node. Cheap to clone.
 #[derive(Clone)]
 pub struct Functions {

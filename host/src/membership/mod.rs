@@ -77,6 +77,73 @@ impl MemberSet {
     }
 }
 
+impl MemberSet {
+    /// Appends the membership metrics: members by state, and the failure detector's counters.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, family, single};
+        family(
+            out,
+            "weft_members",
+            Kind::Gauge,
+            "Cluster members by state, as this node sees them (itself included).",
+            [
+                ("alive", MemberState::Alive),
+                ("suspect", MemberState::Suspect),
+                ("down", MemberState::Down),
+            ]
+            .map(|(label, state)| (format!("state=\"{label}\""), self.count(state))),
+        );
+        let d = &self.stats;
+        for (name, help, value) in [
+            ("weft_probes_total", "Probe rounds started.", d.probes),
+            (
+                "weft_probes_failed_total",
+                "Probes with no answer, direct or indirect.",
+                d.probes_failed,
+            ),
+            (
+                "weft_suspicions_total",
+                "Suspicions started or learned.",
+                d.suspicions,
+            ),
+            (
+                "weft_suspicions_refuted_total",
+                "Suspicions that ended with the member alive (false positives avoided).",
+                d.refuted,
+            ),
+            (
+                "weft_suspicions_extended_total",
+                "Suspicions extended because the suspect answered a direct check.",
+                d.extended,
+            ),
+            (
+                "weft_members_declared_down_total",
+                "Members this node saw declared down.",
+                d.declared_down,
+            ),
+            (
+                "weft_late_timers_total",
+                "Membership timers that fired late (this node was stalled).",
+                d.late_timers,
+            ),
+            (
+                "weft_gossip_impostors_total",
+                "Gossip and member lists dropped because their sender claimed a name its certificate does not carry.",
+                d.impostors,
+            ),
+        ] {
+            single(out, name, Kind::Counter, help, value);
+        }
+        single(
+            out,
+            "weft_local_health",
+            Kind::Gauge,
+            "Local health score (0 is healthy); stretches this node's timeouts.",
+            d.health,
+        );
+    }
+}
+
 /// What the membership task is connected to.
 pub struct Wiring {
     /// Sends gossip and direct checks.

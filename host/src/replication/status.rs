@@ -128,3 +128,38 @@ pub struct Status {
     /// Counters.
     pub counters: BTreeMap<String, u64>,
 }
+
+impl Status {
+    /// Appends the replicated store's metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, single};
+        for (name, value) in &self.counters {
+            single(
+                out,
+                &format!("weft_kv_{name}_total"),
+                Kind::Counter,
+                &format!("Replicated key-value store: {}.", name.replace('_', " ")),
+                value,
+            );
+        }
+        for (name, help, value) in [
+            (
+                "weft_kv_entries",
+                "Entries (tombstones included) this node holds.",
+                self.keys,
+            ),
+            (
+                "weft_kv_hints",
+                "Writes held for replicas that did not take them.",
+                self.hints,
+            ),
+            (
+                "weft_ring_nodes",
+                "Nodes on this node's ring.",
+                self.nodes.len(),
+            ),
+        ] {
+            single(out, name, Kind::Gauge, help, value);
+        }
+    }
+}

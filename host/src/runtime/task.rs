@@ -67,6 +67,24 @@ impl Runtime {
     }
 }
 
+/// One call of the guest's `weft:plugin/task` export `$call`, with its full time limit;
+/// evaluates to what the call emitted.
+macro_rules! emitting_call {
+    ($instance:ident, $call:ident($($arg:expr),*)) => {{
+        $instance.arm();
+        let r = with_deadline(
+            $instance.limits,
+            $instance
+                .task
+                .weft_plugin_task()
+                .$call(&mut $instance.store, $($arg),*),
+        )
+        .await;
+        $instance.finish(r)?;
+        Ok($instance.store.data_mut().take_emitted())
+    }};
+}
+
 impl TaskInstance {
     /// Whether the task's `combine` does anything.
     pub fn has_combiner(&self) -> bool {
@@ -104,16 +122,7 @@ impl TaskInstance {
 
     /// Maps one chunk of whole records; returns what it emitted.
     pub async fn map(&mut self, chunk: &[u8]) -> Result<TaskOutput, RuntimeError> {
-        self.arm();
-        let r = with_deadline(
-            self.limits,
-            self.task
-                .weft_plugin_task()
-                .call_map(&mut self.store, chunk),
-        )
-        .await;
-        self.finish(r)?;
-        Ok(self.store.data_mut().take_emitted())
+        emitting_call!(self, call_map(chunk))
     }
 
     /// Combines the values of one key from one map task.
@@ -122,16 +131,7 @@ impl TaskInstance {
         key: &[u8],
         values: &[Vec<u8>],
     ) -> Result<TaskOutput, RuntimeError> {
-        self.arm();
-        let r = with_deadline(
-            self.limits,
-            self.task
-                .weft_plugin_task()
-                .call_combine(&mut self.store, key, values),
-        )
-        .await;
-        self.finish(r)?;
-        Ok(self.store.data_mut().take_emitted())
+        emitting_call!(self, call_combine(key, values))
     }
 
     /// Reduces all values of one key.
@@ -140,15 +140,6 @@ impl TaskInstance {
         key: &[u8],
         values: &[Vec<u8>],
     ) -> Result<TaskOutput, RuntimeError> {
-        self.arm();
-        let r = with_deadline(
-            self.limits,
-            self.task
-                .weft_plugin_task()
-                .call_reduce(&mut self.store, key, values),
-        )
-        .await;
-        self.finish(r)?;
-        Ok(self.store.data_mut().take_emitted())
+        emitting_call!(self, call_reduce(key, values))
     }
 }

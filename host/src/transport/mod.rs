@@ -124,6 +124,49 @@ pub struct Stats {
     pub gossip_dropped: AtomicU64,
 }
 
+impl Stats {
+    /// Appends the transport's metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, family, single};
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        family(
+            out,
+            "weft_gossip_bytes_total",
+            Kind::Counter,
+            "Gossip payload bytes.",
+            [
+                ("sent", &self.gossip_bytes_sent),
+                ("received", &self.gossip_bytes_received),
+            ]
+            .map(|(direction, c)| (format!("direction=\"{direction}\""), load(c))),
+        );
+        for (name, help, c) in [
+            (
+                "weft_gossip_dropped_total",
+                "Gossip datagrams dropped (no connection yet, queue full, or test loss).",
+                &self.gossip_dropped,
+            ),
+            (
+                "weft_frames_accepted_total",
+                "Frames from peers that passed every check.",
+                &self.frames_accepted,
+            ),
+            (
+                "weft_frames_rejected_total",
+                "Frames from peers refused (version, cluster, size, truncation).",
+                &self.frames_rejected,
+            ),
+            (
+                "weft_handshakes_failed_total",
+                "QUIC handshakes refused (no or foreign certificate, expired, timeout).",
+                &self.handshakes_failed,
+            ),
+        ] {
+            single(out, name, Kind::Counter, help, load(c));
+        }
+    }
+}
+
 /// A node's QUIC endpoint. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
