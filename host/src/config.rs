@@ -196,6 +196,11 @@ pub struct TransportConfig {
     #[cfg(feature = "test-switches")]
     #[serde(default)]
     pub drop_datagrams: f64,
+    /// Test only (`test-switches`): keep a cached connection to an address that a peer dials
+    /// anew (the behaviour that got restarted nodes declared down).
+    #[cfg(feature = "test-switches")]
+    #[serde(default)]
+    pub keep_cached_connections: bool,
 }
 
 impl Default for TransportConfig {
@@ -207,6 +212,8 @@ impl Default for TransportConfig {
             max_frame_bytes: NonZeroU32::new(16 << 20).expect("non-zero"),
             #[cfg(feature = "test-switches")]
             drop_datagrams: 0.0,
+            #[cfg(feature = "test-switches")]
+            keep_cached_connections: false,
         }
     }
 }

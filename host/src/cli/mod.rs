@@ -91,6 +91,10 @@ enum Command {
         #[cfg(feature = "test-switches")]
         #[arg(long, hide = true)]
         plain_swim: bool,
+        /// Test only (`test-switches`): keep a cached connection when a peer dials anew.
+        #[cfg(feature = "test-switches")]
+        #[arg(long, hide = true)]
+        keep_cached_connections: bool,
     },
     /// Create a cluster's identity, or issue node certificates.
     Cluster {
@@ -271,6 +275,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             drop_datagrams,
             #[cfg(feature = "test-switches")]
             plain_swim,
+            #[cfg(feature = "test-switches")]
+            keep_cached_connections,
             kv_quorum,
             kv_namespaces,
             placement_tag,
@@ -287,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             {
                 config.cluster.transport.drop_datagrams = *drop_datagrams;
                 config.cluster.membership.lifeguard = !plain_swim;
+                config.cluster.transport.keep_cached_connections = *keep_cached_connections;
             }
             config.replication.default = *kv_quorum;
             config.replication.namespaces = kv_namespaces.iter().cloned().collect();

@@ -484,6 +484,12 @@ impl Inner {
     /// second connection of the pair.
     fn adopt(&self, from: SocketAddr, conn: &quinn::Connection) {
         let mut peers = self.peers.lock().expect("not poisoned");
+        #[cfg(feature = "test-switches")]
+        if self.config.keep_cached_connections
+            && matches!(peers.get(&from), Some(Peer::Connected(c)) if c.close_reason().is_none())
+        {
+            return;
+        }
         if let Some(Peer::Connecting(queue)) = peers.remove(&from) {
             for frame in queue {
                 let _ = conn.send_datagram(frame);
