@@ -36,18 +36,13 @@ impl Tasks {
         });
     }
 
-    /// Runs `work` in the background to its end (it watches [`Tasks::cancelled`] itself),
-    /// and hands back its result.
+    /// Runs `work` in the background to its end (it watches [`Tasks::token`] itself, or
+    /// ends by itself), and hands back its result.
     pub fn spawn_joined<T: Send + 'static>(
         &self,
         work: impl Future<Output = T> + Send + 'static,
     ) -> JoinHandle<T> {
         self.tracker.spawn(work)
-    }
-
-    /// Resolves when the node stops.
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
     }
 
     /// The node's cancellation token.

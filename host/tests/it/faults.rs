@@ -4,6 +4,10 @@
 //! The default suite runs short versions. `WEFT_LONG=1` runs the measurements recorded in
 //! `bench/RESULTS.md`: detection time over 20 kills, and 10 minutes of 10% loss with a 2 s
 //! stall every minute, with Weft's failure detector and with plain foca.
+//!
+//! To look into a failure: `WEFT_TEST_NODE_LOG` sets the nodes' log filter (default `info`;
+//! e.g. `weft_host=debug,info`), and `WEFT_KEEP_LOGS=1` keeps the restart test's data
+//! directories, logs included, and prints where.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
