@@ -9,8 +9,11 @@
 //! after the ring changes, reads and writes also need a quorum of each earlier ring's
 //! replicas, so keys stay readable while anti-entropy moves them to their new owners.
 
+mod anti_entropy;
 mod coordinator;
 mod handle;
+mod handoff;
+mod hints;
 mod merkle;
 mod replica;
 mod serve;
@@ -18,6 +21,7 @@ mod status;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod tombstones;
 mod version;
 pub mod wire;
 
