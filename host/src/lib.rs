@@ -10,6 +10,7 @@ pub mod id;
 pub mod mapreduce;
 pub mod membership;
 pub mod metrics;
+mod millis;
 pub mod node;
 pub mod plugins;
 pub mod replication;

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::Quorum;
 use crate::id::{Digest, FunctionName, NodeId};
+use crate::replication::Quorum;
 use crate::replication::{Expect, Namespace, Overrides, ReplicationError, Replicator, Version};
 use crate::rpc::{self, Router};
 use wire::{ModulesWire, Request, Response};

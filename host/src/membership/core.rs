@@ -35,7 +35,7 @@ use foca::{
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::MembershipConfig;
+use super::MembershipConfig;
 use crate::id::NodeId;
 
 /// What a node is known by in the cluster. A new `bump` (start time, then +1 on each renewal)

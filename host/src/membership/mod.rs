@@ -5,6 +5,7 @@
 //! member set on a `watch` channel, and remembers members in the store so that a restarted
 //! node rejoins without being told a seed.
 
+mod config;
 pub mod core;
 #[cfg(feature = "test-switches")]
 pub mod sim;
@@ -22,7 +23,8 @@ use tokio_util::time::DelayQueue;
 
 use self::core::{Core, Output};
 pub use self::core::{DetectorStats, Identity, MemberState, Meta, SyncMember};
-use crate::config::MembershipConfig;
+pub use config::MembershipConfig;
+
 use crate::id::NodeId;
 use crate::rpc::{self, Router};
 use crate::store::{Record, Store};

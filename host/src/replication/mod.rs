@@ -10,6 +10,7 @@
 //! replicas, so keys stay readable while anti-entropy moves them to their new owners.
 
 mod anti_entropy;
+mod config;
 mod coordinator;
 mod handle;
 mod handoff;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use config::{Quorum, ReplicationConfig, ReplicationSwitches};
 pub use coordinator::Scan;
 pub use handle::KvHandle;
 pub use merkle::Leaves;
@@ -41,7 +43,6 @@ pub use replica::PutOutcome;
 pub use status::{RingShare, Status};
 pub use version::Version;
 
-use crate::config::{Quorum, ReplicationConfig};
 pub use crate::id::Namespace;
 use crate::id::NodeId;
 use crate::membership::{MemberSet, MemberState, Membership};
@@ -426,11 +427,11 @@ impl Replicator {
     }
 
     /// The safety rules a test switched off (none, outside tests).
-    pub(crate) fn switches(&self) -> crate::config::ReplicationSwitches {
+    pub(crate) fn switches(&self) -> ReplicationSwitches {
         #[cfg(feature = "test-switches")]
         return self.inner.config.unsafe_switches;
         #[cfg(not(feature = "test-switches"))]
-        crate::config::ReplicationSwitches::default()
+        ReplicationSwitches::default()
     }
 
     /// Test only: while set, anti-entropy rounds (and with them the hand-off of keys to new

@@ -8,6 +8,7 @@
 
 mod bindings;
 mod cache;
+mod config;
 mod http;
 mod state;
 mod task;
@@ -22,11 +23,11 @@ use wasmtime::{
 };
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+pub use config::RuntimeConfig;
 pub use http::HttpResponse;
 pub use state::GuestState;
 pub use task::{TaskInstance, TaskOutput, TaskPre};
 
-use crate::config::RuntimeConfig;
 use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
 use crate::replication::KvHandle;

@@ -6,6 +6,7 @@
 //! with the header of `frame` (protocol version and cluster id), and everything read is bounded.
 //! One connection per peer address is cached, whichever side dialled it.
 
+mod config;
 pub mod frame;
 #[cfg(feature = "test-switches")]
 pub mod testing;
@@ -23,11 +24,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use config::TransportConfig;
 pub use frame::{ClusterId, FrameError, PROTOCOL_VERSION};
 pub use tls::{ClusterDir, Credentials, TlsError};
 pub(crate) use tls::{random_token, write_private};
 
-use crate::config::TransportConfig;
 use crate::id::NodeId;
 use frame::{HEADER_LEN, Kind};
 

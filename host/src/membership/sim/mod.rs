@@ -25,9 +25,10 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::core::{Core, DetectorStats, Identity, Meta, Output, SyncMember};
-use crate::config::{MembershipConfig, TransportConfig};
 use crate::id::NodeId;
+use crate::membership::MembershipConfig;
 use crate::transport::MAX_GOSSIP_PAYLOAD;
+use crate::transport::TransportConfig;
 
 /// Node `i` listens on `127.0.0.1:(BASE_PORT + i)`.
 const BASE_PORT: u16 = 10_000;

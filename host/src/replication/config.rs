@@ -1,0 +1,171 @@
+//! The replicated store's configuration: quorums, anti-entropy, transitions and tombstones.
+
+use std::num::NonZeroU8;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How many copies of a key exist (`n`), and how many must answer a read (`r`) and flush a
+/// write (`w`) before it is acknowledged. With `r + w > n` a read sees every acknowledged
+/// write. `n` is capped at the number of nodes in the cluster, and so are `r` and `w`, so a
+/// single node serves alone; a cluster with fewer live replicas than `w` refuses writes
+/// rather than acknowledging them with fewer copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quorum {
+    /// Copies of each key. Default 3.
+    pub n: NonZeroU8,
+    /// Replicas that must answer a read. Default 2.
+    pub r: NonZeroU8,
+    /// Replicas that must flush a write before it is acknowledged. Default 2.
+    pub w: NonZeroU8,
+}
+
+impl Quorum {
+    /// `n`/`r`/`w`, checked: `r` and `w` at most `n`.
+    pub fn new(n: u8, r: u8, w: u8) -> Result<Self, String> {
+        let nz = |v: u8, what: &str| {
+            NonZeroU8::new(v).ok_or_else(|| format!("{what} must be at least 1"))
+        };
+        let q = Quorum {
+            n: nz(n, "n")?,
+            r: nz(r, "r")?,
+            w: nz(w, "w")?,
+        };
+        if r > n || w > n {
+            return Err(format!("r ({r}) and w ({w}) must not exceed n ({n})"));
+        }
+        Ok(q)
+    }
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Quorum::new(3, 2, 2).expect("valid")
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.n, self.r, self.w)
+    }
+}
+
+impl std::str::FromStr for Quorum {
+    type Err = String;
+    /// `N/R/W`, such as `3/2/2`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let [n, r, w] = parts.as_slice() else {
+            return Err(format!("`{s}` is not N/R/W (such as 3/2/2)"));
+        };
+        let num = |p: &str| {
+            p.parse::<u8>()
+                .map_err(|_| format!("`{p}` in `{s}` is not a number from 1 to 255"))
+        };
+        Quorum::new(num(n)?, num(r)?, num(w)?)
+    }
+}
+
+/// Placement and replication of key-value data. Every node of a cluster must use the same
+/// `vnodes`, `placement` and namespace settings, or they disagree on where keys live.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// N/R/W of namespaces not listed in `namespaces`. Default 3/2/2.
+    pub default: Quorum,
+    /// N/R/W of particular namespaces (a function's own namespace is `fn.NAME`).
+    pub namespaces: std::collections::BTreeMap<String, Quorum>,
+    /// Virtual nodes per node on the ring. Default [`crate::ring::DEFAULT_VNODES`]: the
+    /// largest share is then within 15% of the average for 3 to 100 nodes. More balances
+    /// better and costs memory and time when the ring is rebuilt.
+    pub vnodes: u32,
+    /// Where replicas must go beyond ring order, such as a copy on a `server` node.
+    pub placement: crate::ring::Placement,
+    /// How often each node compares its data with every other replica and repairs the
+    /// differences (Merkle anti-entropy). Default 10 s. It also runs at once after the ring
+    /// changes. Shorter converges sooner after a partition and costs a scan of the local data
+    /// per round.
+    #[serde(with = "crate::millis")]
+    pub anti_entropy_interval: Duration,
+    /// How often held hints are offered to nodes that are back. Default 1 s.
+    #[serde(with = "crate::millis")]
+    pub hint_interval: Duration,
+    /// After the ring changes, reads and writes also go to the replicas of the rings of this
+    /// long ago, while anti-entropy moves keys to their new owners. Default 30 s (three
+    /// anti-entropy rounds).
+    #[serde(with = "crate::millis")]
+    pub transition: Duration,
+    /// A deletion's tombstone is kept at least this long, and then collected only when every
+    /// member of the cluster is up and every owner of the key holds the same tombstone.
+    /// Hints older than half of it are dropped, so none can carry an older value back.
+    /// Default 24 h. A node away for longer than this must be wiped before it rejoins, or
+    /// it can bring back keys deleted while it was away (as with Cassandra's `gc_grace`).
+    #[serde(with = "crate::millis")]
+    pub tombstone_grace: Duration,
+    /// Test only (`test-switches`): safety rules switched off, so that a test can show the
+    /// test guarding each rule fails without it.
+    #[cfg(feature = "test-switches")]
+    #[serde(skip)]
+    pub unsafe_switches: ReplicationSwitches,
+}
+
+/// Safety rules of the replicated store that a test may switch off (see
+/// [`ReplicationConfig::unsafe_switches`]); without the `test-switches` feature every one is
+/// always on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplicationSwitches {
+    /// Size the cluster by the members listed now instead of every node ever seen, so a node
+    /// whose peers were forgotten takes writes alone.
+    pub count_listed_members_only: bool,
+    /// Cap quorums at the live replicas, so a lone node acknowledges W = 2 with one copy.
+    pub quorum_of_live_replicas: bool,
+    /// Acknowledge a write even when a replica answered that it holds a newer version.
+    pub ignore_stale: bool,
+    /// During a transition, read and write the current ring's replicas only.
+    pub current_ring_only: bool,
+    /// Store no hints for replicas that miss a write.
+    pub no_hints: bool,
+    /// Deliver hints however old, even past half the tombstone grace.
+    pub keep_old_hints: bool,
+    /// Not a rule but a fault: shift this node's wall clock by this many milliseconds.
+    pub clock_skew_ms: i64,
+}
+
+impl ReplicationConfig {
+    /// Settings for tests: anti-entropy every second.
+    pub fn test() -> Self {
+        ReplicationConfig {
+            anti_entropy_interval: Duration::from_secs(1),
+            hint_interval: Duration::from_millis(200),
+            transition: Duration::from_secs(3),
+            tombstone_grace: Duration::from_secs(3600),
+            ..ReplicationConfig::default()
+        }
+    }
+
+    /// The quorum of a namespace. The function registry (`sys.functions`) is on every node.
+    pub fn quorum(&self, namespace: &str) -> Quorum {
+        match self.namespaces.get(namespace) {
+            Some(q) => *q,
+            None => self.default,
+        }
+    }
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            default: Quorum::default(),
+            namespaces: Default::default(),
+            vnodes: crate::ring::DEFAULT_VNODES,
+            placement: Default::default(),
+            anti_entropy_interval: Duration::from_secs(10),
+            hint_interval: Duration::from_secs(1),
+            transition: Duration::from_secs(30),
+            tombstone_grace: Duration::from_secs(24 * 3600),
+            #[cfg(feature = "test-switches")]
+            unsafe_switches: ReplicationSwitches::default(),
+        }
+    }
+}
