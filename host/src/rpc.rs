@@ -54,8 +54,7 @@ pub async fn call<W: Wire>(
     to: SocketAddr,
     request: &W::Request,
 ) -> Result<W::Response, TransportError> {
-    let answer = transport.rpc(to, &encode_request::<W>(request)).await?;
-    decode_response::<W>(&answer).map_err(|reason| TransportError::Connection { addr: to, reason })
+    call_within::<W>(transport, to, request, transport.rpc_timeout()).await
 }
 
 /// [`call`] with a deadline of its own (for requests whose work takes longer than an RPC).

@@ -15,14 +15,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::id::{Digest, FunctionName, NodeId};
-use crate::replication::Quorum;
-use crate::replication::{Expect, Namespace, Overrides, ReplicationError, Replicator, Version};
-use crate::rpc::{self, Router};
-use wire::{ModulesWire, Request, Response};
-
 pub mod wire;
+
+use crate::id::{Digest, FunctionName, NodeId};
+use crate::replication::{
+    Expect, Namespace, Overrides, Quorum, ReplicationError, Replicator, Version,
+};
+use crate::rpc::{self, Router};
 use crate::store::{Deployment, FunctionRecord, Store, StoreError};
+use wire::{ModulesWire, Request, Response};
 
 /// The namespace of function records.
 pub const NAMESPACE: &str = "sys.functions";

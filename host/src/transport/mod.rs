@@ -322,8 +322,12 @@ impl Transport {
 
     /// Sends one request to `to` and waits for its response, at most `rpc_timeout`.
     pub async fn rpc(&self, to: SocketAddr, request: &[u8]) -> Result<Bytes, TransportError> {
-        self.rpc_within(to, request, self.inner.config.rpc_timeout)
-            .await
+        self.rpc_within(to, request, self.rpc_timeout()).await
+    }
+
+    /// How long one RPC may take unless its caller says otherwise.
+    pub fn rpc_timeout(&self) -> Duration {
+        self.inner.config.rpc_timeout
     }
 
     /// Sends one request to `to` and waits for its response, at most `after` (for requests

@@ -183,12 +183,22 @@ impl Proc {
 
 /// Starts `n` process nodes of `cluster`, the others joining the first, and waits until they converge.
 pub async fn start_procs(cluster: &Path, root: &Path, n: usize, opts: &Opts) -> Vec<Proc> {
+    start_procs_with(cluster, root, n, |_| opts.clone()).await
+}
+
+/// [`start_procs`] with node `i` started as `opts(i)` says.
+pub async fn start_procs_with(
+    cluster: &Path,
+    root: &Path,
+    n: usize,
+    opts: impl Fn(usize) -> Opts,
+) -> Vec<Proc> {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut procs: Vec<Proc> = Vec::new();
     for i in 0..n {
         let seeds: Vec<SocketAddr> = procs.first().map(|p| p.quic).into_iter().collect();
         let name = format!("n{i}");
-        procs.push(Proc::start(cluster, &name, &root.join(&name), any, &seeds, opts).await);
+        procs.push(Proc::start(cluster, &name, &root.join(&name), any, &seeds, &opts(i)).await);
     }
     wait_all_alive(&procs, n).await;
     procs
@@ -489,33 +499,8 @@ async fn node_flags_take_effect_and_a_stalled_owner_answers_504() {
             ..Default::default()
         }
     };
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut procs = vec![
-        Proc::start(
-            cluster.path(),
-            "n0",
-            &root.path().join("n0"),
-            any,
-            &[],
-            &flags(false),
-        )
-        .await,
-    ];
-    let seed = [procs[0].quic];
-    for (name, tag) in [("n1", false), ("n2", false), ("n3", true)] {
-        procs.push(
-            Proc::start(
-                cluster.path(),
-                name,
-                &root.path().join(name),
-                any,
-                &seed,
-                &flags(tag),
-            )
-            .await,
-        );
-    }
-    wait_all_alive(&procs, 4).await;
+    // Only n3 carries the `server` tag.
+    let procs = start_procs_with(cluster.path(), root.path(), 4, |i| flags(i == 3)).await;
     wait_for(Duration::from_secs(30), "rings of 4", || async {
         let s = json_at(&procs[0], "/v1/status").await;
         (s["nodes"].as_array()?.len() == 4).then_some(())

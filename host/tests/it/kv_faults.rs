@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 
 use crate::cluster::new_cluster;
-use crate::faults::{Opts, Proc, long, start_procs, wait_all_alive};
+use crate::faults::{Opts, Proc, long, start_procs, start_procs_with, wait_all_alive};
 use crate::harness::wait_for;
 use rand::RngExt;
 
@@ -313,33 +313,14 @@ async fn replicas_killed_during_writes(replicas: &Opts) -> Result<usize, String>
         args: pair.args.clone(),
         ..replicas.clone()
     };
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut procs = vec![
-        Proc::start(
-            cluster.path(),
-            "n0",
-            &root.path().join("n0"),
-            any,
-            &[],
-            &pair,
-        )
-        .await,
-    ];
-    let seed = [procs[0].quic];
-    for name in ["n1", "n2"] {
-        procs.push(
-            Proc::start(
-                cluster.path(),
-                name,
-                &root.path().join(name),
-                any,
-                &seed,
-                &replicas,
-            )
-            .await,
-        );
-    }
-    wait_all_alive(&procs, 3).await;
+    let mut procs = start_procs_with(cluster.path(), root.path(), 3, |i| {
+        if i == 0 {
+            pair.clone()
+        } else {
+            replicas.clone()
+        }
+    })
+    .await;
     wait_ring(&procs, 3).await;
     // Keys whose replicas are n1 and n2 (the ring is pure: the test computes it too).
     let ring = weft_host::ring::Ring::new(

@@ -395,7 +395,8 @@ fn entry(name: &str, port: u16) -> SyncMember {
     }
 }
 
-async fn member_lists_speak_for_their_sender(trust: bool) -> Result<(), String> {
+/// A cluster directory and its node `a`, believing claimed names or not.
+async fn node_a(trust: bool) -> (tempfile::TempDir, ClusterDir, TestNode) {
     let cluster = new_cluster();
     let dir = ClusterDir::new(cluster.path());
     let a = TestNode::start_with(|c| {
@@ -403,6 +404,11 @@ async fn member_lists_speak_for_their_sender(trust: bool) -> Result<(), String> 
         c.cluster.membership.trust_claimed_names = trust;
     })
     .await;
+    (cluster, dir, a)
+}
+
+async fn member_lists_speak_for_their_sender(trust: bool) -> Result<(), String> {
+    let (_cluster, dir, a) = node_a(trust).await;
     let addr = a.node().quic_addr;
     let mallory = dir.load(&dir_issue(&dir, "mallory")).unwrap();
     let sync = |list: Vec<SyncMember>| {
@@ -474,13 +480,7 @@ async fn control_trusting_claimed_names_lets_a_member_list_speak_for_another_nod
 /// Gossip from a node running with another node's certificate is dropped and counted, so
 /// neither side lists the other.
 async fn gossip_speaks_for_its_sender(trust: bool) -> Result<(), String> {
-    let cluster = new_cluster();
-    let dir = ClusterDir::new(cluster.path());
-    let a = TestNode::start_with(|c| {
-        member(c, cluster.path(), "a", &[]);
-        c.cluster.membership.trust_claimed_names = trust;
-    })
-    .await;
+    let (cluster, dir, a) = node_a(trust).await;
     // "liar" runs with the certificate and key issued to "evil".
     dir_issue(&dir, "evil");
     let nodes = cluster.path().join("nodes");
