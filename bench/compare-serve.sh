@@ -5,6 +5,11 @@
 #
 #   bench/compare-serve.sh            # 3 rounds of 10 s each, 32 connections
 #   ROUNDS=5 DURATION=20s CONNS=64 bench/compare-serve.sh
+#   WEFT_BIN=/tmp/before/release/weft bench/compare-serve.sh   # a prebuilt weft
+#
+# `wasmtime serve` runs in its best documented configuration for this workload, tuned as
+# Weft's runtime is: the pooling allocator, with the same keep-resident sizes as Weft's
+# defaults (128 KiB of linear memory, 16 KiB of tables; RuntimeConfig), and `-S cli`.
 #
 # Needs: wrk (apt-get install wrk) and wasmtime 48.0.8
 #   (cargo install wasmtime-cli --version 48.0.8 --locked   # about 10 minutes on 2 cores)
@@ -21,9 +26,14 @@ WASMTIME=${WASMTIME:-$(command -v wasmtime || true)}
 [ -n "$WASMTIME" ] || { echo "wasmtime is missing: cargo install wasmtime-cli --version 48.0.8 --locked" >&2; exit 1; }
 "$WASMTIME" --version | grep -q '^wasmtime 48\.' || echo "warning: $("$WASMTIME" --version) is not 48.x" >&2
 
-cargo build --release -q -p weft-host
-weft="$root/target/release/weft"
+if [ -n "${WEFT_BIN:-}" ]; then
+  weft=$WEFT_BIN
+else
+  cargo build --release -q -p weft-host
+  weft="$root/target/release/weft"
+fi
 hello="$root/target/wasm-guests/wasm32-wasip2/release/hello.wasm"
+[ -f "$hello" ] || cargo build --release -q -p weft-host
 
 tmp=$(mktemp -d)
 pids=()
@@ -43,7 +53,9 @@ wait_http "http://127.0.0.1:$weft_port/healthz"
 WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$hello" --name hello >/dev/null
 
 wt_port=$(free_port)
-"$WASMTIME" serve -S cli --addr "127.0.0.1:$wt_port" "$hello" >"$tmp/wasmtime.log" 2>&1 &
+"$WASMTIME" serve -S cli \
+  -O pooling-allocator=y,pooling-memory-keep-resident=131072,pooling-table-keep-resident=16384 \
+  --addr "127.0.0.1:$wt_port" "$hello" >"$tmp/wasmtime.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$wt_port/bench"
 

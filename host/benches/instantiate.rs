@@ -13,8 +13,8 @@ use weft_host::config::RuntimeConfig;
 use weft_host::id::{Digest, FunctionName};
 use weft_host::metrics::Metrics;
 use weft_host::plugins;
+use weft_host::runtime::FunctionLimits;
 use weft_host::runtime::{Prepared, Runtime};
-use weft_host::store::FunctionLimits;
 
 fn request() -> http::Request<Full<Bytes>> {
     http::Request::builder()

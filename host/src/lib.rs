@@ -3,6 +3,7 @@
 //! See `host/ARCHITECTURE.md` for the map of modules and their invariants.
 
 pub mod api;
+pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod functions;
@@ -12,6 +13,7 @@ pub mod membership;
 pub mod metrics;
 mod millis;
 pub mod node;
+pub mod placement;
 pub mod plugins;
 pub mod replication;
 pub mod ring;

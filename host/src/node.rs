@@ -10,12 +10,14 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
+use crate::blobs::{BlobDir, Blobs};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::functions::Functions;
 use crate::id::NodeId;
 use crate::mapreduce::Jobs;
 use crate::membership::{Identity, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
+use crate::placement::Placement;
 use crate::replication::Replicator;
 use crate::rpc::Router;
 use crate::runtime::Runtime;
@@ -43,8 +45,10 @@ pub struct Node {
     pub membership: Membership,
     /// The replicated key-value store, as coordinated by this node.
     pub replication: Replicator,
-    /// The function registry and module distribution.
+    /// The function registry.
     pub functions: Functions,
+    /// The blob service (modules among the blobs).
+    pub blobs: Blobs,
     store: Store,
     transport: Transport,
     router: Arc<Router>,
@@ -159,17 +163,28 @@ impl Node {
             .namespaces
             .entry(crate::functions::NAMESPACE.into())
             .or_insert_with(crate::functions::registry_quorum);
-        let replication = Replicator::start(
+        let placement = Placement::start(
             name.clone(),
             store.clone(),
             transport.clone(),
             &membership,
-            replication_config,
+            replication_config.placement_config(),
             tasks.clone(),
         );
+        let replication =
+            Replicator::start(store.clone(), placement, replication_config, tasks.clone());
         replication.serve(&router);
-        let functions = Functions::new(replication.clone(), store.clone());
-        functions.serve(&router);
+        let blob_dir = dir.join("blobs");
+        let blob_dir = BlobDir::open(&blob_dir)
+            .with_context(|| format!("opening the blob directory {}", blob_dir.display()))?;
+        // Modules of an earlier version were kept in the database: move them to blob files.
+        for module in store.legacy_modules()? {
+            blob_dir.put(&module)?;
+        }
+        store.drop_legacy_modules().await?;
+        let blobs = Blobs::new(blob_dir, replication.placement().clone(), tasks.clone());
+        blobs.serve(&router);
+        let functions = Functions::new(replication.clone(), blobs.clone());
         let (app_functions, node_store) = (functions.clone(), store.clone());
 
         let app = App::new(
@@ -183,6 +198,7 @@ impl Node {
                 membership: membership.clone(),
                 transport: transport.clone(),
                 replication: replication.clone(),
+                blobs: blobs.clone(),
             },
         );
         api::serve_forwarded(&router, app.clone());
@@ -202,6 +218,7 @@ impl Node {
             membership,
             replication,
             functions: app_functions,
+            blobs,
             store: node_store,
             transport,
             router,

@@ -18,7 +18,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::transport::{Caller, Service, Transport, TransportError};
+use crate::transport::{Caller, Reply, Service, Transport, TransportError};
+pub use crate::transport::{PieceStream, Pieces};
 
 /// The messages of one service.
 pub trait Wire: Send + Sync + 'static {
@@ -70,9 +71,26 @@ pub async fn call_within<W: Wire>(
     decode_response::<W>(&answer).map_err(|reason| TransportError::Connection { addr: to, reason })
 }
 
+/// Sends `request` to the `W` service of the node at `to`, whose answer is a head followed by
+/// pieces ([`Router::register_streaming`]): the head within `within`, each piece within the
+/// transport's `rpc_timeout` of the one before.
+pub async fn open<W: Wire>(
+    transport: &Transport,
+    to: SocketAddr,
+    request: &W::Request,
+    within: Duration,
+) -> Result<(W::Response, Pieces), TransportError> {
+    let (head, pieces) = transport
+        .rpc_stream(to, &encode_request::<W>(request), within)
+        .await?;
+    let head = decode_response::<W>(&head)
+        .map_err(|reason| TransportError::Connection { addr: to, reason })?;
+    Ok((head, pieces))
+}
+
 /// Answers one request of a service; an `Err` goes back to the caller as an error frame.
 type Handler =
-    Arc<dyn Fn(Caller, &[u8]) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
+    Arc<dyn Fn(Caller, &[u8]) -> BoxFuture<'static, Result<Reply, String>> + Send + Sync>;
 
 /// Hands each request to the service its tag names.
 #[derive(Default)]
@@ -99,16 +117,48 @@ impl Router {
             + Sync
             + 'static,
     {
+        self.add::<W, _>(move |caller, request| {
+            handle(caller, request)
+                .map(|answer| Ok(Reply::Whole(encode::<W>(&answer?)?)))
+                .boxed()
+        });
+    }
+
+    /// Serves the requests of `W` with `handle`, whose answer is a head and then pieces
+    /// (bulk data: no frame holds more than a piece). Callers use [`open`].
+    ///
+    /// # Panics
+    ///
+    /// If another service registered the same tag.
+    pub fn register_streaming<W, F>(&self, handle: F)
+    where
+        W: Wire,
+        F: Fn(Caller, W::Request) -> BoxFuture<'static, Result<(W::Response, PieceStream), String>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.add::<W, _>(move |caller, request| {
+            handle(caller, request)
+                .map(|answer| {
+                    let (head, pieces) = answer?;
+                    Ok(Reply::Streamed(encode::<W>(&head)?, pieces))
+                })
+                .boxed()
+        });
+    }
+
+    fn add<W, F>(&self, handle: F)
+    where
+        W: Wire,
+        F: Fn(Caller, W::Request) -> BoxFuture<'static, Result<Reply, String>>
+            + Send
+            + Sync
+            + 'static,
+    {
         let handler: Handler = Arc::new(move |caller, payload: &[u8]| {
             match postcard::from_bytes::<W::Request>(payload) {
-                Ok(request) => handle(caller, request)
-                    .map(|answer| {
-                        let response = answer?;
-                        postcard::to_stdvec(&response)
-                            .map(Bytes::from)
-                            .map_err(|e| format!("encoding the answer: {e}"))
-                    })
-                    .boxed(),
+                Ok(request) => handle(caller, request),
                 Err(e) => {
                     let e = format!(
                         "malformed {} request ({} bytes): {e}",
@@ -136,7 +186,7 @@ impl Router {
 }
 
 impl Service for Router {
-    fn call(&self, from: Caller, request: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+    fn call(&self, from: Caller, request: Bytes) -> BoxFuture<'static, Result<Reply, String>> {
         let refuse = |e: String| async move { Err(e) }.boxed();
         let [tag, version, payload @ ..] = &request[..] else {
             return refuse(format!(
@@ -155,4 +205,11 @@ impl Service for Router {
             Some((_, _, handle)) => handle(from, payload),
         }
     }
+}
+
+/// The postcard encoding of a response of `W`.
+fn encode<W: Wire>(response: &W::Response) -> Result<Bytes, String> {
+    postcard::to_stdvec(response)
+        .map(Bytes::from)
+        .map_err(|e| format!("encoding the answer: {e}"))
 }

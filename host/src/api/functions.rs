@@ -10,8 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, App, Query, read_body};
+use crate::functions::{Deployment, FunctionRecord, RouteKey};
 use crate::id::{Digest, FunctionName};
-use crate::store::{Deployment, FunctionKind, FunctionLimits, FunctionRecord, RouteKey};
+use crate::runtime::{FunctionKind, FunctionLimits};
 
 /// Query parameters of `PUT /v1/functions/{name}`: the function's manifest.
 #[derive(Debug, Deserialize)]
@@ -130,7 +131,10 @@ pub(crate) async fn deploy(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
-    let record = app.functions.deploy(&name, deployment, &bytes).await?;
+    let record = app
+        .functions
+        .deploy(&name, deployment, bytes.clone())
+        .await?;
     app.invalidate(&name);
     tracing::info!(function = %name, %digest, kind = %prepared.kind(), "deployed");
     Ok((StatusCode::CREATED, Json(FunctionView::from(&record))))

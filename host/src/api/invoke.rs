@@ -16,8 +16,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use super::wire::{Forwarded, ForwardedAnswer, InvokeWire};
 use super::{ApiError, App, read_body};
 use crate::id::FunctionName;
+use crate::placement::Route;
 use crate::replication::{KvHandle, Namespace};
-use crate::rpc::{self, Router};
+use crate::rpc::Router;
 use crate::runtime::{Prepared, RuntimeError};
 
 /// The header naming the node that ran the handler.
@@ -182,7 +183,7 @@ async fn route_to_owner(
     name: &FunctionName,
     active: &super::Active,
     ns: &Namespace,
-    route: &crate::store::RouteKey,
+    route: &crate::functions::RouteKey,
     path: &str,
     parts: &http::request::Parts,
     stream: Body,
@@ -194,8 +195,7 @@ async fn route_to_owner(
                 "function `{name}` runs each request on the owner of its key, taken from {route}, and this request has none"
             ))
         })?;
-    let r = &app.cluster.replication;
-    let (owner, Some(addr)) = r.owner(ns, key.as_bytes()) else {
+    let Route::Owner(owner, addr) = app.cluster.replication.route(ns, key.as_bytes()) else {
         return Ok(Routed::Here(Incoming::Stream(stream)));
     };
     let bytes = read_body(
@@ -206,39 +206,6 @@ async fn route_to_owner(
         app.limits.body_timeout,
     )
     .await?;
-    let timeout = app.runtime.limits(&active.deployment.limits).timeout;
-    match forward(app, name, path, parts, &bytes, addr, timeout).await {
-        Ok(answer) => Ok(Routed::Answered(answer_response(answer))),
-        Err(Forward::Timeout(e)) => {
-            // The owner may still be running it: running it here too could run it twice.
-            Err(ApiError::GatewayTimeout(format!(
-                "the node that owns this request's key ({owner}) did not answer in time: {e}; it may still have run the request"
-            )))
-        }
-        Err(Forward::Failed(e)) => {
-            tracing::warn!(function = %name, %owner, error = %e, "could not forward to the key's owner; running here");
-            Ok(Routed::Here(Incoming::Read(bytes)))
-        }
-    }
-}
-
-/// Why a forward failed: the owner did not answer in time (it may have run the request), or
-/// anything else.
-enum Forward {
-    Timeout(String),
-    Failed(String),
-}
-
-/// Sends the request to the key's owner and waits for its whole answer.
-async fn forward(
-    app: &App,
-    name: &FunctionName,
-    path: &str,
-    parts: &http::request::Parts,
-    body: &[u8],
-    addr: std::net::SocketAddr,
-    timeout: Duration,
-) -> Result<ForwardedAnswer, Forward> {
     let target = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -252,16 +219,22 @@ async fn forward(
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect(),
-        body: body.to_vec(),
+        body: bytes.to_vec(),
     };
     // The owner's own deadline, plus time for the request and answer to travel.
-    let within = timeout + Duration::from_secs(5);
-    rpc::call_within::<InvokeWire>(&app.cluster.transport, addr, &request, within)
+    let within = app.runtime.limits(&active.deployment.limits).timeout + Duration::from_secs(5);
+    let placement = app.cluster.replication.placement();
+    match placement
+        .forward::<InvokeWire>(&owner, addr, &request, within)
         .await
-        .map_err(|e| match e {
-            crate::transport::TransportError::Timeout { .. } => Forward::Timeout(e.to_string()),
-            e => Forward::Failed(e.to_string()),
-        })
+    {
+        Ok(Some(answer)) => Ok(Routed::Answered(answer_response(answer))),
+        Ok(None) => Ok(Routed::Here(Incoming::Read(bytes))),
+        Err(e) => Err(ApiError::GatewayTimeout(format!(
+            "the node that owns this request's key ({owner}) did not answer in time (within {} s); it may still have run the request",
+            e.after.as_secs()
+        ))),
+    }
 }
 
 /// A forwarded answer as a response to the client.

@@ -22,7 +22,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 
+use crate::blobs::BlobError;
 use crate::config::Limits;
+use crate::functions::Deployment;
 use crate::functions::{Functions, FunctionsError};
 use crate::id::{FunctionName, IdError};
 use crate::mapreduce::Jobs;
@@ -30,7 +32,7 @@ use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::replication::{ReplicationError, Replicator};
 use crate::runtime::{Prepared, Runtime, RuntimeError};
-use crate::store::{Deployment, StoreError};
+use crate::store::StoreError;
 use crate::transport::Transport;
 
 /// Shared state of the API.
@@ -58,6 +60,8 @@ pub struct Cluster {
     pub transport: Transport,
     /// The replicated key-value store.
     pub replication: Replicator,
+    /// The blob service (for its counters).
+    pub blobs: crate::blobs::Blobs,
 }
 
 /// A function's current deployment, compiled and linked.
@@ -198,7 +202,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.cluster.membership.members().render_metrics(&mut text);
     app.cluster.transport.stats().render_metrics(&mut text);
     app.cluster.replication.status().render_metrics(&mut text);
-    app.functions.stats().render_metrics(&mut text);
+    app.cluster.blobs.stats().render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -293,13 +297,14 @@ pub enum ApiError {
 impl From<FunctionsError> for ApiError {
     fn from(e: FunctionsError) -> Self {
         match e {
-            FunctionsError::Store(e) => ApiError::Store(e),
+            e @ FunctionsError::NothingToRollBack(_) => ApiError::Conflict(e.to_string()),
+            FunctionsError::Corrupt(e) => ApiError::Internal(e),
             FunctionsError::Replication(e) => ApiError::Replication(e),
             FunctionsError::NoFunction(name) => {
                 ApiError::NotFound(format!("no function named `{name}`"))
             }
-            e @ (FunctionsError::ModuleUnavailable { .. }
-            | FunctionsError::ModuleNotReplicated { .. }) => ApiError::Unavailable(e.to_string()),
+            FunctionsError::Module(e @ BlobError::Disk(_)) => ApiError::Internal(e.to_string()),
+            FunctionsError::Module(e) => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -331,7 +336,11 @@ impl ApiError {
                 | RuntimeError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Replication(e) => match e {
-                ReplicationError::BadInput(_) => StatusCode::BAD_REQUEST,
+                // Keys come in the path; a value over the limit is refused (413) while its
+                // body is read.
+                ReplicationError::BadInput(_) | ReplicationError::TooLarge(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 ReplicationError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ReplicationError::Conflict { .. } => StatusCode::CONFLICT,
                 ReplicationError::Remote(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -341,7 +350,6 @@ impl ApiError {
             },
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Store(StoreError::NothingToRollBack(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

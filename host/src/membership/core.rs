@@ -584,6 +584,13 @@ impl<R: RngExt> Core<R> {
     /// Leaves the cluster: tells others this node is going down on purpose.
     pub fn leave(&mut self, now: Instant) {
         self.d.now = now;
+        // foca gossips the notice to `indirect_probes` members and lets them spread it; a
+        // member not among them may probe this node first, find it gone, and suspect it.
+        // Tell every member directly instead.
+        let n = self.foca.num_members() + 1;
+        let mut c = foca_config(&self.d.config, n, self.max_packet);
+        c.num_indirect_probes = std::num::NonZeroUsize::new(n).expect("at least one");
+        log_error("set_config", self.foca.set_config(c));
         let r = self.foca.leave_cluster(&mut self.d);
         log_error("leave_cluster", r);
     }

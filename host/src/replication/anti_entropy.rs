@@ -42,9 +42,7 @@ impl Replicator {
                 continue;
             };
             let point = Ring::point(&key);
-            let owners =
-                view.ring
-                    .replicas_placed(&key, self.n_of(&key, view), &inner.config.placement);
+            let owners = view.replicas(&key, self.n_of(&key, view));
             if !owners.contains(&inner.me) {
                 orphans.push((key, bytes));
                 continue;
@@ -78,9 +76,7 @@ impl Replicator {
             if !leaves.contains(&(leaf_of(Ring::point(&key)) as u16)) {
                 continue;
             }
-            let owners =
-                view.ring
-                    .replicas_placed(&key, self.n_of(&key, view), &inner.config.placement);
+            let owners = view.replicas(&key, self.n_of(&key, view));
             if owners.contains(&inner.me)
                 && owners.contains(peer)
                 && let Ok(e) = Entry::decode(&bytes)

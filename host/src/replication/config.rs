@@ -81,7 +81,7 @@ pub struct ReplicationConfig {
     /// better and costs memory and time when the ring is rebuilt.
     pub vnodes: u32,
     /// Where replicas must go beyond ring order, such as a copy on a `server` node.
-    pub placement: crate::ring::Placement,
+    pub placement: crate::ring::TagRule,
     /// How often each node compares its data with every other replica and repairs the
     /// differences (Merkle anti-entropy). Default 10 s. It also runs at once after the ring
     /// changes. Shorter converges sooner after a partition and costs a scan of the local data
@@ -141,6 +141,20 @@ impl ReplicationConfig {
             transition: Duration::from_secs(3),
             tombstone_grace: Duration::from_secs(3600),
             ..ReplicationConfig::default()
+        }
+    }
+
+    /// How keys are placed, as this configuration says.
+    pub fn placement_config(&self) -> crate::placement::PlacementConfig {
+        #[cfg(feature = "test-switches")]
+        let count_listed_members_only = self.unsafe_switches.count_listed_members_only;
+        #[cfg(not(feature = "test-switches"))]
+        let count_listed_members_only = false;
+        crate::placement::PlacementConfig {
+            vnodes: self.vnodes,
+            rule: self.placement.clone(),
+            transition: self.transition,
+            count_listed_members_only,
         }
     }
 

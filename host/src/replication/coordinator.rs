@@ -9,23 +9,13 @@ use tokio::sync::mpsc;
 
 use super::wire::{KvWire, Request, Response};
 use super::{
-    Entry, Expect, MAX_KEY, MAX_VALUE, Namespace, Overrides, PutOutcome, Read, ReplicationError,
-    Replicator, Version, View,
+    Entry, Expect, Namespace, Overrides, PutOutcome, Read, ReplicationError, Replicator, Route,
+    Version, View, check_limits,
 };
 use crate::id::NodeId;
 use crate::rpc;
 
 impl Replicator {
-    fn check_key(key: &[u8]) -> Result<(), ReplicationError> {
-        if key.len() > MAX_KEY {
-            return Err(ReplicationError::BadInput(format!(
-                "a key of {} bytes is over the limit of {MAX_KEY} bytes",
-                key.len()
-            )));
-        }
-        Ok(())
-    }
-
     /// Reads `key` in `ns`: the newest version among `r` replicas (of each ring in
     /// transition). Replicas found behind are repaired in the background.
     pub async fn get(
@@ -35,7 +25,7 @@ impl Replicator {
         o: Overrides,
     ) -> Result<Option<Read>, ReplicationError> {
         let full = ns.key(key);
-        Self::check_key(&full)?;
+        check_limits(key, None)?;
         let newest = self.newest(ns, full, o).await?;
         Ok(newest.and_then(|e| {
             e.value.map(|value| Read {
@@ -145,16 +135,8 @@ impl Replicator {
         expect: Option<Expect>,
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
+        check_limits(key, value.as_deref())?;
         let full = ns.key(key);
-        Self::check_key(&full)?;
-        if let Some(v) = &value
-            && v.len() > MAX_VALUE
-        {
-            return Err(ReplicationError::BadInput(format!(
-                "a value of {} bytes is over the limit of {MAX_VALUE} bytes",
-                v.len()
-            )));
-        }
         match expect {
             Some(expect) => self.conditional(ns, &full, value, expect, o).await,
             None => self.put_here(ns, &full, value, false, o).await,
@@ -174,11 +156,7 @@ impl Replicator {
     ) -> Result<Version, ReplicationError> {
         let view = self.view();
         let (n, _, _) = self.quorum(ns, o, &view)?;
-        let primary = self.sets(&view, full, n)[0].first().cloned();
-        if let Some(primary) = primary
-            && primary != self.inner.me
-            && let Some(addr) = view.addrs.get(&primary).copied()
-        {
+        if let Route::Owner(primary, addr) = self.inner.placement.route(full, n) {
             let request = Request::KvCas {
                 ns: ns.clone(),
                 key: full[ns.as_str().len() + 1..].to_vec(),
@@ -188,23 +166,22 @@ impl Replicator {
                 settle_ms: o.settle.map(|d| d.as_millis() as u64),
             };
             let within = CAS_TIMEOUT + o.settle.unwrap_or_default();
-            match rpc::call_within::<KvWire>(&self.inner.transport, addr, &request, within).await {
-                Ok(Response::KvCas(result)) => {
-                    return result.map_err(ReplicationError::from);
-                }
-                Ok(other) => {
+            let answer = self
+                .inner
+                .placement
+                .forward::<KvWire>(&primary, addr, &request, within);
+            match answer.await {
+                Ok(Some(Response::KvCas(result))) => return result.map_err(ReplicationError::from),
+                Ok(Some(other)) => {
                     tracing::warn!(%primary, ?other, "unexpected answer to a conditional write")
                 }
-                Err(crate::transport::TransportError::Timeout { .. }) => {
+                Ok(None) => {}
+                Err(e) => {
                     // The primary may still apply it: running it here as well could apply it
                     // twice, or let two writers both win.
                     return Err(ReplicationError::Remote(format!(
-                        "the key's primary {primary} did not answer within {} s; the write may have been applied: read the key and retry",
-                        within.as_secs()
+                        "{e}; the write may have been applied: read the key and retry"
                     )));
-                }
-                Err(e) => {
-                    tracing::debug!(%primary, error = %e, "primary unreachable; coordinating here")
                 }
             }
         }
@@ -466,7 +443,7 @@ impl Replicator {
     /// The replica sets of `key` that must each reach quorum. A set smaller than the quorum
     /// (an earlier ring of fewer nodes, while the cluster grew) needs all its members.
     fn sets(&self, view: &View, key: &[u8], n: usize) -> Vec<Vec<NodeId>> {
-        let mut sets = view.replica_sets(key, n, &self.inner.config.placement);
+        let mut sets = view.replica_sets(key, n);
         if self.switches().current_ring_only {
             sets.truncate(1);
         }

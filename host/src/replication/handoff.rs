@@ -22,9 +22,7 @@ impl Replicator {
             let Ok(entry) = Entry::decode(&bytes) else {
                 continue;
             };
-            let owners =
-                view.ring
-                    .replicas_placed(&key, self.n_of(&key, view), &inner.config.placement);
+            let owners = view.replicas(&key, self.n_of(&key, view));
             for o in &owners {
                 by_owner
                     .entry(o.clone())

@@ -26,11 +26,10 @@ mod tombstones;
 mod version;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,16 +44,37 @@ pub use version::Version;
 
 pub use crate::id::Namespace;
 use crate::id::NodeId;
-use crate::membership::{MemberSet, MemberState, Membership};
-use crate::ring::{Ring, RingNode};
+use crate::placement::{Placement, Route, View};
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 use crate::transport::Transport;
 
-/// Largest key, in bytes: 4 KiB for the key itself plus room for its namespace.
-pub const MAX_KEY: usize = (4 << 10) + 128;
+/// Largest key a client or guest may use, in bytes (its namespace is not counted).
+pub const MAX_KEY: usize = 4 << 10;
 /// Largest value, in bytes.
 pub const MAX_VALUE: usize = 1 << 20;
+
+/// The one check of the key-value limits, where a key or value enters the node: the
+/// coordinator's operations for clients and guests (`key` without its namespace), and, through
+/// [`check_entry`], a replica applying an entry from a peer's write, hint, repair or
+/// anti-entropy.
+pub(crate) fn check_limits(key: &[u8], value: Option<&[u8]>) -> Result<(), ReplicationError> {
+    if key.len() > MAX_KEY {
+        return Err(ReplicationError::TooLarge(format!(
+            "a key of {} bytes is over the limit of {MAX_KEY} bytes",
+            key.len()
+        )));
+    }
+    if let Some(v) = value
+        && v.len() > MAX_VALUE
+    {
+        return Err(ReplicationError::TooLarge(format!(
+            "a value of {} bytes is over the limit of {MAX_VALUE} bytes",
+            v.len()
+        )));
+    }
+    Ok(())
+}
 
 /// One version of a key: a value, or a tombstone recording its deletion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +96,14 @@ impl Entry {
     }
 }
 
+/// [`check_limits`] for a stored key (`namespace \0 key`) and its entry.
+pub(crate) fn check_entry(stored: &[u8], entry: &Entry) -> Result<(), ReplicationError> {
+    let key = stored
+        .get(namespace_of(stored).len() + 1..)
+        .unwrap_or(stored);
+    check_limits(key, entry.value.as_deref())
+}
+
 /// The namespace part of a stored key.
 fn namespace_of(key: &[u8]) -> &str {
     let end = key.iter().position(|&b| b == 0).unwrap_or(key.len());
@@ -88,6 +116,9 @@ pub enum ReplicationError {
     /// The caller asked for something malformed.
     #[error("{0}")]
     BadInput(String),
+    /// A key or value over the limits ([`MAX_KEY`], [`MAX_VALUE`]).
+    #[error("{0}")]
+    TooLarge(String),
     /// Too few replicas answered.
     #[error(
         "only {got} of the {needed} replicas needed answered ({what}); failures: {failures}. Try again when more nodes are up, or ask for a smaller quorum"
@@ -180,44 +211,6 @@ pub struct Overrides {
     pub settle: Option<Duration>,
 }
 
-/// The ring as this node sees it, with the rings of the last `transition`.
-pub(crate) struct View {
-    pub(crate) ring: Ring,
-    /// Earlier rings still consulted, with when they stopped being current.
-    pub(crate) earlier: Vec<(Ring, Instant)>,
-    /// QUIC address of every member that is not down.
-    pub(crate) addrs: HashMap<NodeId, SocketAddr>,
-    /// The cluster's size: every node ever seen in it (down or forgotten by membership
-    /// included, this node too). `n` is capped at this.
-    pub(crate) known: usize,
-    pub(crate) changed: Instant,
-}
-
-impl View {
-    /// A replication factor capped at the cluster's size, so a cluster of two keeps two
-    /// copies and a lone node one.
-    pub(crate) fn cap(&self, n: usize) -> usize {
-        n.min(self.known.max(1))
-    }
-
-    /// The replica sets of `key` with replication factor `n`: the current ring's first.
-    pub(crate) fn replica_sets(
-        &self,
-        key: &[u8],
-        n: usize,
-        placement: &crate::ring::Placement,
-    ) -> Vec<Vec<NodeId>> {
-        let mut sets = vec![self.ring.replicas_placed(key, n, placement)];
-        for (ring, _) in &self.earlier {
-            let set = ring.replicas_placed(key, n, placement);
-            if !sets.contains(&set) {
-                sets.push(set);
-            }
-        }
-        sets
-    }
-}
-
 /// Counters shown by `/v1/status` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -277,9 +270,9 @@ pub(crate) struct Inner {
     pub(crate) me: NodeId,
     pub(crate) store: Store,
     pub(crate) transport: Transport,
+    pub(crate) placement: Placement,
     pub(crate) config: ReplicationConfig,
     pub(crate) clock: Mutex<version::Clock>,
-    pub(crate) view: RwLock<Arc<View>>,
     pub(crate) stats: Stats,
     pub(crate) peers: Mutex<BTreeMap<NodeId, PeerSync>>,
     /// Wakes the anti-entropy task early (the ring changed).
@@ -292,13 +285,6 @@ pub(crate) struct Inner {
     /// Test only: collect tombstones even while a member is down (shows why it must not).
     #[cfg(feature = "test-switches")]
     pub(crate) ignore_down_for_gc: std::sync::atomic::AtomicBool,
-    /// Every node ever seen in the cluster, this one included (kept in the store): the
-    /// cluster's size does not shrink when membership forgets a member that has been down
-    /// for long, nor across a restart, so a node left alone never takes writes alone.
-    pub(crate) cluster: Mutex<BTreeSet<NodeId>>,
-    pub(crate) started: Instant,
-    /// The member set, followed by `view()`.
-    pub(crate) members: Mutex<tokio::sync::watch::Receiver<MemberSet>>,
     /// Conditional writes this node coordinates take turns per stripe of keys.
     pub(crate) stripes: Vec<tokio::sync::Mutex<()>>,
     /// Where its background work runs (repairs, replica requests, the sync task).
@@ -313,26 +299,22 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Replicator {
-    /// Starts the replicator of node `me`: it follows `membership` to rebuild the ring, and
-    /// runs hinted handoff and anti-entropy until `cancel`.
+    /// Starts the replicator: keys go where `placement` says, and hinted handoff and
+    /// anti-entropy run until the node stops.
     pub fn start(
-        me: NodeId,
         store: Store,
-        transport: Transport,
-        membership: &Membership,
+        placement: Placement,
         config: ReplicationConfig,
         tasks: Tasks,
     ) -> Replicator {
-        let members = membership.members();
-        let cluster = cluster_nodes(&store, &me);
-        let view = build_view(&members, &me, &cluster, config.vnodes, None);
+        let me = placement.me().clone();
         let inner = Arc::new(Inner {
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,
             store,
-            transport,
+            transport: placement.transport().clone(),
+            placement: placement.clone(),
             config,
-            view: RwLock::new(Arc::new(view)),
             stats: Stats::default(),
             peers: Mutex::default(),
             wake: tokio::sync::Notify::new(),
@@ -342,15 +324,12 @@ impl Replicator {
             #[cfg(feature = "test-switches")]
             pause_anti_entropy: Default::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
-            cluster: Mutex::new(cluster),
-            started: Instant::now(),
             tasks: tasks.clone(),
-            members: Mutex::new(membership.watch()),
         });
         let replicator = Replicator { inner };
         tasks.spawn_joined(sync::run(
             replicator.clone(),
-            membership.watch(),
+            placement.changes(),
             tasks.token().clone(),
         ));
         replicator
@@ -365,55 +344,29 @@ impl Replicator {
         &self.inner.me
     }
 
-    /// The node that owns `key` of `ns` (its first replica), with its QUIC address, or
-    /// `None` for the address when it is this node.
-    pub fn owner(&self, ns: &Namespace, key: &[u8]) -> (NodeId, Option<SocketAddr>) {
-        let view = self.view();
-        let owner = view
-            .ring
-            .replicas(&ns.key(key), 1)
-            .pop()
-            .unwrap_or_else(|| self.inner.me.clone());
-        let addr = if owner == self.inner.me {
-            None
-        } else {
-            view.addrs.get(&owner).copied()
-        };
-        (owner, addr)
-    }
-
     /// The nodes that hold `key` of `ns` on the current ring, primary first.
     pub fn owners(&self, ns: &Namespace, key: &[u8]) -> Vec<NodeId> {
-        let view = self.view();
-        let full = ns.key(key);
-        let n = view.cap(self.inner.config.quorum(ns.as_str()).n.get() as usize);
-        view.ring
-            .replicas_placed(&full, n, &self.inner.config.placement)
+        self.inner.placement.replicas(&ns.key(key), self.n(ns))
     }
 
-    /// The node's background tasks.
-    pub(crate) fn tasks(&self) -> &Tasks {
-        &self.inner.tasks
+    /// Where work on `key` of `ns` runs: its primary replica.
+    pub fn route(&self, ns: &Namespace, key: &[u8]) -> Route {
+        self.inner.placement.route(&ns.key(key), self.n(ns))
     }
 
-    /// The QUIC endpoint.
-    pub(crate) fn transport(&self) -> &Transport {
-        &self.inner.transport
+    /// The replication factor of a namespace, before the cap at the cluster's size.
+    fn n(&self, ns: &Namespace) -> usize {
+        self.inner.config.quorum(ns.as_str()).n.get() as usize
+    }
+
+    /// Where keys live.
+    pub fn placement(&self) -> &Placement {
+        &self.inner.placement
     }
 
     /// The ring as this node sees it now.
     pub(crate) fn view(&self) -> Arc<View> {
-        // Follow membership at once, so an operation right after a member joined already
-        // places keys on it (the background task follows it too, to start anti-entropy).
-        let mut members = self.inner.members.lock().expect("not poisoned");
-        if members.has_changed().unwrap_or(false) {
-            let set = members.borrow_and_update().clone();
-            drop(members);
-            self.follow(&set);
-        } else {
-            drop(members);
-        }
-        self.inner.view.read().expect("not poisoned").clone()
+        self.inner.placement.view()
     }
 
     /// The counters.
@@ -486,83 +439,4 @@ impl Replicator {
         let w = (o.w.unwrap_or(q.w.get()) as usize).min(n);
         Ok((n, r, w))
     }
-}
-
-/// Every node this node has seen in its cluster, from the store (and, for a data directory of
-/// an earlier version, from the members it remembers), itself included.
-fn cluster_nodes(store: &Store, me: &NodeId) -> BTreeSet<NodeId> {
-    let mut cluster: BTreeSet<NodeId> = match store.cluster_nodes() {
-        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the cluster's nodes from the store");
-            BTreeSet::new()
-        }
-    };
-    for (_, record) in store.members().unwrap_or_default() {
-        if let Ok(id) = serde_json::from_slice::<crate::membership::Identity>(&record) {
-            cluster.insert(id.node);
-        }
-    }
-    cluster.insert(me.clone());
-    cluster
-}
-
-/// The view of a member set: a ring of every member not down.
-/// This node is always on its own ring, even before membership lists it. The cluster's size
-/// counts `cluster` (every node ever seen) as well as the members listed now, so a node that
-/// has not heard from its peers yet, or whose peers membership has forgotten, does not take
-/// writes alone.
-pub(crate) fn build_view(
-    set: &MemberSet,
-    me: &NodeId,
-    cluster: &BTreeSet<NodeId>,
-    vnodes: u32,
-    old: Option<&View>,
-) -> View {
-    let live: Vec<_> = set
-        .members
-        .iter()
-        .filter(|m| m.state != MemberState::Down && m.node != *me)
-        .collect();
-    let ring = Ring::new(
-        live.iter()
-            .map(|m| RingNode {
-                node: m.node.clone(),
-                tags: m.tags.clone(),
-            })
-            .chain(std::iter::once(RingNode {
-                node: me.clone(),
-                tags: set
-                    .members
-                    .iter()
-                    .find(|m| m.node == *me)
-                    .map(|m| m.tags.clone())
-                    .unwrap_or_default(),
-            })),
-        vnodes,
-    );
-    let addrs = live.iter().map(|m| (m.node.clone(), m.addr)).collect();
-    let mut names: BTreeSet<&NodeId> = set.members.iter().map(|m| &m.node).collect();
-    names.insert(me);
-    names.extend(cluster);
-    let (earlier, changed) = match old {
-        Some(old) if same_ring(&old.ring, &ring) => (old.earlier.clone(), old.changed),
-        Some(old) => {
-            let mut earlier = old.earlier.clone();
-            earlier.push((old.ring.clone(), Instant::now()));
-            (earlier, Instant::now())
-        }
-        None => (vec![], Instant::now()),
-    };
-    View {
-        ring,
-        earlier,
-        addrs,
-        known: names.len(),
-        changed,
-    }
-}
-
-fn same_ring(a: &Ring, b: &Ring) -> bool {
-    a.nodes() == b.nodes()
 }

@@ -77,6 +77,7 @@ impl Replicator {
 
     /// Stores `entry` under `key` if it is newer, without flushing.
     fn apply_unflushed(&self, key: &[u8], entry: &Entry) -> Result<PutOutcome, ReplicationError> {
+        super::check_entry(key, entry)?;
         self.observe(entry.version);
         let encoded = entry.encode();
         let mut corrupt = None;
@@ -117,17 +118,6 @@ impl Replicator {
         entries: Vec<(Vec<u8>, Entry)>,
     ) -> Result<(), ReplicationError> {
         for (key, entry) in &entries {
-            if key.len() > super::MAX_KEY
-                || entry
-                    .value
-                    .as_ref()
-                    .is_some_and(|v| v.len() > super::MAX_VALUE)
-            {
-                return Err(ReplicationError::BadInput(format!(
-                    "an entry of {} key bytes is over the limits",
-                    key.len()
-                )));
-            }
             self.apply_unflushed(key, entry)?;
         }
         self.inner().store.flush().await?;

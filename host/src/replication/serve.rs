@@ -4,9 +4,7 @@
 use futures::FutureExt;
 
 use super::wire::{KvWire, Request, Response};
-use super::{
-    ANSWER_BYTES, CasFailure, MAX_KEY, MAX_VALUE, Overrides, ReplicationError, Replicator,
-};
+use super::{ANSWER_BYTES, CasFailure, Overrides, ReplicationError, Replicator, check_limits};
 use crate::rpc::Router;
 
 impl Replicator {
@@ -24,15 +22,7 @@ impl Replicator {
 async fn answer(r: &Replicator, request: Request) -> Result<Response, ReplicationError> {
     Ok(match request {
         Request::KvGet { key } => Response::KvEntry(r.local_get(&key)?),
-        Request::KvPut { key, entry } => {
-            if key.len() > MAX_KEY || entry.value.as_ref().is_some_and(|v| v.len() > MAX_VALUE) {
-                return Err(ReplicationError::BadInput(format!(
-                    "a key of {} bytes or its value is over the limits",
-                    key.len()
-                )));
-            }
-            Response::KvPut(r.apply(&key, &entry).await?)
-        }
+        Request::KvPut { key, entry } => Response::KvPut(r.apply(&key, &entry).await?),
         Request::KvPush(entries) => {
             r.apply_all(entries).await?;
             Response::Done
@@ -76,11 +66,7 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
             settle_ms,
         } => {
             let full = ns.key(&key);
-            if full.len() > MAX_KEY || value.as_ref().is_some_and(|v| v.len() > MAX_VALUE) {
-                return Err(ReplicationError::BadInput(
-                    "the key or value is over the limits".into(),
-                ));
-            }
+            check_limits(&key, value.as_deref())?;
             let o = Overrides {
                 r: None,
                 w,

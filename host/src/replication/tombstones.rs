@@ -37,9 +37,7 @@ impl Replicator {
             let mut owners_of: Vec<Vec<NodeId>> = Vec::with_capacity(batch.len());
             let mut peers: BTreeSet<NodeId> = BTreeSet::new();
             for (key, _) in batch {
-                let owners =
-                    view.ring
-                        .replicas_placed(key, self.n_of(key, view), &inner.config.placement);
+                let owners = view.replicas(key, self.n_of(key, view));
                 peers.extend(owners.iter().filter(|o| **o != inner.me).cloned());
                 owners_of.push(owners);
             }

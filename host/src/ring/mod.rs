@@ -29,13 +29,13 @@ pub const DEFAULT_VNODES: u32 = 1024;
 pub struct RingNode {
     /// The node's name, which also seeds its tokens.
     pub node: NodeId,
-    /// Labels that `Placement` can ask for, such as `server`.
+    /// Labels that `TagRule` can ask for, such as `server`.
     pub tags: Vec<String>,
 }
 
 /// Where replicas must go beyond plain ring order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Placement {
+pub struct TagRule {
     /// When set, at least one of a key's replicas is a node with this tag (if any node has it):
     /// e.g. keep a copy on a `server` node when edge nodes are flaky.
     pub require_tag: Option<String>,
@@ -99,7 +99,7 @@ impl Ring {
     /// some node has it, the last of the `n` is replaced by the first node clockwise that has the
     /// tag.
     /// The order is otherwise as in `replicas`.
-    pub fn replicas_placed(&self, key: &[u8], n: usize, placement: &Placement) -> Vec<NodeId> {
+    pub fn replicas_placed(&self, key: &[u8], n: usize, placement: &TagRule) -> Vec<NodeId> {
         let start = self.start(Self::point(key));
         let mut out = self.walk(start, n);
         if let Some(tag) = &placement.require_tag {

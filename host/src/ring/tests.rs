@@ -299,7 +299,7 @@ fn small_rings() {
 #[test]
 fn placement_keeps_a_copy_on_a_tagged_node() {
     let mut rng = StdRng::seed_from_u64(4);
-    let server = Placement {
+    let server = TagRule {
         require_tag: Some("server".to_string()),
     };
     let mut nodes = cluster(8);
@@ -324,7 +324,7 @@ fn placement_keeps_a_copy_on_a_tagged_node() {
             assert_eq!(Some(&placed[2]), servers.iter().find(|n| is_server(n)));
             replaced += 1;
         }
-        assert_eq!(ring.replicas_placed(&key, 3, &Placement::default()), plain);
+        assert_eq!(ring.replicas_placed(&key, 3, &TagRule::default()), plain);
         assert_eq!(ring.replicas_placed(&key, 0, &server), vec![]);
         let plain = untagged.replicas(&key, 3);
         assert_eq!(untagged.replicas_placed(&key, 3, &server), plain);
@@ -334,7 +334,7 @@ fn placement_keeps_a_copy_on_a_tagged_node() {
 
 #[test]
 fn duplicate_names_merge_their_tags() {
-    let server = Placement {
+    let server = TagRule {
         require_tag: Some("server".to_string()),
     };
     let check = |nodes: Vec<RingNode>| {

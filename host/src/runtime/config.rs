@@ -58,3 +58,33 @@ impl Default for RuntimeConfig {
         }
     }
 }
+
+/// What kind of component a function is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionKind {
+    /// Exports `wasi:http/incoming-handler`; invoked through `/fn/{name}/...`.
+    Http,
+    /// Exports `weft:plugin/task`; run by `POST /v1/jobs`.
+    Mapreduce,
+}
+
+impl std::fmt::Display for FunctionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FunctionKind::Http => "http",
+            FunctionKind::Mapreduce => "mapreduce",
+        })
+    }
+}
+
+/// Per-function limits from the manifest; `None` means the node's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLimits {
+    /// Wall-clock limit of one invocation, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Linear-memory cap of one instance, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}

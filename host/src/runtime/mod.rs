@@ -23,7 +23,7 @@ use wasmtime::{
 };
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-pub use config::RuntimeConfig;
+pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use http::HttpResponse;
 pub use state::GuestState;
 pub use task::{TaskInstance, TaskOutput, TaskPre};
@@ -31,7 +31,6 @@ pub use task::{TaskInstance, TaskOutput, TaskPre};
 use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
 use crate::replication::KvHandle;
-use crate::store::{FunctionKind, FunctionLimits};
 use crate::tasks::Tasks;
 
 /// Why compiling, instantiating or running a guest failed.

@@ -15,7 +15,6 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use super::RuntimeError;
 use crate::id::FunctionName;
 use crate::replication::{KvHandle, ReplicationError};
-use crate::store::{MAX_KV_KEY, MAX_KV_VALUE};
 
 use super::bindings::handler::weft::plugin::{kv, log};
 
@@ -306,34 +305,20 @@ impl GuestState {
     }
 }
 
-fn check_key(key: &[u8]) -> Result<(), kv::Error> {
-    if key.len() > MAX_KV_KEY {
-        return Err(kv::Error::TooLarge(format!(
-            "key of {} bytes is over the limit of {MAX_KV_KEY} bytes",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
+/// A key-value failure as the guest sees it (the limits are checked by the store).
 fn unavailable(e: ReplicationError) -> kv::Error {
-    kv::Error::Unavailable(e.to_string())
+    match e {
+        ReplicationError::TooLarge(m) => kv::Error::TooLarge(m),
+        e => kv::Error::Unavailable(e.to_string()),
+    }
 }
 
 impl kv::Host for GuestState {
     async fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, kv::Error> {
-        check_key(&key)?;
         self.kv_space()?.get(&key).await.map_err(unavailable)
     }
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), kv::Error> {
-        check_key(&key)?;
-        if value.len() > MAX_KV_VALUE {
-            return Err(kv::Error::TooLarge(format!(
-                "value of {} bytes is over the limit of {MAX_KV_VALUE} bytes",
-                value.len()
-            )));
-        }
         self.kv_space()?
             .set(&key, &value)
             .await
@@ -341,12 +326,10 @@ impl kv::Host for GuestState {
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Result<bool, kv::Error> {
-        check_key(&key)?;
         self.kv_space()?.delete(&key).await.map_err(unavailable)
     }
 
     async fn increment(&mut self, key: Vec<u8>, delta: i64) -> Result<i64, kv::Error> {
-        check_key(&key)?;
         self.kv_space()?
             .increment(&key, delta)
             .await

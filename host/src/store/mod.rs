@@ -1,23 +1,15 @@
-//! Local durable state on sled: content-addressed modules, the function registry with its
-//! history, this node's replicas of key-value data with hints for other nodes, and map/reduce
-//! job records and output.
+//! Local durable state on sled: this node's replicas of key-value data with hints for other
+//! nodes, the members and nodes it has seen, and map/reduce job records and output. (Blobs,
+//! modules among them, are files: see `crate::blobs`.)
 //!
 //! This is the only module that knows sled. Every acknowledged write is flushed to disk before
 //! the call returns.
 
-mod registry;
 mod replica;
 
 use std::path::Path;
 
-pub use registry::{Deployment, FunctionKind, FunctionLimits, FunctionRecord, RouteKey};
-
-use crate::id::{Digest, FunctionName, JobId};
-
-/// Largest key a guest may store, in bytes.
-pub const MAX_KV_KEY: usize = 4 << 10;
-/// Largest value a guest may store, in bytes.
-pub const MAX_KV_VALUE: usize = 1 << 20;
+use crate::id::JobId;
 
 /// A raw key and value.
 pub type Record = (Vec<u8>, Vec<u8>);
@@ -36,12 +28,6 @@ pub enum StoreError {
         /// The decoding error.
         source: serde_json::Error,
     },
-    /// Rollback with no earlier version.
-    #[error("function `{0}` has no earlier version to roll back to")]
-    NothingToRollBack(FunctionName),
-    /// A module's bytes are not stored.
-    #[error("module {0} is not stored on this node")]
-    NoModule(Digest),
     /// Flushing to disk failed; the write may not be durable.
     #[error("flushing to disk failed: {0}")]
     Flush(String),
@@ -53,9 +39,6 @@ pub enum StoreError {
     /// The flusher thread stopped (the node is shutting down).
     #[error("the store is shutting down")]
     FlusherGone,
-    /// The bytes stored under a digest do not hash to it.
-    #[error("module {0} is corrupt on disk: its bytes hash to {1}")]
-    DigestMismatch(Digest, Digest),
 }
 
 /// The node's sled database and its trees.
@@ -157,57 +140,23 @@ impl Store {
         rx.await.map_err(|_| StoreError::FlusherGone)?
     }
 
-    /// Stores a module under its digest and flushes, and returns the digest. Idempotent; a
-    /// stored copy that no longer matches its digest is replaced.
-    pub async fn put_module(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
-        let digest = Digest::of(bytes);
-        let held = self.modules.get(digest.as_bytes())?;
-        if held.is_none_or(|h| Digest::of(&h) != digest) {
-            self.modules.insert(digest.as_bytes(), bytes)?;
+    /// Modules stored by an earlier version, which kept them in the database (they are now
+    /// blobs, in files): their bytes, for the node to move.
+    pub fn legacy_modules(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.modules.iter() {
+            out.push(item?.1.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Forgets the modules of an earlier version, once moved.
+    pub async fn drop_legacy_modules(&self) -> Result<(), StoreError> {
+        if !self.modules.is_empty() {
+            self.modules.clear()?;
             self.flush().await?;
         }
-        Ok(digest)
-    }
-
-    /// Up to `len` bytes of a stored module from `offset`, unverified (for peers, who verify
-    /// the whole), with the module's total size; `None` when it is not stored here.
-    pub fn module_range(
-        &self,
-        digest: Digest,
-        offset: u64,
-        len: usize,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let Some(bytes) = self.modules.get(digest.as_bytes())? else {
-            return Ok(None);
-        };
-        let start = (offset as usize).min(bytes.len());
-        let end = start.saturating_add(len).min(bytes.len());
-        Ok(Some((bytes.len() as u64, bytes[start..end].to_vec())))
-    }
-
-    /// Whether a module is stored here (its bytes are not verified).
-    pub fn has_module(&self, digest: Digest) -> Result<bool, StoreError> {
-        Ok(self.modules.contains_key(digest.as_bytes())?)
-    }
-
-    /// Test only: overwrites a stored module with other bytes, as disk corruption would.
-    #[cfg(feature = "test-switches")]
-    pub fn corrupt_module_for_tests(&self, digest: Digest, bytes: &[u8]) -> Result<(), StoreError> {
-        self.modules.insert(digest.as_bytes(), bytes)?;
         Ok(())
-    }
-
-    /// A module's bytes, verified against its digest.
-    pub fn module(&self, digest: Digest) -> Result<Vec<u8>, StoreError> {
-        let bytes = self
-            .modules
-            .get(digest.as_bytes())?
-            .ok_or(StoreError::NoModule(digest))?;
-        let actual = Digest::of(&bytes);
-        if actual != digest {
-            return Err(StoreError::DigestMismatch(digest, actual));
-        }
-        Ok(bytes.to_vec())
     }
 
     /// Stores a job's record (JSON) and flushes it.
@@ -359,3 +308,6 @@ fn decode_opt<T: serde::de::DeserializeOwned>(
 ) -> Result<Option<T>, StoreError> {
     bytes.map(|b| decode(&b, what)).transpose()
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,8 +56,13 @@ pub enum Kind {
     Request = 2,
     /// The answer to a request, on the same stream.
     Response = 3,
-    /// A refusal, in place of a response: the payload is a UTF-8 message.
+    /// A refusal, in place of a response: the payload is a UTF-8 message. It also ends a
+    /// streamed answer that failed part-way.
     Error = 4,
+    /// One piece of a streamed answer, after its response frame.
+    Piece = 5,
+    /// The end of a streamed answer (empty payload).
+    End = 6,
 }
 
 impl Kind {
@@ -67,6 +72,8 @@ impl Kind {
             2 => Kind::Request,
             3 => Kind::Response,
             4 => Kind::Error,
+            5 => Kind::Piece,
+            6 => Kind::End,
             _ => return None,
         })
     }

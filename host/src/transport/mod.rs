@@ -100,11 +100,66 @@ pub struct Caller {
     pub node: Option<NodeId>,
 }
 
-/// What answers RPCs: given the caller and the request payload, the response payload, or a
-/// message that goes back to the caller as an error frame.
+/// What answers RPCs: given the caller and the request payload, the response, or a message
+/// that goes back to the caller as an error frame.
 pub trait Service: Send + Sync + 'static {
     /// Handles one request.
-    fn call(&self, from: Caller, request: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
+    fn call(&self, from: Caller, request: Bytes) -> BoxFuture<'static, Result<Reply, String>>;
+}
+
+/// The pieces of a streamed answer; an `Err` ends the stream with an error frame.
+pub type PieceStream = futures::stream::BoxStream<'static, Result<Bytes, String>>;
+
+/// An answer: one response frame, or a response frame followed by pieces (each its own
+/// frame, so no frame holds more than a piece) and an end frame.
+pub enum Reply {
+    /// The whole answer.
+    Whole(Bytes),
+    /// A head, then pieces.
+    Streamed(Bytes, PieceStream),
+}
+
+/// A streamed answer as it arrives: [`Pieces::next`] until `None`.
+pub struct Pieces {
+    recv: quinn::RecvStream,
+    inner: Arc<Inner>,
+    from: SocketAddr,
+    /// Longest wait for one piece.
+    idle: Duration,
+    done: bool,
+}
+
+impl Pieces {
+    /// The next piece, `None` after the last; an error if the peer failed part-way, sent
+    /// something else, or went quiet for longer than the RPC timeout.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, TransportError> {
+        if self.done {
+            return Ok(None);
+        }
+        let read = read_frame(&mut self.recv, &self.inner, self.from);
+        let (header, payload) = tokio::time::timeout(self.idle, read).await.map_err(|_| {
+            TransportError::Timeout {
+                what: "a piece of a streamed answer",
+                addr: self.from,
+                after: self.idle,
+            }
+        })??;
+        match header.kind {
+            Kind::Piece => Ok(Some(payload)),
+            Kind::End => {
+                self.done = true;
+                Ok(None)
+            }
+            Kind::Error => Err(TransportError::Refused {
+                addr: self.from,
+                reason: String::from_utf8_lossy(&payload).into_owned(),
+            }),
+            other => Err(TransportError::Connection {
+                addr: self.from,
+                reason: format!("expected a piece, got a {other:?} frame"),
+            }),
+        }
+    }
 }
 
 /// Counters of what crossed the wire.
@@ -338,6 +393,36 @@ impl Transport {
         request: &[u8],
         after: Duration,
     ) -> Result<Bytes, TransportError> {
+        let (head, _rest) = self.exchange(to, request, after).await?;
+        Ok(head)
+    }
+
+    /// Sends one request to `to` whose answer is streamed: its head arrives within `after`,
+    /// then each piece within the RPC timeout of the one before.
+    pub async fn rpc_stream(
+        &self,
+        to: SocketAddr,
+        request: &[u8],
+        after: Duration,
+    ) -> Result<(Bytes, Pieces), TransportError> {
+        let (head, recv) = self.exchange(to, request, after).await?;
+        let pieces = Pieces {
+            recv,
+            inner: self.inner.clone(),
+            from: to,
+            idle: self.inner.config.rpc_timeout,
+            done: false,
+        };
+        Ok((head, pieces))
+    }
+
+    /// Sends a request frame on a new stream and reads the response frame.
+    async fn exchange(
+        &self,
+        to: SocketAddr,
+        request: &[u8],
+        after: Duration,
+    ) -> Result<(Bytes, quinn::RecvStream), TransportError> {
         let inner = &self.inner;
         let conn = inner.connection(to).await?;
         let exchange = async {
@@ -353,7 +438,7 @@ impl Transport {
             let _ = send.finish();
             let (header, payload) = read_frame(&mut recv, inner, to).await?;
             match header.kind {
-                Kind::Response => Ok(payload),
+                Kind::Response => Ok((payload, recv)),
                 Kind::Error => Err(TransportError::Refused {
                     addr: to,
                     reason: String::from_utf8_lossy(&payload).into_owned(),
@@ -670,19 +755,42 @@ async fn answer(
             Ok(Err(TransportError::Frame { source, .. })) => Err(source.to_string().into_bytes()),
             Ok(Err(_)) | Err(_) => return,
         };
-        let (kind, payload) = match reply {
-            Ok(p) => (Kind::Response, p.to_vec()),
-            Err(m) => (Kind::Error, m),
+        let frame = |kind, payload: &[u8]| frame::encode(inner.cluster, kind, payload);
+        let (head, pieces) = match reply {
+            Ok(Reply::Whole(p)) => (frame(Kind::Response, &p), None),
+            Ok(Reply::Streamed(p, pieces)) => (frame(Kind::Response, &p), Some(pieces)),
+            Err(m) => (frame(Kind::Error, &m), None),
         };
-        let write = async {
-            let _ = send
-                .write_all(&frame::encode(inner.cluster, kind, &payload))
-                .await;
-            let _ = send.finish();
-            // Let the peer read the answer before the stream is dropped.
-            let _ = send.stopped().await;
+        // Each frame must be taken by the peer within the RPC timeout (QUIC's flow control
+        // holds a writer back while the reader is slow).
+        let write = async |bytes: Vec<u8>, send: &mut quinn::SendStream| {
+            matches!(
+                tokio::time::timeout(after, send.write_all(&bytes)).await,
+                Ok(Ok(()))
+            )
         };
-        let _ = tokio::time::timeout(after, write).await;
+        if !write(head, &mut send).await {
+            return;
+        }
+        if let Some(mut pieces) = pieces {
+            use futures::StreamExt;
+            loop {
+                let (next, last) = match pieces.next().await {
+                    Some(Ok(piece)) => (frame(Kind::Piece, &piece), false),
+                    Some(Err(m)) => (frame(Kind::Error, m.as_bytes()), true),
+                    None => (frame(Kind::End, b""), true),
+                };
+                if !write(next, &mut send).await {
+                    return;
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+        let _ = send.finish();
+        // Let the peer read the answer before the stream is dropped.
+        let _ = tokio::time::timeout(after, send.stopped()).await;
     };
     work.await;
 }

@@ -699,3 +699,22 @@ async fn the_registry_namespace_is_read_only_and_values_have_a_size_limit() {
         "the 1 MiB value stays"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_key_over_the_limit_gets_a_clear_error_and_stores_nothing() {
+    // `counter` keys its count by the request path: a path of more than 4 KiB is a key over
+    // the limit. The guest gets `too-large` with the limit, and says so (500).
+    let n = TestNode::start().await;
+    n.deploy("counter", weft_host::plugins::COUNTER).await;
+    let long = "k".repeat(5000);
+    let (status, body) = n.get(&format!("/fn/counter/{long}")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        body.contains("a key of 5001 bytes is over the limit of 4096 bytes"),
+        "{body}"
+    );
+    // Exactly 4 KiB (with the leading slash) is taken.
+    let fits = "k".repeat(4095);
+    assert_eq!(n.count(&format!("/fn/counter/{fits}")).await, 1);
+    assert_eq!(n.count("/fn/counter/short").await, 1);
+}

@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod blobs;
 mod cli;
 mod cluster;
 mod convergence;

@@ -190,7 +190,7 @@ async fn three_nodes_share_one_store() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(
         body["error"],
-        "a key of 5006 bytes is over the limit of 4224 bytes"
+        "a key of 5000 bytes is over the limit of 4096 bytes"
     );
     let (status, _) = a.text(a.anon(Method::GET, "/v1/kv/users/bob")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -284,7 +284,7 @@ async fn a_function_deployed_on_one_node_runs_on_every_node() {
 
     // The upload is on the node that took it and on the digest's replicas: some node has no
     // copy. That node still knows the function, and answers with it.
-    let holds = |t: &TestNode| t.node().store().has_module(digest).unwrap();
+    let holds = |t: &TestNode| t.node().blobs.dir().size(digest).unwrap().is_some();
     let holders: Vec<&TestNode> = nodes.iter().filter(|t| holds(t)).collect();
     assert!(
         (2..=4).contains(&holders.len()),
@@ -324,19 +324,20 @@ async fn a_function_deployed_on_one_node_runs_on_every_node() {
     assert!(!bad.is_empty());
     for t in bad {
         t.node()
-            .store()
-            .corrupt_module_for_tests(digest, b"not the module")
+            .blobs
+            .dir()
+            .corrupt_for_tests(digest, b"not the module")
             .unwrap();
     }
     let (status, body) = c.get("/fn/hello/from-c").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("Hello, from-c!"), "{body}");
-    let stats = c.node().functions.stats();
+    let stats = c.node().blobs.stats();
     assert_eq!(stats.fetched.load(Relaxed), 1);
     assert_eq!(stats.corrupt.load(Relaxed), bad.len() as u64);
-    assert_eq!(c.metric("weft_modules_fetched_total").await, Some(1.0));
+    assert_eq!(c.metric("weft_blobs_fetched_total").await, Some(1.0));
     assert_eq!(
-        c.metric("weft_modules_corrupt_total").await,
+        c.metric("weft_blobs_corrupt_total").await,
         Some(bad.len() as f64)
     );
     // Fetched and compiled once; the good copy is untouched and the bad ones are repaired.
@@ -344,10 +345,10 @@ async fn a_function_deployed_on_one_node_runs_on_every_node() {
         assert_eq!(c.get("/fn/hello/again").await.0, StatusCode::OK);
     }
     assert_eq!(stats.fetched.load(Relaxed), 1);
-    assert!(good.node().store().module(digest).is_ok());
+    assert!(good.node().blobs.dir().read(digest).is_ok());
     wait_for(CONVERGE, "corrupt copies replaced", || async {
         bad.iter()
-            .all(|t| t.node().store().module(digest).is_ok())
+            .all(|t| t.node().blobs.dir().read(digest).is_ok())
             .then_some(())
     })
     .await;
@@ -400,7 +401,11 @@ async fn keyed_handlers_run_on_their_keys_owner() {
     let mut owners = std::collections::BTreeSet::new();
     for k in 0..6 {
         let key = format!("k{k}");
-        let (owner, _) = nodes[0].node().replication.owner(&ns, key.as_bytes());
+        let owner = nodes[0]
+            .node()
+            .replication
+            .owners(&ns, key.as_bytes())
+            .remove(0);
         owners.insert(owner.clone());
         for (i, t) in all.iter().enumerate() {
             let r = t
@@ -467,7 +472,11 @@ async fn keyed_handlers_take_their_key_from_a_header_or_the_query() {
         let mut owners = std::collections::BTreeSet::new();
         for k in 0..6 {
             let key = format!("u{k}");
-            let (owner, _) = nodes[0].node().replication.owner(&ns, key.as_bytes());
+            let owner = nodes[0]
+                .node()
+                .replication
+                .owners(&ns, key.as_bytes())
+                .remove(0);
             owners.insert(owner.clone());
             for (i, t) in all.iter().enumerate() {
                 let req = t.req(Method::GET, &format!("/fn/{name}/p"));
@@ -519,7 +528,7 @@ async fn a_keyed_request_whose_owner_cannot_be_reached_runs_where_it_landed() {
     let n2 = nodes[2].node().replication.me().clone();
     let key = (0..)
         .map(|i| format!("k{i}"))
-        .find(|k| nodes[0].node().replication.owner(&ns, k.as_bytes()).0 == n2)
+        .find(|k| nodes[0].node().replication.owners(&ns, k.as_bytes())[0] == n2)
         .unwrap();
     nodes[0]
         .node()

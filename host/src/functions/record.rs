@@ -1,43 +1,14 @@
-//! Function records: name -> current deployment, with history for rollback. Pure: the
-//! records are stored in the replicated store (`crate::functions`).
+//! Function records: name -> current deployment, with history for rollback, and where a keyed
+//! handler's key comes from. Pure: the records are entries of the replicated store.
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::FunctionsError;
 use crate::id::{Digest, FunctionName};
+use crate::runtime::{FunctionKind, FunctionLimits};
 
 /// How many deployments of one function are remembered for rollback.
 const HISTORY: usize = 32;
-
-/// What kind of component a function is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FunctionKind {
-    /// Exports `wasi:http/incoming-handler`; invoked through `/fn/{name}/...`.
-    Http,
-    /// Exports `weft:plugin/task`; run by `POST /v1/jobs`.
-    Mapreduce,
-}
-
-impl std::fmt::Display for FunctionKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FunctionKind::Http => "http",
-            FunctionKind::Mapreduce => "mapreduce",
-        })
-    }
-}
-
-/// Per-function limits from the manifest; `None` means the node's default.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FunctionLimits {
-    /// Wall-clock limit of one invocation, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    /// Linear-memory cap of one instance, in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
-}
 
 /// One deployment of a function.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,9 +167,9 @@ impl FunctionRecord {
     }
 
     /// The record with the previous deployment current again.
-    pub fn rolled_back(mut self) -> Result<Self, StoreError> {
+    pub fn rolled_back(mut self) -> Result<Self, FunctionsError> {
         if self.current == 0 {
-            return Err(StoreError::NothingToRollBack(self.name));
+            return Err(FunctionsError::NothingToRollBack(self.name));
         }
         self.current -= 1;
         Ok(self)
@@ -210,15 +181,15 @@ impl FunctionRecord {
     }
 
     /// A stored record.
-    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        super::decode(bytes, || "function record".to_string())
+    pub fn decode(bytes: &[u8]) -> Result<Self, FunctionsError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| FunctionsError::Corrupt(format!("a stored function record: {e}")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     fn deployment(n: u8) -> Deployment {
         Deployment {
@@ -240,7 +211,7 @@ mod tests {
         let r = FunctionRecord::deployed(None, &name, deployment(1));
         assert!(matches!(
             r.clone().rolled_back(),
-            Err(StoreError::NothingToRollBack(_))
+            Err(FunctionsError::NothingToRollBack(_))
         ));
         let r = FunctionRecord::deployed(Some(r), &name, deployment(2));
         let r = r.rolled_back().unwrap();
@@ -305,64 +276,5 @@ mod tests {
         let r = r.unwrap();
         assert_eq!(r.history.len(), HISTORY);
         assert_eq!(r.active().deployed_at_ms, 39);
-    }
-
-    #[tokio::test]
-    async fn modules_are_verified() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let d = store.put_module(b"bytes").await.unwrap();
-        assert_eq!(store.module(d).unwrap(), b"bytes");
-        // Corrupt the stored bytes behind the store's back.
-        store.modules.insert(d.as_bytes(), &b"other"[..]).unwrap();
-        assert!(matches!(
-            store.module(d),
-            Err(StoreError::DigestMismatch(..))
-        ));
-    }
-
-    #[tokio::test]
-    async fn replica_entries_update_scan_and_hints() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        // `decide` sees the current bytes and chooses.
-        let took = store
-            .replica_update(b"a\0k", |old| (old.is_none().then(|| b"v1".to_vec()), 1))
-            .unwrap();
-        assert_eq!(took, 1);
-        store
-            .replica_update(b"a\0k", |old| {
-                assert_eq!(old, Some(&b"v1"[..]));
-                (None, ())
-            })
-            .unwrap();
-        store
-            .replica_update(b"a\0l", |_| (Some(b"v2".to_vec()), ()))
-            .unwrap();
-        store
-            .replica_update(b"b\0k", |_| (Some(b"v3".to_vec()), ()))
-            .unwrap();
-        store.flush().await.unwrap();
-        let scan = store.replica_scan(b"a\0", b"a\0l", 10).unwrap();
-        assert_eq!(scan, vec![(b"a\0l".to_vec(), b"v2".to_vec())]);
-        assert_eq!(store.replica_scan(b"a\0", b"", 10).unwrap().len(), 2);
-        assert!(!store.replica_remove_if(b"a\0k", b"other").unwrap());
-        assert!(store.replica_remove_if(b"a\0k", b"v1").unwrap());
-        assert_eq!(store.replica_len(), 2);
-
-        // Hints: a newer one replaces an older one; delivery removes only what was sent.
-        let newer = |new: &[u8], old: &[u8]| new > old;
-        store.put_hint("n2", b"k", b"1", newer).unwrap();
-        store.put_hint("n2", b"k", b"0", newer).unwrap();
-        store.put_hint("n10", b"j", b"5", newer).unwrap();
-        assert_eq!(store.hint_targets().unwrap(), ["n10", "n2"]);
-        assert_eq!(
-            store.hints_for("n2", 10).unwrap(),
-            vec![(b"k".to_vec(), b"1".to_vec())]
-        );
-        store.remove_hint("n2", b"k", b"0").unwrap();
-        assert_eq!(store.hint_count(), 2);
-        store.remove_hint("n2", b"k", b"1").unwrap();
-        assert_eq!(store.hint_targets().unwrap(), ["n10"]);
     }
 }
