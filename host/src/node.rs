@@ -43,6 +43,8 @@ pub struct Node {
     pub quic_addr: SocketAddr,
     /// The cluster's membership as this node sees it.
     pub membership: Membership,
+    /// Where keys live, as this node sees it.
+    pub placement: Placement,
     /// The replicated key-value store, as coordinated by this node.
     pub replication: Replicator,
     /// The function registry.
@@ -171,8 +173,12 @@ impl Node {
             replication_config.placement_config(),
             tasks.clone(),
         );
-        let replication =
-            Replicator::start(store.clone(), placement, replication_config, tasks.clone());
+        let replication = Replicator::start(
+            store.clone(),
+            placement.clone(),
+            replication_config,
+            tasks.clone(),
+        );
         replication.serve(&router);
         let blob_dir = dir.join("blobs");
         let blob_dir = BlobDir::open(&blob_dir)
@@ -182,7 +188,7 @@ impl Node {
             blob_dir.put(&module)?;
         }
         store.drop_legacy_modules().await?;
-        let blobs = Blobs::new(blob_dir, replication.placement().clone(), tasks.clone());
+        let blobs = Blobs::new(blob_dir, placement.clone(), tasks.clone());
         blobs.serve(&router);
         let functions = Functions::new(replication.clone(), blobs.clone());
         let (app_functions, node_store) = (functions.clone(), store.clone());
@@ -199,6 +205,7 @@ impl Node {
                 transport: transport.clone(),
                 replication: replication.clone(),
                 blobs: blobs.clone(),
+                placement: placement.clone(),
             },
         );
         api::serve_forwarded(&router, app.clone());
@@ -219,6 +226,7 @@ impl Node {
             replication,
             functions: app_functions,
             blobs,
+            placement,
             store: node_store,
             transport,
             router,

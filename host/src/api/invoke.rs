@@ -195,7 +195,10 @@ async fn route_to_owner(
                 "function `{name}` runs each request on the owner of its key, taken from {route}, and this request has none"
             ))
         })?;
-    let Route::Owner(owner, addr) = app.cluster.replication.route(ns, key.as_bytes()) else {
+    // The owner is the key's first replica in the function's namespace.
+    let n = app.cluster.replication.config().quorum(ns.as_str()).n.get() as usize;
+    let placement = &app.cluster.placement;
+    let Route::Owner(owner, addr) = placement.route(&ns.key(key.as_bytes()), n) else {
         return Ok(Routed::Here(Incoming::Stream(stream)));
     };
     let bytes = read_body(
@@ -223,7 +226,6 @@ async fn route_to_owner(
     };
     // The owner's own deadline, plus time for the request and answer to travel.
     let within = app.runtime.limits(&active.deployment.limits).timeout + Duration::from_secs(5);
-    let placement = app.cluster.replication.placement();
     match placement
         .forward::<InvokeWire>(&owner, addr, &request, within)
         .await

@@ -62,6 +62,8 @@ pub struct Cluster {
     pub replication: Replicator,
     /// The blob service (for its counters).
     pub blobs: crate::blobs::Blobs,
+    /// Where keys live (keyed invocations go to their key's owner).
+    pub placement: crate::placement::Placement,
 }
 
 /// A function's current deployment, compiled and linked.

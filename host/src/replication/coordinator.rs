@@ -9,10 +9,11 @@ use tokio::sync::mpsc;
 
 use super::wire::{KvWire, Request, Response};
 use super::{
-    Entry, Expect, Namespace, Overrides, PutOutcome, Read, ReplicationError, Replicator, Route,
-    Version, View, check_limits,
+    Entry, Expect, Namespace, Overrides, PutOutcome, Read, ReplicationError, Replicator, Version,
+    View, check_limits,
 };
 use crate::id::NodeId;
+use crate::placement::Route;
 use crate::rpc;
 
 impl Replicator {

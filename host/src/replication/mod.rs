@@ -44,7 +44,7 @@ pub use version::Version;
 
 pub use crate::id::Namespace;
 use crate::id::NodeId;
-use crate::placement::{Placement, Route, View};
+use crate::placement::{Placement, View};
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 use crate::transport::Transport;
@@ -349,19 +349,9 @@ impl Replicator {
         self.inner.placement.replicas(&ns.key(key), self.n(ns))
     }
 
-    /// Where work on `key` of `ns` runs: its primary replica.
-    pub fn route(&self, ns: &Namespace, key: &[u8]) -> Route {
-        self.inner.placement.route(&ns.key(key), self.n(ns))
-    }
-
     /// The replication factor of a namespace, before the cap at the cluster's size.
     fn n(&self, ns: &Namespace) -> usize {
         self.inner.config.quorum(ns.as_str()).n.get() as usize
-    }
-
-    /// Where keys live.
-    pub fn placement(&self) -> &Placement {
-        &self.inner.placement
     }
 
     /// The ring as this node sees it now.

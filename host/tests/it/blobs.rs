@@ -57,8 +57,7 @@ async fn a_100_mib_blob_streams_between_nodes_and_a_corrupt_copy_is_skipped() {
     let me = reader.node().name.clone();
     let first = reader
         .node()
-        .replication
-        .placement()
+        .placement
         .replicas(digest.as_bytes(), 3)
         .into_iter()
         .find(|n| *n != me)

@@ -36,6 +36,7 @@ fn documented() -> BTreeSet<(String, String)> {
 /// The sources of the integration tests, where each counter must be asserted.
 const TEST_SOURCES: &[&str] = &[
     include_str!("bad_input.rs"),
+    include_str!("blobs.rs"),
     include_str!("cli.rs"),
     include_str!("cluster.rs"),
     include_str!("convergence.rs"),
