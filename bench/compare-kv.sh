@@ -6,6 +6,7 @@
 #   bench/compare-kv.sh                      # 3 rounds of 10 s per case
 #   ROUNDS=5 DURATION=20s bench/compare-kv.sh
 #   WEFT_BIN=/tmp/weft-release/release/weft bench/compare-kv.sh   # a prebuilt weft
+#   CASES="get 64" bench/compare-kv.sh         # only some of the cases below
 #
 # Cases: PUT and GET of random keys among KEYS (default 10,000) with VALUE_BYTES (default 100)
 # values, over 1 connection (wrk -t1 -c1) and 64 connections (wrk -t2 -c64). Every key is
@@ -191,7 +192,8 @@ load() {
   printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$side" "$case" "$conns" "${line#RESULT }" >>"$results"
   echo "round $round  $side  $case  c=$conns  ${line#RESULT }" >&2
 }
-cases=("put 1" "put 64" "get 1" "get 64")
+# CASES="get 64" (or any of the four, comma-separated) runs only those.
+IFS=, read -r -a cases <<<"${CASES:-put 1,put 64,get 1,get 64}"
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${cases[@]}"; do
     set -- $c
