@@ -102,27 +102,14 @@ impl Node {
         let http_addr = listener.local_addr()?;
 
         let router = Router::new();
-        // A node restarted in the same process may find its previous endpoint still on the
-        // port: quinn keeps the socket until the old connections have drained (three probe
-        // timeouts, longer for a peer that stopped answering). Wait for it, up to 15 s.
-        let bind_until = std::time::Instant::now() + Duration::from_secs(15);
-        let (transport, datagrams) = loop {
-            match Transport::bind(
-                config.cluster.listen,
-                &creds,
-                config.cluster.transport.clone(),
-                router.clone(),
-            ) {
-                Err(crate::transport::TransportError::Bind { source, .. })
-                    if source.kind() == std::io::ErrorKind::AddrInUse
-                        && config.cluster.listen.port() != 0
-                        && std::time::Instant::now() < bind_until =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => break other?,
-            }
-        };
+        let (transport, datagrams) = Transport::bind_when_free(
+            config.cluster.listen,
+            &creds,
+            config.cluster.transport.clone(),
+            router.clone(),
+            Duration::from_secs(15),
+        )
+        .await?;
         let quic_addr = match config.cluster.advertise {
             Some(a) => a,
             None if transport.local_addr().ip().is_unspecified() => anyhow::bail!(

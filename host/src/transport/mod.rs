@@ -238,6 +238,32 @@ impl Transport {
         Ok((Transport { inner }, rx))
     }
 
+    /// [`Transport::bind`], waiting up to `wait` for a fixed port to be free: a node restarted
+    /// in the same process may find its previous endpoint still on it, as quinn keeps the
+    /// socket until the old connections have drained (three probe timeouts, longer for a peer
+    /// that stopped answering).
+    pub async fn bind_when_free(
+        addr: SocketAddr,
+        creds: &Credentials,
+        config: TransportConfig,
+        service: Arc<dyn Service>,
+        wait: Duration,
+    ) -> Result<(Transport, mpsc::Receiver<Datagram>), TransportError> {
+        let until = Instant::now() + wait;
+        loop {
+            match Transport::bind(addr, creds, config.clone(), service.clone()) {
+                Err(TransportError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && addr.port() != 0
+                        && Instant::now() < until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner
