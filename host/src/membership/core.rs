@@ -714,6 +714,12 @@ impl foca::Runtime<Identity> for Detector {
                 ..
             } => {
                 self.stats.suspicions += 1;
+                tracing::info!(
+                    member = %member_id.node,
+                    incarnation,
+                    "suspecting {}: it did not answer probes",
+                    member_id.node
+                );
                 if self.config.lifeguard() {
                     self.suspicions.insert(
                         member_id.addr,
