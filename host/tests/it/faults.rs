@@ -365,6 +365,9 @@ async fn noisy_run(opts: &Opts, total: Duration, every: Duration, stall: Duratio
         }
         tokio::time::sleep(Duration::from_millis(200)).await; // pacing the stall schedule
     }
+    // A suspicion still open when the run ends is counted once it ends: refuted, or a
+    // member declared down (which the caller counts).
+    wait_all_alive(&procs, procs.len()).await;
     let mut sums = [0.0; 5];
     let names = [
         "weft_members_declared_down_total",
