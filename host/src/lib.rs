@@ -6,6 +6,7 @@ pub mod api;
 pub mod blobs;
 pub mod cli;
 pub mod config;
+pub mod consensus;
 pub mod functions;
 pub mod id;
 pub mod mapreduce;

@@ -5,6 +5,7 @@
 //! This is the only module that knows sled. Every acknowledged write is flushed to disk before
 //! the call returns.
 
+mod raft;
 mod replica;
 
 use std::path::Path;
@@ -53,6 +54,9 @@ pub struct Store {
     members: sled::Tree,
     /// Every node name ever seen in the cluster (name → nothing).
     nodes: sled::Tree,
+    /// The consensus group's log (index → entry) and its records (vote, snapshot, ...).
+    raft_log: sled::Tree,
+    raft_meta: sled::Tree,
     /// Test only (`WEFT_UNSAFE_SKIP_FLUSH=1`, with `test-switches`): acknowledge without
     /// flushing, to show that the durability tests catch a store that does so.
     #[cfg(feature = "test-switches")]
@@ -73,6 +77,8 @@ impl Store {
             job_output: db.open_tree("job-output")?,
             members: db.open_tree("members")?,
             nodes: db.open_tree("nodes")?,
+            raft_log: db.open_tree("raft-log")?,
+            raft_meta: db.open_tree("raft-meta")?,
             #[cfg(feature = "test-switches")]
             skip_flush: {
                 let skip = std::env::var_os("WEFT_UNSAFE_SKIP_FLUSH").is_some_and(|v| v == "1");
