@@ -111,6 +111,8 @@ pub struct ClusterConfig {
     pub transport: TransportConfig,
     /// Failure detection and gossip.
     pub membership: MembershipConfig,
+    /// The metadata group's timing.
+    pub consensus: crate::consensus::ConsensusConfig,
 }
 
 impl Default for ClusterConfig {
@@ -124,6 +126,7 @@ impl Default for ClusterConfig {
             tags: vec![],
             transport: TransportConfig::default(),
             membership: MembershipConfig::lan(),
+            consensus: Default::default(),
         }
     }
 }

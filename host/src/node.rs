@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, App};
 use crate::blobs::{BlobDir, Blobs};
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::consensus::Consensus;
 use crate::functions::Functions;
 use crate::id::NodeId;
 use crate::mapreduce::Jobs;
@@ -51,6 +52,8 @@ pub struct Node {
     pub functions: Functions,
     /// The blob service (modules among the blobs).
     pub blobs: Blobs,
+    /// This node's member of the metadata group.
+    pub consensus: Consensus,
     store: Store,
     transport: Transport,
     router: Arc<Router>,
@@ -167,6 +170,14 @@ impl Node {
             tasks.clone(),
         );
         replication.serve(&router);
+        let consensus = Consensus::start(
+            &name,
+            store.clone(),
+            transport.clone(),
+            &router,
+            &config.cluster.consensus,
+        )
+        .await?;
         let blob_dir = dir.join("blobs");
         let blob_dir = BlobDir::open(&blob_dir)
             .with_context(|| format!("opening the blob directory {}", blob_dir.display()))?;
@@ -214,6 +225,7 @@ impl Node {
             functions: app_functions,
             blobs,
             placement,
+            consensus,
             store: node_store,
             transport,
             router,
@@ -273,6 +285,7 @@ impl Node {
         if !self.tasks.stop(Duration::from_secs(10)).await {
             tracing::warn!("background tasks still running after 10 s; stopping anyway");
         }
+        self.consensus.shutdown().await;
         self.transport.shutdown().await;
         self.router.close();
     }

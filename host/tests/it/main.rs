@@ -7,6 +7,7 @@ mod bad_input;
 mod blobs;
 mod cli;
 mod cluster;
+mod consensus;
 mod convergence;
 mod faults;
 mod functions;

@@ -1,0 +1,74 @@
+//! The group's messages between nodes: Raft's own (append, vote), snapshots (offered, then
+//! pulled as a stream), and commands forwarded to the leader.
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{SnapshotMeta, Vote};
+use serde::{Deserialize, Serialize};
+
+use super::{Command, Member, Outcome, RaftId, TypeConfig};
+use crate::rpc::Wire;
+
+/// The consensus service on the router.
+pub struct RaftWire;
+
+impl Wire for RaftWire {
+    const NAME: &'static str = "consensus";
+    const TAG: u8 = 6;
+    const VERSION: u8 = 1;
+    type Request = Request;
+    type Response = Response;
+}
+
+/// A request to another member of the group.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Raft's AppendEntries (heartbeats too).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Raft's RequestVote.
+    Vote(VoteRequest<RaftId>),
+    /// A snapshot for you: pull it from the sender ([`Request::ReadSnapshot`]) and install it.
+    Snapshot {
+        /// The leader's vote.
+        vote: Vote<RaftId>,
+        /// What the snapshot covers.
+        meta: SnapshotMeta<RaftId, Member>,
+    },
+    /// Stream your current snapshot, if its id is this (head: [`Response::SnapshotSize`]).
+    ReadSnapshot {
+        /// The snapshot's id.
+        id: String,
+    },
+    /// Propose this command (to the leader).
+    Propose(Command),
+    /// Confirm you are still the leader and say up to which entry a read must have applied
+    /// (a follower's linearizable read).
+    ReadIndex,
+}
+
+/// The answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// To [`Request::Append`].
+    Append(AppendEntriesResponse<RaftId>),
+    /// To [`Request::Vote`].
+    Vote(VoteResponse<RaftId>),
+    /// To [`Request::Snapshot`]: installed.
+    Installed(SnapshotResponse<RaftId>),
+    /// To [`Request::ReadSnapshot`]: its size, then its bytes in pieces (`None`: not the
+    /// current snapshot here any more).
+    SnapshotSize(Option<u64>),
+    /// To [`Request::Propose`]: committed and applied at this index, with this outcome.
+    Committed {
+        /// The entry's index.
+        index: u64,
+        /// What it did.
+        outcome: Outcome,
+    },
+    /// To [`Request::Propose`] and [`Request::ReadIndex`]: this node is not the leader; the
+    /// leader, if known.
+    NotLeader(Option<Member>),
+    /// To [`Request::ReadIndex`]: a read must see every entry up to this index.
+    ReadIndex(Option<u64>),
+}

@@ -1,0 +1,151 @@
+//! The metadata group between real nodes over QUIC: forming a group, committing through any
+//! member, linearizable reads, and a late member catching up from a streamed snapshot.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use weft_host::consensus::{Command, Member, Outcome, RaftId};
+
+use crate::cluster::{new_cluster, start_cluster_with, wait_converged};
+use crate::harness::{TestNode, wait_for};
+
+const ELECTION: Duration = Duration::from_secs(20);
+
+fn member(t: &TestNode) -> (RaftId, Member) {
+    let n = t.node();
+    (
+        n.consensus.id(),
+        Member {
+            name: n.name.to_string(),
+            addr: Some(n.quic_addr),
+        },
+    )
+}
+
+fn write(key: &str, value: &str, expect: Option<u64>) -> Command {
+    Command::Write {
+        key: key.into(),
+        value: Some(value.as_bytes().to_vec()),
+        expect,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_snapshot() {
+    let cluster = new_cluster();
+    // Snapshots every 10 entries, none kept behind them: a member added later must take a
+    // snapshot.
+    let nodes = start_cluster_with(cluster.path(), 4, |_, c| {
+        c.cluster.consensus.snapshot_every = 10;
+        c.cluster.consensus.keep_after_snapshot = 0;
+    })
+    .await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 4).await;
+    let ids: Vec<RaftId> = nodes.iter().map(|t| t.node().consensus.id()).collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 4, "every node has its own id: {ids:?}");
+
+    let voters: BTreeMap<RaftId, Member> = nodes[..3].iter().map(member).collect();
+    nodes[0].node().consensus.initialize(voters).await.unwrap();
+    let leader = wait_for(
+        ELECTION,
+        "a leader that the three voters agree on",
+        || async {
+            let leaders: Vec<Option<RaftId>> = nodes[..3]
+                .iter()
+                .map(|t| t.node().consensus.metrics().current_leader)
+                .collect();
+            match leaders[0] {
+                Some(l) if leaders.iter().all(|x| *x == Some(l)) => Some(l),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert!(ids[..3].contains(&leader));
+
+    // Writes through every voter, forwarded to the leader: each is applied at its own index,
+    // in order.
+    let mut last = 0;
+    for (i, t) in nodes[..3].iter().enumerate() {
+        let (index, outcome) = t
+            .node()
+            .consensus
+            .propose(write("k", &format!("v{i}"), None))
+            .await
+            .unwrap();
+        assert!(index > last, "{index} after {last}");
+        assert_eq!(outcome, Outcome::Written { revision: index });
+        last = index;
+    }
+    // A conditional write against an old revision changes nothing; against the current one
+    // it applies.
+    let (_, stale) = nodes[1]
+        .node()
+        .consensus
+        .propose(write("k", "stale", Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(stale, Outcome::Conflict { current: last });
+    let (index, outcome) = nodes[2]
+        .node()
+        .consensus
+        .propose(write("k", "v3", Some(last)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Written { revision: index });
+    // A linearizable read on every voter sees the last write.
+    for t in &nodes[..3] {
+        let got = t
+            .node()
+            .consensus
+            .read(|r| r.get("k").map(|x| (x.value.clone(), x.revision)))
+            .await
+            .unwrap();
+        assert_eq!(got, Some((b"v3".to_vec(), index)), "{}", t.node().name);
+    }
+
+    // Enough entries for several snapshots, with the log behind them purged.
+    for i in 0..40 {
+        let key = format!("r{i}");
+        nodes[i % 3]
+            .node()
+            .consensus
+            .propose(write(&key, "x", Some(0)))
+            .await
+            .unwrap();
+    }
+    let on_leader = nodes
+        .iter()
+        .find(|t| t.node().consensus.id() == leader)
+        .unwrap();
+    let m = on_leader.node().consensus.metrics();
+    assert!(m.snapshot.is_some(), "the leader took a snapshot");
+    assert!(m.purged.is_some(), "and purged the log behind it");
+
+    // The fourth node joins as a learner: its log starts after the purge, so it catches up
+    // from the leader's snapshot, streamed, and then the log.
+    let (id4, m4) = member(&nodes[3]);
+    on_leader
+        .node()
+        .consensus
+        .add_learner(id4, m4)
+        .await
+        .unwrap();
+    let late = nodes[3].node();
+    wait_for(
+        ELECTION,
+        "the late member holding every register",
+        || async {
+            let have = late.consensus.read_local(|r| r.scan("r").count());
+            (have == 40 && late.consensus.metrics().snapshot.is_some()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        late.consensus
+            .read_local(|r| r.get("k").map(|x| x.value.clone())),
+        Some(b"v3".to_vec())
+    );
+}
