@@ -6,6 +6,7 @@
 //! snapshots live in the node's store and are flushed before they are acknowledged
 //! ([`storage`]); the state machine itself ([`state`]) is pure.
 
+pub mod locks;
 mod network;
 pub mod state;
 pub mod storage;
@@ -19,7 +20,8 @@ use std::time::Duration;
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
 
-pub use state::{Command, Outcome, Register, Registers};
+pub use locks::{Leases, LockCommand, LockOutcome, LockTable};
+pub use state::{Command, Outcome, Register, Registers, State};
 use storage::{LogStore, MachineStore};
 use wire::{RaftWire, Request, Response};
 
@@ -228,7 +230,7 @@ impl Consensus {
     /// Reads the registers after making sure this node has applied every entry committed
     /// before the call (a linearizable read): the leader confirms it still leads and names
     /// the entry the read must see, and this node waits until it has applied it.
-    pub async fn read<T>(&self, f: impl FnOnce(&Registers) -> T) -> Result<T, ConsensusError> {
+    pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ConsensusError> {
         let mut ask = match self.raft.ensure_linearizable().await {
             Ok(_) => return Ok(self.machine.read(f)),
             Err(openraft::error::RaftError::APIError(
@@ -264,7 +266,7 @@ impl Consensus {
     }
 
     /// Reads this node's registers as far as it has applied (may lag the leader).
-    pub fn read_local<T>(&self, f: impl FnOnce(&Registers) -> T) -> T {
+    pub fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         self.machine.read(f)
     }
 

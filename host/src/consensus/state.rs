@@ -1,12 +1,14 @@
 //! The replicated state machine's contents, pure: what a committed command does. Every node
 //! applies the same commands in the same order, so every node ends in the same state.
 //!
-//! Today it holds registers (a key, a value and the index of the entry that last wrote it),
-//! on which the function registry and the lock table will be built.
+//! It holds registers (a key, a value and the index of the entry that last wrote it), on
+//! which the function registry will be built, and the lock table ([`super::locks`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::locks::{LockCommand, LockOutcome, LockTable};
 
 /// A change proposed to the group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +23,8 @@ pub enum Command {
         /// The revision the register must be at for the write to apply.
         expect: Option<u64>,
     },
+    /// A change to the lock table.
+    Lock(LockCommand),
 }
 
 /// What a command did.
@@ -39,6 +43,27 @@ pub enum Outcome {
         /// The revision found.
         current: u64,
     },
+    /// What a lock command did.
+    Lock(LockOutcome),
+}
+
+/// Everything the state machine holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The registers.
+    pub registers: Registers,
+    /// The locks.
+    pub locks: LockTable,
+}
+
+impl State {
+    /// Applies the command of the entry at `index`.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
+        match command {
+            Command::Write { .. } => self.registers.apply(index, command),
+            Command::Lock(c) => Outcome::Lock(self.locks.apply(index, c)),
+        }
+    }
 }
 
 /// A register's value and the index of the entry that wrote it.
@@ -60,6 +85,7 @@ impl Registers {
     /// Applies the command of the entry at `index`.
     pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
         match command {
+            Command::Lock(_) => Outcome::Nothing,
             Command::Write { key, value, expect } => {
                 let current = self.map.get(key).map_or(0, |r| r.revision);
                 if expect.is_some_and(|e| e != current) {

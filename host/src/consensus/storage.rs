@@ -18,7 +18,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::state::{Outcome, Registers};
+use super::state::{Outcome, State};
 use super::{Member, RaftId, TypeConfig};
 use crate::store::Store;
 
@@ -177,7 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 struct Machine {
     last_applied: Option<LogId<RaftId>>,
     membership: StoredMembership<RaftId, Member>,
-    registers: Registers,
+    state: State,
 }
 
 /// A snapshot as stored: its description and its bytes.
@@ -217,10 +217,9 @@ impl MachineStore {
         })
     }
 
-    /// Reads the registers (a snapshot of this node's state machine, however far it has
-    /// applied).
-    pub fn read<T>(&self, f: impl FnOnce(&Registers) -> T) -> T {
-        f(&self.machine.lock().expect("not poisoned").registers)
+    /// Reads this node's state machine, however far it has applied.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.machine.lock().expect("not poisoned").state)
     }
 
     async fn save(&self, stored: &StoredSnapshot) -> Result<(), Error> {
@@ -286,7 +285,7 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
             m.last_applied = Some(entry.log_id);
             outcomes.push(match entry.payload {
                 EntryPayload::Blank => Outcome::Nothing,
-                EntryPayload::Normal(command) => m.registers.apply(entry.log_id.index, &command),
+                EntryPayload::Normal(command) => m.state.apply(entry.log_id.index, &command),
                 EntryPayload::Membership(membership) => {
                     m.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Nothing
@@ -319,7 +318,7 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
         *self.machine.lock().expect("not poisoned") = Machine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            registers: machine.registers,
+            state: machine.state,
         };
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weft_host::consensus::{Command, Member, Outcome, RaftId};
+use weft_host::consensus::{Command, LockCommand, LockOutcome, Member, Outcome, RaftId};
 
 use crate::cluster::{new_cluster, start_cluster_with, wait_converged};
 use crate::harness::{TestNode, wait_for};
@@ -100,11 +100,52 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
         let got = t
             .node()
             .consensus
-            .read(|r| r.get("k").map(|x| (x.value.clone(), x.revision)))
+            .read(|s| s.registers.get("k").map(|x| (x.value.clone(), x.revision)))
             .await
             .unwrap();
         assert_eq!(got, Some((b"v3".to_vec(), index)), "{}", t.node().name);
     }
+
+    // Locks through the group: the token is the index of the granting entry, and the waiter
+    // that takes over gets a larger one.
+    let lock = |c: LockCommand| Command::Lock(c);
+    let acquire = |holder: &str| {
+        lock(LockCommand::Acquire {
+            key: "job-7".into(),
+            holder: holder.into(),
+            lease_ms: 10_000,
+            queue: true,
+        })
+    };
+    let (index, granted) = nodes[1]
+        .node()
+        .consensus
+        .propose(acquire("p"))
+        .await
+        .unwrap();
+    assert_eq!(
+        granted,
+        Outcome::Lock(LockOutcome::Granted { token: index })
+    );
+    let (_, queued) = nodes[2]
+        .node()
+        .consensus
+        .propose(acquire("q"))
+        .await
+        .unwrap();
+    assert_eq!(queued, Outcome::Lock(LockOutcome::Queued { ahead: 0 }));
+    let release = lock(LockCommand::Release {
+        key: "job-7".into(),
+        token: index,
+    });
+    let (handed, outcome) = nodes[0].node().consensus.propose(release).await.unwrap();
+    assert!(handed > index);
+    assert_eq!(
+        outcome,
+        Outcome::Lock(LockOutcome::Done {
+            next: Some(("q".into(), handed))
+        })
+    );
 
     // Enough entries for several snapshots, with the log behind them purged.
     for i in 0..40 {
@@ -138,14 +179,20 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
         ELECTION,
         "the late member holding every register",
         || async {
-            let have = late.consensus.read_local(|r| r.scan("r").count());
+            let have = late.consensus.read_local(|s| s.registers.scan("r").count());
             (have == 40 && late.consensus.metrics().snapshot.is_some()).then_some(())
         },
     )
     .await;
     assert_eq!(
         late.consensus
-            .read_local(|r| r.get("k").map(|x| x.value.clone())),
+            .read_local(|s| s.registers.get("k").map(|x| x.value.clone())),
         Some(b"v3".to_vec())
+    );
+    // The lock table came with the snapshot.
+    assert_eq!(
+        late.consensus
+            .read_local(|s| s.locks.get("job-7").map(|l| (l.holder.clone(), l.token))),
+        Some(("q".to_string(), handed))
     );
 }
