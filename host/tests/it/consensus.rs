@@ -196,3 +196,61 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
         Some(("q".to_string(), handed))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_keeps_its_id_and_everything_committed() {
+    // One node, its own one-voter group; snapshots every 10 entries so the restart loads a
+    // snapshot and replays the log after it.
+    let snapshots = |c: &mut weft_host::NodeConfig| {
+        c.cluster.consensus.snapshot_every = 10;
+        c.cluster.consensus.keep_after_snapshot = 3;
+    };
+    let t = TestNode::start_with(snapshots).await;
+    let id = t.node().consensus.id();
+    let me: BTreeMap<RaftId, Member> = [member(&t)].into_iter().collect();
+    t.node().consensus.initialize(me).await.unwrap();
+    wait_for(ELECTION, "this node leading its group", || async {
+        (t.node().consensus.metrics().current_leader == Some(id)).then_some(())
+    })
+    .await;
+    let mut last = 0;
+    for i in 0..25 {
+        let (index, _) = t
+            .node()
+            .consensus
+            .propose(write(&format!("r{i:02}"), &format!("v{i}"), None))
+            .await
+            .unwrap();
+        last = index;
+    }
+    assert!(t.node().consensus.metrics().snapshot.is_some());
+
+    let t = t.restart_with(snapshots).await;
+    assert_eq!(t.node().consensus.id(), id, "the id is kept");
+    wait_for(ELECTION, "this node leading its group again", || async {
+        (t.node().consensus.metrics().current_leader == Some(id)).then_some(())
+    })
+    .await;
+    let (count, r24) = t
+        .node()
+        .consensus
+        .read(|s| {
+            let r24 = s
+                .registers
+                .get("r24")
+                .map(|r| (r.value.clone(), r.revision));
+            (s.registers.scan("r").count(), r24)
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 25);
+    assert_eq!(r24, Some((b"v24".to_vec(), last)));
+    // And it goes on committing after the entries it had.
+    let (index, _) = t
+        .node()
+        .consensus
+        .propose(write("after", "x", Some(0)))
+        .await
+        .unwrap();
+    assert!(index > last);
+}
