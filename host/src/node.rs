@@ -204,6 +204,7 @@ impl Node {
                 replication: replication.clone(),
                 blobs: blobs.clone(),
                 placement: placement.clone(),
+                consensus: consensus.clone(),
             },
         );
         api::serve_forwarded(&router, app.clone());

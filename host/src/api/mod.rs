@@ -64,6 +64,8 @@ pub struct Cluster {
     pub blobs: crate::blobs::Blobs,
     /// Where keys live (keyed invocations go to their key's owner).
     pub placement: crate::placement::Placement,
+    /// This node's member of the metadata group.
+    pub consensus: crate::consensus::Consensus,
 }
 
 /// A function's current deployment, compiled and linked.
@@ -213,9 +215,22 @@ async fn members(State(app): State<Arc<App>>) -> axum::Json<crate::membership::M
     axum::Json(app.cluster.membership.members())
 }
 
-/// The ring and replication as this node sees them.
-async fn status(State(app): State<Arc<App>>) -> axum::Json<crate::replication::Status> {
-    axum::Json(app.cluster.replication.status())
+/// What `/v1/status` shows: the ring and replication, and the metadata group, as this node
+/// sees them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// The ring and replication.
+    #[serde(flatten)]
+    pub ring: crate::replication::Status,
+    /// The metadata group.
+    pub consensus: crate::consensus::GroupStatus,
+}
+
+async fn status(State(app): State<Arc<App>>) -> axum::Json<NodeStatus> {
+    axum::Json(NodeStatus {
+        ring: app.cluster.replication.status(),
+        consensus: app.cluster.consensus.status(),
+    })
 }
 
 async fn require_token(

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use reqwest::Method;
 
 use super::Client;
+use crate::api::NodeStatus;
 use crate::api::{ScanPage, Written};
-use crate::replication::Status;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum KvCommand {
@@ -200,7 +200,7 @@ pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
 
 /// `weft status`: the ring and replication as the node sees them.
 pub(super) async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
-    let s: Status = c.json(c.request(Method::GET, "/v1/status")).await?;
+    let s: NodeStatus = c.json(c.request(Method::GET, "/v1/status")).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -210,8 +210,9 @@ pub(super) async fn status(c: &Client, json: bool) -> anyhow::Result<()> {
 }
 
 /// The status as text.
-pub fn status_text(s: &Status) -> String {
+pub fn status_text(status: &NodeStatus) -> String {
     use std::fmt::Write;
+    let s = &status.ring;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -269,5 +270,36 @@ pub fn status_text(s: &Status) -> String {
         s.anti_entropy_interval_ms as f64 / 1000.0,
         s.anti_entropy_rounds
     );
+    let g = &status.consensus;
+    let names = |ms: &[crate::consensus::GroupMember]| {
+        let v: Vec<String> = ms
+            .iter()
+            .map(|m| match m.lag {
+                Some(lag) if lag > 0 => format!("{} ({lag} behind)", m.name),
+                _ => m.name.clone(),
+            })
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    };
+    if g.voters.is_empty() && g.learners.is_empty() {
+        let _ = writeln!(out, "metadata group: this node is in no group yet");
+    } else {
+        let _ = writeln!(
+            out,
+            "metadata group: this node {}, leader {}, term {}; voters {}; learners {}; log {}, applied {}, snapshot {}",
+            g.role,
+            g.leader.as_deref().unwrap_or("unknown"),
+            g.term,
+            names(&g.voters),
+            names(&g.learners),
+            g.last_log_index.map_or("empty".into(), |i| i.to_string()),
+            g.applied_index.map_or("none".into(), |i| i.to_string()),
+            g.snapshot_index.map_or("none".into(), |i| i.to_string()),
+        );
+    }
     out
 }

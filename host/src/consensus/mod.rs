@@ -89,6 +89,40 @@ impl Default for ConsensusConfig {
     }
 }
 
+/// The group as one node sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// This node's id in the group.
+    pub id: RaftId,
+    /// `leader`, `follower`, `candidate`, `learner`, or `in no group yet`.
+    pub role: String,
+    /// The leader's name, if known.
+    pub leader: Option<String>,
+    /// The current term.
+    pub term: u64,
+    /// The voters.
+    pub voters: Vec<GroupMember>,
+    /// Members that receive the log without voting.
+    pub learners: Vec<GroupMember>,
+    /// The last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// The last entry this node applied.
+    pub applied_index: Option<u64>,
+    /// The last entry in this node's snapshot.
+    pub snapshot_index: Option<u64>,
+}
+
+/// A member of the group as one node sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// Its id in the group.
+    pub id: RaftId,
+    /// Its node name.
+    pub name: String,
+    /// Entries it lacks of the leader's log (known on the leader only).
+    pub lag: Option<u64>,
+}
+
 /// Why a consensus operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
@@ -273,6 +307,48 @@ impl Consensus {
     /// The group as this node sees it.
     pub fn metrics(&self) -> openraft::RaftMetrics<RaftId, Member> {
         self.raft.metrics().borrow().clone()
+    }
+
+    /// The group as this node sees it, for `/v1/status` and `weft status`.
+    pub fn status(&self) -> GroupStatus {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let name = |id: &RaftId| {
+            membership
+                .get_node(id)
+                .map_or_else(|| id.to_string(), |n| n.name.clone())
+        };
+        let last = m.last_log_index;
+        let lag = |id: &RaftId| {
+            let matched = m.replication.as_ref()?.get(id)?.map(|l| l.index);
+            Some(last.unwrap_or(0).saturating_sub(matched.unwrap_or(0)))
+        };
+        let describe = |id: &RaftId| GroupMember {
+            id: *id,
+            name: name(id),
+            lag: if *id == self.id {
+                Some(0).filter(|_| m.replication.is_some())
+            } else {
+                lag(id)
+            },
+        };
+        let voters: Vec<GroupMember> = membership.voter_ids().map(|id| describe(&id)).collect();
+        let learners: Vec<GroupMember> = membership.learner_ids().map(|id| describe(&id)).collect();
+        GroupStatus {
+            id: self.id,
+            role: if voters.is_empty() && learners.is_empty() {
+                "in no group yet".into()
+            } else {
+                format!("{:?}", m.state).to_lowercase()
+            },
+            leader: m.current_leader.map(|l| name(&l)),
+            term: m.current_term,
+            voters,
+            learners,
+            last_log_index: last,
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+        }
     }
 
     /// Stops this node's member.

@@ -64,6 +64,35 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
     )
     .await;
     assert!(ids[..3].contains(&leader));
+    // `/v1/status` shows the group: every voter, the leader by name; the fourth node is in
+    // no group yet.
+    let leader_name = nodes[ids.iter().position(|i| *i == leader).unwrap()]
+        .node()
+        .name
+        .to_string();
+    for t in &nodes {
+        let (code, s) = t.json(t.anon(reqwest::Method::GET, "/v1/status")).await;
+        assert_eq!(code, reqwest::StatusCode::OK, "{s}");
+        let g = &s["consensus"];
+        if t.node().consensus.id() == ids[3] {
+            assert_eq!(g["role"], "in no group yet", "{g}");
+            continue;
+        }
+        assert_eq!(g["leader"], leader_name.as_str(), "{g}");
+        let mut voters: Vec<&str> = g["voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        voters.sort();
+        assert_eq!(voters, ["n0", "n1", "n2"], "{g}");
+        assert_eq!(
+            s["node"],
+            t.node().name.as_str(),
+            "the ring's fields are still there"
+        );
+    }
 
     // Writes through every voter, forwarded to the leader: each is applied at its own index,
     // in order.
