@@ -10,6 +10,7 @@ pub mod locks;
 mod network;
 pub mod state;
 pub mod storage;
+pub mod voters;
 pub mod wire;
 
 use std::collections::BTreeMap;
