@@ -235,27 +235,38 @@ impl Consensus {
     /// Commits `command` through the leader (forwarded to it when this node is not), and
     /// returns the entry's index and what the command did, once applied on the leader.
     pub async fn propose(&self, command: Command) -> Result<(u64, Outcome), ConsensusError> {
-        let mut forward_to = match self.raft.client_write(command.clone()).await {
+        let forward_to = match self.raft.client_write(command.clone()).await {
             Ok(w) => return Ok((w.log_id.index, w.data)),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(f),
             )) => f.leader_node,
             Err(e) => return Err(ConsensusError::Failed(e.to_string())),
         };
-        // At most a few hops while leadership moves.
+        match self
+            .ask_leader(forward_to, &Request::Propose(command))
+            .await?
+        {
+            Response::Committed { index, outcome } => Ok((index, outcome)),
+            other => Err(ConsensusError::Failed(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends `request` to `leader`, following `NotLeader` answers for a few hops while
+    /// leadership moves.
+    async fn ask_leader(
+        &self,
+        mut leader: Option<Member>,
+        request: &Request,
+    ) -> Result<Response, ConsensusError> {
         for _ in 0..3 {
-            let Some(addr) = forward_to.as_ref().and_then(|m| m.addr) else {
+            let Some(addr) = leader.as_ref().and_then(|m| m.addr) else {
                 return Err(ConsensusError::NoLeader("no leader known".into()));
             };
-            let request = Request::Propose(command.clone());
-            match rpc::call::<RaftWire>(&self.transport, addr, &request).await {
-                Ok(Response::Committed { index, outcome }) => return Ok((index, outcome)),
-                Ok(Response::NotLeader(next)) => forward_to = next,
-                Ok(other) => {
-                    return Err(ConsensusError::Failed(format!(
-                        "unexpected answer {other:?}"
-                    )));
-                }
+            match rpc::call::<RaftWire>(&self.transport, addr, request).await {
+                Ok(Response::NotLeader(next)) => leader = next,
+                Ok(answer) => return Ok(answer),
                 Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
             }
         }
@@ -266,41 +277,31 @@ impl Consensus {
     /// before the call (a linearizable read): the leader confirms it still leads and names
     /// the entry the read must see, and this node waits until it has applied it.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ConsensusError> {
-        let mut ask = match self.raft.ensure_linearizable().await {
+        let ask = match self.raft.ensure_linearizable().await {
             Ok(_) => return Ok(self.machine.read(f)),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::CheckIsLeaderError::ForwardToLeader(to),
             )) => to.leader_node,
             Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
         };
-        for _ in 0..3 {
-            let Some(addr) = ask.as_ref().and_then(|m| m.addr) else {
-                return Err(ConsensusError::NoLeader("no leader known".into()));
-            };
-            match rpc::call::<RaftWire>(&self.transport, addr, &Request::ReadIndex).await {
-                Ok(Response::ReadIndex(index)) => {
-                    if let Some(index) = index {
-                        self.raft
-                            .wait(Some(self.transport.rpc_timeout()))
-                            .applied_index_at_least(Some(index), "a linearizable read")
-                            .await
-                            .map_err(|e| ConsensusError::NoLeader(e.to_string()))?;
-                    }
-                    return Ok(self.machine.read(f));
+        match self.ask_leader(ask, &Request::ReadIndex).await? {
+            Response::ReadIndex(index) => {
+                if let Some(index) = index {
+                    self.raft
+                        .wait(Some(self.transport.rpc_timeout()))
+                        .applied_index_at_least(Some(index), "a linearizable read")
+                        .await
+                        .map_err(|e| ConsensusError::NoLeader(e.to_string()))?;
                 }
-                Ok(Response::NotLeader(next)) => ask = next,
-                Ok(other) => {
-                    return Err(ConsensusError::Failed(format!(
-                        "unexpected answer {other:?}"
-                    )));
-                }
-                Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
+                Ok(self.machine.read(f))
             }
+            other => Err(ConsensusError::Failed(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
-        Err(ConsensusError::NoLeader("leadership kept moving".into()))
     }
 
-    /// Reads this node's registers as far as it has applied (may lag the leader).
+    /// Reads this node's state machine as far as it has applied (may lag the leader).
     pub fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         self.machine.read(f)
     }
