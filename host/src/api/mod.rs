@@ -207,6 +207,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.cluster.transport.stats().render_metrics(&mut text);
     app.cluster.replication.status().render_metrics(&mut text);
     app.cluster.blobs.stats().render_metrics(&mut text);
+    app.cluster.consensus.render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -353,6 +353,42 @@ impl Consensus {
         }
     }
 
+    /// Appends the group's metrics, as this node sees it.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, single};
+        let m = self.metrics();
+        let index = |l: Option<u64>| l.map_or(0, |i| i + 1);
+        for (name, help, value) in [
+            (
+                "weft_raft_term",
+                "The metadata group's current term as this node knows it.",
+                m.current_term,
+            ),
+            (
+                "weft_raft_leader",
+                "1 while this node leads the metadata group, else 0.",
+                u64::from(m.current_leader == Some(self.id)),
+            ),
+            (
+                "weft_raft_log_entries",
+                "Entries in this node's log of the metadata group (the last index plus one).",
+                index(m.last_log_index),
+            ),
+            (
+                "weft_raft_applied_entries",
+                "Entries of the metadata group this node has applied (the last index plus one).",
+                index(m.last_applied.map(|l| l.index)),
+            ),
+            (
+                "weft_raft_snapshot_entries",
+                "Entries covered by this node's last snapshot of the metadata group.",
+                index(m.snapshot.map(|l| l.index)),
+            ),
+        ] {
+            single(out, name, Kind::Gauge, help, value);
+        }
+    }
+
     /// Stops this node's member.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {

@@ -193,6 +193,13 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
     let m = on_leader.node().consensus.metrics();
     assert!(m.snapshot.is_some(), "the leader took a snapshot");
     assert!(m.purged.is_some(), "and purged the log behind it");
+    assert_eq!(on_leader.metric("weft_raft_leader").await, Some(1.0));
+    // Applied entries only grow: at least as many as the metrics read above.
+    assert!(
+        on_leader.metric("weft_raft_applied_entries").await
+            >= m.last_applied.map(|l| l.index as f64 + 1.0)
+    );
+    assert!(on_leader.metric("weft_raft_snapshot_entries").await >= Some(10.0));
 
     // The fourth node joins as a learner: its log starts after the purge, so it catches up
     // from the leader's snapshot, streamed, and then the log.
