@@ -219,7 +219,7 @@ impl Replicator {
         let mut left: &[Vec<u8>] = &keys;
         while !left.is_empty() {
             let request = Request::KvFetch(left.to_vec());
-            match rpc::call::<KvWire>(&self.inner().transport, addr, &request).await {
+            match rpc::call::<KvWire>(self.inner().placement.transport(), addr, &request).await {
                 Ok(Response::KvFetched { entries, consumed }) if consumed > 0 => {
                     held.extend(entries);
                     left = &left[(consumed as usize).min(left.len())..];
@@ -244,12 +244,12 @@ impl Replicator {
             from: inner.me.clone(),
             leaves,
         };
-        let (differing, theirs) = match rpc::call::<KvWire>(&inner.transport, addr, &request).await
-        {
-            Ok(Response::AeDiff { differing, have }) => (differing, have),
-            Ok(other) => return Err(format!("unexpected answer {other:?}")),
-            Err(e) => return Err(e.to_string()),
-        };
+        let (differing, theirs) =
+            match rpc::call::<KvWire>(inner.placement.transport(), addr, &request).await {
+                Ok(Response::AeDiff { differing, have }) => (differing, have),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            };
         if differing.is_empty() {
             return Ok(PeerSync {
                 at_ms: now_ms(),
@@ -290,7 +290,12 @@ impl Replicator {
         let mut left: &[Vec<u8>] = &pull;
         while !left.is_empty() {
             let ask = &left[..left.len().min(1024)];
-            match rpc::call::<KvWire>(&inner.transport, addr, &Request::KvFetch(ask.to_vec())).await
+            match rpc::call::<KvWire>(
+                inner.placement.transport(),
+                addr,
+                &Request::KvFetch(ask.to_vec()),
+            )
+            .await
             {
                 Ok(Response::KvFetched { entries, consumed }) if consumed > 0 => {
                     self.apply_all(entries).await.map_err(|e| e.to_string())?;

@@ -538,7 +538,7 @@ impl Replicator {
     /// Sends a request to a peer at `addr` (`None`: its address is unknown).
     async fn ask(&self, addr: Option<SocketAddr>, request: &Request) -> Result<Response, String> {
         let addr = addr.ok_or("no address known")?;
-        rpc::call::<KvWire>(&self.inner.transport, addr, request)
+        rpc::call::<KvWire>(self.inner.placement.transport(), addr, request)
             .await
             .map_err(|e| e.to_string())
     }

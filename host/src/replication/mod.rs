@@ -47,7 +47,6 @@ use crate::id::NodeId;
 use crate::placement::{Placement, View};
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
-use crate::transport::Transport;
 
 /// Largest key a client or guest may use, in bytes (its namespace is not counted).
 pub const MAX_KEY: usize = 4 << 10;
@@ -269,7 +268,6 @@ pub struct Replicator {
 pub(crate) struct Inner {
     pub(crate) me: NodeId,
     pub(crate) store: Store,
-    pub(crate) transport: Transport,
     pub(crate) placement: Placement,
     pub(crate) config: ReplicationConfig,
     pub(crate) clock: Mutex<version::Clock>,
@@ -312,7 +310,6 @@ impl Replicator {
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,
             store,
-            transport: placement.transport().clone(),
             placement: placement.clone(),
             config,
             stats: Stats::default(),

@@ -90,7 +90,8 @@ impl Replicator {
                     continue;
                 };
                 if !matches!(
-                    rpc::call::<KvWire>(&inner.transport, addr, &Request::KvPurge(mine)).await,
+                    rpc::call::<KvWire>(inner.placement.transport(), addr, &Request::KvPurge(mine))
+                        .await,
                     Ok(Response::Done)
                 ) {
                     failed = true;
