@@ -1,5 +1,6 @@
 //! The blob service between real nodes: a blob far larger than one frame streams between
-//! nodes in pieces, is verified, and a corrupt copy is skipped and replaced.
+//! nodes in pieces, is verified, and a corrupt copy is skipped and replaced; and its control,
+//! where the digest check is switched off and the corrupt copy gets through.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -14,23 +15,22 @@ use crate::replication::wait_ring;
 /// 100 MiB: more than six times the 16 MiB frame cap.
 const SIZE: usize = 100 << 20;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_100_mib_blob_streams_between_nodes_and_a_corrupt_copy_is_skipped() {
+/// Three nodes; a random blob of `size` bytes put on node 0 (and so streamed to the two
+/// others, all three being its replicas); then node 2 loses its copy, and the first node it
+/// will ask holds one with a byte flipped. Returns the nodes, the bytes put, and what node 2
+/// reads, with node 2's blob directory trusting what it gets when `trust` is set.
+async fn a_corrupt_copy_first_in_line(size: usize, trust: bool) -> Scenario {
     let cluster = new_cluster();
     let nodes = start_cluster(cluster.path(), 3).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
     wait_converged(&all, 3).await;
     wait_ring(&all, 3).await;
 
-    let mut bytes = vec![0u8; SIZE];
+    let mut bytes = vec![0u8; size];
     rand::rngs::StdRng::seed_from_u64(7).fill(&mut bytes[..]);
     let bytes = Bytes::from(bytes);
     let digest = nodes[0].node().blobs.put(bytes.clone()).await.unwrap();
     assert_eq!(digest, weft_host::id::Digest::of(&bytes));
-
-    // With three nodes every node is one of the digest's three replicas: the two others
-    // pulled the blob from node 0 over QUIC before the put returned (two of them at least;
-    // the third within moments) and checked it.
     wait_for(
         Duration::from_secs(60),
         "every node holding the blob",
@@ -43,15 +43,13 @@ async fn a_100_mib_blob_streams_between_nodes_and_a_corrupt_copy_is_skipped() {
     .await;
     for t in &nodes[1..] {
         let got = t.node().blobs.stats().bytes_received.load(Relaxed);
-        assert_eq!(got, SIZE as u64, "{}", t.node().name);
+        assert_eq!(got, size as u64, "{}", t.node().name);
         assert_eq!(
             t.metric("weft_blob_bytes_received_total").await,
-            Some(SIZE as f64)
+            Some(size as f64)
         );
     }
 
-    // Node 2 loses its copy; the first node it will ask holds a corrupt one (same length,
-    // one byte changed in the middle).
     let reader = &nodes[2];
     reader.node().blobs.dir().remove(digest).unwrap();
     let me = reader.node().name.clone();
@@ -64,15 +62,27 @@ async fn a_100_mib_blob_streams_between_nodes_and_a_corrupt_copy_is_skipped() {
         .unwrap();
     let bad = nodes.iter().find(|t| t.node().name == first).unwrap();
     let mut corrupt = bytes.to_vec();
-    corrupt[SIZE / 2] ^= 0xff;
+    corrupt[size / 2] ^= 0xff;
     bad.node()
         .blobs
         .dir()
         .corrupt_for_tests(digest, &corrupt)
         .unwrap();
     drop(corrupt);
-
+    reader.node().blobs.dir().trust_blobs_for_tests(trust);
     let got = reader.node().blobs.get(digest).await.unwrap();
+    (cluster, nodes, bytes, got)
+}
+
+/// The cluster directory (kept while the nodes run), the nodes, the bytes put, and the bytes
+/// node 2 read.
+type Scenario = (tempfile::TempDir, Vec<TestNode>, Bytes, Vec<u8>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_blob_streams_between_nodes_and_a_corrupt_copy_is_skipped() {
+    let (_cluster, nodes, bytes, got) = a_corrupt_copy_first_in_line(SIZE, false).await;
+    let digest = weft_host::id::Digest::of(&bytes);
+    let reader = &nodes[2];
     assert!(got == bytes, "the bytes read are the bytes put");
     let stats = reader.node().blobs.stats();
     assert_eq!(stats.corrupt.load(Relaxed), 1, "one corrupt copy skipped");
@@ -85,7 +95,25 @@ async fn a_100_mib_blob_streams_between_nodes_and_a_corrupt_copy_is_skipped() {
     wait_for(
         Duration::from_secs(60),
         "the corrupt copy replaced",
-        || async { bad.node().blobs.dir().verify(digest).is_ok().then_some(()) },
+        || async {
+            nodes
+                .iter()
+                .all(|t| t.node().blobs.dir().verify(digest).is_ok())
+                .then_some(())
+        },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_node_that_trusts_blob_copies_takes_a_corrupt_one() {
+    // The same scenario, smaller, with the reader's digest check switched off: the checker
+    // of the test above ("the bytes read are the bytes put") finds the corrupt copy.
+    let (_cluster, nodes, bytes, got) = a_corrupt_copy_first_in_line(8 << 20, true).await;
+    assert_eq!(got.len(), bytes.len());
+    assert!(
+        got != bytes,
+        "without the check, the corrupt copy is what the reader gets"
+    );
+    assert_eq!(nodes[2].node().blobs.stats().corrupt.load(Relaxed), 0);
 }
