@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
 use crate::blobs::{BlobDir, Blobs};
 use crate::config::{ClusterConfig, NodeConfig};
-use crate::consensus::Consensus;
+use crate::consensus::{self, Consensus};
 use crate::functions::Functions;
 use crate::id::NodeId;
 use crate::mapreduce::Jobs;
-use crate::membership::{Identity, Membership, Meta, Wiring};
+use crate::membership::{Identity, MemberState, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
 use crate::placement::Placement;
 use crate::replication::Replicator;
@@ -121,6 +122,10 @@ impl Node {
             ),
             None => transport.local_addr(),
         };
+        // Read before membership starts remembering members: a node that has nothing to
+        // join and remembers nobody is the first of a new cluster, and forms its group.
+        let found = config.cluster.join.is_empty() && store.members()?.is_empty();
+        let group_id = Consensus::open_id(&store, &name).await?;
         let identity = Identity {
             node: name.clone(),
             addr: quic_addr,
@@ -131,6 +136,7 @@ impl Node {
                 http: Some(http_addr),
                 tags: config.cluster.tags.clone(),
                 capacity: config.runtime.max_instances.get(),
+                group_id,
             },
         };
         let max_instances = config.runtime.max_instances.get();
@@ -149,12 +155,7 @@ impl Node {
         );
 
         membership.serve(&router, name.clone());
-        // The function registry is on every node unless configured otherwise.
-        let mut replication_config = config.replication.clone();
-        replication_config
-            .namespaces
-            .entry(crate::functions::NAMESPACE.into())
-            .or_insert_with(crate::functions::registry_quorum);
+        let replication_config = config.replication.clone();
         let placement = Placement::start(
             name.clone(),
             store.clone(),
@@ -171,11 +172,20 @@ impl Node {
         );
         replication.serve(&router);
         let consensus = Consensus::start(
-            &name,
+            consensus::Wiring {
+                id: group_id,
+                me: consensus::Member {
+                    name: name.to_string(),
+                    addr: Some(quic_addr),
+                },
+                peers: follow_peers(&membership, &tasks),
+                found,
+            },
             store.clone(),
             transport.clone(),
             &router,
             &config.cluster.consensus,
+            &tasks,
         )
         .await?;
         let blob_dir = dir.join("blobs");
@@ -188,7 +198,7 @@ impl Node {
         store.drop_legacy_modules().await?;
         let blobs = Blobs::new(blob_dir, placement.clone(), tasks.clone());
         blobs.serve(&router);
-        let functions = Functions::new(replication.clone(), blobs.clone());
+        let functions = Functions::new(consensus.clone(), blobs.clone());
         let (app_functions, node_store) = (functions.clone(), store.clone());
 
         let app = App::new(
@@ -296,6 +306,40 @@ impl Node {
         signal.await;
         self.shutdown().await;
     }
+}
+
+/// The cluster's nodes as the metadata group's leader needs them, following membership.
+fn follow_peers(membership: &Membership, tasks: &Tasks) -> watch::Receiver<Vec<consensus::Peer>> {
+    let peers = |set: &crate::membership::MemberSet| -> Vec<consensus::Peer> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        set.members
+            .iter()
+            .map(|m| consensus::Peer {
+                id: m.group_id,
+                name: m.node.to_string(),
+                addr: m.addr,
+                server: m.tags.iter().any(|t| t == "server"),
+                up: m.state == MemberState::Alive,
+                down_for: (m.state == MemberState::Down)
+                    .then(|| Duration::from_millis(now_ms.saturating_sub(m.since_ms))),
+            })
+            .collect()
+    };
+    let mut members = membership.watch();
+    let (tx, rx) = watch::channel(peers(&members.borrow_and_update()));
+    tasks.spawn(async move {
+        while members.changed().await.is_ok() {
+            let now = peers(&members.borrow_and_update());
+            tx.send_if_modified(|old| {
+                let changed = *old != now;
+                *old = now;
+                changed
+            });
+        }
+    });
+    rx
 }
 
 /// The cluster directory and this node's name in it. Without a configured directory the node

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, App, Query, read_body};
-use crate::functions::{Deployment, FunctionRecord, RouteKey};
+use crate::functions::{Consistency, Deployment, FunctionRecord, RouteKey};
 use crate::id::{Digest, FunctionName};
 use crate::runtime::{FunctionKind, FunctionLimits};
 
@@ -165,10 +165,32 @@ fn manifest_limits(app: &App, params: &DeployParams) -> Result<FunctionLimits, A
     })
 }
 
-pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<FunctionView>>, ApiError> {
+/// Query parameters of registry reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadParams {
+    /// Read this node's copy, which may lag, instead of a linearizable read.
+    #[serde(default)]
+    local: bool,
+}
+
+impl ReadParams {
+    fn consistency(&self) -> Consistency {
+        if self.local {
+            Consistency::Local
+        } else {
+            Consistency::Linearizable
+        }
+    }
+}
+
+pub(crate) async fn list(
+    State(app): State<Arc<App>>,
+    Query(params): Query<ReadParams>,
+) -> Result<Json<Vec<FunctionView>>, ApiError> {
     Ok(Json(
         app.functions
-            .list()
+            .list(params.consistency())
             .await?
             .iter()
             .map(FunctionView::from)
@@ -179,11 +201,12 @@ pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<Functio
 pub(crate) async fn show(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    Query(params): Query<ReadParams>,
 ) -> Result<Json<FunctionRecord>, ApiError> {
     let name: FunctionName = name.parse()?;
     let (record, _) = app
         .functions
-        .record(&name)
+        .record(&name, params.consistency())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
     Ok(Json(record))

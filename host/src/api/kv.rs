@@ -158,7 +158,7 @@ async fn write(
 ) -> Result<Json<Written>, ApiError> {
     if ns.as_str().starts_with("sys.") {
         return Err(ApiError::BadRequest(format!(
-            "namespace `{ns}` is kept by Weft itself (the function registry); use the functions API to change it"
+            "namespace `{ns}` is kept by Weft itself (names starting with `sys.` are reserved); choose another namespace"
         )));
     }
     let expect = match (params.if_version, params.if_absent) {

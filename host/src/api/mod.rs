@@ -72,8 +72,8 @@ pub struct Cluster {
 pub(crate) struct Active {
     pub(crate) deployment: Deployment,
     pub(crate) prepared: Prepared,
-    /// The version of the registry record it came from.
-    version: crate::replication::Version,
+    /// The revision of the registry record it came from.
+    version: u64,
 }
 
 impl App {
@@ -105,7 +105,7 @@ impl App {
     /// cached deployment serves as long as this node's copy of the registry record has the
     /// version it came from; a deploy on any node changes that version.
     pub(crate) async fn active(&self, name: &FunctionName) -> Result<Arc<Active>, ApiError> {
-        let local = self.functions.local_version(name)?;
+        let local = self.functions.local_version(name);
         let cached = || {
             let cache = self.active.read().expect("not poisoned");
             cache
@@ -123,7 +123,7 @@ impl App {
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let (record, version) = self
             .functions
-            .record(name)
+            .record(name, crate::functions::Consistency::Local)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
         let deployment = record.active().clone();
@@ -317,12 +317,25 @@ impl From<FunctionsError> for ApiError {
         match e {
             e @ FunctionsError::NothingToRollBack(_) => ApiError::Conflict(e.to_string()),
             FunctionsError::Corrupt(e) => ApiError::Internal(e),
-            FunctionsError::Replication(e) => ApiError::Replication(e),
+            FunctionsError::Consensus(e) => e.into(),
+            e @ FunctionsError::Busy(_) => ApiError::Conflict(e.to_string()),
             FunctionsError::NoFunction(name) => {
                 ApiError::NotFound(format!("no function named `{name}`"))
             }
             FunctionsError::Module(e @ BlobError::Disk(_)) => ApiError::Internal(e.to_string()),
             FunctionsError::Module(e) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::consensus::ConsensusError> for ApiError {
+    fn from(e: crate::consensus::ConsensusError) -> Self {
+        use crate::consensus::ConsensusError;
+        match e {
+            e @ ConsensusError::NoLeader(_) => ApiError::Unavailable(e.to_string()),
+            e @ (ConsensusError::Start(_) | ConsensusError::Failed(_)) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! snapshots live in the node's store and are flushed before they are acknowledged
 //! ([`storage`]); the state machine itself ([`state`]) is pure.
 
+mod control;
 pub mod locks;
 mod network;
 pub mod state;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
 
+pub use control::Peer;
 pub use locks::{Leases, LockCommand, LockOutcome, LockTable};
 pub use state::{Command, Outcome, Register, Registers, State};
 use storage::{LogStore, MachineStore};
@@ -77,6 +79,16 @@ pub struct ConsensusConfig {
     /// Entries kept in the log behind the last snapshot, so a member a little behind catches
     /// up from the log rather than a whole snapshot. Default 1000.
     pub keep_after_snapshot: u64,
+    /// A voter declared down for this long (or whose node came back with a wiped data
+    /// directory) gives its seat to another node. Shorter replaces a crashed voter sooner, so
+    /// the group is back to full tolerance sooner; longer lets a rebooting voter keep its
+    /// seat. Default 60 s.
+    #[serde(with = "crate::millis")]
+    pub voter_replace_after: Duration,
+    /// How long a change (a deploy, a lock request) waits for a leader and a quorum before
+    /// it is refused as unavailable. Default 5 s.
+    #[serde(with = "crate::millis")]
+    pub propose_timeout: Duration,
 }
 
 impl Default for ConsensusConfig {
@@ -86,6 +98,8 @@ impl Default for ConsensusConfig {
             election: Duration::from_millis(600),
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
+            voter_replace_after: Duration::from_secs(60),
+            propose_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -138,39 +152,65 @@ pub enum ConsensusError {
     Failed(String),
 }
 
+fn no_quorum(within: Duration) -> ConsensusError {
+    ConsensusError::NoLeader(format!(
+        "no leader with a quorum of voters answered within {} ms",
+        within.as_millis()
+    ))
+}
+
 /// This node's member of the group. Cheap to clone.
 #[derive(Clone)]
 pub struct Consensus {
     id: RaftId,
+    me: Member,
     raft: Raft<TypeConfig>,
     machine: MachineStore,
     transport: Transport,
+    config: ConsensusConfig,
+}
+
+/// How a node takes part in the group, beyond its store and transport.
+pub struct Wiring {
+    /// Its id ([`Consensus::open_id`]).
+    pub id: RaftId,
+    /// Its name and address, as the group records them.
+    pub me: Member,
+    /// The cluster's nodes, as membership sees them (for choosing members and voters).
+    pub peers: tokio::sync::watch::Receiver<Vec<Peer>>,
+    /// Form a group of this node alone if it is in none (the first node of a new cluster).
+    pub found: bool,
 }
 
 impl Consensus {
-    /// Starts this node's member of the group (not yet in any group until it is initialized
-    /// or added by a leader), answering its peers through `router`.
+    /// This node's id in the group, from its store; a new one, stored, if it has none.
+    pub async fn open_id(store: &Store, name: &NodeId) -> Result<RaftId, ConsensusError> {
+        let start = |e: &dyn std::fmt::Display| ConsensusError::Start(e.to_string());
+        if let Some(bytes) = store.raft_meta(ID).map_err(|e| start(&e))? {
+            return postcard::from_bytes(&bytes).map_err(|e| start(&e));
+        }
+        // Never 0, never reused: a wiped data directory gets a new id.
+        let id: RaftId = rand::random::<u64>().max(1);
+        store
+            .set_raft_meta(ID, postcard::to_stdvec(&id).expect("ids encode"))
+            .await
+            .map_err(|e| start(&e))?;
+        tracing::info!(node = %name, raft_id = id, "new id in the metadata group");
+        Ok(id)
+    }
+
+    /// Starts this node's member of the group, answering its peers through `router`; it
+    /// joins a group when a leader adds it, or forms one ([`Wiring::found`]).
     pub async fn start(
-        name: &NodeId,
+        wiring: Wiring,
         store: Store,
         transport: Transport,
         router: &Router,
         config: &ConsensusConfig,
+        tasks: &crate::tasks::Tasks,
     ) -> Result<Consensus, ConsensusError> {
         let start = |e: &dyn std::fmt::Display| ConsensusError::Start(e.to_string());
-        let id = match store.raft_meta(ID).map_err(|e| start(&e))? {
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| start(&e))?,
-            None => {
-                // Never 0, never reused: a wiped data directory gets a new id.
-                let id: RaftId = rand::random::<u64>().max(1);
-                store
-                    .set_raft_meta(ID, postcard::to_stdvec(&id).expect("ids encode"))
-                    .await
-                    .map_err(|e| start(&e))?;
-                tracing::info!(node = %name, raft_id = id, "new id in the metadata group");
-                id
-            }
-        };
+        let id = wiring.id;
         let raft_config = openraft::Config {
             cluster_name: "weft".into(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -197,12 +237,28 @@ impl Consensus {
         .await
         .map_err(|e| start(&e))?;
         network::serve(router, raft.clone(), machine.clone(), transport.clone());
-        Ok(Consensus {
+        let consensus = Consensus {
             id,
+            me: wiring.me,
             raft,
             machine,
             transport,
-        })
+            config: config.clone(),
+        };
+        tasks.spawn(control::run(
+            consensus.clone(),
+            wiring.peers,
+            wiring.found,
+            config.voter_replace_after,
+            tasks.token().clone(),
+        ));
+        Ok(consensus)
+    }
+
+    /// Whether this node belongs to no group yet.
+    pub fn in_no_group(&self) -> bool {
+        let m = self.metrics();
+        m.membership_config.membership().nodes().next().is_none()
     }
 
     /// This node's id in the group.
@@ -233,72 +289,171 @@ impl Consensus {
     }
 
     /// Commits `command` through the leader (forwarded to it when this node is not), and
-    /// returns the entry's index and what the command did, once applied on the leader.
+    /// returns the entry's index and what the command did, once applied on the leader. Waits
+    /// for a leader and a quorum at most [`ConsensusConfig::propose_timeout`]; a command that
+    /// timed out may still commit later.
     pub async fn propose(&self, command: Command) -> Result<(u64, Outcome), ConsensusError> {
-        let forward_to = match self.raft.client_write(command.clone()).await {
-            Ok(w) => return Ok((w.log_id.index, w.data)),
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(f),
-            )) => f.leader_node,
-            Err(e) => return Err(ConsensusError::Failed(e.to_string())),
-        };
-        match self
-            .ask_leader(forward_to, &Request::Propose(command))
-            .await?
-        {
-            Response::Committed { index, outcome } => Ok((index, outcome)),
-            other => Err(ConsensusError::Failed(format!(
-                "unexpected answer {other:?}"
-            ))),
-        }
+        let request = Request::Propose(command);
+        let within = self.config.propose_timeout;
+        let asked = tokio::time::timeout(within, async {
+            loop {
+                let leader = self.wait_leader().await?;
+                let answer = if leader.0 == self.id {
+                    let Request::Propose(command) = &request else {
+                        unreachable!()
+                    };
+                    match self.raft.client_write(command.clone()).await {
+                        Ok(w) => return Ok((w.log_id.index, w.data)),
+                        Err(openraft::error::RaftError::APIError(
+                            openraft::error::ClientWriteError::ForwardToLeader(_),
+                        )) => None,
+                        Err(e) => return Err(ConsensusError::Failed(e.to_string())),
+                    }
+                } else {
+                    self.ask(&leader.1, &request).await
+                };
+                match answer {
+                    Some(Response::Committed { index, outcome }) => return Ok((index, outcome)),
+                    Some(Response::Failed(e)) => return Err(ConsensusError::Failed(e)),
+                    Some(other) if !matches!(other, Response::NotLeader(_)) => {
+                        return Err(ConsensusError::Failed(format!(
+                            "unexpected answer {other:?}"
+                        )));
+                    }
+                    _ => self.leader_moved(leader.0).await,
+                }
+            }
+        })
+        .await;
+        asked.unwrap_or_else(|_| Err(no_quorum(within)))
     }
 
-    /// Sends `request` to `leader`, following `NotLeader` answers for a few hops while
-    /// leadership moves.
-    async fn ask_leader(
-        &self,
-        mut leader: Option<Member>,
-        request: &Request,
-    ) -> Result<Response, ConsensusError> {
-        for _ in 0..3 {
-            let Some(addr) = leader.as_ref().and_then(|m| m.addr) else {
-                return Err(ConsensusError::NoLeader("no leader known".into()));
-            };
-            match rpc::call::<RaftWire>(&self.transport, addr, request).await {
-                Ok(Response::NotLeader(next)) => leader = next,
-                Ok(answer) => return Ok(answer),
-                Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
+    /// The leader, once one is known: its id and record.
+    async fn wait_leader(&self) -> Result<(RaftId, Member), ConsensusError> {
+        let m = self
+            .raft
+            .wait(None)
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|e| ConsensusError::NoLeader(e.to_string()))?;
+        let leader = m.current_leader.expect("waited for it");
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .unwrap_or_default();
+        Ok((leader, member))
+    }
+
+    /// After the leader did not take a request: waits until another is known, or a little.
+    async fn leader_moved(&self, was: RaftId) {
+        let _ = self
+            .raft
+            .wait(Some(Duration::from_millis(100)))
+            .metrics(|m| m.current_leader != Some(was), "another leader")
+            .await;
+    }
+
+    /// Sends `request` to the leader; `None` when it could not be reached.
+    async fn ask(&self, leader: &Member, request: &Request) -> Option<Response> {
+        let addr = leader.addr?;
+        match rpc::call::<RaftWire>(&self.transport, addr, request).await {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                tracing::debug!(leader = %leader.name, error = %e, "the leader did not answer");
+                None
             }
         }
-        Err(ConsensusError::NoLeader("leadership kept moving".into()))
     }
 
-    /// Reads the registers after making sure this node has applied every entry committed
+    /// Reads the state machine after making sure this node has applied every entry committed
     /// before the call (a linearizable read): the leader confirms it still leads and names
     /// the entry the read must see, and this node waits until it has applied it.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ConsensusError> {
-        let ask = match self.raft.ensure_linearizable().await {
-            Ok(_) => return Ok(self.machine.read(f)),
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::CheckIsLeaderError::ForwardToLeader(to),
-            )) => to.leader_node,
-            Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
-        };
-        match self.ask_leader(ask, &Request::ReadIndex).await? {
-            Response::ReadIndex(index) => {
-                if let Some(index) = index {
-                    self.raft
-                        .wait(Some(self.transport.rpc_timeout()))
-                        .applied_index_at_least(Some(index), "a linearizable read")
-                        .await
-                        .map_err(|e| ConsensusError::NoLeader(e.to_string()))?;
+        let within = self.config.propose_timeout;
+        let index = tokio::time::timeout(within, async {
+            loop {
+                let leader = self.wait_leader().await?;
+                let answer = if leader.0 == self.id {
+                    match self.raft.ensure_linearizable().await {
+                        Ok(read) => return Ok(read.map(|l| l.index)),
+                        Err(openraft::error::RaftError::APIError(
+                            openraft::error::CheckIsLeaderError::ForwardToLeader(_),
+                        )) => None,
+                        Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
+                    }
+                } else {
+                    self.ask(&leader.1, &Request::ReadIndex).await
+                };
+                match answer {
+                    Some(Response::ReadIndex(index)) => return Ok(index),
+                    Some(Response::Failed(e)) => return Err(ConsensusError::NoLeader(e)),
+                    Some(other) if !matches!(other, Response::NotLeader(_)) => {
+                        return Err(ConsensusError::Failed(format!(
+                            "unexpected answer {other:?}"
+                        )));
+                    }
+                    _ => self.leader_moved(leader.0).await,
                 }
-                Ok(self.machine.read(f))
             }
-            other => Err(ConsensusError::Failed(format!(
-                "unexpected answer {other:?}"
-            ))),
+        })
+        .await
+        .unwrap_or_else(|_| Err(no_quorum(within)))?;
+        if let Some(index) = index {
+            self.wait_applied(index, within).await?;
         }
+        Ok(self.machine.read(f))
+    }
+
+    /// Waits until this node has applied the entry at `index`.
+    pub async fn wait_applied(&self, index: u64, within: Duration) -> Result<(), ConsensusError> {
+        self.raft
+            .wait(Some(within))
+            .applied_index_at_least(Some(index), "an entry to apply")
+            .await
+            .map(|_| ())
+            .map_err(|e| ConsensusError::NoLeader(format!("entry {index} not applied here: {e}")))
+    }
+
+    /// Waits, at most `within`, until every member of the group that answers has applied the
+    /// entry at `index` (so a deploy is seen at once everywhere); returns the members that
+    /// had not.
+    pub async fn settle(&self, index: u64, within: Duration) -> Vec<String> {
+        let m = self.metrics();
+        let others: Vec<Member> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let request = Request::Applied {
+            index,
+            within_ms: within.as_millis() as u64,
+        };
+        let asks = others.iter().map(|member| {
+            let request = &request;
+            async move {
+                let Some(addr) = member.addr else {
+                    return Some(member.name.clone());
+                };
+                let wait = within + Duration::from_secs(1);
+                match rpc::call_within::<RaftWire>(&self.transport, addr, request, wait).await {
+                    Ok(Response::Applied(true)) => None,
+                    _ => Some(member.name.clone()),
+                }
+            }
+        });
+        let (mine, theirs) = tokio::join!(
+            self.wait_applied(index, within),
+            futures::future::join_all(asks)
+        );
+        let mut behind: Vec<String> = theirs.into_iter().flatten().collect();
+        if mine.is_err() {
+            behind.push(self.me.name.clone());
+        }
+        behind
     }
 
     /// Reads this node's state machine as far as it has applied (may lag the leader).

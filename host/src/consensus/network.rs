@@ -191,7 +191,7 @@ pub fn serve(router: &Router, raft: Raft<TypeConfig>, machine: MachineStore, tra
                     Err(RaftError::APIError(
                         openraft::error::CheckIsLeaderError::ForwardToLeader(f),
                     )) => whole(Response::NotLeader(f.leader_node)),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => whole(Response::Failed(e.to_string())),
                 },
                 Request::Propose(command) => match raft.client_write(command).await {
                     Ok(w) => whole(Response::Committed {
@@ -201,8 +201,17 @@ pub fn serve(router: &Router, raft: Raft<TypeConfig>, machine: MachineStore, tra
                     Err(RaftError::APIError(
                         openraft::error::ClientWriteError::ForwardToLeader(f),
                     )) => whole(Response::NotLeader(f.leader_node)),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => whole(Response::Failed(e.to_string())),
                 },
+                Request::Applied { index, within_ms } => {
+                    let within = Duration::from_millis(within_ms.min(60_000));
+                    let applied = raft
+                        .wait(Some(within))
+                        .applied_index_at_least(Some(index), "an entry to apply")
+                        .await
+                        .is_ok();
+                    whole(Response::Applied(applied))
+                }
             }
         }
         .boxed()

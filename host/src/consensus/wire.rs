@@ -45,6 +45,13 @@ pub enum Request {
     /// Confirm you are still the leader and say up to which entry a read must have applied
     /// (a follower's linearizable read).
     ReadIndex,
+    /// Answer once you have applied the entry at `index`, or after `within_ms`.
+    Applied {
+        /// The entry.
+        index: u64,
+        /// How long to wait, in milliseconds.
+        within_ms: u64,
+    },
 }
 
 /// The answer.
@@ -71,4 +78,8 @@ pub enum Response {
     NotLeader(Option<Member>),
     /// To [`Request::ReadIndex`]: a read must see every entry up to this index.
     ReadIndex(Option<u64>),
+    /// To [`Request::Applied`]: whether the entry was applied in time.
+    Applied(bool),
+    /// To [`Request::Propose`] and [`Request::ReadIndex`]: the leader could not do it.
+    Failed(String),
 }

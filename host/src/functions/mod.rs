@@ -1,9 +1,11 @@
-//! The function registry every node knows: records ([`record`]) in the replicated store.
+//! The function registry every node knows: records ([`record`]) in the metadata group.
 //!
-//! Function records live in the replicated store, in the namespace `sys.functions`, which is
-//! replicated to every node (N = the cluster's size), so any node can resolve any function
-//! from its own copy. Registry changes are conditional writes (read, change, write if the
-//! version is unchanged), acknowledged by two nodes.
+//! A function record is a register of the metadata group's state machine, under `fn/NAME`.
+//! Deploy, rollback and delete are compare-and-set commands through the group's leader,
+//! acknowledged once committed (and, for at most two seconds more, once every member that
+//! answers has applied them), so every node applies them in the same order. Listing and
+//! showing read linearizably unless asked for this node's copy; an invocation resolves its
+//! function from this node's copy, so it keeps working without a quorum.
 //!
 //! Module bytes are blobs ([`crate::blobs`]): an upload is stored on the node that took it
 //! and on the digest's replicas, and acknowledged once two nodes have synced it; a node asked
@@ -12,27 +14,21 @@
 mod record;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use record::{Deployment, FunctionRecord, RouteKey};
 
 use crate::blobs::{BlobError, Blobs};
+use crate::consensus::{Command, Consensus, ConsensusError, Outcome, Register};
 use crate::id::{Digest, FunctionName};
-use crate::replication::{
-    Expect, Namespace, Overrides, Quorum, ReplicationError, Replicator, Version,
-};
 
-/// The namespace of function records.
-pub const NAMESPACE: &str = "sys.functions";
+/// The prefix of function records among the group's registers.
+const PREFIX: &str = "fn/";
 
-/// How long a registry change waits, after its quorum, for every other node to take it.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a registry change waits, after it committed, for every member to apply it.
+const SETTLE: Duration = Duration::from_secs(2);
 /// Attempts of a registry change that keeps losing to concurrent changes.
 const UPDATE_ATTEMPTS: usize = 16;
-
-/// The quorum of the registry: every node holds it; two acknowledge a change.
-pub fn registry_quorum() -> Quorum {
-    Quorum::new(u8::MAX, 1, 2).expect("valid")
-}
 
 /// Why a registry or module operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +39,12 @@ pub enum FunctionsError {
     /// A stored function record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The replicated store refused or could not complete the operation.
+    /// The metadata group could not take or answer the operation.
     #[error(transparent)]
-    Replication(#[from] ReplicationError),
+    Consensus(#[from] ConsensusError),
+    /// Concurrent changes to one function kept winning over this one.
+    #[error("function `{0}` is being changed by others at the same time; try again")]
+    Busy(FunctionName),
     /// No function with that name.
     #[error("no function named `{0}`")]
     NoFunction(FunctionName),
@@ -61,73 +60,70 @@ pub struct Functions {
 }
 
 struct Inner {
-    replication: Replicator,
+    consensus: Consensus,
     blobs: Blobs,
-    ns: Namespace,
+}
+
+/// Which copy of the registry a read sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Every change acknowledged before the read (asks the leader; needs a quorum).
+    Linearizable,
+    /// This node's copy, which may lag the leader (works without a quorum).
+    Local,
 }
 
 impl Functions {
-    /// The registry on top of `replication`, with modules in `blobs`.
-    pub fn new(replication: Replicator, blobs: Blobs) -> Self {
+    /// The registry in `consensus`, with modules in `blobs`.
+    pub fn new(consensus: Consensus, blobs: Blobs) -> Self {
         Functions {
-            inner: Arc::new(Inner {
-                replication,
-                blobs,
-                ns: NAMESPACE.parse().expect("a valid namespace"),
-            }),
+            inner: Arc::new(Inner { consensus, blobs }),
         }
     }
 
-    /// The version of this node's own copy of `name`'s record (a deletion too), if any:
-    /// cheap, for checking a cached deployment.
-    pub fn local_version(&self, name: &FunctionName) -> Result<Option<Version>, FunctionsError> {
-        Ok(self
-            .inner
-            .replication
-            .local_entry(&self.inner.ns, name.as_str().as_bytes())?
-            .map(|e| e.version))
+    /// The revision of this node's copy of `name`'s record, if it has one: cheap, for
+    /// checking a cached deployment.
+    pub fn local_version(&self, name: &FunctionName) -> Option<u64> {
+        let key = key_of(name);
+        self.inner
+            .consensus
+            .read_local(|s| s.registers.get(&key).map(|r| r.revision))
     }
 
-    /// `name`'s record and its version: this node's copy, or the cluster's when it has none.
+    /// `name`'s record and its revision. For [`Consistency::Local`], when this node has no
+    /// copy yet it asks the leader too (it may have just been deployed elsewhere).
     pub async fn record(
         &self,
         name: &FunctionName,
-    ) -> Result<Option<(FunctionRecord, Version)>, FunctionsError> {
-        let key = name.as_str().as_bytes();
-        let r = &self.inner.replication;
-        if let Some(entry) = r.local_entry(&self.inner.ns, key)? {
-            return match entry.value {
-                Some(v) => Ok(Some((FunctionRecord::decode(&v)?, entry.version))),
-                None => Ok(None),
-            };
-        }
-        match r.get(&self.inner.ns, key, Overrides::default()).await? {
-            Some(read) => Ok(Some((FunctionRecord::decode(&read.value)?, read.version))),
-            None => Ok(None),
-        }
+        consistency: Consistency,
+    ) -> Result<Option<(FunctionRecord, u64)>, FunctionsError> {
+        let key = key_of(name);
+        let get = |s: &crate::consensus::State| s.registers.get(&key).cloned();
+        let c = &self.inner.consensus;
+        let found = match consistency {
+            Consistency::Linearizable => c.read(get).await?,
+            Consistency::Local => match c.read_local(get) {
+                Some(r) => Some(r),
+                None => c.read(get).await.ok().flatten(),
+            },
+        };
+        found.map(decode).transpose()
     }
 
     /// Every function, by name.
-    pub async fn list(&self) -> Result<Vec<FunctionRecord>, FunctionsError> {
-        let mut records = Vec::new();
-        let mut start = Vec::new();
-        loop {
-            let page = self
-                .inner
-                .replication
-                .scan(&self.inner.ns, b"", &start, 1000)
-                .await?;
-            if !page.missing.is_empty() {
-                tracing::debug!(missing = ?page.missing, "some nodes did not answer the function listing");
-            }
-            for (_, read) in page.entries {
-                records.push(FunctionRecord::decode(&read.value)?);
-            }
-            match page.next {
-                Some(next) => start = next,
-                None => return Ok(records),
-            }
-        }
+    pub async fn list(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, FunctionsError> {
+        let all = |s: &crate::consensus::State| -> Vec<Register> {
+            s.registers.scan(PREFIX).map(|(_, r)| r.clone()).collect()
+        };
+        let c = &self.inner.consensus;
+        let registers = match consistency {
+            Consistency::Linearizable => c.read(all).await?,
+            Consistency::Local => c.read_local(all),
+        };
+        registers
+            .into_iter()
+            .map(|r| decode(r).map(|(record, _)| record))
+            .collect()
     }
 
     /// Stores `bytes` on the digest's replicas, then makes `deployment` current for `name`.
@@ -169,45 +165,55 @@ impl Functions {
         .map(|_| ())
     }
 
-    /// Read, change, and write back if nobody changed it meanwhile; retried on conflict.
+    /// Reads linearizably, changes, and writes back if the record's revision is unchanged;
+    /// retried when a concurrent change won.
     async fn update(
         &self,
         name: &FunctionName,
         change: impl Fn(Option<FunctionRecord>) -> Result<Option<FunctionRecord>, FunctionsError>,
     ) -> Result<Option<FunctionRecord>, FunctionsError> {
-        let r = &self.inner.replication;
-        let key = name.as_str().as_bytes();
-        let quorum = Overrides {
-            r: Some(2),
-            w: Some(2),
-            settle: Some(SETTLE),
-        };
-        let mut last = None;
+        let c = &self.inner.consensus;
+        let key = key_of(name);
         for _ in 0..UPDATE_ATTEMPTS {
-            let read = r.get(&self.inner.ns, key, quorum).await?;
-            let (old, expect) = match read {
-                Some(read) => (
-                    Some(FunctionRecord::decode(&read.value)?),
-                    Expect::Version(read.version),
-                ),
-                None => (None, Expect::Absent),
+            let (old, revision) = match self.record(name, Consistency::Linearizable).await? {
+                Some((record, revision)) => (Some(record), revision),
+                None => (None, 0),
             };
             let new = change(old)?;
-            let value = new.as_ref().map(FunctionRecord::encode);
-            match r
-                .put(&self.inner.ns, key, value, Some(expect), quorum)
-                .await
-            {
-                Ok(_) => return Ok(new),
-                Err(e @ ReplicationError::Conflict { .. }) => last = Some(e),
-                Err(e) => return Err(e.into()),
+            let command = Command::Write {
+                key: key.clone(),
+                value: new.as_ref().map(FunctionRecord::encode),
+                expect: Some(revision),
+            };
+            match c.propose(command).await? {
+                (index, Outcome::Written { .. }) => {
+                    let behind = c.settle(index, SETTLE).await;
+                    if !behind.is_empty() {
+                        tracing::info!(function = %name, ?behind, "registry change committed; some members have not applied it yet");
+                    }
+                    return Ok(new);
+                }
+                (_, Outcome::Conflict { .. }) => continue,
+                (_, other) => {
+                    return Err(FunctionsError::Corrupt(format!(
+                        "a registry write did {other:?}"
+                    )));
+                }
             }
         }
-        Err(last.expect("attempts were made").into())
+        Err(FunctionsError::Busy(name.clone()))
     }
 
     /// A module's bytes, verified: this node's copy, or fetched from another node.
     pub async fn module(&self, digest: Digest) -> Result<Vec<u8>, FunctionsError> {
         Ok(self.inner.blobs.get(digest).await?)
     }
+}
+
+fn key_of(name: &FunctionName) -> String {
+    format!("{PREFIX}{name}")
+}
+
+fn decode(r: Register) -> Result<(FunctionRecord, u64), FunctionsError> {
+    Ok((FunctionRecord::decode(&r.value)?, r.revision))
 }

@@ -61,6 +61,9 @@ pub struct Meta {
     pub tags: Vec<String>,
     /// Wasm instances it can run at once.
     pub capacity: u32,
+    /// Its id in the cluster's metadata group (never reused; a node whose data directory
+    /// was wiped has a new one).
+    pub group_id: u64,
 }
 
 impl Identity {

@@ -45,6 +45,8 @@ pub struct MemberView {
     pub tags: Vec<String>,
     /// Wasm instances it can run at once.
     pub capacity: u32,
+    /// Its id in the metadata group.
+    pub group_id: u64,
     /// Instances it could start right now, as it last announced (when the figure moves by an
     /// eighth of its capacity, and every minute).
     pub free: Option<u32>,
@@ -576,6 +578,7 @@ impl Task {
             http: id.meta.http,
             tags: id.meta.tags.clone(),
             capacity: id.meta.capacity,
+            group_id: id.meta.group_id,
             free: if is_self {
                 Some((self.free)())
             } else {

@@ -158,7 +158,7 @@ impl ReplicationConfig {
         }
     }
 
-    /// The quorum of a namespace. The function registry (`sys.functions`) is on every node.
+    /// The quorum of a namespace.
     pub fn quorum(&self, namespace: &str) -> Quorum {
         match self.namespaces.get(namespace) {
             Some(q) => *q,

@@ -477,6 +477,7 @@ impl Sim {
                 http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port + 10_000))),
                 tags: vec![],
                 capacity: 64,
+                group_id: i as u64 + 1,
             },
         };
         let rng = StdRng::seed_from_u64(
