@@ -176,6 +176,14 @@ impl Namespace {
     }
 }
 
+validated_string!(
+    /// A lock's key: 1 to 256 printable ASCII characters other than `/`, `?`, `#`, `%` and
+    /// space, so it is one segment of a URL path as it is.
+    LockKey,
+    |s| (1..=256).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_graphic() && !b"/?#%".contains(&b))
+);
+
 /// A map/reduce job's id: 16 random bytes shown as 32 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -255,6 +263,11 @@ pub enum IdError {
         "`{0}` is not a namespace: use 1 to 64 characters of a-z, 0-9, `-`, `_` and `.`, starting with a letter or digit"
     )]
     Namespace(String),
+    /// Not a valid lock key.
+    #[error(
+        "`{0}` is not a lock key: use 1 to 256 printable ASCII characters other than `/`, `?`, `#`, `%` and space"
+    )]
+    LockKey(String),
 }
 
 #[cfg(test)]

@@ -12,11 +12,52 @@ const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
+/// A latency histogram in the exposition's buckets.
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
     counts: [u64; BUCKETS.len()],
     sum: f64,
     count: u64,
+}
+
+impl Histogram {
+    /// Counts one observation.
+    pub fn observe(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+/// Appends a histogram family: one histogram per `labels` (in the exposition's syntax, or
+/// empty).
+pub fn histograms<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (String, &'a Histogram)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, h) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let plain = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        for (bound, n) in BUCKETS.iter().zip(h.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{plain} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{plain} {}", h.count);
+    }
 }
 
 /// Every metric the node exports.
@@ -39,16 +80,11 @@ impl Metrics {
             .expect("not poisoned")
             .entry((function.to_string(), outcome))
             .or_default() += 1;
-        let secs = elapsed.as_secs_f64();
         let mut latency = self.latency.lock().expect("not poisoned");
-        let h = latency.entry(function.to_string()).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        latency
+            .entry(function.to_string())
+            .or_default()
+            .observe(elapsed);
     }
 
     /// A compiled module was found in the memory (`"memory"`) or disk (`"disk"`) cache.
@@ -118,32 +154,16 @@ impl Metrics {
             "Invocations that did not end well.",
             errors,
         );
-        let _ = writeln!(
-            out,
-            "# HELP weft_invocation_duration_seconds Invocation latency by function."
+        histograms(
+            &mut out,
+            "weft_invocation_duration_seconds",
+            "Invocation latency by function.",
+            self.latency
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(f, h)| (format!("function=\"{f}\""), h)),
         );
-        let _ = writeln!(out, "# TYPE weft_invocation_duration_seconds histogram");
-        for (f, h) in self.latency.lock().expect("not poisoned").iter() {
-            let bucket = |le: &dyn std::fmt::Display, n: u64| {
-                format!(
-                    "weft_invocation_duration_seconds_bucket{{function=\"{f}\",le=\"{le}\"}} {n}"
-                )
-            };
-            for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(out, "{}", bucket(bound, n));
-            }
-            let _ = writeln!(out, "{}", bucket(&"+Inf", h.count));
-            let _ = writeln!(
-                out,
-                "weft_invocation_duration_seconds_sum{{function=\"{f}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "weft_invocation_duration_seconds_count{{function=\"{f}\"}} {}",
-                h.count
-            );
-        }
         single(
             &mut out,
             "weft_responses_cut_total",

@@ -1,4 +1,5 @@
-//! Durations in configuration, as whole milliseconds.
+//! Durations in configuration, as whole milliseconds; and durations as people write them
+//! (`250ms`, `10s`, `2m`, `1h`).
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
@@ -9,4 +10,47 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     Ok(Duration::from_millis(u64::deserialize(d)?))
+}
+
+/// Parses a duration with its unit: `250ms`, `10s`, `2m` or `1h` (whole numbers).
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration: write a whole number and a unit, as in 250ms, 10s, 2m or 1h");
+    let at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(at);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    };
+    ms.map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// Shows a duration in the largest unit that keeps it whole (`1500ms`, `10s`, `2m`).
+pub fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_written() {
+        for (text, ms) in [("250ms", 250), ("10s", 10_000), ("2m", 120_000), ("1h", 3_600_000), ("0s", 0)] {
+            assert_eq!(super::parse(text), Ok(std::time::Duration::from_millis(ms)), "{text}");
+        }
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "3d"] {
+            assert!(super::parse(bad).is_err(), "{bad}");
+        }
+        for (ms, shown) in [(1500, "1500ms"), (10_000, "10s"), (120_000, "2m"), (0, "0s")] {
+            assert_eq!(super::show(std::time::Duration::from_millis(ms)), shown);
+        }
+    }
 }

@@ -290,13 +290,14 @@ pub fn status_text(status: &NodeStatus) -> String {
     } else {
         let _ = writeln!(
             out,
-            "metadata group: this node {}, leader {}, term {}; voters {}; learners {}; log {}, applied {}, snapshot {}",
+            "metadata group: this node {}, leader {}, term {}; voters {}; learners {}; log {}, committed {}, applied {}, snapshot {}",
             g.role,
             g.leader.as_deref().unwrap_or("unknown"),
             g.term,
             names(&g.voters),
             names(&g.learners),
             g.last_log_index.map_or("empty".into(), |i| i.to_string()),
+            g.committed_index.map_or("none".into(), |i| i.to_string()),
             g.applied_index.map_or("none".into(), |i| i.to_string()),
             g.snapshot_index.map_or("none".into(), |i| i.to_string()),
         );

@@ -58,6 +58,19 @@ pub enum LockCommand {
     },
 }
 
+impl LockCommand {
+    /// The lock it is about.
+    pub fn key(&self) -> &str {
+        match self {
+            LockCommand::Acquire { key, .. }
+            | LockCommand::Renew { key, .. }
+            | LockCommand::Release { key, .. }
+            | LockCommand::Expire { key, .. }
+            | LockCommand::Leave { key, .. } => key,
+        }
+    }
+}
+
 /// What a lock command did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockOutcome {
@@ -99,6 +112,8 @@ pub struct Lock {
     pub token: u64,
     /// The holder's lease, in milliseconds.
     pub lease_ms: u64,
+    /// The index of the entry that granted or last renewed it: the lease counts from there.
+    pub since: u64,
     /// Who waits, in order, with the lease each asked for.
     pub waiters: VecDeque<(String, u64)>,
 }
@@ -126,6 +141,7 @@ impl LockTable {
                             holder: holder.clone(),
                             token: index,
                             lease_ms: *lease_ms,
+                            since: index,
                             waiters: VecDeque::new(),
                         },
                     );
@@ -147,8 +163,11 @@ impl LockTable {
                     LockOutcome::Queued { ahead }
                 }
             },
-            LockCommand::Renew { key, token } => match self.locks.get(key) {
-                Some(lock) if lock.token == *token => LockOutcome::Done { next: None },
+            LockCommand::Renew { key, token } => match self.locks.get_mut(key) {
+                Some(lock) if lock.token == *token => {
+                    lock.since = index;
+                    LockOutcome::Done { next: None }
+                }
                 other => LockOutcome::NotHolder {
                     current: other.map(|l| l.token),
                 },
@@ -159,6 +178,7 @@ impl LockTable {
                         Some((next, lease_ms)) => {
                             lock.holder = next.clone();
                             lock.token = index;
+                            lock.since = index;
                             lock.lease_ms = lease_ms;
                             LockOutcome::Done {
                                 next: Some((next, index)),
@@ -200,31 +220,38 @@ impl LockTable {
 /// before anyone else is granted the lock.
 #[derive(Debug, Default)]
 pub struct Leases {
-    due: HashMap<String, (u64, Instant)>,
+    /// By key: the token and renewal the lease counts from, and when it runs out.
+    due: HashMap<String, (u64, u64, Instant)>,
 }
 
 impl Leases {
     /// This node became leader at `now`: every held lock's lease counts from now, plus
-    /// `delay`.
-    pub fn took_over(&mut self, table: &LockTable, now: Instant, delay: Duration) {
+    /// `delay`. Returns how many locks wait out the delay.
+    pub fn took_over(&mut self, table: &LockTable, now: Instant, delay: Duration) -> usize {
         self.due = table
             .iter()
             .map(|(k, l)| {
                 let at = now + Duration::from_millis(l.lease_ms) + delay;
-                (k.clone(), (l.token, at))
+                (k.clone(), (l.token, l.since, at))
             })
             .collect();
+        self.due.len()
     }
 
-    /// After an entry applied on the leader at `now`: a grant, renewal or hand-over starts
-    /// the lease under its token; a released lock has none.
+    /// After an entry that touched `key` applied on the leader at `now`: a grant, renewal or
+    /// hand-over starts a lease; a released lock has none; anything else (a waiter joining or
+    /// leaving) changes nothing.
     pub fn applied(&mut self, table: &LockTable, key: &str, now: Instant) {
         match table.get(key) {
             Some(l) => {
-                self.due.insert(
-                    key.to_string(),
-                    (l.token, now + Duration::from_millis(l.lease_ms)),
-                );
+                let same = self
+                    .due
+                    .get(key)
+                    .is_some_and(|(token, since, _)| (*token, *since) == (l.token, l.since));
+                if !same {
+                    let at = now + Duration::from_millis(l.lease_ms);
+                    self.due.insert(key.to_string(), (l.token, l.since, at));
+                }
             }
             None => {
                 self.due.remove(key);
@@ -237,8 +264,8 @@ impl Leases {
         let mut out: Vec<(&String, u64)> = self
             .due
             .iter()
-            .filter(|(_, (_, at))| *at <= now)
-            .map(|(k, (token, _))| (k, *token))
+            .filter(|(_, (_, _, at))| *at <= now)
+            .map(|(k, (token, _, _))| (k, *token))
             .collect();
         out.sort();
         out.into_iter()
@@ -247,6 +274,25 @@ impl Leases {
                 token,
             })
             .collect()
+    }
+
+    /// When the next lease runs out, if any is held.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due.values().map(|(_, _, at)| *at).min()
+    }
+
+    /// Looks at `key`'s lease again at `at` (after an expiry that could not be committed).
+    pub fn retry(&mut self, key: &str, at: Instant) {
+        if let Some(entry) = self.due.get_mut(key) {
+            entry.2 = at;
+        }
+    }
+
+    /// How long `key`'s lease has left at `now`, with its token, if the lock is held.
+    pub fn left(&self, key: &str, now: Instant) -> Option<(u64, Duration)> {
+        self.due
+            .get(key)
+            .map(|(token, _, at)| (*token, at.saturating_duration_since(now)))
     }
 }
 
@@ -378,8 +424,25 @@ mod tests {
         new.took_over(&t, start, Duration::from_millis(500));
         assert!(new.due(start + Duration::from_millis(1499)).is_empty());
         assert_eq!(new.due(start + Duration::from_millis(1500)).len(), 1);
-        // A release forgets the lease.
-        t.apply(2, &release("a", 1));
+        // A waiter joining does not stretch the holder's lease; a renewal restarts it.
+        t.apply(2, &acquire("a", "q", true));
+        new.applied(&t, "a", start + Duration::from_millis(100));
+        assert_eq!(new.due(start + Duration::from_millis(1500)).len(), 1);
+        t.apply(
+            3,
+            &LockCommand::Renew {
+                key: "a".into(),
+                token: 1,
+            },
+        );
+        new.applied(&t, "a", start + Duration::from_millis(1400));
+        assert!(new.due(start + Duration::from_millis(2399)).is_empty());
+        assert_eq!(new.next_due(), Some(start + Duration::from_millis(2400)));
+        // A release forgets the lease (and hands the lock to the waiter, whose lease starts).
+        t.apply(4, &release("a", 1));
+        new.applied(&t, "a", start);
+        assert_eq!(new.left("a", start), Some((4, Duration::from_millis(1000))));
+        t.apply(5, &release("a", 4));
         new.applied(&t, "a", start);
         assert!(new.due(start + Duration::from_secs(60)).is_empty());
     }

@@ -121,6 +121,8 @@ pub struct GroupStatus {
     pub learners: Vec<GroupMember>,
     /// The last entry in this node's log.
     pub last_log_index: Option<u64>,
+    /// The last entry this node knows committed.
+    pub committed_index: Option<u64>,
     /// The last entry this node applied.
     pub applied_index: Option<u64>,
     /// The last entry in this node's snapshot.
@@ -152,6 +154,24 @@ pub enum ConsensusError {
     Failed(String),
 }
 
+/// Counts changes of leader as this node sees them (the first leader it learns is not one).
+async fn count_leader_changes(consensus: Consensus) {
+    let mut metrics = consensus.raft.metrics();
+    let mut last = metrics.borrow_and_update().current_leader;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow_and_update().current_leader;
+        if now.is_some() && now != last {
+            if last.is_some() {
+                consensus
+                    .stats
+                    .leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            last = now;
+        }
+    }
+}
+
 fn no_quorum(within: Duration) -> ConsensusError {
     ConsensusError::NoLeader(format!(
         "no leader with a quorum of voters answered within {} ms",
@@ -168,6 +188,17 @@ pub struct Consensus {
     machine: MachineStore,
     transport: Transport,
     config: ConsensusConfig,
+    store: Store,
+    stats: Arc<Stats>,
+}
+
+/// Counters kept by this node's member.
+#[derive(Default)]
+struct Stats {
+    /// Times this node saw the leader change to another known leader.
+    leader_changes: std::sync::atomic::AtomicU64,
+    /// From proposing a command to its commit, for commands proposed here.
+    commit: std::sync::Mutex<crate::metrics::Histogram>,
 }
 
 /// How a node takes part in the group, beyond its store and transport.
@@ -231,7 +262,7 @@ impl Consensus {
             id,
             Arc::new(raft_config),
             network,
-            LogStore::new(store),
+            LogStore::new(store.clone()),
             machine.clone(),
         )
         .await
@@ -244,7 +275,10 @@ impl Consensus {
             machine,
             transport,
             config: config.clone(),
+            store,
+            stats: Arc::default(),
         };
+        tasks.spawn(count_leader_changes(consensus.clone()));
         tasks.spawn(control::run(
             consensus.clone(),
             wiring.peers,
@@ -293,6 +327,16 @@ impl Consensus {
     /// for a leader and a quorum at most [`ConsensusConfig::propose_timeout`]; a command that
     /// timed out may still commit later.
     pub async fn propose(&self, command: Command) -> Result<(u64, Outcome), ConsensusError> {
+        let started = std::time::Instant::now();
+        let done = self.propose_once(command).await;
+        if done.is_ok() {
+            let mut h = self.stats.commit.lock().expect("not poisoned");
+            h.observe(started.elapsed());
+        }
+        done
+    }
+
+    async fn propose_once(&self, command: Command) -> Result<(u64, Outcome), ConsensusError> {
         let request = Request::Propose(command);
         let within = self.config.propose_timeout;
         let asked = tokio::time::timeout(within, async {
@@ -456,6 +500,21 @@ impl Consensus {
         behind
     }
 
+    /// Follows what applying entries changes on this node (the lock table).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<storage::Applied> {
+        self.machine.subscribe()
+    }
+
+    /// Whether this node leads the group now (as far as it knows).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Follows this node's view of the group.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<RaftId, Member>> {
+        self.raft.metrics()
+    }
+
     /// Reads this node's state machine as far as it has applied (may lag the leader).
     pub fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         self.machine.read(f)
@@ -503,6 +562,7 @@ impl Consensus {
             voters,
             learners,
             last_log_index: last,
+            committed_index: storage::committed_index(&self.store),
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
         }
@@ -542,6 +602,35 @@ impl Consensus {
         ] {
             single(out, name, Kind::Gauge, help, value);
         }
+        let (built, installed) = self.machine.snapshots();
+        for (name, help, value) in [
+            (
+                "weft_raft_leader_changes_total",
+                "Times this node saw the metadata group's leader change.",
+                self.stats
+                    .leader_changes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "weft_raft_snapshots_built_total",
+                "Snapshots of the metadata group this node built (then compacting its log).",
+                built,
+            ),
+            (
+                "weft_raft_snapshots_installed_total",
+                "Snapshots of the metadata group this node installed from a leader.",
+                installed,
+            ),
+        ] {
+            single(out, name, Kind::Counter, help, value);
+        }
+        let commit = self.stats.commit.lock().expect("not poisoned").clone();
+        crate::metrics::histograms(
+            out,
+            "weft_raft_commit_seconds",
+            "From proposing a command on this node to its commit by the metadata group.",
+            [(String::new(), &commit)],
+        );
     }
 
     /// Stops this node's member.

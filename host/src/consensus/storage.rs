@@ -18,7 +18,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::state::{Outcome, State};
+use super::state::{Command, Outcome, State};
 use super::{Member, RaftId, TypeConfig};
 use crate::store::Store;
 
@@ -28,6 +28,13 @@ const COMMITTED: &str = "committed";
 const SNAPSHOT: &str = "snapshot";
 
 type Error = StorageError<RaftId>;
+
+/// The last entry known committed, as `store` last recorded it.
+pub fn committed_index(store: &Store) -> Option<u64> {
+    let bytes = store.raft_meta(COMMITTED).ok()??;
+    let committed: Option<LogId<RaftId>> = postcard::from_bytes(&bytes).ok()?;
+    committed.map(|l| l.index)
+}
 
 fn io(subject: ErrorSubject<RaftId>, verb: ErrorVerb, e: impl std::fmt::Display) -> Error {
     StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
@@ -187,6 +194,20 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// What applying entries changed, for those who follow the lock table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The entry at `index` touched the lock `key`.
+    Lock {
+        /// The lock.
+        key: String,
+        /// The entry.
+        index: u64,
+    },
+    /// A snapshot replaced the whole state.
+    Reset,
+}
+
 /// The state machine: in memory, with its snapshots in the store. Cheap to clone.
 #[derive(Clone)]
 pub struct MachineStore {
@@ -194,6 +215,9 @@ pub struct MachineStore {
     machine: Arc<Mutex<Machine>>,
     /// Snapshots built since start, for unique ids.
     built: Arc<std::sync::atomic::AtomicU64>,
+    /// Snapshots installed from the leader since start.
+    installed: Arc<std::sync::atomic::AtomicU64>,
+    changes: tokio::sync::broadcast::Sender<Applied>,
 }
 
 impl MachineStore {
@@ -214,7 +238,21 @@ impl MachineStore {
             store,
             machine: Arc::new(Mutex::new(machine)),
             built: Default::default(),
+            installed: Default::default(),
+            changes: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// Follows what applying entries changes. A receiver that falls behind by more than 1024
+    /// changes gets `Lagged` and should look at the whole table again.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Applied> {
+        self.changes.subscribe()
+    }
+
+    /// Snapshots built and installed since start.
+    pub fn snapshots(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.built.load(Relaxed), self.installed.load(Relaxed))
     }
 
     /// Reads this node's state machine, however far it has applied.
@@ -285,7 +323,18 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
             m.last_applied = Some(entry.log_id);
             outcomes.push(match entry.payload {
                 EntryPayload::Blank => Outcome::Nothing,
-                EntryPayload::Normal(command) => m.state.apply(entry.log_id.index, &command),
+                EntryPayload::Normal(command) => {
+                    let outcome = m.state.apply(entry.log_id.index, &command);
+                    if let Command::Lock(c) = &command {
+                        // Nobody listening is fine. Readers wait for the machine's mutex, so
+                        // they see the entry applied.
+                        let _ = self.changes.send(Applied::Lock {
+                            key: c.key().to_string(),
+                            index: entry.log_id.index,
+                        });
+                    }
+                    outcome
+                }
                 EntryPayload::Membership(membership) => {
                     m.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Nothing
@@ -320,6 +369,9 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
             membership: meta.last_membership.clone(),
             state: machine.state,
         };
+        self.installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.changes.send(Applied::Reset);
         Ok(())
     }
 

@@ -297,11 +297,12 @@ async fn kv_and_status_commands() {
     let out = ok(&weft(&n, &["status"]).await);
     assert!(out.contains("1 nodes on the ring"), "{out}");
     assert!(out.contains("100.0%"), "{out}");
-    // The metadata group does not form by itself yet (issue 11).
+    // A lone node forms its own group and leads it.
     assert!(
-        out.contains("metadata group: this node is in no group yet"),
+        out.contains("metadata group: this node leader, leader node, term "),
         "{out}"
     );
+    assert!(out.contains("voters node; learners none"), "{out}");
     let out = ok(&weft(&n, &["status", "--json"]).await);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["keys"], 4, "{out}");

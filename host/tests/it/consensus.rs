@@ -1,26 +1,14 @@
 //! The metadata group between real nodes over QUIC: forming a group, committing through any
 //! member, linearizable reads, and a late member catching up from a streamed snapshot.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weft_host::consensus::{Command, LockCommand, LockOutcome, Member, Outcome, RaftId};
+use weft_host::consensus::{Command, LockCommand, LockOutcome, Outcome, RaftId};
 
-use crate::cluster::{new_cluster, start_cluster_with, wait_converged};
+use crate::cluster::{member, new_cluster, start_cluster_with, wait_converged};
 use crate::harness::{TestNode, wait_for};
 
 const ELECTION: Duration = Duration::from_secs(20);
-
-fn member(t: &TestNode) -> (RaftId, Member) {
-    let n = t.node();
-    (
-        n.consensus.id(),
-        Member {
-            name: n.name.to_string(),
-            addr: Some(n.quic_addr),
-        },
-    )
-}
 
 fn write(key: &str, value: &str, expect: Option<u64>) -> Command {
     Command::Write {
@@ -30,42 +18,47 @@ fn write(key: &str, value: &str, expect: Option<u64>) -> Command {
     }
 }
 
+/// Waits until the voters of `nodes` agree on one leader and the group has `voters` voters
+/// and `learners` learners; returns the leader's id.
+pub async fn wait_group(nodes: &[&TestNode], voters: usize, learners: usize) -> RaftId {
+    wait_for(
+        ELECTION,
+        &format!("a group of {voters} voters and {learners} learners with one leader"),
+        || async {
+            let ms: Vec<_> = nodes.iter().map(|t| t.node().consensus.metrics()).collect();
+            let leader = ms[0].current_leader?;
+            let agreed = ms.iter().all(|m| {
+                let g = m.membership_config.membership();
+                m.current_leader == Some(leader)
+                    && g.voter_ids().count() == voters
+                    && g.learner_ids().count() == learners
+            });
+            agreed.then_some(leader)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_snapshot() {
+async fn a_group_forms_by_itself_commits_through_any_member_and_a_late_member_catches_up() {
     let cluster = new_cluster();
     // Snapshots every 10 entries, none kept behind them: a member added later must take a
     // snapshot.
-    let nodes = start_cluster_with(cluster.path(), 4, |_, c| {
+    let fast = |c: &mut weft_host::NodeConfig| {
         c.cluster.consensus.snapshot_every = 10;
         c.cluster.consensus.keep_after_snapshot = 0;
-    })
-    .await;
+    };
+    let nodes = start_cluster_with(cluster.path(), 3, |_, c| fast(c)).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 4).await;
+    wait_converged(&all, 3).await;
     let ids: Vec<RaftId> = nodes.iter().map(|t| t.node().consensus.id()).collect();
     let unique: std::collections::BTreeSet<_> = ids.iter().collect();
-    assert_eq!(unique.len(), 4, "every node has its own id: {ids:?}");
+    assert_eq!(unique.len(), 3, "every node has its own id: {ids:?}");
 
-    let voters: BTreeMap<RaftId, Member> = nodes[..3].iter().map(member).collect();
-    nodes[0].node().consensus.initialize(voters).await.unwrap();
-    let leader = wait_for(
-        ELECTION,
-        "a leader that the three voters agree on",
-        || async {
-            let leaders: Vec<Option<RaftId>> = nodes[..3]
-                .iter()
-                .map(|t| t.node().consensus.metrics().current_leader)
-                .collect();
-            match leaders[0] {
-                Some(l) if leaders.iter().all(|x| *x == Some(l)) => Some(l),
-                _ => None,
-            }
-        },
-    )
-    .await;
-    assert!(ids[..3].contains(&leader));
-    // `/v1/status` shows the group: every voter, the leader by name; the fourth node is in
-    // no group yet.
+    // The first node formed the group; the leader added the others and made them voters.
+    let leader = wait_group(&all, 3, 0).await;
+    assert!(ids.contains(&leader));
+    // `/v1/status` shows the group: every voter, the leader by name.
     let leader_name = nodes[ids.iter().position(|i| *i == leader).unwrap()]
         .node()
         .name
@@ -74,10 +67,6 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
         let (code, s) = t.json(t.anon(reqwest::Method::GET, "/v1/status")).await;
         assert_eq!(code, reqwest::StatusCode::OK, "{s}");
         let g = &s["consensus"];
-        if t.node().consensus.id() == ids[3] {
-            assert_eq!(g["role"], "in no group yet", "{g}");
-            continue;
-        }
         assert_eq!(g["leader"], leader_name.as_str(), "{g}");
         let mut voters: Vec<&str> = g["voters"]
             .as_array()
@@ -201,16 +190,19 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
     );
     assert!(on_leader.metric("weft_raft_snapshot_entries").await >= Some(10.0));
 
-    // The fourth node joins as a learner: its log starts after the purge, so it catches up
-    // from the leader's snapshot, streamed, and then the log.
-    let (id4, m4) = member(&nodes[3]);
-    on_leader
-        .node()
-        .consensus
-        .add_learner(id4, m4)
-        .await
-        .unwrap();
-    let late = nodes[3].node();
+    // A fourth node joins: the leader adds it as a learner (4 nodes keep 3 voters). Its log
+    // starts after the purge, so it catches up from the leader's snapshot, streamed, and
+    // then the log.
+    let fourth = TestNode::start_with(|c| {
+        member(c, cluster.path(), "n3", &[nodes[0].node().quic_addr]);
+        fast(c);
+    })
+    .await;
+    let late = fourth.node();
+    let (code, s) = fourth
+        .json(fourth.anon(reqwest::Method::GET, "/v1/status"))
+        .await;
+    assert_eq!(code, reqwest::StatusCode::OK, "{s}");
     wait_for(
         ELECTION,
         "the late member holding every register",
@@ -231,6 +223,13 @@ async fn a_group_commits_through_any_member_and_a_late_member_catches_up_from_a_
             .read_local(|s| s.locks.get("job-7").map(|l| (l.holder.clone(), l.token))),
         Some(("q".to_string(), handed))
     );
+    let mut all = all;
+    all.push(&fourth);
+    wait_group(&all, 3, 1).await;
+    let (_, s) = fourth
+        .json(fourth.anon(reqwest::Method::GET, "/v1/status"))
+        .await;
+    assert_eq!(s["consensus"]["role"], "learner", "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,8 +242,7 @@ async fn a_restarted_member_keeps_its_id_and_everything_committed() {
     };
     let t = TestNode::start_with(snapshots).await;
     let id = t.node().consensus.id();
-    let me: BTreeMap<RaftId, Member> = [member(&t)].into_iter().collect();
-    t.node().consensus.initialize(me).await.unwrap();
+    // A lone node with nothing to join forms its own group.
     wait_for(ELECTION, "this node leading its group", || async {
         (t.node().consensus.metrics().current_leader == Some(id)).then_some(())
     })
