@@ -113,6 +113,8 @@ pub struct ClusterConfig {
     pub membership: MembershipConfig,
     /// The metadata group's timing.
     pub consensus: crate::consensus::ConsensusConfig,
+    /// The lock service's leases and waits.
+    pub locks: crate::locks::LocksConfig,
 }
 
 impl Default for ClusterConfig {
@@ -127,6 +129,7 @@ impl Default for ClusterConfig {
             transport: TransportConfig::default(),
             membership: MembershipConfig::lan(),
             consensus: Default::default(),
+            locks: Default::default(),
         }
     }
 }

@@ -14,7 +14,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 
 /// Parses a duration with its unit: `250ms`, `10s`, `2m` or `1h` (whole numbers).
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration: write a whole number and a unit, as in 250ms, 10s, 2m or 1h");
+    let bad = || {
+        format!(
+            "`{s}` is not a duration: write a whole number and a unit, as in 250ms, 10s, 2m or 1h"
+        )
+    };
     let at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = s.split_at(at);
     let n: u64 = n.parse().map_err(|_| bad())?;
@@ -43,13 +47,28 @@ pub fn show(d: Duration) -> String {
 mod tests {
     #[test]
     fn durations_read_as_written() {
-        for (text, ms) in [("250ms", 250), ("10s", 10_000), ("2m", 120_000), ("1h", 3_600_000), ("0s", 0)] {
-            assert_eq!(super::parse(text), Ok(std::time::Duration::from_millis(ms)), "{text}");
+        for (text, ms) in [
+            ("250ms", 250),
+            ("10s", 10_000),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("0s", 0),
+        ] {
+            assert_eq!(
+                super::parse(text),
+                Ok(std::time::Duration::from_millis(ms)),
+                "{text}"
+            );
         }
         for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "3d"] {
             assert!(super::parse(bad).is_err(), "{bad}");
         }
-        for (ms, shown) in [(1500, "1500ms"), (10_000, "10s"), (120_000, "2m"), (0, "0s")] {
+        for (ms, shown) in [
+            (1500, "1500ms"),
+            (10_000, "10s"),
+            (120_000, "2m"),
+            (0, "0s"),
+        ] {
             assert_eq!(super::show(std::time::Duration::from_millis(ms)), shown);
         }
     }

@@ -16,6 +16,7 @@ use crate::config::{ClusterConfig, NodeConfig};
 use crate::consensus::{self, Consensus};
 use crate::functions::Functions;
 use crate::id::NodeId;
+use crate::locks::Locks;
 use crate::mapreduce::Jobs;
 use crate::membership::{Identity, MemberState, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ pub struct Node {
     pub blobs: Blobs,
     /// This node's member of the metadata group.
     pub consensus: Consensus,
+    /// The lock service.
+    pub locks: Locks,
     store: Store,
     transport: Transport,
     router: Arc<Router>,
@@ -188,6 +191,13 @@ impl Node {
             &tasks,
         )
         .await?;
+        let locks = Locks::start(
+            consensus.clone(),
+            name.clone(),
+            config.cluster.locks.clone(),
+            &router,
+            &tasks,
+        );
         let blob_dir = dir.join("blobs");
         let blob_dir = BlobDir::open(&blob_dir)
             .with_context(|| format!("opening the blob directory {}", blob_dir.display()))?;
@@ -215,6 +225,7 @@ impl Node {
                 blobs: blobs.clone(),
                 placement: placement.clone(),
                 consensus: consensus.clone(),
+                locks: locks.clone(),
             },
         );
         api::serve_forwarded(&router, app.clone());
@@ -237,6 +248,7 @@ impl Node {
             blobs,
             placement,
             consensus,
+            locks,
             store: node_store,
             transport,
             router,

@@ -10,6 +10,7 @@ pub use kv::{ScanEntry, ScanPage, VERSION_HEADER, Written};
 mod invoke;
 mod jobs;
 mod kv;
+mod locks;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -66,6 +67,8 @@ pub struct Cluster {
     pub placement: crate::placement::Placement,
     /// This node's member of the metadata group.
     pub consensus: crate::consensus::Consensus,
+    /// The lock service.
+    pub locks: crate::locks::Locks,
 }
 
 /// A function's current deployment, compiled and linked.
@@ -167,6 +170,12 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         .route("/v1/jobs", post(jobs::submit))
+        .route("/v1/locks", get(locks::list))
+        .route(
+            "/v1/locks/{key}",
+            post(locks::acquire).delete(locks::release),
+        )
+        .route("/v1/locks/{key}/renew", post(locks::renew))
         .route("/v1/kv/{ns}", get(kv::scan))
         .route(
             "/v1/kv/{ns}/{*key}",
@@ -208,6 +217,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.cluster.replication.status().render_metrics(&mut text);
     app.cluster.blobs.stats().render_metrics(&mut text);
     app.cluster.consensus.render_metrics(&mut text);
+    app.cluster.locks.render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

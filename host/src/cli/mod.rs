@@ -4,6 +4,7 @@ mod client;
 mod demo;
 mod jobs;
 mod kv;
+mod locks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -172,6 +173,17 @@ enum Command {
     Job {
         #[command(subcommand)]
         command: jobs::JobCommand,
+    },
+    /// Take, renew or release a lock (leases with fencing tokens).
+    Lock {
+        #[command(subcommand)]
+        command: locks::LockCommand,
+    },
+    /// List the held locks: holder, token, lease left, waiters.
+    Locks {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The replicated key-value store.
     Kv {
@@ -452,6 +464,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kv { command } => kv::run(&client()?, command).await,
+        Command::Lock { command } => locks::run(&client()?, command).await,
+        Command::Locks { json } => locks::list(&client()?, *json).await,
         Command::Status { json } => kv::status(&client()?, *json).await,
         Command::Demo { once } => demo::run(*once).await,
     }

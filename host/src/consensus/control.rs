@@ -70,7 +70,13 @@ pub(super) async fn run(
             continue;
         }
         let peers = peers.borrow_and_update().clone();
-        let step = next_change(&consensus, &peers, &mut missing, replace_after, Instant::now());
+        let step = next_change(
+            &consensus,
+            &peers,
+            &mut missing,
+            replace_after,
+            Instant::now(),
+        );
         if let Some(change) = step {
             let what = format!("{change:?}");
             let within = consensus.config.propose_timeout;
@@ -80,8 +86,12 @@ pub(super) async fn run(
             };
             match done {
                 Ok(Ok(())) => tracing::info!(change = %what, "changed the metadata group"),
-                Ok(Err(e)) => tracing::warn!(change = %what, error = %e, "could not change the metadata group"),
-                Err(_) => tracing::warn!(change = %what, "changing the metadata group took too long"),
+                Ok(Err(e)) => {
+                    tracing::warn!(change = %what, error = %e, "could not change the metadata group")
+                }
+                Err(_) => {
+                    tracing::warn!(change = %what, "changing the metadata group took too long")
+                }
             }
         }
     }
@@ -116,10 +126,8 @@ fn next_change(
         return None;
     }
     let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
-    let members: BTreeMap<RaftId, Member> = membership
-        .nodes()
-        .map(|(id, n)| (*id, n.clone()))
-        .collect();
+    let members: BTreeMap<RaftId, Member> =
+        membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
     let by_id: HashMap<RaftId, &Peer> = peers
         .iter()
         .filter(|p| p.id != 0)

@@ -505,6 +505,24 @@ impl Consensus {
         self.machine.subscribe()
     }
 
+    /// The leader as this node knows it: its id and record.
+    pub fn leader(&self) -> Option<(RaftId, Member)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, member))
+    }
+
+    /// The QUIC endpoint the group uses.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The group's settings on this node.
+    pub fn config(&self) -> &ConsensusConfig {
+        &self.config
+    }
+
     /// Whether this node leads the group now (as far as it knows).
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)

@@ -111,7 +111,10 @@ impl Functions {
     }
 
     /// Every function, by name.
-    pub async fn list(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, FunctionsError> {
+    pub async fn list(
+        &self,
+        consistency: Consistency,
+    ) -> Result<Vec<FunctionRecord>, FunctionsError> {
         let all = |s: &crate::consensus::State| -> Vec<Register> {
             s.registers.scan(PREFIX).map(|(_, r)| r.clone()).collect()
         };
