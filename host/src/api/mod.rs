@@ -11,6 +11,8 @@ mod invoke;
 mod jobs;
 mod kv;
 mod locks;
+#[cfg(feature = "test-switches")]
+mod switches;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -175,7 +177,15 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/locks/{key}",
             post(locks::acquire).delete(locks::release),
         )
-        .route("/v1/locks/{key}/renew", post(locks::renew))
+        .route("/v1/locks/{key}/renew", post(locks::renew));
+    #[cfg(feature = "test-switches")]
+    let writes = writes
+        .route("/v1/test-switches/partition", put(switches::partition))
+        .route(
+            "/v1/test-switches/register/{key}",
+            get(switches::read).put(switches::write),
+        );
+    let writes = writes
         .route("/v1/kv/{ns}", get(kv::scan))
         .route(
             "/v1/kv/{ns}/{*key}",

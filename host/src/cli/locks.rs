@@ -29,16 +29,14 @@ pub(super) enum LockCommand {
     Renew {
         /// The lock's key.
         key: String,
-        /// The token `acquire` printed.
-        #[arg(long)]
+        /// The fencing token `acquire` printed (positional: `--token` is the API token).
         token: u64,
     },
     /// Let a lock go (the first waiter gets it).
     Release {
         /// The lock's key.
         key: String,
-        /// The token `acquire` printed.
-        #[arg(long)]
+        /// The fencing token `acquire` printed (positional: `--token` is the API token).
         token: u64,
     },
 }

@@ -96,6 +96,19 @@ enum Command {
         #[cfg(feature = "test-switches")]
         #[arg(long, hide = true)]
         keep_cached_connections: bool,
+        /// Test only (`test-switches`): serve the metadata group's reads from this node's
+        /// copy, without asking the leader (not linearizable).
+        #[cfg(feature = "test-switches")]
+        #[arg(long, hide = true)]
+        local_reads_for_tests: bool,
+        /// How long a metadata-group voter may be down before another node takes its seat
+        /// (`60s`, `5m`).
+        #[arg(long, default_value = "60s", value_parser = crate::millis::parse)]
+        voter_replace_after: std::time::Duration,
+        /// How long a new leader of the metadata group waits, beyond a held lock's lease,
+        /// before granting the lock to another holder.
+        #[arg(long, default_value = "2s", value_parser = crate::millis::parse)]
+        lock_delay: std::time::Duration,
     },
     /// Create a cluster's identity, or issue node certificates.
     Cluster {
@@ -289,6 +302,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             plain_swim,
             #[cfg(feature = "test-switches")]
             keep_cached_connections,
+            #[cfg(feature = "test-switches")]
+            local_reads_for_tests,
+            voter_replace_after,
+            lock_delay,
             kv_quorum,
             kv_namespaces,
             placement_tag,
@@ -306,7 +323,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.cluster.transport.drop_datagrams = *drop_datagrams;
                 config.cluster.membership.lifeguard = !plain_swim;
                 config.cluster.transport.keep_cached_connections = *keep_cached_connections;
+                config.cluster.consensus.local_reads_for_tests = *local_reads_for_tests;
             }
+            config.cluster.consensus.voter_replace_after = *voter_replace_after;
+            config.cluster.locks.lock_delay = *lock_delay;
             config.replication.default = *kv_quorum;
             config.replication.namespaces = kv_namespaces.iter().cloned().collect();
             config.replication.placement.require_tag = placement_tag.clone();

@@ -89,6 +89,11 @@ pub struct ConsensusConfig {
     /// it is refused as unavailable. Default 5 s.
     #[serde(with = "crate::millis")]
     pub propose_timeout: Duration,
+    /// Test only: serve reads from this node's copy without asking the leader (not
+    /// linearizable; the control of the linearizability test).
+    #[cfg(feature = "test-switches")]
+    #[serde(skip)]
+    pub local_reads_for_tests: bool,
 }
 
 impl Default for ConsensusConfig {
@@ -100,6 +105,8 @@ impl Default for ConsensusConfig {
             keep_after_snapshot: 1000,
             voter_replace_after: Duration::from_secs(60),
             propose_timeout: Duration::from_secs(5),
+            #[cfg(feature = "test-switches")]
+            local_reads_for_tests: false,
         }
     }
 }
@@ -415,6 +422,10 @@ impl Consensus {
     /// before the call (a linearizable read): the leader confirms it still leads and names
     /// the entry the read must see, and this node waits until it has applied it.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ConsensusError> {
+        #[cfg(feature = "test-switches")]
+        if self.config.local_reads_for_tests {
+            return Ok(self.machine.read(f));
+        }
         let within = self.config.propose_timeout;
         let index = tokio::time::timeout(within, async {
             loop {

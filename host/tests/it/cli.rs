@@ -9,7 +9,7 @@ use crate::harness::{TestNode, guest, output_within};
 /// How long one CLI command may take (the slowest runs a map/reduce job).
 const COMMAND: std::time::Duration = std::time::Duration::from_secs(120);
 
-async fn weft(n: &TestNode, args: &[&str]) -> Output {
+pub async fn weft(n: &TestNode, args: &[&str]) -> Output {
     output_within(
         COMMAND,
         tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -22,7 +22,7 @@ async fn weft(n: &TestNode, args: &[&str]) -> Output {
     .await
 }
 
-fn ok(out: &Output) -> String {
+pub fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -32,7 +32,7 @@ fn ok(out: &Output) -> String {
     stdout
 }
 
-fn failed(out: &Output) -> String {
+pub fn failed(out: &Output) -> String {
     assert!(
         !out.status.success(),
         "expected failure, got stdout {}",

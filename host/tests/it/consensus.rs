@@ -223,6 +223,8 @@ async fn a_group_forms_by_itself_commits_through_any_member_and_a_late_member_ca
             .read_local(|s| s.locks.get("job-7").map(|l| (l.holder.clone(), l.token))),
         Some(("q".to_string(), handed))
     );
+    assert!(fourth.metric("weft_raft_snapshots_installed_total").await >= Some(1.0));
+    assert!(on_leader.metric("weft_raft_snapshots_built_total").await >= Some(1.0));
     let mut all = all;
     all.push(&fourth);
     wait_group(&all, 3, 1).await;

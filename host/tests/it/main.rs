@@ -13,6 +13,7 @@ mod faults;
 mod functions;
 mod jobs;
 mod kv_faults;
+mod locks;
 mod metrics;
 mod replication;
 mod restart;
