@@ -30,14 +30,16 @@ pub(super) enum LockCommand {
         /// The lock's key.
         key: String,
         /// The fencing token `acquire` printed (positional: `--token` is the API token).
-        token: u64,
+        #[arg(value_name = "TOKEN")]
+        fencing_token: u64,
     },
     /// Let a lock go (the first waiter gets it).
     Release {
         /// The lock's key.
         key: String,
         /// The fencing token `acquire` printed (positional: `--token` is the API token).
-        token: u64,
+        #[arg(value_name = "TOKEN")]
+        fencing_token: u64,
     },
 }
 
@@ -68,7 +70,10 @@ pub(super) async fn run(client: &Client, command: &LockCommand) -> anyhow::Resul
                 grant.key, grant.holder, grant.token, grant.lease_ms
             );
         }
-        LockCommand::Renew { key, token } => {
+        LockCommand::Renew {
+            key,
+            fencing_token: token,
+        } => {
             let req = client
                 .request(Method::POST, &format!("{}/renew", path(key)?))
                 .query(&[("token", token)]);
@@ -78,7 +83,10 @@ pub(super) async fn run(client: &Client, command: &LockCommand) -> anyhow::Resul
                 grant.key, grant.token, grant.lease_ms
             );
         }
-        LockCommand::Release { key, token } => {
+        LockCommand::Release {
+            key,
+            fencing_token: token,
+        } => {
             let req = client
                 .request(Method::DELETE, &path(key)?)
                 .query(&[("token", token)]);

@@ -274,7 +274,7 @@ impl Consensus {
         )
         .await
         .map_err(|e| start(&e))?;
-        network::serve(router, raft.clone(), machine.clone(), transport.clone());
+        network::serve(router, id, raft.clone(), machine.clone(), transport.clone());
         let consensus = Consensus {
             id,
             me: wiring.me,
@@ -361,7 +361,7 @@ impl Consensus {
                         Err(e) => return Err(ConsensusError::Failed(e.to_string())),
                     }
                 } else {
-                    self.ask(&leader.1, &request).await
+                    self.ask(&leader, &request).await
                 };
                 match answer {
                     Some(Response::Committed { index, outcome }) => return Ok((index, outcome)),
@@ -406,15 +406,24 @@ impl Consensus {
             .await;
     }
 
-    /// Sends `request` to the leader; `None` when it could not be reached.
-    async fn ask(&self, leader: &Member, request: &Request) -> Option<Response> {
-        let addr = leader.addr?;
-        match rpc::call::<RaftWire>(&self.transport, addr, request).await {
-            Ok(answer) => Some(answer),
-            Err(e) => {
-                tracing::debug!(leader = %leader.name, error = %e, "the leader did not answer");
-                None
-            }
+    /// Sends `request` to the leader; `None` when it could not be reached, or when this node
+    /// learned meanwhile that leadership moved (a dead leader does not answer; the caller
+    /// asks the next one rather than wait out the request's timeout). A command abandoned so
+    /// may still commit: every command is safe to propose twice (a second acquire by the same
+    /// holder gets the same token; a second conditional write conflicts).
+    async fn ask(&self, leader: &(RaftId, Member), request: &Request) -> Option<Response> {
+        let addr = leader.1.addr?;
+        let wait = self.raft.wait(None);
+        let moved = wait.metrics(|m| m.current_leader != Some(leader.0), "leadership to move");
+        tokio::select! {
+            answer = rpc::call::<RaftWire>(&self.transport, addr, request) => match answer {
+                Ok(answer) => Some(answer),
+                Err(e) => {
+                    tracing::debug!(leader = %leader.1.name, error = %e, "the leader did not answer");
+                    None
+                }
+            },
+            _ = moved => None,
         }
     }
 
@@ -439,7 +448,7 @@ impl Consensus {
                         Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
                     }
                 } else {
-                    self.ask(&leader.1, &Request::ReadIndex).await
+                    self.ask(&leader, &Request::ReadIndex).await
                 };
                 match answer {
                     Some(Response::ReadIndex(index)) => return Ok(index),

@@ -80,7 +80,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, Member, RaftError<RaftId>>> {
-        match self.ask(&Request::Append(rpc), option.hard_ttl()).await {
+        match self.ask(
+                &Request::Append {
+                    to: self.target,
+                    rpc,
+                },
+                option.hard_ttl(),
+            ).await {
             Ok(Response::Append(r)) => Ok(r),
             Ok(other) => Err(RPCError::Network(NetworkError::new(&unexpected(&other)))),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
@@ -107,7 +113,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<RaftId>,
         option: RPCOption,
     ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, Member, RaftError<RaftId>>> {
-        match self.ask(&Request::Vote(rpc), option.hard_ttl()).await {
+        match self.ask(
+                &Request::Vote {
+                    to: self.target,
+                    rpc,
+                },
+                option.hard_ttl(),
+            ).await {
             Ok(Response::Vote(r)) => Ok(r),
             Ok(other) => Err(RPCError::Network(NetworkError::new(&unexpected(&other)))),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
@@ -122,6 +134,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<SnapshotResponse<RaftId>, StreamingError<TypeConfig, Fatal<RaftId>>> {
         let request = Request::Snapshot {
+            to: self.target,
             vote,
             meta: snapshot.meta,
         };
@@ -139,21 +152,37 @@ impl RaftNetwork<TypeConfig> for Peer {
 }
 
 /// Answers the group's requests from other nodes.
-pub fn serve(router: &Router, raft: Raft<TypeConfig>, machine: MachineStore, transport: Transport) {
+pub fn serve(
+    router: &Router,
+    me: RaftId,
+    raft: Raft<TypeConfig>,
+    machine: MachineStore,
+    transport: Transport,
+) {
     router.register_streaming::<RaftWire, _>(move |caller, request| {
         let (raft, machine, transport) = (raft.clone(), machine.clone(), transport.clone());
         async move {
             let whole = |r: Response| Ok((r, futures::stream::empty().boxed()));
+            let not_me = |to: RaftId| {
+                Err(format!(
+                    "this node is member {me} of the metadata group, not {to} (that member's node is gone, or came back with a wiped data directory)"
+                ))
+            };
             match request {
-                Request::Append(r) => match raft.append_entries(r).await {
+                Request::Append { to, .. } | Request::Vote { to, .. } | Request::Snapshot { to, .. }
+                    if to != me =>
+                {
+                    not_me(to)
+                }
+                Request::Append { rpc: r, .. } => match raft.append_entries(r).await {
                     Ok(a) => whole(Response::Append(a)),
                     Err(e) => Err(e.to_string()),
                 },
-                Request::Vote(r) => match raft.vote(r).await {
+                Request::Vote { rpc: r, .. } => match raft.vote(r).await {
                     Ok(v) => whole(Response::Vote(v)),
                     Err(e) => Err(e.to_string()),
                 },
-                Request::Snapshot { vote, meta } => {
+                Request::Snapshot { vote, meta, .. } => {
                     let bytes = pull_snapshot(&transport, caller.addr, &meta.snapshot_id).await?;
                     let snapshot = Snapshot {
                         meta,

@@ -16,20 +16,34 @@ pub struct RaftWire;
 impl Wire for RaftWire {
     const NAME: &'static str = "consensus";
     const TAG: u8 = 6;
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     type Request = Request;
     type Response = Response;
 }
 
-/// A request to another member of the group.
+/// A request to another member of the group. Raft's own messages name the member they are
+/// for: a node answers only those for its own id, so a node that came back with a wiped data
+/// directory (a new id, perhaps at the old address) never answers for the member it was.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Raft's AppendEntries (heartbeats too).
-    Append(AppendEntriesRequest<TypeConfig>),
+    Append {
+        /// The member it is for.
+        to: RaftId,
+        /// The request.
+        rpc: AppendEntriesRequest<TypeConfig>,
+    },
     /// Raft's RequestVote.
-    Vote(VoteRequest<RaftId>),
+    Vote {
+        /// The member it is for.
+        to: RaftId,
+        /// The request.
+        rpc: VoteRequest<RaftId>,
+    },
     /// A snapshot for you: pull it from the sender ([`Request::ReadSnapshot`]) and install it.
     Snapshot {
+        /// The member it is for.
+        to: RaftId,
         /// The leader's vote.
         vote: Vote<RaftId>,
         /// What the snapshot covers.

@@ -128,7 +128,7 @@ impl Proc {
         self.child.id().expect("running").to_string()
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([sig, &self.pid()])
             .status()
@@ -166,7 +166,7 @@ impl Proc {
         )
     }
 
-    async fn metric(&self, name: &str) -> f64 {
+    pub async fn metric(&self, name: &str) -> f64 {
         let text = crate::harness::client()
             .get(format!("{}/metrics", self.http))
             .send()

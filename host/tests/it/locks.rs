@@ -10,12 +10,17 @@ use crate::cli::{failed, ok, weft};
 use crate::harness::{TestNode, error_of, wait_for};
 
 async fn acquire(n: &TestNode, key: &str, query: &[(&str, &str)]) -> (StatusCode, Value) {
-    n.json(n.req(Method::POST, &format!("/v1/locks/{key}")).query(query))
-        .await
+    n.json(
+        n.req(Method::POST, &format!("/v1/locks/{key}"))
+            .query(query),
+    )
+    .await
 }
 
 fn token(v: &Value) -> u64 {
-    v["token"].as_u64().unwrap_or_else(|| panic!("no token in {v}"))
+    v["token"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no token in {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,9 +49,11 @@ async fn locks_grant_growing_tokens_queue_hand_over_renew_and_expire() {
 
     // Bob waits in line; the list shows him, and the lease the leader judges.
     let waiter = {
-        let req = n
-            .req(Method::POST, "/v1/locks/orders")
-            .query(&[("holder", "bob"), ("wait", "30s"), ("lease", "20s")]);
+        let req = n.req(Method::POST, "/v1/locks/orders").query(&[
+            ("holder", "bob"),
+            ("wait", "30s"),
+            ("lease", "20s"),
+        ]);
         tokio::spawn(async move {
             let r = req.send().await.unwrap();
             (r.status(), r.json::<Value>().await.unwrap())
@@ -61,7 +68,9 @@ async fn locks_grant_growing_tokens_queue_hand_over_renew_and_expire() {
     assert_eq!(list[0]["key"], "orders", "{list}");
     assert_eq!(list[0]["holder"], "alice", "{list}");
     assert_eq!(token(&list[0]), t1);
-    let left = list[0]["lease_left_ms"].as_u64().expect("the leader judges");
+    let left = list[0]["lease_left_ms"]
+        .as_u64()
+        .expect("the leader judges");
     assert!(left > 0 && left <= 30_000, "{list}");
 
     // Renewing under the token works; releasing hands the lock to bob under a larger token.
@@ -113,7 +122,10 @@ async fn locks_grant_growing_tokens_queue_hand_over_renew_and_expire() {
     assert_eq!(code, StatusCode::CONFLICT, "{e}");
     let msg = e["error"].as_str().unwrap();
     assert!(
-        msg.starts_with(&format!("lock `short` is held by dave under token {}; waited ", token(&d))),
+        msg.starts_with(&format!(
+            "lock `short` is held by dave under token {}; waited ",
+            token(&d)
+        )),
         "{msg}"
     );
     let (_, list) = n.json(n.req(Method::GET, "/v1/locks")).await;
@@ -205,10 +217,22 @@ async fn bad_lock_requests_get_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_commands_take_list_renew_and_release() {
     let n = TestNode::start().await;
-    let out = ok(&weft(&n, &["lock", "acquire", "deploys", "--lease", "1m", "--holder", "ci"]).await);
-    let t: u64 = out.trim().parse().unwrap_or_else(|_| panic!("a token: {out}"));
+    let out = ok(&weft(
+        &n,
+        &[
+            "lock", "acquire", "deploys", "--lease", "1m", "--holder", "ci",
+        ],
+    )
+    .await);
+    let t: u64 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a token: {out}"));
     let listed = ok(&weft(&n, &["locks"]).await);
-    assert!(listed.starts_with("KEY\tHOLDER\tTOKEN\tLEASE LEFT\tWAITERS\n"), "{listed}");
+    assert!(
+        listed.starts_with("KEY\tHOLDER\tTOKEN\tLEASE LEFT\tWAITERS\n"),
+        "{listed}"
+    );
     assert!(listed.contains(&format!("deploys\tci\t{t}\t")), "{listed}");
     let json: Value = serde_json::from_str(&ok(&weft(&n, &["locks", "--json"]).await)).unwrap();
     assert_eq!(token(&json[0]), t);
@@ -217,6 +241,9 @@ async fn lock_commands_take_list_renew_and_release() {
     ok(&weft(&n, &["lock", "renew", "deploys", &t.to_string()]).await);
     ok(&weft(&n, &["lock", "release", "deploys", &t.to_string()]).await);
     let err = failed(&weft(&n, &["lock", "release", "deploys", &t.to_string()]).await);
-    assert!(err.contains("409") && err.contains("does not hold"), "{err}");
+    assert!(
+        err.contains("409") && err.contains("does not hold"),
+        "{err}"
+    );
     assert_eq!(ok(&weft(&n, &["locks"]).await), "no locks are held\n");
 }
