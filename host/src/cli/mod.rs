@@ -101,6 +101,11 @@ enum Command {
         #[cfg(feature = "test-switches")]
         #[arg(long, hide = true)]
         local_reads_for_tests: bool,
+        /// Test only (`test-switches`): a new leader of the metadata group expires held locks
+        /// at once, without waiting out their lease and the lock delay.
+        #[cfg(feature = "test-switches")]
+        #[arg(long, hide = true)]
+        expire_at_takeover_for_tests: bool,
         /// How long a metadata-group voter may be down before another node takes its seat
         /// (`60s`, `5m`).
         #[arg(long, default_value = "60s", value_parser = crate::millis::parse)]
@@ -304,6 +309,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_cached_connections,
             #[cfg(feature = "test-switches")]
             local_reads_for_tests,
+            #[cfg(feature = "test-switches")]
+            expire_at_takeover_for_tests,
             voter_replace_after,
             lock_delay,
             kv_quorum,
@@ -324,6 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.cluster.membership.lifeguard = !plain_swim;
                 config.cluster.transport.keep_cached_connections = *keep_cached_connections;
                 config.cluster.consensus.local_reads_for_tests = *local_reads_for_tests;
+                config.cluster.locks.expire_at_takeover_for_tests = *expire_at_takeover_for_tests;
             }
             config.cluster.consensus.voter_replace_after = *voter_replace_after;
             config.cluster.locks.lock_delay = *lock_delay;

@@ -80,13 +80,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, Member, RaftError<RaftId>>> {
-        match self.ask(
+        match self
+            .ask(
                 &Request::Append {
                     to: self.target,
                     rpc,
                 },
                 option.hard_ttl(),
-            ).await {
+            )
+            .await
+        {
             Ok(Response::Append(r)) => Ok(r),
             Ok(other) => Err(RPCError::Network(NetworkError::new(&unexpected(&other)))),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
@@ -113,13 +116,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<RaftId>,
         option: RPCOption,
     ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, Member, RaftError<RaftId>>> {
-        match self.ask(
+        match self
+            .ask(
                 &Request::Vote {
                     to: self.target,
                     rpc,
                 },
                 option.hard_ttl(),
-            ).await {
+            )
+            .await
+        {
             Ok(Response::Vote(r)) => Ok(r),
             Ok(other) => Err(RPCError::Network(NetworkError::new(&unexpected(&other)))),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),

@@ -85,7 +85,15 @@ async fn take_over(inner: &Arc<Inner>) -> bool {
         }
     };
     let delay = inner.config.lock_delay;
-    let held = inner.leases().took_over(&table, Instant::now(), delay);
+    let now = Instant::now();
+    let held = inner.leases().took_over(&table, now, delay);
+    #[cfg(feature = "test-switches")]
+    if inner.config.expire_at_takeover_for_tests {
+        let mut leases = inner.leases();
+        for (key, _) in table.iter() {
+            leases.retry(key, now);
+        }
+    }
     if held > 0 {
         tracing::info!(
             locks = held,

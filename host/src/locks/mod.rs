@@ -53,6 +53,11 @@ pub struct LocksConfig {
     /// The longest a request may wait in line. Default 5 min.
     #[serde(with = "crate::millis")]
     pub max_wait: Duration,
+    /// Test only: a new leader expires held locks at once instead of waiting out their lease
+    /// and the lock delay (the control of the partitioned-holder test).
+    #[cfg(feature = "test-switches")]
+    #[serde(skip)]
+    pub expire_at_takeover_for_tests: bool,
 }
 
 impl Default for LocksConfig {
@@ -63,6 +68,8 @@ impl Default for LocksConfig {
             min_lease: Duration::from_millis(100),
             max_lease: Duration::from_secs(600),
             max_wait: Duration::from_secs(300),
+            #[cfg(feature = "test-switches")]
+            expire_at_takeover_for_tests: false,
         }
     }
 }

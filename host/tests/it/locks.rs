@@ -71,7 +71,8 @@ async fn locks_grant_growing_tokens_queue_hand_over_renew_and_expire() {
     let left = list[0]["lease_left_ms"]
         .as_u64()
         .expect("the leader judges");
-    assert!(left > 0 && left <= 30_000, "{list}");
+    // At most the lease, plus the lock delay when the node took over as leader after the grant.
+    assert!(left > 0 && left <= 30_000 + 2_000, "{list}");
 
     // Renewing under the token works; releasing hands the lock to bob under a larger token.
     let (code, r) = n
