@@ -191,8 +191,15 @@ fn next_change(
         // Not a member yet: it becomes one above once it is up.
         Some(Step::Add(_)) => {}
         Some(Step::Remove(id)) if id != consensus.id => {
-            let gone = candidates.iter().any(|c| c.id == id && c.gone);
-            return Some(Change::Demote(id, !gone));
+            // A gone voter first: a change needs a majority of the old voters and of the
+            // new, and demoting a live voter while a dead one still counts may need both.
+            let is_gone = |v: &RaftId| candidates.iter().any(|c| c.id == *v && c.gone);
+            let id = voters
+                .iter()
+                .find(|v| !desired.contains(v) && is_gone(v))
+                .copied()
+                .unwrap_or(id);
+            return Some(Change::Demote(id, !is_gone(&id)));
         }
         Some(Step::Remove(_)) | None => {}
     }

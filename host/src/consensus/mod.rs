@@ -197,6 +197,8 @@ pub struct Consensus {
     config: ConsensusConfig,
     store: Store,
     stats: Arc<Stats>,
+    /// The cluster's nodes as membership sees them.
+    peers: tokio::sync::watch::Receiver<Vec<Peer>>,
 }
 
 /// Counters kept by this node's member.
@@ -284,6 +286,7 @@ impl Consensus {
             config: config.clone(),
             store,
             stats: Arc::default(),
+            peers: wiring.peers.clone(),
         };
         tasks.spawn(count_leader_changes(consensus.clone()));
         tasks.spawn(control::run(
@@ -480,16 +483,23 @@ impl Consensus {
             .map_err(|e| ConsensusError::NoLeader(format!("entry {index} not applied here: {e}")))
     }
 
-    /// Waits, at most `within`, until every member of the group that answers has applied the
+    /// Waits, at most `within`, until every member of the group that is up has applied the
     /// entry at `index` (so a deploy is seen at once everywhere); returns the members that
     /// had not.
     pub async fn settle(&self, index: u64, within: Duration) -> Vec<String> {
         let m = self.metrics();
+        let up: Vec<RaftId> = self
+            .peers
+            .borrow()
+            .iter()
+            .filter(|p| p.up)
+            .map(|p| p.id)
+            .collect();
         let others: Vec<Member> = m
             .membership_config
             .membership()
             .nodes()
-            .filter(|(id, _)| **id != self.id)
+            .filter(|(id, _)| **id != self.id && up.contains(id))
             .map(|(_, n)| n.clone())
             .collect();
         let request = Request::Applied {

@@ -27,6 +27,8 @@ const PREFIX: &str = "fn/";
 
 /// How long a registry change waits, after it committed, for every member to apply it.
 const SETTLE: Duration = Duration::from_secs(2);
+/// How long an invocation of a function this node has no record of asks the leader.
+const ASK_LEADER: Duration = Duration::from_secs(1);
 /// Attempts of a registry change that keeps losing to concurrent changes.
 const UPDATE_ATTEMPTS: usize = 16;
 
@@ -102,9 +104,14 @@ impl Functions {
         let c = &self.inner.consensus;
         let found = match consistency {
             Consistency::Linearizable => c.read(get).await?,
+            // Briefly: without a quorum this node's copy is the answer.
             Consistency::Local => match c.read_local(get) {
                 Some(r) => Some(r),
-                None => c.read(get).await.ok().flatten(),
+                None => tokio::time::timeout(ASK_LEADER, c.read(get))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten(),
             },
         };
         found.map(decode).transpose()

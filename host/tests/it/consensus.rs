@@ -290,3 +290,58 @@ async fn a_restarted_member_keeps_its_id_and_everything_committed() {
         .unwrap();
     assert!(index > last);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_deploys_and_locks_answer_503_while_invocations_and_kv_go_on() {
+    let cluster = new_cluster();
+    let quick = |c: &mut weft_host::NodeConfig| {
+        c.cluster.consensus.propose_timeout = Duration::from_secs(1);
+    };
+    let mut nodes = start_cluster_with(cluster.path(), 3, |_, c| quick(c)).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_group(&all, 3, 0).await;
+    nodes[0].deploy("hello", weft_host::plugins::HELLO).await;
+    // Two of the three voters stop: the one left has no quorum.
+    let last = nodes.remove(2);
+    for t in nodes {
+        t.stop().await;
+    }
+    let (code, body) = last
+        .deploy_with("other", weft_host::plugins::HELLO.to_vec(), &[])
+        .await;
+    // (Here the module's blob, which needs two copies, is refused first.)
+    assert_eq!(code, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let says = "the metadata group has no leader that can take this now (no leader with a quorum of voters answered within 1000 ms); try again shortly";
+    let (code, body) = last
+        .json(last.req(reqwest::Method::DELETE, "/v1/functions/hello"))
+        .await;
+    assert_eq!(code, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], says);
+    let (code, body) = last
+        .json(last.req(reqwest::Method::POST, "/v1/locks/k"))
+        .await;
+    assert_eq!(code, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], says);
+    let (code, body) = last
+        .json(last.req(reqwest::Method::GET, "/v1/functions"))
+        .await;
+    assert_eq!(code, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // This node's copy still answers when asked for, and serves invocations.
+    let (code, body) = last
+        .json(last.req(reqwest::Method::GET, "/v1/functions?local=true"))
+        .await;
+    assert_eq!(code, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body[0]["name"], "hello", "{body}");
+    last.assert_hello_serves().await;
+    // The key-value store keeps its own quorums: one replica is enough when asked for.
+    let (code, body) = last
+        .text(
+            last.req(reqwest::Method::PUT, "/v1/kv/notes/k?w=1")
+                .body("v"),
+        )
+        .await;
+    assert_eq!(code, reqwest::StatusCode::OK, "{body}");
+    let (code, body) = last.get("/v1/kv/notes/k?r=1").await;
+    assert_eq!((code, body.as_str()), (reqwest::StatusCode::OK, "v"));
+}

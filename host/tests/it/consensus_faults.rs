@@ -526,8 +526,7 @@ async fn register_history(local_reads: bool, faults: bool) -> Vec<Op> {
         stop.cancel();
         while clients.join_next().await.is_some() {}
     }
-    let h = history.lock().unwrap().clone();
-    h
+    history.lock().unwrap().clone()
 }
 
 /// One register operation through `base`, recorded; returns the revision it saw.

@@ -149,7 +149,9 @@ async fn locks_grant_growing_tokens_queue_hand_over_renew_and_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lock_requests_get_clear_errors() {
     let n = TestNode::start().await;
-    let cases: Vec<(Method, &str, Vec<(&str, &str)>, StatusCode, &str)> = vec![
+    // (method, path, query, status, error)
+    type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/v1/locks/k",
