@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use control::Peer;
 pub use locks::{Leases, LockCommand, LockOutcome, LockTable};
-pub use state::{Command, Outcome, Register, Registers, State};
+pub use state::{Command, Outcome, Proposal, ProposalId, Register, Registers, State};
 use storage::{LogStore, MachineStore};
 use wire::{RaftWire, Request, Response};
 
@@ -52,7 +52,7 @@ pub struct Member {
 openraft::declare_raft_types!(
     /// The group's types: commands and outcomes of [`state`], members by [`RaftId`].
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Outcome,
         NodeId = RaftId,
         Node = Member,
@@ -204,6 +204,10 @@ pub struct Consensus {
 /// Counters kept by this node's member.
 #[derive(Default)]
 struct Stats {
+    /// Proposals made since start (with `epoch`, the number of the next one).
+    proposals: std::sync::atomic::AtomicU64,
+    /// Random, chosen at start, so that numbers differ from those of an earlier run.
+    epoch: u64,
     /// Times this node saw the leader change to another known leader.
     leader_changes: std::sync::atomic::AtomicU64,
     /// From proposing a command to its commit, for commands proposed here.
@@ -285,7 +289,10 @@ impl Consensus {
             transport,
             config: config.clone(),
             store,
-            stats: Arc::default(),
+            stats: Arc::new(Stats {
+                epoch: rand::random(),
+                ..Default::default()
+            }),
             peers: wiring.peers.clone(),
         };
         tasks.spawn(count_leader_changes(consensus.clone()));
@@ -347,16 +354,25 @@ impl Consensus {
     }
 
     async fn propose_once(&self, command: Command) -> Result<(u64, Outcome), ConsensusError> {
-        let request = Request::Propose(command);
+        // One id for every attempt: the state machine applies it once however many commit.
+        let id = ProposalId {
+            from: self.id,
+            seq: self
+                .stats
+                .proposals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ^ self.stats.epoch,
+        };
+        let request = Request::Propose(Proposal { id, command });
         let within = self.config.propose_timeout;
         let asked = tokio::time::timeout(within, async {
             loop {
                 let leader = self.wait_leader().await?;
                 let answer = if leader.0 == self.id {
-                    let Request::Propose(command) = &request else {
+                    let Request::Propose(proposal) = &request else {
                         unreachable!()
                     };
-                    match self.raft.client_write(command.clone()).await {
+                    match self.raft.client_write(proposal.clone()).await {
                         Ok(w) => return Ok((w.log_id.index, w.data)),
                         Err(openraft::error::RaftError::APIError(
                             openraft::error::ClientWriteError::ForwardToLeader(_),

@@ -2,13 +2,41 @@
 //! applies the same commands in the same order, so every node ends in the same state.
 //!
 //! It holds registers (a key, a value and the index of the entry that last wrote it), on
-//! which the function registry will be built, and the lock table ([`super::locks`]).
+//! which the function registry is built, and the lock table ([`super::locks`]).
+//!
+//! Every command comes in a [`Proposal`] with an id, and the state remembers the ids of the
+//! last [`REMEMBERED`] entries with what they did: a proposal committed twice (its proposer
+//! retried it after losing the answer, as when the leader dies after committing) takes
+//! effect once, and the second entry answers what the first did (the Raft dissertation's
+//! §6.3).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::locks::{LockCommand, LockOutcome, LockTable};
+
+/// How many entries back the state remembers proposal ids: far more than a proposer retries
+/// within (its `propose_timeout`).
+pub const REMEMBERED: u64 = 100_000;
+
+/// A proposal's id: the proposer's id in the group and a number it never uses twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProposalId {
+    /// The proposer.
+    pub from: u64,
+    /// Its number for this proposal.
+    pub seq: u64,
+}
+
+/// A command as the log carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Its id, the same across retries.
+    pub id: ProposalId,
+    /// The change.
+    pub command: Command,
+}
 
 /// A change proposed to the group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,15 +82,33 @@ pub struct State {
     pub registers: Registers,
     /// The locks.
     pub locks: LockTable,
+    /// Proposals applied in the last [`REMEMBERED`] entries: what each did.
+    seen: BTreeMap<ProposalId, (u64, Outcome)>,
+    /// The same ids, oldest first, for forgetting them.
+    seen_order: VecDeque<(u64, ProposalId)>,
 }
 
 impl State {
-    /// Applies the command of the entry at `index`.
-    pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
-        match command {
-            Command::Write { .. } => self.registers.apply(index, command),
-            Command::Lock(c) => Outcome::Lock(self.locks.apply(index, c)),
+    /// Applies the proposal of the entry at `index`; a proposal applied before (a retry)
+    /// changes nothing and answers what it did then.
+    pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Outcome {
+        if let Some((_, outcome)) = self.seen.get(&proposal.id) {
+            return outcome.clone();
         }
+        let outcome = match &proposal.command {
+            c @ Command::Write { .. } => self.registers.apply(index, c),
+            Command::Lock(c) => Outcome::Lock(self.locks.apply(index, c)),
+        };
+        self.seen.insert(proposal.id, (index, outcome.clone()));
+        self.seen_order.push_back((index, proposal.id));
+        while let Some((at, id)) = self.seen_order.front().copied() {
+            if at + REMEMBERED > index {
+                break;
+            }
+            self.seen_order.pop_front();
+            self.seen.remove(&id);
+        }
+        outcome
     }
 }
 
@@ -126,6 +172,25 @@ impl Registers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proposal_committed_twice_takes_effect_once() {
+        let mut s = State::default();
+        let p = |seq, value: &str| Proposal {
+            id: ProposalId { from: 7, seq },
+            command: write("k", Some(value), None),
+        };
+        assert_eq!(s.apply(10, &p(1, "a")), Outcome::Written { revision: 10 });
+        assert_eq!(s.apply(11, &p(2, "b")), Outcome::Written { revision: 11 });
+        // The retry of the first, committed again: it answers as before and changes nothing.
+        assert_eq!(s.apply(12, &p(1, "a")), Outcome::Written { revision: 10 });
+        let k = s.registers.get("k").unwrap();
+        assert_eq!((k.value.as_slice(), k.revision), (&b"b"[..], 11));
+        // Ids are forgotten after REMEMBERED entries: the state stays bounded.
+        s.apply(12 + REMEMBERED, &p(3, "c"));
+        assert_eq!(s.seen.len(), 1);
+        assert_eq!(s.seen_order.len(), 1);
+    }
 
     fn write(key: &str, value: Option<&str>, expect: Option<u64>) -> Command {
         Command::Write {

@@ -7,7 +7,7 @@ use openraft::raft::{
 use openraft::{SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 
-use super::{Command, Member, Outcome, RaftId, TypeConfig};
+use super::{Member, Outcome, Proposal, RaftId, TypeConfig};
 use crate::rpc::Wire;
 
 /// The consensus service on the router.
@@ -16,7 +16,7 @@ pub struct RaftWire;
 impl Wire for RaftWire {
     const NAME: &'static str = "consensus";
     const TAG: u8 = 6;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
     type Request = Request;
     type Response = Response;
 }
@@ -55,7 +55,7 @@ pub enum Request {
         id: String,
     },
     /// Propose this command (to the leader).
-    Propose(Command),
+    Propose(Proposal),
     /// Confirm you are still the leader and say up to which entry a read must have applied
     /// (a follower's linearizable read).
     ReadIndex,

@@ -2,7 +2,7 @@
 //! small records (tree `raft-meta`: the vote, the last purged entry, the committed entry, the
 //! current snapshot, this node's id in the group). The bytes are opaque here; `consensus`
 //! gives them meaning. Every write is flushed (group commit and file-system sync) before it
-//! returns, as replicated data is.
+//! returns, as replicated data is, except the committed mark, which may lag.
 
 use super::{Store, StoreError};
 
@@ -64,6 +64,13 @@ impl Store {
     /// One record of the meta tree.
     pub fn raft_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.raft_meta.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Sets one record of the meta tree without flushing it (it is flushed with the next
+    /// write that is): for records that may lag after a crash.
+    pub fn set_raft_meta_lazily(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.raft_meta.insert(key.as_bytes(), value)?;
+        Ok(())
     }
 
     /// Sets one record of the meta tree and flushes it.

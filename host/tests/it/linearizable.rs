@@ -160,6 +160,8 @@ pub fn check(history: &[Op]) -> Result<(), String> {
     };
     let mut entry = search.list.next[len];
     let mut deepest = 0usize;
+    // The furthest the search got: the operations placed, and the register's state then.
+    let mut best: (Vec<u64>, State) = (linearized.clone(), state.clone());
     while search.list.next[len] != len {
         if entry == len {
             // Past the end with calls left only: backtrack.
@@ -170,7 +172,7 @@ pub fn check(history: &[Op]) -> Result<(), String> {
                 &mut entry,
                 &mut seen,
             ) {
-                return Err(explain(&ops, deepest));
+                return Err(explain(&ops, deepest, &best));
             }
             continue;
         }
@@ -187,7 +189,10 @@ pub fn check(history: &[Op]) -> Result<(), String> {
                     linearized = l;
                     search.list.unlink(search.call_at[i]);
                     search.list.unlink(search.ret_at[i]);
-                    deepest = deepest.max(search.stack.len());
+                    if search.stack.len() > deepest {
+                        deepest = search.stack.len();
+                        best = (linearized.clone(), state.clone());
+                    }
                     entry = search.list.next[len];
                     moved = true;
                     break;
@@ -203,7 +208,7 @@ pub fn check(history: &[Op]) -> Result<(), String> {
             &mut entry,
             &mut seen,
         ) {
-            return Err(explain(&ops, deepest));
+            return Err(explain(&ops, deepest, &best));
         }
     }
     Ok(())
@@ -273,26 +278,44 @@ fn backtrack(
     true
 }
 
-fn explain(ops: &[&Op], deepest: usize) -> String {
-    let lines: Vec<String> = ops
-        .iter()
-        .take(60)
-        .map(|o| {
-            format!(
-                "client {} [{}, {}] {:?} -> {:?}",
-                o.client,
-                o.call,
-                o.ret.map_or("?".into(), |r| r.to_string()),
-                o.input,
-                o.output
-            )
-        })
-        .collect();
-    format!(
-        "not linearizable: no order of the {} operations fits the register (the longest order found placed {deepest}); the first operations:\n{}",
+fn explain(ops: &[&Op], deepest: usize, best: &(Vec<u64>, State)) -> String {
+    let placed = |i: usize| best.0[i / 64] & (1 << (i % 64)) != 0;
+    let show = |o: &Op| {
+        format!(
+            "client {} [{}, {}] {:?} -> {:?}",
+            o.client,
+            o.call,
+            o.ret.map_or("?".into(), |r| r.to_string()),
+            o.input,
+            o.output
+        )
+    };
+    // The operation that could not be placed: the earliest to return among those left.
+    let stuck = (0..ops.len())
+        .filter(|i| !placed(*i))
+        .min_by_key(|i| ops[*i].ret.unwrap_or(u64::MAX));
+    let mut lines = vec![format!(
+        "the furthest order placed {deepest} of {} operations, leaving the register at {:?}",
         ops.len(),
-        lines.join("\n")
-    )
+        best.1
+    )];
+    if let Some(i) = stuck {
+        let o = ops[i];
+        lines.push(format!("then nothing could place: {}", show(o)));
+        lines.push("operations that overlap it or are left before it:".into());
+        for (j, p) in ops.iter().enumerate() {
+            let overlaps =
+                p.call <= o.ret.unwrap_or(u64::MAX) && p.ret.unwrap_or(u64::MAX) >= o.call;
+            if j != i && (overlaps || (!placed(j) && p.call <= o.call)) {
+                lines.push(format!(
+                    "  {}{}",
+                    if placed(j) { "" } else { "(left) " },
+                    show(p)
+                ));
+            }
+        }
+    }
+    format!("not linearizable: {}", lines.join("\n"))
 }
 
 #[cfg(test)]

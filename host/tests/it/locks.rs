@@ -150,7 +150,13 @@ async fn locks_grant_growing_tokens_queue_hand_over_renew_and_expire() {
 async fn bad_lock_requests_get_clear_errors() {
     let n = TestNode::start().await;
     // (method, path, query, status, error)
-    type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, StatusCode, &'a str);
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        StatusCode,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
             Method::POST,
