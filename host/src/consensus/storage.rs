@@ -155,10 +155,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .into_iter()
             .map(|e| (e.log_id.index, encode(&e)))
             .collect();
-        // Flushed before this returns: openraft 0.9 counts an entry as durable, on the leader
-        // and in a follower's answer, once `append` returns, not when the callback is told.
-        // (Answering before the flush lost acknowledged writes at a kill, which the register
-        // test's linearizability checker caught.)
+        // Flushed before the callback is told. openraft 0.9's core waits for the callback
+        // before it goes on (it neither replicates nor answers meanwhile), so flushing in the
+        // background and telling the callback later gains nothing in this version.
         let result = self.store.raft_append(batch).await;
         match result {
             Ok(()) => {
