@@ -176,7 +176,7 @@ async fn the_lock_service_survives_leader_kills_and_tokens_only_grow() {
     let granted: Arc<Mutex<Vec<Granted>>> = Arc::default();
     let stop = tokio_util::sync::CancellationToken::new();
     let mut clients = tokio::task::JoinSet::new();
-    // Four clients take and release their own locks, through whichever node answers.
+    // Four clients take and release locks, through whichever node answers.
     for c in 0..4usize {
         let (api, urls, granted, stop) = (api.clone(), urls.clone(), granted.clone(), stop.clone());
         clients.spawn(async move {
@@ -188,7 +188,9 @@ async fn the_lock_service_survives_leader_kills_and_tokens_only_grow() {
                     u[i % u.len()].clone()
                 };
                 let sent = Instant::now();
-                let key = format!("work-{c}");
+                // A new key each time: a lock whose release was lost in the kill waits out
+                // its lease and the lock delay, which is not what this measures.
+                let key = format!("work-{c}-{i}");
                 let Some((StatusCode::OK, g)) = api
                     .acquire(&base, &key, &[("lease", "3s"), ("wait", "10s")])
                     .await
