@@ -148,6 +148,23 @@ async fn metric_sum(procs: &[Proc], name: &str) -> f64 {
     sum
 }
 
+/// Starts the process at `at` again, on its address and data, and points `urls` at it.
+async fn restart_at(
+    cluster: &std::path::Path,
+    procs: &mut [Proc],
+    at: usize,
+    flags: &Opts,
+    urls: &RwLock<Vec<String>>,
+) {
+    let (name, data, quic) = (
+        procs[at].name.clone(),
+        procs[at].data.clone(),
+        procs[at].quic,
+    );
+    procs[at] = Proc::start(cluster, &name, &data, quic, &[], flags).await;
+    urls.write().unwrap()[at] = procs[at].http.clone();
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -288,13 +305,7 @@ async fn the_lock_service_survives_leader_kills_and_tokens_only_grow() {
         eprintln!("kill {k}: the lock service answered again after {back:?}");
         recoveries.push(back);
         // Bring the node back on its address and data, and let the group settle.
-        let (name, data, quic) = (
-            procs[at].name.clone(),
-            procs[at].data.clone(),
-            procs[at].quic,
-        );
-        procs[at] = Proc::start(cluster.path(), &name, &data, quic, &[], &flags).await;
-        urls.write().unwrap()[at] = procs[at].http.clone();
+        restart_at(cluster.path(), &mut procs, at, &flags, &urls).await;
         wait_group(&api, &procs.iter().collect::<Vec<_>>(), 3, 0).await;
     }
     stop.cancel();
@@ -500,13 +511,7 @@ async fn register_history(local_reads: bool, faults: bool) -> Vec<Op> {
         let at = procs.iter().position(|p| p.name == leader).unwrap();
         procs[at].kill9().await;
         tokio::time::sleep(step).await;
-        let (name, data, quic) = (
-            procs[at].name.clone(),
-            procs[at].data.clone(),
-            procs[at].quic,
-        );
-        procs[at] = Proc::start(cluster.path(), &name, &data, quic, &[], &flags).await;
-        urls.write().unwrap()[at] = procs[at].http.clone();
+        restart_at(cluster.path(), &mut procs, at, &flags, &urls).await;
         // Stall a voter that does not lead.
         let (leader, _) = wait_group(&api, &procs.iter().collect::<Vec<_>>(), 3, 0).await;
         let stalled = procs.iter().position(|p| p.name != leader).unwrap();
