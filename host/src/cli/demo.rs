@@ -1,13 +1,14 @@
 //! `weft demo`: a three-node cluster on loopback (a throwaway CA, real QUIC between the nodes)
-//! on temporary data directories, the bundled plugins deployed, invoked and run as a job, and
-//! the commands to try next.
+//! on temporary data directories, the bundled plugins deployed, invoked and run as a job, a lock
+//! taken and handed on, and the commands to try next.
 
 use anyhow::Context;
 use reqwest::Method;
 
 use super::Client;
-use crate::api::FunctionView;
+use crate::api::{FunctionView, NodeStatus};
 use crate::config::NodeConfig;
+use crate::locks::Grant;
 use crate::membership::MemberState;
 use crate::transport::ClusterDir;
 
@@ -123,12 +124,60 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
         println!("  {:<12} {}", r.key.as_str().unwrap_or_default(), r.value);
     }
 
+    println!("\n-- the metadata group, and a lock with fencing tokens");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let group = loop {
+        let status: NodeStatus = c.json(c.request(Method::GET, "/v1/status")).await?;
+        let g = status.consensus;
+        if g.voters.len() == NODES && g.leader.is_some() {
+            break g;
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the demo's metadata group did not reach {NODES} voters within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut names: Vec<&str> = group.voters.iter().map(|v| v.name.as_str()).collect();
+    names.sort();
+    println!(
+        "leader {}, term {}, voters {} (formed by itself: the first node, then the others added)",
+        group.leader.as_deref().unwrap_or("?"),
+        group.term,
+        names.join(", ")
+    );
+    let take = |holder: &'static str| {
+        c.request(Method::POST, "/v1/locks/demo")
+            .query(&[("holder", holder), ("lease", "10s")])
+    };
+    let first: Grant = c.json(take("alice")).await?;
+    println!("alice took lock `demo` under token {}", first.token);
+    match c.send(take("bob")).await {
+        Ok(_) => anyhow::bail!("bob got a lock alice holds"),
+        Err(e) => println!("bob, not waiting: {e}"),
+    }
+    c.send(
+        c.request(Method::DELETE, "/v1/locks/demo")
+            .query(&[("token", first.token)]),
+    )
+    .await?;
+    let second: Grant = c.json(take("bob")).await?;
+    println!(
+        "alice released it; bob took it under token {} (larger than {}: whatever the lock guards can refuse work under an older token)",
+        second.token, first.token
+    );
+    c.send(
+        c.request(Method::DELETE, "/v1/locks/demo")
+            .query(&[("token", second.token)]),
+    )
+    .await?;
+
     println!("\n-- try it yourself");
     println!("  export WEFT_NODE={url} WEFT_TOKEN={}", node.token);
     println!("  curl {url}/fn/hello/you");
     println!("  curl {url}/fn/counter/visits");
     println!("  weft functions");
     println!("  weft job run wordcount --input README.md");
+    println!("  weft lock acquire deploys --lease 30s && weft locks");
     println!("  curl {url}/metrics");
     println!("  weft members");
 

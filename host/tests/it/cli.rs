@@ -332,6 +332,10 @@ async fn demo_runs_the_tour_and_exits() {
         r#"GET /fn/counter/apples  -> {"count":3,"path":"/apples"}"#,
         "Succeeded",
         "top words:",
+        "voters node-1, node-2, node-3",
+        "alice took lock `demo` under token ",
+        "bob, not waiting: 409 Conflict: lock `demo` is held by alice under token ",
+        "alice released it; bob took it under token ",
         "curl http://127.0.0.1:",
     ] {
         assert!(
