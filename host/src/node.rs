@@ -209,6 +209,7 @@ impl Node {
         let blobs = Blobs::new(blob_dir, placement.clone(), tasks.clone());
         blobs.serve(&router);
         let functions = Functions::new(consensus.clone(), blobs.clone());
+        adopt_earlier_records(functions.clone(), replication.clone(), &tasks);
         let (app_functions, node_store) = (functions.clone(), store.clone());
 
         let app = App::new(
@@ -318,6 +319,30 @@ impl Node {
         signal.await;
         self.shutdown().await;
     }
+}
+
+/// Moves the function records an earlier version kept in the replicated store into the
+/// metadata group, retrying until the group can take them (or the node stops).
+fn adopt_earlier_records(functions: Functions, replication: Replicator, tasks: &Tasks) {
+    let cancel = tasks.token().clone();
+    tasks.spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match functions.adopt_earlier_records(&replication).await {
+                Ok(0) => return,
+                Ok(n) => {
+                    tracing::info!(records = n, "moved function records of an earlier version into the metadata group");
+                    return;
+                }
+                Err(e) => tracing::info!(error = %e, "function records of an earlier version wait for the metadata group"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    });
 }
 
 /// The cluster's nodes as the metadata group's leader needs them, following membership.

@@ -22,6 +22,13 @@ use crate::blobs::{BlobError, Blobs};
 use crate::consensus::{Command, Consensus, ConsensusError, Outcome, Register};
 use crate::id::{Digest, FunctionName};
 
+/// Where an earlier version kept function records: the replicated store's namespace (now
+/// only read, once, by [`Functions::adopt_earlier_records`]).
+pub const LEGACY_NAMESPACE: &str = "sys.functions";
+
+/// The register marking that the records of an earlier version were moved into the group.
+const ADOPTED: &str = "sys/adopted-earlier-function-records";
+
 /// The prefix of function records among the group's registers.
 const PREFIX: &str = "fn/";
 
@@ -212,6 +219,58 @@ impl Functions {
             }
         }
         Err(FunctionsError::Busy(name.clone()))
+    }
+
+    /// Moves function records kept by an earlier version (in the replicated store's namespace
+    /// `sys.functions`) into the metadata group, once the group can commit: each is written
+    /// only where the group has no record of that name, so nothing newer is replaced. Every
+    /// node that holds old records does this; the first to commit a name wins. Returns how
+    /// many this node moved.
+    pub async fn adopt_earlier_records(
+        &self,
+        replication: &crate::replication::Replicator,
+    ) -> Result<usize, FunctionsError> {
+        let ns: crate::id::Namespace = LEGACY_NAMESPACE.parse().expect("a valid namespace");
+        let held = replication
+            .local_entries(&ns)
+            .map_err(|e| FunctionsError::Corrupt(e.to_string()))?;
+        if held.is_empty() {
+            return Ok(0);
+        }
+        // Once done, never again: a function deleted since must not come back.
+        let c = &self.inner.consensus;
+        if c.read(|s| s.registers.get(ADOPTED).is_some()).await? {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        for (key, entry) in held {
+            let Some(value) = entry.value else { continue };
+            let Ok(name) = std::str::from_utf8(&key)
+                .map_err(|e| e.to_string())
+                .and_then(|k| k.parse::<FunctionName>().map_err(|e| e.to_string()))
+            else {
+                continue;
+            };
+            if let Err(e) = FunctionRecord::decode(&value) {
+                tracing::warn!(function = %name, error = %e, "an earlier version's function record cannot be read; left behind");
+                continue;
+            }
+            let command = Command::Write {
+                key: key_of(&name),
+                value: Some(value),
+                expect: Some(0),
+            };
+            if let (_, Outcome::Written { .. }) = c.propose(command).await? {
+                moved += 1;
+            }
+        }
+        let done = Command::Write {
+            key: ADOPTED.into(),
+            value: Some(b"1".to_vec()),
+            expect: None,
+        };
+        c.propose(done).await?;
+        Ok(moved)
     }
 
     /// A module's bytes, verified: this node's copy, or fetched from another node.

@@ -50,6 +50,31 @@ impl Replicator {
         self.local_get(&ns.key(key))
     }
 
+    /// Every entry of namespace `ns` this node holds (tombstones too), by key within it.
+    pub fn local_entries(
+        &self,
+        ns: &super::Namespace,
+    ) -> Result<Vec<(Vec<u8>, Entry)>, ReplicationError> {
+        let prefix = ns.key(b"");
+        let mut out = Vec::new();
+        let mut start = prefix.clone();
+        loop {
+            let (page, more) = self.local_scan(&prefix, &start, 1000)?;
+            let last = page.last().map(|(k, _)| k.clone());
+            out.extend(
+                page.into_iter()
+                    .map(|(k, e)| (k[prefix.len()..].to_vec(), e)),
+            );
+            match (more, last) {
+                (true, Some(mut last)) => {
+                    last.push(0);
+                    start = last;
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// This node's entries (tombstones too) under `prefix` from `start`: at most `limit` and
     /// about [`ANSWER_BYTES`], and whether it stopped before the end of the prefix. Entries
     /// that cannot be decoded are skipped.
