@@ -22,7 +22,7 @@ pub(crate) struct AcquireParams {
     /// 409 at once.
     wait: Option<String>,
     /// Who asks, as shown to others; default a new name for this request. Asking again
-    /// under the name of the current holder gives its token back.
+    /// under the name of the current holder gives its token back and starts its lease again.
     holder: Option<String>,
 }
 

@@ -190,18 +190,20 @@ fn next_change(
         }
         // Not a member yet: it becomes one above once it is up.
         Some(Step::Add(_)) => {}
-        Some(Step::Remove(id)) if id != consensus.id => {
-            // A gone voter first: a change needs a majority of the old voters and of the
-            // new, and demoting a live voter while a dead one still counts may need both.
+        Some(Step::Remove(_)) => {
+            // Never this node (the leader stays a voter, one more than wanted at worst); a
+            // gone voter first: a change needs a majority of the old voters and of the new,
+            // and demoting a live voter while a dead one still counts may need both.
             let is_gone = |v: &RaftId| candidates.iter().any(|c| c.id == *v && c.gone);
-            let id = voters
+            let mut leaving = voters
                 .iter()
-                .find(|v| !desired.contains(v) && is_gone(v))
-                .copied()
-                .unwrap_or(id);
-            return Some(Change::Demote(id, !is_gone(&id)));
+                .filter(|v| !desired.contains(v) && **v != consensus.id);
+            let gone = leaving.clone().find(|v| is_gone(v));
+            if let Some(id) = gone.or_else(|| leaving.next()).copied() {
+                return Some(Change::Demote(id, !is_gone(&id)));
+            }
         }
-        Some(Step::Remove(_)) | None => {}
+        None => {}
     }
     let gone: BTreeSet<RaftId> = candidates
         .iter()

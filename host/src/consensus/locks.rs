@@ -42,12 +42,15 @@ pub enum LockCommand {
         /// The holder's token.
         token: u64,
     },
-    /// The leader found the lease under `token` run out: as a release.
+    /// The leader found the lease under `token`, granted or last renewed by entry `since`,
+    /// run out: as a release. A renewal committed meanwhile (another `since`) voids it.
     Expire {
         /// The lock.
         key: String,
         /// The token whose lease ran out.
         token: u64,
+        /// The entry the lease counted from.
+        since: u64,
     },
     /// A waiter gives up (its wait ran out).
     Leave {
@@ -147,7 +150,13 @@ impl LockTable {
                     );
                     LockOutcome::Granted { token: index }
                 }
-                Some(lock) if lock.holder == *holder => LockOutcome::Granted { token: lock.token },
+                // The holder asking again (a retry, or to extend): its lease starts again, as
+                // for a renewal, so the lease it is told of is the one the leader counts.
+                Some(lock) if lock.holder == *holder => {
+                    lock.since = index;
+                    lock.lease_ms = *lease_ms;
+                    LockOutcome::Granted { token: lock.token }
+                }
                 Some(lock) if !queue => LockOutcome::Held {
                     holder: lock.holder.clone(),
                     token: lock.token,
@@ -172,23 +181,29 @@ impl LockTable {
                     current: other.map(|l| l.token),
                 },
             },
-            LockCommand::Release { key, token } | LockCommand::Expire { key, token } => {
+            LockCommand::Release { key, token } | LockCommand::Expire { key, token, .. } => {
+                let since = match command {
+                    LockCommand::Expire { since, .. } => Some(*since),
+                    _ => None,
+                };
                 match self.locks.get_mut(key) {
-                    Some(lock) if lock.token == *token => match lock.waiters.pop_front() {
-                        Some((next, lease_ms)) => {
-                            lock.holder = next.clone();
-                            lock.token = index;
-                            lock.since = index;
-                            lock.lease_ms = lease_ms;
-                            LockOutcome::Done {
-                                next: Some((next, index)),
+                    Some(lock) if lock.token == *token && since.is_none_or(|s| s == lock.since) => {
+                        match lock.waiters.pop_front() {
+                            Some((next, lease_ms)) => {
+                                lock.holder = next.clone();
+                                lock.token = index;
+                                lock.since = index;
+                                lock.lease_ms = lease_ms;
+                                LockOutcome::Done {
+                                    next: Some((next, index)),
+                                }
+                            }
+                            None => {
+                                self.locks.remove(key);
+                                LockOutcome::Done { next: None }
                             }
                         }
-                        None => {
-                            self.locks.remove(key);
-                            LockOutcome::Done { next: None }
-                        }
-                    },
+                    }
                     other => LockOutcome::NotHolder {
                         current: other.map(|l| l.token),
                     },
@@ -261,17 +276,18 @@ impl Leases {
 
     /// The leases run out by `now`: the `Expire` commands to propose.
     pub fn due(&self, now: Instant) -> Vec<LockCommand> {
-        let mut out: Vec<(&String, u64)> = self
+        let mut out: Vec<(&String, u64, u64)> = self
             .due
             .iter()
             .filter(|(_, (_, _, at))| *at <= now)
-            .map(|(k, (token, _, _))| (k, *token))
+            .map(|(k, (token, since, _))| (k, *token, *since))
             .collect();
         out.sort();
         out.into_iter()
-            .map(|(key, token)| LockCommand::Expire {
+            .map(|(key, token, since)| LockCommand::Expire {
                 key: key.clone(),
                 token,
+                since,
             })
             .collect()
     }
@@ -358,29 +374,48 @@ mod tests {
                 },
                 NotHolder { current: Some(9) },
             ),
+            // An expiry judged before a renewal that committed first is void.
             (
                 11,
-                LockCommand::Expire {
+                LockCommand::Renew {
                     key: "a".into(),
                     token: 9,
                 },
+                Done { next: None },
+            ),
+            (
+                12,
+                LockCommand::Expire {
+                    key: "a".into(),
+                    token: 9,
+                    since: 9,
+                },
+                NotHolder { current: Some(9) },
+            ),
+            (
+                13,
+                LockCommand::Expire {
+                    key: "a".into(),
+                    token: 9,
+                    since: 11,
+                },
                 Done {
-                    next: Some(("r".into(), 11)),
+                    next: Some(("r".into(), 13)),
                 },
             ),
-            (12, release("a", 11), Done { next: None }),
-            (13, release("a", 11), NotHolder { current: None }),
-            (14, acquire("a", "s", true), Granted { token: 14 }),
-            (15, acquire("a", "t", true), Queued { ahead: 0 }),
+            (14, release("a", 13), Done { next: None }),
+            (15, release("a", 13), NotHolder { current: None }),
+            (16, acquire("a", "s", true), Granted { token: 16 }),
+            (17, acquire("a", "t", true), Queued { ahead: 0 }),
             (
-                16,
+                18,
                 LockCommand::Leave {
                     key: "a".into(),
                     holder: "t".into(),
                 },
                 Done { next: None },
             ),
-            (17, release("a", 14), Done { next: None }),
+            (19, release("a", 16), Done { next: None }),
         ];
         let mut last_token = 0;
         for (index, command, want) in cases {
@@ -415,7 +450,8 @@ mod tests {
             leases.due(start + Duration::from_millis(1000)),
             vec![LockCommand::Expire {
                 key: "a".into(),
-                token: 1
+                token: 1,
+                since: 1,
             }]
         );
         // A new leader taking over at `start` does not know when the lease began: it waits
@@ -424,6 +460,23 @@ mod tests {
         new.took_over(&t, start, Duration::from_millis(500));
         assert!(new.due(start + Duration::from_millis(1499)).is_empty());
         assert_eq!(new.due(start + Duration::from_millis(1500)).len(), 1);
+        // The holder asking again restarts its lease, with the lease it asks for now.
+        let mut again = LockTable::default();
+        again.apply(1, &acquire("b", "p", true));
+        assert_eq!(
+            again.apply(
+                5,
+                &LockCommand::Acquire {
+                    key: "b".into(),
+                    holder: "p".into(),
+                    lease_ms: 3000,
+                    queue: true,
+                }
+            ),
+            LockOutcome::Granted { token: 1 }
+        );
+        let b = again.get("b").unwrap();
+        assert_eq!((b.token, b.since, b.lease_ms), (1, 5, 3000));
         // A waiter joining does not stretch the holder's lease; a renewal restarts it.
         t.apply(2, &acquire("a", "q", true));
         new.applied(&t, "a", start + Duration::from_millis(100));

@@ -427,9 +427,9 @@ impl Consensus {
 
     /// Sends `request` to the leader; `None` when it could not be reached, or when this node
     /// learned meanwhile that leadership moved (a dead leader does not answer; the caller
-    /// asks the next one rather than wait out the request's timeout). A command abandoned so
-    /// may still commit: every command is safe to propose twice (a second acquire by the same
-    /// holder gets the same token; a second conditional write conflicts).
+    /// asks the next one rather than wait out the request's timeout). A proposal abandoned so
+    /// may still commit; its retry carries the same id, and the state machine applies it
+    /// once.
     async fn ask(&self, leader: &(RaftId, Member), request: &Request) -> Option<Response> {
         let addr = leader.1.addr?;
         let wait = self.raft.wait(None);

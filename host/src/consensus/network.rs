@@ -277,7 +277,9 @@ async fn pull_snapshot(
             ));
         }
     };
-    let mut bytes = Vec::with_capacity(size as usize);
+    // The announced size is a hint: memory is reserved up to a bound, then grows as pieces
+    // arrive.
+    let mut bytes = Vec::with_capacity(size.min(64 << 20) as usize);
     while let Some(piece) = pieces
         .next()
         .await

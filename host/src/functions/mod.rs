@@ -222,10 +222,10 @@ impl Functions {
     }
 
     /// Moves function records kept by an earlier version (in the replicated store's namespace
-    /// `sys.functions`) into the metadata group, once the group can commit: each is written
-    /// only where the group has no record of that name, so nothing newer is replaced. Every
-    /// node that holds old records does this; the first to commit a name wins. Returns how
-    /// many this node moved.
+    /// `sys.functions`) into the metadata group, once the group can commit: each name's newest
+    /// copy (a quorum read), written only where the group has no record of that name, so
+    /// nothing newer is replaced. Every node that holds old records does this; the first to
+    /// commit a name wins. Returns how many this node moved.
     pub async fn adopt_earlier_records(
         &self,
         replication: &crate::replication::Replicator,
@@ -243,8 +243,16 @@ impl Functions {
             return Ok(0);
         }
         let mut moved = 0;
-        for (key, entry) in held {
-            let Some(value) = entry.value else { continue };
+        for (key, _) in held {
+            // The newest copy the store's quorum knows (a deletion stays a deletion), not
+            // this node's, which may be stale.
+            let newest = replication
+                .get(&ns, &key, crate::replication::Overrides::default())
+                .await
+                .map_err(|e| FunctionsError::Corrupt(e.to_string()))?;
+            let Some(value) = newest.map(|r| r.value) else {
+                continue;
+            };
             let Ok(name) = std::str::from_utf8(&key)
                 .map_err(|e| e.to_string())
                 .and_then(|k| k.parse::<FunctionName>().map_err(|e| e.to_string()))

@@ -8,6 +8,8 @@
 //!
 //! A holder should count its lease from when it *sent* its request: the leader counts from
 //! when it applied the grant, which is later, so the holder stops trusting its lease first.
+//! A request that waited in line may have little of its lease left by that count: renewing
+//! at once (counting from the renewal's sending) gives it a whole lease.
 
 mod driver;
 pub mod wire;
@@ -287,6 +289,13 @@ impl Locks {
                 return Err(ConsensusError::Failed(format!("an acquire did {other:?}")).into());
             }
         }
+        // Should this request be dropped while it waits (its client went away), it leaves
+        // the line, and lets go of the lock if the lock reached it meanwhile.
+        let mut guard = Waiting {
+            inner: Some(self.inner.clone()),
+            key: key.to_string(),
+            holder: holder.clone(),
+        };
         let deadline = tokio::time::Instant::from_std(started + wait);
         let mine = || {
             consensus.read_local(|s| {
@@ -298,6 +307,7 @@ impl Locks {
         };
         loop {
             if let Some(token) = mine() {
+                guard.inner = None;
                 self.inner.stats.grants.add(1);
                 return Ok(grant(token));
             }
@@ -313,6 +323,7 @@ impl Locks {
         // The wait ran out: leave the line. If the lock reached this holder meanwhile, it
         // keeps it.
         self.inner.stats.wait_timeouts.add(1);
+        guard.inner = None;
         let leave = Command::Lock(LockCommand::Leave {
             key: key.to_string(),
             holder: holder.clone(),
@@ -520,6 +531,51 @@ impl Inner {
                 })
                 .collect(),
         )
+    }
+}
+
+/// A request waiting in line. Dropped while armed (the request went away), it proposes the
+/// waiter's `Leave`, then releases the lock if it had reached the waiter.
+struct Waiting {
+    inner: Option<Arc<Inner>>,
+    key: String,
+    holder: String,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let (key, holder) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.holder),
+        );
+        let tasks = inner.tasks.clone();
+        tasks.spawn(async move {
+            let c = &inner.consensus;
+            let leave = Command::Lock(LockCommand::Leave {
+                key: key.clone(),
+                holder: holder.clone(),
+            });
+            let Ok((index, _)) = c.propose(leave).await else {
+                return;
+            };
+            if c.wait_applied(index, consensus_timeout(c)).await.is_err() {
+                return;
+            }
+            let held = c.read_local(|s| {
+                s.locks
+                    .get(key.as_str())
+                    .filter(|l| l.holder == holder)
+                    .map(|l| l.token)
+            });
+            if let Some(token) = held {
+                let _ = c
+                    .propose(Command::Lock(LockCommand::Release { key, token }))
+                    .await;
+            }
+        });
     }
 }
 

@@ -256,3 +256,35 @@ async fn lock_commands_take_list_renew_and_release() {
     );
     assert_eq!(ok(&weft(&n, &["locks"]).await), "no locks are held\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_client_goes_away_leaves_the_line() {
+    let n = TestNode::start().await;
+    let (_, a) = acquire(&n, "k", &[("holder", "alice"), ("lease", "1m")]).await;
+    let t = token(&a);
+    let waiter = {
+        let req = n
+            .req(Method::POST, "/v1/locks/k")
+            .query(&[("holder", "gone"), ("wait", "1m")]);
+        tokio::spawn(async move { req.send().await })
+    };
+    wait_for(Duration::from_secs(10), "the waiter in line", || async {
+        let (_, v) = n.json(n.req(Method::GET, "/v1/locks")).await;
+        (v[0]["waiters"] == serde_json::json!(["gone"])).then_some(())
+    })
+    .await;
+    // The client goes away: its request is dropped, and with it its place in line.
+    waiter.abort();
+    wait_for(Duration::from_secs(10), "the line empty again", || async {
+        let (_, v) = n.json(n.req(Method::GET, "/v1/locks")).await;
+        (v[0]["waiters"] == serde_json::json!([])).then_some(())
+    })
+    .await;
+    // So alice's release frees the lock instead of handing it to nobody.
+    let (code, body) = n
+        .text(n.req(Method::DELETE, "/v1/locks/k").query(&[("token", t)]))
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    let (_, v) = n.json(n.req(Method::GET, "/v1/locks")).await;
+    assert_eq!(v, serde_json::json!([]));
+}
