@@ -384,7 +384,11 @@ impl Consensus {
                 };
                 match answer {
                     Some(Response::Committed { index, outcome }) => return Ok((index, outcome)),
-                    Some(Response::Failed(e)) => return Err(ConsensusError::Failed(e)),
+                    // The leader could not take it (it is stopping): the next one may.
+                    Some(Response::Failed(e)) => {
+                        tracing::debug!(error = %e, "the leader refused a proposal");
+                        self.leader_moved(leader.0).await;
+                    }
                     Some(other) if !matches!(other, Response::NotLeader(_)) => {
                         return Err(ConsensusError::Failed(format!(
                             "unexpected answer {other:?}"
@@ -471,7 +475,10 @@ impl Consensus {
                 };
                 match answer {
                     Some(Response::ReadIndex(index)) => return Ok(index),
-                    Some(Response::Failed(e)) => return Err(ConsensusError::NoLeader(e)),
+                    Some(Response::Failed(e)) => {
+                        tracing::debug!(error = %e, "the leader refused a read index");
+                        self.leader_moved(leader.0).await;
+                    }
                     Some(other) if !matches!(other, Response::NotLeader(_)) => {
                         return Err(ConsensusError::Failed(format!(
                             "unexpected answer {other:?}"
