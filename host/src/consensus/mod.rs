@@ -319,23 +319,13 @@ impl Consensus {
 
     /// Forms a new group of `members` (this node among them). Only for a node that belongs
     /// to no group; a node that already does refuses.
-    pub async fn initialize(
+    pub(crate) async fn initialize(
         &self,
         members: BTreeMap<RaftId, Member>,
     ) -> Result<(), ConsensusError> {
         self.raft
             .initialize(members)
             .await
-            .map_err(|e| ConsensusError::Failed(e.to_string()))
-    }
-
-    /// Adds a member that receives the log but does not vote (the first step to becoming a
-    /// voter); returns once it has caught up with the leader. Only on the leader.
-    pub async fn add_learner(&self, id: RaftId, member: Member) -> Result<(), ConsensusError> {
-        self.raft
-            .add_learner(id, member, true)
-            .await
-            .map(|_| ())
             .map_err(|e| ConsensusError::Failed(e.to_string()))
     }
 
@@ -364,38 +354,65 @@ impl Consensus {
                 ^ self.stats.epoch,
         };
         let request = Request::Propose(Proposal { id, command });
+        let Request::Propose(proposal) = &request else {
+            unreachable!()
+        };
+        self.through_leader(
+            &request,
+            || async {
+                match self.raft.client_write(proposal.clone()).await {
+                    Ok(w) => Ok(Some((w.log_id.index, w.data))),
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::ClientWriteError::ForwardToLeader(_),
+                    )) => Ok(None),
+                    Err(e) => Err(ConsensusError::Failed(e.to_string())),
+                }
+            },
+            |answer| match answer {
+                Response::Committed { index, outcome } => Ok((index, outcome)),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// Does something through the leader, following leadership as it moves, for at most
+    /// `propose_timeout`: `local` when this node leads (`None`: it no longer does), else
+    /// `request` sent to the leader, whose answer `remote` reads (`Err`: not the answer
+    /// expected). A leader that says it is not the leader, does not answer, or refuses (it is
+    /// stopping) is followed by the next one.
+    async fn through_leader<T, L, Fut>(
+        &self,
+        request: &Request,
+        mut local: L,
+        remote: impl Fn(Response) -> Result<T, Response>,
+    ) -> Result<T, ConsensusError>
+    where
+        L: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, ConsensusError>>,
+    {
         let within = self.config.propose_timeout;
         let asked = tokio::time::timeout(within, async {
             loop {
                 let leader = self.wait_leader().await?;
-                let answer = if leader.0 == self.id {
-                    let Request::Propose(proposal) = &request else {
-                        unreachable!()
-                    };
-                    match self.raft.client_write(proposal.clone()).await {
-                        Ok(w) => return Ok((w.log_id.index, w.data)),
-                        Err(openraft::error::RaftError::APIError(
-                            openraft::error::ClientWriteError::ForwardToLeader(_),
-                        )) => None,
-                        Err(e) => return Err(ConsensusError::Failed(e.to_string())),
+                if leader.0 == self.id {
+                    if let Some(done) = local().await? {
+                        return Ok(done);
                     }
                 } else {
-                    self.ask(&leader, &request).await
-                };
-                match answer {
-                    Some(Response::Committed { index, outcome }) => return Ok((index, outcome)),
-                    // The leader could not take it (it is stopping): the next one may.
-                    Some(Response::Failed(e)) => {
-                        tracing::debug!(error = %e, "the leader refused a proposal");
-                        self.leader_moved(leader.0).await;
+                    match self.ask(&leader, request).await {
+                        None | Some(Response::NotLeader(_)) => {}
+                        Some(Response::Failed(e)) => {
+                            tracing::debug!(error = %e, "the leader refused a request");
+                        }
+                        Some(answer) => {
+                            return remote(answer).map_err(|other| {
+                                ConsensusError::Failed(format!("unexpected answer {other:?}"))
+                            });
+                        }
                     }
-                    Some(other) if !matches!(other, Response::NotLeader(_)) => {
-                        return Err(ConsensusError::Failed(format!(
-                            "unexpected answer {other:?}"
-                        )));
-                    }
-                    _ => self.leader_moved(leader.0).await,
                 }
+                self.leader_moved(leader.0).await;
             }
         })
         .await;
@@ -459,37 +476,24 @@ impl Consensus {
             return Ok(self.machine.read(f));
         }
         let within = self.config.propose_timeout;
-        let index = tokio::time::timeout(within, async {
-            loop {
-                let leader = self.wait_leader().await?;
-                let answer = if leader.0 == self.id {
+        let index = self
+            .through_leader(
+                &Request::ReadIndex,
+                || async {
                     match self.raft.ensure_linearizable().await {
-                        Ok(read) => return Ok(read.map(|l| l.index)),
+                        Ok(read) => Ok(Some(read.map(|l| l.index))),
                         Err(openraft::error::RaftError::APIError(
                             openraft::error::CheckIsLeaderError::ForwardToLeader(_),
-                        )) => None,
-                        Err(e) => return Err(ConsensusError::NoLeader(e.to_string())),
+                        )) => Ok(None),
+                        Err(e) => Err(ConsensusError::NoLeader(e.to_string())),
                     }
-                } else {
-                    self.ask(&leader, &Request::ReadIndex).await
-                };
-                match answer {
-                    Some(Response::ReadIndex(index)) => return Ok(index),
-                    Some(Response::Failed(e)) => {
-                        tracing::debug!(error = %e, "the leader refused a read index");
-                        self.leader_moved(leader.0).await;
-                    }
-                    Some(other) if !matches!(other, Response::NotLeader(_)) => {
-                        return Err(ConsensusError::Failed(format!(
-                            "unexpected answer {other:?}"
-                        )));
-                    }
-                    _ => self.leader_moved(leader.0).await,
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(no_quorum(within)))?;
+                },
+                |answer| match answer {
+                    Response::ReadIndex(index) => Ok(index),
+                    other => Err(other),
+                },
+            )
+            .await?;
         if let Some(index) = index {
             self.wait_applied(index, within).await?;
         }

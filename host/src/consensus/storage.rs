@@ -9,7 +9,7 @@
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -220,7 +220,8 @@ pub enum Applied {
 #[derive(Clone)]
 pub struct MachineStore {
     store: Store,
-    machine: Arc<Mutex<Machine>>,
+    /// Read on every invocation (the registry) and by lock waiters; written by `apply`.
+    machine: Arc<RwLock<Machine>>,
     /// Snapshots built since start, for unique ids.
     built: Arc<std::sync::atomic::AtomicU64>,
     /// Snapshots installed from the leader since start.
@@ -244,7 +245,7 @@ impl MachineStore {
         };
         Ok(MachineStore {
             store,
-            machine: Arc::new(Mutex::new(machine)),
+            machine: Arc::new(RwLock::new(machine)),
             built: Default::default(),
             installed: Default::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
@@ -265,7 +266,7 @@ impl MachineStore {
 
     /// Reads this node's state machine, however far it has applied.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.machine.lock().expect("not poisoned").state)
+        f(&self.machine.read().expect("not poisoned").state)
     }
 
     async fn save(&self, stored: &StoredSnapshot) -> Result<(), Error> {
@@ -284,7 +285,7 @@ impl MachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for MachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, Error> {
-        let machine = self.machine.lock().expect("not poisoned").clone();
+        let machine = self.machine.read().expect("not poisoned").clone();
         let data = encode(&machine);
         let n = self
             .built
@@ -316,7 +317,7 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<RaftId>>, StoredMembership<RaftId, Member>), Error> {
-        let m = self.machine.lock().expect("not poisoned");
+        let m = self.machine.read().expect("not poisoned");
         Ok((m.last_applied, m.membership.clone()))
     }
 
@@ -325,7 +326,7 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut m = self.machine.lock().expect("not poisoned");
+        let mut m = self.machine.write().expect("not poisoned");
         let mut outcomes = Vec::new();
         for entry in entries {
             m.last_applied = Some(entry.log_id);
@@ -334,7 +335,7 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
                 EntryPayload::Normal(proposal) => {
                     let outcome = m.state.apply(entry.log_id.index, &proposal);
                     if let Command::Lock(c) = &proposal.command {
-                        // Nobody listening is fine. Readers wait for the machine's mutex, so
+                        // Nobody listening is fine. Readers wait for the machine's lock, so
                         // they see the entry applied.
                         let _ = self.changes.send(Applied::Lock {
                             key: c.key().to_string(),
@@ -372,7 +373,7 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
             data,
         };
         self.save(&stored).await?;
-        *self.machine.lock().expect("not poisoned") = Machine {
+        *self.machine.write().expect("not poisoned") = Machine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             state: machine.state,

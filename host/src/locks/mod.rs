@@ -297,14 +297,7 @@ impl Locks {
             holder: holder.clone(),
         };
         let deadline = tokio::time::Instant::from_std(started + wait);
-        let mine = || {
-            consensus.read_local(|s| {
-                s.locks
-                    .get(key.as_str())
-                    .filter(|l| l.holder == holder)
-                    .map(|l| l.token)
-            })
-        };
+        let mine = || held_by(consensus, key.as_str(), &holder);
         loop {
             if let Some(token) = mine() {
                 guard.inner = None;
@@ -324,15 +317,7 @@ impl Locks {
         // keeps it.
         self.inner.stats.wait_timeouts.add(1);
         guard.inner = None;
-        let leave = Command::Lock(LockCommand::Leave {
-            key: key.to_string(),
-            holder: holder.clone(),
-        });
-        let (index, _) = consensus.propose(leave).await?;
-        consensus
-            .wait_applied(index, consensus_timeout(consensus))
-            .await?;
-        if let Some(token) = mine() {
+        if let Some(token) = leave_line(consensus, key.as_str(), &holder).await? {
             self.inner.stats.grants.add(1);
             return Ok(grant(token));
         }
@@ -379,12 +364,7 @@ impl Locks {
                     None => Err(self.not_holder(key, token)),
                 }
             }
-            (_, Outcome::Lock(LockOutcome::NotHolder { current })) => Err(LockError::NotHolder {
-                key: key.clone(),
-                token,
-                current,
-            }),
-            (_, other) => Err(ConsensusError::Failed(format!("a renewal did {other:?}")).into()),
+            (_, other) => Err(refused(key, token, other, "a renewal")),
         }
     }
 
@@ -399,12 +379,7 @@ impl Locks {
                 self.inner.stats.releases.add(1);
                 Ok(())
             }
-            (_, Outcome::Lock(LockOutcome::NotHolder { current })) => Err(LockError::NotHolder {
-                key: key.clone(),
-                token,
-                current,
-            }),
-            (_, other) => Err(ConsensusError::Failed(format!("a release did {other:?}")).into()),
+            (_, other) => Err(refused(key, token, other, "a release")),
         }
     }
 
@@ -554,29 +529,47 @@ impl Drop for Waiting {
         let tasks = inner.tasks.clone();
         tasks.spawn(async move {
             let c = &inner.consensus;
-            let leave = Command::Lock(LockCommand::Leave {
-                key: key.clone(),
-                holder: holder.clone(),
-            });
-            let Ok((index, _)) = c.propose(leave).await else {
-                return;
-            };
-            if c.wait_applied(index, consensus_timeout(c)).await.is_err() {
-                return;
-            }
-            let held = c.read_local(|s| {
-                s.locks
-                    .get(key.as_str())
-                    .filter(|l| l.holder == holder)
-                    .map(|l| l.token)
-            });
-            if let Some(token) = held {
+            if let Ok(Some(token)) = leave_line(c, &key, &holder).await {
                 let _ = c
                     .propose(Command::Lock(LockCommand::Release { key, token }))
                     .await;
             }
         });
     }
+}
+
+/// Why a renewal or release under `token` did not do it.
+fn refused(key: &LockKey, token: u64, outcome: Outcome, what: &str) -> LockError {
+    match outcome {
+        Outcome::Lock(LockOutcome::NotHolder { current }) => LockError::NotHolder {
+            key: key.clone(),
+            token,
+            current,
+        },
+        other => ConsensusError::Failed(format!("{what} did {other:?}")).into(),
+    }
+}
+
+/// The token under which `holder` holds `key`, in this node's copy of the table.
+fn held_by(c: &Consensus, key: &str, holder: &str) -> Option<u64> {
+    c.read_local(|s| {
+        s.locks
+            .get(key)
+            .filter(|l| l.holder == holder)
+            .map(|l| l.token)
+    })
+}
+
+/// Takes `holder` out of `key`'s line; the token it holds the lock under, if the lock
+/// reached it first.
+async fn leave_line(c: &Consensus, key: &str, holder: &str) -> Result<Option<u64>, ConsensusError> {
+    let leave = Command::Lock(LockCommand::Leave {
+        key: key.to_string(),
+        holder: holder.to_string(),
+    });
+    let (index, _) = c.propose(leave).await?;
+    c.wait_applied(index, consensus_timeout(c)).await?;
+    Ok(held_by(c, key, holder))
 }
 
 fn consensus_timeout(c: &Consensus) -> Duration {
