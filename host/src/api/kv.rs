@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, App, Query, read_body};
-use crate::replication::{Expect, MAX_VALUE, Namespace, Overrides, Version};
+use crate::replication::{Expect, Fence, MAX_VALUE, Namespace, Overrides, Version};
 
 /// The header carrying a value's version.
 pub const VERSION_HEADER: &str = "x-weft-version";
@@ -38,6 +38,10 @@ pub(crate) struct WriteParams {
     /// Only if the key is absent.
     #[serde(default)]
     if_absent: bool,
+    /// Made under this lock (with `token`): refused if the lock was granted again since.
+    lock: Option<String>,
+    /// The fencing token of the lock's grant.
+    token: Option<u64>,
 }
 
 /// Query parameters of scans.
@@ -173,6 +177,18 @@ async fn write(
         (None, true) => Some(Expect::Absent),
         (None, false) => None,
     };
+    let fences = match (params.lock, params.token) {
+        (Some(lock), Some(token)) if token > 0 => vec![Fence {
+            lock: lock.parse()?,
+            token,
+        }],
+        (None, None) => Vec::new(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "a fenced write needs both lock=KEY and token=T (the token its acquisition returned, above 0)".into(),
+            ));
+        }
+    };
     let version = app
         .cluster
         .replication
@@ -181,6 +197,7 @@ async fn write(
             key.as_bytes(),
             value,
             expect,
+            &fences,
             Overrides {
                 w: params.w,
                 ..Overrides::default()

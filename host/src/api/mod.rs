@@ -393,7 +393,9 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
                 ReplicationError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                ReplicationError::Conflict { .. } => StatusCode::CONFLICT,
+                ReplicationError::Conflict { .. } | ReplicationError::Fenced { .. } => {
+                    StatusCode::CONFLICT
+                }
                 ReplicationError::Remote(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ReplicationError::Store(_) | ReplicationError::Corrupt(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR

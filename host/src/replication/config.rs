@@ -126,6 +126,9 @@ pub struct ReplicationSwitches {
     pub current_ring_only: bool,
     /// Store no hints for replicas that miss a write.
     pub no_hints: bool,
+    /// Write without fences: writes made under a lock carry no token, so replicas order them
+    /// by clock alone and never refuse one from a holder that lost its lock.
+    pub no_fencing: bool,
     /// Deliver hints however old, even past half the tombstone grace.
     pub keep_old_hints: bool,
     /// Not a rule but a fault: shift this node's wall clock by this many milliseconds.

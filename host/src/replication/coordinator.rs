@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 
 use super::wire::{KvWire, Request, Response};
 use super::{
-    Entry, Expect, Namespace, Overrides, PutOutcome, Read, ReplicationError, Replicator, Version,
-    View, check_limits,
+    Entry, Expect, Fence, Namespace, Overrides, PutOutcome, Read, ReplicationError, Replicator,
+    Version, View, check_limits,
 };
-use crate::id::NodeId;
+use crate::id::{LockKey, NodeId};
 use crate::placement::Route;
 use crate::rpc;
 
@@ -127,20 +127,23 @@ impl Replicator {
 
     /// Writes `value` (or deletes, with `None`) under `key` in `ns`, acknowledged once `w`
     /// replicas (of each ring in transition) have flushed it. With `expect`, only if the key's
-    /// last acknowledged write is in that state. Returns the new version.
+    /// last acknowledged write is in that state. With `fences`, the write is made under those
+    /// locks: its version carries their largest token, and a replica that has seen one of the
+    /// locks granted again refuses it ([`ReplicationError::Fenced`]). Returns the new version.
     pub async fn put(
         &self,
         ns: &Namespace,
         key: &[u8],
         value: Option<Vec<u8>>,
         expect: Option<Expect>,
+        fences: &[Fence],
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
         check_limits(key, value.as_deref())?;
         let full = ns.key(key);
         match expect {
-            Some(expect) => self.conditional(ns, &full, value, expect, o).await,
-            None => self.put_here(ns, &full, value, false, o).await,
+            Some(expect) => self.conditional(ns, &full, value, expect, fences, o).await,
+            None => self.put_here(ns, &full, value, false, fences, o).await,
         }
     }
 
@@ -153,6 +156,7 @@ impl Replicator {
         full: &[u8],
         value: Option<Vec<u8>>,
         expect: Expect,
+        fences: &[Fence],
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
         let view = self.view();
@@ -163,6 +167,7 @@ impl Replicator {
                 key: full[ns.as_str().len() + 1..].to_vec(),
                 value: value.clone(),
                 expect,
+                fences: fences.to_vec(),
                 w: o.w,
                 settle_ms: o.settle.map(|d| d.as_millis() as u64),
             };
@@ -186,7 +191,8 @@ impl Replicator {
                 }
             }
         }
-        self.conditional_here(ns, full, value, expect, o).await
+        self.conditional_here(ns, full, value, expect, fences, o)
+            .await
     }
 
     /// Coordinates a conditional write on this node, holding the key's lock stripe.
@@ -196,6 +202,7 @@ impl Replicator {
         full: &[u8],
         value: Option<Vec<u8>>,
         expect: Expect,
+        fences: &[Fence],
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
         let stripe = (crate::ring::Ring::point(full) % self.inner.stripes.len() as u64) as usize;
@@ -215,7 +222,7 @@ impl Replicator {
         if live != wanted {
             return Err(ReplicationError::Conflict { current: live });
         }
-        self.put_here(ns, full, value, true, o).await
+        self.put_here(ns, full, value, true, fences, o).await
     }
 
     /// Coordinates a write on this node. For a conditional write (checked by the caller), a
@@ -226,26 +233,59 @@ impl Replicator {
         full: &[u8],
         value: Option<Vec<u8>>,
         conditional: bool,
+        fences: &[Fence],
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
+        let fences = if self.switches().no_fencing {
+            &[][..]
+        } else {
+            fences
+        };
+        let fenced_by = fences.iter().max_by_key(|f| f.token);
+        let mut token = fenced_by.map_or(0, |f| f.token);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let entry = Entry {
-                version: self.tick(),
+                version: Version {
+                    token,
+                    ..self.tick()
+                },
                 value: value.clone(),
+                fences: fences.to_vec(),
             };
             match self.write(ns, full, &entry, o).await? {
                 WriteResult::Done => {
                     self.inner.stats.writes.fetch_add(1, Ordering::Relaxed);
                     return Ok(entry.version);
                 }
+                WriteResult::Fenced { lock, seen } => {
+                    let token = fences
+                        .iter()
+                        .find(|f| f.lock == lock)
+                        .map_or(token, |f| f.token);
+                    return Err(self.fenced(lock, token, seen));
+                }
                 WriteResult::Stale(newer) if conditional => {
                     return Err(ReplicationError::Conflict {
                         current: Some(newer),
                     });
                 }
-                WriteResult::Stale(newer) if attempt < 5 => {
+                WriteResult::Stale(newer) => {
+                    if newer.token > token {
+                        if let Some(fence) = fenced_by {
+                            // A write under a later grant of some lock is there already.
+                            return Err(self.fenced(fence.lock.clone(), fence.token, newer.token));
+                        }
+                        // The key was last written under a lock: an unfenced write (an
+                        // operator's, say) goes above it, within that grant.
+                        token = newer.token;
+                    }
+                    if attempt == 5 {
+                        return Err(ReplicationError::Remote(format!(
+                            "replicas kept answering with newer versions ({newer}; is a node's clock far ahead?); the write may show on some of them: retry"
+                        )));
+                    }
                     // A replica holds a newer version (a peer's clock runs ahead): write again
                     // above it, so this acknowledged write is not hidden behind an older one.
                     self.inner
@@ -254,13 +294,17 @@ impl Replicator {
                         .fetch_add(1, Ordering::Relaxed);
                     self.observe(newer);
                 }
-                WriteResult::Stale(newer) => {
-                    return Err(ReplicationError::Remote(format!(
-                        "replicas kept answering with newer versions ({newer}; is a node's clock far ahead?); the write may show on some of them: retry"
-                    )));
-                }
             }
         }
+    }
+
+    /// Counts a write refused for a lost lock, and says so.
+    fn fenced(&self, lock: LockKey, token: u64, seen: u64) -> ReplicationError {
+        self.inner
+            .stats
+            .fenced_writes
+            .fetch_add(1, Ordering::Relaxed);
+        ReplicationError::Fenced { lock, token, seen }
     }
 
     async fn write(
@@ -304,6 +348,11 @@ impl Replicator {
                 Ok(PutOutcome::Applied) => applied.push(node),
                 Ok(PutOutcome::Stale(_)) if switches.ignore_stale => applied.push(node),
                 Ok(PutOutcome::Stale(v)) => stale = stale.max(Some(v)),
+                Ok(PutOutcome::Fenced { lock, seen }) => {
+                    // The writer lost its lock; the replicas that took the write keep it,
+                    // below every write of the later holder.
+                    return Ok(WriteResult::Fenced { lock, seen });
+                }
                 Err(e) => failures.push(format!("{node}: {e}")),
             }
             if sets
@@ -584,6 +633,7 @@ pub struct Scan {
 enum WriteResult {
     Done,
     Stale(Version),
+    Fenced { lock: LockKey, seen: u64 },
 }
 
 fn union(sets: &[Vec<NodeId>]) -> Vec<NodeId> {

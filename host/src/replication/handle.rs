@@ -2,20 +2,43 @@
 
 use std::time::Duration;
 
-use super::{Expect, Namespace, Overrides, ReplicationError, Replicator};
+use super::{Expect, Fence, Namespace, Overrides, ReplicationError, Replicator};
+use crate::id::LockKey;
 
 /// One function's key-value namespace on the replicated store: what a guest's `kv` import
-/// uses.
+/// uses. Its writes are made under the locks in its fences (none at first).
 #[derive(Clone)]
 pub struct KvHandle {
     replicator: Replicator,
     ns: Namespace,
+    fences: Vec<Fence>,
 }
 
 impl KvHandle {
     /// The handle of namespace `ns`.
     pub fn new(replicator: Replicator, ns: Namespace) -> Self {
-        KvHandle { replicator, ns }
+        KvHandle {
+            replicator,
+            ns,
+            fences: Vec::new(),
+        }
+    }
+
+    /// From now on, writes are made under `fence`'s lock too (replacing an earlier grant of
+    /// the same lock).
+    pub fn fence(&mut self, fence: Fence) {
+        self.fences.retain(|f| f.lock != fence.lock);
+        self.fences.push(fence);
+    }
+
+    /// Writes are no longer made under `lock`.
+    pub fn unfence(&mut self, lock: &LockKey) {
+        self.fences.retain(|f| f.lock != *lock);
+    }
+
+    /// The locks writes are made under.
+    pub fn fences(&self) -> &[Fence] {
+        &self.fences
     }
 
     /// The value under `key`.
@@ -35,6 +58,7 @@ impl KvHandle {
                 key,
                 Some(value.to_vec()),
                 None,
+                &self.fences,
                 Overrides::default(),
             )
             .await
@@ -45,7 +69,14 @@ impl KvHandle {
     pub async fn delete(&self, key: &[u8]) -> Result<bool, ReplicationError> {
         let existed = self.get(key).await?.is_some();
         self.replicator
-            .put(&self.ns, key, None, None, Overrides::default())
+            .put(
+                &self.ns,
+                key,
+                None,
+                None,
+                &self.fences,
+                Overrides::default(),
+            )
             .await?;
         Ok(existed)
     }
@@ -75,6 +106,7 @@ impl KvHandle {
                     key,
                     Some(new.to_le_bytes().to_vec()),
                     Some(expect),
+                    &self.fences,
                     Overrides::default(),
                 )
                 .await;

@@ -44,6 +44,7 @@ impl Leaves {
         let mut h = blake3::Hasher::new();
         h.update(&(key.len() as u64).to_le_bytes());
         h.update(key);
+        h.update(&version.token.to_le_bytes());
         h.update(&version.hlc.to_le_bytes());
         h.update(&version.node.to_le_bytes());
         h.update(&[deleted as u8]);
@@ -94,7 +95,11 @@ mod tests {
     use super::*;
 
     fn v(hlc: u64) -> Version {
-        Version { hlc, node: 1 }
+        Version {
+            token: 0,
+            hlc,
+            node: 1,
+        }
     }
 
     fn tree(entries: &[(u64, &str, u64, bool)]) -> Leaves {

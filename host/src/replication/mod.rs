@@ -43,7 +43,7 @@ pub use status::{RingShare, Status};
 pub use version::Version;
 
 pub use crate::id::Namespace;
-use crate::id::NodeId;
+use crate::id::{LockKey, NodeId};
 use crate::placement::{Placement, View};
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
@@ -78,20 +78,54 @@ pub(crate) fn check_limits(key: &[u8], value: Option<&[u8]>) -> Result<(), Repli
 /// One version of a key: a value, or a tombstone recording its deletion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// When it was written, in HLC order.
+    /// When it was written: fencing token, then HLC order.
     pub version: Version,
     /// The value; `None` for a deletion.
     pub value: Option<Vec<u8>>,
+    /// The locks the write was made under (empty for an unfenced write); `version.token` is
+    /// the largest of their tokens.
+    pub fences: Vec<Fence>,
 }
+
+/// A lock a write was made under: the lock's key and the fencing token of its grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The lock.
+    pub lock: LockKey,
+    /// The token its holder was granted.
+    pub token: u64,
+}
+
+/// The first byte of an entry stored by this version. Entries stored by earlier versions (no
+/// fences, no token) begin with their HLC as a varint, whose first byte is at least 0x80
+/// for any clock after 1970, so the two never meet.
+const ENTRY_FORMAT: u8 = 1;
 
 impl Entry {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("entries always encode")
+        let mut out = vec![ENTRY_FORMAT];
+        postcard::to_io(self, &mut out).expect("entries always encode");
+        out
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Entry, ReplicationError> {
-        postcard::from_bytes(bytes)
-            .map_err(|e| ReplicationError::Corrupt(format!("stored entry: {e}")))
+        let corrupt = |e: postcard::Error| ReplicationError::Corrupt(format!("stored entry: {e}"));
+        match bytes.split_first() {
+            Some((&ENTRY_FORMAT, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+            _ => {
+                let (version, value): ((u64, u64), Option<Vec<u8>>) =
+                    postcard::from_bytes(bytes).map_err(corrupt)?;
+                Ok(Entry {
+                    version: Version {
+                        token: 0,
+                        hlc: version.0,
+                        node: version.1,
+                    },
+                    value,
+                    fences: Vec::new(),
+                })
+            }
+        }
     }
 }
 
@@ -138,6 +172,19 @@ pub enum ReplicationError {
         /// The version found (`None`: the key is absent).
         current: Option<Version>,
     },
+    /// A write made under a lock that a replica knows was granted again since: the write's
+    /// holder lost the lock, and the write was refused.
+    #[error(
+        "refused: lock `{lock}` was granted again (token {seen}) after the grant this write was made under (token {token}); the lock was lost, so the write was not made"
+    )]
+    Fenced {
+        /// The lock.
+        lock: LockKey,
+        /// The token the write carried.
+        token: u64,
+        /// The larger token a replica has seen for the lock.
+        seen: u64,
+    },
     /// Local storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -156,6 +203,15 @@ pub enum CasFailure {
     Conflict(Option<Version>),
     /// See [`ReplicationError::BadInput`].
     BadInput(String),
+    /// See [`ReplicationError::Fenced`].
+    Fenced {
+        /// The lock.
+        lock: LockKey,
+        /// The token the write carried.
+        token: u64,
+        /// The larger token a replica has seen.
+        seen: u64,
+    },
     /// Anything else, said in words.
     Other(String),
 }
@@ -165,6 +221,9 @@ impl From<ReplicationError> for CasFailure {
         match e {
             ReplicationError::Conflict { current } => CasFailure::Conflict(current),
             ReplicationError::BadInput(s) => CasFailure::BadInput(s),
+            ReplicationError::Fenced { lock, token, seen } => {
+                CasFailure::Fenced { lock, token, seen }
+            }
             other => CasFailure::Other(other.to_string()),
         }
     }
@@ -175,6 +234,9 @@ impl From<CasFailure> for ReplicationError {
         match f {
             CasFailure::Conflict(current) => ReplicationError::Conflict { current },
             CasFailure::BadInput(s) => ReplicationError::BadInput(s),
+            CasFailure::Fenced { lock, token, seen } => {
+                ReplicationError::Fenced { lock, token, seen }
+            }
             CasFailure::Other(s) => ReplicationError::Remote(s),
         }
     }
@@ -239,6 +301,10 @@ pub struct Stats {
     pub tombstones_collected: AtomicU64,
     /// Hints dropped unsent because they were older than half the tombstone grace.
     pub hints_expired: AtomicU64,
+    /// Writes this node refused as a replica: made under a lock it had seen granted again.
+    pub fenced: AtomicU64,
+    /// Writes this node coordinated that were refused so (the writer had lost its lock).
+    pub fenced_writes: AtomicU64,
 }
 
 /// The result of the last anti-entropy exchange with one peer.

@@ -1,9 +1,18 @@
 //! This node as a replica: applying writes to its own copies (newest version wins, flushed
 //! before the answer), and answering its peers' reads, scans and anti-entropy requests.
+//!
+//! Fencing: a write made under locks carries their tokens, and the replica keeps the highest
+//! token seen of each lock. A write from its coordinator under a token lower than one seen is
+//! refused ([`PutOutcome::Fenced`]). Copies of entries a replica already took (read repair,
+//! hints, anti-entropy, hand-off) raise the tokens seen but are not refused: the entry was
+//! judged when it was written, and refusing its copies could leave an acknowledged write on
+//! fewer replicas for good. Versions order by token first, so no copy ever replaces a write
+//! made under a later grant.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, ReplicationError, Replicator, Version};
+use crate::id::LockKey;
 
 /// Keys and their entries.
 pub(crate) type Entries = Vec<(Vec<u8>, Entry)>;
@@ -12,12 +21,20 @@ pub(crate) type Entries = Vec<(Vec<u8>, Entry)>;
 pub(crate) const ANSWER_BYTES: usize = 8 << 20;
 
 /// What a replica did with a write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PutOutcome {
     /// Stored and flushed (or already held).
     Applied,
     /// Not stored: the replica holds this newer version.
     Stale(Version),
+    /// Not stored: the write was made under `lock`, which the replica has seen granted again
+    /// with the larger token `seen`.
+    Fenced {
+        /// The lock.
+        lock: LockKey,
+        /// The larger token seen.
+        seen: u64,
+    },
 }
 
 /// Whether a replica holding `current` takes `incoming`, and what it answers. Pure.
@@ -39,6 +56,11 @@ impl Replicator {
             .replica_get(key)?
             .map(|b| Entry::decode(&b))
             .transpose()
+    }
+
+    /// The highest fencing token this node has seen for `lock` as a replica (0: none).
+    pub fn fence_seen(&self, lock: &LockKey) -> Result<u64, ReplicationError> {
+        Ok(self.inner().store.fence_seen(lock.as_str().as_bytes())?)
     }
 
     /// This node's copy of `key` in `ns`, without asking any other node (diagnostics).
@@ -100,13 +122,19 @@ impl Replicator {
         Ok((out, full))
     }
 
-    /// Stores `entry` under `key` if it is newer, without flushing.
-    fn apply_unflushed(&self, key: &[u8], entry: &Entry) -> Result<PutOutcome, ReplicationError> {
+    /// Stores `entry` under `key` if it is newer, without flushing. `first_hand`: the write
+    /// comes from its coordinator, and its fences are checked.
+    fn apply_unflushed(
+        &self,
+        key: &[u8],
+        entry: &Entry,
+        first_hand: bool,
+    ) -> Result<PutOutcome, ReplicationError> {
         super::check_entry(key, entry)?;
         self.observe(entry.version);
         let encoded = entry.encode();
         let mut corrupt = None;
-        let outcome = self.inner().store.replica_update(key, |old| {
+        let update = |old: Option<&[u8]>| {
             let current = match old.map(Entry::decode).transpose() {
                 Ok(c) => c,
                 Err(e) => {
@@ -117,33 +145,60 @@ impl Replicator {
             };
             let (take, outcome) = decide(current.as_ref(), entry);
             (take.then(|| encoded.clone()), outcome)
-        })?;
+        };
+        let store = &self.inner().store;
+        let outcome = if entry.fences.is_empty() {
+            store.replica_update(key, update)?
+        } else {
+            let marks: Vec<_> = entry
+                .fences
+                .iter()
+                .map(|f| (f.lock.as_str().as_bytes(), f.token))
+                .collect();
+            match store.replica_update_fenced(key, &marks, first_hand, update)? {
+                Ok(outcome) => outcome,
+                Err((lock, seen)) => {
+                    let lock = entry
+                        .fences
+                        .iter()
+                        .find(|f| f.lock.as_str().as_bytes() == lock)
+                        .map(|f| f.lock.clone())
+                        .expect("the refusing lock is one of the write's");
+                    self.inner()
+                        .stats
+                        .fenced
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(PutOutcome::Fenced { lock, seen });
+                }
+            }
+        };
         if let Some(e) = corrupt {
             tracing::warn!(error = %e, "replaced an unreadable stored entry");
         }
         Ok(outcome)
     }
 
-    /// Applies one write and flushes it before answering.
+    /// Applies one write from its coordinator (checking its fences) and flushes it before
+    /// answering.
     pub(crate) async fn apply(
         &self,
         key: &[u8],
         entry: &Entry,
     ) -> Result<PutOutcome, ReplicationError> {
-        let outcome = self.apply_unflushed(key, entry)?;
+        let outcome = self.apply_unflushed(key, entry, true)?;
         if outcome == PutOutcome::Applied {
             self.inner().store.flush().await?;
         }
         Ok(outcome)
     }
 
-    /// Applies the newer of `entries` and flushes once.
+    /// Applies the newer of `entries`, copies of writes other replicas took, and flushes once.
     pub(crate) async fn apply_all(
         &self,
         entries: Vec<(Vec<u8>, Entry)>,
     ) -> Result<(), ReplicationError> {
         for (key, entry) in &entries {
-            self.apply_unflushed(key, entry)?;
+            self.apply_unflushed(key, entry, false)?;
         }
         self.inner().store.flush().await?;
         Ok(())

@@ -62,6 +62,7 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
             key,
             value,
             expect,
+            fences,
             w,
             settle_ms,
         } => {
@@ -73,7 +74,7 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
                 settle: settle_ms.map(std::time::Duration::from_millis),
             };
             Response::KvCas(
-                r.conditional_here(&ns, &full, value, expect, o)
+                r.conditional_here(&ns, &full, value, expect, &fences, o)
                     .await
                     .map_err(CasFailure::from),
             )

@@ -72,6 +72,8 @@ impl Replicator {
                 ("handed_off", &s.handed_off),
                 ("tombstones_collected", &s.tombstones_collected),
                 ("hints_expired", &s.hints_expired),
+                ("fenced", &s.fenced),
+                ("fenced_writes", &s.fenced_writes),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))

@@ -5,13 +5,62 @@ use super::*;
 
 fn e(hlc: u64, value: Option<&str>) -> Entry {
     Entry {
-        version: Version { hlc, node: 1 },
+        version: v(hlc),
         value: value.map(|v| v.as_bytes().to_vec()),
+        fences: Vec::new(),
     }
 }
 
 fn v(hlc: u64) -> Version {
-    Version { hlc, node: 1 }
+    Version {
+        token: 0,
+        hlc,
+        node: 1,
+    }
+}
+
+/// An entry written under lock `a` with `token`.
+fn fenced(token: u64, hlc: u64, value: &str) -> Entry {
+    Entry {
+        version: Version { token, ..v(hlc) },
+        value: Some(value.as_bytes().to_vec()),
+        fences: vec![Fence {
+            lock: "a".parse().unwrap(),
+            token,
+        }],
+    }
+}
+
+#[test]
+fn a_write_under_a_later_grant_wins_over_a_newer_clock() {
+    // The holder of token 7 wrote last by the clock, but token 8 was granted after it.
+    let late = fenced(8, 100, "later holder");
+    let early = fenced(7, 900, "earlier holder");
+    assert_eq!(
+        decide(Some(&late), &early),
+        (false, PutOutcome::Stale(late.version))
+    );
+    assert_eq!(decide(Some(&early), &late), (true, PutOutcome::Applied));
+    // An unfenced write stays below a fenced one, whatever its clock.
+    assert!(!decide(Some(&early), &e(5_000, Some("plain"))).0);
+}
+
+#[test]
+fn entries_stored_by_the_earlier_format_still_read() {
+    // Before fencing an entry was postcard's (hlc, node, value).
+    let old = postcard::to_stdvec(&((0x1234_0000_u64 << 16, 7u64), Some(b"v".to_vec()))).unwrap();
+    assert!(
+        old[0] >= 0x80,
+        "a real clock's varint starts with a high byte"
+    );
+    let read = Entry::decode(&old).unwrap();
+    assert_eq!(read.version.hlc, 0x1234_0000_u64 << 16);
+    assert_eq!((read.version.node, read.version.token), (7, 0));
+    assert_eq!(read.value.as_deref(), Some(&b"v"[..]));
+    // And the current format reads back what it wrote, fences included.
+    let now = fenced(42, 0x55 << 16, "x");
+    assert_eq!(Entry::decode(&now.encode()).unwrap(), now);
+    assert!(Entry::decode(&[1, 0xff]).is_err());
 }
 
 #[test]

@@ -138,12 +138,13 @@ impl Replicator {
         let inner = self.inner();
         let mut dropped = 0;
         for (key, version) in keys {
-            let tombstone = Entry {
-                version: *version,
-                value: None,
-            }
-            .encode();
-            if let Ok(true) = inner.store.replica_remove_if(key, &tombstone) {
+            // Exactly the stored bytes of that tombstone, fences and all.
+            let Ok(Some(stored)) = inner.store.replica_get(key) else {
+                continue;
+            };
+            let still =
+                Entry::decode(&stored).is_ok_and(|e| e.value.is_none() && e.version == *version);
+            if still && let Ok(true) = inner.store.replica_remove_if(key, &stored) {
                 dropped += 1;
             }
         }

@@ -5,6 +5,10 @@
 //! pushes its clock past it, so a write that follows another one it has seen (on any node)
 //! always gets a higher version, whatever the wall clocks say. Wall clocks only order writes
 //! that are concurrent. `node` (a hash of the writer's name) breaks ties between nodes.
+//!
+//! A write made under a lock also carries the lock's fencing token, and versions order by the
+//! token first: a write under a later lock grant wins over every write under an earlier one,
+//! whatever the clocks say. Unfenced writes have token 0.
 
 use std::fmt;
 
@@ -15,9 +19,11 @@ use crate::id::NodeId;
 /// Bits of the HLC below the milliseconds: the counter.
 const COUNTER_BITS: u32 = 16;
 
-/// The version of one write. Ordered by `hlc`, then `node`.
+/// The version of one write. Ordered by `token`, then `hlc`, then `node`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
+    /// The largest fencing token the write was made under; 0 for a write made under no lock.
+    pub token: u64,
     /// Hybrid logical clock: milliseconds << 16 | counter.
     pub hlc: u64,
     /// The writer: the first 8 bytes of blake3 of its name.
@@ -37,24 +43,42 @@ impl fmt::Debug for Version {
     }
 }
 
-/// Printed as `<hlc>.<node>` in hex, which [`Version::from_str`] reads back (clients send it
-/// back for conditional writes).
+/// Printed as `<hlc>.<node>` in hex, with `.<token>` after it for a fenced write, which
+/// [`Version::from_str`] reads back (clients send it back for conditional writes).
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:x}.{:x}", self.hlc, self.node)
+        write!(f, "{:x}.{:x}", self.hlc, self.node)?;
+        if self.token > 0 {
+            write!(f, ".{:x}", self.token)?;
+        }
+        Ok(())
     }
 }
 
 impl std::str::FromStr for Version {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            || format!("`{s}` is not a version (expected HLC.NODE in hex, as returned by a read)");
-        let (hlc, node) = s.split_once('.').ok_or_else(bad)?;
-        Ok(Version {
-            hlc: u64::from_str_radix(hlc, 16).map_err(|_| bad())?,
-            node: u64::from_str_radix(node, 16).map_err(|_| bad())?,
-        })
+        let bad = || {
+            format!(
+                "`{s}` is not a version (expected HLC.NODE or HLC.NODE.TOKEN in hex, as returned by a read)"
+            )
+        };
+        let mut parts = s.split('.');
+        let mut next = || {
+            parts
+                .next()
+                .ok_or_else(bad)
+                .and_then(|p| u64::from_str_radix(p, 16).map_err(|_| bad()))
+        };
+        let (hlc, node) = (next()?, next()?);
+        let token = match parts.next() {
+            None => 0,
+            Some(t) => match u64::from_str_radix(t, 16) {
+                Ok(t) if t > 0 && parts.next().is_none() => t,
+                _ => return Err(bad()),
+            },
+        };
+        Ok(Version { token, hlc, node })
     }
 }
 
@@ -82,6 +106,7 @@ impl Clock {
         let wall = wall_ms << COUNTER_BITS;
         self.last = wall.max(self.last.saturating_add(1));
         Version {
+            token: 0,
             hlc: self.last,
             node: self.node,
         }
@@ -133,10 +158,27 @@ mod tests {
     }
 
     #[test]
+    fn a_write_under_a_later_token_wins_whatever_the_clocks() {
+        let early = Version {
+            token: 7,
+            ..Clock::new(1).tick(90_000)
+        };
+        let late = Version {
+            token: 8,
+            ..Clock::new(2).tick(1_000)
+        };
+        let unfenced = Clock::new(3).tick(100_000);
+        assert!(late > early && early > unfenced);
+    }
+
+    #[test]
     fn versions_print_and_parse_back() {
         let v = Clock::new(0xabc).tick(123_456);
         assert_eq!(v.to_string().parse::<Version>().unwrap(), v);
-        for bad in ["", "12", "x.1", "1.", ".1", "1.2.3"] {
+        let fenced = Version { token: 0x2a, ..v };
+        assert_eq!(fenced.to_string(), format!("{v}.2a"));
+        assert_eq!(fenced.to_string().parse::<Version>().unwrap(), fenced);
+        for bad in ["", "12", "x.1", "1.", ".1", "1.2.0", "1.2.x", "1.2.3.4"] {
             assert!(bad.parse::<Version>().is_err(), "{bad:?} parsed");
         }
     }

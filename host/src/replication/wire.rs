@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CasFailure, Entry, Expect, Leaves, Namespace, PutOutcome, Version};
+use super::{CasFailure, Entry, Expect, Fence, Leaves, Namespace, PutOutcome, Version};
 use crate::id::NodeId;
 use crate::rpc::Wire;
 
@@ -13,7 +13,7 @@ pub struct KvWire;
 impl Wire for KvWire {
     const NAME: &'static str = "key-value";
     const TAG: u8 = 2;
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     type Request = Request;
     type Response = Response;
 }
@@ -45,6 +45,8 @@ pub enum Request {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         expect: Expect,
+        /// The locks the write is made under.
+        fences: Vec<Fence>,
         w: Option<u8>,
         settle_ms: Option<u64>,
     },

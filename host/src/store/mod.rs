@@ -8,6 +8,8 @@
 mod raft;
 mod replica;
 
+pub use replica::FenceMark;
+
 use std::path::Path;
 
 use crate::id::JobId;
@@ -49,6 +51,8 @@ pub struct Store {
     modules: sled::Tree,
     data: sled::Tree,
     hints: sled::Tree,
+    /// The highest fencing token seen per lock key (lock key → token, big-endian).
+    fences: sled::Tree,
     jobs: sled::Tree,
     job_output: sled::Tree,
     members: sled::Tree,
@@ -73,6 +77,7 @@ impl Store {
             modules: db.open_tree("modules")?,
             data: db.open_tree("data")?,
             hints: db.open_tree("hints")?,
+            fences: db.open_tree("fences")?,
             jobs: db.open_tree("jobs")?,
             job_output: db.open_tree("job-output")?,
             members: db.open_tree("members")?,

@@ -1,8 +1,16 @@
-//! Replicated data as this node holds it (tree `data`), and hints: writes held for replicas
-//! that could not take them (tree `hints`). The bytes are opaque here; `replication` gives
-//! them meaning.
+//! Replicated data as this node holds it (tree `data`); hints: writes held for replicas
+//! that could not take them (tree `hints`); and fences: the highest fencing token seen per
+//! lock (tree `fences`). The bytes are opaque here; `replication` gives them meaning.
+
+use std::cell::RefCell;
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{Record, Store, StoreError};
+
+/// A lock key and a fencing token, as bytes and a number.
+pub type FenceMark<'a> = (&'a [u8], u64);
 
 impl Store {
     /// The stored entry under `key`.
@@ -30,6 +38,48 @@ impl Store {
                 Err(_) => continue,
             }
         }
+    }
+
+    /// [`Store::replica_update`] for a write made under locks, in one transaction with the
+    /// fences: raises the highest token seen of each lock in `fences` to the write's. With
+    /// `check`, a lock that has seen a larger token refuses the write: nothing changes, and
+    /// the lock and its token are returned as the error. Not flushed.
+    pub fn replica_update_fenced<T>(
+        &self,
+        key: &[u8],
+        fences: &[FenceMark<'_>],
+        check: bool,
+        decide: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+    ) -> Result<Result<T, (Vec<u8>, u64)>, StoreError> {
+        // sled may run the transaction more than once; `decide` sees the latest entry each time.
+        let decide = RefCell::new(decide);
+        let outcome = (&self.data, &self.fences).transaction(|(data, seen)| {
+            for &(lock, token) in fences {
+                let have = seen.get(lock)?.map_or(0, |v| token_of(&v));
+                if check && token < have {
+                    return Err(ConflictableTransactionError::Abort((lock.to_vec(), have)));
+                }
+                if token > have {
+                    seen.insert(lock, &token.to_be_bytes())?;
+                }
+            }
+            let old = data.get(key)?;
+            let (new, result) = (decide.borrow_mut())(old.as_deref());
+            if let Some(new) = new {
+                data.insert(key, new)?;
+            }
+            Ok(result)
+        });
+        match outcome {
+            Ok(result) => Ok(Ok(result)),
+            Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// The highest fencing token this node has seen for `lock` (0: none).
+    pub fn fence_seen(&self, lock: &[u8]) -> Result<u64, StoreError> {
+        Ok(self.fences.get(lock)?.map_or(0, |v| token_of(&v)))
     }
 
     /// Removes `key` if it still holds exactly `expected` (tombstone collection).
@@ -134,6 +184,12 @@ impl Store {
     pub fn hint_count(&self) -> usize {
         self.hints.len()
     }
+}
+
+/// A stored token. sled checksums what it stores, so a value of another length is not
+/// expected; it would count as no token seen.
+fn token_of(stored: &[u8]) -> u64 {
+    stored.try_into().map_or(0, u64::from_be_bytes)
 }
 
 fn hint_key(target: &str, key: &[u8]) -> Vec<u8> {

@@ -56,3 +56,52 @@ async fn replica_entries_update_scan_and_hints() {
     store.remove_hint("n2", b"k", b"1").unwrap();
     assert_eq!(store.hint_targets().unwrap(), ["n10"]);
 }
+
+#[tokio::test]
+async fn fenced_updates_keep_the_highest_token_and_refuse_lower_ones_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let put = |key: &[u8], fences: &[FenceMark<'_>], check: bool, value: &[u8]| {
+            let value = value.to_vec();
+            store
+                .replica_update_fenced(key, fences, check, |_| (Some(value.clone()), ()))
+                .unwrap()
+        };
+        assert_eq!(put(b"a\0k", &[(b"L", 5)], true, b"five"), Ok(()));
+        assert_eq!(store.fence_seen(b"L").unwrap(), 5);
+        // Equal tokens are the same holder; a higher one raises the mark.
+        assert_eq!(put(b"a\0k", &[(b"L", 5)], true, b"five again"), Ok(()));
+        assert_eq!(put(b"a\0j", &[(b"L", 9), (b"M", 2)], true, b"nine"), Ok(()));
+        // A lower token is refused for any key, and nothing changes: not the data, not the
+        // other lock's mark.
+        assert_eq!(
+            put(b"a\0new", &[(b"M", 3), (b"L", 8)], true, b"stale"),
+            Err((b"L".to_vec(), 9))
+        );
+        assert_eq!(store.replica_get(b"a\0new").unwrap(), None);
+        assert_eq!(store.fence_seen(b"M").unwrap(), 2);
+        // A copy (check off) is taken, and still raises what it carries.
+        assert_eq!(
+            put(b"a\0copy", &[(b"L", 7), (b"M", 4)], false, b"copy"),
+            Ok(())
+        );
+        assert_eq!(
+            store.replica_get(b"a\0copy").unwrap(),
+            Some(b"copy".to_vec())
+        );
+        assert_eq!(store.fence_seen(b"L").unwrap(), 9);
+        assert_eq!(store.fence_seen(b"M").unwrap(), 4);
+        store.flush().await.unwrap();
+    }
+    // The marks survive a restart.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.fence_seen(b"L").unwrap(), 9);
+    assert_eq!(store.fence_seen(b"unknown").unwrap(), 0);
+    assert_eq!(
+        store
+            .replica_update_fenced(b"a\0k", &[(b"L", 6)], true, |_| (Some(vec![]), ()))
+            .unwrap(),
+        Err((b"L".to_vec(), 9))
+    );
+}

@@ -11,6 +11,7 @@ mod consensus;
 mod consensus_faults;
 mod convergence;
 mod faults;
+mod fencing;
 mod functions;
 mod jobs;
 mod kv_faults;

@@ -90,6 +90,7 @@ async fn function_records_of_an_earlier_version_move_into_the_metadata_group_onc
             b"hello",
             Some(record.encode()),
             None,
+            &[],
             Overrides::default(),
         )
         .await
