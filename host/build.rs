@@ -14,6 +14,8 @@ use std::process::Command;
 const GUESTS: &[&str] = &[
     "hello",
     "counter",
+    "bank",
+    "ledger",
     "wordcount",
     "guest-loop",
     "guest-memhog",

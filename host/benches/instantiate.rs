@@ -14,7 +14,7 @@ use weft_host::id::{Digest, FunctionName};
 use weft_host::metrics::Metrics;
 use weft_host::plugins;
 use weft_host::runtime::FunctionLimits;
-use weft_host::runtime::{Prepared, Runtime};
+use weft_host::runtime::{Access, Prepared, Runtime};
 
 fn request() -> http::Request<Full<Bytes>> {
     http::Request::builder()
@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
                 &name,
                 &pre,
                 limits,
-                None,
+                Access::default(),
                 request(),
                 runtime.slot().await.unwrap(),
             )

@@ -184,6 +184,26 @@ validated_string!(
         && s.bytes().all(|b| b.is_ascii_graphic() && !b"/?#%".contains(&b))
 );
 
+impl LockKey {
+    /// The lock of `key` (any bytes) in a namespace's scope: `NS:KEY`, with every byte a lock
+    /// key cannot hold (and `~`) written `~XX` in hex. A key too long for that is named by
+    /// its blake3 digest, `NS:~h<64 hex digits>`.
+    pub fn scoped(ns: &Namespace, key: &[u8]) -> LockKey {
+        let mut s = format!("{ns}:");
+        for &b in key {
+            if b.is_ascii_graphic() && !b"/?#%~".contains(&b) {
+                s.push(b as char);
+            } else {
+                s.push_str(&format!("~{b:02x}"));
+            }
+        }
+        if s.len() > 256 {
+            s = format!("{ns}:~h{}", blake3::hash(key).to_hex());
+        }
+        LockKey(s)
+    }
+}
+
 /// A map/reduce job's id: 16 random bytes shown as 32 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -273,6 +293,23 @@ pub enum IdError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_lock_keys_are_valid_and_distinct() {
+        let ns: Namespace = "fn.bank".parse().unwrap();
+        let check = |key: &[u8], expected: &str| {
+            let k = LockKey::scoped(&ns, key);
+            assert_eq!(k.as_str(), expected);
+            assert!(k.as_str().parse::<LockKey>().is_ok(), "{k}");
+        };
+        check(b"acct-1", "fn.bank:acct-1");
+        check(b"acct/1", "fn.bank:acct~2f1");
+        check(b"acct~2f1", "fn.bank:acct~7e2f1");
+        check("é 1".as_bytes(), "fn.bank:~c3~a9~201");
+        let long = LockKey::scoped(&ns, &[b'/'; 100]);
+        assert!(long.as_str().starts_with("fn.bank:~h") && long.as_str().len() == 74);
+        assert!(long.as_str().parse::<LockKey>().is_ok());
+    }
 
     #[test]
     fn function_names() {

@@ -22,7 +22,7 @@ pub mod task_bindings {
     wit_bindgen::generate!({
         world: "mapreduce",
         path: "wit",
-        with: { "weft:plugin/log@0.1.0": crate::host::wasm::bindings::weft::plugin::log },
+        with: { "weft:plugin/log@0.2.0": crate::host::wasm::bindings::weft::plugin::log },
         pub_export_macro: true,
         export_macro_name: "export_task",
         default_bindings_module: "weft_sdk::__private::task_bindings",

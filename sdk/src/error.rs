@@ -20,9 +20,21 @@ pub enum Error {
     /// The key or value is larger than the host allows; the message says the limit.
     #[error("key or value too large: {0}")]
     TooLarge(String),
-    /// The key-value store could not serve the call; retrying later may work.
+    /// The key-value store (or the lock service) could not serve the call; retrying later may
+    /// work.
     #[error("key-value store unavailable: {0}")]
     Unavailable(String),
+    /// A write was refused because a lock this invocation held was lost (its lease ran out
+    /// and the lock was granted again): stop, as every later write under it is refused too.
+    /// A lock-protected handler whose writes were refused answers `503` whatever it returns.
+    #[error("write refused, the lock was lost: {0}")]
+    Fenced(String),
+    /// A lock was held by someone else past the timeout.
+    #[error("lock not granted in time: {0}")]
+    LockTimeout(String),
+    /// A lock request was malformed (a bad or repeated key, too many keys).
+    #[error("bad lock request: {0}")]
+    LockInvalid(String),
     /// A typed key or value could not be encoded to or decoded from JSON.
     #[error("JSON encoding or decoding failed: {0}")]
     Json(#[from] serde_json::Error),

@@ -3,7 +3,8 @@
 //! A Weft function is a WASI 0.2 component of one of two kinds:
 //!
 //! * an **HTTP handler**: a plain `fn(Request) -> Response` exported with [`http_handler!`],
-//!   which may use the key-value store ([`kv`]) and the node's log ([`log`]);
+//!   which may use the key-value store ([`kv`]), the cluster's locks ([`locks`]) and the
+//!   node's log ([`log`]);
 //! * a **map/reduce task**: a type implementing [`MapReduce`] exported with [`export_mapreduce!`].
 //!
 //! Build a guest with `cargo build --release --target wasm32-wasip2` and enable the feature
@@ -35,6 +36,7 @@ mod error;
 mod host;
 pub mod http;
 pub mod kv;
+pub mod locks;
 pub mod log;
 mod macros;
 pub mod mapreduce;

@@ -120,6 +120,88 @@ impl MockHost {
     pub fn fail_kv(&self, reason: Option<&str>) {
         mock::with(|state| state.kv_failure = reason.map(str::to_owned));
     }
+
+    /// The locks held now, with their tokens, by key.
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// let _guard = weft_sdk::locks::lock("a", std::time::Duration::from_secs(1)).unwrap();
+    /// assert_eq!(host.held_locks(), [("a".to_owned(), 1)]);
+    /// ```
+    pub fn held_locks(&self) -> Vec<(String, u64)> {
+        mock::with(|state| {
+            state
+                .locks
+                .iter()
+                .map(|(k, (t, _))| (k.clone(), *t))
+                .collect()
+        })
+    }
+
+    /// Makes the held lock `key` lost, as when its lease runs out while the node is paused:
+    /// from now on every key-value write fails with [`Error::Fenced`](crate::Error::Fenced),
+    /// until the guard is dropped.
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// let guard = weft_sdk::locks::lock("a", std::time::Duration::from_secs(1)).unwrap();
+    /// host.lose_lock("a");
+    /// assert!(matches!(weft_sdk::kv::set("k", &1), Err(weft_sdk::Error::Fenced(_))));
+    /// drop(guard);
+    /// assert!(weft_sdk::kv::set("k", &1).is_ok());
+    /// ```
+    pub fn lose_lock(&self, key: &str) {
+        mock::with(|state| {
+            if let Some((_, lost)) = state.locks.get_mut(key) {
+                *lost = true;
+            }
+        });
+    }
+
+    /// Runs the next calls as a lock-protected handler holding `key`'s lock (under a new
+    /// token), as the platform does for a function deployed with `--lock`; `None` ends it.
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// host.set_handler_lock(Some("k"));
+    /// assert_eq!(weft_sdk::locks::handler_lock().unwrap().0, "k");
+    /// host.lose_lock("k");
+    /// assert!(weft_sdk::kv::set("x", &1).is_err(), "writes under a lost lock are refused");
+    /// ```
+    pub fn set_handler_lock(&self, key: Option<&str>) {
+        mock::with(|state| {
+            if let Some((old, _)) = state.handler_lock.take() {
+                state.locks.remove(&old);
+            }
+            if let Some(key) = key {
+                state.last_token += 1;
+                state
+                    .locks
+                    .insert(key.to_owned(), (state.last_token, false));
+                state.handler_lock = Some((key.to_owned(), state.last_token));
+            }
+        });
+    }
+
+    /// Has another holder keep `key` (or let go of it, with `false`): taking it then fails
+    /// with [`Error::LockTimeout`](crate::Error::LockTimeout).
+    ///
+    /// ```
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// host.lock_elsewhere("a", true);
+    /// assert!(weft_sdk::locks::lock("a", std::time::Duration::ZERO).is_err());
+    /// host.lock_elsewhere("a", false);
+    /// assert!(weft_sdk::locks::lock("a", std::time::Duration::ZERO).is_ok());
+    /// ```
+    pub fn lock_elsewhere(&self, key: &str, held: bool) {
+        mock::with(|state| {
+            if held {
+                state.held_elsewhere.insert(key.to_owned());
+            } else {
+                state.held_elsewhere.remove(key);
+            }
+        });
+    }
 }
 
 /// What a map/reduce run produces: `(key, output)` pairs sorted by key.

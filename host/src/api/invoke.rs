@@ -19,6 +19,7 @@ use crate::id::FunctionName;
 use crate::placement::Route;
 use crate::replication::{KvHandle, Namespace};
 use crate::rpc::Router;
+use crate::runtime::{Access, GuestLocks};
 use crate::runtime::{Prepared, RuntimeError};
 
 /// The header naming the node that ran the handler.
@@ -143,10 +144,18 @@ async fn call(
     let request = http::Request::from_parts(parts, Full::new(body));
 
     let limits = app.runtime.limits(&active.deployment.limits);
-    let kv = Some(KvHandle::new(app.cluster.replication.clone(), ns));
+    let access = Access {
+        kv: Some(KvHandle::new(app.cluster.replication.clone(), ns.clone())),
+        locks: Some(GuestLocks {
+            locks: app.cluster.locks.clone(),
+            scope: ns,
+        }),
+        handler: None,
+        fenced: None,
+    };
     let mut response = app
         .runtime
-        .handle_http(&name, pre, limits, kv, request, slot)
+        .handle_http(&name, pre, limits, access, request, slot)
         .await
         .map_err(|e| told(&name, e, active.deployment.debug))?
         .map(Body::new);

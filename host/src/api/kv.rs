@@ -25,6 +25,11 @@ pub(crate) struct ReadParams {
     /// Only this node's own copy, without asking any other (diagnostics).
     #[serde(default)]
     local: bool,
+    /// Read under this lock (with `token`): the replicas asked refuse later writes under an
+    /// earlier grant, and refuse the read if the lock was granted again since.
+    lock: Option<String>,
+    /// The fencing token of the lock's grant.
+    token: Option<u64>,
 }
 
 /// Query parameters of writes and deletes.
@@ -103,6 +108,7 @@ pub(crate) async fn get(
     Query(params): Query<ReadParams>,
 ) -> Result<Response, ApiError> {
     let ns: Namespace = ns.parse()?;
+    let fences = fences_of(params.lock, params.token)?;
     let r = &app.cluster.replication;
     let found = if params.local {
         r.local_entry(&ns, key.as_bytes())?
@@ -111,6 +117,7 @@ pub(crate) async fn get(
         r.get(
             &ns,
             key.as_bytes(),
+            &fences,
             Overrides {
                 r: params.r,
                 ..Overrides::default()
@@ -177,18 +184,7 @@ async fn write(
         (None, true) => Some(Expect::Absent),
         (None, false) => None,
     };
-    let fences = match (params.lock, params.token) {
-        (Some(lock), Some(token)) if token > 0 => vec![Fence {
-            lock: lock.parse()?,
-            token,
-        }],
-        (None, None) => Vec::new(),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "a fenced write needs both lock=KEY and token=T (the token its acquisition returned, above 0)".into(),
-            ));
-        }
-    };
+    let fences = fences_of(params.lock, params.token)?;
     let version = app
         .cluster
         .replication
@@ -207,6 +203,20 @@ async fn write(
     Ok(Json(Written {
         version: version.to_string(),
     }))
+}
+
+/// The lock a read or write is made under, from its `lock` and `token` parameters.
+fn fences_of(lock: Option<String>, token: Option<u64>) -> Result<Vec<Fence>, ApiError> {
+    match (lock, token) {
+        (Some(lock), Some(token)) if token > 0 => Ok(vec![Fence {
+            lock: lock.parse()?,
+            token,
+        }]),
+        (None, None) => Ok(Vec::new()),
+        _ => Err(ApiError::BadRequest(
+            "a fenced read or write needs both lock=KEY and token=T (the token its acquisition returned, above 0)".into(),
+        )),
+    }
 }
 
 pub(crate) async fn scan(

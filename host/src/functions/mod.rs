@@ -247,7 +247,7 @@ impl Functions {
             // The newest copy the store's quorum knows (a deletion stays a deletion), not
             // this node's, which may be stale.
             let newest = replication
-                .get(&ns, &key, crate::replication::Overrides::default())
+                .get(&ns, &key, &[], crate::replication::Overrides::default())
                 .await
                 .map_err(|e| FunctionsError::Corrupt(e.to_string()))?;
             let Some(value) = newest.map(|r| r.value) else {

@@ -12,7 +12,10 @@
 //! at once (counting from the renewal's sending) gives it a whole lease.
 
 mod driver;
+mod held;
 pub mod wire;
+
+pub use held::Held;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -213,6 +216,11 @@ impl Locks {
             })
         });
         Locks { inner }
+    }
+
+    /// The node this service runs on.
+    pub fn node(&self) -> &NodeId {
+        &self.inner.name
     }
 
     /// The service's bounds.

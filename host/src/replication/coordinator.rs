@@ -18,16 +18,19 @@ use crate::rpc;
 
 impl Replicator {
     /// Reads `key` in `ns`: the newest version among `r` replicas (of each ring in
-    /// transition). Replicas found behind are repaired in the background.
+    /// transition). Replicas found behind are repaired in the background. A read made under
+    /// `fences` raises their tokens at the replicas it asks, so a holder that lost one of
+    /// the locks cannot write behind it, and is refused like a write under them would be.
     pub async fn get(
         &self,
         ns: &Namespace,
         key: &[u8],
+        fences: &[Fence],
         o: Overrides,
     ) -> Result<Option<Read>, ReplicationError> {
         let full = ns.key(key);
         check_limits(key, None)?;
-        let newest = self.newest(ns, full, o).await?;
+        let newest = self.newest(ns, full, fences, o).await?;
         Ok(newest.and_then(|e| {
             e.value.map(|value| Read {
                 version: e.version,
@@ -42,8 +45,10 @@ impl Replicator {
         &self,
         ns: &Namespace,
         full: Vec<u8>,
+        fences: &[Fence],
         o: Overrides,
     ) -> Result<Option<Entry>, ReplicationError> {
+        let fences = self.fences(fences);
         let view = self.view();
         let (n, r, w) = self.quorum(ns, o, &view)?;
         let sets = self.sets(&view, &full, n);
@@ -54,8 +59,9 @@ impl Replicator {
         for node in &targets {
             let (this, node, key, tx) = (self.clone(), node.clone(), full.clone(), tx.clone());
             let addr = view.addrs.get(&node).copied();
+            let fences = fences.to_vec();
             self.inner.tasks.spawn(async move {
-                let result = this.fetch_one(&node, addr, &key).await;
+                let result = this.fetch_one(&node, addr, &key, fences).await;
                 let _ = tx.send((node, result)).await;
             });
         }
@@ -64,8 +70,15 @@ impl Replicator {
         let mut failures = Vec::new();
         while let Some((node, result)) = rx.recv().await {
             match result {
-                Ok(entry) => {
+                Ok(Ok(entry)) => {
                     answers.insert(node, entry);
+                }
+                Ok(Err((lock, seen))) => {
+                    let token = fences
+                        .iter()
+                        .find(|f| f.lock == lock)
+                        .map_or(0, |f| f.token);
+                    return Err(self.fenced(lock, token, seen));
                 }
                 Err(e) => failures.push(format!("{node}: {e}")),
             }
@@ -210,7 +223,7 @@ impl Replicator {
         // The check reads a quorum, so it sees the last acknowledged write; the write that
         // follows is an ordinary one above it. Replicas never see a condition, so a
         // replica that lags cannot take a write the others refuse.
-        let current = self.newest(ns, full.to_vec(), o).await?;
+        let current = self.newest(ns, full.to_vec(), fences, o).await?;
         let live = current
             .as_ref()
             .filter(|e| e.value.is_some())
@@ -236,11 +249,7 @@ impl Replicator {
         fences: &[Fence],
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
-        let fences = if self.switches().no_fencing {
-            &[][..]
-        } else {
-            fences
-        };
+        let fences = self.fences(fences);
         let fenced_by = fences.iter().max_by_key(|f| f.token);
         let mut token = fenced_by.map_or(0, |f| f.token);
         let mut attempt = 0;
@@ -298,7 +307,16 @@ impl Replicator {
         }
     }
 
-    /// Counts a write refused for a lost lock, and says so.
+    /// The fences to read and write under: none when a test switched fencing off.
+    fn fences<'a>(&self, fences: &'a [Fence]) -> &'a [Fence] {
+        if self.switches().no_fencing {
+            &[]
+        } else {
+            fences
+        }
+    }
+
+    /// Counts a read or write refused for a lost lock, and says so.
     fn fenced(&self, lock: LockKey, token: u64, seen: u64) -> ReplicationError {
         self.inner
             .stats
@@ -500,26 +518,33 @@ impl Replicator {
         sets
     }
 
-    /// This node's copy, or a peer's over RPC.
+    /// This node's copy, or a peer's over RPC; `Ok(Err(..))` when a lock of `fences` was
+    /// granted again.
     async fn fetch_one(
         &self,
         node: &NodeId,
         addr: Option<SocketAddr>,
         key: &[u8],
-    ) -> Result<Option<Entry>, String> {
+        fences: Vec<Fence>,
+    ) -> Result<Fetched, String> {
         if *node == self.inner.me {
-            return self.local_get(key).map_err(|e| e.to_string());
+            return self
+                .local_get_fenced(key, &fences)
+                .await
+                .map_err(|e| e.to_string());
         }
-        match self
-            .ask(addr, &Request::KvGet { key: key.to_vec() })
-            .await?
-        {
+        let request = Request::KvGet {
+            key: key.to_vec(),
+            fences,
+        };
+        match self.ask(addr, &request).await? {
             Response::KvEntry(e) => {
                 if let Some(e) = &e {
                     self.observe(e.version);
                 }
-                Ok(e)
+                Ok(Ok(e))
             }
+            Response::KvRefused { lock, seen } => Ok(Err((lock, seen))),
             other => Err(unexpected(&other)),
         }
     }
@@ -629,6 +654,9 @@ pub struct Scan {
     /// Nodes that did not answer, and why.
     pub missing: Vec<String>,
 }
+
+/// A replica's copy, or the lock (and its larger token) that refused the read.
+type Fetched = Result<Option<Entry>, (LockKey, u64)>;
 
 enum WriteResult {
     Done,

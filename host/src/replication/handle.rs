@@ -45,7 +45,7 @@ impl KvHandle {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReplicationError> {
         let read = self
             .replicator
-            .get(&self.ns, key, Overrides::default())
+            .get(&self.ns, key, &self.fences, Overrides::default())
             .await?;
         Ok(read.map(|r| r.value))
     }
@@ -88,7 +88,7 @@ impl KvHandle {
         for _ in 0..64 {
             let read = self
                 .replicator
-                .get(&self.ns, key, Overrides::default())
+                .get(&self.ns, key, &self.fences, Overrides::default())
                 .await?;
             let old = read
                 .as_ref()

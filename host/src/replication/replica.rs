@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, ReplicationError, Replicator, Version};
+use super::{Entry, Fence, ReplicationError, Replicator, Version};
 use crate::id::LockKey;
 
 /// Keys and their entries.
@@ -56,6 +56,36 @@ impl Replicator {
             .replica_get(key)?
             .map(|b| Entry::decode(&b))
             .transpose()
+    }
+
+    /// This node's copy of `key` for a read made under `fences`: the read raises the tokens
+    /// seen of their locks (flushed before the answer), so a holder that lost one of the
+    /// locks can no longer write what this reader did not see; and it is refused, as a write
+    /// would be, when one of the locks has seen a larger token.
+    pub(crate) async fn local_get_fenced(
+        &self,
+        key: &[u8],
+        fences: &[Fence],
+    ) -> Result<Result<Option<Entry>, (LockKey, u64)>, ReplicationError> {
+        if !fences.is_empty() {
+            let store = &self.inner().store;
+            let marks: Vec<_> = fences
+                .iter()
+                .map(|f| (f.lock.as_str().as_bytes(), f.token))
+                .collect();
+            match store.fence_raise(&marks, true)? {
+                Ok(true) => store.flush().await?,
+                Ok(false) => {}
+                Err((lock, seen)) => {
+                    self.inner()
+                        .stats
+                        .fenced
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(Err((refusing(fences, &lock), seen)));
+                }
+            }
+        }
+        Ok(Ok(self.local_get(key)?))
     }
 
     /// The highest fencing token this node has seen for `lock` as a replica (0: none).
@@ -158,12 +188,7 @@ impl Replicator {
             match store.replica_update_fenced(key, &marks, first_hand, update)? {
                 Ok(outcome) => outcome,
                 Err((lock, seen)) => {
-                    let lock = entry
-                        .fences
-                        .iter()
-                        .find(|f| f.lock.as_str().as_bytes() == lock)
-                        .map(|f| f.lock.clone())
-                        .expect("the refusing lock is one of the write's");
+                    let lock = refusing(&entry.fences, &lock);
                     self.inner()
                         .stats
                         .fenced
@@ -203,4 +228,13 @@ impl Replicator {
         self.inner().store.flush().await?;
         Ok(())
     }
+}
+
+/// The lock of `fences` that the store named (as bytes) in a refusal.
+fn refusing(fences: &[Fence], lock: &[u8]) -> LockKey {
+    fences
+        .iter()
+        .find(|f| f.lock.as_str().as_bytes() == lock)
+        .map(|f| f.lock.clone())
+        .expect("the refusing lock is one of the request's")
 }

@@ -21,7 +21,10 @@ impl Replicator {
 /// Answers a key-value or anti-entropy request from this node's copies.
 async fn answer(r: &Replicator, request: Request) -> Result<Response, ReplicationError> {
     Ok(match request {
-        Request::KvGet { key } => Response::KvEntry(r.local_get(&key)?),
+        Request::KvGet { key, fences } => match r.local_get_fenced(&key, &fences).await? {
+            Ok(entry) => Response::KvEntry(entry),
+            Err((lock, seen)) => Response::KvRefused { lock, seen },
+        },
         Request::KvPut { key, entry } => Response::KvPut(r.apply(&key, &entry).await?),
         Request::KvPush(entries) => {
             r.apply_all(entries).await?;

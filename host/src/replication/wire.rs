@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{CasFailure, Entry, Expect, Fence, Leaves, Namespace, PutOutcome, Version};
-use crate::id::NodeId;
+use crate::id::{LockKey, NodeId};
 use crate::rpc::Wire;
 
 /// The replicated store's service on the router.
@@ -21,8 +21,8 @@ impl Wire for KvWire {
 /// A request to another node's replicas.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// Your copy of a key.
-    KvGet { key: Vec<u8> },
+    /// Your copy of a key, read under these locks (none: an ordinary read).
+    KvGet { key: Vec<u8>, fences: Vec<Fence> },
     /// Store this version of a key if it is newer; flush, then answer.
     KvPut { key: Vec<u8>, entry: Entry },
     /// Store the newer of these entries and flush (repair, hints, anti-entropy, handoff).
@@ -57,6 +57,8 @@ pub enum Request {
 pub enum Response {
     /// A replica's copy of a key.
     KvEntry(Option<Entry>),
+    /// A read refused: `lock` has been granted again, with the larger token `seen`.
+    KvRefused { lock: LockKey, seen: u64 },
     /// What a replica did with a write.
     KvPut(PutOutcome),
     /// The entries held of the keys asked for, and how many of the keys the answer covers

@@ -1,12 +1,13 @@
 //! The host side of the `weft:plugin` WIT package (`sdk/wit`), generated once for every
 //! module of the runtime: the imports every guest may use, and the map/reduce world.
 
-/// The imports a guest may use (`kv`, `log`), with `kv` async.
+/// The imports a guest may use (`kv`, `locks`, `log`), with `kv` and `locks` async.
 pub(super) mod handler {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
         world: "handler-imports",
-        imports: { "weft:plugin/kv": async },
+        imports: { "weft:plugin/kv": async, "weft:plugin/locks": async },
+        with: { "weft:plugin/locks.guard": crate::runtime::locks::Guard },
     });
 }
 

@@ -15,7 +15,6 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use super::state::GuestState;
 use super::{InvocationLimits, Runtime, RuntimeError, Slot, classify, with_deadline};
 use crate::id::FunctionName;
-use crate::replication::KvHandle;
 
 /// A response produced by a guest; its body streams from the guest as it runs.
 pub type HttpResponse = http::Response<GuestBody>;
@@ -79,11 +78,11 @@ impl Runtime {
         function: &FunctionName,
         pre: &ProxyPre<GuestState>,
         limits: InvocationLimits,
-        kv: Option<KvHandle>,
+        access: super::Access,
         request: http::Request<Full<Bytes>>,
         slot: Slot,
     ) -> Result<HttpResponse, RuntimeError> {
-        let mut store = self.store(function, limits, kv, None);
+        let mut store = self.store(function, limits, access, None);
         let host = |e: wasmtime::Error| RuntimeError::Host(super::chain(&e));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = store

@@ -10,6 +10,7 @@ mod bindings;
 mod cache;
 mod config;
 mod http;
+mod locks;
 mod state;
 mod task;
 
@@ -25,12 +26,12 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use http::HttpResponse;
-pub use state::GuestState;
+pub use locks::{GuestLocks, HandlerLock};
+pub use state::{Access, GuestState};
 pub use task::{TaskInstance, TaskOutput, TaskPre};
 
 use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
-use crate::replication::KvHandle;
 use crate::tasks::Tasks;
 
 /// Why compiling, instantiating or running a guest failed.
@@ -373,10 +374,10 @@ impl Runtime {
         &self,
         function: &FunctionName,
         limits: InvocationLimits,
-        kv: Option<KvHandle>,
+        access: Access,
         emit_limit: Option<u64>,
     ) -> Store<GuestState> {
-        let data = GuestState::new(function.clone(), limits.memory_bytes, kv, emit_limit);
+        let data = GuestState::new(function.clone(), limits.memory_bytes, access, emit_limit);
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
         arm_deadline(&mut store, limits.timeout);
@@ -503,7 +504,7 @@ fn check_kind(p: Prepared, expected: Option<FunctionKind>) -> Result<Prepared, R
 fn export_of(kind: FunctionKind) -> &'static str {
     match kind {
         FunctionKind::Http => "wasi:http/incoming-handler@0.2.x (an HTTP handler)",
-        FunctionKind::Mapreduce => "weft:plugin/task@0.1.0 (a map/reduce task)",
+        FunctionKind::Mapreduce => "weft:plugin/task@0.2.0 (a map/reduce task)",
     }
 }
 
@@ -514,10 +515,10 @@ fn wrong_world(expected: Option<FunctionKind>, found: &str) -> RuntimeError {
             "it was deployed as an HTTP handler but does not export `wasi:http/incoming-handler@0.2.x`"
         }
         Some(FunctionKind::Mapreduce) => {
-            "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.1.0`"
+            "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.2.0`"
         }
         None => {
-            "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.1.0` (a map/reduce task)"
+            "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.2.0` (a map/reduce task)"
         }
     };
     RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}"))

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::RuntimeError;
+use super::locks::{GuestLocks, HandlerLock, Holding};
 use crate::id::FunctionName;
 use crate::replication::{KvHandle, ReplicationError};
 
@@ -26,16 +27,40 @@ const MAX_LOG_BYTES: usize = 64 << 10;
 /// How much of the guest's stderr is kept to explain a failure.
 const STDERR_TAIL: usize = 2 << 10;
 
+/// What of the cluster an invocation may use.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// Its key-value namespace.
+    pub kv: Option<KvHandle>,
+    /// The lock service.
+    pub locks: Option<GuestLocks>,
+    /// The lock a lock-protected handler runs under.
+    pub handler: Option<HandlerLock>,
+    /// Set, by the first, when a write was refused or not made because a lock was lost: what
+    /// to tell the caller, who keeps a clone to look at after the call.
+    pub fenced: Option<Arc<OnceLock<String>>>,
+}
+
 /// The `T` of every `Store<T>`.
 pub struct GuestState {
     pub(super) function: FunctionName,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: DenyOutgoing,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     pub(super) limiter: Limiter,
     stderr: Arc<Mutex<Vec<u8>>>,
-    kv: Option<KvHandle>,
+    pub(super) kv: Option<KvHandle>,
+    /// The lock service as the guest may use it (`None`: not available to this call).
+    pub(super) locks: Option<GuestLocks>,
+    /// The locks the invocation holds: the handler's own and its guards'.
+    pub(super) holding: Vec<Holding>,
+    /// The lock-protected handler's own lock.
+    pub(super) handler_lock: Option<HandlerLock>,
+    /// A random id naming this invocation as a lock holder, made when first needed.
+    pub(super) invocation: Option<u64>,
+    /// See [`Access::fenced`].
+    fenced: Option<Arc<OnceLock<String>>>,
     /// Pairs emitted by the current map/combine/reduce call.
     pub(super) emitted: Vec<(Vec<u8>, Vec<u8>)>,
     emitted_bytes: u64,
@@ -47,7 +72,7 @@ impl GuestState {
     pub(super) fn new(
         function: FunctionName,
         memory_bytes: u64,
-        kv: Option<KvHandle>,
+        access: Access,
         emit_limit: Option<u64>,
     ) -> Self {
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -71,7 +96,8 @@ impl GuestState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        GuestState {
+        let handler = access.handler.clone();
+        let mut state = GuestState {
             function,
             wasi,
             http: WasiHttpCtx::new(),
@@ -82,12 +108,22 @@ impl GuestState {
                 hit: false,
             },
             stderr,
-            kv,
+            kv: access.kv,
+            locks: access.locks,
+            holding: Vec::new(),
+            handler_lock: None,
+            invocation: None,
+            fenced: access.fenced,
             emitted: Vec::new(),
             emitted_bytes: 0,
             emit_limit,
             emit_overflow: false,
+        };
+        if let Some(h) = handler {
+            state.hold_lock(h.lock.clone(), h.token, h.lost.clone());
+            state.handler_lock = Some(h);
         }
+        state
     }
 
     /// The last bytes the guest wrote to stderr, as text.
@@ -303,37 +339,60 @@ impl GuestState {
             kv::Error::Unavailable("key-value storage is not available to this call".into())
         })
     }
-}
 
-/// A key-value failure as the guest sees it (the limits are checked by the store).
-fn unavailable(e: ReplicationError) -> kv::Error {
-    match e {
-        ReplicationError::TooLarge(m) => kv::Error::TooLarge(m),
-        e => kv::Error::Unavailable(e.to_string()),
+    /// The handle to write through, unless a lock the invocation holds was lost: then the
+    /// write is not even tried.
+    fn kv_to_write(&mut self) -> Result<KvHandle, kv::Error> {
+        if let Some((key, token)) = super::locks::lost(&self.holding) {
+            let message = format!(
+                "lock `{key}` (token {token}) was lost: its lease ran out before it was renewed, so this write was not made"
+            );
+            self.report_fenced(&message);
+            return Err(kv::Error::Fenced(message));
+        }
+        self.kv_space().cloned()
+    }
+
+    fn report_fenced(&self, message: &str) {
+        if let Some(f) = &self.fenced {
+            let _ = f.set(message.to_string());
+        }
+    }
+
+    /// A key-value failure as the guest sees it (the limits are checked by the store); a
+    /// refused write is remembered, to tell the caller.
+    fn failed(&mut self, e: ReplicationError) -> kv::Error {
+        match e {
+            ReplicationError::TooLarge(m) => kv::Error::TooLarge(m),
+            e @ ReplicationError::Fenced { .. } => {
+                let message = e.to_string();
+                self.report_fenced(&message);
+                kv::Error::Fenced(message)
+            }
+            e => kv::Error::Unavailable(e.to_string()),
+        }
     }
 }
 
 impl kv::Host for GuestState {
     async fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, kv::Error> {
-        self.kv_space()?.get(&key).await.map_err(unavailable)
+        let kv = self.kv_space()?.clone();
+        kv.get(&key).await.map_err(|e| self.failed(e))
     }
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), kv::Error> {
-        self.kv_space()?
-            .set(&key, &value)
-            .await
-            .map_err(unavailable)
+        let kv = self.kv_to_write()?;
+        kv.set(&key, &value).await.map_err(|e| self.failed(e))
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Result<bool, kv::Error> {
-        self.kv_space()?.delete(&key).await.map_err(unavailable)
+        let kv = self.kv_to_write()?;
+        kv.delete(&key).await.map_err(|e| self.failed(e))
     }
 
     async fn increment(&mut self, key: Vec<u8>, delta: i64) -> Result<i64, kv::Error> {
-        self.kv_space()?
-            .increment(&key, delta)
-            .await
-            .map_err(unavailable)
+        let kv = self.kv_to_write()?;
+        kv.increment(&key, delta).await.map_err(|e| self.failed(e))
     }
 }
 

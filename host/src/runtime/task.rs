@@ -47,7 +47,7 @@ impl Runtime {
         let mut store = self.store(
             function,
             limits,
-            None,
+            super::Access::default(),
             Some(self.config.max_emit_bytes.get()),
         );
         let task = match with_deadline(limits, pre.0.instantiate_async(&mut store)).await {

@@ -77,6 +77,36 @@ impl Store {
         }
     }
 
+    /// Raises the highest token seen of each lock in `fences` (a read made under the locks),
+    /// all or nothing. With `check`, a lock that has seen a larger token refuses: nothing
+    /// changes, and the lock and its token are returned as the error. Returns whether a mark
+    /// rose (then flush before answering). Not flushed.
+    pub fn fence_raise(
+        &self,
+        fences: &[FenceMark<'_>],
+        check: bool,
+    ) -> Result<Result<bool, (Vec<u8>, u64)>, StoreError> {
+        let outcome = self.fences.transaction(|seen| {
+            let mut rose = false;
+            for &(lock, token) in fences {
+                let have = seen.get(lock)?.map_or(0, |v| token_of(&v));
+                if check && token < have {
+                    return Err(ConflictableTransactionError::Abort((lock.to_vec(), have)));
+                }
+                if token > have {
+                    seen.insert(lock, &token.to_be_bytes())?;
+                    rose = true;
+                }
+            }
+            Ok(rose)
+        });
+        match outcome {
+            Ok(rose) => Ok(Ok(rose)),
+            Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
     /// The highest fencing token this node has seen for `lock` (0: none).
     pub fn fence_seen(&self, lock: &[u8]) -> Result<u64, StoreError> {
         Ok(self.fences.get(lock)?.map_or(0, |v| token_of(&v)))

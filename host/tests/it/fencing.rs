@@ -52,9 +52,25 @@ fn token_of(version: &str) -> u64 {
         .map_or(0, |t| u64::from_str_radix(t, 16).unwrap())
 }
 
+/// A write by holder `a` under `t1` after `t2` was granted and used: `Err` unless refused.
+async fn stale_write(n: &TestNode, key: &str, value: &str, t1: u64, t2: u64) -> Result<(), String> {
+    let (code, v) = write(n, key, value, t1).await;
+    if code == StatusCode::OK {
+        return Err(format!(
+            "a write of {key} under superseded token {t1} was acknowledged ({v}); token {t2} was granted and used"
+        ));
+    }
+    let said = v["error"].as_str().unwrap_or_default().to_string();
+    let expected = format!("lock `acct` was granted again (token {t2})");
+    if code != StatusCode::CONFLICT || !said.contains(&expected) {
+        return Err(format!("a stale write of {key} got {code} {v}"));
+    }
+    Ok(())
+}
+
 /// Holder `a` writes under its grant, loses the lock to `b` (its lease runs out), and goes on
-/// writing, while node 2 is down and learns of `b`'s grant only from copies. `Err` says what
-/// went wrong.
+/// reading and writing, while node 2 is down and learns of `b`'s grant only from copies.
+/// `Err` says what went wrong.
 async fn stale_holder(switches: ReplicationSwitches) -> Result<(), String> {
     let cluster = new_cluster();
     let mut nodes = start_cluster_with(cluster.path(), 3, |_, c| {
@@ -79,28 +95,38 @@ async fn stale_holder(switches: ReplicationSwitches) -> Result<(), String> {
     if t2 <= t1 {
         return Err(format!("token {t2} after {t1}"));
     }
-    // Node 2 misses `b`'s write: hints and anti-entropy bring it (and its token) later.
+    // Node 2 misses what follows: hints and anti-entropy bring it (and its token) later.
     let down = nodes.pop().unwrap().stop().await;
     let n0 = &nodes[0];
+    // `b` reads before it writes. `a` does not know it lost the lock, and writes what `b`
+    // did not see: that write must be refused, or `b`'s write would lose it (a lost update).
+    let t2s = t2.to_string();
+    let fenced_read = [("lock", "acct"), ("token", t2s.as_str())];
+    let (code, body) = n0
+        .text(n0.req(Method::GET, "/v1/kv/bank/acct").query(&fenced_read))
+        .await;
+    if (code, body.as_str()) != (StatusCode::OK, "100") {
+        return Err(format!("the new holder read {code} {body}"));
+    }
+    stale_write(&nodes[1], "acct", "999", t1, t2).await?;
     let (code, v) = write(n0, "acct", "50", t2).await;
     if code != StatusCode::OK {
         return Err(format!("the new holder's write failed: {code} {v}"));
     }
-
-    // `a` does not know it lost the lock: its writes, to the same key and to a new one, must
-    // be refused.
-    for (key, value) in [("acct", "999"), ("other", "x")] {
-        let (code, v) = write(&nodes[1], key, value, t1).await;
-        if code == StatusCode::OK {
-            return Err(format!(
-                "a write of {key} under superseded token {t1} was acknowledged ({v}); token {t2} was granted and used"
-            ));
-        }
-        let said = v["error"].as_str().unwrap_or_default().to_string();
-        let expected = format!("lock `acct` was granted again (token {t2})");
-        if code != StatusCode::CONFLICT || !said.contains(&expected) {
-            return Err(format!("a stale write of {key} got {code} {v}"));
-        }
+    // Nor may `a` write a key `b` never touched, nor read under its old grant.
+    stale_write(&nodes[1], "other", "x", t1, t2).await?;
+    let t1s = t1.to_string();
+    let (code, body) = nodes[1]
+        .text(
+            nodes[1]
+                .req(Method::GET, "/v1/kv/bank/acct")
+                .query(&[("lock", "acct"), ("token", t1s.as_str())]),
+        )
+        .await;
+    if code != StatusCode::CONFLICT {
+        return Err(format!(
+            "a read under superseded token {t1} got {code} {body}"
+        ));
     }
 
     // Node 2 comes back and is brought the new holder's write, token and all.

@@ -16,6 +16,7 @@ mod functions;
 mod jobs;
 mod kv_faults;
 mod linearizable;
+mod locked;
 mod locks;
 mod metrics;
 mod replication;

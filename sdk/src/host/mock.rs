@@ -2,7 +2,7 @@
 //! not see each other's keys, logs or emitted pairs.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Error;
 use crate::log::Level;
@@ -17,6 +17,14 @@ pub(crate) struct State {
     /// Pairs emitted since the last drain, and how many `emit` calls carried them.
     pub(crate) emitted: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) emit_calls: usize,
+    /// Locks held by the code under test: key → (token, lost).
+    pub(crate) locks: BTreeMap<String, (u64, bool)>,
+    /// The last token granted.
+    pub(crate) last_token: u64,
+    /// Locks "someone else" holds: taking them times out.
+    pub(crate) held_elsewhere: BTreeSet<String>,
+    /// The lock-protected handler's own lock, when the test gave it one (also in `locks`).
+    pub(crate) handler_lock: Option<(String, u64)>,
 }
 
 thread_local! {
@@ -35,22 +43,116 @@ fn kv<R>(f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> R) -> Result<R, Erro
     })
 }
 
+/// [`kv`] for a write: refused while a held lock is lost, as the host refuses it.
+fn kv_write<R>(f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> R) -> Result<R, Error> {
+    let lost = with(|state| {
+        state
+            .locks
+            .iter()
+            .find(|(_, (_, lost))| *lost)
+            .map(|(k, (t, _))| (k.clone(), *t))
+    });
+    if let Some((key, token)) = lost {
+        return Err(Error::Fenced(format!(
+            "lock `{key}` (token {token}) was lost, so this write was not made"
+        )));
+    }
+    kv(f)
+}
+
+pub(crate) fn handler_lock() -> Option<(String, u64)> {
+    with(|state| state.handler_lock.clone())
+}
+
+/// Locks taken by one `lock` call; released when dropped.
+pub(crate) struct Guard {
+    held: Vec<(String, u64)>,
+}
+
+pub(crate) fn lock(keys: &[String], _timeout_ms: u64) -> Result<Guard, Error> {
+    if keys.is_empty() || keys.len() > 16 {
+        return Err(Error::LockInvalid(format!(
+            "acquire takes 1 to 16 keys, not {}",
+            keys.len()
+        )));
+    }
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
+    with(|state| {
+        for key in &keys {
+            if key.is_empty() || key.len() > 200 {
+                return Err(Error::LockInvalid(format!(
+                    "a lock key must be 1 to 200 bytes, not {}",
+                    key.len()
+                )));
+            }
+            if state.locks.contains_key(key) {
+                return Err(Error::LockInvalid(format!(
+                    "lock `{key}` is already held by this invocation"
+                )));
+            }
+            if state.held_elsewhere.contains(key) {
+                return Err(Error::LockTimeout(format!(
+                    "`{key}`: held by another holder (MockHost::lock_elsewhere)"
+                )));
+            }
+        }
+        let mut held = Vec::new();
+        for key in keys {
+            state.last_token += 1;
+            state.locks.insert(key.clone(), (state.last_token, false));
+            held.push((key, state.last_token));
+        }
+        Ok(Guard { held })
+    })
+}
+
+impl Guard {
+    pub(crate) fn held(&self) -> Vec<(String, u64)> {
+        self.held.clone()
+    }
+
+    pub(crate) fn lost(&self) -> bool {
+        with(|state| {
+            self.held.iter().any(|(k, t)| {
+                state
+                    .locks
+                    .get(k)
+                    .is_some_and(|&(tk, lost)| tk == *t && lost)
+            })
+        })
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        with(|state| {
+            for (key, token) in &self.held {
+                if state.locks.get(key).is_some_and(|(t, _)| t == token) {
+                    state.locks.remove(key);
+                }
+            }
+        });
+    }
+}
+
 pub(crate) fn kv_get(key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     kv(|map| map.get(key).cloned())
 }
 
 pub(crate) fn kv_set(key: &[u8], value: &[u8]) -> Result<(), Error> {
-    kv(|map| {
+    kv_write(|map| {
         map.insert(key.to_vec(), value.to_vec());
     })
 }
 
 pub(crate) fn kv_delete(key: &[u8]) -> Result<bool, Error> {
-    kv(|map| map.remove(key).is_some())
+    kv_write(|map| map.remove(key).is_some())
 }
 
 pub(crate) fn kv_increment(key: &[u8], delta: i64) -> Result<i64, Error> {
-    kv(|map| {
+    kv_write(|map| {
         let current = match map.get(key) {
             None => Ok(0),
             Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())

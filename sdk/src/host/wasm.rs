@@ -17,14 +17,46 @@ pub(crate) mod bindings {
     });
 }
 
-use bindings::weft::plugin::{kv, log as wit_log};
+use bindings::weft::plugin::{kv, locks, log as wit_log};
 
 impl From<kv::Error> for Error {
     fn from(error: kv::Error) -> Self {
         match error {
             kv::Error::TooLarge(reason) => Error::TooLarge(reason),
             kv::Error::Unavailable(reason) => Error::Unavailable(reason),
+            kv::Error::Fenced(reason) => Error::Fenced(reason),
         }
+    }
+}
+
+impl From<locks::Error> for Error {
+    fn from(error: locks::Error) -> Self {
+        match error {
+            locks::Error::Timeout(reason) => Error::LockTimeout(reason),
+            locks::Error::Invalid(reason) => Error::LockInvalid(reason),
+            locks::Error::Unavailable(reason) => Error::Unavailable(reason),
+        }
+    }
+}
+
+pub(crate) fn handler_lock() -> Option<(String, u64)> {
+    locks::handler_lock()
+}
+
+/// Held locks: the host's guard resource (dropping it releases them).
+pub(crate) struct Guard(locks::Guard);
+
+pub(crate) fn lock(keys: &[String], timeout_ms: u64) -> Result<Guard, Error> {
+    Ok(Guard(locks::acquire(keys, timeout_ms)?))
+}
+
+impl Guard {
+    pub(crate) fn held(&self) -> Vec<(String, u64)> {
+        self.0.held()
+    }
+
+    pub(crate) fn lost(&self) -> bool {
+        self.0.lost()
     }
 }
 
