@@ -69,6 +69,8 @@ pub struct Metrics {
     compile_nanos: AtomicU64,
     jobs: Mutex<BTreeMap<&'static str, u64>>,
     responses_cut: AtomicU64,
+    locked: Mutex<BTreeMap<(String, &'static str), u64>>,
+    lock_waits: Mutex<BTreeMap<String, Histogram>>,
 }
 
 impl Metrics {
@@ -116,6 +118,25 @@ impl Metrics {
     /// A guest failed after sending its response head, so its body was cut short.
     pub fn response_cut(&self) {
         self.responses_cut.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request of the lock-protected handler `function` ran (`"acquired"`: its lock was
+    /// taken for it; `"reused"`: held from the request before), lost its lock while it ran
+    /// (`"lost"`), or found the lock busy past its wait (`"busy"`); `waited` until its turn.
+    pub fn locked(&self, function: &str, outcome: &'static str, waited: Option<Duration>) {
+        *self
+            .locked
+            .lock()
+            .expect("not poisoned")
+            .entry((function.to_string(), outcome))
+            .or_default() += 1;
+        if let Some(waited) = waited {
+            let mut waits = self.lock_waits.lock().expect("not poisoned");
+            waits
+                .entry(function.to_string())
+                .or_default()
+                .observe(waited);
+        }
     }
 
     /// A job reached `state`.
@@ -195,6 +216,27 @@ impl Metrics {
             Kind::Counter,
             "Time spent compiling modules.",
             self.compile_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+        family(
+            &mut out,
+            "weft_locked_requests_total",
+            Kind::Counter,
+            "Requests of lock-protected handlers by function and outcome: acquired (the lock was taken for it), reused (held from the request before), lost (the lock was lost while it ran; answered 503), busy (not its turn within the lock wait; answered 503).",
+            self.locked
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|((f, o), n)| (format!("function=\"{f}\",outcome=\"{o}\""), *n)),
+        );
+        histograms(
+            &mut out,
+            "weft_locked_wait_seconds",
+            "How long requests of lock-protected handlers waited for their turn and lock, by function.",
+            self.lock_waits
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(f, h)| (format!("function=\"{f}\""), h)),
         );
         family(
             &mut out,

@@ -28,6 +28,11 @@ pub(crate) struct DeployParams {
     kv_namespace: Option<String>,
     /// Run each request on the owner of its key: `path:N`, `header:NAME` or `query:NAME`.
     route_key: Option<String>,
+    /// A lock-protected handler: each request runs on its key's owner, under the key's lock
+    /// (`path:N`, `header:NAME` or `query:NAME`).
+    lock: Option<String>,
+    /// How long a request may wait for its lock (`250ms`, `5s`, ...; default 5 s).
+    lock_wait: Option<String>,
     /// Show callers the details of failures (trap, backtrace, guest stderr); default false.
     debug: Option<bool>,
 }
@@ -52,6 +57,15 @@ pub struct FunctionView {
     /// Whether callers see the details of failures.
     #[serde(default)]
     pub debug: bool,
+    /// Where a request's key comes from, for a handler run on its key's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_key: Option<String>,
+    /// Where a request's lock key comes from, for a lock-protected handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// How long its requests wait for their lock, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait_ms: Option<u64>,
     /// When the serving version was deployed (ms since the Unix epoch).
     pub deployed_at_ms: u64,
 }
@@ -68,6 +82,12 @@ impl From<&FunctionRecord> for FunctionView {
             versions: r.history.len(),
             limits: d.limits.clone(),
             debug: d.debug,
+            route_key: d.route_key.as_ref().map(ToString::to_string),
+            lock: d.lock_key.as_ref().map(ToString::to_string),
+            lock_wait_ms: d.lock_key.as_ref().map(|_| {
+                d.lock_wait_ms
+                    .unwrap_or(crate::functions::DEFAULT_LOCK_WAIT_MS)
+            }),
             deployed_at_ms: d.deployed_at_ms,
         }
     }
@@ -112,9 +132,42 @@ pub(crate) async fn deploy(
         tokio::task::spawn_blocking(move || rt.prepare(digest, &compile_bytes, params.kind))
             .await
             .map_err(|e| ApiError::Internal(format!("compilation task failed: {e}")))??;
-    if route_key.is_some() && prepared.kind() != FunctionKind::Http {
+    let lock = params
+        .lock
+        .as_deref()
+        .map(str::parse::<RouteKey>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("lock: {e}")))?;
+    let lock_wait_ms = match &params.lock_wait {
+        None => None,
+        Some(_) if lock.is_none() => {
+            return Err(ApiError::BadRequest(
+                "lock_wait is for lock-protected handlers: give lock too".into(),
+            ));
+        }
+        Some(w) => {
+            let max = app.cluster.locks.config().max_wait;
+            match crate::millis::parse(w) {
+                Ok(d) if !d.is_zero() && d <= max => Some(d.as_millis() as u64),
+                Ok(d) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "lock_wait must be above 0 and at most {}, not {}",
+                        crate::millis::show(max),
+                        crate::millis::show(d)
+                    )));
+                }
+                Err(e) => return Err(ApiError::BadRequest(format!("lock_wait: {e}"))),
+            }
+        }
+    };
+    if lock.is_some() && route_key.is_some() {
         return Err(ApiError::BadRequest(
-            "route_key is for HTTP handlers; this component is a map/reduce task".into(),
+            "give lock or route_key, not both: a lock-protected handler runs on its lock key's owner".into(),
+        ));
+    }
+    if (route_key.is_some() || lock.is_some()) && prepared.kind() != FunctionKind::Http {
+        return Err(ApiError::BadRequest(
+            "route_key and lock are for HTTP handlers; this component is a map/reduce task".into(),
         ));
     }
     let deployment = Deployment {
@@ -122,7 +175,8 @@ pub(crate) async fn deploy(
         kind: prepared.kind(),
         size: bytes.len() as u64,
         limits,
-        lock_key: None,
+        lock_key: lock,
+        lock_wait_ms,
         route_key: route_key.clone(),
         kv_namespace: params.kv_namespace.clone(),
         debug: params.debug.unwrap_or(false),

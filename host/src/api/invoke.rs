@@ -2,7 +2,9 @@
 //!
 //! A handler runs where the request lands, unless its manifest names a route key: then the
 //! request runs on the node that owns that key in the function's key-value namespace, next to
-//! its data, forwarded over QUIC. The answer says which node ran it (`x-weft-node`).
+//! its data, forwarded over QUIC. A lock-protected handler is routed the same way by its lock
+//! key, and runs there under the key's lock ([`super::locked`]). The answer says which node
+//! ran it (`x-weft-node`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::wire::{Forwarded, ForwardedAnswer, InvokeWire};
-use super::{ApiError, App, read_body};
+use super::{ApiError, App, locked, read_body};
 use crate::id::FunctionName;
 use crate::placement::Route;
 use crate::replication::{KvHandle, Namespace};
@@ -102,7 +104,25 @@ async fn call(
         Some(ns) => ns.parse()?,
         None => Namespace::of_function(&name),
     };
-    let body = match (body, &active.deployment.route_key) {
+    let deployment = &active.deployment;
+    // A lock-protected handler is routed by its lock key.
+    let route = deployment
+        .lock_key
+        .as_ref()
+        .or(deployment.route_key.as_ref());
+    let lock_key = match &deployment.lock_key {
+        Some(template) => Some(
+            template
+                .extract(path, parts.uri.query(), &parts.headers)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "function `{name}` runs each request under the lock of its key, taken from {template}, and this request has none"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let body = match (body, route) {
         (Incoming::Stream(stream), Some(route)) => {
             match route_to_owner(app, &name, &active, &ns, route, path, &parts, stream).await? {
                 Routed::Answered(response) => return Ok(response),
@@ -111,24 +131,69 @@ async fn call(
         }
         (body, _) => body,
     };
+    if let Some(key) = lock_key {
+        // Its turn comes before its instance slot: requests waiting in line hold no slot.
+        let body = read_whole(app, body, &parts.headers).await?;
+        let request = guest_request(parts, path, body)?;
+        let call = locked::Locked {
+            name: &name,
+            deployment,
+            pre,
+            ns,
+            key,
+        };
+        return Ok(ran_here(app, locked::run(app, call, request).await?));
+    }
     // Take the instance slot first: requests waiting for one hold no buffered body.
     let slot = app.runtime.slot().await?;
-    let body = match body {
+    let body = read_whole(app, body, &parts.headers).await?;
+    let request = guest_request(parts, path, body)?;
+    let limits = app.runtime.limits(&deployment.limits);
+    let access = Access {
+        kv: Some(KvHandle::new(app.cluster.replication.clone(), ns.clone())),
+        locks: Some(GuestLocks {
+            locks: app.cluster.locks.clone(),
+            scope: ns,
+        }),
+        handler: None,
+        fenced: None,
+    };
+    let response = app
+        .runtime
+        .handle_http(&name, pre, limits, access, request, slot)
+        .await
+        .map_err(|e| told(&name, e, deployment.debug))?
+        .map(Body::new);
+    Ok(ran_here(app, response))
+}
+
+/// A request's whole body.
+async fn read_whole(
+    app: &App,
+    body: Incoming,
+    headers: &http::HeaderMap,
+) -> Result<bytes::Bytes, ApiError> {
+    match body {
         Incoming::Stream(stream) => {
             read_body(
                 stream,
-                &parts.headers,
+                headers,
                 app.limits.max_request_body.get(),
                 "request body",
                 app.limits.body_timeout,
             )
-            .await?
+            .await
         }
-        Incoming::Read(bytes) => bytes,
-    };
+        Incoming::Read(bytes) => Ok(bytes),
+    }
+}
 
-    // The guest gets the client's request as it came, with the target below the route.
-    let mut parts = parts;
+/// The request the guest gets: the client's as it came, with the target below the route.
+fn guest_request(
+    mut parts: http::request::Parts,
+    path: &str,
+    body: bytes::Bytes,
+) -> Result<http::Request<Full<bytes::Bytes>>, ApiError> {
     let target = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -141,36 +206,23 @@ async fn call(
         .headers
         .entry(http::header::HOST)
         .or_insert(http::HeaderValue::from_static("localhost"));
-    let request = http::Request::from_parts(parts, Full::new(body));
+    Ok(http::Request::from_parts(parts, Full::new(body)))
+}
 
-    let limits = app.runtime.limits(&active.deployment.limits);
-    let access = Access {
-        kv: Some(KvHandle::new(app.cluster.replication.clone(), ns.clone())),
-        locks: Some(GuestLocks {
-            locks: app.cluster.locks.clone(),
-            scope: ns,
-        }),
-        handler: None,
-        fenced: None,
-    };
-    let mut response = app
-        .runtime
-        .handle_http(&name, pre, limits, access, request, slot)
-        .await
-        .map_err(|e| told(&name, e, active.deployment.debug))?
-        .map(Body::new);
+/// Marks a response with the node that ran the handler.
+fn ran_here(app: &App, mut response: Response) -> Response {
     response.headers_mut().insert(
         NODE_HEADER,
         http::HeaderValue::from_str(app.cluster.replication.me().as_str())
             .expect("node names are valid header values"),
     );
-    Ok(response)
+    response
 }
 
 /// What the caller is told of a failed invocation: everything when the function was
 /// deployed with `debug`; otherwise, for a failure that carries what the guest wrote or did,
 /// its kind and an id, while the node's log gets the whole of it under that id.
-fn told(function: &FunctionName, error: RuntimeError, debug: bool) -> ApiError {
+pub(super) fn told(function: &FunctionName, error: RuntimeError, debug: bool) -> ApiError {
     if debug || !error.is_private() {
         return ApiError::Runtime(error);
     }

@@ -10,6 +10,7 @@ pub use kv::{ScanEntry, ScanPage, VERSION_HEADER, Written};
 mod invoke;
 mod jobs;
 mod kv;
+mod locked;
 mod locks;
 #[cfg(feature = "test-switches")]
 mod switches;
@@ -53,6 +54,8 @@ pub struct App {
     generation: std::sync::atomic::AtomicU64,
     /// One cold load (fetch and compile) at a time, so concurrent first calls compile once.
     loading: tokio::sync::Mutex<()>,
+    /// The lines of lock-protected requests running here.
+    lines: locked::Lines,
 }
 
 /// The node's place in the cluster, as the API shows it.
@@ -103,6 +106,7 @@ impl App {
             token,
             active: RwLock::default(),
             generation: Default::default(),
+            lines: Default::default(),
         })
     }
 
@@ -228,6 +232,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.cluster.blobs.stats().render_metrics(&mut text);
     app.cluster.consensus.render_metrics(&mut text);
     app.cluster.locks.render_metrics(&mut text);
+    app.lines.render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -327,6 +332,9 @@ pub enum ApiError {
     /// 503: a module could not be stored on enough nodes, or fetched from any.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After: 1`: busy now (a lock not granted in time, a lock lost).
+    #[error("{0}")]
+    RetryLater(String),
     /// 500.
     #[error("{0}")]
     Internal(String),
@@ -401,7 +409,7 @@ impl ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::RetryLater(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -423,7 +431,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Replication(ReplicationError::Conflict { current }) = &self {
             body["current"] = serde_json::json!(current.map(|v| v.to_string()));
         }
-        (status, axum::Json(body)).into_response()
+        let retry = matches!(self, ApiError::RetryLater(_));
+        let mut response = (status, axum::Json(body)).into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

@@ -149,6 +149,15 @@ enum Command {
         /// `query:NAME`.
         #[arg(long)]
         route_key: Option<String>,
+        /// Make it a lock-protected handler: each request runs on the owner of its lock key
+        /// (`path:N`, `header:NAME` or `query:NAME`), one at a time per key, under the key's
+        /// lock, and its writes are fenced by the lock's token.
+        #[arg(long)]
+        lock: Option<String>,
+        /// How long a request of a lock-protected handler may wait for its lock before it is
+        /// answered 503 with Retry-After (`500ms`, `5s`, ...; default 5s).
+        #[arg(long)]
+        lock_wait: Option<String>,
         /// Show callers the details of the function's failures (trap, backtrace, stderr)
         /// instead of a short message and an error id to look up in the node's log.
         #[arg(long)]
@@ -361,6 +370,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             memory_mb,
             kv_namespace,
             route_key,
+            lock,
+            lock_wait,
             debug,
         } => {
             let bytes =
@@ -381,6 +392,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(k) = route_key {
                 query.push(("route_key", k.clone()));
+            }
+            if let Some(k) = lock {
+                query.push(("lock", k.clone()));
+            }
+            if let Some(w) = lock_wait {
+                query.push(("lock_wait", w.clone()));
             }
             if *debug {
                 query.push(("debug", "true".into()));

@@ -16,7 +16,7 @@ mod record;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use record::{Deployment, FunctionRecord, RouteKey};
+pub use record::{DEFAULT_LOCK_WAIT_MS, Deployment, FunctionRecord, RouteKey};
 
 use crate::blobs::{BlobError, Blobs};
 use crate::consensus::{Command, Consensus, ConsensusError, Outcome, Register};

@@ -7,6 +7,10 @@ use super::FunctionsError;
 use crate::id::{Digest, FunctionName};
 use crate::runtime::{FunctionKind, FunctionLimits};
 
+/// How long a request of a lock-protected handler waits for its lock unless the deployment
+/// says otherwise: 5 s.
+pub const DEFAULT_LOCK_WAIT_MS: u64 = 5_000;
+
 /// How many deployments of one function are remembered for rollback.
 const HISTORY: usize = 32;
 
@@ -22,9 +26,14 @@ pub struct Deployment {
     /// Limits for this deployment.
     #[serde(default)]
     pub limits: FunctionLimits,
-    /// Reserved for lock-protected handlers: the template of the lock key.
+    /// For a lock-protected handler: where each request's lock key comes from (the same
+    /// forms as a route key). The request runs on the key's owner, under the key's lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock_key: Option<String>,
+    pub lock_key: Option<RouteKey>,
+    /// How long a request of a lock-protected handler may wait for its lock, in milliseconds,
+    /// before it is answered 503 with `Retry-After` (default [`DEFAULT_LOCK_WAIT_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait_ms: Option<u64>,
     /// Where the request's key comes from, for a handler that runs on its key's owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_key: Option<RouteKey>,
@@ -198,6 +207,7 @@ mod tests {
             size: 1,
             limits: FunctionLimits::default(),
             lock_key: None,
+            lock_wait_ms: None,
             route_key: None,
             kv_namespace: None,
             debug: false,

@@ -117,3 +117,165 @@ async fn concurrent_transfers_under_two_locks_keep_the_total() {
     .await;
     assert!(locks.is_array());
 }
+
+/// The `ledger`'s log of `key`: (value, token) in order.
+async fn ledger_log(n: &TestNode, key: &str) -> Vec<(String, u64)> {
+    let (code, v) = n
+        .json(n.req(Method::GET, &format!("/fn/ledger/{key}")))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["value"].as_str().unwrap().to_string(),
+                i["token"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_protected_handler_runs_one_request_per_key_at_a_time_under_growing_tokens() {
+    let n = Arc::new(TestNode::start().await);
+    let bytes = guest("ledger");
+    // What a deployment may not ask for.
+    for (query, says) in [
+        (&[("lock", "path:0")][..], "not a route key"),
+        (&[("lock", "path:1"), ("route_key", "path:1")], "not both"),
+        (&[("lock_wait", "1s")], "give lock too"),
+        (&[("lock", "path:1"), ("lock_wait", "0s")], "above 0"),
+    ] {
+        let (code, v) = n.deploy_with("ledger", bytes.clone(), query).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{query:?}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+    }
+    let wordcount = guest("wordcount");
+    let (code, v) = n.deploy_with("wc", wordcount, &[("lock", "path:1")]).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{v}");
+    let f = n
+        .deploy_ok("ledger", bytes, &[("lock", "path:1"), ("lock_wait", "20s")])
+        .await;
+    assert_eq!(
+        (f["lock"].as_str(), f["lock_wait_ms"].as_u64()),
+        (Some("path:1"), Some(20_000))
+    );
+
+    // A request without a key cannot be run under its lock.
+    let (code, v) = n.json(n.req(Method::POST, "/fn/ledger/").body("x")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{v}");
+
+    // 8 clients append 15 items each to one key, and one to keys of their own.
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let n = n.clone();
+        clients.push(tokio::spawn(async move {
+            for i in 0..15 {
+                let (code, v) = n
+                    .json(
+                        n.req(Method::POST, "/fn/ledger/hot")
+                            .body(format!("{c}-{i}")),
+                    )
+                    .await;
+                assert_eq!(code, StatusCode::OK, "{v}");
+            }
+            let (code, v) = n
+                .json(
+                    n.req(Method::POST, &format!("/fn/ledger/own-{c}"))
+                        .body("x"),
+                )
+                .await;
+            assert_eq!(code, StatusCode::OK, "{v}");
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let log = ledger_log(&n, "hot").await;
+    assert_eq!(log.len(), 120, "a lost update: {log:?}");
+    let mut values: Vec<&str> = log.iter().map(|(v, _)| v.as_str()).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 120, "an item twice: {log:?}");
+    assert!(
+        log.windows(2).all(|w| w[0].1 <= w[1].1) && log[0].1 > 0,
+        "tokens go back: {log:?}"
+    );
+    // Requests in line reused the lock: fewer acquisitions than requests.
+    let acquired = n
+        .metric("weft_locked_requests_total{function=\"ledger\",outcome=\"acquired\"}")
+        .await
+        .unwrap_or(0.0);
+    let reused = n
+        .metric("weft_locked_requests_total{function=\"ledger\",outcome=\"reused\"}")
+        .await
+        .unwrap_or(0.0);
+    // 128 appends and the read of the log.
+    assert_eq!(
+        acquired + reused,
+        129.0,
+        "acquired {acquired}, reused {reused}"
+    );
+    assert!(reused > 0.0, "no request reused a held lock");
+    let distinct: std::collections::BTreeSet<u64> = log.iter().map(|(_, t)| *t).collect();
+    assert!(
+        distinct.len() < 120,
+        "every append took a lock of its own: {distinct:?}"
+    );
+    // The line drained, and the lock was let go.
+    wait_for(
+        Duration::from_secs(10),
+        "the ledger's locks released",
+        || async {
+            let (_, v) = n.json(n.req(Method::GET, "/v1/locks")).await;
+            (!v.to_string().contains("fn.ledger:")).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_lock_is_not_free_in_time_gets_503_with_retry_after() {
+    let n = TestNode::start().await;
+    n.deploy_ok(
+        "ledger",
+        guest("ledger"),
+        &[("lock", "header:x-account"), ("lock_wait", "300ms")],
+    )
+    .await;
+    // Someone else holds the key's lock through the lock service.
+    let (code, held) = n
+        .json(
+            n.req(Method::POST, "/v1/locks/fn.ledger:acct~2f7")
+                .query(&[("holder", "ops"), ("lease", "60s")]),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{held}");
+    let post = || {
+        n.req(Method::POST, "/fn/ledger/acct7")
+            .header("x-account", "acct/7")
+            .body("entry")
+    };
+    let r = post().send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let said = r.text().await.unwrap();
+    assert!(said.contains("held by ops"), "{said}");
+    let busy = n
+        .metric("weft_locked_requests_total{function=\"ledger\",outcome=\"busy\"}")
+        .await;
+    assert_eq!(busy, Some(1.0));
+    // Once it is released, the request goes through, under a larger token.
+    let token = held["token"].as_u64().unwrap();
+    let (code, v) = n
+        .json(
+            n.req(Method::DELETE, "/v1/locks/fn.ledger:acct~2f7")
+                .query(&[("token", token.to_string())]),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{v}");
+    let (code, v) = n.json(post()).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert!(v["token"].as_u64().unwrap() > token, "{v}");
+}

@@ -77,6 +77,7 @@ async fn function_records_of_an_earlier_version_move_into_the_metadata_group_onc
             size: plugins::HELLO.len() as u64,
             limits: Default::default(),
             lock_key: None,
+            lock_wait_ms: None,
             route_key: None,
             kv_namespace: None,
             debug: false,

@@ -1,0 +1,269 @@
+//! Lock-protected handlers: a function deployed with `--lock TEMPLATE` runs each request under
+//! the lock of the request's key, on the key's owner (the request was routed there).
+//!
+//! The owner keeps one line per key: requests take turns in arrival order, and the lock's
+//! lease is held across consecutive requests (renewed in the background), so a hot key costs
+//! one acquisition for many requests. The lock is released when the line drains, or after
+//! [`HOLD_AT_MOST`], so that a node that also routes to the key (while the ring changes)
+//! gets a turn. The handler runs with the lock's token: its key-value reads and writes carry
+//! it, and a write under a token the replicas have seen superseded is refused.
+//!
+//! The output gate: the response is sent only once the handler has finished, so every write
+//! it made was acknowledged first. A request whose lock was lost while it ran (its node
+//! paused past the lease, say) is answered 503: writes acknowledged before the loss stay,
+//! later ones were refused.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::{ApiError, App};
+use crate::functions::{DEFAULT_LOCK_WAIT_MS, Deployment};
+use crate::id::{FunctionName, LockKey};
+use crate::locks::{Held, LockError};
+use crate::replication::{KvHandle, Namespace};
+use crate::runtime::{Access, GuestLocks, GuestState, HandlerLock};
+
+/// How long the owner keeps a key's lock across consecutive requests before it lets go and
+/// takes it again: 5 s.
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(5);
+
+/// The most requests one key's line holds on a node; more are answered 503 at once.
+pub const MAX_LINE: usize = 1024;
+
+/// The lines of this node's lock-protected requests, by lock.
+#[derive(Default)]
+pub(crate) struct Lines {
+    lines: Mutex<HashMap<LockKey, Arc<Line>>>,
+}
+
+/// One key's line: whose turn it is, and the lock held across turns.
+struct Line {
+    /// The function whose requests these are.
+    function: FunctionName,
+    /// Requests in the line, the running one included (changed under `Lines::lines`).
+    len: AtomicUsize,
+    turn: tokio::sync::Mutex<Option<Holding>>,
+}
+
+/// The lock held across turns, and since when.
+struct Holding {
+    held: Held,
+    since: Instant,
+}
+
+/// A place in a line; leaving it (dropped) forgets the line once it is empty.
+struct Place<'a> {
+    lines: &'a Lines,
+    lock: LockKey,
+    line: Arc<Line>,
+}
+
+impl Lines {
+    fn join(&self, function: &FunctionName, lock: &LockKey) -> Result<Place<'_>, ApiError> {
+        let mut lines = self.lines.lock().expect("not poisoned");
+        let line = lines
+            .entry(lock.clone())
+            .or_insert_with(|| {
+                Arc::new(Line {
+                    function: function.clone(),
+                    len: AtomicUsize::new(0),
+                    turn: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone();
+        if line.len.load(Ordering::SeqCst) >= MAX_LINE {
+            return Err(ApiError::RetryLater(format!(
+                "{MAX_LINE} requests already wait for lock `{lock}` on this node"
+            )));
+        }
+        line.len.fetch_add(1, Ordering::SeqCst);
+        Ok(Place {
+            lines: self,
+            lock: lock.clone(),
+            line,
+        })
+    }
+
+    /// Appends the lines' metrics: requests in line (the running ones included) and keys
+    /// with a line, by function.
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, family};
+        let mut by_function: std::collections::BTreeMap<String, (usize, usize)> =
+            Default::default();
+        for line in self.lines.lock().expect("not poisoned").values() {
+            let e = by_function.entry(line.function.to_string()).or_default();
+            e.0 += line.len.load(Ordering::SeqCst);
+            e.1 += 1;
+        }
+        family(
+            out,
+            "weft_locked_queued",
+            Kind::Gauge,
+            "Requests of lock-protected handlers in line on this node (the running ones included), by function.",
+            by_function
+                .iter()
+                .map(|(f, (n, _))| (format!("function=\"{f}\""), *n)),
+        );
+        family(
+            out,
+            "weft_locked_keys",
+            Kind::Gauge,
+            "Keys of lock-protected handlers with requests in line on this node, by function.",
+            by_function
+                .iter()
+                .map(|(f, (_, k))| (format!("function=\"{f}\""), *k)),
+        );
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut lines = self.lines.lines.lock().expect("not poisoned");
+        if self.line.len.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Nobody else waits: forget the line (a lock still held in it is released as
+            // it is dropped).
+            lines.remove(&self.lock);
+        }
+    }
+}
+
+/// A request of a lock-protected handler, already routed to this node.
+pub(crate) struct Locked<'a> {
+    pub(crate) name: &'a FunctionName,
+    pub(crate) deployment: &'a Deployment,
+    pub(crate) pre: &'a ProxyPre<GuestState>,
+    pub(crate) ns: Namespace,
+    /// The lock key as the request gave it.
+    pub(crate) key: String,
+}
+
+/// Runs `request` under its key's lock, in its turn; answers once the handler has finished.
+pub(crate) async fn run(
+    app: &App,
+    call: Locked<'_>,
+    request: http::Request<Full<bytes::Bytes>>,
+) -> Result<Response, ApiError> {
+    let lock = LockKey::scoped(&call.ns, call.key.as_bytes());
+    let wait = Duration::from_millis(call.deployment.lock_wait_ms.unwrap_or(DEFAULT_LOCK_WAIT_MS));
+    let deadline = Instant::now() + wait;
+    let place = app.lines.join(call.name, &lock)?;
+    let started = Instant::now();
+    let busy = |what: String| {
+        app.metrics.locked(call.name.as_str(), "busy", None);
+        ApiError::RetryLater(what)
+    };
+    let Ok(mut turn) = tokio::time::timeout_at(deadline, place.line.turn.lock()).await else {
+        return Err(busy(format!(
+            "lock `{}` of function `{}` was not free within {} (requests of one key run one at a time)",
+            call.key,
+            call.name,
+            crate::millis::show(wait)
+        )));
+    };
+    if turn
+        .as_ref()
+        .is_some_and(|h| h.held.is_lost() || h.since.elapsed() >= HOLD_AT_MOST)
+    {
+        // Let go, and take it again.
+        let_go(&mut turn).await;
+    }
+    let mut outcome = "reused";
+    let holder = format!(
+        "{} on {} (lock-protected handler)",
+        call.name,
+        app.cluster.locks.node()
+    );
+    if turn.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let held = match app.cluster.locks.hold(&lock, holder.clone(), left).await {
+            Ok(h) => h,
+            Err(e @ LockError::Held { .. }) => {
+                return Err(busy(format!("function `{}`: {e}", call.name)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        *turn = Some(Holding {
+            held,
+            since: Instant::now(),
+        });
+        outcome = "acquired";
+    }
+    app.metrics
+        .locked(call.name.as_str(), outcome, Some(started.elapsed()));
+    let holding = turn.as_ref().expect("taken above");
+    let grant = holding.held.grant();
+    let fenced = Arc::new(OnceLock::new());
+    let access = Access {
+        kv: Some(KvHandle::new(
+            app.cluster.replication.clone(),
+            call.ns.clone(),
+        )),
+        locks: Some(GuestLocks {
+            locks: app.cluster.locks.clone(),
+            scope: call.ns.clone(),
+        }),
+        handler: Some(HandlerLock {
+            key: call.key.clone(),
+            lock: lock.clone(),
+            token: grant.token,
+            lost: holding.held.lost_flag(),
+            holder,
+        }),
+        fenced: Some(fenced.clone()),
+    };
+    let limits = app.runtime.limits(&call.deployment.limits);
+    let slot = app.runtime.slot().await?;
+    let response = app
+        .runtime
+        .handle_http(call.name, call.pre, limits, access, request, slot)
+        .await
+        .map_err(|e| super::invoke::told(call.name, e, call.deployment.debug))?;
+    // The output gate: the whole body, so the handler has returned and its writes are
+    // acknowledged before anything is sent.
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| {
+        ApiError::Internal(format!(
+            "function `{}` failed before finishing its response: {e}",
+            call.name
+        ))
+    })?;
+    let lost = holding.held.is_lost();
+    if let Some(why) = fenced.get().cloned().or_else(|| {
+        lost.then(|| format!("the lease of lock `{lock}` ran out before it was renewed"))
+    }) {
+        *turn = None;
+        app.metrics.locked(call.name.as_str(), "lost", None);
+        return Err(ApiError::RetryLater(format!(
+            "function `{}` lost its lock on `{}` while it ran ({why}); its writes acknowledged before the loss stay, later ones were refused",
+            call.name, call.key
+        )));
+    }
+    if place.line.len.load(Ordering::SeqCst) == 1 {
+        // The line drained: let go now, rather than when the lease runs out.
+        let_go(&mut turn).await;
+    }
+    drop(turn);
+    Ok(Response::from_parts(
+        parts,
+        Body::new(Full::new(body.to_bytes())),
+    ))
+}
+
+/// Releases the lock held across turns, and waits for the release, so the next holder
+/// (here or on another node) need not wait for it.
+async fn let_go(turn: &mut Option<Holding>) {
+    if let Some(h) = turn.take() {
+        let key = h.held.grant().key.clone();
+        if let Err(e) = h.held.release().await {
+            tracing::debug!(%key, error = %e, "releasing a lock-protected handler's lock");
+        }
+    }
+}
