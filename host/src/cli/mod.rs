@@ -114,6 +114,16 @@ enum Command {
         /// before granting the lock to another holder.
         #[arg(long, default_value = "2s", value_parser = crate::millis::parse)]
         lock_delay: std::time::Duration,
+        /// The lease of a lock taken without naming one: by `weft lock acquire`, a guest's
+        /// `locks.acquire`, and a lock-protected handler (renewed while held). A node that
+        /// pauses longer than this loses its locks (its later writes are refused).
+        #[arg(long, default_value = "10s", value_parser = crate::millis::parse)]
+        lock_lease: std::time::Duration,
+        /// Test only (`test-switches`): make writes and reads under a lock without fencing
+        /// tokens, and let a guest write after its lock was lost.
+        #[cfg(feature = "test-switches")]
+        #[arg(long, hide = true)]
+        no_fencing_for_tests: bool,
     },
     /// Create a cluster's identity, or issue node certificates.
     Cluster {
@@ -320,8 +330,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             local_reads_for_tests,
             #[cfg(feature = "test-switches")]
             expire_at_takeover_for_tests,
+            #[cfg(feature = "test-switches")]
+            no_fencing_for_tests,
             voter_replace_after,
             lock_delay,
+            lock_lease,
             kv_quorum,
             kv_namespaces,
             placement_tag,
@@ -341,9 +354,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.cluster.transport.keep_cached_connections = *keep_cached_connections;
                 config.cluster.consensus.local_reads_for_tests = *local_reads_for_tests;
                 config.cluster.locks.expire_at_takeover_for_tests = *expire_at_takeover_for_tests;
+                config.replication.unsafe_switches.no_fencing = *no_fencing_for_tests;
             }
             config.cluster.consensus.voter_replace_after = *voter_replace_after;
             config.cluster.locks.lock_delay = *lock_delay;
+            config.cluster.locks.default_lease = *lock_lease;
             config.replication.default = *kv_quorum;
             config.replication.namespaces = kv_namespaces.iter().cloned().collect();
             config.replication.placement.require_tag = placement_tag.clone();

@@ -36,6 +36,12 @@ impl KvHandle {
         self.fences.retain(|f| f.lock != *lock);
     }
 
+    /// Whether writes under a lost lock are refused before they are tried (off only when a
+    /// test switched fencing off).
+    pub fn fencing(&self) -> bool {
+        !self.replicator.switches().no_fencing
+    }
+
     /// The locks writes are made under.
     pub fn fences(&self) -> &[Fence] {
         &self.fences

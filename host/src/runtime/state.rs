@@ -343,7 +343,8 @@ impl GuestState {
     /// The handle to write through, unless a lock the invocation holds was lost: then the
     /// write is not even tried.
     fn kv_to_write(&mut self) -> Result<KvHandle, kv::Error> {
-        if let Some((key, token)) = super::locks::lost(&self.holding) {
+        let fencing = self.kv.as_ref().is_none_or(KvHandle::fencing);
+        if fencing && let Some((key, token)) = super::locks::lost(&self.holding) {
             let message = format!(
                 "lock `{key}` (token {token}) was lost: its lease ran out before it was renewed, so this write was not made"
             );

@@ -21,13 +21,13 @@ const GROUP: Duration = Duration::from_secs(60);
 
 /// Talks to process nodes with the cluster's admin token.
 #[derive(Clone)]
-struct Api {
+pub struct Api {
     http: reqwest::Client,
     token: String,
 }
 
 impl Api {
-    fn new(cluster: &std::path::Path) -> Api {
+    pub fn new(cluster: &std::path::Path) -> Api {
         let token = std::fs::read_to_string(cluster.join("admin.token")).unwrap();
         Api {
             http: reqwest::Client::builder()
@@ -38,12 +38,12 @@ impl Api {
         }
     }
 
-    fn req(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+    pub fn req(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         self.http.request(method, url).bearer_auth(&self.token)
     }
 
     /// Sends; `None` when the node could not be reached or did not answer in time.
-    async fn call(&self, req: reqwest::RequestBuilder) -> Option<(StatusCode, Value)> {
+    pub async fn call(&self, req: reqwest::RequestBuilder) -> Option<(StatusCode, Value)> {
         let r = req.send().await.ok()?;
         let status = r.status();
         let text = r.text().await.ok()?;
@@ -76,7 +76,7 @@ impl Api {
         .await
     }
 
-    async fn partition(&self, p: &Proc, from: &[SocketAddr]) {
+    pub async fn partition(&self, p: &Proc, from: &[SocketAddr]) {
         let (code, v) = self
             .call(
                 self.req(
@@ -109,7 +109,12 @@ fn ids(group: &Value, role: &str) -> Vec<(u64, String)> {
 
 /// Waits until every process in `live` agrees on a leader and the group has `voters` voters
 /// and `learners` learners; returns the leader's name and the group as it reports it.
-async fn wait_group(api: &Api, live: &[&Proc], voters: usize, learners: usize) -> (String, Value) {
+pub async fn wait_group(
+    api: &Api,
+    live: &[&Proc],
+    voters: usize,
+    learners: usize,
+) -> (String, Value) {
     wait_for(
         GROUP,
         &format!("{voters} voters and {learners} learners agreeing on a leader"),
@@ -133,7 +138,7 @@ async fn wait_group(api: &Api, live: &[&Proc], voters: usize, learners: usize) -
     .await
 }
 
-fn opts(args: &[&str]) -> Opts {
+pub fn opts(args: &[&str]) -> Opts {
     Opts {
         args: args.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
@@ -149,7 +154,7 @@ async fn metric_sum(procs: &[Proc], name: &str) -> f64 {
 }
 
 /// Starts the process at `at` again, on its address and data, and points `urls` at it.
-async fn restart_at(
+pub async fn restart_at(
     cluster: &std::path::Path,
     procs: &mut [Proc],
     at: usize,

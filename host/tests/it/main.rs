@@ -18,6 +18,7 @@ mod kv_faults;
 mod linearizable;
 mod locked;
 mod locks;
+mod lockset;
 mod metrics;
 mod replication;
 mod restart;
