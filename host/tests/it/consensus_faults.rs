@@ -558,6 +558,7 @@ async fn register_op(
             .req(Method::PUT, &url)
             .query(&[("expect", expect)])
             .body(value.clone()),
+        Input::Increment => unreachable!("the register workload does not count"),
     };
     let call = epoch.elapsed().as_micros() as u64;
     let answer = api.call(req).await;
@@ -578,7 +579,7 @@ async fn register_op(
     };
     let seen = match &output {
         Some(Output::Read(_, r) | Output::Written(r) | Output::Conflict(r)) => Some(*r),
-        None => None,
+        Some(Output::Counted(_)) | None => None,
     };
     history.lock().unwrap().push(Op {
         client,

@@ -1,4 +1,4 @@
-//! A linearizability checker for histories of one register, after Wing and Gong's search
+//! A linearizability checker for histories of one register (or counter), after Wing and Gong's search
 //! with Lowe's memoization ("Testing for linearizability", 2017): it looks for an order of
 //! the operations that respects real time (an operation that returned before another was
 //! called comes first) and that the register's sequential model accepts.
@@ -23,6 +23,8 @@ pub enum Input {
         /// The value to write.
         value: String,
     },
+    /// Add one to the register as a counter (absent counts as 0).
+    Increment,
 }
 
 /// What the register answered.
@@ -34,6 +36,8 @@ pub enum Output {
     Written(u64),
     /// A conditional write found the register at this revision, and changed nothing.
     Conflict(u64),
+    /// An increment made the counter this.
+    Counted(i64),
 }
 
 /// One operation of a history; times in any monotonic unit.
@@ -90,7 +94,18 @@ fn step(s: &State, op: &Op) -> Vec<State> {
                 revision: Some(*c),
             }]
         }
+        (Input::Increment, Some(Output::Counted(n))) if count(s) + 1 == *n => vec![State {
+            value: Some(n.to_string()),
+            revision: s.revision,
+        }],
         // Unknown outcome: it took effect, or it did not.
+        (Input::Increment, None) => vec![
+            State {
+                value: Some((count(s) + 1).to_string()),
+                revision: s.revision,
+            },
+            s.clone(),
+        ],
         (Input::Write(v), None) => vec![
             State {
                 value: Some(v.clone()),
@@ -110,6 +125,11 @@ fn step(s: &State, op: &Op) -> Vec<State> {
         }
         _ => vec![],
     }
+}
+
+/// The register as a counter: absent (or not a number) counts as 0.
+fn count(s: &State) -> i64 {
+    s.value.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Checks a history of one register that starts absent. `Err` names the operation no
@@ -458,6 +478,42 @@ mod tests {
                 vec![
                     op(0, Some(1), w("a"), Some(Output::Written(5))),
                     op(2, None, Input::Read, None),
+                ],
+                true,
+            ),
+            (
+                "concurrent increments in any order",
+                vec![
+                    op(0, Some(5), Input::Increment, Some(Output::Counted(2))),
+                    op(1, Some(4), Input::Increment, Some(Output::Counted(1))),
+                    op(6, Some(7), Input::Increment, Some(Output::Counted(3))),
+                ],
+                true,
+            ),
+            (
+                "an increment that lost another (a lost update)",
+                vec![
+                    op(0, Some(5), Input::Increment, Some(Output::Counted(1))),
+                    op(1, Some(4), Input::Increment, Some(Output::Counted(1))),
+                ],
+                false,
+            ),
+            (
+                "a later increment below an earlier one",
+                vec![
+                    op(0, Some(1), Input::Increment, Some(Output::Counted(1))),
+                    op(2, Some(3), Input::Increment, Some(Output::Counted(2))),
+                    op(4, Some(5), Input::Increment, Some(Output::Counted(1))),
+                ],
+                false,
+            ),
+            (
+                "an increment of unknown outcome, counted or not",
+                vec![
+                    op(0, None, Input::Increment, None),
+                    op(1, Some(2), Input::Increment, Some(Output::Counted(2))),
+                    op(3, None, Input::Increment, None),
+                    op(4, Some(5), Input::Increment, Some(Output::Counted(3))),
                 ],
                 true,
             ),

@@ -317,3 +317,246 @@ async fn control_without_fencing_a_paused_holder_loses_acknowledged_elements() {
         .unwrap_or_else(|| panic!("the checker found nothing without fencing: {results:?}"));
     assert!(found.contains("missing from the set"), "{found}");
 }
+
+/// A lock-protected counter (the `counter` plugin deployed with `--lock path:1`) under
+/// concurrent increments while nodes are killed and restarted: `Err` if the history of
+/// increments is not linearizable.
+async fn locked_counter(seed: u64, kills: usize) -> Result<String, String> {
+    use crate::linearizable::{self, Input, Op, Output};
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let api = Api::new(cluster.path());
+    let flags = opts(&["--lock-lease", LEASE, "--lock-delay", "1s"]);
+    let mut procs = start_procs_with(cluster.path(), root.path(), 3, |_| flags.clone()).await;
+    let (code, v) = api
+        .call(
+            api.req(
+                Method::PUT,
+                &format!("{}/v1/functions/counter", procs[0].http),
+            )
+            .query(&[("lock", "path:1"), ("lock_wait", "10s")])
+            .body(guest("counter")),
+        )
+        .await
+        .expect("the deploy is answered");
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let urls = Arc::new(RwLock::new(
+        procs.iter().map(|p| p.http.clone()).collect::<Vec<_>>(),
+    ));
+    let epoch = std::time::Instant::now();
+    let history = Arc::new(Mutex::new(Vec::<Op>::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..4usize {
+        let (api, urls, history, stop) = (api.clone(), urls.clone(), history.clone(), stop.clone());
+        let mut rng = fault_rng(&format!("counter-{seed}-{c}"));
+        clients.spawn(async move {
+            while !stop.is_cancelled() {
+                let base = {
+                    let u = urls.read().unwrap();
+                    u[rng.random_range(0..u.len())].clone()
+                };
+                let call = epoch.elapsed().as_micros() as u64;
+                let answer = api
+                    .call(api.req(Method::GET, &format!("{base}/fn/counter/c")))
+                    .await;
+                let ret = epoch.elapsed().as_micros() as u64;
+                let counted = match answer {
+                    Some((StatusCode::OK, v)) => v["count"].as_i64(),
+                    _ => None,
+                };
+                history.lock().unwrap().push(Op {
+                    client: c,
+                    call,
+                    ret: counted.map(|_| ret),
+                    input: Input::Increment,
+                    output: counted.map(Output::Counted),
+                });
+            }
+        });
+    }
+    let mut rng = fault_rng(&format!("counter-nemesis-{seed}"));
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let at = rng.random_range(0..procs.len());
+        procs[at].kill9().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        restart_at(cluster.path(), &mut procs, at, &flags, &urls).await;
+        wait_all_alive(&procs, 3).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    while clients.join_next().await.is_some() {}
+    for p in &mut procs {
+        p.kill9().await;
+    }
+    let history = history.lock().unwrap().clone();
+    let counted = history.iter().filter(|o| o.output.is_some()).count();
+    linearizable::check(&history)?;
+    Ok(format!(
+        "{} increments, {counted} answered, linearizable",
+        history.len()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_protected_counter_stays_linearizable_through_kills() {
+    let (runs, kills) = if long() { (5, 6) } else { (1, 2) };
+    for seed in 0..runs {
+        match locked_counter(seed, kills).await {
+            Ok(summary) => eprintln!("run {seed}: {summary}"),
+            Err(found) => panic!("run {seed}: {found}"),
+        }
+    }
+}
+
+/// The `bank`: `transfers` concurrent transfers between `accounts` accounts (each client
+/// retries a transfer under its id until it is answered), with one node SIGKILLed mid-run
+/// and restarted. `Err` if money appeared or vanished, or an acknowledged transfer is not
+/// applied exactly once to both accounts.
+async fn bank_under_a_kill(accounts: usize, transfers: usize) -> Result<String, String> {
+    let cluster = new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let api = Api::new(cluster.path());
+    let flags = opts(&["--lock-lease", LEASE, "--lock-delay", "1s"]);
+    let mut procs = start_procs_with(cluster.path(), root.path(), 3, |_| flags.clone()).await;
+    let base = procs[0].http.clone();
+    let (code, v) = api
+        .call(
+            api.req(Method::PUT, &format!("{base}/v1/functions/bank"))
+                .body(guest("bank")),
+        )
+        .await
+        .expect("the deploy is answered");
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    for a in 0..accounts {
+        let (code, v) = api
+            .call(
+                api.req(Method::PUT, &format!("{base}/fn/bank/acct/a{a}"))
+                    .body("1000"),
+            )
+            .await
+            .expect("opening an account is answered");
+        assert_eq!(code, StatusCode::OK, "{v}");
+    }
+    let urls = Arc::new(RwLock::new(
+        procs.iter().map(|p| p.http.clone()).collect::<Vec<_>>(),
+    ));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(Vec::<(String, String, String)>::new()));
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..16usize {
+        let (api, urls, next, acked) = (api.clone(), urls.clone(), next.clone(), acked.clone());
+        let mut rng = fault_rng(&format!("bank-{c}"));
+        clients.spawn(async move {
+            loop {
+                let t = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if t >= transfers {
+                    return;
+                }
+                let from = rng.random_range(0..accounts);
+                let to = (from + rng.random_range(1..accounts)) % accounts;
+                let body = serde_json::json!({
+                    "id": format!("t{t}"), "from": format!("a{from}"), "to": format!("a{to}"),
+                    "amount": rng.random_range(1..50),
+                });
+                // The same transfer again until it is answered: applied at most once.
+                let answer = wait_for(Duration::from_secs(120), "a transfer answered", || {
+                    let base = {
+                        let u = urls.read().unwrap();
+                        u[rng.random_range(0..u.len())].clone()
+                    };
+                    let req = api
+                        .req(Method::POST, &format!("{base}/fn/bank/transfer"))
+                        .json(&body);
+                    let api = api.clone();
+                    async move {
+                        match api.call(req).await {
+                            Some((code @ (StatusCode::OK | StatusCode::CONFLICT), _)) => Some(code),
+                            _ => None,
+                        }
+                    }
+                })
+                .await;
+                if answer == StatusCode::OK {
+                    acked.lock().unwrap().push((
+                        format!("t{t}"),
+                        format!("a{from}"),
+                        format!("a{to}"),
+                    ));
+                }
+            }
+        });
+    }
+    // Kill a node once a third of the transfers were taken, and bring it back.
+    wait_for(
+        Duration::from_secs(300),
+        "a third of the transfers sent",
+        || {
+            let sent = next.load(std::sync::atomic::Ordering::SeqCst);
+            async move { (sent >= transfers / 3).then_some(()) }
+        },
+    )
+    .await;
+    let at = 1 + (transfers % 2);
+    procs[at].kill9().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    restart_at(cluster.path(), &mut procs, at, &flags, &urls).await;
+    while clients.join_next().await.is_some() {}
+    wait_all_alive(&procs, 3).await;
+
+    let mut balances = BTreeMap::new();
+    let mut applied: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in 0..accounts {
+        let url = format!("{base}/fn/bank/acct/a{a}");
+        let v = wait_for(Duration::from_secs(60), "an account read", || async {
+            match api.call(api.req(Method::GET, &url)).await {
+                Some((StatusCode::OK, v)) => Some(v),
+                _ => None,
+            }
+        })
+        .await;
+        balances.insert(format!("a{a}"), v["balance"].as_i64().unwrap());
+        applied.insert(
+            format!("a{a}"),
+            v["applied"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect(),
+        );
+    }
+    for p in &mut procs {
+        p.kill9().await;
+    }
+    let total: i64 = balances.values().sum();
+    let expected = 1000 * accounts as i64;
+    if total != expected {
+        return Err(format!(
+            "the total is {total}, not {expected}: {balances:?}"
+        ));
+    }
+    let acked = acked.lock().unwrap();
+    for (id, from, to) in acked.iter() {
+        for acct in [from, to] {
+            let times = applied[acct].iter().filter(|t| *t == id).count();
+            if times != 1 {
+                return Err(format!("transfer {id} is applied {times} times to {acct}"));
+            }
+        }
+    }
+    Ok(format!(
+        "{transfers} transfers between {accounts} accounts, {} acknowledged, total {total} kept",
+        acked.len()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_keep_the_total_and_apply_once_through_a_kill() {
+    let transfers = if long() { 10_000 } else { 600 };
+    match bank_under_a_kill(100, transfers).await {
+        Ok(summary) => eprintln!("{summary}"),
+        Err(found) => panic!("{found}"),
+    }
+}
