@@ -10,6 +10,27 @@ use super::Client;
 use crate::api::NodeStatus;
 use crate::api::{ScanPage, Written};
 
+/// A read or write made under a lock, checked against its fencing token.
+#[derive(Debug, clap::Args)]
+pub(super) struct UnderLock {
+    /// Made under this lock (taken with `weft lock acquire`): refused once anyone has read or
+    /// written under a later grant of it.
+    #[arg(long, requires = "lock_token")]
+    lock: Option<String>,
+    /// The fencing token `weft lock acquire` printed.
+    #[arg(long, requires = "lock")]
+    lock_token: Option<u64>,
+}
+
+impl UnderLock {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        match (&self.lock, self.lock_token) {
+            (Some(lock), Some(token)) => vec![("lock", lock.clone()), ("token", token.to_string())],
+            _ => Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(super) enum KvCommand {
     /// Print the value under a key (and its version on stderr).
@@ -21,6 +42,8 @@ pub(super) enum KvCommand {
         /// Replicas that must answer (default: the namespace's R).
         #[arg(long)]
         r: Option<u8>,
+        #[command(flatten)]
+        under: UnderLock,
     },
     /// Store a value under a key; prints the new version.
     Put {
@@ -39,6 +62,8 @@ pub(super) enum KvCommand {
         /// Only if the key does not exist.
         #[arg(long)]
         if_absent: bool,
+        #[command(flatten)]
+        under: UnderLock,
     },
     /// Delete a key; prints the version of the deletion.
     Del {
@@ -49,6 +74,8 @@ pub(super) enum KvCommand {
         /// Only if the key is at this version.
         #[arg(long)]
         if_version: Option<String>,
+        #[command(flatten)]
+        under: UnderLock,
     },
     /// List keys and values in key order.
     Scan {
@@ -81,8 +108,8 @@ fn path(ns: &str, key: &str) -> String {
 
 pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
     match command {
-        KvCommand::Get { ns, key, r } => {
-            let mut req = c.request(Method::GET, &path(ns, key));
+        KvCommand::Get { ns, key, r, under } => {
+            let mut req = c.request(Method::GET, &path(ns, key)).query(&under.query());
             if let Some(r) = r {
                 req = req.query(&[("r", r)]);
             }
@@ -108,6 +135,7 @@ pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
             w,
             if_version,
             if_absent,
+            under,
         } => {
             let body = match value.as_str() {
                 "-" => {
@@ -122,7 +150,7 @@ pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
                 }
                 v => v.as_bytes().to_vec(),
             };
-            let mut query: Vec<(&str, String)> = vec![];
+            let mut query: Vec<(&str, String)> = under.query();
             if let Some(w) = w {
                 query.push(("w", w.to_string()));
             }
@@ -146,8 +174,11 @@ pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
             ns,
             key,
             if_version,
+            under,
         } => {
-            let mut req = c.request(Method::DELETE, &path(ns, key));
+            let mut req = c
+                .request(Method::DELETE, &path(ns, key))
+                .query(&under.query());
             if let Some(v) = if_version {
                 req = req.query(&[("if_version", v)]);
             }

@@ -313,12 +313,22 @@ impl Runtime {
             .exports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
+        let earlier = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .chain(exports.iter().cloned())
+            .find(|name| name.starts_with("weft:plugin/") && name.contains("@0.1."));
+        if let Some(name) = earlier {
+            return Err(RuntimeError::WrongWorld(format!(
+                "the component was built against weft:plugin@0.1 (it uses `{name}`); this node speaks {WIT_PACKAGE}, which added locks and the key-value `fenced` error: rebuild it with the current weft-sdk (or sdk/wit)"
+            )));
+        }
         let exports_http = exports
             .iter()
             .any(|e| e.starts_with("wasi:http/incoming-handler@0.2"));
         let exports_task = exports
             .iter()
-            .any(|e| e.starts_with("weft:plugin/task@0.1"));
+            .any(|e| e.starts_with("weft:plugin/task@0.2"));
         let kind = match (expected, exports_http, exports_task) {
             (Some(FunctionKind::Http), true, _) | (None, true, false) => FunctionKind::Http,
             (Some(FunctionKind::Mapreduce), _, true) | (None, false, true) => {
@@ -416,6 +426,9 @@ impl Drop for Runtime {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// The version of the guest interface this host speaks.
+const WIT_PACKAGE: &str = "weft:plugin@0.2.0";
 
 /// Classifies the error of a failed call.
 fn classify(

@@ -129,6 +129,15 @@ async fn stale_holder(switches: ReplicationSwitches) -> Result<(), String> {
         ));
     }
 
+    if !switches.no_fencing {
+        // Node 1 coordinated two refused writes and a refused read; the replicas refused them.
+        assert_eq!(
+            nodes[1].metric("weft_kv_fenced_writes_total").await,
+            Some(3.0)
+        );
+        assert!(nodes[0].metric("weft_kv_fenced_total").await >= Some(1.0));
+    }
+
     // Node 2 comes back and is brought the new holder's write, token and all.
     let seed = nodes[0].node().quic_addr;
     let n2 = TestNode::start_in(down, |c| {
@@ -213,5 +222,44 @@ async fn a_fenced_write_needs_a_lock_and_a_token() {
         let (code, v) = put(&n, "bank", "k", "v", query).await;
         assert_eq!(code, StatusCode::BAD_REQUEST, "{query:?}: {v}");
     }
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_and_writes_under_a_lock() {
+    use crate::cli::{failed, ok, weft};
+    let n = TestNode::start().await;
+    let t1 = acquire(&n, "a", "30s").await.unwrap();
+    let t1s = t1.to_string();
+    let under = ["--lock", "acct", "--lock-token", t1s.as_str()];
+    ok(&weft(
+        &n,
+        &[&["kv", "put", "bank", "k", "one"][..], &under].concat(),
+    )
+    .await);
+    let read = ok(&weft(&n, &[&["kv", "get", "bank", "k"][..], &under].concat()).await);
+    assert_eq!(read.trim(), "one");
+    // Another holder takes the lock once `a` lets go, and writes.
+    let (code, v) = n
+        .json(
+            n.req(Method::DELETE, "/v1/locks/acct")
+                .query(&[("token", t1s.as_str())]),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{v}");
+    let t2 = acquire(&n, "b", "30s").await.unwrap();
+    let (code, v) = write(&n, "k", "two", t2).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    for command in [
+        &["kv", "put", "bank", "k", "three"][..],
+        &["kv", "get", "bank", "k"],
+        &["kv", "del", "bank", "k"],
+    ] {
+        let said = failed(&weft(&n, &[command, &under].concat()).await);
+        assert!(said.contains("was granted again"), "{command:?}: {said}");
+    }
+    // Both flags or neither.
+    let said = failed(&weft(&n, &["kv", "get", "bank", "k", "--lock", "acct"]).await);
+    assert!(said.contains("--lock-token"), "{said}");
     n.stop().await;
 }

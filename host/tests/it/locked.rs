@@ -262,10 +262,11 @@ async fn a_request_whose_lock_is_not_free_in_time_gets_503_with_retry_after() {
     assert_eq!(r.headers()["retry-after"], "1");
     let said = r.text().await.unwrap();
     assert!(said.contains("held by ops"), "{said}");
-    let busy = n
-        .metric("weft_locked_requests_total{function=\"ledger\",outcome=\"busy\"}")
-        .await;
-    assert_eq!(busy, Some(1.0));
+    assert_eq!(
+        n.metric("weft_locked_requests_total{function=\"ledger\",outcome=\"busy\"}")
+            .await,
+        Some(1.0)
+    );
     // Once it is released, the request goes through, under a larger token.
     let token = held["token"].as_u64().unwrap();
     let (code, v) = n
