@@ -24,10 +24,13 @@ pub enum Error {
     /// work.
     #[error("key-value store unavailable: {0}")]
     Unavailable(String),
-    /// A write was refused because a lock this invocation held was lost (its lease ran out
-    /// and the lock was granted again): stop, as every later write under it is refused too.
-    /// A lock-protected handler whose writes were refused answers `503` whatever it returns.
-    #[error("write refused, the lock was lost: {0}")]
+    /// A read or write was refused because a lock this invocation held was lost (its lease
+    /// ran out and the lock was granted again): stop, as every later one under it is refused
+    /// too. A refused write was not acknowledged; a replica that had not yet seen the later
+    /// grant may keep it, but it never replaces a write made under that grant.
+    /// A lock-protected handler whose reads or writes were refused answers `503` whatever it
+    /// returns.
+    #[error("refused, the lock was lost: {0}")]
     Fenced(String),
     /// A lock was held by someone else past the timeout.
     #[error("lock not granted in time: {0}")]

@@ -87,7 +87,7 @@ enum Incoming {
 }
 
 async fn call(
-    app: &App,
+    app: &Arc<App>,
     name: &str,
     path: &str,
     parts: http::request::Parts,
@@ -136,13 +136,21 @@ async fn call(
         let body = read_whole(app, body, &parts.headers).await?;
         let request = guest_request(parts, path, body)?;
         let call = locked::Locked {
-            name: &name,
-            deployment,
-            pre,
+            name: name.clone(),
+            active: active.clone(),
             ns,
             key,
         };
-        return Ok(ran_here(app, locked::run(app, call, request).await?));
+        // Run to its end whatever the client does: a turn ends only once its handler has.
+        let owned = app.clone();
+        let run = app
+            .runtime
+            .tasks()
+            .spawn_joined(async move { locked::run(&owned, call, request).await });
+        let response = run
+            .await
+            .map_err(|e| ApiError::Internal(format!("a lock-protected request failed: {e}")))??;
+        return Ok(ran_here(app, response));
     }
     // Take the instance slot first: requests waiting for one hold no buffered body.
     let slot = app.runtime.slot().await?;
@@ -157,6 +165,7 @@ async fn call(
         }),
         handler: None,
         fenced: None,
+        finished: None,
     };
     let response = app
         .runtime
@@ -285,8 +294,16 @@ async fn route_to_owner(
             .collect(),
         body: bytes.to_vec(),
     };
-    // The owner's own deadline, plus time for the request and answer to travel.
-    let within = app.runtime.limits(&active.deployment.limits).timeout + Duration::from_secs(5);
+    // The owner's own deadline (and, for a lock-protected handler, its wait for its turn),
+    // plus time for the request and answer to travel.
+    let d = &active.deployment;
+    let turn = d.lock_key.as_ref().map_or(Duration::ZERO, |_| {
+        Duration::from_millis(
+            d.lock_wait_ms
+                .unwrap_or(crate::functions::DEFAULT_LOCK_WAIT_MS),
+        )
+    });
+    let within = app.runtime.limits(&d.limits).timeout + turn + Duration::from_secs(5);
     match placement
         .forward::<InvokeWire>(&owner, addr, &request, within)
         .await
@@ -294,8 +311,7 @@ async fn route_to_owner(
         Ok(Some(answer)) => Ok(Routed::Answered(answer_response(answer))),
         Ok(None) => Ok(Routed::Here(Incoming::Read(bytes))),
         Err(e) => Err(ApiError::GatewayTimeout(format!(
-            "the node that owns this request's key ({owner}) did not answer in time (within {} s); it may still have run the request",
-            e.after.as_secs()
+            "{e}; it may have run the request, so it was not run again here"
         ))),
     }
 }

@@ -108,7 +108,7 @@ pub(crate) async fn get(
     Query(params): Query<ReadParams>,
 ) -> Result<Response, ApiError> {
     let ns: Namespace = ns.parse()?;
-    let fences = fences_of(params.lock, params.token)?;
+    let fences = fences_of(&app, params.lock, params.token, params.r.is_some()).await?;
     let r = &app.cluster.replication;
     let found = if params.local {
         r.local_entry(&ns, key.as_bytes())?
@@ -184,7 +184,7 @@ async fn write(
         (None, true) => Some(Expect::Absent),
         (None, false) => None,
     };
-    let fences = fences_of(params.lock, params.token)?;
+    let fences = fences_of(app, params.lock, params.token, params.w.is_some()).await?;
     let version = app
         .cluster
         .replication
@@ -205,18 +205,43 @@ async fn write(
     }))
 }
 
-/// The lock a read or write is made under, from its `lock` and `token` parameters.
-fn fences_of(lock: Option<String>, token: Option<u64>) -> Result<Vec<Fence>, ApiError> {
-    match (lock, token) {
-        (Some(lock), Some(token)) if token > 0 => Ok(vec![Fence {
-            lock: lock.parse()?,
-            token,
-        }]),
-        (None, None) => Ok(Vec::new()),
-        _ => Err(ApiError::BadRequest(
-            "a fenced read or write needs both lock=KEY and token=T (the token its acquisition returned, above 0)".into(),
-        )),
+/// The lock a read or write is made under, from its `lock` and `token` parameters. The token
+/// must be one the lock service could have issued (at most the group's last applied entry),
+/// so a made-up token cannot raise a lock's mark above every real holder's; and the
+/// namespace's quorums stand (fencing relies on `r + w > n`).
+async fn fences_of(
+    app: &App,
+    lock: Option<String>,
+    token: Option<u64>,
+    quorum_given: bool,
+) -> Result<Vec<Fence>, ApiError> {
+    let (lock, token) = match (lock, token) {
+        (Some(lock), Some(token)) if token > 0 => (lock.parse()?, token),
+        (None, None) => return Ok(Vec::new()),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "a fenced read or write needs both lock=KEY and token=T (the token its acquisition returned, above 0)".into(),
+            ));
+        }
+    };
+    if quorum_given {
+        return Err(ApiError::BadRequest(
+            "r and w cannot be changed for a read or write under a lock: fencing relies on the namespace's quorums".into(),
+        ));
     }
+    let consensus = &app.cluster.consensus;
+    let applied = || consensus.status().applied_index.unwrap_or(0);
+    if token > applied() {
+        // This node may lag: catch up with the leader, then look again.
+        consensus.read(|_| ()).await?;
+    }
+    if token > applied() {
+        return Err(ApiError::BadRequest(format!(
+            "token {token} was never issued (the lock service is at {}): use the token `weft lock acquire` returned",
+            applied()
+        )));
+    }
+    Ok(vec![Fence { lock, token }])
 }
 
 pub(crate) async fn scan(

@@ -9,9 +9,10 @@
 //! it, and a write under a token the replicas have seen superseded is refused.
 //!
 //! The output gate: the response is sent only once the handler has finished, so every write
-//! it made was acknowledged first. A request whose lock was lost while it ran (its node
-//! paused past the lease, say) is answered 503: writes acknowledged before the loss stay,
-//! later ones were refused.
+//! it made was acknowledged first. A request whose reads or writes were refused because its
+//! lock was lost while it ran (its node paused past the lease, say) is answered 503: writes
+//! acknowledged before the loss stay, later ones were refused. A lock lost without refusing
+//! anything leaves the answer as it was: what the handler did was all under its lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,14 +23,13 @@ use axum::body::Body;
 use axum::response::Response;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::{ApiError, App};
-use crate::functions::{DEFAULT_LOCK_WAIT_MS, Deployment};
+use super::{Active, ApiError, App};
+use crate::functions::DEFAULT_LOCK_WAIT_MS;
 use crate::id::{FunctionName, LockKey};
 use crate::locks::{Held, LockError};
 use crate::replication::{KvHandle, Namespace};
-use crate::runtime::{Access, GuestLocks, GuestState, HandlerLock};
+use crate::runtime::{Access, GuestLocks, HandlerLock, Prepared};
 
 /// How long the owner keeps a key's lock across consecutive requests before it lets go and
 /// takes it again: 5 s.
@@ -136,35 +136,43 @@ impl Drop for Place<'_> {
 }
 
 /// A request of a lock-protected handler, already routed to this node.
-pub(crate) struct Locked<'a> {
-    pub(crate) name: &'a FunctionName,
-    pub(crate) deployment: &'a Deployment,
-    pub(crate) pre: &'a ProxyPre<GuestState>,
+pub(crate) struct Locked {
+    pub(crate) name: FunctionName,
+    pub(crate) active: Arc<Active>,
     pub(crate) ns: Namespace,
     /// The lock key as the request gave it.
     pub(crate) key: String,
 }
 
 /// Runs `request` under its key's lock, in its turn; answers once the handler has finished.
+/// The caller runs it in a task of its own, so that a client going away does not end the
+/// turn while the handler still runs.
 pub(crate) async fn run(
     app: &App,
-    call: Locked<'_>,
+    call: Locked,
     request: http::Request<Full<bytes::Bytes>>,
 ) -> Result<Response, ApiError> {
+    let deployment = &call.active.deployment;
+    let Prepared::Http(pre) = &call.active.prepared else {
+        return Err(ApiError::Internal(format!(
+            "function `{}` is not an HTTP handler",
+            call.name
+        )));
+    };
+    let name = &call.name;
     let lock = LockKey::scoped(&call.ns, call.key.as_bytes());
-    let wait = Duration::from_millis(call.deployment.lock_wait_ms.unwrap_or(DEFAULT_LOCK_WAIT_MS));
+    let wait = Duration::from_millis(deployment.lock_wait_ms.unwrap_or(DEFAULT_LOCK_WAIT_MS));
     let deadline = Instant::now() + wait;
-    let place = app.lines.join(call.name, &lock)?;
+    let place = app.lines.join(name, &lock)?;
     let started = Instant::now();
     let busy = |what: String| {
-        app.metrics.locked(call.name.as_str(), "busy", None);
+        app.metrics.locked(name.as_str(), "busy", None);
         ApiError::RetryLater(what)
     };
     let Ok(mut turn) = tokio::time::timeout_at(deadline, place.line.turn.lock()).await else {
         return Err(busy(format!(
-            "lock `{}` of function `{}` was not free within {} (requests of one key run one at a time)",
+            "lock `{}` of function `{name}` was not free within {} (requests of one key run one at a time)",
             call.key,
-            call.name,
             crate::millis::show(wait)
         )));
     };
@@ -176,17 +184,19 @@ pub(crate) async fn run(
         let_go(&mut turn).await;
     }
     let mut outcome = "reused";
-    let holder = format!(
-        "{} on {} (lock-protected handler)",
-        call.name,
-        app.cluster.locks.node()
-    );
     if turn.is_none() {
+        // A holder name of its own for every acquisition: the lock service hands a lock
+        // again to the holder that has it, and a release still on its way must not free it.
+        let holder = format!(
+            "{name} on {} (lock-protected handler {:08x})",
+            app.cluster.locks.node(),
+            rand::random::<u32>()
+        );
         let left = deadline.saturating_duration_since(Instant::now());
-        let held = match app.cluster.locks.hold(&lock, holder.clone(), left).await {
+        let held = match app.cluster.locks.hold(&lock, holder, left).await {
             Ok(h) => h,
             Err(e @ LockError::Held { .. }) => {
-                return Err(busy(format!("function `{}`: {e}", call.name)));
+                return Err(busy(format!("function `{name}`: {e}")));
             }
             Err(e) => return Err(e.into()),
         };
@@ -197,10 +207,11 @@ pub(crate) async fn run(
         outcome = "acquired";
     }
     app.metrics
-        .locked(call.name.as_str(), outcome, Some(started.elapsed()));
+        .locked(name.as_str(), outcome, Some(started.elapsed()));
     let holding = turn.as_ref().expect("taken above");
     let grant = holding.held.grant();
     let fenced = Arc::new(OnceLock::new());
+    let (finished, guest_ended) = tokio::sync::oneshot::channel();
     let access = Access {
         kv: Some(KvHandle::new(
             app.cluster.replication.clone(),
@@ -215,35 +226,39 @@ pub(crate) async fn run(
             lock: lock.clone(),
             token: grant.token,
             lost: holding.held.lost_flag(),
-            holder,
         }),
         fenced: Some(fenced.clone()),
+        finished: Some(finished),
     };
-    let limits = app.runtime.limits(&call.deployment.limits);
-    let slot = app.runtime.slot().await?;
-    let response = app
-        .runtime
-        .handle_http(call.name, call.pre, limits, access, request, slot)
-        .await
-        .map_err(|e| super::invoke::told(call.name, e, call.deployment.debug))?;
-    // The output gate: the whole body, so the handler has returned and its writes are
-    // acknowledged before anything is sent.
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(|e| {
-        ApiError::Internal(format!(
-            "function `{}` failed before finishing its response: {e}",
-            call.name
-        ))
-    })?;
-    let lost = holding.held.is_lost();
-    if let Some(why) = fenced.get().cloned().or_else(|| {
-        lost.then(|| format!("the lease of lock `{lock}` ran out before it was renewed"))
-    }) {
-        *turn = None;
-        app.metrics.locked(call.name.as_str(), "lost", None);
+    let limits = app.runtime.limits(&deployment.limits);
+    let ran = async {
+        let slot = app.runtime.slot().await?;
+        let response = app
+            .runtime
+            .handle_http(name, pre, limits, access, request, slot)
+            .await
+            .map_err(|e| super::invoke::told(name, e, deployment.debug))?;
+        // The output gate: the whole body, so the handler has returned and its writes are
+        // acknowledged before anything is sent.
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| {
+            ApiError::Internal(format!(
+                "function `{name}` failed before finishing its response: {e}"
+            ))
+        })?;
+        Ok::<_, ApiError>((parts, body.to_bytes()))
+    };
+    let ran = ran.await;
+    // The turn ends only once the guest has (it may run on after an error answer), so the
+    // next request never runs beside it under the same token.
+    let _ = guest_ended.await;
+    let (parts, body) = ran?;
+    if let Some(why) = fenced.get().cloned() {
+        let_go(&mut turn).await;
+        app.metrics.locked(name.as_str(), "lost", None);
         return Err(ApiError::RetryLater(format!(
-            "function `{}` lost its lock on `{}` while it ran ({why}); its writes acknowledged before the loss stay, later ones were refused",
-            call.name, call.key
+            "function `{name}` lost its lock on `{}` while it ran ({why}); its writes acknowledged before the loss stay, later ones were refused",
+            call.key
         )));
     }
     if place.line.len.load(Ordering::SeqCst) == 1 {
@@ -251,10 +266,7 @@ pub(crate) async fn run(
         let_go(&mut turn).await;
     }
     drop(turn);
-    Ok(Response::from_parts(
-        parts,
-        Body::new(Full::new(body.to_bytes())),
-    ))
+    Ok(Response::from_parts(parts, Body::new(Full::new(body))))
 }
 
 /// Releases the lock held across turns, and waits for the release, so the next holder

@@ -32,8 +32,23 @@ impl Locks {
     ) -> Result<Held, LockError> {
         let lease = self.config().default_lease;
         // The lease counts from the request's sending, so the holder distrusts it first.
-        let sent = Instant::now();
-        let grant = self.acquire(key, Some(holder), lease, wait).await?;
+        let mut sent = Instant::now();
+        let mut grant = self.acquire(key, Some(holder), lease, wait).await?;
+        if sent.elapsed() >= lease / 3 {
+            // It waited in line, so by that count little of its lease may be left: renew at
+            // once, and count from the renewal.
+            let asked = Instant::now();
+            match self.renew(key, grant.token).await {
+                Ok(renewed) => {
+                    grant = renewed;
+                    sent = asked;
+                }
+                Err(e) => {
+                    let _ = self.release(key, grant.token).await;
+                    return Err(e);
+                }
+            }
+        }
         let lost = Arc::new(AtomicBool::new(false));
         let stop = self.inner.tasks.token().child_token();
         let renewing = renew(

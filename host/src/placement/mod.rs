@@ -97,15 +97,16 @@ pub enum Route {
     Owner(NodeId, SocketAddr),
 }
 
-/// A forward to a key's owner that timed out: the owner may still run it, so running it
+/// A forward to a key's owner whose outcome is unknown: the request reached it (or may have)
+/// but no answer came, in time or at all. The owner may run (or have run) it, so running it
 /// here too could run it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("the key's owner {owner} did not answer within {} s", after.as_secs())]
+#[error("the key's owner {owner} {what}")]
 pub struct OwnerTimedOut {
     /// The owner.
     pub owner: NodeId,
-    /// How long it was given.
-    pub after: Duration,
+    /// What happened: no answer within some time, or the connection lost after sending.
+    pub what: String,
 }
 
 /// This node's view of where keys live. Cheap to clone.
@@ -219,8 +220,10 @@ impl Placement {
     }
 
     /// Sends `request` to the owner found by [`Placement::route`] and waits up to `within`
-    /// for its answer. `Ok(None)` when the owner could not be reached or refused (the caller
-    /// runs the work itself); a timeout is an error, since the owner may still run it.
+    /// for its answer. `Ok(None)` when the request never reached the owner (no connection,
+    /// or it failed before the request was sent) or the owner refused it: the caller runs
+    /// the work itself. A timeout, or a connection lost once the request was sent, is an
+    /// error, since the owner may run it or have run it.
     pub async fn forward<W: Wire>(
         &self,
         owner: &NodeId,
@@ -232,8 +235,14 @@ impl Placement {
             Ok(answer) => Ok(Some(answer)),
             Err(TransportError::Timeout { after, .. }) => Err(OwnerTimedOut {
                 owner: owner.clone(),
-                after,
+                what: format!("did not answer within {} s", after.as_secs()),
             }),
+            Err(e @ (TransportError::Lost { .. } | TransportError::Frame { .. })) => {
+                Err(OwnerTimedOut {
+                    owner: owner.clone(),
+                    what: format!("was sent the request but no answer came back ({e})"),
+                })
+            }
             Err(e) => {
                 tracing::warn!(%owner, service = W::NAME, error = %e, "the key's owner could not be reached; running here");
                 Ok(None)

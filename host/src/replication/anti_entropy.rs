@@ -285,7 +285,7 @@ impl Replicator {
             .collect();
         let (pushed, pulled) = (push.len() as u64, pull.len() as u64);
         for batch in batches(push) {
-            self.push_to(peer, batch).await?;
+            self.push_to(peer, batch, false).await?;
         }
         let mut left: &[Vec<u8>] = &pull;
         while !left.is_empty() {
@@ -298,7 +298,9 @@ impl Replicator {
             .await
             {
                 Ok(Response::KvFetched { entries, consumed }) if consumed > 0 => {
-                    self.apply_all(entries).await.map_err(|e| e.to_string())?;
+                    self.apply_all(entries, false)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     left = &left[(consumed as usize).min(left.len())..];
                 }
                 Ok(other) => return Err(format!("unexpected answer {other:?}")),

@@ -129,7 +129,7 @@ impl Replicator {
                 self.inner.tasks.spawn(async move {
                     for node in behind {
                         let _ = this
-                            .push_to(&node, vec![(full.clone(), newest.clone())])
+                            .push_to(&node, vec![(full.clone(), newest.clone())], false)
                             .await;
                     }
                 });
@@ -250,8 +250,7 @@ impl Replicator {
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
         let fences = self.fences(fences);
-        let fenced_by = fences.iter().max_by_key(|f| f.token);
-        let mut token = fenced_by.map_or(0, |f| f.token);
+        let mut token = fences.iter().map(|f| f.token).max().unwrap_or(0);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -281,15 +280,11 @@ impl Replicator {
                     });
                 }
                 WriteResult::Stale(newer) => {
-                    if newer.token > token {
-                        if let Some(fence) = fenced_by {
-                            // A write under a later grant of some lock is there already.
-                            return Err(self.fenced(fence.lock.clone(), fence.token, newer.token));
-                        }
-                        // The key was last written under a lock: an unfenced write (an
-                        // operator's, say) goes above it, within that grant.
-                        token = newer.token;
-                    }
+                    // The key was last written under a later lock grant (of another lock, or
+                    // none at all for an unfenced write): go above it. The replicas still
+                    // check this write's own fences, so a holder that lost its lock gains
+                    // nothing by it.
+                    token = token.max(newer.token);
                     if attempt == 5 {
                         return Err(ReplicationError::Remote(format!(
                             "replicas kept answering with newer versions ({newer}; is a node's clock far ahead?); the write may show on some of them: retry"
@@ -593,17 +588,22 @@ impl Replicator {
         }
     }
 
-    /// Sends entries to a node, which applies the newer ones and flushes.
+    /// Sends entries to a node, which applies the newer ones and flushes. `hinted`: they are
+    /// hints, checked against the fences as their writes were (see [`Replicator::apply_all`]).
     pub(crate) async fn push_to(
         &self,
         node: &NodeId,
         entries: Vec<(Vec<u8>, Entry)>,
+        hinted: bool,
     ) -> Result<(), String> {
         if *node == self.inner.me {
-            return self.apply_all(entries).await.map_err(|e| e.to_string());
+            return self
+                .apply_all(entries, hinted)
+                .await
+                .map_err(|e| e.to_string());
         }
         let addr = self.view().addrs.get(node).copied();
-        match self.ask(addr, &Request::KvPush(entries)).await? {
+        match self.ask(addr, &Request::KvPush { entries, hinted }).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(&other)),
         }

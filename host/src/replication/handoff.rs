@@ -34,7 +34,7 @@ impl Replicator {
         let mut failed: BTreeSet<NodeId> = BTreeSet::new();
         for (owner, entries) in by_owner {
             for batch in batches(entries) {
-                if let Err(e) = self.push_to(&owner, batch).await {
+                if let Err(e) = self.push_to(&owner, batch, false).await {
                     tracing::debug!(%owner, error = %e, "handoff failed; will retry");
                     failed.insert(owner.clone());
                     break;

@@ -59,7 +59,7 @@ impl Replicator {
                     .iter()
                     .map(|(k, _, e)| (k.clone(), e.clone()))
                     .collect();
-                match self.push_to(&node, entries).await {
+                match self.push_to(&node, entries, true).await {
                     Ok(()) => {
                         for (key, bytes, _) in &batch {
                             let _ = inner.store.remove_hint(&target, key, bytes);

@@ -172,10 +172,10 @@ pub enum ReplicationError {
         /// The version found (`None`: the key is absent).
         current: Option<Version>,
     },
-    /// A write made under a lock that a replica knows was granted again since: the write's
-    /// holder lost the lock, and the write was refused.
+    /// A read or write made under a lock that a replica knows was granted again since: its
+    /// holder lost the lock, and it was refused.
     #[error(
-        "refused: lock `{lock}` was granted again (token {seen}) after the grant this write was made under (token {token}); the lock was lost, so the write was not made"
+        "refused: lock `{lock}` was granted again (token {seen}) after the grant this read or write was made under (token {token}), so the lock was lost; a refused write is not acknowledged (a replica that had not yet seen the later grant may keep it, below every write made under that grant)"
     )]
     Fenced {
         /// The lock.

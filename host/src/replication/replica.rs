@@ -2,12 +2,12 @@
 //! before the answer), and answering its peers' reads, scans and anti-entropy requests.
 //!
 //! Fencing: a write made under locks carries their tokens, and the replica keeps the highest
-//! token seen of each lock. A write from its coordinator under a token lower than one seen is
-//! refused ([`PutOutcome::Fenced`]). Copies of entries a replica already took (read repair,
-//! hints, anti-entropy, hand-off) raise the tokens seen but are not refused: the entry was
-//! judged when it was written, and refusing its copies could leave an acknowledged write on
-//! fewer replicas for good. Versions order by token first, so no copy ever replaces a write
-//! made under a later grant.
+//! token seen of each lock. A write from its coordinator, or its hint, under a token lower
+//! than one seen is refused ([`PutOutcome::Fenced`]; a refused hint is dropped). Copies of
+//! entries another replica already took (read repair, anti-entropy, hand-off) raise the
+//! tokens seen but are not refused: the entry was judged when it was written, and refusing
+//! its copies could leave an acknowledged write on fewer replicas for good. Versions order by
+//! token first, so no copy ever replaces a write made under a later grant.
 
 use serde::{Deserialize, Serialize};
 
@@ -153,13 +153,14 @@ impl Replicator {
     }
 
     /// Stores `entry` under `key` if it is newer, without flushing. `first_hand`: the write
-    /// comes from its coordinator, and its fences are checked.
+    /// comes from its coordinator (or is its hint), and its fences are checked. Returns what
+    /// was done, and whether anything changed on disk (then flush before answering).
     fn apply_unflushed(
         &self,
         key: &[u8],
         entry: &Entry,
         first_hand: bool,
-    ) -> Result<PutOutcome, ReplicationError> {
+    ) -> Result<(PutOutcome, bool), ReplicationError> {
         super::check_entry(key, entry)?;
         self.observe(entry.version);
         let encoded = entry.encode();
@@ -177,8 +178,8 @@ impl Replicator {
             (take.then(|| encoded.clone()), outcome)
         };
         let store = &self.inner().store;
-        let outcome = if entry.fences.is_empty() {
-            store.replica_update(key, update)?
+        let (outcome, rose) = if entry.fences.is_empty() {
+            (store.replica_update(key, update)?, false)
         } else {
             let marks: Vec<_> = entry
                 .fences
@@ -186,21 +187,22 @@ impl Replicator {
                 .map(|f| (f.lock.as_str().as_bytes(), f.token))
                 .collect();
             match store.replica_update_fenced(key, &marks, first_hand, update)? {
-                Ok(outcome) => outcome,
+                Ok(done) => done,
                 Err((lock, seen)) => {
                     let lock = refusing(&entry.fences, &lock);
                     self.inner()
                         .stats
                         .fenced
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(PutOutcome::Fenced { lock, seen });
+                    return Ok((PutOutcome::Fenced { lock, seen }, false));
                 }
             }
         };
         if let Some(e) = corrupt {
             tracing::warn!(error = %e, "replaced an unreadable stored entry");
         }
-        Ok(outcome)
+        let changed = rose || outcome == PutOutcome::Applied;
+        Ok((outcome, changed))
     }
 
     /// Applies one write from its coordinator (checking its fences) and flushes it before
@@ -210,20 +212,24 @@ impl Replicator {
         key: &[u8],
         entry: &Entry,
     ) -> Result<PutOutcome, ReplicationError> {
-        let outcome = self.apply_unflushed(key, entry, true)?;
-        if outcome == PutOutcome::Applied {
+        let (outcome, changed) = self.apply_unflushed(key, entry, true)?;
+        if changed {
             self.inner().store.flush().await?;
         }
         Ok(outcome)
     }
 
-    /// Applies the newer of `entries`, copies of writes other replicas took, and flushes once.
+    /// Applies the newer of `entries` and flushes once. `hinted`: they are hints, writes their
+    /// coordinator held for this node, checked against the fences as the writes would have
+    /// been (one under a superseded token is dropped); otherwise copies of writes other
+    /// replicas took (repair, anti-entropy, hand-off), which only raise the marks.
     pub(crate) async fn apply_all(
         &self,
         entries: Vec<(Vec<u8>, Entry)>,
+        hinted: bool,
     ) -> Result<(), ReplicationError> {
         for (key, entry) in &entries {
-            self.apply_unflushed(key, entry, false)?;
+            self.apply_unflushed(key, entry, hinted)?;
         }
         self.inner().store.flush().await?;
         Ok(())

@@ -26,8 +26,8 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
             Err((lock, seen)) => Response::KvRefused { lock, seen },
         },
         Request::KvPut { key, entry } => Response::KvPut(r.apply(&key, &entry).await?),
-        Request::KvPush(entries) => {
-            r.apply_all(entries).await?;
+        Request::KvPush { entries, hinted } => {
+            r.apply_all(entries, hinted).await?;
             Response::Done
         }
         Request::KvPurge(keys) => {

@@ -25,8 +25,12 @@ pub enum Request {
     KvGet { key: Vec<u8>, fences: Vec<Fence> },
     /// Store this version of a key if it is newer; flush, then answer.
     KvPut { key: Vec<u8>, entry: Entry },
-    /// Store the newer of these entries and flush (repair, hints, anti-entropy, handoff).
-    KvPush(Vec<(Vec<u8>, Entry)>),
+    /// Store the newer of these entries and flush (repair, hints, anti-entropy, handoff);
+    /// hints are checked against the fences as their writes were.
+    KvPush {
+        entries: Vec<(Vec<u8>, Entry)>,
+        hinted: bool,
+    },
     /// Your copies of these keys (the ones you hold).
     KvFetch(Vec<Vec<u8>>),
     /// Drop these keys if you still hold exactly their tombstone of that version.

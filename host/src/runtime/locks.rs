@@ -40,8 +40,6 @@ pub struct HandlerLock {
     pub token: u64,
     /// Set once the lock is found lost.
     pub lost: Arc<AtomicBool>,
-    /// Who holds it (the guest's own guards are taken under the same name).
-    pub holder: String,
 }
 
 /// A lock the invocation holds, and the flag that says it was lost.
@@ -51,10 +49,10 @@ pub(super) struct Holding {
     pub(super) lost: Arc<AtomicBool>,
 }
 
-/// Locks taken by one `acquire`; released when the guest drops the guard or the invocation
-/// ends.
+/// Locks taken by one `acquire`, with the keys the guest named; released when the guest
+/// drops the guard or the invocation ends.
 pub struct Guard {
-    held: Vec<Held>,
+    held: Vec<(String, Held)>,
 }
 
 impl GuestState {
@@ -64,12 +62,10 @@ impl GuestState {
             .ok_or_else(|| locks::Error::Unavailable("locks are not available to this call".into()))
     }
 
-    /// Who holds the invocation's locks, as `weft locks` shows it: the function, the node and
-    /// the invocation (the handler's own lock's holder, for a lock-protected handler).
+    /// Who holds the invocation's guards, as `weft locks` shows it: the function, the node and
+    /// the invocation. A name of its own: the lock service hands a lock again to the holder
+    /// that has it, so two invocations must never share one.
     fn holder(&mut self, g: &GuestLocks) -> String {
-        if let Some(h) = &self.handler_lock {
-            return h.holder.clone();
-        }
         let id = *self.invocation.get_or_insert_with(rand::random::<u64>);
         format!(
             "{} on {} (invocation {id:016x})",
@@ -138,22 +134,22 @@ impl locks::Host for GuestState {
             }
             wanted.push((key.clone(), lock));
         }
-        // One order for every caller, so two invocations taking the same locks never wait
-        // for each other in a circle.
-        wanted.sort_by(|a, b| a.1.cmp(&b.1));
-        wanted.dedup_by(|a, b| a.1 == b.1);
+        // One order for every caller (the keys' bytes), so two invocations taking the same
+        // locks never wait for each other in a circle.
+        wanted.sort();
+        wanted.dedup();
         let wait = Duration::from_millis(timeout_ms).min(g.locks.config().max_wait);
         let deadline = Instant::now() + wait;
         let mut held = Vec::with_capacity(wanted.len());
         for (key, lock) in &wanted {
             let left = deadline.saturating_duration_since(Instant::now());
             match g.locks.hold(lock, holder.clone(), left).await {
-                Ok(h) => held.push(h),
+                Ok(h) => held.push((key.clone(), h)),
                 // The ones taken are released as `held` is dropped.
                 Err(e) => return Err(refused(key, e)),
             }
         }
-        for h in &held {
+        for (_, h) in &held {
             self.hold(h);
         }
         self.table.push(Guard { held }).map_err(|e| {
@@ -168,20 +164,11 @@ impl locks::Host for GuestState {
 
 impl locks::HostGuard for GuestState {
     async fn held(&mut self, guard: Resource<Guard>) -> Vec<(String, u64)> {
-        let scope = self.locks.as_ref().map(|g| g.scope.to_string());
         match self.table.get(&guard) {
             Ok(g) => g
                 .held
                 .iter()
-                .map(|h| {
-                    let key = h.grant().key.as_str();
-                    let own = scope
-                        .as_deref()
-                        .and_then(|s| key.strip_prefix(s))
-                        .and_then(|k| k.strip_prefix(':'))
-                        .unwrap_or(key);
-                    (own.to_string(), h.grant().token)
-                })
+                .map(|(key, h)| (key.clone(), h.grant().token))
                 .collect(),
             Err(_) => Vec::new(),
         }
@@ -190,12 +177,12 @@ impl locks::HostGuard for GuestState {
     async fn lost(&mut self, guard: Resource<Guard>) -> bool {
         self.table
             .get(&guard)
-            .is_ok_and(|g| g.held.iter().any(Held::is_lost))
+            .is_ok_and(|g| g.held.iter().any(|(_, h)| h.is_lost()))
     }
 
     async fn drop(&mut self, guard: Resource<Guard>) -> wasmtime::Result<()> {
         let g = self.table.delete(guard)?;
-        for h in &g.held {
+        for (_, h) in &g.held {
             self.let_go(&h.grant().key);
         }
         // Dropping each `Held` releases its lock in the background.

@@ -298,6 +298,12 @@ impl Runtime {
             .cloned()
     }
 
+    /// Where guests' tasks run; the API runs lock-protected requests there too, so that a
+    /// client going away does not cut them short.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
     /// Instances alive right now.
     pub fn live_instances(&self) -> usize {
         self.config.max_instances.get() as usize - self.slots.available_permits()

@@ -28,7 +28,7 @@ const MAX_LOG_BYTES: usize = 64 << 10;
 const STDERR_TAIL: usize = 2 << 10;
 
 /// What of the cluster an invocation may use.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Access {
     /// Its key-value namespace.
     pub kv: Option<KvHandle>,
@@ -39,6 +39,9 @@ pub struct Access {
     /// Set, by the first, when a write was refused or not made because a lock was lost: what
     /// to tell the caller, who keeps a clone to look at after the call.
     pub fenced: Option<Arc<OnceLock<String>>>,
+    /// Dropped with the guest's store: its receiver learns that the guest has ended (returned,
+    /// failed or was stopped), whatever the response said and whenever it was sent.
+    pub finished: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The `T` of every `Store<T>`.
@@ -61,6 +64,8 @@ pub struct GuestState {
     pub(super) invocation: Option<u64>,
     /// See [`Access::fenced`].
     fenced: Option<Arc<OnceLock<String>>>,
+    /// See [`Access::finished`].
+    _finished: Option<tokio::sync::oneshot::Sender<()>>,
     /// Pairs emitted by the current map/combine/reduce call.
     pub(super) emitted: Vec<(Vec<u8>, Vec<u8>)>,
     emitted_bytes: u64,
@@ -114,6 +119,7 @@ impl GuestState {
             handler_lock: None,
             invocation: None,
             fenced: access.fenced,
+            _finished: access.finished,
             emitted: Vec::new(),
             emitted_bytes: 0,
             emit_limit,

@@ -12,6 +12,10 @@ use super::{Record, Store, StoreError};
 /// A lock key and a fencing token, as bytes and a number.
 pub type FenceMark<'a> = (&'a [u8], u64);
 
+/// A fenced operation's outcome: `Ok` with what it did, or the lock (as bytes) that refused it
+/// and the larger token that lock has seen.
+pub type Fenced<T> = Result<T, (Vec<u8>, u64)>;
+
 impl Store {
     /// The stored entry under `key`.
     pub fn replica_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -43,17 +47,20 @@ impl Store {
     /// [`Store::replica_update`] for a write made under locks, in one transaction with the
     /// fences: raises the highest token seen of each lock in `fences` to the write's. With
     /// `check`, a lock that has seen a larger token refuses the write: nothing changes, and
-    /// the lock and its token are returned as the error. Not flushed.
+    /// the lock and its token are returned as the error. Returns `decide`'s result and
+    /// whether a mark rose (flush before answering, even when the entry did not change). Not
+    /// flushed.
     pub fn replica_update_fenced<T>(
         &self,
         key: &[u8],
         fences: &[FenceMark<'_>],
         check: bool,
         decide: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
-    ) -> Result<Result<T, (Vec<u8>, u64)>, StoreError> {
+    ) -> Result<Fenced<(T, bool)>, StoreError> {
         // sled may run the transaction more than once; `decide` sees the latest entry each time.
         let decide = RefCell::new(decide);
         let outcome = (&self.data, &self.fences).transaction(|(data, seen)| {
+            let mut rose = false;
             for &(lock, token) in fences {
                 let have = seen.get(lock)?.map_or(0, |v| token_of(&v));
                 if check && token < have {
@@ -61,6 +68,7 @@ impl Store {
                 }
                 if token > have {
                     seen.insert(lock, &token.to_be_bytes())?;
+                    rose = true;
                 }
             }
             let old = data.get(key)?;
@@ -68,7 +76,7 @@ impl Store {
             if let Some(new) = new {
                 data.insert(key, new)?;
             }
-            Ok(result)
+            Ok((result, rose))
         });
         match outcome {
             Ok(result) => Ok(Ok(result)),
@@ -85,7 +93,7 @@ impl Store {
         &self,
         fences: &[FenceMark<'_>],
         check: bool,
-    ) -> Result<Result<bool, (Vec<u8>, u64)>, StoreError> {
+    ) -> Result<Fenced<bool>, StoreError> {
         let outcome = self.fences.transaction(|seen| {
             let mut rose = false;
             for &(lock, token) in fences {

@@ -67,6 +67,7 @@ async fn fenced_updates_keep_the_highest_token_and_refuse_lower_ones_durably() {
             store
                 .replica_update_fenced(key, fences, check, |_| (Some(value.clone()), ()))
                 .unwrap()
+                .map(|((), _rose)| ())
         };
         assert_eq!(put(b"a\0k", &[(b"L", 5)], true, b"five"), Ok(()));
         assert_eq!(store.fence_seen(b"L").unwrap(), 5);
@@ -103,5 +104,18 @@ async fn fenced_updates_keep_the_highest_token_and_refuse_lower_ones_durably() {
             .replica_update_fenced(b"a\0k", &[(b"L", 6)], true, |_| (Some(vec![]), ()))
             .unwrap(),
         Err((b"L".to_vec(), 9))
+    );
+    // Whether a mark rose, even when the entry is left as it was (then flush all the same).
+    assert_eq!(
+        store
+            .replica_update_fenced(b"a\0k", &[(b"L", 10)], true, |_| (None, ()))
+            .unwrap(),
+        Ok(((), true))
+    );
+    assert_eq!(
+        store
+            .replica_update_fenced(b"a\0k", &[(b"L", 10)], true, |_| (None, ()))
+            .unwrap(),
+        Ok(((), false))
     );
 }

@@ -61,6 +61,9 @@ pub enum TransportError {
     /// The connection failed while in use.
     #[error("talking to {addr}: {reason}")]
     Connection { addr: SocketAddr, reason: String },
+    /// The connection failed after the request was sent: the peer may have carried it out.
+    #[error("talking to {addr}, after the request was sent: {reason}")]
+    Lost { addr: SocketAddr, reason: String },
     /// No answer in time.
     #[error("{what} with {addr} timed out after {after:?}")]
     Timeout {
@@ -404,14 +407,21 @@ impl Transport {
                 .map_err(|e| lost(&e))?;
             send.write_all(request).await.map_err(|e| lost(&e))?;
             let _ = send.finish();
-            let (header, payload) = read_frame(&mut recv, inner, to).await?;
+            // From here on the peer may have the request: a failure leaves its outcome unknown.
+            let sent = |e: TransportError| match e {
+                TransportError::Connection { addr, reason } => {
+                    TransportError::Lost { addr, reason }
+                }
+                other => other,
+            };
+            let (header, payload) = read_frame(&mut recv, inner, to).await.map_err(sent)?;
             match header.kind {
                 Kind::Response => Ok((payload, recv)),
                 Kind::Error => Err(TransportError::Refused {
                     addr: to,
                     reason: String::from_utf8_lossy(&payload).into_owned(),
                 }),
-                other => Err(TransportError::Connection {
+                other => Err(TransportError::Lost {
                     addr: to,
                     reason: format!("expected a response frame, got {other:?}"),
                 }),

@@ -152,6 +152,20 @@ async fn stale_holder(switches: ReplicationSwitches) -> Result<(), String> {
         (code == StatusCode::OK && body == "50").then_some(())
     })
     .await;
+    // The stale write of `other` was held as a hint for node 2 too: delivered after the new
+    // holder's, it is refused there and dropped.
+    wait_for(WAIT, "node 2's hints delivered", || async {
+        (nodes[0].node().replication.status().hints == 0
+            && nodes[1].node().replication.status().hints == 0)
+            .then_some(())
+    })
+    .await;
+    let (code, body, _) = get(&nodes[2], "/v1/kv/bank/other?local=true").await;
+    if code != StatusCode::NOT_FOUND {
+        return Err(format!(
+            "node 2 took the stale hint of `other`: {code} {body}"
+        ));
+    }
     let seen = nodes[2].node().replication.fence_seen(&lock).unwrap();
     if seen != t2 {
         return Err(format!("node 2 saw token {seen} for the lock, not {t2}"));
@@ -218,6 +232,11 @@ async fn a_fenced_write_needs_a_lock_and_a_token() {
         &[("token", "3")],
         &[("lock", "acct"), ("token", "0")],
         &[("lock", "bad/key"), ("token", "3")],
+        // A token the lock service never issued would raise the lock's mark above every
+        // real holder's.
+        &[("lock", "acct"), ("token", "999999999")],
+        // Fencing relies on the namespace's quorums.
+        &[("lock", "acct"), ("token", "1"), ("w", "1")],
     ] {
         let (code, v) = put(&n, "bank", "k", "v", query).await;
         assert_eq!(code, StatusCode::BAD_REQUEST, "{query:?}: {v}");

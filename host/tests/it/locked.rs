@@ -280,3 +280,56 @@ async fn a_request_whose_lock_is_not_free_in_time_gets_503_with_retry_after() {
     assert_eq!(code, StatusCode::OK, "{v}");
     assert!(v["token"].as_u64().unwrap() > token, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_locks_shows_the_function_holding_or_waiting_for_each_lock() {
+    use crate::cli::{ok, weft};
+    let n = Arc::new(TestNode::start().await);
+    n.deploy("bank", &guest("bank")).await;
+    open_accounts(&n, 2, 100).await;
+    // An operator holds account a1: a transfer's guest waits for it in line.
+    let (code, held) = n
+        .json(
+            n.req(Method::POST, "/v1/locks/fn.bank:acct~2fa1")
+                .query(&[("holder", "ops"), ("lease", "60s")]),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{held}");
+    let transfer = {
+        let n = n.clone();
+        tokio::spawn(async move {
+            let body = serde_json::json!({"id": "t1", "from": "a0", "to": "a1", "amount": 5});
+            n.json(n.req(Method::POST, "/fn/bank/transfer").json(&body))
+                .await
+        })
+    };
+    let waiter = wait_for(Duration::from_secs(10), "the transfer in line", || async {
+        let (_, v) = n.json(n.req(Method::GET, "/v1/locks")).await;
+        let list = v.as_array()?.clone();
+        let lock = list.iter().find(|l| l["key"] == "fn.bank:acct~2fa1")?;
+        lock["waiters"]
+            .as_array()?
+            .first()?
+            .as_str()
+            .map(String::from)
+    })
+    .await;
+    assert!(
+        waiter.starts_with(&format!("bank on {} (invocation ", n.node().name)),
+        "{waiter}"
+    );
+    // `weft locks` shows both: the holder of a1 and the guest that holds a0 and waits for a1.
+    let table = ok(&weft(&n, &["locks"]).await);
+    assert!(table.contains("ops") && table.contains(&waiter), "{table}");
+    // Released, the transfer goes through.
+    let token = held["token"].as_u64().unwrap().to_string();
+    let (code, v) = n
+        .json(
+            n.req(Method::DELETE, "/v1/locks/fn.bank:acct~2fa1")
+                .query(&[("token", token.as_str())]),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{v}");
+    let (code, v) = transfer.await.unwrap();
+    assert_eq!(code, StatusCode::OK, "{v}");
+}
