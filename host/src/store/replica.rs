@@ -5,7 +5,10 @@
 use std::cell::RefCell;
 
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionResult, TransactionalTree,
+};
 
 use super::{Record, Store, StoreError};
 
@@ -60,17 +63,7 @@ impl Store {
         // sled may run the transaction more than once; `decide` sees the latest entry each time.
         let decide = RefCell::new(decide);
         let outcome = (&self.data, &self.fences).transaction(|(data, seen)| {
-            let mut rose = false;
-            for &(lock, token) in fences {
-                let have = seen.get(lock)?.map_or(0, |v| token_of(&v));
-                if check && token < have {
-                    return Err(ConflictableTransactionError::Abort((lock.to_vec(), have)));
-                }
-                if token > have {
-                    seen.insert(lock, &token.to_be_bytes())?;
-                    rose = true;
-                }
-            }
+            let rose = raise(seen, fences, check)?;
             let old = data.get(key)?;
             let (new, result) = (decide.borrow_mut())(old.as_deref());
             if let Some(new) = new {
@@ -78,11 +71,7 @@ impl Store {
             }
             Ok((result, rose))
         });
-        match outcome {
-            Ok(result) => Ok(Ok(result)),
-            Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
+        settled(outcome)
     }
 
     /// Raises the highest token seen of each lock in `fences` (a read made under the locks),
@@ -94,25 +83,7 @@ impl Store {
         fences: &[FenceMark<'_>],
         check: bool,
     ) -> Result<Fenced<bool>, StoreError> {
-        let outcome = self.fences.transaction(|seen| {
-            let mut rose = false;
-            for &(lock, token) in fences {
-                let have = seen.get(lock)?.map_or(0, |v| token_of(&v));
-                if check && token < have {
-                    return Err(ConflictableTransactionError::Abort((lock.to_vec(), have)));
-                }
-                if token > have {
-                    seen.insert(lock, &token.to_be_bytes())?;
-                    rose = true;
-                }
-            }
-            Ok(rose)
-        });
-        match outcome {
-            Ok(rose) => Ok(Ok(rose)),
-            Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
+        settled(self.fences.transaction(|seen| raise(seen, fences, check)))
     }
 
     /// The highest fencing token this node has seen for `lock` (0: none).
@@ -221,6 +192,37 @@ impl Store {
     /// How many hints are held, for every target together.
     pub fn hint_count(&self) -> usize {
         self.hints.len()
+    }
+}
+
+/// In a transaction over the fences: raises each lock's mark to its token in `fences`; with
+/// `check`, aborts with the lock and its mark when one has seen a larger token. Returns
+/// whether a mark rose.
+fn raise(
+    seen: &TransactionalTree,
+    fences: &[FenceMark<'_>],
+    check: bool,
+) -> ConflictableTransactionResult<bool, (Vec<u8>, u64)> {
+    let mut rose = false;
+    for &(lock, token) in fences {
+        let have = seen.get(lock)?.map_or(0, |v| token_of(&v));
+        if check && token < have {
+            return Err(ConflictableTransactionError::Abort((lock.to_vec(), have)));
+        }
+        if token > have {
+            seen.insert(lock, &token.to_be_bytes())?;
+            rose = true;
+        }
+    }
+    Ok(rose)
+}
+
+/// A fenced transaction's outcome: what it did, or the refusal, or the store's failure.
+fn settled<T>(outcome: TransactionResult<T, (Vec<u8>, u64)>) -> Result<Fenced<T>, StoreError> {
+    match outcome {
+        Ok(done) => Ok(Ok(done)),
+        Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
     }
 }
 

@@ -44,33 +44,72 @@ struct History {
     lost_lock: usize,
 }
 
-/// One run with the given seed; `Err` says what the checker found.
-async fn lock_set(seed: u64, fencing: bool, faults: &[Fault]) -> Result<String, String> {
+/// Three process nodes with `args` (and the short lease), with `plugin` deployed as `name`
+/// with `query`.
+struct Setup {
+    cluster: tempfile::TempDir,
+    /// The nodes' data directories: bind it for as long as the nodes run.
+    root: tempfile::TempDir,
+    api: Api,
+    flags: crate::faults::Opts,
+    procs: Vec<Proc>,
+    urls: Arc<RwLock<Vec<String>>>,
+}
+
+async fn set_up(args: &[&str], name: &str, plugin: &str, query: &[(&str, &str)]) -> Setup {
     let cluster = new_cluster();
     let root = tempfile::tempdir().unwrap();
     let api = Api::new(cluster.path());
-    let mut args = vec!["--lock-lease", LEASE, "--lock-delay", "1s"];
-    if !fencing {
-        args.push("--no-fencing-for-tests");
-    }
-    let flags = opts(&args);
-    let mut procs = start_procs_with(cluster.path(), root.path(), 3, |_| flags.clone()).await;
+    let mut all = vec!["--lock-lease", LEASE, "--lock-delay", "1s"];
+    all.extend(args);
+    let flags = opts(&all);
+    let procs = start_procs_with(cluster.path(), root.path(), 3, |_| flags.clone()).await;
     let (code, v) = api
         .call(
             api.req(
                 Method::PUT,
-                &format!("{}/v1/functions/ledger", procs[0].http),
+                &format!("{}/v1/functions/{name}", procs[0].http),
             )
-            .query(&[("lock", "path:1"), ("lock_wait", "10s")])
-            .body(guest("ledger")),
+            .query(query)
+            .body(guest(plugin)),
         )
         .await
         .expect("the deploy is answered");
     assert_eq!(code, StatusCode::CREATED, "{v}");
-
     let urls = Arc::new(RwLock::new(
         procs.iter().map(|p| p.http.clone()).collect::<Vec<_>>(),
     ));
+    Setup {
+        cluster,
+        root,
+        api,
+        flags,
+        procs,
+        urls,
+    }
+}
+
+/// One run with the given seed; `Err` says what the checker found.
+async fn lock_set(seed: u64, fencing: bool, faults: &[Fault]) -> Result<String, String> {
+    let args: &[&str] = if fencing {
+        &[]
+    } else {
+        &["--no-fencing-for-tests"]
+    };
+    let Setup {
+        cluster,
+        api,
+        flags,
+        mut procs,
+        urls,
+        root: _root,
+    } = set_up(
+        args,
+        "ledger",
+        "ledger",
+        &[("lock", "path:1"), ("lock_wait", "10s")],
+    )
+    .await;
     let history = Arc::new(Mutex::new(History::default()));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut clients = tokio::task::JoinSet::new();
@@ -323,26 +362,20 @@ async fn control_without_fencing_a_paused_holder_loses_acknowledged_elements() {
 /// increments is not linearizable.
 async fn locked_counter(seed: u64, kills: usize) -> Result<String, String> {
     use crate::linearizable::{self, Input, Op, Output};
-    let cluster = new_cluster();
-    let root = tempfile::tempdir().unwrap();
-    let api = Api::new(cluster.path());
-    let flags = opts(&["--lock-lease", LEASE, "--lock-delay", "1s"]);
-    let mut procs = start_procs_with(cluster.path(), root.path(), 3, |_| flags.clone()).await;
-    let (code, v) = api
-        .call(
-            api.req(
-                Method::PUT,
-                &format!("{}/v1/functions/counter", procs[0].http),
-            )
-            .query(&[("lock", "path:1"), ("lock_wait", "10s")])
-            .body(guest("counter")),
-        )
-        .await
-        .expect("the deploy is answered");
-    assert_eq!(code, StatusCode::CREATED, "{v}");
-    let urls = Arc::new(RwLock::new(
-        procs.iter().map(|p| p.http.clone()).collect::<Vec<_>>(),
-    ));
+    let Setup {
+        cluster,
+        api,
+        flags,
+        mut procs,
+        urls,
+        root: _root,
+    } = set_up(
+        &[],
+        "counter",
+        "counter",
+        &[("lock", "path:1"), ("lock_wait", "10s")],
+    )
+    .await;
     let epoch = std::time::Instant::now();
     let history = Arc::new(Mutex::new(Vec::<Op>::new()));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -415,20 +448,15 @@ async fn a_lock_protected_counter_stays_linearizable_through_kills() {
 /// and restarted. `Err` if money appeared or vanished, or an acknowledged transfer is not
 /// applied exactly once to both accounts.
 async fn bank_under_a_kill(accounts: usize, transfers: usize) -> Result<String, String> {
-    let cluster = new_cluster();
-    let root = tempfile::tempdir().unwrap();
-    let api = Api::new(cluster.path());
-    let flags = opts(&["--lock-lease", LEASE, "--lock-delay", "1s"]);
-    let mut procs = start_procs_with(cluster.path(), root.path(), 3, |_| flags.clone()).await;
+    let Setup {
+        cluster,
+        api,
+        flags,
+        mut procs,
+        urls,
+        root: _root,
+    } = set_up(&[], "bank", "bank", &[]).await;
     let base = procs[0].http.clone();
-    let (code, v) = api
-        .call(
-            api.req(Method::PUT, &format!("{base}/v1/functions/bank"))
-                .body(guest("bank")),
-        )
-        .await
-        .expect("the deploy is answered");
-    assert_eq!(code, StatusCode::CREATED, "{v}");
     for a in 0..accounts {
         let (code, v) = api
             .call(
@@ -439,9 +467,6 @@ async fn bank_under_a_kill(accounts: usize, transfers: usize) -> Result<String, 
             .expect("opening an account is answered");
         assert_eq!(code, StatusCode::OK, "{v}");
     }
-    let urls = Arc::new(RwLock::new(
-        procs.iter().map(|p| p.http.clone()).collect::<Vec<_>>(),
-    ));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let acked = Arc::new(Mutex::new(Vec::<(String, String, String)>::new()));
     let mut clients = tokio::task::JoinSet::new();
