@@ -16,7 +16,7 @@ use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::wire::{Forwarded, ForwardedAnswer, InvokeWire};
-use super::{ApiError, App, locked, read_body};
+use super::{ApiError, App, locked, read_body, told};
 use crate::id::FunctionName;
 use crate::placement::Route;
 use crate::replication::{KvHandle, Namespace};
@@ -226,18 +226,6 @@ fn ran_here(app: &App, mut response: Response) -> Response {
             .expect("node names are valid header values"),
     );
     response
-}
-
-/// What the caller is told of a failed invocation: everything when the function was
-/// deployed with `debug`; otherwise, for a failure that carries what the guest wrote or did,
-/// its kind and an id, while the node's log gets the whole of it under that id.
-pub(super) fn told(function: &FunctionName, error: RuntimeError, debug: bool) -> ApiError {
-    if debug || !error.is_private() {
-        return ApiError::Runtime(error);
-    }
-    let id = format!("{:016x}", rand::random::<u64>());
-    tracing::warn!(%function, error_id = %id, %error, "invocation failed");
-    ApiError::Redacted { error, id }
 }
 
 enum Routed {

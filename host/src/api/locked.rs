@@ -237,7 +237,7 @@ pub(crate) async fn run(
             .runtime
             .handle_http(name, pre, limits, access, request, slot)
             .await
-            .map_err(|e| super::invoke::told(name, e, deployment.debug))?;
+            .map_err(|e| super::told(name, e, deployment.debug))?;
         // The output gate: the whole body, so the handler has returned and its writes are
         // acknowledged before anything is sent.
         let (parts, body) = response.into_parts();

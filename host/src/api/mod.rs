@@ -442,6 +442,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What the caller is told of a failed invocation: everything when the function was
+/// deployed with `debug`; otherwise, for a failure that carries what the guest wrote or did,
+/// its kind and an id, while the node's log gets the whole of it under that id.
+pub(crate) fn told(function: &FunctionName, error: RuntimeError, debug: bool) -> ApiError {
+    if debug || !error.is_private() {
+        return ApiError::Runtime(error);
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    tracing::warn!(%function, error_id = %id, %error, "invocation failed");
+    ApiError::Redacted { error, id }
+}
+
 /// The 413 for a body over `limit` bytes.
 pub(crate) fn too_large(what: &str, limit: u64) -> ApiError {
     ApiError::TooLarge(format!("{what} is larger than the limit of {limit} bytes"))

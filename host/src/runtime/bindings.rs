@@ -7,7 +7,7 @@ pub(super) mod handler {
         path: "../sdk/wit",
         world: "handler-imports",
         imports: { "weft:plugin/kv": async, "weft:plugin/locks": async },
-        with: { "weft:plugin/locks.guard": crate::runtime::locks::Guard },
+        with: { "weft:plugin/locks.guard": crate::runtime::holding::Guard },
     });
 }
 

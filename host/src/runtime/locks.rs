@@ -3,57 +3,23 @@
 //! key-value writes carry its fencing tokens; a lock found lost fails the writes at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use wasmtime::component::Resource;
 
 use super::bindings::handler::weft::plugin::locks;
+use super::holding::{Guard, GuestLocks, Holding};
 use super::state::GuestState;
-use crate::id::{LockKey, Namespace};
-use crate::locks::{Held, LockError, Locks};
+use crate::id::LockKey;
+use crate::locks::{Held, LockError};
 use crate::replication::Fence;
 
 /// The most locks one `acquire` may take.
 const MAX_KEYS: usize = 16;
 /// The longest key a guest may lock, in bytes.
 const MAX_KEY_BYTES: usize = 200;
-
-/// What an invocation may use of the lock service.
-#[derive(Clone)]
-pub struct GuestLocks {
-    /// The node's lock service.
-    pub locks: Locks,
-    /// The scope of the function's locks: its key-value namespace.
-    pub scope: Namespace,
-}
-
-/// The lock a lock-protected handler runs under, taken by the platform before the call.
-#[derive(Clone)]
-pub struct HandlerLock {
-    /// The key as the request gave it.
-    pub key: String,
-    /// The lock.
-    pub lock: LockKey,
-    /// Its fencing token.
-    pub token: u64,
-    /// Set once the lock is found lost.
-    pub lost: Arc<AtomicBool>,
-}
-
-/// A lock the invocation holds, and the flag that says it was lost.
-pub(super) struct Holding {
-    pub(super) key: LockKey,
-    pub(super) token: u64,
-    pub(super) lost: Arc<AtomicBool>,
-}
-
-/// Locks taken by one `acquire`, with the keys the guest named; released when the guest
-/// drops the guard or the invocation ends.
-pub struct Guard {
-    held: Vec<(String, Held)>,
-}
 
 impl GuestState {
     fn guest_locks(&self) -> Result<&GuestLocks, locks::Error> {
@@ -197,12 +163,4 @@ fn refused(key: &str, e: LockError) -> locks::Error {
         LockError::BadInput(m) => locks::Error::Invalid(format!("`{key}`: {m}")),
         e => locks::Error::Unavailable(format!("`{key}`: {e}")),
     }
-}
-
-/// Whether any lock the invocation holds was lost; its key and token if so.
-pub(super) fn lost(holding: &[Holding]) -> Option<(&LockKey, u64)> {
-    holding
-        .iter()
-        .find(|h| h.lost.load(Ordering::SeqCst))
-        .map(|h| (&h.key, h.token))
 }

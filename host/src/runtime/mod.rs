@@ -9,6 +9,7 @@
 mod bindings;
 mod cache;
 mod config;
+mod holding;
 mod http;
 mod locks;
 mod state;
@@ -25,8 +26,8 @@ use wasmtime::{
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
+pub use holding::{GuestLocks, HandlerLock};
 pub use http::HttpResponse;
-pub use locks::{GuestLocks, HandlerLock};
 pub use state::{Access, GuestState};
 pub use task::{TaskInstance, TaskOutput, TaskPre};
 

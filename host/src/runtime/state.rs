@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::RuntimeError;
-use super::locks::{GuestLocks, HandlerLock, Holding};
+use super::holding::{GuestLocks, HandlerLock, Holding};
 use crate::id::FunctionName;
 use crate::replication::{KvHandle, ReplicationError};
 
@@ -350,7 +350,7 @@ impl GuestState {
     /// write is not even tried.
     fn kv_to_write(&mut self) -> Result<KvHandle, kv::Error> {
         let fencing = self.kv.as_ref().is_none_or(KvHandle::fencing);
-        if fencing && let Some((key, token)) = super::locks::lost(&self.holding) {
+        if fencing && let Some((key, token)) = super::holding::lost(&self.holding) {
             let message = format!(
                 "lock `{key}` (token {token}) was lost: its lease ran out before it was renewed, so this write was not made"
             );
