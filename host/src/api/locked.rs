@@ -3,9 +3,9 @@
 //!
 //! The owner keeps one line per key: requests take turns in arrival order, and the lock's
 //! lease is held across consecutive requests (renewed in the background), so a hot key costs
-//! one acquisition for many requests. The lock is released when the line drains, or after
-//! [`HOLD_AT_MOST`], so that a node that also routes to the key (while the ring changes)
-//! gets a turn. The handler runs with the lock's token: its key-value reads and writes carry
+//! one acquisition for many requests. The lock is released once the line has been empty for
+//! [`LINGER`] (so requests that come a little apart reuse it too), or after [`HOLD_AT_MOST`],
+//! so that a node that also routes to the key (while the ring changes) gets a turn. The handler runs with the lock's token: its key-value reads and writes carry
 //! it, and a write under a token the replicas have seen superseded is refused.
 //!
 //! The output gate: the response is sent only once the handler has finished, so every write
@@ -30,10 +30,16 @@ use crate::id::{FunctionName, LockKey};
 use crate::locks::{Held, LockError};
 use crate::replication::{KvHandle, Namespace};
 use crate::runtime::{Access, GuestLocks, HandlerLock, Prepared};
+use crate::tasks::Tasks;
 
 /// How long the owner keeps a key's lock across consecutive requests before it lets go and
 /// takes it again: 5 s.
 pub const HOLD_AT_MOST: Duration = Duration::from_secs(5);
+
+/// How long a key's line keeps its lock once no request is left in it: 500 ms. The next
+/// request within that time reuses the lock instead of taking it again (two commits of the
+/// metadata group saved); another node that wants the lock waits at most this long more.
+pub const LINGER: Duration = Duration::from_millis(500);
 
 /// The most requests one key's line holds on a node; more are answered 503 at once.
 pub const MAX_LINE: usize = 1024;
@@ -41,7 +47,7 @@ pub const MAX_LINE: usize = 1024;
 /// The lines of this node's lock-protected requests, by lock.
 #[derive(Default)]
 pub(crate) struct Lines {
-    lines: Mutex<HashMap<LockKey, Arc<Line>>>,
+    lines: Arc<Mutex<HashMap<LockKey, Arc<Line>>>>,
 }
 
 /// One key's line: whose turn it is, and the lock held across turns.
@@ -59,15 +65,22 @@ struct Holding {
     since: Instant,
 }
 
-/// A place in a line; leaving it (dropped) forgets the line once it is empty.
-struct Place<'a> {
-    lines: &'a Lines,
+/// A place in a line; leaving it (dropped) forgets the line once it has stayed empty for
+/// [`LINGER`] (a lock still held in it is released as it is dropped).
+struct Place {
+    lines: Arc<Mutex<HashMap<LockKey, Arc<Line>>>>,
     lock: LockKey,
     line: Arc<Line>,
+    tasks: Tasks,
 }
 
 impl Lines {
-    fn join(&self, function: &FunctionName, lock: &LockKey) -> Result<Place<'_>, ApiError> {
+    fn join(
+        &self,
+        function: &FunctionName,
+        lock: &LockKey,
+        tasks: &Tasks,
+    ) -> Result<Place, ApiError> {
         let mut lines = self.lines.lock().expect("not poisoned");
         let line = lines
             .entry(lock.clone())
@@ -86,9 +99,10 @@ impl Lines {
         }
         line.len.fetch_add(1, Ordering::SeqCst);
         Ok(Place {
-            lines: self,
+            lines: self.lines.clone(),
             lock: lock.clone(),
             line,
+            tasks: tasks.clone(),
         })
     }
 
@@ -116,7 +130,7 @@ impl Lines {
             out,
             "weft_locked_keys",
             Kind::Gauge,
-            "Keys of lock-protected handlers with requests in line on this node, by function.",
+            "Keys of lock-protected handlers with a line on this node (requests in it, or its lock kept for the next), by function.",
             by_function
                 .iter()
                 .map(|(f, (_, k))| (format!("function=\"{f}\""), *k)),
@@ -124,14 +138,25 @@ impl Lines {
     }
 }
 
-impl Drop for Place<'_> {
+impl Drop for Place {
     fn drop(&mut self) {
-        let mut lines = self.lines.lines.lock().expect("not poisoned");
-        if self.line.len.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // Nobody else waits: forget the line (a lock still held in it is released as
-            // it is dropped).
-            lines.remove(&self.lock);
+        let lines = self.lines.lock().expect("not poisoned");
+        if self.line.len.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
         }
+        drop(lines);
+        // Nobody else waits: forget the line if it stays empty for a while.
+        let (lines, lock, line) = (self.lines.clone(), self.lock.clone(), self.line.clone());
+        self.tasks.spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let mut lines = lines.lock().expect("not poisoned");
+            let idle = lines
+                .get(&lock)
+                .is_some_and(|l| Arc::ptr_eq(l, &line) && l.len.load(Ordering::SeqCst) == 0);
+            if idle {
+                lines.remove(&lock);
+            }
+        });
     }
 }
 
@@ -163,7 +188,7 @@ pub(crate) async fn run(
     let lock = LockKey::scoped(&call.ns, call.key.as_bytes());
     let wait = Duration::from_millis(deployment.lock_wait_ms.unwrap_or(DEFAULT_LOCK_WAIT_MS));
     let deadline = Instant::now() + wait;
-    let place = app.lines.join(name, &lock)?;
+    let place = app.lines.join(name, &lock, app.runtime.tasks())?;
     let started = Instant::now();
     let busy = |what: String| {
         app.metrics.locked(name.as_str(), "busy", None);
@@ -260,10 +285,6 @@ pub(crate) async fn run(
             "function `{name}` lost its lock on `{}` while it ran ({why}); its writes acknowledged before the loss stay, later ones were refused",
             call.key
         )));
-    }
-    if place.line.len.load(Ordering::SeqCst) == 1 {
-        // The line drained: let go now, rather than when the lease runs out.
-        let_go(&mut turn).await;
     }
     drop(turn);
     Ok(Response::from_parts(parts, Body::new(Full::new(body))))
