@@ -53,6 +53,8 @@ pub struct Store {
     hints: sled::Tree,
     /// The highest fencing token seen per lock key (lock key → token, big-endian).
     fences: sled::Tree,
+    /// Reads and writes under the same lock take turns on these (by the lock's hash).
+    fence_stripes: std::sync::Arc<Vec<std::sync::Mutex<()>>>,
     jobs: sled::Tree,
     job_output: sled::Tree,
     members: sled::Tree,
@@ -78,6 +80,7 @@ impl Store {
             data: db.open_tree("data")?,
             hints: db.open_tree("hints")?,
             fences: db.open_tree("fences")?,
+            fence_stripes: std::sync::Arc::new((0..64).map(|_| Default::default()).collect()),
             jobs: db.open_tree("jobs")?,
             job_output: db.open_tree("job-output")?,
             members: db.open_tree("members")?,
