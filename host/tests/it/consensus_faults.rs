@@ -465,7 +465,16 @@ async fn register_history(local_reads: bool, faults: bool) -> Vec<Op> {
         let (api, history) = (api.clone(), history.clone());
         async move { register_op(&api, &base, client, input, epoch, &history).await }
     };
-    one(0, urls[0].clone(), Input::Write("s1".into())).await;
+    let s1 = one(0, urls[0].clone(), Input::Write("s1".into()))
+        .await
+        .expect("the first write is answered");
+    // The node about to be cut off has applied it (a commit needs only two of the three).
+    let base = procs[2].http.clone();
+    wait_for(GROUP, "node 2 to apply the first write", || async {
+        let applied = api.status(&base).await?["consensus"]["applied_index"].as_u64()?;
+        (applied >= s1).then_some(())
+    })
+    .await;
     let others = [procs[0].quic, procs[1].quic];
     api.partition(&procs[2], &others).await;
     one(0, urls[0].clone(), Input::Write("s2".into())).await;
