@@ -230,7 +230,7 @@ async fn fences_of(
         ));
     }
     let consensus = &app.cluster.consensus;
-    let applied = || consensus.status().applied_index.unwrap_or(0);
+    let applied = || consensus.applied_index();
     if token > applied() {
         // This node may lag: catch up with the leader, then look again.
         consensus.read(|_| ()).await?;

@@ -600,6 +600,15 @@ impl Consensus {
         self.raft.metrics().borrow().clone()
     }
 
+    /// The index of the last entry this node applied (0: none yet).
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
     /// The group as this node sees it, for `/v1/status` and `weft status`.
     pub fn status(&self) -> GroupStatus {
         let m = self.metrics();
