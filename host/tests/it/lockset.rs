@@ -338,7 +338,7 @@ async fn lock_set_keeps_every_acknowledged_element_through_pauses_kills_and_a_pa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_without_fencing_a_paused_holder_loses_acknowledged_elements() {
+async fn control_without_fencing_a_paused_holders_stale_writes_land() {
     // A pause lands mid-write most of the time, not always: up to three runs.
     let mut results = Vec::new();
     for seed in 100..103 {
@@ -354,7 +354,13 @@ async fn control_without_fencing_a_paused_holder_loses_acknowledged_elements() {
         .iter()
         .find_map(|r| r.as_ref().err())
         .unwrap_or_else(|| panic!("the checker found nothing without fencing: {results:?}"));
-    assert!(found.contains("missing from the set"), "{found}");
+    // Without fencing a stale holder's write lands: either it overwrote a newer holder's
+    // set (acknowledged elements go missing) or it came after a newer holder's write
+    // (tokens go backwards in the set). Fencing refuses both.
+    assert!(
+        found.contains("missing from the set") || found.contains("landed after one under token"),
+        "{found}"
+    );
 }
 
 /// A lock-protected counter (the `counter` plugin deployed with `--lock path:1`) under
