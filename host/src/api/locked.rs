@@ -56,6 +56,9 @@ struct Line {
     function: FunctionName,
     /// Requests in the line, the running one included (changed under `Lines::lines`).
     len: AtomicUsize,
+    /// How many times the line has emptied (changed under `Lines::lines`): a line is
+    /// forgotten only if it has not been used since it last emptied [`LINGER`] ago.
+    emptied: AtomicUsize,
     turn: tokio::sync::Mutex<Option<Holding>>,
 }
 
@@ -88,6 +91,7 @@ impl Lines {
                 Arc::new(Line {
                     function: function.clone(),
                     len: AtomicUsize::new(0),
+                    emptied: AtomicUsize::new(0),
                     turn: tokio::sync::Mutex::new(None),
                 })
             })
@@ -144,15 +148,20 @@ impl Drop for Place {
         if self.line.len.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
+        let emptied = self.line.emptied.fetch_add(1, Ordering::SeqCst) + 1;
         drop(lines);
-        // Nobody else waits: forget the line if it stays empty for a while.
+        // Nobody else waits: forget the line if it stays empty for a while (and is not
+        // used meanwhile: a request that comes and goes empties it again, and the wait
+        // starts over from then).
         let (lines, lock, line) = (self.lines.clone(), self.lock.clone(), self.line.clone());
         self.tasks.spawn(async move {
             tokio::time::sleep(LINGER).await;
             let mut lines = lines.lock().expect("not poisoned");
-            let idle = lines
-                .get(&lock)
-                .is_some_and(|l| Arc::ptr_eq(l, &line) && l.len.load(Ordering::SeqCst) == 0);
+            let idle = lines.get(&lock).is_some_and(|l| {
+                Arc::ptr_eq(l, &line)
+                    && l.len.load(Ordering::SeqCst) == 0
+                    && l.emptied.load(Ordering::SeqCst) == emptied
+            });
             if idle {
                 lines.remove(&lock);
             }
