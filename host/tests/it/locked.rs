@@ -223,6 +223,27 @@ async fn a_lock_protected_handler_runs_one_request_per_key_at_a_time_under_growi
         distinct.len() < 120,
         "every append took a lock of its own: {distinct:?}"
     );
+    // A key used every 100 ms, one request at a time, keeps its lock: its line never stays
+    // empty for `LINGER` (500 ms) in 2 s, so one acquisition serves all (two if a stall
+    // outlasts the linger once). A line forgotten `LINGER` after it *first* emptied would
+    // take the lock about every half second.
+    for i in 0..20 {
+        let (code, v) = n
+            .json(n.req(Method::POST, "/fn/ledger/paced").body(format!("{i}")))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paced: std::collections::BTreeSet<u64> = ledger_log(&n, "paced")
+        .await
+        .iter()
+        .map(|(_, t)| *t)
+        .collect();
+    assert!(
+        paced.len() <= 2,
+        "a key used every 100 ms took its lock {} times: {paced:?}",
+        paced.len()
+    );
     // The line drained, and the lock was let go.
     wait_for(
         Duration::from_secs(10),
