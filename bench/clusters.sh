@@ -10,9 +10,13 @@ cd "$root"
 ETCD=${ETCD:-etcd}
 ETCDCTL=${ETCDCTL:-etcdctl}
 
-for tool in python3 curl "$ETCD" "$ETCDCTL" "$@"; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install wrk etcd-server etcd-client python3 curl" >&2; exit 1; }
-done
+need() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install wrk etcd-server etcd-client python3 curl" >&2; exit 1; }
+  done
+}
+need python3 curl "$@"
 if [ -n "${WEFT_BIN:-}" ]; then
   weft=$WEFT_BIN
   weft_desc="WEFT_BIN=$WEFT_BIN"
@@ -74,6 +78,7 @@ start_weft() {
 declare -a eclient epeer
 start_etcd() {
   local i initial=""
+  need "$ETCD" "$ETCDCTL"
   for i in 1 2 3; do
     eclient[$i]=$(free_port); epeer[$i]=$(free_port)
     initial+="${initial:+,}e$i=http://127.0.0.1:${epeer[$i]}"

@@ -35,15 +35,21 @@ pub fn check_handler<R: crate::IntoResponse>(_handler: fn(crate::Request) -> R) 
 /// Compile-time check that `T` is a task (used by `export_mapreduce!` on native targets).
 pub fn check_task<T: MapReduce>() {}
 
-/// Whether the host should call `combine`.
+/// Whether the host should call `combine` on a chunk's map output: never, since `map`
+/// combines its output itself (in guest memory) when the task has a combiner.
 pub fn has_combiner<T: MapReduce>() -> bool {
-    T::HAS_COMBINER
+    false
 }
 
-/// The `map` export: decode the chunk, run `T::map`, flush its output.
+/// The `map` export: decode the chunk, run `T::map` (combining its output when the task has
+/// a combiner), flush its output.
 pub fn map<T: MapReduce>(chunk: &[u8]) -> Result<(), String> {
     let chunk = std::str::from_utf8(chunk).map_err(|e| format!("map input is not UTF-8: {e}"))?;
-    let mut out = Emitter::new();
+    let mut out = if T::HAS_COMBINER {
+        Emitter::combining(T::combine)
+    } else {
+        Emitter::new()
+    };
     T::map(chunk, &mut out)
         .and_then(|()| out.finish())
         .map_err(|e| e.to_string())
@@ -125,6 +131,85 @@ mod tests {
         assert_eq!(output.len(), 200);
     }
 
+    /// Counts the lines of each length; combines by summing, and fails to combine the
+    /// length 13 (to show a combiner's error ends the map step).
+    struct Lengths;
+
+    impl MapReduce for Lengths {
+        type Key = usize;
+        type Value = u64;
+        type Output = u64;
+        const HAS_COMBINER: bool = true;
+
+        fn map(chunk: &str, out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+            chunk.lines().for_each(|l| out.emit(l.len(), 1));
+            Ok(())
+        }
+
+        fn combine(
+            key: usize,
+            values: Vec<u64>,
+            out: &mut Emitter<usize, u64>,
+        ) -> Result<(), Error> {
+            if key == 13 {
+                return Err(Error::msg("13 is unlucky"));
+            }
+            out.emit(key, values.iter().sum());
+            Ok(())
+        }
+
+        fn reduce(
+            key: usize,
+            values: Vec<u64>,
+            out: &mut Emitter<usize, u64>,
+        ) -> Result<(), Error> {
+            out.emit(key, values.iter().sum());
+            Ok(())
+        }
+    }
+
+    fn emitted() -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> =
+            crate::host::mock::with(|state| std::mem::take(&mut state.emitted))
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+                .collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn map_combines_its_output_in_the_guest_and_the_host_need_not() {
+        let _host = testing::MockHost::new();
+        assert!(!has_combiner::<Lengths>(), "the host would combine again");
+        map::<Lengths>(b"a\nbb\ncc\nd\ndd\n").unwrap();
+        // One pair per distinct key, in one call to the host.
+        assert_eq!(
+            emitted(),
+            [("1".into(), "2".into()), ("2".into(), "3".into())]
+        );
+        assert_eq!(testing::emit_calls(), 1);
+    }
+
+    #[test]
+    fn map_combines_in_parts_once_it_holds_about_8_mib() {
+        let _host = testing::MockHost::new();
+        // 1.5 M one-character lines: 8 bytes of value each, 12 MiB held in all.
+        let input = "x\n".repeat(1_500_000);
+        map::<Lengths>(input.as_bytes()).unwrap();
+        let pairs = emitted();
+        assert_eq!(pairs.len(), 2, "combined in two parts: {pairs:?}");
+        let total: u64 = pairs.iter().map(|(_, v)| v.parse::<u64>().unwrap()).sum();
+        assert_eq!(total, 1_500_000);
+    }
+
+    #[test]
+    fn a_failing_combiner_fails_the_map_step() {
+        let _host = testing::MockHost::new();
+        let err = map::<Lengths>(b"thirteen char\n").unwrap_err();
+        assert_eq!(err, "13 is unlucky");
+    }
+
     #[test]
     fn no_output_means_no_emit_call() {
         let _host = testing::MockHost::new();
@@ -150,10 +235,5 @@ mod tests {
             err.starts_with("a value is not this task's JSON value"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn info_reflects_the_combiner_flag() {
-        assert!(!has_combiner::<Wide>());
     }
 }

@@ -1,8 +1,9 @@
 //! Map/reduce tasks: the [`MapReduce`] trait a task implements and the [`Emitter`] it writes to.
 //!
-//! The host splits the input into chunks of whole lines and calls `map` on each, then `combine`
-//! per key on one chunk's output (only if [`MapReduce::HAS_COMBINER`]), shuffles by key, and
-//! calls `reduce` once per key with all its values.
+//! The host splits the input into chunks of whole lines and calls `map` on each; a task with a
+//! combiner ([`MapReduce::HAS_COMBINER`]) runs `combine` per key on the map output inside
+//! `map` itself, in guest memory, so only combined pairs cross to the host (see [`Emitter`]).
+//! The host shuffles the pairs by key and calls `reduce` once per key with all its values.
 //! Keys, values and outputs cross the boundary as JSON, so the host groups keys by their JSON
 //! bytes: a key type must encode equal keys identically (avoid `HashMap` keys).
 
@@ -106,8 +107,32 @@ pub trait MapReduce {
 /// How many bytes of encoded pairs an [`Emitter`] buffers before handing them to the host.
 pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 
+/// About how many bytes of map output a combining [`Emitter`] holds (keys, values and their
+/// bookkeeping) before it combines what it holds and hands the result to the host: 8 MiB.
+pub(crate) const COMBINE_BYTES: usize = 8 << 20;
+
+/// What a map step emitted, grouped by key, waiting to be combined.
+struct Combining<K, V> {
+    /// By the key's JSON bytes (how the host groups keys too): the key and its values.
+    groups: std::collections::HashMap<Vec<u8>, (K, Vec<V>), foldhash::fast::FixedState>,
+    /// About how many bytes `groups` holds.
+    bytes: usize,
+    /// The task's `combine`.
+    combine: Combine<K, V>,
+    /// Scratch space for encoding a key.
+    scratch: Vec<u8>,
+}
+
+type Combine<K, V> = fn(K, Vec<V>, &mut Emitter<K, V>) -> Result<(), Error>;
+
 /// Collects a step's output and passes it to the host in batches of about 64 KiB, so a guest
 /// never holds a whole chunk's output.
+///
+/// In `map`, a task with a combiner ([`MapReduce::HAS_COMBINER`]) gets an emitter that groups
+/// pairs by key in guest memory and runs [`MapReduce::combine`] on each group when the map
+/// step ends, or earlier whenever it holds about 8 MiB (so `combine` may see a key's values
+/// in several parts, as combiners do in every map/reduce). Only the combined pairs cross to
+/// the host: for a word count, one pair per distinct word of a chunk instead of one per word.
 ///
 /// ```
 /// # use weft_sdk::{Emitter, Error, MapReduce};
@@ -130,6 +155,8 @@ pub struct Emitter<K, V> {
     batch_bytes: usize,
     /// The first encoding error; it fails the step when it ends.
     error: Option<Error>,
+    /// In a combining map step: what waits to be combined.
+    combining: Option<Combining<K, V>>,
     _pairs: PhantomData<fn(K, V)>,
 }
 
@@ -139,7 +166,22 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
             batch: Vec::new(),
             batch_bytes: 0,
             error: None,
+            combining: None,
             _pairs: PhantomData,
+        }
+    }
+
+    /// An emitter that groups pairs by key and runs `combine` on the groups before they go
+    /// to the host.
+    pub(crate) fn combining(combine: Combine<K, V>) -> Self {
+        Emitter {
+            combining: Some(Combining {
+                groups: Default::default(),
+                bytes: 0,
+                combine,
+                scratch: Vec::new(),
+            }),
+            ..Emitter::new()
         }
     }
 
@@ -164,6 +206,26 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
         if self.error.is_some() {
             return;
         }
+        if let Some(c) = &mut self.combining {
+            c.scratch.clear();
+            if let Err(e) = serde_json::to_writer(&mut c.scratch, &key) {
+                self.error = Some(e.into());
+                return;
+            }
+            c.bytes += std::mem::size_of::<V>();
+            match c.groups.get_mut(c.scratch.as_slice()) {
+                Some((_, values)) => values.push(value),
+                None => {
+                    // The key twice (encoded and typed), the map's entry, the values' vector.
+                    c.bytes += 2 * c.scratch.len() + 64;
+                    c.groups.insert(c.scratch.clone(), (key, vec![value]));
+                }
+            }
+            if c.bytes >= COMBINE_BYTES {
+                self.combine_held();
+            }
+            return;
+        }
         match (serde_json::to_vec(&key), serde_json::to_vec(&value)) {
             (Ok(key), Ok(value)) => {
                 self.batch_bytes += key.len() + value.len();
@@ -184,8 +246,26 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
         }
     }
 
+    /// Runs `combine` on every group held, emitting its output to the host.
+    fn combine_held(&mut self) {
+        let Some(mut c) = self.combining.take() else {
+            return;
+        };
+        for (_, (key, values)) in c.groups.drain() {
+            if self.error.is_some() {
+                break;
+            }
+            if let Err(e) = (c.combine)(key, values, self) {
+                self.error = Some(e);
+            }
+        }
+        c.bytes = 0;
+        self.combining = Some(c);
+    }
+
     /// Flush what is left, or report the first encoding error.
     pub(crate) fn finish(mut self) -> Result<(), Error> {
+        self.combine_held();
         match self.error.take() {
             Some(error) => Err(error),
             None => {

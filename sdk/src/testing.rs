@@ -226,7 +226,7 @@ pub const TEST_CHUNK_BYTES: usize = 256;
 /// Run task `T` on `input` in memory the way a cluster does, and return the outputs sorted by key.
 ///
 /// Input is cut into chunks of whole lines of at most [`TEST_CHUNK_BYTES`]; each is mapped,
-/// then combined per key if `T::HAS_COMBINER`; pairs are shuffled by key into `reducers`
+/// combining its output inside `map` if `T::HAS_COMBINER`; pairs are shuffled by key into `reducers`
 /// partitions and reduced. Everything goes through the same JSON encoding as a component.
 /// Panics with the task's message if a step fails; see [`try_run_mapreduce`].
 ///
@@ -284,7 +284,9 @@ where
     for chunk in chunks(input, TEST_CHUNK_BYTES) {
         __private::map::<T>(chunk.as_bytes()).map_err(|e| format!("map: {e}"))?;
         let mapped = take_emitted();
-        if T::HAS_COMBINER {
+        // As the host does: combine only if the task asks it to (an SDK task combines
+        // inside `map` and does not).
+        if __private::has_combiner::<T>() {
             for (key, values) in group(mapped) {
                 __private::combine::<T>(&key, &values).map_err(|e| format!("combine: {e}"))?;
             }

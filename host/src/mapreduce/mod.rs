@@ -24,8 +24,18 @@ use crate::tasks::Tasks;
 use plan::{Chunk, partition};
 use state::{Action, Event, JobState, Progress};
 
+/// Values grouped by key, as map output arrives (in no order).
+type Groups = HashMap<Vec<u8>, Vec<Vec<u8>>, foldhash::fast::FixedState>;
+
 /// One reducer partition's input: values grouped by key, in key order.
-type Partition = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+type Partition = Vec<(Vec<u8>, Vec<Vec<u8>>)>;
+
+/// A partition's groups in key order.
+fn sorted(groups: Groups) -> Partition {
+    let mut partition: Partition = groups.into_iter().collect();
+    partition.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    partition
+}
 
 /// How many output records a job's summary shows.
 const TOP: usize = 10;
@@ -212,7 +222,7 @@ impl Jobs {
         let chunks: Arc<Vec<Chunk>> = Arc::new(spec.chunks);
         let reducers = spec.reducers.max(1);
         let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
-        let mut shuffle: Vec<Partition> = vec![BTreeMap::new(); reducers as usize];
+        let mut shuffle: Vec<Groups> = vec![Groups::default(); reducers as usize];
         let mut frozen: Option<Vec<Arc<Partition>>> = None;
         let mut top = Top::default();
         let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
@@ -251,7 +261,7 @@ impl Jobs {
                         let inputs = frozen.get_or_insert_with(|| {
                             std::mem::take(&mut shuffle)
                                 .into_iter()
-                                .map(Arc::new)
+                                .map(|groups| Arc::new(sorted(groups)))
                                 .collect()
                         });
                         let input = inputs[partition as usize].clone();
@@ -375,7 +385,7 @@ async fn map_task(
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
     let pairs = instance.map(chunk).await?;
     let pairs = if instance.has_combiner() {
-        let mut grouped: Partition = BTreeMap::new();
+        let mut grouped = Groups::default();
         for (k, v) in pairs {
             grouped.entry(k).or_default().push(v);
         }

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Word count: Weft's `wordcount` plugin against a naive single-threaded native Rust count (the
+# COST baseline: McSherry et al., HotOS 2015) and pyspark in `local[2]`, on the same generated
+# text, in one run. Prints MB/s of input for each and the ratios; checks that all three find
+# the same number of words and distinct words.
+#
+#   bench/compare-wordcount.sh                  # 48 MiB of text, 3 rounds
+#   SIZE_MB=200 ROUNDS=5 bench/compare-wordcount.sh
+#   WEFT_BIN=/path/to/weft bench/compare-wordcount.sh
+#
+# Weft: three `weft node`s with defaults; `weft job run wordcount --input FILE --reducers 4`
+# against node 1, timed from the CLI's start to its result (upload, chunking, map, shuffle,
+# reduce, commit), with the corpus in the page cache.
+# Native: bench/wc-native.rs built with `rustc -O`, timed from reading the file to the count.
+# pyspark: bench/wc-spark.py, `local[2]` (one worker thread per core), textFile + flatMap +
+# reduceByKey + collect, all rounds in one session after a warm-up run (the JVM's start and
+# first-run compilation are not counted).
+#
+# Needs: python3, curl, rustc, pyspark (pip install pyspark) and Java 17.
+set -euo pipefail
+SIZE_MB=${SIZE_MB:-48}
+ROUNDS=${ROUNDS:-3}
+# shellcheck source=bench/clusters.sh
+source "$(dirname "$0")/clusters.sh" rustc java
+python3 -c 'import pyspark' 2>/dev/null || { echo "pyspark is missing: pip install pyspark" >&2; exit 1; }
+wordcount="$root/target/wasm-guests/wasm32-wasip2/release/wordcount.wasm"
+[ -f "$wordcount" ] || { echo "no $wordcount: build the host once (cargo build -p weft-host)" >&2; exit 1; }
+
+corpus="$tmp/corpus.txt"
+python3 "$root/bench/gen-text.py" "$SIZE_MB" 1 >"$corpus"
+bytes=$(stat -c %s "$corpus")
+rustc -O --edition 2024 "$root/bench/wc-native.rs" -o "$tmp/wc-native"
+
+start_weft
+until_ok "node 1's API" 60 curl -fs "http://127.0.0.1:${whttp[1]}/v1/status"
+export WEFT_NODE="http://127.0.0.1:${whttp[1]}" WEFT_TOKEN=$weft_token
+until_ok "a deploy of wordcount" 120 "$weft" deploy "$wordcount" --name wordcount
+
+results="$tmp/results.tsv"
+: >"$results"
+weft_round() {
+  local started ended id
+  started=$(date +%s%N)
+  id=$("$weft" job run wordcount --input "$corpus" --reducers 4 --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+assert r["status"] == "succeeded", r
+print(r["id"])')
+  ended=$(date +%s%N)
+  "$weft" job output "$id" | python3 -c '
+import json, sys
+words = distinct = 0
+for line in sys.stdin:
+    words += json.loads(line)["value"]; distinct += 1
+print(f"weft\t{int(sys.argv[1]) / 1e9:.3f}\t{words}\t{distinct}")' "$((ended - started))" >>"$results"
+}
+native_round() {
+  "$tmp/wc-native" "$corpus" | sed -E 's/words=([0-9]+) distinct=([0-9]+) seconds=([0-9.]+)/native\t\3\t\1\t\2/' >>"$results"
+}
+for r in $(seq 1 "$ROUNDS"); do
+  native_round
+  weft_round
+  echo "round $r: $(tail -2 "$results" | cut -f1,2 | tr '\n' ' ')" >&2
+done
+python3 "$root/bench/wc-spark.py" "$corpus" 2 $((ROUNDS + 1)) 2>/dev/null | grep '^RESULT' | tail -n "$ROUNDS" |
+  sed -E 's/RESULT seconds=([0-9.]+) words=([0-9]+) distinct=([0-9]+)/spark\t\1\t\2\t\3/' >>"$results"
+
+echo
+echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc), 3 nodes, job submitted to node 1"
+echo "input: $((bytes / 1048576)) MiB of generated text (bench/gen-text.py $SIZE_MB 1); $ROUNDS rounds; MB/s = 10^6 bytes per second, mean over rounds"
+python3 - "$results" "$bytes" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+answers = set()
+for line in open(sys.argv[1]):
+    side, seconds, words, distinct = line.split()
+    runs[side].append(float(seconds))
+    answers.add((int(words), int(distinct)))
+size = int(sys.argv[2])
+rate = {s: statistics.mean(size / t / 1e6 for t in ts) for s, ts in runs.items()}
+print()
+print("| side | seconds (median) | MB/s |")
+print("| --- | ---: | ---: |")
+names = {"weft": "Weft `wordcount` job", "native": "naive native count, 1 thread", "spark": "pyspark `local[2]`"}
+for s in ("weft", "native", "spark"):
+    print(f"| {names[s]} | {statistics.median(runs[s]):.2f} | {rate[s]:.1f} |")
+print()
+print(f"weft/pyspark {rate['weft'] / rate['spark']:.2f}x; weft/native {rate['weft'] / rate['native']:.2f}x "
+      f"(per core, 2 cores: {rate['weft'] / 2 / rate['native']:.2f}x)")
+if len(answers) != 1:
+    sys.exit(f"the sides disagree on (words, distinct): {sorted(answers)}")
+print(f"all sides counted {answers.pop()[0]:,} words")
+PY
