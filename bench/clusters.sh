@@ -13,7 +13,7 @@ ETCDCTL=${ETCDCTL:-etcdctl}
 need() {
   local tool
   for tool in "$@"; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install wrk etcd-server etcd-client python3 curl" >&2; exit 1; }
+    command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install wrk etcd-server etcd-client python3 curl openjdk-17-jre-headless; rustc comes with rustup)" >&2; exit 1; }
   done
 }
 need python3 curl "$@"

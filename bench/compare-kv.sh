@@ -28,7 +28,7 @@ KEYS=${KEYS:-10000}
 VALUE_BYTES=${VALUE_BYTES:-100}
 SERIALIZABLE=${SERIALIZABLE:-0}
 # shellcheck source=bench/clusters.sh
-source "$(dirname "$0")/clusters.sh" wrk
+source "$(dirname "$0")/clusters.sh" wrk "${ETCD:-etcd}" "${ETCDCTL:-etcdctl}"
 lua="$root/bench/kv-load.lua"
 
 start_weft

@@ -25,7 +25,7 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 CLIENTS=${CLIENTS:-16}
 # shellcheck source=bench/clusters.sh
-source "$(dirname "$0")/clusters.sh"
+source "$(dirname "$0")/clusters.sh" "${ETCD:-etcd}" "${ETCDCTL:-etcdctl}"
 load="$root/bench/locked-load.py"
 counter="$root/target/wasm-guests/wasm32-wasip2/release/counter.wasm"
 [ -f "$counter" ] || { echo "no $counter: build the host once (cargo build -p weft-host)" >&2; exit 1; }

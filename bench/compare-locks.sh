@@ -21,7 +21,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 # shellcheck source=bench/clusters.sh
-source "$(dirname "$0")/clusters.sh"
+source "$(dirname "$0")/clusters.sh" "${ETCD:-etcd}" "${ETCDCTL:-etcdctl}"
 load="$root/bench/lock-load.py"
 
 start_weft

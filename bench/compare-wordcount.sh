@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Word count: Weft's `wordcount` plugin against a naive single-threaded native Rust count (the
-# COST baseline: McSherry et al., HotOS 2015) and pyspark in `local[2]`, on the same generated
+# COST baseline: McSherry et al., HotOS 2015) and pyspark in `local[nproc]`, on the same generated
 # text, in one run. Prints MB/s of input for each and the ratios; checks that all three find
 # the same number of words and distinct words.
 #
@@ -12,11 +12,12 @@
 # against node 1, timed from the CLI's start to its result (upload, chunking, map, shuffle,
 # reduce, commit), with the corpus in the page cache.
 # Native: bench/wc-native.rs built with `rustc -O`, timed from reading the file to the count.
-# pyspark: bench/wc-spark.py, `local[2]` (one worker thread per core), textFile + flatMap +
+# pyspark: bench/wc-spark.py, `local[N]` with N = nproc (one worker thread per core), textFile + flatMap +
 # reduceByKey + collect, all rounds in one session after a warm-up run (the JVM's start and
 # first-run compilation are not counted).
 #
 # Needs: python3, curl, rustc, pyspark (pip install pyspark) and Java 17.
+# With WEFT_BIN, the host is that binary but the `wordcount` guest is this tree's build.
 set -euo pipefail
 SIZE_MB=${SIZE_MB:-48}
 ROUNDS=${ROUNDS:-3}
@@ -26,6 +27,8 @@ python3 -c 'import pyspark' 2>/dev/null || { echo "pyspark is missing: pip insta
 wordcount="$root/target/wasm-guests/wasm32-wasip2/release/wordcount.wasm"
 [ -f "$wordcount" ] || { echo "no $wordcount: build the host once (cargo build -p weft-host)" >&2; exit 1; }
 
+# Spark gets one worker thread per core, as Weft's nodes use every core.
+cores=$(nproc)
 corpus="$tmp/corpus.txt"
 python3 "$root/bench/gen-text.py" "$SIZE_MB" 1 >"$corpus"
 bytes=$(stat -c %s "$corpus")
@@ -62,13 +65,15 @@ for r in $(seq 1 "$ROUNDS"); do
   weft_round
   echo "round $r: $(tail -2 "$results" | cut -f1,2 | tr '\n' ' ')" >&2
 done
-python3 "$root/bench/wc-spark.py" "$corpus" 2 $((ROUNDS + 1)) 2>/dev/null | grep '^RESULT' | tail -n "$ROUNDS" |
+python3 "$root/bench/wc-spark.py" "$corpus" "$cores" $((ROUNDS + 1)) >"$tmp/spark.out" 2>"$tmp/spark.log" ||
+  { tail -20 "$tmp/spark.log" >&2; echo "pyspark failed (its log above)" >&2; exit 1; }
+grep '^RESULT' "$tmp/spark.out" | tail -n "$ROUNDS" |
   sed -E 's/RESULT seconds=([0-9.]+) words=([0-9]+) distinct=([0-9]+)/spark\t\1\t\2\t\3/' >>"$results"
 
 echo
 echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc), 3 nodes, job submitted to node 1"
 echo "input: $((bytes / 1048576)) MiB of generated text (bench/gen-text.py $SIZE_MB 1); $ROUNDS rounds; MB/s = 10^6 bytes per second, mean over rounds"
-python3 - "$results" "$bytes" <<'PY'
+python3 - "$results" "$bytes" "$cores" <<'PY'
 import collections, statistics, sys
 runs = collections.defaultdict(list)
 answers = set()
@@ -76,17 +81,17 @@ for line in open(sys.argv[1]):
     side, seconds, words, distinct = line.split()
     runs[side].append(float(seconds))
     answers.add((int(words), int(distinct)))
-size = int(sys.argv[2])
+size, cores = int(sys.argv[2]), int(sys.argv[3])
 rate = {s: statistics.mean(size / t / 1e6 for t in ts) for s, ts in runs.items()}
 print()
 print("| side | seconds (median) | MB/s |")
 print("| --- | ---: | ---: |")
-names = {"weft": "Weft `wordcount` job", "native": "naive native count, 1 thread", "spark": "pyspark `local[2]`"}
+names = {"weft": "Weft `wordcount` job", "native": "naive native count, 1 thread", "spark": f"pyspark `local[{cores}]`"}
 for s in ("weft", "native", "spark"):
     print(f"| {names[s]} | {statistics.median(runs[s]):.2f} | {rate[s]:.1f} |")
 print()
 print(f"weft/pyspark {rate['weft'] / rate['spark']:.2f}x; weft/native {rate['weft'] / rate['native']:.2f}x "
-      f"(per core, 2 cores: {rate['weft'] / 2 / rate['native']:.2f}x)")
+      f"(per core, {cores} cores: {rate['weft'] / cores / rate['native']:.2f}x)")
 if len(answers) != 1:
     sys.exit(f"the sides disagree on (words, distinct): {sorted(answers)}")
 print(f"all sides counted {answers.pop()[0]:,} words")

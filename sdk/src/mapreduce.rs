@@ -56,14 +56,17 @@ pub trait MapReduce {
     /// The value reduce emits for a key.
     type Output: Serialize + DeserializeOwned;
 
-    /// Whether [`combine`](MapReduce::combine) is worth calling; when `false` the host skips it.
+    /// Whether [`combine`](MapReduce::combine) is worth calling; when `false`, `map` emits
+    /// its pairs as they come and nothing calls `combine`.
     const HAS_COMBINER: bool = false;
 
     /// Map one chunk of whole lines (ending with `\n` unless it is the end of the input).
     fn map(chunk: &str, out: &mut Emitter<Self::Key, Self::Value>) -> Result<(), Error>;
 
-    /// Combine the values one chunk produced for `key` before the shuffle, emitting fewer pairs
-    /// with the same key. The default re-emits every value unchanged.
+    /// Combine values one map step produced for `key` before the shuffle, emitting fewer
+    /// pairs with the same key. It runs inside `map`, on all of the step's values of `key`
+    /// or, past 8 MiB held, on part of them at a time, so it must give the same result
+    /// however the values are split. The default re-emits every value unchanged.
     ///
     /// ```
     /// # use weft_sdk::{Emitter, Error, MapReduce};
@@ -107,8 +110,10 @@ pub trait MapReduce {
 /// How many bytes of encoded pairs an [`Emitter`] buffers before handing them to the host.
 pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 
-/// About how many bytes of map output a combining [`Emitter`] holds (keys, values and their
-/// bookkeeping) before it combines what it holds and hands the result to the host: 8 MiB.
+/// About how many bytes of map output a combining [`Emitter`] holds before it combines what
+/// it holds and hands the result to the host: 8 MiB, counted as each distinct key's bytes
+/// (twice, with some bookkeeping) and each value's inline size (`size_of::<V>()`; what a
+/// value owns on the heap, such as a `String`'s text, is not counted).
 pub(crate) const COMBINE_BYTES: usize = 8 << 20;
 
 /// What a map step emitted, grouped by key, waiting to be combined.
@@ -125,14 +130,16 @@ struct Combining<K, V> {
 
 type Combine<K, V> = fn(K, Vec<V>, &mut Emitter<K, V>) -> Result<(), Error>;
 
-/// Collects a step's output and passes it to the host in batches of about 64 KiB, so a guest
-/// never holds a whole chunk's output.
+/// Collects a step's output and passes it to the host in batches of about 64 KiB.
 ///
 /// In `map`, a task with a combiner ([`MapReduce::HAS_COMBINER`]) gets an emitter that groups
 /// pairs by key in guest memory and runs [`MapReduce::combine`] on each group when the map
-/// step ends, or earlier whenever it holds about 8 MiB (so `combine` may see a key's values
-/// in several parts, as combiners do in every map/reduce). Only the combined pairs cross to
-/// the host: for a word count, one pair per distinct word of a chunk instead of one per word.
+/// step ends, or earlier whenever it holds about 8 MiB of keys and values (see
+/// `COMBINE_BYTES`; so `combine` may see a key's values in several parts, as combiners do
+/// in every map/reduce). Only the combined pairs cross to the host: for a word count, one
+/// pair per distinct word of a chunk (or of each 8 MiB part) instead of one per word.
+/// Values reach `combine` as emitted, without a JSON round trip; an error from `combine`
+/// fails the map step, within the map call's time limit.
 ///
 /// ```
 /// # use weft_sdk::{Emitter, Error, MapReduce};

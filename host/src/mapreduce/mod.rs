@@ -9,7 +9,7 @@
 pub mod plan;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,8 +24,10 @@ use crate::tasks::Tasks;
 use plan::{Chunk, partition};
 use state::{Action, Event, JobState, Progress};
 
-/// Values grouped by key, as map output arrives (in no order).
-type Groups = HashMap<Vec<u8>, Vec<Vec<u8>>, foldhash::fast::FixedState>;
+/// Values grouped by key, as map output arrives (in no order). Seeded at random per map, so
+/// that keys chosen to collide cannot slow a node down, and moving one map's groups into
+/// another does not meet the same hash order.
+type Groups = HashMap<Vec<u8>, Vec<Vec<u8>>, foldhash::fast::RandomState>;
 
 /// One reducer partition's input: values grouped by key, in key order.
 type Partition = Vec<(Vec<u8>, Vec<Vec<u8>>)>;
