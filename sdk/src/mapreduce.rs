@@ -213,27 +213,98 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
         if self.error.is_some() {
             return;
         }
-        if let Some(c) = &mut self.combining {
-            c.scratch.clear();
-            if let Err(e) = serde_json::to_writer(&mut c.scratch, &key) {
-                self.error = Some(e.into());
-                return;
-            }
-            c.bytes += std::mem::size_of::<V>();
-            match c.groups.get_mut(c.scratch.as_slice()) {
-                Some((_, values)) => values.push(value),
-                None => {
-                    // The key twice (encoded and typed), the map's entry, the values' vector.
-                    c.bytes += 2 * c.scratch.len() + 64;
-                    c.groups.insert(c.scratch.clone(), (key, vec![value]));
-                }
-            }
-            if c.bytes >= COMBINE_BYTES {
-                self.combine_held();
+        if self.combining.is_some() {
+            if let Some(value) = self.push_existing(&key, value) {
+                self.insert_new(key, value);
             }
             return;
         }
-        match (serde_json::to_vec(&key), serde_json::to_vec(&value)) {
+        self.encode(&key, &value);
+    }
+
+    /// Emit one pair, with a borrowed key: in a combining map step the key is copied only
+    /// the first time it is seen, so a map that builds each key in a reused buffer allocates
+    /// nothing per pair. Encoding errors are reported when the step ends.
+    ///
+    /// ```
+    /// # use weft_sdk::{Emitter, Error, MapReduce};
+    /// # struct T;
+    /// # impl MapReduce for T {
+    /// #     type Key = String; type Value = u64; type Output = u64;
+    /// # const HAS_COMBINER: bool = true;
+    /// fn map(chunk: &str, out: &mut Emitter<String, u64>) -> Result<(), Error> {
+    ///     let mut word = String::new();
+    ///     for w in chunk.split_whitespace() {
+    ///         word.clear();
+    ///         word.push_str(w);
+    ///         word.make_ascii_lowercase();
+    ///         out.emit_ref(word.as_str(), 1);
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # fn combine(k: String, v: Vec<u64>, out: &mut Emitter<String, u64>) -> Result<(), Error> {
+    /// #     out.emit(k, v.iter().sum()); Ok(())
+    /// # }
+    /// #     fn reduce(key: String, values: Vec<u64>, out: &mut Emitter<String, u64>) -> Result<(), Error> {
+    /// #         out.emit(key, values.iter().sum()); Ok(())
+    /// #     }
+    /// # }
+    /// # assert_eq!(weft_sdk::testing::run_mapreduce::<T>("A a\nb\n", 1), [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+    /// ```
+    pub fn emit_ref<Q>(&mut self, key: &Q, value: V)
+    where
+        Q: Serialize + ToOwned<Owned = K> + ?Sized,
+    {
+        if self.error.is_some() {
+            return;
+        }
+        if self.combining.is_some() {
+            if let Some(value) = self.push_existing(key, value) {
+                self.insert_new(key.to_owned(), value);
+            }
+            return;
+        }
+        self.encode(key, &value);
+    }
+
+    /// In a combining step: encodes `key` (kept in the scratch buffer) and adds `value` to
+    /// its group if it has one; gives `value` back if the key is new (then
+    /// [`Emitter::insert_new`] adds it). An encoding error is recorded, and the value dropped.
+    fn push_existing<Q: Serialize + ?Sized>(&mut self, key: &Q, value: V) -> Option<V> {
+        let c = self.combining.as_mut().expect("a combining step");
+        c.scratch.clear();
+        if let Err(e) = serde_json::to_writer(&mut c.scratch, key) {
+            self.error = Some(e.into());
+            return None;
+        }
+        c.bytes += std::mem::size_of::<V>();
+        match c.groups.get_mut(c.scratch.as_slice()) {
+            Some((_, values)) => {
+                values.push(value);
+                if c.bytes >= COMBINE_BYTES {
+                    self.combine_held();
+                }
+                None
+            }
+            None => Some(value),
+        }
+    }
+
+    /// In a combining step: starts the group of the key just encoded by
+    /// [`Emitter::push_existing`].
+    fn insert_new(&mut self, key: K, value: V) {
+        let c = self.combining.as_mut().expect("a combining step");
+        // The key twice (encoded and typed), the map's entry, the values' vector.
+        c.bytes += 2 * c.scratch.len() + 64;
+        c.groups.insert(c.scratch.clone(), (key, vec![value]));
+        if c.bytes >= COMBINE_BYTES {
+            self.combine_held();
+        }
+    }
+
+    /// Outside a combining step: encodes the pair into the batch for the host.
+    fn encode<Q: Serialize + ?Sized>(&mut self, key: &Q, value: &V) {
+        match (serde_json::to_vec(key), serde_json::to_vec(value)) {
             (Ok(key), Ok(value)) => {
                 self.batch_bytes += key.len() + value.len();
                 self.batch.push((key, value));

@@ -223,6 +223,10 @@ impl Runtime {
         wasm.epoch_interruption(true)
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("WEFT_PERFMAP").is_some_and(|v| v == "1") {
+            // For `perf`: name the compiled guest functions in /tmp/perf-PID.map.
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm)
             .map_err(|e| RuntimeError::Host(format!("creating the engine: {e}")))?;
 

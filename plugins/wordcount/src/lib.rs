@@ -16,11 +16,22 @@ impl MapReduce for WordCount {
     const HAS_COMBINER: bool = true;
 
     fn map(chunk: &str, out: &mut Emitter<String, u64>) -> Result<(), Error> {
+        // Each word is lowercased into one reused buffer and emitted by reference: the
+        // emitter copies a word only the first time it sees it.
+        let mut lower = String::new();
         for word in chunk
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
         {
-            out.emit(word.to_lowercase(), 1);
+            lower.clear();
+            if word.is_ascii() {
+                lower.push_str(word);
+                lower.make_ascii_lowercase();
+            } else {
+                // `str::to_lowercase` knows context (a final sigma), `char`'s does not.
+                lower.push_str(&word.to_lowercase());
+            }
+            out.emit_ref(lower.as_str(), 1);
         }
         Ok(())
     }
