@@ -223,8 +223,11 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
     }
 
     /// Emit one pair, with a borrowed key: in a combining map step the key is copied only
-    /// the first time it is seen, so a map that builds each key in a reused buffer allocates
-    /// nothing per pair. Encoding errors are reported when the step ends.
+    /// when it is new among the pairs held (the first time it is seen, and again after each
+    /// 8 MiB combine), so a map that builds each key in a reused buffer allocates no key per
+    /// pair. Outside a combining step it is the same as [`Emitter::emit`]. `Q` must encode
+    /// to the same JSON as `K` (as `str` and `String` do): the host decodes it as `K`.
+    /// Encoding errors are reported when the step ends.
     ///
     /// ```
     /// # use weft_sdk::{Emitter, Error, MapReduce};

@@ -16,8 +16,8 @@ impl MapReduce for WordCount {
     const HAS_COMBINER: bool = true;
 
     fn map(chunk: &str, out: &mut Emitter<String, u64>) -> Result<(), Error> {
-        // Each word is lowercased into one reused buffer and emitted by reference: the
-        // emitter copies a word only the first time it sees it.
+        // An ASCII word is lowercased into one reused buffer and emitted by reference: the
+        // emitter copies it only when it is new among the pairs it holds.
         let mut lower = String::new();
         for word in chunk
             .split(|c: char| !c.is_alphanumeric())
