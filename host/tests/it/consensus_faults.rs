@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::cluster::new_cluster;
-use crate::faults::{Opts, Proc, long, start_procs_with};
+use crate::faults::{Opts, Proc, long, metric_sum, start_procs_with};
 use crate::harness::{fault_rng, wait_for};
 use crate::linearizable::{self, Input, Op, Output};
 
@@ -143,14 +143,6 @@ pub fn opts(args: &[&str]) -> Opts {
         args: args.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
     }
-}
-
-async fn metric_sum(procs: &[Proc], name: &str) -> f64 {
-    let mut sum = 0.0;
-    for p in procs {
-        sum += p.metric(name).await;
-    }
-    sum
 }
 
 /// Starts the process at `at` again, on its address and data, and points `urls` at it.

@@ -347,6 +347,24 @@ async fn a_killed_node_is_marked_down_everywhere_and_rejoins_after_restart() {
     );
 }
 
+/// Metric `name` summed over `procs`.
+pub(crate) async fn metric_sum(procs: &[Proc], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for p in procs {
+        sum += p.metric(name).await;
+    }
+    sum
+}
+
+/// Each metric in `names`, summed over `procs`.
+async fn metric_sums(procs: &[Proc], names: &[&str; 5]) -> [f64; 5] {
+    let mut sums = [0.0; 5];
+    for (sum, name) in sums.iter_mut().zip(names) {
+        *sum = metric_sum(procs, name).await;
+    }
+    sums
+}
+
 /// Runs 5 nodes with 10% loss on every link and one node stopped for `stall` every `every`,
 /// for `total`; returns how many times any node declared a member down.
 async fn noisy_run(opts: &Opts, total: Duration, every: Duration, stall: Duration) -> f64 {
@@ -368,7 +386,6 @@ async fn noisy_run(opts: &Opts, total: Duration, every: Duration, stall: Duratio
     // A suspicion still open when the run ends is counted once it ends: refuted, or a
     // member declared down (which the caller counts).
     wait_all_alive(&procs, procs.len()).await;
-    let mut sums = [0.0; 5];
     let names = [
         "weft_members_declared_down_total",
         "weft_suspicions_total",
@@ -376,10 +393,15 @@ async fn noisy_run(opts: &Opts, total: Duration, every: Duration, stall: Duratio
         "weft_suspicions_extended_total",
         "weft_probes_failed_total",
     ];
-    for p in &procs {
-        for (sum, name) in sums.iter_mut().zip(names) {
-            *sum += p.metric(name).await;
-        }
+    // A member can look alive to every node while a suspicion of it is still being settled
+    // on one (its refutation in flight): wait, within a deadline, until every suspicion
+    // counted so far has ended one way or another, then judge how.
+    let settled = |s: &[f64; 5]| s[1] == 0.0 || s[0] + s[2] + s[3] >= 1.0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sums = metric_sums(&procs, &names).await;
+    while !settled(&sums) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await; // polling the condition
+        sums = metric_sums(&procs, &names).await;
     }
     println!(
         "lifeguard {}: declared down {}, suspicions {}, refuted {}, extended {}, failed probes {} (sums over 5 nodes)",
