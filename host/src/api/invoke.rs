@@ -164,6 +164,7 @@ async fn call(
             scope: ns,
         }),
         handler: None,
+        gate: None,
         fenced: None,
         finished: None,
     };

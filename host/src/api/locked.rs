@@ -8,11 +8,17 @@
 //! so that a node that also routes to the key (while the ring changes) gets a turn. The handler runs with the lock's token: its key-value reads and writes carry
 //! it, and a write under a token the replicas have seen superseded is refused.
 //!
-//! The output gate: the response is sent only once the handler has finished, so every write
-//! it made was acknowledged first. A request whose reads or writes were refused because its
-//! lock was lost while it ran (its node paused past the lease, say) is answered 503: writes
-//! acknowledged before the loss stay, later ones were refused. A lock lost without refusing
-//! anything leaves the answer as it was: what the handler did was all under its lock.
+//! The output gate ([`Gate`]): a handler's key-value writes go out behind it, in batches, and
+//! its response is sent only once every write made up to its end is acknowledged. The next
+//! request in the line runs meanwhile and reads what the earlier ones wrote from the gate, so
+//! a hot key is not held to one replicated write per request. A request whose reads or writes
+//! were refused because its lock was lost while it ran (its node paused past the lease, say),
+//! or whose writes (or an earlier request's) were refused so, is answered 503: writes
+//! acknowledged before the loss stay, later ones were refused. A write that could not be
+//! acknowledged for another reason (too few replicas) closes the gate too, and the requests
+//! waiting behind it are answered 503 without knowing whether their writes landed. A lock lost
+//! without refusing anything leaves the answer as it was: what the handler did was all under
+//! its lock. In both cases the line takes the lock again, with an empty gate.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +34,7 @@ use super::{Active, ApiError, App};
 use crate::functions::DEFAULT_LOCK_WAIT_MS;
 use crate::id::{FunctionName, LockKey};
 use crate::locks::{Held, LockError};
-use crate::replication::{KvHandle, Namespace};
+use crate::replication::{Fence, Gate, KvHandle, Namespace};
 use crate::runtime::{Access, GuestLocks, HandlerLock, Prepared};
 use crate::tasks::Tasks;
 
@@ -62,10 +68,11 @@ struct Line {
     turn: tokio::sync::Mutex<Option<Holding>>,
 }
 
-/// The lock held across turns, and since when.
+/// The lock held across turns, since when, and the output gate of its grant.
 struct Holding {
     held: Held,
     since: Instant,
+    gate: Gate,
 }
 
 /// A place in a line; leaving it (dropped) forgets the line once it has stayed empty for
@@ -210,10 +217,9 @@ pub(crate) async fn run(
             crate::millis::show(wait)
         )));
     };
-    if turn
-        .as_ref()
-        .is_some_and(|h| h.held.is_lost() || h.since.elapsed() >= HOLD_AT_MOST)
-    {
+    if turn.as_ref().is_some_and(|h| {
+        h.held.is_lost() || h.gate.failure().is_some() || h.since.elapsed() >= HOLD_AT_MOST
+    }) {
         // Let go, and take it again.
         let_go(&mut turn).await;
     }
@@ -234,9 +240,21 @@ pub(crate) async fn run(
             }
             Err(e) => return Err(e.into()),
         };
+        let mut kv = KvHandle::new(app.cluster.replication.clone(), call.ns.clone());
+        kv.fence(Fence {
+            lock: lock.clone(),
+            token: held.grant().token,
+        });
+        let gate = Gate::new(
+            kv,
+            held.lost_flag(),
+            held.lease_until(),
+            app.runtime.tasks().clone(),
+        );
         *turn = Some(Holding {
             held,
             since: Instant::now(),
+            gate,
         });
         outcome = "acquired";
     }
@@ -244,6 +262,7 @@ pub(crate) async fn run(
         .locked(name.as_str(), outcome, Some(started.elapsed()));
     let holding = turn.as_ref().expect("taken above");
     let grant = holding.held.grant();
+    let gate = holding.gate.clone();
     let fenced = Arc::new(OnceLock::new());
     let (finished, guest_ended) = tokio::sync::oneshot::channel();
     let access = Access {
@@ -261,6 +280,7 @@ pub(crate) async fn run(
             token: grant.token,
             lost: holding.held.lost_flag(),
         }),
+        gate: Some(gate.clone()),
         fenced: Some(fenced.clone()),
         finished: Some(finished),
     };
@@ -286,16 +306,31 @@ pub(crate) async fn run(
     // The turn ends only once the guest has (it may run on after an error answer), so the
     // next request never runs beside it under the same token.
     let _ = guest_ended.await;
-    let (parts, body) = ran?;
-    if let Some(why) = fenced.get().cloned() {
-        let_go(&mut turn).await;
+    let lost = |why: &str| {
         app.metrics.locked(name.as_str(), "lost", None);
-        return Err(ApiError::RetryLater(format!(
+        ApiError::RetryLater(format!(
             "function `{name}` lost its lock on `{}` while it ran ({why}); its writes acknowledged before the loss stay, later ones were refused",
             call.key
+        ))
+    };
+    if let Some(why) = fenced.get().cloned() {
+        let_go(&mut turn).await;
+        return Err(lost(&why));
+    }
+    // The next request runs while this one's writes go out; the answer waits for them.
+    let mark = gate.mark();
+    drop(turn);
+    if let Err(why) = gate.passed(mark).await {
+        if why.is_fenced() {
+            return Err(lost(why.message()));
+        }
+        return Err(ApiError::RetryLater(format!(
+            "function `{name}` ran, but its writes under lock `{}` (or an earlier request's) could not be acknowledged: {}; whether they landed is not known",
+            call.key,
+            why.message()
         )));
     }
-    drop(turn);
+    let (parts, body) = ran?;
     Ok(Response::from_parts(parts, Body::new(Full::new(body))))
 }
 
@@ -303,6 +338,8 @@ pub(crate) async fn run(
 /// (here or on another node) need not wait for it.
 async fn let_go(turn: &mut Option<Holding>) {
     if let Some(h) = turn.take() {
+        // Whatever went out through the gate lands (or fails) before anyone else may write.
+        let _ = h.gate.drain().await;
         let key = h.held.grant().key.clone();
         if let Err(e) = h.held.release().await {
             tracing::debug!(%key, error = %e, "releasing a lock-protected handler's lock");

@@ -401,10 +401,14 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
                 ReplicationError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                ReplicationError::Conflict { .. } | ReplicationError::Fenced { .. } => {
+                ReplicationError::Conflict { .. }
+                | ReplicationError::Fenced { .. }
+                | ReplicationError::LockLost(_) => {
                     StatusCode::CONFLICT
                 }
-                ReplicationError::Remote(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ReplicationError::Remote(_) | ReplicationError::LineFailed(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 ReplicationError::Store(_) | ReplicationError::Corrupt(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -71,6 +71,28 @@ impl KvHandle {
             .map(|_| ())
     }
 
+    /// Stores `value` under `key` (`None`: a tombstone), acknowledged by a write quorum.
+    pub(super) async fn put(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+    ) -> Result<super::Version, ReplicationError> {
+        self.replicator
+            .put(
+                &self.ns,
+                key,
+                value,
+                None,
+                &self.fences,
+                Overrides::default(),
+            )
+            .await
+    }
+
+    pub(super) fn stats(&self) -> &super::Stats {
+        self.replicator.stats()
+    }
+
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &[u8]) -> Result<bool, ReplicationError> {
         let existed = self.get(key).await?.is_some();

@@ -12,6 +12,7 @@
 mod anti_entropy;
 mod config;
 mod coordinator;
+mod gate;
 mod handle;
 mod handoff;
 mod hints;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Quorum, ReplicationConfig, ReplicationSwitches};
 pub use coordinator::Scan;
+pub use gate::{CACHE_BYTES, Failure, Gate, Mark};
 pub use handle::KvHandle;
 pub use merkle::Leaves;
 pub(crate) use replica::ANSWER_BYTES;
@@ -185,6 +187,15 @@ pub enum ReplicationError {
         /// The larger token a replica has seen for the lock.
         seen: u64,
     },
+    /// A write through a lock-protected handler's output gate, not tried: the lock was lost.
+    #[error("{0}")]
+    LockLost(String),
+    /// A write through a lock-protected handler's output gate, not tried: an earlier write
+    /// under the same grant was not acknowledged.
+    #[error(
+        "an earlier write under this lock was not acknowledged ({0}), so nothing more is written under it until the lock is taken again"
+    )]
+    LineFailed(String),
     /// Local storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -305,6 +316,10 @@ pub struct Stats {
     pub fenced: AtomicU64,
     /// Writes this node coordinated that were refused so (the writer had lost its lock).
     pub fenced_writes: AtomicU64,
+    /// Batches lock-protected handlers' output gates sent.
+    pub gate_batches: AtomicU64,
+    /// Writes in them (one per key and batch).
+    pub gate_writes: AtomicU64,
 }
 
 /// The result of the last anti-entropy exchange with one peer.

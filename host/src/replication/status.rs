@@ -74,6 +74,8 @@ impl Replicator {
                 ("hints_expired", &s.hints_expired),
                 ("fenced", &s.fenced),
                 ("fenced_writes", &s.fenced_writes),
+                ("gate_batches", &s.gate_batches),
+                ("gate_writes", &s.gate_writes),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))

@@ -15,7 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use super::RuntimeError;
 use super::holding::{GuestLocks, HandlerLock, Holding};
 use crate::id::FunctionName;
-use crate::replication::{KvHandle, ReplicationError};
+use crate::replication::{Failure, Gate, KvHandle, ReplicationError};
 
 use super::bindings::handler::weft::plugin::{kv, log};
 
@@ -36,6 +36,9 @@ pub struct Access {
     pub locks: Option<GuestLocks>,
     /// The lock a lock-protected handler runs under.
     pub handler: Option<HandlerLock>,
+    /// The output gate of a lock-protected handler's line: its key-value reads and writes go
+    /// through it while it holds no lock of its own.
+    pub gate: Option<Gate>,
     /// Set, by the first, when a write was refused or not made because a lock was lost: what
     /// to tell the caller, who keeps a clone to look at after the call.
     pub fenced: Option<Arc<OnceLock<String>>>,
@@ -60,6 +63,8 @@ pub struct GuestState {
     pub(super) holding: Vec<Holding>,
     /// The lock-protected handler's own lock.
     pub(super) handler_lock: Option<HandlerLock>,
+    /// See [`Access::gate`].
+    gate: Option<Gate>,
     /// A random id naming this invocation as a lock holder, made when first needed.
     pub(super) invocation: Option<u64>,
     /// See [`Access::fenced`].
@@ -117,6 +122,7 @@ impl GuestState {
             locks: access.locks,
             holding: Vec::new(),
             handler_lock: None,
+            gate: access.gate,
             invocation: None,
             fenced: access.fenced,
             _finished: access.finished,
@@ -360,6 +366,39 @@ impl GuestState {
         self.kv_space().cloned()
     }
 
+    /// The output gate to read and write through, if the invocation has one and holds no
+    /// lock but the handler's. One that holds more writes around the gate, as any other
+    /// invocation does, once everything written through the gate is acknowledged.
+    async fn through_gate(&mut self) -> Result<Option<Gate>, kv::Error> {
+        let Some(gate) = self.gate.clone() else {
+            return Ok(None);
+        };
+        if self.holding.len() <= 1 {
+            return Ok(Some(gate));
+        }
+        match gate.drain().await {
+            Ok(()) => Ok(None),
+            Err(why) => Err(self.closed(why)),
+        }
+    }
+
+    /// Forgets what the gate keeps of `key`, written around it.
+    fn around_gate(&self, key: &[u8]) {
+        if let Some(gate) = &self.gate {
+            gate.forget(key);
+        }
+    }
+
+    /// A closed gate as the guest sees it.
+    fn closed(&mut self, why: Failure) -> kv::Error {
+        if why.is_fenced() {
+            self.report_fenced(why.message());
+            kv::Error::Fenced(why.message().to_string())
+        } else {
+            kv::Error::Unavailable(why.message().to_string())
+        }
+    }
+
     fn report_fenced(&self, message: &str) {
         if let Some(f) = &self.fenced {
             let _ = f.set(message.to_string());
@@ -371,7 +410,7 @@ impl GuestState {
     fn failed(&mut self, e: ReplicationError) -> kv::Error {
         match e {
             ReplicationError::TooLarge(m) => kv::Error::TooLarge(m),
-            e @ ReplicationError::Fenced { .. } => {
+            e @ (ReplicationError::Fenced { .. } | ReplicationError::LockLost(_)) => {
                 let message = e.to_string();
                 self.report_fenced(&message);
                 kv::Error::Fenced(message)
@@ -383,22 +422,47 @@ impl GuestState {
 
 impl kv::Host for GuestState {
     async fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, kv::Error> {
+        if let Some(gate) = self.through_gate().await? {
+            return gate.get(&key).await.map_err(|e| self.failed(e));
+        }
         let kv = self.kv_space()?.clone();
         kv.get(&key).await.map_err(|e| self.failed(e))
     }
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), kv::Error> {
+        if let Some(gate) = self.through_gate().await? {
+            return gate.set(&key, Some(value)).map_err(|e| self.failed(e));
+        }
         let kv = self.kv_to_write()?;
+        self.around_gate(&key);
         kv.set(&key, &value).await.map_err(|e| self.failed(e))
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Result<bool, kv::Error> {
+        if let Some(gate) = self.through_gate().await? {
+            let existed = gate.get(&key).await.map_err(|e| self.failed(e))?.is_some();
+            gate.set(&key, None).map_err(|e| self.failed(e))?;
+            return Ok(existed);
+        }
         let kv = self.kv_to_write()?;
+        self.around_gate(&key);
         kv.delete(&key).await.map_err(|e| self.failed(e))
     }
 
     async fn increment(&mut self, key: Vec<u8>, delta: i64) -> Result<i64, kv::Error> {
+        if let Some(gate) = self.through_gate().await? {
+            // Under the line's lock nobody else writes the key: no compare-and-set needed.
+            let old = gate.get(&key).await.map_err(|e| self.failed(e))?;
+            let new = old
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map_or(0, i64::from_le_bytes)
+                .wrapping_add(delta);
+            gate.set(&key, Some(new.to_le_bytes().to_vec()))
+                .map_err(|e| self.failed(e))?;
+            return Ok(new);
+        }
         let kv = self.kv_to_write()?;
+        self.around_gate(&key);
         kv.increment(&key, delta).await.map_err(|e| self.failed(e))
     }
 }

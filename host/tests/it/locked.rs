@@ -9,7 +9,9 @@ use rand::{RngExt, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::harness::{TestNode, guest, wait_for};
+use crate::cluster::{new_cluster, start_cluster};
+use crate::harness::{TestNode, guest, metric_sum, wait_for};
+use crate::replication::wait_ring;
 
 /// Opens `accounts` accounts of `each`.
 async fn open_accounts(n: &TestNode, accounts: usize, each: i64) {
@@ -355,4 +357,86 @@ async fn weft_locks_shows_the_function_holding_or_waiting_for_each_lock() {
     assert_eq!(code, StatusCode::NO_CONTENT, "{v}");
     let (code, v) = transfer.await.unwrap();
     assert_eq!(code, StatusCode::OK, "{v}");
+}
+
+/// The `counter` under its path's lock, as a quorum read on `n` sees it.
+async fn stored_count(n: &TestNode, key: &str) -> i64 {
+    let r = n
+        .req(Method::GET, &format!("/v1/kv/fn.counter/%2F{key}"))
+        .send()
+        .await
+        .unwrap();
+    if r.status() == StatusCode::NOT_FOUND {
+        return 0;
+    }
+    assert_eq!(r.status(), StatusCode::OK);
+    let bytes = r.bytes().await.unwrap();
+    i64::from_le_bytes(bytes[..].try_into().expect("an 8-byte counter"))
+}
+
+/// The output gate: the requests of a hot key run while the writes of those before them go
+/// out (in shared batches), and yet no answer comes before its write is acknowledged (a
+/// quorum read on another node sees it), and no request misses an earlier one's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_keys_answers_follow_their_writes_and_see_every_earlier_one() {
+    let cluster = new_cluster();
+    let nodes = Arc::new(start_cluster(cluster.path(), 3).await);
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_ring(&all, 3).await;
+    nodes[0]
+        .deploy_ok(
+            "counter",
+            guest("counter"),
+            &[("lock", "path:1"), ("lock_wait", "20s")],
+        )
+        .await;
+    for (i, n) in nodes.iter().enumerate() {
+        wait_for(
+            Duration::from_secs(20),
+            "the counter deployed everywhere",
+            || async {
+                let (code, _) = n.get(&format!("/fn/counter/warm-{i}")).await;
+                (code == StatusCode::OK).then_some(())
+            },
+        )
+        .await;
+    }
+    let (clients, each) = (8, 20);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut counts = Vec::new();
+            for i in 0..each {
+                let count = nodes[(c + i) % 3].count("/fn/counter/hot").await as i64;
+                let stored = stored_count(&nodes[(c + i + 1) % 3], "hot").await;
+                assert!(
+                    stored >= count,
+                    "answered {count} before the write was acknowledged: a quorum read saw {stored}"
+                );
+                counts.push(count);
+            }
+            counts
+        }));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.extend(t.await.unwrap());
+    }
+    counts.sort();
+    let requests = (clients * each) as i64;
+    assert_eq!(
+        counts,
+        (1..=requests).collect::<Vec<_>>(),
+        "an increment lost or seen twice"
+    );
+    assert_eq!(stored_count(&nodes[2], "hot").await, requests);
+    // The writes went out through the gate: at most one per request (fewer where a batch
+    // carried several requests' writes of the key).
+    let batches = metric_sum(&all, "weft_kv_gate_batches_total").await;
+    let writes = metric_sum(&all, "weft_kv_gate_writes_total").await;
+    assert!(
+        batches >= 1.0 && writes >= batches && writes <= (requests + 3) as f64,
+        "{batches} batches of {writes} writes for {requests} requests"
+    );
 }
