@@ -10,15 +10,17 @@
 //!
 //! The output gate ([`Gate`]): a handler's key-value writes go out behind it, in batches, and
 //! its response is sent only once every write made up to its end is acknowledged. The next
-//! request in the line runs meanwhile and reads what the earlier ones wrote from the gate, so
-//! a hot key is not held to one replicated write per request. A request whose reads or writes
-//! were refused because its lock was lost while it ran (its node paused past the lease, say),
-//! or whose writes (or an earlier request's) were refused so, is answered 503: writes
-//! acknowledged before the loss stay, later ones were refused. A write that could not be
-//! acknowledged for another reason (too few replicas) closes the gate too, and the requests
-//! waiting behind it are answered 503 without knowing whether their writes landed. A lock lost
-//! without refusing anything leaves the answer as it was: what the handler did was all under
-//! its lock. In both cases the line takes the lock again, with an empty gate.
+//! request in the line runs meanwhile and reads what the earlier ones wrote from the gate while
+//! it is on its way, so a hot key is not held to one replicated write per request.
+//!
+//! A request whose reads or writes were refused because its lock was lost while it ran (its
+//! node paused past the lease, say) is answered 503: writes acknowledged before the loss stay,
+//! its others were refused or never sent. A request whose writes (or an earlier request's)
+//! were not acknowledged afterwards (the lock lost before they were, a key changed by a writer
+//! outside the line, too few replicas) is answered 503 too, without knowing whether they
+//! landed. Either way the line takes the lock again, with an empty gate. A lock lost after
+//! every write of a request was acknowledged leaves its answer as it was: what the handler
+//! did was all under its lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +36,7 @@ use super::{Active, ApiError, App};
 use crate::functions::DEFAULT_LOCK_WAIT_MS;
 use crate::id::{FunctionName, LockKey};
 use crate::locks::{Held, LockError};
-use crate::replication::{Fence, Gate, KvHandle, Namespace};
+use crate::replication::{Failure, Fence, Gate, KvHandle, Namespace};
 use crate::runtime::{Access, GuestLocks, HandlerLock, Prepared};
 use crate::tasks::Tasks;
 
@@ -306,26 +308,33 @@ pub(crate) async fn run(
     // The turn ends only once the guest has (it may run on after an error answer), so the
     // next request never runs beside it under the same token.
     let _ = guest_ended.await;
-    let lost = |why: &str| {
-        app.metrics.locked(name.as_str(), "lost", None);
-        ApiError::RetryLater(format!(
-            "function `{name}` lost its lock on `{}` while it ran ({why}); its writes acknowledged before the loss stay, later ones were refused",
-            call.key
-        ))
-    };
     if let Some(why) = fenced.get().cloned() {
+        // Its writes not sent yet never will be.
+        gate.close(Failure::Fenced(why.clone()));
         let_go(&mut turn).await;
-        return Err(lost(&why));
+        app.metrics.locked(name.as_str(), "lost", None);
+        return Err(ApiError::RetryLater(format!(
+            "function `{name}` lost its lock on `{}` while it ran ({why}); writes acknowledged before the loss stay, this request's others were refused or not made",
+            call.key
+        )));
     }
     // The next request runs while this one's writes go out; the answer waits for them.
     let mark = gate.mark();
     drop(turn);
-    if let Err(why) = gate.passed(mark).await {
-        if why.is_fenced() {
-            return Err(lost(why.message()));
-        }
+    let early = app.cluster.replication.switches().gate_answers_early;
+    if let Err(why) = if early {
+        Ok(())
+    } else {
+        gate.passed(mark).await
+    } {
+        let what = if why.is_fenced() {
+            app.metrics.locked(name.as_str(), "lost", None);
+            "its lock was lost before they were"
+        } else {
+            "they could not be"
+        };
         return Err(ApiError::RetryLater(format!(
-            "function `{name}` ran, but its writes under lock `{}` (or an earlier request's) could not be acknowledged: {}; whether they landed is not known",
+            "function `{name}` ran, but its writes under lock `{}` (or an earlier request's) were not acknowledged: {what} ({}); writes acknowledged before stay, and whether these landed is not known",
             call.key,
             why.message()
         )));

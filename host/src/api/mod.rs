@@ -401,14 +401,12 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
                 ReplicationError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                ReplicationError::Conflict { .. }
-                | ReplicationError::Fenced { .. }
-                | ReplicationError::LockLost(_) => {
+                ReplicationError::Conflict { .. } | ReplicationError::Fenced { .. } => {
                     StatusCode::CONFLICT
                 }
-                ReplicationError::Remote(_) | ReplicationError::LineFailed(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                ReplicationError::Remote(_)
+                | ReplicationError::LockLost(_)
+                | ReplicationError::LineFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ReplicationError::Store(_) | ReplicationError::Corrupt(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

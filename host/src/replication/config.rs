@@ -131,6 +131,12 @@ pub struct ReplicationSwitches {
     pub no_fencing: bool,
     /// Deliver hints however old, even past half the tombstone grace.
     pub keep_old_hints: bool,
+    /// Answer a lock-protected handler's request as soon as the guest ends, before the
+    /// writes of its output gate are acknowledged.
+    pub gate_answers_early: bool,
+    /// Write an output gate's batches without the condition of the version the gate saw, so
+    /// a key that several lines write loses updates.
+    pub gate_writes_unconditionally: bool,
     /// Not a rule but a fault: shift this node's wall clock by this many milliseconds.
     pub clock_skew_ms: i64,
 }

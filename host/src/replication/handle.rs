@@ -71,26 +71,32 @@ impl KvHandle {
             .map(|_| ())
     }
 
-    /// Stores `value` under `key` (`None`: a tombstone), acknowledged by a write quorum.
+    /// Stores `value` under `key` (`None`: a tombstone), acknowledged by a write quorum; with
+    /// `expect`, only if the key is in that state.
     pub(super) async fn put(
         &self,
         key: &[u8],
         value: Option<Vec<u8>>,
+        expect: Option<Expect>,
     ) -> Result<super::Version, ReplicationError> {
         self.replicator
             .put(
                 &self.ns,
                 key,
                 value,
-                None,
+                expect,
                 &self.fences,
                 Overrides::default(),
             )
             .await
     }
 
-    pub(super) fn stats(&self) -> &super::Stats {
-        self.replicator.stats()
+    pub(super) fn replicator(&self) -> &super::Replicator {
+        &self.replicator
+    }
+
+    pub(super) fn ns(&self) -> &Namespace {
+        &self.ns
     }
 
     /// Deletes `key`; returns whether it existed.

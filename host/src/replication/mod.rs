@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Quorum, ReplicationConfig, ReplicationSwitches};
 pub use coordinator::Scan;
-pub use gate::{CACHE_BYTES, Failure, Gate, Mark};
+pub use gate::{ALL_SEEN_BYTES, Failure, Gate, Mark, SEEN_BYTES, WAITING_BYTES};
 pub use handle::KvHandle;
 pub use merkle::Leaves;
 pub(crate) use replica::ANSWER_BYTES;
@@ -187,10 +187,11 @@ pub enum ReplicationError {
         /// The larger token a replica has seen for the lock.
         seen: u64,
     },
-    /// A write through a lock-protected handler's output gate, not tried: the lock was lost.
+    /// A read or write through a lock-protected handler's output gate, refused because the
+    /// lock was lost (found so by this node, or by a replica that refused an earlier batch).
     #[error("{0}")]
     LockLost(String),
-    /// A write through a lock-protected handler's output gate, not tried: an earlier write
+    /// A read or write through a lock-protected handler's output gate, not tried: a write
     /// under the same grant was not acknowledged.
     #[error(
         "an earlier write under this lock was not acknowledged ({0}), so nothing more is written under it until the lock is taken again"
@@ -368,6 +369,9 @@ pub(crate) struct Inner {
     pub(crate) stripes: Vec<tokio::sync::Mutex<()>>,
     /// Where its background work runs (repairs, replica requests, the sync task).
     pub(crate) tasks: Tasks,
+    /// Bytes the output gates of this node spend remembering versions, in all (at most
+    /// [`gate::ALL_SEEN_BYTES`]).
+    pub(crate) gates_seen: std::sync::atomic::AtomicUsize,
 }
 
 /// Unix time in milliseconds.
@@ -402,6 +406,7 @@ impl Replicator {
             #[cfg(feature = "test-switches")]
             pause_anti_entropy: Default::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            gates_seen: Default::default(),
             tasks: tasks.clone(),
         });
         let replicator = Replicator { inner };

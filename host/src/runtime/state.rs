@@ -431,7 +431,10 @@ impl kv::Host for GuestState {
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), kv::Error> {
         if let Some(gate) = self.through_gate().await? {
-            return gate.set(&key, Some(value)).map_err(|e| self.failed(e));
+            return gate
+                .set(&key, Some(value))
+                .await
+                .map_err(|e| self.failed(e));
         }
         let kv = self.kv_to_write()?;
         self.around_gate(&key);
@@ -441,7 +444,7 @@ impl kv::Host for GuestState {
     async fn delete(&mut self, key: Vec<u8>) -> Result<bool, kv::Error> {
         if let Some(gate) = self.through_gate().await? {
             let existed = gate.get(&key).await.map_err(|e| self.failed(e))?.is_some();
-            gate.set(&key, None).map_err(|e| self.failed(e))?;
+            gate.set(&key, None).await.map_err(|e| self.failed(e))?;
             return Ok(existed);
         }
         let kv = self.kv_to_write()?;
@@ -451,13 +454,15 @@ impl kv::Host for GuestState {
 
     async fn increment(&mut self, key: Vec<u8>, delta: i64) -> Result<i64, kv::Error> {
         if let Some(gate) = self.through_gate().await? {
-            // Under the line's lock nobody else writes the key: no compare-and-set needed.
+            // No compare-and-set loop: the gate writes on condition of the version it read (a
+            // writer outside the line fails the batch instead of losing its update).
             let old = gate.get(&key).await.map_err(|e| self.failed(e))?;
             let new = old
                 .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
                 .map_or(0, i64::from_le_bytes)
                 .wrapping_add(delta);
             gate.set(&key, Some(new.to_le_bytes().to_vec()))
+                .await
                 .map_err(|e| self.failed(e))?;
             return Ok(new);
         }

@@ -8,17 +8,19 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use weft_host::replication::ReplicationSwitches;
 
-use crate::cluster::{new_cluster, start_cluster};
+use crate::cluster::{new_cluster, start_cluster_with};
 use crate::harness::{TestNode, guest, metric_sum, wait_for};
 use crate::replication::wait_ring;
 
 /// Opens `accounts` accounts of `each`.
-async fn open_accounts(n: &TestNode, accounts: usize, each: i64) {
+async fn open_accounts(n: &TestNode, f: &str, accounts: usize, each: i64) {
     for i in 0..accounts {
         let (code, v) = n
             .json(
-                n.req(Method::PUT, &format!("/fn/bank/acct/a{i}"))
+                n.req(Method::PUT, &format!("/fn/{f}/acct/a{i}"))
+                    .header("x-branch", "0")
                     .body(each.to_string()),
             )
             .await;
@@ -27,11 +29,14 @@ async fn open_accounts(n: &TestNode, accounts: usize, each: i64) {
 }
 
 /// Every account: balance and the transfers applied to it.
-async fn accounts(n: &TestNode, accounts: usize) -> BTreeMap<String, (i64, Vec<String>)> {
+async fn accounts(n: &TestNode, f: &str, accounts: usize) -> BTreeMap<String, (i64, Vec<String>)> {
     let mut out = BTreeMap::new();
     for i in 0..accounts {
         let (code, v) = n
-            .json(n.req(Method::GET, &format!("/fn/bank/acct/a{i}")))
+            .json(
+                n.req(Method::GET, &format!("/fn/{f}/acct/a{i}"))
+                    .header("x-branch", "0"),
+            )
             .await;
         assert_eq!(code, StatusCode::OK, "{v}");
         let applied = v["applied"]
@@ -45,12 +50,22 @@ async fn accounts(n: &TestNode, accounts: usize) -> BTreeMap<String, (i64, Vec<S
     out
 }
 
+/// The bank's transfers take two accounts' locks each; the same bank deployed as a
+/// lock-protected handler (one line per branch, given in a header) takes them too, and its
+/// writes go around the line's output gate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_under_two_locks_keep_the_total() {
     let n = Arc::new(TestNode::start().await);
     n.deploy("bank", &guest("bank")).await;
+    transfers_keep_the_total(&n, "bank").await;
+    n.deploy_ok("lbank", guest("bank"), &[("lock", "header:x-branch")])
+        .await;
+    transfers_keep_the_total(&n, "lbank").await;
+}
+
+async fn transfers_keep_the_total(n: &Arc<TestNode>, f: &'static str) {
     const ACCOUNTS: usize = 6;
-    open_accounts(&n, ACCOUNTS, 100).await;
+    open_accounts(n, f, ACCOUNTS, 100).await;
 
     // 8 clients, 25 transfers each, between random pairs (both directions, so pairs
     // contend and a lock order that depended on the naming would deadlock).
@@ -69,7 +84,11 @@ async fn concurrent_transfers_under_two_locks_keep_the_total() {
                     "amount": rng.random_range(1..40),
                 });
                 let (code, v) = n
-                    .json(n.req(Method::POST, "/fn/bank/transfer").json(&body))
+                    .json(
+                        n.req(Method::POST, &format!("/fn/{f}/transfer"))
+                            .header("x-branch", (c % 2).to_string())
+                            .json(&body),
+                    )
                     .await;
                 match code {
                     StatusCode::OK => done.push((id, format!("a{from}"), format!("a{to}"))),
@@ -90,7 +109,7 @@ async fn concurrent_transfers_under_two_locks_keep_the_total() {
         done.len()
     );
 
-    let all = accounts(&n, ACCOUNTS).await;
+    let all = accounts(n, f, ACCOUNTS).await;
     let total: i64 = all.values().map(|(b, _)| b).sum();
     assert_eq!(total, 100 * ACCOUNTS as i64, "{all:?}");
     for (id, from, to) in &done {
@@ -99,7 +118,9 @@ async fn concurrent_transfers_under_two_locks_keep_the_total() {
             assert_eq!(times, 1, "transfer {id} applied {times} times to {acct}");
         }
     }
-    // Every guard was released: no lock of the bank is left held.
+    // Every guard was released: no lock of the bank is left held (a line's own lock is let
+    // go once the line stays empty).
+    let prefix = format!("fn.{f}:");
     let locks = wait_for(
         Duration::from_secs(10),
         "the bank's locks released",
@@ -110,7 +131,7 @@ async fn concurrent_transfers_under_two_locks_keep_the_total() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|l| l["key"].as_str().unwrap().starts_with("fn.bank:"))
+                .filter(|l| l["key"].as_str().unwrap().starts_with(&prefix))
                 .cloned()
                 .collect();
             held.is_empty().then_some(v)
@@ -311,7 +332,7 @@ async fn weft_locks_shows_the_function_holding_or_waiting_for_each_lock() {
     use crate::cli::{ok, weft};
     let n = Arc::new(TestNode::start().await);
     n.deploy("bank", &guest("bank")).await;
-    open_accounts(&n, 2, 100).await;
+    open_accounts(&n, "bank", 2, 100).await;
     // An operator holds account a1: a transfer's guest waits for it in line.
     let (code, held) = n
         .json(
@@ -359,10 +380,10 @@ async fn weft_locks_shows_the_function_holding_or_waiting_for_each_lock() {
     assert_eq!(code, StatusCode::OK, "{v}");
 }
 
-/// The `counter` under its path's lock, as a quorum read on `n` sees it.
-async fn stored_count(n: &TestNode, key: &str) -> i64 {
+/// The count of `counter` function `f` at path `/key`, as a quorum read on `n` sees it.
+async fn stored_count(n: &TestNode, f: &str, key: &str) -> i64 {
     let r = n
-        .req(Method::GET, &format!("/v1/kv/fn.counter/%2F{key}"))
+        .req(Method::GET, &format!("/v1/kv/fn.{f}/%2F{key}"))
         .send()
         .await
         .unwrap();
@@ -377,10 +398,49 @@ async fn stored_count(n: &TestNode, key: &str) -> i64 {
 /// The output gate: the requests of a hot key run while the writes of those before them go
 /// out (in shared batches), and yet no answer comes before its write is acknowledged (a
 /// quorum read on another node sees it), and no request misses an earlier one's write.
+/// And a key that several lines write (the lock is on a header, the counter on the path)
+/// loses no update: a line whose write finds the key changed behind it answers 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_keys_answers_follow_their_writes_and_see_every_earlier_one() {
+    if let Err(found) = gated_counters(ReplicationSwitches::default()).await {
+        panic!("{found}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_gate_that_answers_before_its_writes_land_is_caught() {
+    let found = gated_counters(ReplicationSwitches {
+        gate_answers_early: true,
+        ..Default::default()
+    })
+    .await
+    .expect_err("the checker found nothing with answers sent before the writes");
+    assert!(
+        found.contains("before its write was acknowledged"),
+        "{found}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_gate_that_writes_unconditionally_loses_updates_of_a_shared_key() {
+    let found = gated_counters(ReplicationSwitches {
+        gate_writes_unconditionally: true,
+        ..Default::default()
+    })
+    .await
+    .expect_err("the checker found nothing with unconditional writes");
+    assert!(found.contains("a lost update"), "{found}");
+}
+
+/// The checks of the tests above, on a 3-node cluster with `switches`: `Err` says what the
+/// first failed check found.
+async fn gated_counters(switches: ReplicationSwitches) -> Result<(), String> {
     let cluster = new_cluster();
-    let nodes = Arc::new(start_cluster(cluster.path(), 3).await);
+    let nodes = start_cluster_with(cluster.path(), 3, |_, c| {
+        c.replication.unsafe_switches = switches;
+    })
+    .await;
+    let nodes = Arc::new(nodes);
     let all: Vec<&TestNode> = nodes.iter().collect();
     wait_ring(&all, 3).await;
     nodes[0]
@@ -406,31 +466,34 @@ async fn a_hot_keys_answers_follow_their_writes_and_see_every_earlier_one() {
     for c in 0..clients {
         let nodes = nodes.clone();
         tasks.push(tokio::spawn(async move {
-            let mut counts = Vec::new();
+            let (mut counts, mut early) = (Vec::new(), None);
             for i in 0..each {
                 let count = nodes[(c + i) % 3].count("/fn/counter/hot").await as i64;
-                let stored = stored_count(&nodes[(c + i + 1) % 3], "hot").await;
-                assert!(
-                    stored >= count,
-                    "answered {count} before the write was acknowledged: a quorum read saw {stored}"
-                );
+                let stored = stored_count(&nodes[(c + i + 1) % 3], "counter", "hot").await;
+                if stored < count && early.is_none() {
+                    early = Some(format!(
+                        "answered {count} before its write was acknowledged: a quorum read after the answer saw {stored}"
+                    ));
+                }
                 counts.push(count);
             }
-            counts
+            (counts, early)
         }));
     }
     let mut counts = Vec::new();
     for t in tasks {
-        counts.extend(t.await.unwrap());
+        let (c, early) = t.await.unwrap();
+        if let Some(found) = early {
+            return Err(found);
+        }
+        counts.extend(c);
     }
     counts.sort();
     let requests = (clients * each) as i64;
-    assert_eq!(
-        counts,
-        (1..=requests).collect::<Vec<_>>(),
-        "an increment lost or seen twice"
-    );
-    assert_eq!(stored_count(&nodes[2], "hot").await, requests);
+    if counts != (1..=requests).collect::<Vec<_>>() {
+        return Err(format!("a lost update on the hot key: counts {counts:?}"));
+    }
+    assert_eq!(stored_count(&nodes[2], "counter", "hot").await, requests);
     // The writes went out through the gate: at most one per request (fewer where a batch
     // carried several requests' writes of the key).
     let batches = metric_sum(&all, "weft_kv_gate_batches_total").await;
@@ -439,4 +502,65 @@ async fn a_hot_keys_answers_follow_their_writes_and_see_every_earlier_one() {
         batches >= 1.0 && writes >= batches && writes <= (requests + 3) as f64,
         "{batches} batches of {writes} writes for {requests} requests"
     );
+
+    // Three users' lines increment one path's counter.
+    nodes[0]
+        .deploy_ok(
+            "shared",
+            guest("counter"),
+            &[("lock", "header:x-user"), ("lock_wait", "20s")],
+        )
+        .await;
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut counts, mut refused) = (Vec::new(), 0);
+            for i in 0..20 {
+                let n = &nodes[(c + i) % 3];
+                let user = format!("user-{}", c % 3);
+                let r = n
+                    .req(Method::GET, "/fn/shared/total")
+                    .header("x-user", user)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let body = r.text().await.unwrap();
+                match status {
+                    StatusCode::OK => {
+                        let v: Value = serde_json::from_str(&body).unwrap();
+                        counts.push(v["count"].as_i64().unwrap());
+                    }
+                    // Not found while the deployment spreads; refused when the key changed
+                    // behind the line: neither is counted as done.
+                    StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+                    s => panic!("{s}: {body}"),
+                }
+            }
+            (counts, refused)
+        }));
+    }
+    let (mut counts, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        let (c, r) = t.await.unwrap();
+        counts.extend(c);
+        refused += r;
+    }
+    let done = counts.len();
+    counts.sort();
+    counts.dedup();
+    if counts.len() != done {
+        return Err(format!(
+            "two increments of the shared key answered the same count: a lost update ({done} answered, {} distinct)",
+            counts.len()
+        ));
+    }
+    let stored = stored_count(&nodes[1], "shared", "total").await;
+    assert!(
+        done > 0 && stored >= done as i64 && stored <= (done + refused) as i64,
+        "{done} increments answered, {refused} refused, {stored} stored"
+    );
+    eprintln!("shared key: {done} increments answered, {refused} refused, {stored} stored");
+    Ok(())
 }
