@@ -95,13 +95,6 @@ impl Node {
             metrics.clone(),
             tasks.clone(),
         )?);
-        let jobs = Jobs::new(
-            runtime.clone(),
-            store.clone(),
-            metrics.clone(),
-            tasks.clone(),
-        )
-        .await?;
 
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
@@ -208,6 +201,14 @@ impl Node {
         store.drop_legacy_modules().await?;
         let blobs = Blobs::new(blob_dir, placement.clone(), tasks.clone());
         blobs.serve(&router);
+        let jobs = Jobs::new(
+            runtime.clone(),
+            store.clone(),
+            blobs.clone(),
+            metrics.clone(),
+            tasks.clone(),
+        )
+        .await?;
         let functions = Functions::new(consensus.clone(), blobs.clone());
         adopt_earlier_records(functions.clone(), replication.clone(), &tasks);
         let (app_functions, node_store) = (functions.clone(), store.clone());

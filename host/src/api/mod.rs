@@ -9,6 +9,7 @@ pub use invoke::{NODE_HEADER, serve as serve_forwarded};
 pub use kv::{ScanEntry, ScanPage, VERSION_HEADER, Written};
 mod invoke;
 mod jobs;
+pub use jobs::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};
 mod kv;
 mod locked;
 mod locks;
@@ -176,6 +177,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         .route("/v1/jobs", post(jobs::submit))
+        .route("/v1/jobs/input/missing", post(jobs::missing_chunks))
+        .route("/v1/jobs/input/{digest}", put(jobs::put_chunk))
         .route("/v1/locks", get(locks::list))
         .route(
             "/v1/locks/{key}",
@@ -352,6 +355,16 @@ impl From<FunctionsError> for ApiError {
             }
             FunctionsError::Module(e @ BlobError::Disk(_)) => ApiError::Internal(e.to_string()),
             FunctionsError::Module(e) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            e @ BlobError::Disk(_) => ApiError::Internal(e.to_string()),
+            e @ BlobError::TooMany { .. } => ApiError::BadRequest(e.to_string()),
+            e => ApiError::Unavailable(e.to_string()),
         }
     }
 }

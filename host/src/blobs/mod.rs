@@ -35,6 +35,8 @@ pub const REPLICAS: usize = 3;
 pub const WRITE: usize = 2;
 /// Bytes per piece on the wire.
 pub const PIECE: usize = 1 << 20;
+/// The most blobs one question of which are held may ask about.
+pub const MAX_ASKED: usize = 4096;
 
 /// Why a blob operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,14 @@ pub enum BlobError {
         needed: usize,
         /// What the others said.
         failures: String,
+    },
+    /// A question about too many blobs at once.
+    #[error("asked about {asked} blobs at once; ask about at most {max} at a time")]
+    TooMany {
+        /// Blobs asked about.
+        asked: usize,
+        /// The most one question may ask about.
+        max: usize,
     },
 }
 
@@ -279,6 +289,86 @@ impl Blobs {
         lock.lock_owned().await
     }
 
+    /// For each of `digests`, whether a copy of it is on this node's disk (present, not
+    /// checked: a copy is checked when it is read).
+    async fn held_here(&self, digests: Vec<Digest>) -> Vec<bool> {
+        let dir = self.inner.dir.clone();
+        blocking(move || {
+            Ok::<_, DiskError>(
+                digests
+                    .iter()
+                    .map(|d| matches!(dir.size(*d), Ok(Some(_))))
+                    .collect(),
+            )
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Which of `digests` no node that should hold them (the digest's replicas, and this
+    /// node) has: what a client still has to upload. Asks each replica once, about all the
+    /// digests it should hold; a replica that does not answer counts as holding none.
+    pub async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, BlobError> {
+        if digests.len() > MAX_ASKED {
+            return Err(BlobError::TooMany {
+                asked: digests.len(),
+                max: MAX_ASKED,
+            });
+        }
+        let here = self.held_here(digests.to_vec()).await;
+        let p = &self.inner.placement;
+        let view = p.view();
+        let me = p.me().clone();
+        let mut ask: std::collections::BTreeMap<NodeId, Vec<usize>> = Default::default();
+        for (i, d) in digests.iter().enumerate() {
+            if here.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            for owner in view.replicas(d.as_bytes(), REPLICAS) {
+                if owner != me {
+                    ask.entry(owner).or_default().push(i);
+                }
+            }
+        }
+        let mut held = here;
+        held.resize(digests.len(), false);
+        let transport = p.transport();
+        let answers = ask.into_iter().map(|(node, which)| {
+            let addr = view.addr(&node);
+            let request = Request::Has {
+                digests: which.iter().map(|&i| digests[i]).collect(),
+            };
+            async move {
+                let Some(addr) = addr else {
+                    return (which, None);
+                };
+                let within = transport.rpc_timeout();
+                match rpc::call_within::<BlobsWire>(transport, addr, &request, within).await {
+                    Ok(Response::Held(flags)) if flags.len() == which.len() => (which, Some(flags)),
+                    Ok(other) => {
+                        tracing::debug!(%node, ?other, "unexpected answer to a blob question");
+                        (which, None)
+                    }
+                    Err(e) => {
+                        tracing::debug!(%node, error = %e, "asking which blobs a node holds");
+                        (which, None)
+                    }
+                }
+            }
+        });
+        for (which, flags) in futures::future::join_all(answers).await {
+            for (i, f) in which.into_iter().zip(flags.unwrap_or_default()) {
+                held[i] |= f;
+            }
+        }
+        Ok(digests
+            .iter()
+            .zip(held)
+            .filter(|(_, h)| !h)
+            .map(|(d, _)| *d)
+            .collect())
+    }
+
     /// Whether a copy that matches its digest is on this node's disk.
     async fn holds_good(&self, digest: Digest) -> bool {
         let dir = self.inner.dir.clone();
@@ -364,6 +454,16 @@ impl Blobs {
                     Request::Offer { digest, from, .. } => {
                         b.take_offer(digest, from).await?;
                         Ok((Response::Done, futures::stream::empty().boxed()))
+                    }
+                    Request::Has { digests } => {
+                        if digests.len() > MAX_ASKED {
+                            return Err(format!(
+                                "asked about {} blobs at once; at most {MAX_ASKED}",
+                                digests.len()
+                            ));
+                        }
+                        let held = b.held_here(digests).await;
+                        Ok((Response::Held(held), futures::stream::empty().boxed()))
                     }
                 }
             }

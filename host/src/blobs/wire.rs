@@ -1,4 +1,5 @@
-//! The blob service's messages between nodes: a streamed read, and an offer to store a blob.
+//! The blob service's messages between nodes: a streamed read, an offer to store a blob, and
+//! a question of which blobs a node holds.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,12 @@ pub enum Request {
         /// The node to pull it from.
         from: NodeId,
     },
+    /// Which of these blobs do you hold? (Answered by [`Response::Held`], one flag per digest,
+    /// from the files present: a copy is checked against its digest when it is read.)
+    Has {
+        /// The blobs.
+        digests: Vec<Digest>,
+    },
 }
 
 /// The answer.
@@ -45,4 +52,6 @@ pub enum Response {
     Size(Option<u64>),
     /// The offered blob is stored and synced.
     Done,
+    /// For each digest asked about, whether a copy is here.
+    Held(Vec<bool>),
 }

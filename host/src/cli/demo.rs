@@ -106,6 +106,7 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
         TEXT.len()
     );
     let input = TEXT.repeat(50).into_bytes();
+    let input = vec![super::jobs::Source::Bytes(input)];
     let job = super::jobs::run_job(&c, "wordcount", input, 4, true).await?;
     println!(
         "job {} {:?} in {} ms: {} map tasks, {} reducers, {} distinct words",

@@ -1,6 +1,12 @@
 //! `weft job ...`: submit a map/reduce job, follow its progress, show its result.
+//!
+//! The input is cut into chunks here, on record boundaries, and only the chunks no node holds
+//! yet are uploaded: running a job again over the same input uploads nothing.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,6 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 
 use super::Client;
+use crate::api::{CHUNKS_CONTENT_TYPE, ChunkList, Digests};
+use crate::blobs::MAX_ASKED;
+use crate::id::Digest;
+use crate::mapreduce::plan::{CHUNK_BYTES, Chunk, Chunker, InputChunk};
 use crate::mapreduce::{JobRecord, JobStatus};
 
 #[derive(Debug, Subcommand)]
@@ -17,7 +27,7 @@ pub(super) enum JobCommand {
     Run {
         /// The map/reduce function.
         name: String,
-        /// Input files; records are lines.
+        /// Input files or directories (every file below, in path order); records are lines.
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
         /// Reducer partitions.
@@ -56,15 +66,11 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
             reducers,
             json,
         } => {
-            let mut body = Vec::new();
-            for f in input {
-                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-                body.extend_from_slice(&bytes);
-                if !body.is_empty() && !body.ends_with(b"\n") {
-                    body.push(b'\n');
-                }
+            let mut sources = Vec::new();
+            for path in input {
+                files_under(path, &mut sources)?;
             }
-            let job = run_job(c, name, body, *reducers, !json).await?;
+            let job = run_job(c, name, sources, *reducers, !json).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
@@ -124,14 +130,170 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
     }
 }
 
-/// Submits a job and polls it to the end, drawing a progress bar on stderr when `progress`.
+/// Where part of a job's input comes from.
+pub(super) enum Source {
+    /// A file.
+    File(PathBuf),
+    /// Bytes at hand.
+    Bytes(Vec<u8>),
+}
+
+/// `path` as sources: the file, or every file below the directory, in path order.
+fn files_under(path: &Path, out: &mut Vec<Source>) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_dir() {
+        out.push(Source::File(path.to_path_buf()));
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("listing {}", path.display()))?;
+    entries.sort();
+    for e in entries {
+        files_under(&e, out)?;
+    }
+    Ok(())
+}
+
+/// Reads `sources` as one stream of records (a source that does not end with a newline gets
+/// one) and hands each chunk to `each`, until it says stop.
+fn read_chunks(sources: &[Source], mut each: impl FnMut(Chunk) -> bool) -> anyhow::Result<()> {
+    let mut chunker = Chunker::new(CHUNK_BYTES);
+    let mut buf = vec![0; 1 << 20];
+    let mut feed =
+        |chunker: &mut Chunker, bytes: &[u8]| chunker.push(bytes).into_iter().all(&mut each);
+    for source in sources {
+        let mut last = None;
+        match source {
+            Source::Bytes(b) => {
+                if !feed(&mut chunker, b) {
+                    return Ok(());
+                }
+                last = b.last().copied();
+            }
+            Source::File(path) => {
+                let mut f = std::fs::File::open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                loop {
+                    let n = f
+                        .read(&mut buf)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    last = Some(buf[n - 1]);
+                    if !feed(&mut chunker, &buf[..n]) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if last.is_some_and(|b| b != b'\n') && !feed(&mut chunker, b"\n") {
+            return Ok(());
+        }
+    }
+    if let Some(chunk) = chunker.finish() {
+        each(chunk);
+    }
+    Ok(())
+}
+
+/// Cuts `sources` into chunks and uploads the ones no node holds; returns the chunks, and how
+/// many chunks and bytes were uploaded.
+async fn upload_input(
+    c: &Client,
+    sources: Arc<Vec<Source>>,
+    progress: bool,
+) -> anyhow::Result<(Vec<InputChunk>, usize, u64)> {
+    let s = sources.clone();
+    let chunks = tokio::task::spawn_blocking(move || {
+        let mut chunks = Vec::new();
+        read_chunks(&s, |c| {
+            chunks.push(c.input());
+            true
+        })
+        .map(|()| chunks)
+    })
+    .await??;
+    let mut missing = HashSet::new();
+    let digests: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
+    for batch in digests.chunks(MAX_ASKED) {
+        let asked = Digests {
+            digests: batch.to_vec(),
+        };
+        let answer: Digests = c
+            .json(
+                c.request(Method::POST, "/v1/jobs/input/missing")
+                    .json(&asked),
+            )
+            .await?;
+        missing.extend(answer.digests);
+    }
+    let to_upload: u64 = chunks
+        .iter()
+        .filter(|c| missing.contains(&c.digest))
+        .map(|c| c.size)
+        .sum::<u64>();
+    let bar = if progress && !missing.is_empty() {
+        ProgressBar::new(to_upload)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} uploading input {bar:30} {bytes}/{total_bytes} ({bytes_per_sec})",
+        )
+        .expect("valid template"),
+    );
+    let (mut uploaded, mut uploaded_bytes) = (0, 0);
+    if !missing.is_empty() {
+        // Read the chunks again, sending the missing ones (each once) as they come.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(2);
+        let mut wanted = missing;
+        let reading = tokio::task::spawn_blocking(move || {
+            read_chunks(&sources, |c| {
+                !wanted.remove(&c.digest) || tx.blocking_send(c).is_ok()
+            })
+        });
+        while let Some(chunk) = rx.recv().await {
+            let size = chunk.bytes.len() as u64;
+            c.send(
+                c.request(Method::PUT, &format!("/v1/jobs/input/{}", chunk.digest))
+                    .body(chunk.bytes),
+            )
+            .await
+            .with_context(|| format!("uploading input chunk {}", chunk.digest))?;
+            uploaded += 1;
+            uploaded_bytes += size;
+            bar.inc(size);
+        }
+        reading.await??;
+    }
+    bar.finish_and_clear();
+    Ok((chunks, uploaded, uploaded_bytes))
+}
+
+/// Uploads the input chunks no node holds, submits a job over them and polls it to the end,
+/// drawing progress bars on stderr when `progress`.
 pub(super) async fn run_job(
     c: &Client,
     function: &str,
-    input: Vec<u8>,
+    sources: Vec<Source>,
     reducers: u32,
     progress: bool,
 ) -> anyhow::Result<JobRecord> {
+    let (chunks, uploaded, uploaded_bytes) = upload_input(c, Arc::new(sources), progress).await?;
+    let total: u64 = chunks.iter().map(|c| c.size).sum();
+    eprintln!(
+        "input: {} chunks, {}; uploaded {uploaded} ({}), {} already held by the cluster",
+        chunks.len(),
+        mib(total),
+        mib(uploaded_bytes),
+        chunks.len() - uploaded
+    );
+    let list = serde_json::to_vec(&ChunkList { chunks })?;
     let submitted: JobRecord = c
         .json(
             c.request(Method::POST, "/v1/jobs")
@@ -139,7 +301,8 @@ pub(super) async fn run_job(
                     ("function", function.to_string()),
                     ("reducers", reducers.to_string()),
                 ])
-                .body(input),
+                .header(reqwest::header::CONTENT_TYPE, CHUNKS_CONTENT_TYPE)
+                .body(list),
         )
         .await?;
     let bar = if progress {
@@ -172,6 +335,10 @@ pub(super) async fn run_job(
     }
     bar.finish_and_clear();
     Ok(job)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn print_summary(c: &Client, job: &JobRecord) {

@@ -1,8 +1,9 @@
 //! Map/reduce jobs on one node, across its cores.
 //!
-//! [`plan`] splits the input on record boundaries into content-addressed chunks, [`state`] is the
-//! pure job state machine, and this module's driver owns one job: it carries out the state
-//! machine's actions with Wasm task instances, shuffles map output into reducer partitions
+//! [`plan`] splits the input on record boundaries into content-addressed chunks (stored as blobs
+//! on the ring before the job starts), [`state`] is the pure job state machine, and this
+//! module's driver owns one job: it carries out the state machine's actions with Wasm task
+//! instances (a map task reads its chunk's blob, from this node's disk or fetched), shuffles map output into reducer partitions
 //! (after the combiner), and commits each reducer's output to the store in one batch keyed by
 //! (job, partition, sequence), so a retried reducer overwrites rather than duplicates.
 
@@ -16,12 +17,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use crate::blobs::Blobs;
 use crate::id::{Digest, FunctionName, JobId};
 use crate::metrics::Metrics;
 use crate::runtime::{InvocationLimits, Runtime, RuntimeError, TaskOutput, TaskPre};
 use crate::store::Store;
 use crate::tasks::Tasks;
-use plan::{Chunk, partition};
+use plan::{InputChunk, partition};
 use state::{Action, Event, JobState, Progress};
 
 /// Values grouped by key, as map output arrives (in no order). Seeded at random per map, so
@@ -96,6 +98,7 @@ pub struct JobRecord {
 pub struct Jobs {
     runtime: Arc<Runtime>,
     store: Store,
+    blobs: Blobs,
     metrics: Arc<Metrics>,
     live: Mutex<HashMap<JobId, JobRecord>>,
     parallelism: usize,
@@ -114,8 +117,8 @@ pub struct JobSpec {
     pub limits: InvocationLimits,
     /// Reducer partitions (at least 1).
     pub reducers: u32,
-    /// The input, cut on record boundaries.
-    pub chunks: Vec<Chunk>,
+    /// The input, cut on record boundaries, each chunk stored as a blob.
+    pub chunks: Vec<InputChunk>,
 }
 
 impl Jobs {
@@ -123,6 +126,7 @@ impl Jobs {
     pub async fn new(
         runtime: Arc<Runtime>,
         store: Store,
+        blobs: Blobs,
         metrics: Arc<Metrics>,
         tasks: Tasks,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
@@ -140,6 +144,7 @@ impl Jobs {
         Ok(Arc::new(Jobs {
             runtime,
             store,
+            blobs,
             metrics,
             live: Mutex::default(),
             parallelism,
@@ -164,7 +169,7 @@ impl Jobs {
                 reduces_total: spec.reducers as usize,
                 ..Progress::default()
             },
-            input_bytes: spec.chunks.iter().map(|c| c.bytes.len() as u64).sum(),
+            input_bytes: spec.chunks.iter().map(|c| c.size).sum(),
             reducers: spec.reducers,
             output_records: 0,
             top: vec![],
@@ -221,7 +226,7 @@ impl Jobs {
 
     async fn drive(self: Arc<Self>, id: JobId, spec: JobSpec) {
         let started = Instant::now();
-        let chunks: Arc<Vec<Chunk>> = Arc::new(spec.chunks);
+        let chunks: Arc<Vec<InputChunk>> = Arc::new(spec.chunks);
         let reducers = spec.reducers.max(1);
         let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
         let mut shuffle: Vec<Groups> = vec![Groups::default(); reducers as usize];
@@ -234,17 +239,25 @@ impl Jobs {
             for action in actions.drain(..) {
                 match action {
                     Action::StartMap { task, attempt } => {
-                        let (rt, name, pre, limits, chunks) = (
+                        let (rt, name, pre, limits, chunk, blobs) = (
                             self.runtime.clone(),
                             spec.function.clone(),
                             spec.pre.clone(),
                             spec.limits,
-                            chunks.clone(),
+                            chunks[task],
+                            self.blobs.clone(),
                         );
                         tasks.spawn(async move {
-                            match map_task(&rt, &name, &pre, limits, &chunks[task].bytes, reducers)
-                                .await
-                            {
+                            let mapped = match blobs.get(chunk.digest).await {
+                                Ok(bytes) => {
+                                    map_task(&rt, &name, &pre, limits, &bytes, reducers).await
+                                }
+                                Err(e) => Err(RuntimeError::Host(format!(
+                                    "reading input chunk {}: {e}",
+                                    chunk.digest
+                                ))),
+                            };
+                            match mapped {
                                 Ok(buckets) => {
                                     (Event::MapDone { task, attempt }, Some(Done::Map(buckets)))
                                 }

@@ -27,6 +27,26 @@ impl Chunk {
     }
 }
 
+/// A chunk of a job's input as the job knows it: stored as a blob, read by the map task that
+/// takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputChunk {
+    /// blake3 of its bytes: its blob.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl Chunk {
+    /// The chunk as a job refers to it.
+    pub fn input(&self) -> InputChunk {
+        InputChunk {
+            digest: self.digest,
+            size: self.bytes.len() as u64,
+        }
+    }
+}
+
 /// Cuts a stream of input into chunks of about `target` bytes, each ending at a record boundary.
 #[derive(Debug)]
 pub struct Chunker {

@@ -296,3 +296,125 @@ async fn a_job_running_when_its_node_is_killed_is_marked_failed_at_restart() {
         "the node restarted while the job was running; submit it again"
     );
 }
+
+/// The CLI cuts the input (a directory of files) into chunks, uploads the ones no node holds,
+/// and submits the job over them: a second run over the same input, through another node,
+/// uploads nothing and gives the same output. Bad chunk uploads and lists get clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
+    let cluster = crate::cluster::new_cluster();
+    let nodes = crate::cluster::start_cluster(cluster.path(), 3).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    crate::replication::wait_ring(&all, 3).await;
+    nodes[0].deploy("wordcount", plugins::WORDCOUNT).await;
+    let (text, expected) = corpus(150_000);
+    let dir = tempfile::tempdir().unwrap();
+    let half = text[..text.len() / 2].rfind('\n').unwrap() + 1;
+    std::fs::create_dir(dir.path().join("b")).unwrap();
+    std::fs::write(dir.path().join("a.txt"), &text[..half]).unwrap();
+    std::fs::write(dir.path().join("b/c.txt"), &text[half..]).unwrap();
+    let input = dir.path().to_str().unwrap();
+
+    let mut chunker =
+        weft_host::mapreduce::plan::Chunker::new(weft_host::mapreduce::plan::CHUNK_BYTES);
+    let chunks = chunker.push(text.as_bytes()).len() + usize::from(chunker.finish().is_some());
+    let mut outputs = Vec::new();
+    for (run, n) in [&nodes[1], &nodes[2]].into_iter().enumerate() {
+        let out =
+            crate::cli::weft(n, &["job", "run", "wordcount", "--input", input, "--json"]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let job: serde_json::Value = serde_json::from_str(&crate::cli::ok(&out)).unwrap();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["progress"]["maps_total"], chunks as u64, "{job}");
+        assert_eq!(job["input_bytes"], text.len() as u64);
+        let uploaded = if run == 0 { chunks } else { 0 };
+        assert!(
+            stderr.contains(&format!("input: {chunks} chunks"))
+                && stderr.contains(&format!("uploaded {uploaded} (")),
+            "run {run}: {stderr}"
+        );
+        let id = job["id"].as_str().unwrap();
+        let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut got = BTreeMap::new();
+        for line in output.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            got.insert(
+                r["key"].as_str().unwrap().to_string(),
+                r["value"].as_u64().unwrap(),
+            );
+        }
+        assert_eq!(got, expected);
+        outputs.push(output);
+    }
+
+    // A chunk whose bytes do not match its path's digest.
+    let n = &nodes[0];
+    let digest = weft_host::id::Digest::of(b"one\n");
+    let (status, v) = json_of(
+        n.req(Method::PUT, &format!("/v1/jobs/input/{digest}"))
+            .body("two\n")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("hash to"), "{v}");
+    // A list naming a chunk nobody holds, then the same once it is uploaded.
+    let submit = |body: String| {
+        n.req(Method::POST, "/v1/jobs")
+            .query(&[("function", "wordcount")])
+            .header("content-type", weft_host::api::CHUNKS_CONTENT_TYPE)
+            .body(body)
+            .send()
+    };
+    let list = format!(r#"{{"chunks":[{{"digest":"{digest}","size":4}}]}}"#);
+    let (status, v) = json_of(submit(list.clone()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("held by no node"),
+        "{v}"
+    );
+    let (status, v) = json_of(submit("[1, 2]".into()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("\"chunks\""), "{v}");
+    let (status, v) = json_of(
+        n.req(Method::PUT, &format!("/v1/jobs/input/{digest}"))
+            .body("one\n")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = json_of(submit(list).await.unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    // Too many digests in one question.
+    let many: Vec<String> = (0..5000u32)
+        .map(|i| weft_host::id::Digest::of(&i.to_le_bytes()).to_string())
+        .collect();
+    let (status, v) = json_of(
+        n.req(Method::POST, "/v1/jobs/input/missing")
+            .json(&serde_json::json!({ "digests": many }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("at most 4096"), "{v}");
+    // And a node that asks about them all answers which are missing.
+    let asked = [digest, weft_host::id::Digest::of(b"never uploaded")];
+    let (status, v) = json_of(
+        nodes[2]
+            .req(Method::POST, "/v1/jobs/input/missing")
+            .json(&serde_json::json!({ "digests": asked }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["digests"], serde_json::json!([asked[1]]), "{v}");
+}
