@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::{ApiError, App, Query, check_declared_length, too_large};
-use crate::blobs::MAX_ASKED;
+use super::{ApiError, App, Query, check_declared_length, read_body, too_large};
+use crate::blobs::{Census, MAX_ASKED};
 use crate::id::{Digest, FunctionName, JobId};
 use crate::mapreduce::plan::{CHUNK_BYTES, Chunker, InputChunk};
 use crate::mapreduce::{JobRecord, JobSpec};
@@ -85,7 +85,7 @@ pub(crate) async fn submit(
 
     let limit = app.limits.max_job_input.get();
     let chunks = if is_chunk_list(&headers) {
-        chunk_list(&app, body, limit).await?
+        chunk_list(&app, &headers, body, limit).await?
     } else {
         store_input(&app, &headers, body, limit).await?
     };
@@ -105,14 +105,36 @@ fn is_chunk_list(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().unwrap_or_default().trim() == CHUNKS_CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case(CHUNKS_CONTENT_TYPE)
+        })
 }
 
-/// A submission's list of chunks, each held by some node.
-async fn chunk_list(app: &App, body: Body, limit: u64) -> Result<Vec<InputChunk>, ApiError> {
-    let bytes = axum::body::to_bytes(body, 64 << 20)
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("could not read the list of chunks: {e}")))?;
+/// The largest list of chunks a submission may send: 64 MiB.
+const MAX_LIST: usize = 64 << 20;
+
+/// The largest question of which chunks are missing.
+const MAX_QUESTION: usize = MAX_ASKED * 80 + 1024;
+
+/// A submission's list of chunks, each held by some node at the size listed.
+async fn chunk_list(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Vec<InputChunk>, ApiError> {
+    let bytes = read_body(
+        body,
+        headers,
+        MAX_LIST,
+        "list of chunks",
+        app.limits.body_timeout,
+    )
+    .await?;
     let list: ChunkList = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body of a {CHUNKS_CONTENT_TYPE} submission must be {{\"chunks\": [{{\"digest\": HEX, \"size\": BYTES}}, ...]}}: {e}"
@@ -124,25 +146,48 @@ async fn chunk_list(app: &App, body: Body, limit: u64) -> Result<Vec<InputChunk>
             list.chunks.len()
         )));
     }
-    let total: u64 = list.chunks.iter().map(|c| c.size).sum();
-    if total > limit {
+    let total = list
+        .chunks
+        .iter()
+        .try_fold(0u64, |sum, c| sum.checked_add(c.size));
+    if total.is_none_or(|t| t > limit) {
         return Err(too_large("job input", limit));
     }
-    let digests: Vec<Digest> = list.chunks.iter().map(|c| c.digest).collect();
-    let mut missing = 0;
-    let mut first = None;
-    for batch in digests.chunks(MAX_ASKED) {
-        let m = app.cluster.blobs.missing(batch).await?;
-        missing += m.len();
-        first = first.or(m.first().copied());
-    }
-    if let Some(first) = first {
-        return Err(ApiError::BadRequest(format!(
-            "{missing} of the {} input chunks are held by no node (the first: {first}); upload them with PUT /v1/jobs/input/{{digest}} first",
-            digests.len()
-        )));
+    for batch in list.chunks.chunks(MAX_ASKED) {
+        let digests: Vec<Digest> = batch.iter().map(|c| c.digest).collect();
+        let census = app.cluster.blobs.census(&digests).await?;
+        let absent: Vec<usize> = (0..batch.len())
+            .filter(|&i| census.sizes[i].is_none())
+            .collect();
+        if let Some(&first) = absent.first() {
+            return Err(absent_chunks(&census, absent.len(), batch[first].digest));
+        }
+        for (c, size) in batch.iter().zip(&census.sizes) {
+            if *size != Some(c.size) {
+                return Err(ApiError::BadRequest(format!(
+                    "input chunk {} is {} bytes, not {} as listed",
+                    c.digest,
+                    size.unwrap_or_default(),
+                    c.size
+                )));
+            }
+        }
     }
     Ok(list.chunks)
+}
+
+/// Chunks no node answered for: 400, or 503 when some replicas did not answer.
+fn absent_chunks(census: &Census, absent: usize, first: Digest) -> ApiError {
+    if census.silent.is_empty() {
+        ApiError::BadRequest(format!(
+            "{absent} of the input chunks are held by no node (the first: {first}); upload them with PUT /v1/jobs/input/{{digest}} first"
+        ))
+    } else {
+        ApiError::Unavailable(format!(
+            "{absent} of the input chunks were found on no node that answered (the first: {first}); these did not answer: {}; try again",
+            census.silent.join("; ")
+        ))
+    }
 }
 
 /// A plain submission's body: the input itself, cut into chunks as it arrives (so it never
@@ -188,18 +233,14 @@ pub(crate) async fn put_chunk(
 ) -> Result<Json<InputChunk>, ApiError> {
     let digest: Digest = digest.parse()?;
     let limit = MAX_CHUNK_UPLOAD.min(app.limits.max_job_input.get());
-    check_declared_length(&headers, limit, "an input chunk")?;
-    let bytes = axum::body::to_bytes(body, limit as usize)
-        .await
-        .map_err(|e| {
-            match e
-                .into_inner()
-                .downcast::<http_body_util::LengthLimitError>()
-            {
-                Ok(_) => too_large("an input chunk", limit),
-                Err(e) => ApiError::BadRequest(format!("could not read the input chunk: {e}")),
-            }
-        })?;
+    let bytes = read_body(
+        body,
+        &headers,
+        limit as usize,
+        "input chunk",
+        app.limits.body_timeout,
+    )
+    .await?;
     let actual = Digest::of(&bytes);
     if actual != digest {
         return Err(ApiError::BadRequest(format!(
@@ -211,12 +252,28 @@ pub(crate) async fn put_chunk(
     Ok(Json(InputChunk { digest, size }))
 }
 
-/// `POST /v1/jobs/input/missing`: which of the digests no node holds.
+/// `POST /v1/jobs/input/missing`: which of the digests have fewer copies than a chunk
+/// uploaded now would get (none, or too few after the ring changed): what to upload.
 pub(crate) async fn missing_chunks(
     State(app): State<Arc<App>>,
-    Json(asked): Json<Digests>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Digests>, ApiError> {
-    let digests = app.cluster.blobs.missing(&asked.digests).await?;
+    let bytes = read_body(
+        body,
+        &headers,
+        MAX_QUESTION,
+        "list of digests",
+        app.limits.body_timeout,
+    )
+    .await?;
+    let asked: Digests = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be {{\"digests\": [HEX, ...]}} (at most {MAX_ASKED}): {e}"
+        ))
+    })?;
+    let census = app.cluster.blobs.census(&asked.digests).await?;
+    let digests = census.short().map(|i| asked.digests[i]).collect();
     Ok(Json(Digests { digests }))
 }
 

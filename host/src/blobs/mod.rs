@@ -1,5 +1,5 @@
-//! Content-addressed blobs on the ring: modules today, input chunks and shuffle partitions
-//! next.
+//! Content-addressed blobs on the ring: modules and map/reduce input chunks today, shuffle
+//! partitions next. [`Blobs::census`] tells a client which of its blobs the cluster lacks.
 //!
 //! A blob is named by the blake3 digest of its bytes and kept as a file ([`disk`]) on the
 //! node that took it and on its digest's replicas (3); [`Blobs::put`] returns once two
@@ -74,6 +74,27 @@ pub enum BlobError {
         /// The most one question may ask about.
         max: usize,
     },
+}
+
+/// Where some blobs are held, as [`Blobs::census`] found.
+#[derive(Debug)]
+pub struct Census {
+    /// For each digest, its size, if any node asked holds it.
+    pub sizes: Vec<Option<u64>>,
+    /// For each digest, the copies found (on this node and the digest's replicas).
+    pub copies: Vec<usize>,
+    /// The copies a blob stored now gets ([`WRITE`], at most the cluster's size).
+    pub needed: usize,
+    /// The replicas that did not answer, and why.
+    pub silent: Vec<String>,
+}
+
+impl Census {
+    /// The indexes of the digests with fewer copies than a blob stored now gets: what a
+    /// client should upload.
+    pub fn short(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.copies.len()).filter(|&i| self.copies[i] < self.needed)
+    }
 }
 
 /// Counters of the blob service.
@@ -289,49 +310,47 @@ impl Blobs {
         lock.lock_owned().await
     }
 
-    /// For each of `digests`, whether a copy of it is on this node's disk (present, not
-    /// checked: a copy is checked when it is read).
-    async fn held_here(&self, digests: Vec<Digest>) -> Vec<bool> {
+    /// For each of `digests`, the size of the copy on this node's disk, if there is one
+    /// (present, not checked: a copy is checked when it is read).
+    async fn held_here(&self, digests: Vec<Digest>) -> Result<Vec<Option<u64>>, BlobError> {
         let dir = self.inner.dir.clone();
-        blocking(move || {
-            Ok::<_, DiskError>(
-                digests
-                    .iter()
-                    .map(|d| matches!(dir.size(*d), Ok(Some(_))))
-                    .collect(),
-            )
+        let sizes = blocking(move || {
+            digests
+                .iter()
+                .map(|d| dir.size(*d))
+                .collect::<Result<Vec<_>, DiskError>>()
         })
-        .await
-        .unwrap_or_default()
+        .await?;
+        Ok(sizes)
     }
 
-    /// Which of `digests` no node that should hold them (the digest's replicas, and this
-    /// node) has: what a client still has to upload. Asks each replica once, about all the
-    /// digests it should hold; a replica that does not answer counts as holding none.
-    pub async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, BlobError> {
+    /// Where `digests` are held: for each, its size and how many copies this node and the
+    /// digest's replicas hold. Asks each replica once, about all the digests it should hold.
+    pub async fn census(&self, digests: &[Digest]) -> Result<Census, BlobError> {
         if digests.len() > MAX_ASKED {
             return Err(BlobError::TooMany {
                 asked: digests.len(),
                 max: MAX_ASKED,
             });
         }
-        let here = self.held_here(digests.to_vec()).await;
+        let here = self.held_here(digests.to_vec()).await?;
         let p = &self.inner.placement;
         let view = p.view();
         let me = p.me().clone();
+        let mut census = Census {
+            sizes: here.clone(),
+            copies: here.iter().map(|s| usize::from(s.is_some())).collect(),
+            needed: view.cap(WRITE),
+            silent: Vec::new(),
+        };
         let mut ask: std::collections::BTreeMap<NodeId, Vec<usize>> = Default::default();
         for (i, d) in digests.iter().enumerate() {
-            if here.get(i).copied().unwrap_or(false) {
-                continue;
-            }
             for owner in view.replicas(d.as_bytes(), REPLICAS) {
                 if owner != me {
                     ask.entry(owner).or_default().push(i);
                 }
             }
         }
-        let mut held = here;
-        held.resize(digests.len(), false);
         let transport = p.transport();
         let answers = ask.into_iter().map(|(node, which)| {
             let addr = view.addr(&node);
@@ -340,33 +359,35 @@ impl Blobs {
             };
             async move {
                 let Some(addr) = addr else {
-                    return (which, None);
+                    return (node, which, Err("no address known".to_string()));
                 };
                 let within = transport.rpc_timeout();
-                match rpc::call_within::<BlobsWire>(transport, addr, &request, within).await {
-                    Ok(Response::Held(flags)) if flags.len() == which.len() => (which, Some(flags)),
-                    Ok(other) => {
-                        tracing::debug!(%node, ?other, "unexpected answer to a blob question");
-                        (which, None)
-                    }
-                    Err(e) => {
-                        tracing::debug!(%node, error = %e, "asking which blobs a node holds");
-                        (which, None)
-                    }
-                }
+                let answer =
+                    match rpc::call_within::<BlobsWire>(transport, addr, &request, within).await {
+                        Ok(Response::Held(sizes)) if sizes.len() == which.len() => Ok(sizes),
+                        Ok(other) => Err(format!("unexpected answer {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    };
+                (node, which, answer)
             }
         });
-        for (which, flags) in futures::future::join_all(answers).await {
-            for (i, f) in which.into_iter().zip(flags.unwrap_or_default()) {
-                held[i] |= f;
+        for (node, which, answer) in futures::future::join_all(answers).await {
+            match answer {
+                Ok(sizes) => {
+                    for (i, size) in which.into_iter().zip(sizes) {
+                        if let Some(size) = size {
+                            census.copies[i] += 1;
+                            census.sizes[i].get_or_insert(size);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "could not ask a node which blobs it holds");
+                    census.silent.push(format!("{node}: {e}"));
+                }
             }
         }
-        Ok(digests
-            .iter()
-            .zip(held)
-            .filter(|(_, h)| !h)
-            .map(|(d, _)| *d)
-            .collect())
+        Ok(census)
     }
 
     /// Whether a copy that matches its digest is on this node's disk.
@@ -462,7 +483,7 @@ impl Blobs {
                                 digests.len()
                             ));
                         }
-                        let held = b.held_here(digests).await;
+                        let held = b.held_here(digests).await.map_err(|e| e.to_string())?;
                         Ok((Response::Held(held), futures::stream::empty().boxed()))
                     }
                 }

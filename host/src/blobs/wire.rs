@@ -36,8 +36,10 @@ pub enum Request {
         /// The node to pull it from.
         from: NodeId,
     },
-    /// Which of these blobs do you hold? (Answered by [`Response::Held`], one flag per digest,
-    /// from the files present: a copy is checked against its digest when it is read.)
+    /// Which of these blobs do you hold? (Answered by [`Response::Held`], one size per digest,
+    /// from the files present: a copy is checked against its digest when it is read.) Added
+    /// without a new version: an older node answers it with an error, which counts as holding
+    /// none of them.
     Has {
         /// The blobs.
         digests: Vec<Digest>,
@@ -52,6 +54,6 @@ pub enum Response {
     Size(Option<u64>),
     /// The offered blob is stored and synced.
     Done,
-    /// For each digest asked about, whether a copy is here.
-    Held(Vec<bool>),
+    /// For each digest asked about, the size of the copy here, if there is one.
+    Held(Vec<Option<u64>>),
 }

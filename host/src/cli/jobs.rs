@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 
 use super::Client;
-use crate::api::{CHUNKS_CONTENT_TYPE, ChunkList, Digests};
+use crate::api::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};
 use crate::blobs::MAX_ASKED;
 use crate::id::Digest;
 use crate::mapreduce::plan::{CHUNK_BYTES, Chunk, Chunker, InputChunk};
@@ -141,9 +141,15 @@ pub(super) enum Source {
 /// `path` as sources: the file, or every file below the directory, in path order.
 fn files_under(path: &Path, out: &mut Vec<Source>) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if !meta.is_dir() {
+    if meta.is_file() {
         out.push(Source::File(path.to_path_buf()));
         return Ok(());
+    }
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "{} is neither a file nor a directory: the input is read twice (once to find which chunks the cluster lacks, once to upload them), so save it to a file first",
+            path.display()
+        );
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("listing {}", path.display()))?
@@ -210,11 +216,24 @@ async fn upload_input(
     let s = sources.clone();
     let chunks = tokio::task::spawn_blocking(move || {
         let mut chunks = Vec::new();
+        let mut at = 0u64;
+        let mut too_long = None;
         read_chunks(&s, |c| {
+            if c.bytes.len() as u64 > MAX_CHUNK_UPLOAD {
+                too_long = Some((at, c.bytes.len()));
+                return false;
+            }
+            at += c.bytes.len() as u64;
             chunks.push(c.input());
             true
-        })
-        .map(|()| chunks)
+        })?;
+        if let Some((at, len)) = too_long {
+            anyhow::bail!(
+                "a record of {len} bytes starts at byte {at} of the input (the files in order): records are lines, and an input chunk may be at most {} MiB",
+                MAX_CHUNK_UPLOAD >> 20
+            );
+        }
+        Ok(chunks)
     })
     .await??;
     let mut missing = HashSet::new();
@@ -231,11 +250,9 @@ async fn upload_input(
             .await?;
         missing.extend(answer.digests);
     }
-    let to_upload: u64 = chunks
-        .iter()
-        .filter(|c| missing.contains(&c.digest))
-        .map(|c| c.size)
-        .sum::<u64>();
+    let distinct: std::collections::HashMap<Digest, u64> =
+        chunks.iter().map(|c| (c.digest, c.size)).collect();
+    let to_upload: u64 = missing.iter().filter_map(|d| distinct.get(d)).sum();
     let bar = if progress && !missing.is_empty() {
         ProgressBar::new(to_upload)
     } else {
@@ -255,7 +272,14 @@ async fn upload_input(
         let reading = tokio::task::spawn_blocking(move || {
             read_chunks(&sources, |c| {
                 !wanted.remove(&c.digest) || tx.blocking_send(c).is_ok()
-            })
+            })?;
+            if !wanted.is_empty() {
+                anyhow::bail!(
+                    "the input changed while it was read: {} of its chunks were not there the second time; run the job again once the files stay put",
+                    wanted.len()
+                );
+            }
+            Ok(())
         });
         while let Some(chunk) = rx.recv().await {
             let size = chunk.bytes.len() as u64;
@@ -286,12 +310,13 @@ pub(super) async fn run_job(
 ) -> anyhow::Result<JobRecord> {
     let (chunks, uploaded, uploaded_bytes) = upload_input(c, Arc::new(sources), progress).await?;
     let total: u64 = chunks.iter().map(|c| c.size).sum();
+    let distinct: HashSet<Digest> = chunks.iter().map(|c| c.digest).collect();
     eprintln!(
         "input: {} chunks, {}; uploaded {uploaded} ({}), {} already held by the cluster",
         chunks.len(),
         mib(total),
         mib(uploaded_bytes),
-        chunks.len() - uploaded
+        distinct.len() - uploaded
     );
     let list = serde_json::to_vec(&ChunkList { chunks })?;
     let submitted: JobRecord = c

@@ -249,6 +249,14 @@ impl Jobs {
                         );
                         tasks.spawn(async move {
                             let mapped = match blobs.get(chunk.digest).await {
+                                Ok(bytes) if bytes.len() as u64 != chunk.size => {
+                                    Err(RuntimeError::Host(format!(
+                                        "input chunk {} is {} bytes, not the {} the job's list of chunks says",
+                                        chunk.digest,
+                                        bytes.len(),
+                                        chunk.size
+                                    )))
+                                }
                                 Ok(bytes) => {
                                     map_task(&rt, &name, &pre, limits, &bytes, reducers).await
                                 }

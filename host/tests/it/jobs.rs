@@ -299,20 +299,24 @@ async fn a_job_running_when_its_node_is_killed_is_marked_failed_at_restart() {
 
 /// The CLI cuts the input (a directory of files) into chunks, uploads the ones no node holds,
 /// and submits the job over them: a second run over the same input, through another node,
-/// uploads nothing and gives the same output. Bad chunk uploads and lists get clear errors.
+/// uploads nothing and gives the same output. Bad chunk uploads and lists get clear errors,
+/// and a list whose sizes lie is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
     let cluster = crate::cluster::new_cluster();
-    let nodes = crate::cluster::start_cluster(cluster.path(), 3).await;
+    // Four nodes, three copies of each chunk: the second run's node lacks some chunks, and
+    // its map tasks fetch them.
+    let nodes = crate::cluster::start_cluster(cluster.path(), 4).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    crate::replication::wait_ring(&all, 3).await;
+    crate::replication::wait_ring(&all, 4).await;
     nodes[0].deploy("wordcount", plugins::WORDCOUNT).await;
     let (text, expected) = corpus(150_000);
     let dir = tempfile::tempdir().unwrap();
     let half = text[..text.len() / 2].rfind('\n').unwrap() + 1;
     std::fs::create_dir(dir.path().join("b")).unwrap();
     std::fs::write(dir.path().join("a.txt"), &text[..half]).unwrap();
-    std::fs::write(dir.path().join("b/c.txt"), &text[half..]).unwrap();
+    // The last file lacks its final newline: the CLI adds it.
+    std::fs::write(dir.path().join("b/c.txt"), text[half..].trim_end()).unwrap();
     let input = dir.path().to_str().unwrap();
 
     let mut chunker =
@@ -390,8 +394,22 @@ async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
     assert_eq!(status, StatusCode::OK, "{v}");
     let (status, v) = json_of(submit(list).await.unwrap()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    // Lists whose sizes lie, or add up past any limit.
+    let lying = format!(r#"{{"chunks":[{{"digest":"{digest}","size":999}}]}}"#);
+    let (status, v) = json_of(submit(lying).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("is 4 bytes, not 999"),
+        "{v}"
+    );
+    let overflowing = format!(
+        r#"{{"chunks":[{{"digest":"{digest}","size":{}}},{{"digest":"{digest}","size":1}}]}}"#,
+        u64::MAX
+    );
+    let (status, v) = json_of(submit(overflowing).await.unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     // Too many digests in one question.
-    let many: Vec<String> = (0..5000u32)
+    let many: Vec<String> = (0..4100u32)
         .map(|i| weft_host::id::Digest::of(&i.to_le_bytes()).to_string())
         .collect();
     let (status, v) = json_of(
