@@ -176,7 +176,10 @@ pub fn router(app: Arc<App>) -> Router {
             put(functions::deploy).delete(functions::delete),
         )
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
-        .route("/v1/jobs", post(jobs::submit))
+        // Jobs' records and output are the users' data.
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/output", get(jobs::output))
         .route("/v1/jobs/input/missing", post(jobs::missing_chunks))
         .route("/v1/jobs/input/{digest}", put(jobs::put_chunk))
         .route("/v1/locks", get(locks::list))
@@ -202,9 +205,6 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/functions", get(functions::list))
         .route("/v1/functions/{name}", get(functions::show))
-        .route("/v1/jobs", get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::show))
-        .route("/v1/jobs/{id}/output", get(jobs::output))
         .route("/fn/{name}", any(invoke::invoke))
         .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))

@@ -340,6 +340,11 @@ async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
         let id = job["id"].as_str().unwrap();
         let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
         assert_eq!(status, StatusCode::OK);
+        // A job's record and output are the user's: not without the token.
+        for path in [format!("/v1/jobs/{id}/output"), format!("/v1/jobs/{id}")] {
+            let r = n.anon(Method::GET, &path).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
         let mut got = BTreeMap::new();
         for line in output.lines() {
             let r: serde_json::Value = serde_json::from_str(line).unwrap();

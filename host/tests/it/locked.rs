@@ -432,6 +432,18 @@ async fn control_a_gate_that_writes_unconditionally_loses_updates_of_a_shared_ke
     assert!(found.contains("a lost update"), "{found}");
 }
 
+/// Whether the gates' counters fit `requests` requests that each wrote one key: at least one
+/// batch, at least one write per batch, at most one write per request.
+fn gate_fits(batches: f64, writes: f64, requests: i64) -> Result<(), String> {
+    if batches >= 1.0 && writes >= batches && writes <= requests as f64 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{batches} batches of {writes} writes for {requests} requests"
+        ))
+    }
+}
+
 /// The checks of the tests above, on a 3-node cluster with `switches`: `Err` says what the
 /// first failed check found.
 async fn gated_counters(switches: ReplicationSwitches) -> Result<(), String> {
@@ -496,11 +508,13 @@ async fn gated_counters(switches: ReplicationSwitches) -> Result<(), String> {
     assert_eq!(stored_count(&nodes[2], "counter", "hot").await, requests);
     // The writes went out through the gate: at most one per request (fewer where a batch
     // carried several requests' writes of the key).
-    let batches = metric_sum(&all, "weft_kv_gate_batches_total").await;
-    let writes = metric_sum(&all, "weft_kv_gate_writes_total").await;
-    assert!(
-        batches >= 1.0 && writes >= batches && writes <= (requests + 3) as f64,
-        "{batches} batches of {writes} writes for {requests} requests"
+    assert_eq!(
+        gate_fits(
+            metric_sum(&all, "weft_kv_gate_batches_total").await,
+            metric_sum(&all, "weft_kv_gate_writes_total").await,
+            requests + 3,
+        ),
+        Ok(())
     );
 
     // Three users' lines increment one path's counter.
