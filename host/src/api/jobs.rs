@@ -288,6 +288,25 @@ pub(crate) async fn show(
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
+/// `POST /v1/jobs/{id}/cancel`: stops a running job (202 with its record; it ends
+/// `cancelled` once its tasks are stopped); 409 if it had already ended.
+pub(crate) async fn cancel(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    let id: JobId = id.parse()?;
+    let found = app.jobs.cancel(id)?;
+    let record = app.jobs.get(id)?;
+    match (found, record) {
+        (Some(true), Some(r)) => Ok((StatusCode::ACCEPTED, Json(r))),
+        (Some(false), Some(r)) => Err(ApiError::Conflict(format!(
+            "job {id} already ended ({}); only a running job can be cancelled",
+            format!("{:?}", r.status).to_lowercase()
+        ))),
+        _ => Err(ApiError::NotFound(format!("no job with id {id}"))),
+    }
+}
+
 pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<JobRecord>>, ApiError> {
     Ok(Json(app.jobs.list()?))
 }

@@ -180,6 +180,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/output", get(jobs::output))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/input/missing", post(jobs::missing_chunks))
         .route("/v1/jobs/input/{digest}", put(jobs::put_chunk))
         .route("/v1/locks", get(locks::list))

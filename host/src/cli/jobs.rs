@@ -19,7 +19,7 @@ use crate::api::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};
 use crate::blobs::MAX_ASKED;
 use crate::id::Digest;
 use crate::mapreduce::plan::{CHUNK_BYTES, Chunk, Chunker, InputChunk};
-use crate::mapreduce::{JobRecord, JobStatus};
+use crate::mapreduce::{JobRecord, JobStatus, OutputRecord, record_order};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum JobCommand {
@@ -53,6 +53,22 @@ pub(super) enum JobCommand {
     },
     /// Print a job's full output as JSON lines.
     Output {
+        /// The job's id.
+        id: String,
+    },
+    /// Show a job's result: its records with the largest values (the summary's order).
+    Result {
+        /// The job's id.
+        id: String,
+        /// How many records to show.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Also write the whole output (JSON lines) to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Stop a running job.
+    Cancel {
         /// The job's id.
         id: String,
     },
@@ -116,6 +132,60 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
                     );
                 }
             }
+            Ok(())
+        }
+        JobCommand::Result { id, top, output } => {
+            let job: JobRecord = c
+                .json(c.request(Method::GET, &format!("/v1/jobs/{id}")))
+                .await?;
+            let resp = c
+                .send(c.request(Method::GET, &format!("/v1/jobs/{id}/output")))
+                .await?;
+            let mut file = match output {
+                Some(path) => Some(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => None,
+            };
+            let mut best = Best::new(*top);
+            let mut lines = LineStream::default();
+            let mut stream = resp.bytes_stream();
+            use futures::StreamExt;
+            use std::io::Write;
+            while let Some(piece) = stream.next().await {
+                let piece = piece.context("reading the output")?;
+                if let Some(f) = file.as_mut() {
+                    f.write_all(&piece)?;
+                }
+                for line in lines.push(&piece) {
+                    best.add(serde_json::from_slice(&line).context("a line of the output")?);
+                }
+            }
+            if let Some(mut f) = file {
+                f.flush()?;
+            }
+            let status = format!("{:?}", job.status).to_lowercase();
+            println!(
+                "job {} ({}) {status}: {} output records",
+                job.id, job.function, job.output_records
+            );
+            print_records(&best.into_sorted());
+            if let Some(path) = output {
+                println!("the whole output is in {}", path.display());
+            }
+            Ok(())
+        }
+        JobCommand::Cancel { id } => {
+            let job: JobRecord = c
+                .json(c.request(Method::POST, &format!("/v1/jobs/{id}/cancel")))
+                .await?;
+            println!(
+                "job {} ({}): cancel asked; it was {}",
+                job.id,
+                job.function,
+                format!("{:?}", job.status).to_lowercase()
+            );
             Ok(())
         }
         JobCommand::Output { id } => {
@@ -346,9 +416,15 @@ pub(super) async fn run_job(
         let p = job.progress;
         bar.set_length((p.maps_total + p.reduces_total) as u64);
         bar.set_position((p.maps_done + p.reduces_done) as u64);
+        let secs = (job.elapsed_ms.max(1) as f64) / 1000.0;
         bar.set_message(format!(
-            "map {}/{}  reduce {}/{}",
-            p.maps_done, p.maps_total, p.reduces_done, p.reduces_total
+            "map {}/{} ({:.1} MB/s)  shuffled {}  reduce {}/{}",
+            p.maps_done,
+            p.maps_total,
+            job.mapped_bytes as f64 / 1e6 / job.map_ms.map_or(secs, |m| m.max(1) as f64 / 1000.0),
+            mib(job.shuffled_bytes),
+            p.reduces_done,
+            p.reduces_total
         ));
         if job.status != JobStatus::Running {
             break;
@@ -360,6 +436,68 @@ pub(super) async fn run_job(
     }
     bar.finish_and_clear();
     Ok(job)
+}
+
+/// The `n` records with the largest values (numbers first, larger first; then by key), as the
+/// node's summary orders them.
+struct Best {
+    n: usize,
+    records: Vec<OutputRecord>,
+}
+
+impl Best {
+    fn new(n: usize) -> Self {
+        Best {
+            n,
+            records: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, r: OutputRecord) {
+        self.records.push(r);
+        if self.records.len() >= 2 * self.n.max(1) {
+            self.records.sort_by(record_order);
+            self.records.truncate(self.n);
+        }
+    }
+
+    fn into_sorted(mut self) -> Vec<OutputRecord> {
+        self.records.sort_by(record_order);
+        self.records.truncate(self.n);
+        self.records
+    }
+}
+
+/// Splits a stream of bytes into lines.
+#[derive(Default)]
+struct LineStream {
+    pending: Vec<u8>,
+}
+
+impl LineStream {
+    fn push(&mut self, piece: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(piece);
+        let mut lines = Vec::new();
+        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+            let rest = self.pending.split_off(i + 1);
+            let mut line = std::mem::replace(&mut self.pending, rest);
+            line.pop();
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// One line per record: its key (text as it is) and its value.
+fn print_records(records: &[OutputRecord]) {
+    for r in records {
+        let key = r
+            .key
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| r.key.to_string());
+        println!("  {key:<24} {}", r.value);
+    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -383,14 +521,7 @@ fn print_summary(c: &Client, job: &JobRecord) {
     }
     if !job.top.is_empty() {
         println!("top records:");
-        for r in &job.top {
-            let key = r
-                .key
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| r.key.to_string());
-            println!("  {key:<24} {}", r.value);
-        }
+        print_records(&job.top);
     }
     if job.status == JobStatus::Succeeded {
         println!(

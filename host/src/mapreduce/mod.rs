@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::blobs::Blobs;
 use crate::id::{Digest, FunctionName, JobId};
@@ -41,6 +42,9 @@ fn sorted(groups: Groups) -> Partition {
     partition
 }
 
+/// Why a cancelled job ended.
+const CANCELLED: &str = "cancelled by a client";
+
 /// How many output records a job's summary shows.
 const TOP: usize = 10;
 
@@ -54,6 +58,9 @@ pub enum JobStatus {
     Succeeded,
     /// A task failed for good, or the node restarted while the job ran.
     Failed,
+    /// Cancelled by a client (`POST /v1/jobs/{id}/cancel`): running tasks were stopped;
+    /// reducers that had committed keep their output.
+    Cancelled,
 }
 
 /// One output record, decoded for humans: JSON where the bytes are JSON, else text.
@@ -83,6 +90,15 @@ pub struct JobRecord {
     pub progress: Progress,
     /// Input size in bytes.
     pub input_bytes: u64,
+    /// Input bytes of the map tasks finished so far.
+    #[serde(default)]
+    pub mapped_bytes: u64,
+    /// Bytes of map output (keys and values) handed to the shuffle so far.
+    #[serde(default)]
+    pub shuffled_bytes: u64,
+    /// Milliseconds from the start until the last map task finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_ms: Option<u64>,
     /// Reducer partitions.
     pub reducers: u32,
     /// Output records committed.
@@ -101,6 +117,8 @@ pub struct Jobs {
     blobs: Blobs,
     metrics: Arc<Metrics>,
     live: Mutex<HashMap<JobId, JobRecord>>,
+    /// The cancellation of each live job.
+    cancels: Mutex<HashMap<JobId, CancellationToken>>,
     parallelism: usize,
     tasks: Tasks,
 }
@@ -147,6 +165,7 @@ impl Jobs {
             blobs,
             metrics,
             live: Mutex::default(),
+            cancels: Mutex::default(),
             parallelism,
             tasks,
         }))
@@ -170,6 +189,9 @@ impl Jobs {
                 ..Progress::default()
             },
             input_bytes: spec.chunks.iter().map(|c| c.size).sum(),
+            mapped_bytes: 0,
+            shuffled_bytes: 0,
+            map_ms: None,
             reducers: spec.reducers,
             output_records: 0,
             top: vec![],
@@ -180,10 +202,26 @@ impl Jobs {
             .lock()
             .expect("not poisoned")
             .insert(id, record.clone());
+        let cancel = self.tasks.token().child_token();
+        self.cancels
+            .lock()
+            .expect("not poisoned")
+            .insert(id, cancel.clone());
         let jobs = self.clone();
         // A job still running when the node stops is failed at the next start.
-        self.tasks.spawn(async move { jobs.drive(id, spec).await });
+        self.tasks
+            .spawn(async move { jobs.drive(id, spec, cancel).await });
         Ok(record)
+    }
+
+    /// Cancels a running job: its tasks are stopped, and it ends `cancelled`. `Ok(false)`: it
+    /// had already ended; `None`: no such job.
+    pub fn cancel(&self, id: JobId) -> Result<Option<bool>, crate::store::StoreError> {
+        if let Some(cancel) = self.cancels.lock().expect("not poisoned").get(&id) {
+            cancel.cancel();
+            return Ok(Some(true));
+        }
+        Ok(self.get(id)?.map(|_| false))
     }
 
     /// A job's record.
@@ -224,7 +262,7 @@ impl Jobs {
         }
     }
 
-    async fn drive(self: Arc<Self>, id: JobId, spec: JobSpec) {
+    async fn drive(self: Arc<Self>, id: JobId, spec: JobSpec, cancel: CancellationToken) {
         let started = Instant::now();
         let chunks: Arc<Vec<InputChunk>> = Arc::new(spec.chunks);
         let reducers = spec.reducers.max(1);
@@ -233,6 +271,7 @@ impl Jobs {
         let mut frozen: Option<Vec<Arc<Partition>>> = None;
         let mut top = Top::default();
         let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
+        let (mut mapped, mut shuffled, mut map_ms) = (0u64, 0u64, None);
         let mut actions = state.start();
         let outcome = loop {
             let mut end = None;
@@ -323,7 +362,11 @@ impl Jobs {
             if let Some(end) = end {
                 break end;
             }
-            let Some(joined) = tasks.join_next().await else {
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                () = cancel.cancelled() => break Err(CANCELLED.to_string()),
+            };
+            let Some(joined) = joined else {
                 break Err(
                     "internal error: no task is running and the job is not finished".to_string(),
                 );
@@ -335,8 +378,12 @@ impl Jobs {
             // Output of an attempt the state machine no longer runs (late, duplicate) is dropped.
             match done.filter(|_| state.is_current(&event)) {
                 Some(Done::Map(buckets)) => {
+                    if let Event::MapDone { task, .. } = &event {
+                        mapped += chunks[*task].size;
+                    }
                     for (p, pairs) in buckets.into_iter().enumerate() {
                         for (k, v) in pairs {
+                            shuffled += (k.len() + v.len()) as u64;
                             shuffle[p].entry(k).or_default().push(v);
                         }
                     }
@@ -346,10 +393,17 @@ impl Jobs {
             }
             actions = state.on(event);
             let (progress, count) = (state.progress(), top.count);
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            if progress.maps_done == progress.maps_total {
+                map_ms.get_or_insert(elapsed_ms);
+            }
             self.update(id, |r| {
                 r.progress = progress;
                 r.output_records = count;
-                r.elapsed_ms = started.elapsed().as_millis() as u64;
+                r.elapsed_ms = elapsed_ms;
+                r.mapped_bytes = mapped;
+                r.shuffled_bytes = shuffled;
+                r.map_ms = map_ms;
             });
         };
         tasks.abort_all();
@@ -364,6 +418,10 @@ impl Jobs {
             r.top = top.best();
             match &outcome {
                 Ok(()) => r.status = JobStatus::Succeeded,
+                Err(e) if e == CANCELLED => {
+                    r.status = JobStatus::Cancelled;
+                    r.error = Some(e.clone());
+                }
                 Err(e) => {
                     r.status = JobStatus::Failed;
                     r.error = Some(e.clone());
@@ -371,10 +429,10 @@ impl Jobs {
             }
             r.clone()
         };
-        self.metrics.job(if outcome.is_ok() {
-            "succeeded"
-        } else {
-            "failed"
+        self.metrics.job(match record.status {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Cancelled => "cancelled",
+            _ => "failed",
         });
         match &outcome {
             Ok(()) => {
@@ -388,6 +446,7 @@ impl Jobs {
             tracing::error!(job = %id, error = %e, "could not store the job's final record");
         }
         self.live.lock().expect("not poisoned").remove(&id);
+        self.cancels.lock().expect("not poisoned").remove(&id);
     }
 }
 
@@ -465,6 +524,19 @@ fn decode(bytes: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
+/// The order of a job's summary: larger numeric values first, then records without a numeric
+/// value; ties by key.
+pub fn record_order(a: &OutputRecord, b: &OutputRecord) -> std::cmp::Ordering {
+    match (a.value.as_f64(), b.value.as_f64()) {
+        (Some(x), Some(y)) => y
+            .total_cmp(&x)
+            .then_with(|| a.key.to_string().cmp(&b.key.to_string())),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.key.to_string().cmp(&b.key.to_string()),
+    }
+}
+
 /// The running summary of a job's output.
 #[derive(Default)]
 struct Top {
@@ -484,16 +556,8 @@ impl Top {
         self.best.sort_by(Self::order);
     }
 
-    /// Larger numbers first; records without a numeric value after them, by key.
     fn order(a: &OutputRecord, b: &OutputRecord) -> std::cmp::Ordering {
-        match (a.value.as_f64(), b.value.as_f64()) {
-            (Some(x), Some(y)) => y
-                .total_cmp(&x)
-                .then_with(|| a.key.to_string().cmp(&b.key.to_string())),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.key.to_string().cmp(&b.key.to_string()),
-        }
+        record_order(a, b)
     }
 
     fn best(&self) -> Vec<OutputRecord> {

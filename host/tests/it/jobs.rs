@@ -50,8 +50,12 @@ pub async fn run_job(
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(120), "the job to finish", || async {
+    ended(n, job["id"].as_str().unwrap()).await
+}
+
+/// Waits for job `id` on `n` to end; returns its record.
+pub async fn ended(n: &TestNode, id: &str) -> serde_json::Value {
+    wait_for(Duration::from_secs(120), "the job to end", || async {
         let (_, job) = json_of(
             n.req(Method::GET, &format!("/v1/jobs/{id}"))
                 .send()
@@ -354,8 +358,49 @@ async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
             );
         }
         assert_eq!(got, expected);
+        assert_eq!(job["mapped_bytes"], text.len() as u64, "{job}");
+        assert!(job["shuffled_bytes"].as_u64().unwrap() > 0, "{job}");
+        assert!(job["map_ms"].as_u64().unwrap() <= job["elapsed_ms"].as_u64().unwrap());
         outputs.push(output);
     }
+    // The result: the top records, and the whole output in a file (jobs are listed and
+    // answered by the node that ran them).
+    let listed = crate::cli::ok(&crate::cli::weft(&nodes[2], &["job", "list", "--json"]).await);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let file = dir.path().join("out.jsonl");
+    let out = crate::cli::ok(
+        &crate::cli::weft(
+            &nodes[2],
+            &[
+                "job",
+                "result",
+                &id,
+                "--top",
+                "3",
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    let mut by_count: Vec<(&String, &u64)> = expected.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert_eq!(shown.len(), 3, "{out}");
+    for (line, (word, count)) in shown.iter().zip(&by_count) {
+        assert!(
+            line.split_whitespace()
+                .eq([word.as_str(), &count.to_string()]),
+            "{line} is not {word} {count}: {out}"
+        );
+    }
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written.lines().count(), expected.len(), "{out}");
 
     // A chunk whose bytes do not match its path's digest.
     let n = &nodes[0];
@@ -440,4 +485,60 @@ async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["digests"], serde_json::json!([asked[1]]), "{v}");
+}
+
+/// A running job can be cancelled: it ends `cancelled` at once, even with a task stuck in the
+/// guest, and the node keeps serving; an ended job cannot be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_is_cancelled_and_an_ended_one_is_not() {
+    let n = TestNode::start().await;
+    n.deploy("hello", plugins::HELLO).await;
+    n.deploy_ok(
+        "faults",
+        crate::harness::guest("guest-mapfaults"),
+        &[("timeout_ms", "60000")],
+    )
+    .await;
+    let (status, job) = json_of(
+        n.req(Method::POST, "/v1/jobs")
+            .query(&[("function", "faults")])
+            .body("a\nloop\n")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let out = crate::cli::ok(&crate::cli::weft(&n, &["job", "cancel", &id]).await);
+    assert!(out.contains("cancel asked"), "{out}");
+    let job = ended(&n, &id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert_eq!(job["error"], "cancelled by a client", "{job}");
+    n.assert_hello_serves().await;
+    let n = &n;
+    let cancel = |id: String| async move {
+        json_of(
+            n.req(Method::POST, &format!("/v1/jobs/{id}/cancel"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let (status, v) = cancel(id.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("already ended (cancelled)"),
+        "{v}"
+    );
+    let (status, v) = cancel("0123456789abcdef0123456789abcdef".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(
+        n.metric("weft_jobs_total{state=\"cancelled\"}").await,
+        Some(1.0)
+    );
 }
