@@ -68,6 +68,8 @@ pub struct Metrics {
     cache: Mutex<BTreeMap<&'static str, u64>>,
     compile_nanos: AtomicU64,
     jobs: Mutex<BTreeMap<&'static str, u64>>,
+    job_tasks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    job_bytes: Mutex<BTreeMap<&'static str, u64>>,
     responses_cut: AtomicU64,
     locked: Mutex<BTreeMap<(String, &'static str), u64>>,
     lock_waits: Mutex<BTreeMap<String, Histogram>>,
@@ -147,6 +149,27 @@ impl Metrics {
             .expect("not poisoned")
             .entry(state)
             .or_default() += 1;
+    }
+
+    /// A map or reduce task attempt (`phase`) ended with `outcome` ("done", "failed").
+    pub fn job_task(&self, phase: &'static str, outcome: &'static str) {
+        *self
+            .job_tasks
+            .lock()
+            .expect("not poisoned")
+            .entry((phase, outcome))
+            .or_default() += 1;
+    }
+
+    /// `bytes` more of `kind` ("mapped": input of finished maps, "shuffled": map output
+    /// handed to the shuffle).
+    pub fn job_bytes(&self, kind: &'static str, bytes: u64) {
+        *self
+            .job_bytes
+            .lock()
+            .expect("not poisoned")
+            .entry(kind)
+            .or_default() += bytes;
     }
 
     /// The Prometheus text exposition of these metrics; `instances` is the number of live
@@ -248,6 +271,30 @@ impl Metrics {
                 .expect("not poisoned")
                 .iter()
                 .map(|(state, n)| (format!("state=\"{state}\""), *n)),
+        );
+        family(
+            &mut out,
+            "weft_job_tasks_total",
+            Kind::Counter,
+            "Map/reduce task attempts by phase and outcome.",
+            self.job_tasks
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|((phase, outcome), n)| {
+                    (format!("phase=\"{phase}\",outcome=\"{outcome}\""), *n)
+                }),
+        );
+        family(
+            &mut out,
+            "weft_job_bytes_total",
+            Kind::Counter,
+            "Map/reduce bytes by kind: input of finished map tasks (mapped), map output handed to the shuffle (shuffled).",
+            self.job_bytes
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(kind, n)| (format!("kind=\"{kind}\""), *n)),
         );
         out
     }

@@ -375,11 +375,20 @@ impl Jobs {
                 Ok(r) => r,
                 Err(e) => break Err(format!("a task panicked: {e}")),
             };
+            let (phase, outcome) = match &event {
+                Event::MapDone { .. } => ("map", "done"),
+                Event::MapFailed { .. } => ("map", "failed"),
+                Event::ReduceDone { .. } => ("reduce", "done"),
+                Event::ReduceFailed { .. } => ("reduce", "failed"),
+            };
+            self.metrics.job_task(phase, outcome);
             // Output of an attempt the state machine no longer runs (late, duplicate) is dropped.
             match done.filter(|_| state.is_current(&event)) {
                 Some(Done::Map(buckets)) => {
+                    let before = shuffled;
                     if let Event::MapDone { task, .. } = &event {
                         mapped += chunks[*task].size;
+                        self.metrics.job_bytes("mapped", chunks[*task].size);
                     }
                     for (p, pairs) in buckets.into_iter().enumerate() {
                         for (k, v) in pairs {
@@ -387,6 +396,7 @@ impl Jobs {
                             shuffle[p].entry(k).or_default().push(v);
                         }
                     }
+                    self.metrics.job_bytes("shuffled", shuffled - before);
                 }
                 Some(Done::Reduce(records)) => top.add(records),
                 None => {}

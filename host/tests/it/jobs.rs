@@ -113,6 +113,22 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
     assert_eq!(job["top"][0]["key"], top_word.as_str(), "{job}");
     assert_eq!(job["top"][0]["value"], *top_count);
 
+    // The node's counters saw every map and reduce, and the input.
+    assert_eq!(
+        n.metric("weft_job_tasks_total{phase=\"map\",outcome=\"done\"}")
+            .await,
+        Some(chunks as f64)
+    );
+    assert_eq!(
+        n.metric("weft_job_tasks_total{phase=\"reduce\",outcome=\"done\"}")
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        n.metric("weft_job_bytes_total{kind=\"mapped\"}").await,
+        Some(text.len() as f64)
+    );
+    assert!(n.metric("weft_job_bytes_total{kind=\"shuffled\"}").await > Some(0.0));
     let (status, list) = json_of(n.req(Method::GET, "/v1/jobs").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
@@ -179,6 +195,14 @@ async fn a_failing_task_fails_its_job_with_the_reason_after_one_retry() {
         assert!(error.contains(reason), "{input:?}: {error}");
         // Two attempts (`MAX_ATTEMPTS`): one retry, then the job fails.
         assert_eq!(job["progress"]["retries"], 1, "{input:?}: {job}");
+        assert!(
+            n.metric("weft_job_tasks_total{phase=\"map\",outcome=\"failed\"}")
+                .await
+                >= Some(1.0)
+                || n.metric("weft_job_tasks_total{phase=\"reduce\",outcome=\"failed\"}")
+                    .await
+                    >= Some(1.0)
+        );
         assert_eq!(job["output_records"], 0, "{input:?}: {job}");
         n.assert_hello_serves().await;
     }
