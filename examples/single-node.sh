@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A single-node walkthrough with the real CLI: node, deploy, invoke, job, rollback, metrics.
+# A single-node walkthrough with the real CLI: node, deploy, invoke, jobs (word count, inverted
+# index), rollback, metrics.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,6 +26,10 @@ set -x
 "$weft" invoke counter /apples
 "$weft" invoke counter /apples
 "$weft" job run wordcount --input README.md host/ARCHITECTURE.md --reducers 2
+# An inverted index of the docs: each input line is DOC<TAB>TEXT.
+for f in README.md host/ARCHITECTURE.md examples/README.md; do sed "s|^|$f\t|" "$f"; done >"$dir/docs.tsv"
+"$weft" deploy "$guests/invindex.wasm" --name invindex
+"$weft" job run invindex --input "$dir/docs.tsv" --reducers 2
 "$weft" deploy "$guests/counter.wasm" --name hello
 "$weft" invoke hello /now-a-counter
 "$weft" rollback hello

@@ -17,6 +17,7 @@ const GUESTS: &[&str] = &[
     "bank",
     "ledger",
     "wordcount",
+    "invindex",
     "guest-loop",
     "guest-memhog",
     "guest-panic",

@@ -566,3 +566,62 @@ async fn a_running_job_is_cancelled_and_an_ended_one_is_not() {
         Some(1.0)
     );
 }
+
+/// The `invindex` plugin over several chunks gives the index a sequential pass builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inverted_index_matches_a_sequential_one() {
+    let n = TestNode::start().await;
+    n.deploy("invindex", &crate::harness::guest("invindex"))
+        .await;
+    let (text, _) = corpus(80_000);
+    // Documents of 40 lines each, their ids on every line.
+    let mut input = String::new();
+    let mut expected: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let doc = format!("doc-{:05}", i / 40);
+        input.push_str(&format!("{doc}\t{line}\n"));
+        for w in line
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            expected
+                .entry(w.to_lowercase())
+                .or_default()
+                .insert(doc.clone());
+        }
+    }
+    assert!(
+        input.len() > 2 << 20,
+        "several chunks: {} bytes",
+        input.len()
+    );
+    let job = run_job(&n, "invindex", input, 3).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let id = job["id"].as_str().unwrap();
+    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut got: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in output.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let docs: Vec<String> = serde_json::from_value(r["value"].clone()).unwrap();
+        let mut sorted = docs.clone();
+        sorted.sort();
+        assert_eq!(docs, sorted, "each list sorted, once: {line}");
+        let prev = got.insert(
+            r["key"].as_str().unwrap().to_string(),
+            docs.into_iter().collect(),
+        );
+        assert!(prev.is_none(), "each word once: {line}");
+    }
+    assert_eq!(got, expected);
+    // A line without a tab fails the job, naming the line.
+    let job = run_job(&n, "invindex", "doc-1\tfine\nno tab here\n", 1).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("no tab: \"no tab here\""),
+        "{job}"
+    );
+}
