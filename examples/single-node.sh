@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node walkthrough with the real CLI: node, deploy, invoke, jobs (word count, inverted
-# index), rollback, metrics.
+# index, log analytics), rollback, metrics.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -30,6 +30,16 @@ set -x
 for f in README.md host/ARCHITECTURE.md examples/README.md; do sed "s|^|$f\t|" "$f"; done >"$dir/docs.tsv"
 "$weft" deploy "$guests/invindex.wasm" --name invindex
 "$weft" job run invindex --input "$dir/docs.tsv" --reducers 2
+# Log analytics: requests per status code and p95 response time per path, from an access log.
+python3 -c '
+import random
+r = random.Random(1)
+for i in range(5000):
+    path, status = r.choice(["/", "/api/items", "/login"]), r.choice([200, 200, 200, 404, 500])
+    print(f"10.0.0.{i % 250} - - [02/Dec/2026:10:00:00 +0000] \"GET {path} HTTP/1.1\" {status} 512 {r.expovariate(20):.3f}")
+' >"$dir/access.log"
+"$weft" deploy "$guests/logstats.wasm" --name logstats
+"$weft" job run logstats --input "$dir/access.log" --reducers 2
 "$weft" deploy "$guests/counter.wasm" --name hello
 "$weft" invoke hello /now-a-counter
 "$weft" rollback hello

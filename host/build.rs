@@ -18,6 +18,7 @@ const GUESTS: &[&str] = &[
     "ledger",
     "wordcount",
     "invindex",
+    "logstats",
     "guest-loop",
     "guest-memhog",
     "guest-panic",

@@ -625,3 +625,65 @@ async fn an_inverted_index_matches_a_sequential_one() {
         "{job}"
     );
 }
+
+/// The `logstats` plugin over several chunks gives the counts and percentiles a sequential
+/// pass computes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_statistics_match_a_sequential_pass() {
+    let n = TestNode::start().await;
+    n.deploy("logstats", &crate::harness::guest("logstats"))
+        .await;
+    let mut x: u64 = 11;
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    let mut input = String::new();
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for _ in 0..40_000 {
+        let path = format!("/p{}", next(25));
+        let status = [200, 200, 200, 301, 404, 500][next(6) as usize];
+        let ms = next(2000);
+        input.push_str(&format!(
+            "10.0.0.{} - - [02/Dec/2026:10:00:00 +0000] \"GET {path}?id={} HTTP/1.1\" {status} {} {}.{:03}\n",
+            next(255),
+            next(1000),
+            next(90_000),
+            ms / 1000,
+            ms % 1000
+        ));
+        *statuses.entry(format!("status {status}")).or_default() += 1;
+        times.entry(format!("p95 {path}")).or_default().push(ms);
+    }
+    assert!(
+        input.len() > 3 << 20,
+        "several chunks: {} bytes",
+        input.len()
+    );
+    let mut expected: BTreeMap<String, u64> = statuses;
+    for (key, mut t) in times {
+        t.sort_unstable();
+        // Nearest rank: the smallest time that at least 95% of the requests stay within.
+        let rank = (t.len() * 95).div_ceil(100);
+        expected.insert(key, t[rank - 1]);
+    }
+    let job = run_job(&n, "logstats", input, 3).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let id = job["id"].as_str().unwrap();
+    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
+    assert_eq!(status, StatusCode::OK);
+    let got: BTreeMap<String, u64> = output
+        .lines()
+        .map(|line| {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
