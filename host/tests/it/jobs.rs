@@ -55,7 +55,7 @@ pub async fn run_job(
 
 /// Waits for job `id` on `n` to end; returns its record.
 pub async fn ended(n: &TestNode, id: &str) -> serde_json::Value {
-    wait_for(Duration::from_secs(120), "the job to end", || async {
+    wait_for(Duration::from_secs(900), "the job to end", || async {
         let (_, job) = json_of(
             n.req(Method::GET, &format!("/v1/jobs/{id}"))
                 .send()
@@ -72,7 +72,12 @@ pub async fn ended(n: &TestNode, id: &str) -> serde_json::Value {
 async fn wordcount_matches_a_native_count_across_many_chunks() {
     let n = TestNode::start().await;
     n.deploy("wordcount", plugins::WORDCOUNT).await;
-    let (text, expected) = corpus(200_000);
+    // 3.5 MiB by default; 100 MiB or more with `WEFT_LONG=1`.
+    let (text, expected) = corpus(if crate::faults::long() {
+        4_500_000
+    } else {
+        200_000
+    });
     assert!(
         text.len() > 3 << 20,
         "several map tasks: {} bytes",
@@ -80,6 +85,10 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
     );
     let job = run_job(&n, "wordcount", text.clone(), 3).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    eprintln!(
+        "{}: {} input bytes in {} ms",
+        job["function"], job["input_bytes"], job["elapsed_ms"]
+    );
     // One map task per chunk; where the chunks end depends only on the text.
     let mut chunker =
         weft_host::mapreduce::plan::Chunker::new(weft_host::mapreduce::plan::CHUNK_BYTES);
@@ -567,13 +576,18 @@ async fn a_running_job_is_cancelled_and_an_ended_one_is_not() {
     );
 }
 
-/// The `invindex` plugin over several chunks gives the index a sequential pass builds.
+/// The `invindex` plugin over several chunks gives the index a sequential pass builds (over
+/// 100 MiB with `WEFT_LONG=1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inverted_index_matches_a_sequential_one() {
     let n = TestNode::start().await;
     n.deploy("invindex", &crate::harness::guest("invindex"))
         .await;
-    let (text, _) = corpus(80_000);
+    let (text, _) = corpus(if crate::faults::long() {
+        3_200_000
+    } else {
+        80_000
+    });
     // Documents of 40 lines each, their ids on every line.
     let mut input = String::new();
     let mut expected: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
@@ -597,6 +611,10 @@ async fn an_inverted_index_matches_a_sequential_one() {
     );
     let job = run_job(&n, "invindex", input, 3).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    eprintln!(
+        "{}: {} input bytes in {} ms",
+        job["function"], job["input_bytes"], job["elapsed_ms"]
+    );
     let id = job["id"].as_str().unwrap();
     let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
     assert_eq!(status, StatusCode::OK);
@@ -627,7 +645,7 @@ async fn an_inverted_index_matches_a_sequential_one() {
 }
 
 /// The `logstats` plugin over several chunks gives the counts and percentiles a sequential
-/// pass computes.
+/// pass computes (over 100 MiB with `WEFT_LONG=1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_statistics_match_a_sequential_pass() {
     let n = TestNode::start().await;
@@ -643,7 +661,12 @@ async fn log_statistics_match_a_sequential_pass() {
     let mut input = String::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for _ in 0..40_000 {
+    let lines = if crate::faults::long() {
+        1_200_000
+    } else {
+        40_000
+    };
+    for _ in 0..lines {
         let path = format!("/p{}", next(25));
         let status = [200, 200, 200, 301, 404, 500][next(6) as usize];
         let ms = next(2000);
@@ -672,6 +695,10 @@ async fn log_statistics_match_a_sequential_pass() {
     }
     let job = run_job(&n, "logstats", input, 3).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    eprintln!(
+        "{}: {} input bytes in {} ms",
+        job["function"], job["input_bytes"], job["elapsed_ms"]
+    );
     let id = job["id"].as_str().unwrap();
     let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
     assert_eq!(status, StatusCode::OK);
