@@ -247,12 +247,7 @@ pub(crate) async fn run(
             lock: lock.clone(),
             token: held.grant().token,
         });
-        let gate = Gate::new(
-            kv,
-            held.lost_flag(),
-            held.lease_until(),
-            app.runtime.tasks().clone(),
-        );
+        let gate = Gate::new(kv, held.lost_flag(), app.runtime.tasks().clone());
         *turn = Some(Holding {
             held,
             since: Instant::now(),

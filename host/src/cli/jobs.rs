@@ -19,7 +19,7 @@ use crate::api::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};
 use crate::blobs::MAX_ASKED;
 use crate::id::Digest;
 use crate::mapreduce::plan::{CHUNK_BYTES, Chunk, Chunker, InputChunk};
-use crate::mapreduce::{JobRecord, JobStatus, OutputRecord, record_order};
+use crate::mapreduce::{JobRecord, JobStatus, OutputRecord, Top};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum JobCommand {
@@ -148,7 +148,7 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
                 )),
                 None => None,
             };
-            let mut best = Best::new(*top);
+            let mut best = Top::new(*top);
             let mut lines = LineStream::default();
             let mut stream = resp.bytes_stream();
             use futures::StreamExt;
@@ -158,9 +158,12 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
                 if let Some(f) = file.as_mut() {
                     f.write_all(&piece)?;
                 }
-                for line in lines.push(&piece) {
-                    best.add(serde_json::from_slice(&line).context("a line of the output")?);
-                }
+                let records = lines
+                    .push(&piece)
+                    .iter()
+                    .map(|line| serde_json::from_slice(line).context("a line of the output"))
+                    .collect::<anyhow::Result<Vec<OutputRecord>>>()?;
+                best.add(records);
             }
             if let Some(mut f) = file {
                 f.flush()?;
@@ -170,7 +173,7 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
                 "job {} ({}) {status}: {} output records",
                 job.id, job.function, job.output_records
             );
-            print_records(&best.into_sorted());
+            print_records(&best.best());
             if let Some(path) = output {
                 println!("the whole output is in {}", path.display());
             }
@@ -436,36 +439,6 @@ pub(super) async fn run_job(
     }
     bar.finish_and_clear();
     Ok(job)
-}
-
-/// The `n` records with the largest values (numbers first, larger first; then by key), as the
-/// node's summary orders them.
-struct Best {
-    n: usize,
-    records: Vec<OutputRecord>,
-}
-
-impl Best {
-    fn new(n: usize) -> Self {
-        Best {
-            n,
-            records: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, r: OutputRecord) {
-        self.records.push(r);
-        if self.records.len() >= 2 * self.n.max(1) {
-            self.records.sort_by(record_order);
-            self.records.truncate(self.n);
-        }
-    }
-
-    fn into_sorted(mut self) -> Vec<OutputRecord> {
-        self.records.sort_by(record_order);
-        self.records.truncate(self.n);
-        self.records
-    }
 }
 
 /// Splits a stream of bytes into lines.

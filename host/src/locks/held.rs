@@ -3,8 +3,8 @@
 //! or none answered before the lease ran out as this node counts it) is noticed, so the
 //! holder stops writing under its token.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,7 +17,6 @@ use crate::id::LockKey;
 pub struct Held {
     grant: Grant,
     lost: Arc<AtomicBool>,
-    until: Arc<Mutex<Instant>>,
     stop: CancellationToken,
     locks: Option<Locks>,
 }
@@ -51,23 +50,18 @@ impl Locks {
             }
         }
         let lost = Arc::new(AtomicBool::new(false));
-        let until = Arc::new(Mutex::new(sent + lease));
         let stop = self.inner.tasks.token().child_token();
         let renewing = renew(
             self.clone(),
             grant.clone(),
             sent,
-            Standing {
-                lost: lost.clone(),
-                until: until.clone(),
-            },
+            lost.clone(),
             stop.clone(),
         );
         self.inner.tasks.spawn(renewing);
         Ok(Held {
             grant,
             lost,
-            until,
             stop,
             locks: Some(self.clone()),
         })
@@ -89,12 +83,6 @@ impl Held {
     /// The flag [`Held::is_lost`] reads, to watch the lock from elsewhere.
     pub fn lost_flag(&self) -> Arc<AtomicBool> {
         self.lost.clone()
-    }
-
-    /// When the lease runs out as this node counts it (from the sending of the last request
-    /// that was answered), pushed on by every renewal.
-    pub fn lease_until(&self) -> Arc<Mutex<Instant>> {
-        self.until.clone()
     }
 
     /// Releases the lock now.
@@ -120,22 +108,15 @@ impl Drop for Held {
     }
 }
 
-/// What the renewals tell the holder: whether the lock was lost, and until when it holds.
-struct Standing {
-    lost: Arc<AtomicBool>,
-    until: Arc<Mutex<Instant>>,
-}
-
 /// Renews `grant` every third of its lease until `stop`; marks it lost when a renewal is
 /// refused or the lease (counted from `sent`, the last request's sending) runs out first.
 async fn renew(
     locks: Locks,
     grant: Grant,
     mut sent: Instant,
-    standing: Standing,
+    lost: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
-    let Standing { lost, until } = standing;
     let lease = Duration::from_millis(grant.lease_ms);
     let mut due = sent + lease / 3;
     loop {
@@ -151,7 +132,6 @@ async fn renew(
         match answer {
             Ok(Ok(_)) => {
                 sent = asked;
-                *until.lock().expect("not poisoned") = sent + lease;
                 due = sent + lease / 3;
             }
             Ok(Err(LockError::NotHolder { .. })) | Err(_) => {

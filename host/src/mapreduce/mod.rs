@@ -269,7 +269,7 @@ impl Jobs {
         let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
         let mut shuffle: Vec<Groups> = vec![Groups::default(); reducers as usize];
         let mut frozen: Option<Vec<Arc<Partition>>> = None;
-        let mut top = Top::default();
+        let mut top = Top::new(TOP);
         let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
         let (mut mapped, mut shuffled, mut map_ms) = (0u64, 0u64, None);
         let mut actions = state.start();
@@ -547,30 +547,42 @@ pub fn record_order(a: &OutputRecord, b: &OutputRecord) -> std::cmp::Ordering {
     }
 }
 
-/// The running summary of a job's output.
-#[derive(Default)]
-struct Top {
+/// The running summary of a job's output: how many records, and the `n` first in
+/// [`record_order`] (the node's summary keeps [`TOP`]; `weft job result --top N` any number).
+pub struct Top {
+    n: usize,
     count: u64,
     best: Vec<OutputRecord>,
 }
 
 impl Top {
-    fn add(&mut self, records: Vec<OutputRecord>) {
+    /// A summary keeping the `n` best records.
+    pub fn new(n: usize) -> Self {
+        Top {
+            n,
+            count: 0,
+            best: Vec::new(),
+        }
+    }
+
+    /// Counts `records` and keeps the best of them.
+    pub fn add(&mut self, records: Vec<OutputRecord>) {
         self.count += records.len() as u64;
         self.best.extend(records);
-        // Keep the TOP best without sorting a whole partition's output.
-        if self.best.len() > TOP {
-            self.best.select_nth_unstable_by(TOP - 1, Self::order);
-            self.best.truncate(TOP);
+        // Keep the n best without sorting a whole partition's output.
+        if self.best.len() > self.n {
+            if self.n == 0 {
+                self.best.clear();
+            } else {
+                self.best.select_nth_unstable_by(self.n - 1, record_order);
+                self.best.truncate(self.n);
+            }
         }
-        self.best.sort_by(Self::order);
+        self.best.sort_by(record_order);
     }
 
-    fn order(a: &OutputRecord, b: &OutputRecord) -> std::cmp::Ordering {
-        record_order(a, b)
-    }
-
-    fn best(&self) -> Vec<OutputRecord> {
+    /// The best records, in order.
+    pub fn best(&self) -> Vec<OutputRecord> {
         self.best.clone()
     }
 }

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::{Expect, KvHandle, Overrides, ReplicationError, check_limits};
 use crate::tasks::Tasks;
@@ -59,8 +58,6 @@ struct Inner {
     kv: KvHandle,
     /// Set once the grant was found lost.
     lost: Arc<AtomicBool>,
-    /// When the grant's lease runs out as this node counts it (renewals push it on).
-    until: Arc<Mutex<Instant>>,
     state: Mutex<State>,
     progress: watch::Sender<Progress>,
     tasks: Tasks,
@@ -127,19 +124,13 @@ impl Failure {
 pub struct Mark(u64);
 
 impl Gate {
-    /// The gate of one grant: writes go out through `kv` (fenced by the grant), while the
-    /// grant is not `lost` and its lease (as this node counts it) has not run out at `until`.
-    pub fn new(
-        kv: KvHandle,
-        lost: Arc<AtomicBool>,
-        until: Arc<Mutex<Instant>>,
-        tasks: Tasks,
-    ) -> Gate {
+    /// The gate of one grant: writes go out through `kv` (fenced by the grant) until the
+    /// grant is found `lost`.
+    pub fn new(kv: KvHandle, lost: Arc<AtomicBool>, tasks: Tasks) -> Gate {
         Gate {
             inner: Arc::new(Inner {
                 kv,
                 lost,
-                until,
                 state: Mutex::new(State {
                     open: 1,
                     ..State::default()
@@ -150,23 +141,18 @@ impl Gate {
         }
     }
 
-    /// Why the grant cannot be used any more, if it cannot: it was found lost, or its lease
-    /// ran out as this node counts it. (Not checked when a test switched fencing off.)
+    /// Why the grant cannot be used any more, if it cannot: it was found lost (a renewal was
+    /// refused, or none answered within the lease). Not checked when a test switched fencing
+    /// off. A grant lost but not yet found so needs no check here: the replicas refuse the
+    /// writes made under it, and every answer waits for them.
     fn standing(&self) -> Result<(), ReplicationError> {
         let inner = &self.inner;
-        if !inner.kv.fencing() {
+        if !inner.kv.fencing() || !inner.lost.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let how = if inner.lost.load(Ordering::SeqCst) {
-            "a renewal was refused or not answered within its lease"
-        } else if Instant::now() >= *inner.until.lock().expect("not poisoned") {
-            "its lease ran out before a renewal was answered"
-        } else {
-            return Ok(());
-        };
         let fence = inner.kv.fences().first();
         Err(ReplicationError::LockLost(format!(
-            "lock `{}` (token {}) was lost: {how}",
+            "lock `{}` (token {}) was lost: a renewal was refused or not answered within its lease",
             fence.map_or_else(String::new, |f| f.lock.to_string()),
             fence.map_or(0, |f| f.token)
         )))
@@ -217,11 +203,8 @@ impl Gate {
             state.waiting_bytes += add;
             state.waiting_bytes > WAITING_BYTES
         };
-        if full && let Err(why) = self.drain().await {
-            return Err(match why {
-                Failure::Fenced(m) => ReplicationError::LockLost(m),
-                Failure::Failed(m) => ReplicationError::LineFailed(m),
-            });
+        if full {
+            self.drain().await?;
         }
         Ok(())
     }
@@ -442,10 +425,16 @@ fn changed(key: &[u8], current: Option<super::Version>) -> ReplicationError {
 }
 
 fn closed(state: &State) -> Result<(), ReplicationError> {
-    match &state.failed {
-        None => Ok(()),
-        Some(Failure::Fenced(m)) => Err(ReplicationError::LockLost(m.clone())),
-        Some(Failure::Failed(m)) => Err(ReplicationError::LineFailed(m.clone())),
+    state.failed.clone().map_or(Ok(()), |why| Err(why.into()))
+}
+
+/// A closed gate's reason, as a read or write through it is refused.
+impl From<Failure> for ReplicationError {
+    fn from(why: Failure) -> Self {
+        match why {
+            Failure::Fenced(m) => ReplicationError::LockLost(m),
+            Failure::Failed(m) => ReplicationError::LineFailed(m),
+        }
     }
 }
 
