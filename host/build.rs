@@ -25,6 +25,7 @@ const GUESTS: &[&str] = &[
     "guest-escape",
     "guest-stream",
     "guest-mapfaults",
+    "guest-rawtask",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

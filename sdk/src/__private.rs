@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::mapreduce::{Emitter, MapReduce};
+use crate::records;
 
 #[cfg(all(target_arch = "wasm32", feature = "http"))]
 pub use wasi;
@@ -22,7 +23,7 @@ pub mod task_bindings {
     wit_bindgen::generate!({
         world: "mapreduce",
         path: "wit",
-        with: { "weft:plugin/log@0.2.0": crate::host::wasm::bindings::weft::plugin::log },
+        with: { "weft:plugin/log@0.3.0": crate::host::wasm::bindings::weft::plugin::log },
         pub_export_macro: true,
         export_macro_name: "export_task",
         default_bindings_module: "weft_sdk::__private::task_bindings",
@@ -55,40 +56,47 @@ pub fn map<T: MapReduce>(chunk: &[u8]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The `combine` export.
-pub fn combine<T: MapReduce>(key: &[u8], values: &[Vec<u8>]) -> Result<(), String> {
-    let (key, values) = decode_group::<T::Key, T::Value>(key, values)?;
+/// The `combine` export: `T::combine` on each group of `groups` (group records), all output
+/// through one emitter.
+pub fn combine<T: MapReduce>(groups: &[u8]) -> Result<(), String> {
     let mut out = Emitter::new();
-    T::combine(key, values, &mut out)
-        .and_then(|()| out.finish())
-        .map_err(|e| e.to_string())
+    for_each_group::<T::Key, T::Value>(groups, |key, values| T::combine(key, values, &mut out))?;
+    out.finish().map_err(|e| e.to_string())
 }
 
-/// The `reduce` export.
-pub fn reduce<T: MapReduce>(key: &[u8], values: &[Vec<u8>]) -> Result<(), String> {
-    let (key, values) = decode_group::<T::Key, T::Value>(key, values)?;
+/// The `reduce` export: `T::reduce` on each group of `groups` (group records), all output
+/// through one emitter.
+pub fn reduce<T: MapReduce>(groups: &[u8]) -> Result<(), String> {
     let mut out = Emitter::new();
-    T::reduce(key, values, &mut out)
-        .and_then(|()| out.finish())
-        .map_err(|e| e.to_string())
+    for_each_group::<T::Key, T::Value>(groups, |key, values| T::reduce(key, values, &mut out))?;
+    out.finish().map_err(|e| e.to_string())
 }
 
-fn decode_group<K: DeserializeOwned, V: DeserializeOwned>(
-    key: &[u8],
-    values: &[Vec<u8>],
-) -> Result<(K, Vec<V>), String> {
-    let key = serde_json::from_slice(key).map_err(|e| {
-        format!(
-            "key {:?} is not this task's JSON key: {e}",
-            String::from_utf8_lossy(key)
-        )
-    })?;
-    let values = values
-        .iter()
-        .map(|value| serde_json::from_slice(value))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("a value is not this task's JSON value: {e}"))?;
-    Ok((key, values))
+/// Decodes each group of `groups` and hands it to `step`; stops at the first error.
+fn for_each_group<K: DeserializeOwned, V: DeserializeOwned>(
+    groups: &[u8],
+    mut step: impl FnMut(K, Vec<V>) -> Result<(), crate::Error>,
+) -> Result<(), String> {
+    let mut reader = records::Reader::new(groups);
+    while !reader.is_empty() {
+        let key = reader.field()?;
+        let key = serde_json::from_slice(key).map_err(|e| {
+            format!(
+                "key {:?} is not this task's JSON key: {e}",
+                String::from_utf8_lossy(key)
+            )
+        })?;
+        let count = reader.u32()?;
+        let mut values = Vec::with_capacity((count as usize).min(groups.len() / 4));
+        for _ in 0..count {
+            values.push(
+                serde_json::from_slice(reader.field()?)
+                    .map_err(|e| format!("a value is not this task's JSON value: {e}"))?,
+            );
+        }
+        step(key, values).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -128,7 +136,7 @@ mod tests {
         // 200 KiB of output: three full batches and the rest at the end of the call.
         assert_eq!(testing::emit_calls(), 4);
         let output = crate::host::mock::with(|state| std::mem::take(&mut state.emitted));
-        assert_eq!(output.len(), 200);
+        assert_eq!(records::pairs(&output).unwrap().len(), 200);
     }
 
     /// Counts the lines of each length; combines by summing, and fails to combine the
@@ -169,11 +177,13 @@ mod tests {
     }
 
     fn emitted() -> Vec<(String, String)> {
-        let mut pairs: Vec<(String, String)> =
-            crate::host::mock::with(|state| std::mem::take(&mut state.emitted))
-                .into_iter()
-                .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
-                .collect();
+        let mut pairs: Vec<(String, String)> = records::pairs(&crate::host::mock::with(|state| {
+            std::mem::take(&mut state.emitted)
+        }))
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        .collect();
         pairs.sort();
         pairs
     }
@@ -225,12 +235,16 @@ mod tests {
 
     #[test]
     fn reduce_rejects_keys_and_values_of_another_type() {
-        let err = reduce::<Wide>(br#""text""#, &[]).unwrap_err();
+        let mut groups = Vec::new();
+        records::put_group(&mut groups, br#""text""#, &[]);
+        let err = reduce::<Wide>(&groups).unwrap_err();
         assert!(
             err.starts_with(r#"key "\"text\"" is not this task's JSON key"#),
             "{err}"
         );
-        let err = combine::<Wide>(b"1", &[b"2".to_vec()]).unwrap_err();
+        let mut groups = Vec::new();
+        records::put_group(&mut groups, b"1", &[b"2".to_vec()]);
+        let err = combine::<Wide>(&groups).unwrap_err();
         assert!(
             err.starts_with("a value is not this task's JSON value"),
             "{err}"

@@ -40,6 +40,7 @@ pub mod locks;
 pub mod log;
 mod macros;
 pub mod mapreduce;
+mod records;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 

@@ -122,16 +122,14 @@ macro_rules! __mapreduce_glue {
                     $crate::__private::map::<$task>(&chunk)
                 }
                 fn combine(
-                    key: ::std::vec::Vec<u8>,
-                    values: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                    groups: ::std::vec::Vec<u8>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::combine::<$task>(&key, &values)
+                    $crate::__private::combine::<$task>(&groups)
                 }
                 fn reduce(
-                    key: ::std::vec::Vec<u8>,
-                    values: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                    groups: ::std::vec::Vec<u8>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::reduce::<$task>(&key, &values)
+                    $crate::__private::reduce::<$task>(&groups)
                 }
             }
             $crate::__private::task_bindings::export_task!(

@@ -3,16 +3,19 @@
 //! The host splits the input into chunks of whole lines and calls `map` on each; a task with a
 //! combiner ([`MapReduce::HAS_COMBINER`]) runs `combine` per key on the map output inside
 //! `map` itself, in guest memory, so only combined pairs cross to the host (see [`Emitter`]).
-//! The host shuffles the pairs by key and calls `reduce` once per key with all its values.
+//! The host shuffles the pairs by key and calls `reduce` once per key with all its values
+//! (many keys per call to the guest, each decoded and handed to [`MapReduce::reduce`] in turn).
 //! Keys, values and outputs cross the boundary as JSON, so the host groups keys by their JSON
 //! bytes: a key type must encode equal keys identically (avoid `HashMap` keys).
 
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::marker::PhantomData;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, host};
+use crate::{Error, host, records};
 
 /// A map/reduce task, exported with [`export_mapreduce!`](crate::export_mapreduce).
 ///
@@ -49,8 +52,9 @@ use crate::{Error, host};
 /// assert_eq!(result, [('a', 3), ('b', 5)]);
 /// ```
 pub trait MapReduce {
-    /// The key map emits and reduce groups by.
-    type Key: Serialize + DeserializeOwned + Clone;
+    /// The key map emits and reduce groups by. A combining map step groups keys by `Eq` in
+    /// guest memory, the host by their JSON bytes: equal keys must encode identically.
+    type Key: Serialize + DeserializeOwned + Clone + Hash + Eq;
     /// The value map and combine emit.
     type Value: Serialize + DeserializeOwned;
     /// The value reduce emits for a key.
@@ -111,20 +115,21 @@ pub trait MapReduce {
 pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 
 /// About how many bytes of map output a combining [`Emitter`] holds before it combines what
-/// it holds and hands the result to the host: 8 MiB, counted as each distinct key's bytes
-/// (twice, with some bookkeeping) and each value's inline size (`size_of::<V>()`; what a
-/// value owns on the heap, such as a `String`'s text, is not counted).
+/// it holds and hands the result to the host: 8 MiB, counted as each distinct key's JSON
+/// bytes (twice, with some bookkeeping) and each value's inline size (`size_of::<V>()`; what
+/// a value owns on the heap, such as a `String`'s text, is not counted).
 pub(crate) const COMBINE_BYTES: usize = 8 << 20;
 
 /// What a map step emitted, grouped by key, waiting to be combined.
 struct Combining<K, V> {
-    /// By the key's JSON bytes (how the host groups keys too): the key and its values.
-    groups: std::collections::HashMap<Vec<u8>, (K, Vec<V>), foldhash::fast::FixedState>,
+    /// Each key's values. By the key itself, so that a key already held costs a hash and a
+    /// comparison, not an encoding.
+    groups: std::collections::HashMap<K, Vec<V>, foldhash::fast::FixedState>,
     /// About how many bytes `groups` holds.
     bytes: usize,
     /// The task's `combine`.
     combine: Combine<K, V>,
-    /// Scratch space for encoding a key.
+    /// Scratch space for measuring a new key's encoding.
     scratch: Vec<u8>,
 }
 
@@ -158,8 +163,8 @@ type Combine<K, V> = fn(K, Vec<V>, &mut Emitter<K, V>) -> Result<(), Error>;
 /// # }
 /// ```
 pub struct Emitter<K, V> {
-    batch: Vec<(Vec<u8>, Vec<u8>)>,
-    batch_bytes: usize,
+    /// Pair records (`crate::records`) waiting to go to the host.
+    batch: Vec<u8>,
     /// The first encoding error; it fails the step when it ends.
     error: Option<Error>,
     /// In a combining map step: what waits to be combined.
@@ -167,11 +172,10 @@ pub struct Emitter<K, V> {
     _pairs: PhantomData<fn(K, V)>,
 }
 
-impl<K: Serialize, V: Serialize> Emitter<K, V> {
+impl<K: Serialize + Hash + Eq, V: Serialize> Emitter<K, V> {
     pub(crate) fn new() -> Self {
         Emitter {
             batch: Vec::new(),
-            batch_bytes: 0,
             error: None,
             combining: None,
             _pairs: PhantomData,
@@ -256,7 +260,8 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
     /// ```
     pub fn emit_ref<Q>(&mut self, key: &Q, value: V)
     where
-        Q: Serialize + ToOwned<Owned = K> + ?Sized,
+        Q: Serialize + Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        K: Borrow<Q>,
     {
         if self.error.is_some() {
             return;
@@ -270,20 +275,18 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
         self.encode(key, &value);
     }
 
-    /// In a combining step: encodes `key` (kept in the scratch buffer) and adds `value` to
-    /// its group if it has one; gives `value` back if the key is new (then
-    /// [`Emitter::insert_new`] adds it). An encoding error is recorded, and the value dropped.
-    fn push_existing<Q: Serialize + ?Sized>(&mut self, key: &Q, value: V) -> Option<V> {
+    /// In a combining step: adds `value` to the group of `key` if it has one; gives `value`
+    /// back if the key is new (then [`Emitter::insert_new`] adds it).
+    fn push_existing<Q>(&mut self, key: &Q, value: V) -> Option<V>
+    where
+        Q: Hash + Eq + ?Sized,
+        K: Borrow<Q>,
+    {
         let c = self.combining.as_mut().expect("a combining step");
-        c.scratch.clear();
-        if let Err(e) = serde_json::to_writer(&mut c.scratch, key) {
-            self.error = Some(e.into());
-            return None;
-        }
-        c.bytes += std::mem::size_of::<V>();
-        match c.groups.get_mut(c.scratch.as_slice()) {
-            Some((_, values)) => {
+        match c.groups.get_mut(key) {
+            Some(values) => {
                 values.push(value);
+                c.bytes += std::mem::size_of::<V>();
                 if c.bytes >= COMBINE_BYTES {
                     self.combine_held();
                 }
@@ -293,13 +296,18 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
         }
     }
 
-    /// In a combining step: starts the group of the key just encoded by
-    /// [`Emitter::push_existing`].
+    /// In a combining step: starts the group of a new key. An encoding error is recorded,
+    /// and the pair dropped.
     fn insert_new(&mut self, key: K, value: V) {
         let c = self.combining.as_mut().expect("a combining step");
-        // The key twice (encoded and typed), the map's entry, the values' vector.
-        c.bytes += 2 * c.scratch.len() + 64;
-        c.groups.insert(c.scratch.clone(), (key, vec![value]));
+        c.scratch.clear();
+        if let Err(e) = serde_json::to_writer(&mut c.scratch, &key) {
+            self.error = Some(e.into());
+            return;
+        }
+        // The key twice (typed, and encoded when combined), the map's entry, the values.
+        c.bytes += 2 * c.scratch.len() + 64 + std::mem::size_of::<V>();
+        c.groups.insert(key, vec![value]);
         if c.bytes >= COMBINE_BYTES {
             self.combine_held();
         }
@@ -307,15 +315,14 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
 
     /// Outside a combining step: encodes the pair into the batch for the host.
     fn encode<Q: Serialize + ?Sized>(&mut self, key: &Q, value: &V) {
-        match (serde_json::to_vec(key), serde_json::to_vec(value)) {
-            (Ok(key), Ok(value)) => {
-                self.batch_bytes += key.len() + value.len();
-                self.batch.push((key, value));
-                if self.batch_bytes >= BATCH_BYTES {
-                    self.flush();
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => self.error = Some(e.into()),
+        let at = self.batch.len();
+        let encoded = records::field(&mut self.batch, |b| serde_json::to_writer(b, key))
+            .and_then(|()| records::field(&mut self.batch, |b| serde_json::to_writer(b, value)));
+        if let Err(e) = encoded {
+            self.batch.truncate(at);
+            self.error = Some(e.into());
+        } else if self.batch.len() >= BATCH_BYTES {
+            self.flush();
         }
     }
 
@@ -323,7 +330,6 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
         if !self.batch.is_empty() {
             host::emit(&self.batch);
             self.batch.clear();
-            self.batch_bytes = 0;
         }
     }
 
@@ -332,7 +338,7 @@ impl<K: Serialize, V: Serialize> Emitter<K, V> {
         let Some(mut c) = self.combining.take() else {
             return;
         };
-        for (_, (key, values)) in c.groups.drain() {
+        for (key, values) in c.groups.drain() {
             if self.error.is_some() {
                 break;
             }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::host::mock;
 use crate::log::Level;
-use crate::{__private, IntoResponse, MapReduce, Request, Response};
+use crate::{__private, IntoResponse, MapReduce, Request, Response, records};
 
 /// A handle on this thread's mock host: its key-value store and the lines logged so far.
 ///
@@ -283,14 +283,13 @@ where
     let mut map_output = Vec::new();
     for chunk in chunks(input, TEST_CHUNK_BYTES) {
         __private::map::<T>(chunk.as_bytes()).map_err(|e| format!("map: {e}"))?;
-        let mapped = take_emitted();
+        let mapped = take_emitted()?;
         // As the host does: combine only if the task asks it to (an SDK task combines
         // inside `map` and does not).
         if __private::has_combiner::<T>() {
-            for (key, values) in group(mapped) {
-                __private::combine::<T>(&key, &values).map_err(|e| format!("combine: {e}"))?;
-            }
-            map_output.extend(take_emitted());
+            __private::combine::<T>(&encode_groups(group(mapped)))
+                .map_err(|e| format!("combine: {e}"))?;
+            map_output.extend(take_emitted()?);
         } else {
             map_output.extend(mapped);
         }
@@ -302,27 +301,37 @@ where
     }
     let mut outputs = Vec::new();
     for partition in partitions {
-        for (key, values) in group(partition) {
-            __private::reduce::<T>(&key, &values).map_err(|e| format!("reduce: {e}"))?;
-            for (key, value) in take_emitted() {
-                let key: T::Key = serde_json::from_slice(&key)
-                    .map_err(|e| format!("reduce emitted a bad key: {e}"))?;
-                let value: T::Output = serde_json::from_slice(&value)
-                    .map_err(|e| format!("reduce emitted a bad output: {e}"))?;
-                outputs.push((key, value));
-            }
+        // Each partition's keys in one call, as a host would send a small partition.
+        __private::reduce::<T>(&encode_groups(group(partition)))
+            .map_err(|e| format!("reduce: {e}"))?;
+        for (key, value) in take_emitted()? {
+            let key: T::Key = serde_json::from_slice(&key)
+                .map_err(|e| format!("reduce emitted a bad key: {e}"))?;
+            let value: T::Output = serde_json::from_slice(&value)
+                .map_err(|e| format!("reduce emitted a bad output: {e}"))?;
+            outputs.push((key, value));
         }
     }
     outputs.sort_by(|(a, _), (b, _)| a.cmp(b));
     Ok(outputs)
 }
 
-/// Pairs emitted since the last call, and how many `emit` calls carried them.
-fn take_emitted() -> Vec<(Vec<u8>, Vec<u8>)> {
-    mock::with(|state| {
+/// Groups as the host hands them to `combine` and `reduce`.
+fn encode_groups(groups: BTreeMap<Vec<u8>, Vec<Vec<u8>>>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (key, values) in groups {
+        records::put_group(&mut bytes, &key, &values);
+    }
+    bytes
+}
+
+/// Pairs emitted since the last call (and forget how many `emit` calls carried them).
+fn take_emitted() -> Result<records::Pairs, String> {
+    let bytes = mock::with(|state| {
         state.emit_calls = 0;
         std::mem::take(&mut state.emitted)
-    })
+    });
+    records::pairs(&bytes)
 }
 
 /// How many `emit` host calls the current thread made since the last drain (for batching tests).

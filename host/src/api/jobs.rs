@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::{ApiError, App, Query, check_declared_length, read_body, too_large};
 use crate::blobs::{Census, MAX_ASKED};
 use crate::id::{Digest, FunctionName, JobId};
-use crate::mapreduce::plan::{CHUNK_BYTES, Chunker, InputChunk};
+use crate::mapreduce::plan::{CHUNK_BYTES, Chunker, InputChunk, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
 use crate::mapreduce::{JobRecord, JobSpec};
 use crate::runtime::Prepared;
 
@@ -30,9 +30,9 @@ const MAX_REDUCERS: u32 = 1024;
 /// (`{"chunks": [{"digest": ..., "size": ...}, ...]}`) instead of being the input.
 pub const CHUNKS_CONTENT_TYPE: &str = "application/vnd.weft.chunks+json";
 
-/// The largest input chunk one upload may carry: 64 MiB (a chunk is about
-/// [`CHUNK_BYTES`], more only when one record is longer).
-pub const MAX_CHUNK_UPLOAD: u64 = 64 << 20;
+/// The largest input chunk one upload may carry: 64 MiB, the largest chunk size a job may
+/// ask for (a chunk is about its job's chunk size, more only when one record is longer).
+pub const MAX_CHUNK_UPLOAD: u64 = MAX_CHUNK_BYTES as u64;
 
 /// The most chunks one job may have.
 const MAX_CHUNKS: usize = 1 << 20;
@@ -61,6 +61,8 @@ pub(crate) struct SubmitParams {
     function: String,
     /// Reducer partitions; default 4.
     reducers: Option<u32>,
+    /// For a plain body: the target chunk size in bytes (default 4 MiB).
+    chunk_size: Option<usize>,
 }
 
 pub(crate) async fn submit(
@@ -76,6 +78,12 @@ pub(crate) async fn submit(
             "reducers must be between 1 and {MAX_REDUCERS}, not {reducers}"
         )));
     }
+    let chunk_size = params.chunk_size.unwrap_or(CHUNK_BYTES);
+    if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&chunk_size) {
+        return Err(ApiError::BadRequest(format!(
+            "chunk_size must be between {MIN_CHUNK_BYTES} and {MAX_CHUNK_BYTES} bytes, not {chunk_size}"
+        )));
+    }
     let active = app.active(&function).await?;
     let Prepared::Task(pre) = &active.prepared else {
         return Err(ApiError::BadRequest(format!(
@@ -87,7 +95,7 @@ pub(crate) async fn submit(
     let chunks = if is_chunk_list(&headers) {
         chunk_list(&app, &headers, body, limit).await?
     } else {
-        store_input(&app, &headers, body, limit).await?
+        store_input(&app, &headers, body, limit, chunk_size).await?
     };
     let spec = JobSpec {
         function,
@@ -197,9 +205,10 @@ async fn store_input(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
+    chunk_size: usize,
 ) -> Result<Vec<InputChunk>, ApiError> {
     check_declared_length(headers, limit, "job input")?;
-    let mut chunker = Chunker::new(CHUNK_BYTES);
+    let mut chunker = Chunker::new(chunk_size);
     let mut chunks = Vec::new();
     let mut received = 0u64;
     let mut stream = body.into_data_stream();

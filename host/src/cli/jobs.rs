@@ -18,7 +18,7 @@ use super::Client;
 use crate::api::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};
 use crate::blobs::MAX_ASKED;
 use crate::id::Digest;
-use crate::mapreduce::plan::{CHUNK_BYTES, Chunk, Chunker, InputChunk};
+use crate::mapreduce::plan::{Chunk, Chunker, InputChunk, parse_chunk_size};
 use crate::mapreduce::{JobRecord, JobStatus, OutputRecord, Top};
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +33,11 @@ pub(super) enum JobCommand {
         /// Reducer partitions.
         #[arg(long, default_value_t = 4)]
         reducers: u32,
+        /// Target size of an input chunk, one map task's input (64KiB to 64MiB). Larger
+        /// chunks combine more map output before the shuffle; smaller ones spread a small
+        /// input over more tasks.
+        #[arg(long, default_value = "4MiB", value_parser = parse_chunk_size)]
+        chunk_size: usize,
         /// Print the final job record as JSON.
         #[arg(long)]
         json: bool,
@@ -80,13 +85,14 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
             name,
             input,
             reducers,
+            chunk_size,
             json,
         } => {
             let mut sources = Vec::new();
             for path in input {
                 files_under(path, &mut sources)?;
             }
-            let job = run_job(c, name, sources, *reducers, !json).await?;
+            let job = run_job(c, name, sources, *reducers, *chunk_size, !json).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
@@ -238,8 +244,12 @@ fn files_under(path: &Path, out: &mut Vec<Source>) -> anyhow::Result<()> {
 
 /// Reads `sources` as one stream of records (a source that does not end with a newline gets
 /// one) and hands each chunk to `each`, until it says stop.
-fn read_chunks(sources: &[Source], mut each: impl FnMut(Chunk) -> bool) -> anyhow::Result<()> {
-    let mut chunker = Chunker::new(CHUNK_BYTES);
+fn read_chunks(
+    sources: &[Source],
+    chunk_size: usize,
+    mut each: impl FnMut(Chunk) -> bool,
+) -> anyhow::Result<()> {
+    let mut chunker = Chunker::new(chunk_size);
     let mut buf = vec![0; 1 << 20];
     let mut feed =
         |chunker: &mut Chunker, bytes: &[u8]| chunker.push(bytes).into_iter().all(&mut each);
@@ -284,6 +294,7 @@ fn read_chunks(sources: &[Source], mut each: impl FnMut(Chunk) -> bool) -> anyho
 async fn upload_input(
     c: &Client,
     sources: Arc<Vec<Source>>,
+    chunk_size: usize,
     progress: bool,
 ) -> anyhow::Result<(Vec<InputChunk>, usize, u64)> {
     let s = sources.clone();
@@ -291,7 +302,7 @@ async fn upload_input(
         let mut chunks = Vec::new();
         let mut at = 0u64;
         let mut too_long = None;
-        read_chunks(&s, |c| {
+        read_chunks(&s, chunk_size, |c| {
             if c.bytes.len() as u64 > MAX_CHUNK_UPLOAD {
                 too_long = Some((at, c.bytes.len()));
                 return false;
@@ -343,7 +354,7 @@ async fn upload_input(
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(2);
         let mut wanted = missing;
         let reading = tokio::task::spawn_blocking(move || {
-            read_chunks(&sources, |c| {
+            read_chunks(&sources, chunk_size, |c| {
                 !wanted.remove(&c.digest) || tx.blocking_send(c).is_ok()
             })?;
             if !wanted.is_empty() {
@@ -379,9 +390,11 @@ pub(super) async fn run_job(
     function: &str,
     sources: Vec<Source>,
     reducers: u32,
+    chunk_size: usize,
     progress: bool,
 ) -> anyhow::Result<JobRecord> {
-    let (chunks, uploaded, uploaded_bytes) = upload_input(c, Arc::new(sources), progress).await?;
+    let (chunks, uploaded, uploaded_bytes) =
+        upload_input(c, Arc::new(sources), chunk_size, progress).await?;
     let total: u64 = chunks.iter().map(|c| c.size).sum();
     let distinct: HashSet<Digest> = chunks.iter().map(|c| c.digest).collect();
     eprintln!(

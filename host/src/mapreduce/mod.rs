@@ -8,6 +8,7 @@
 //! (job, partition, sequence), so a retried reducer overwrites rather than duplicates.
 
 pub mod plan;
+pub mod records;
 pub mod state;
 
 use std::collections::HashMap;
@@ -24,23 +25,12 @@ use crate::metrics::Metrics;
 use crate::runtime::{InvocationLimits, Runtime, RuntimeError, TaskOutput, TaskPre};
 use crate::store::Store;
 use crate::tasks::Tasks;
-use plan::{InputChunk, partition};
+use plan::InputChunk;
+use records::{Merge, Run};
 use state::{Action, Event, JobState, Progress};
 
-/// Values grouped by key, as map output arrives (in no order). Seeded at random per map, so
-/// that keys chosen to collide cannot slow a node down, and moving one map's groups into
-/// another does not meet the same hash order.
-type Groups = HashMap<Vec<u8>, Vec<Vec<u8>>, foldhash::fast::RandomState>;
-
-/// One reducer partition's input: values grouped by key, in key order.
-type Partition = Vec<(Vec<u8>, Vec<Vec<u8>>)>;
-
-/// A partition's groups in key order.
-fn sorted(groups: Groups) -> Partition {
-    let mut partition: Partition = groups.into_iter().collect();
-    partition.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    partition
-}
+/// About how many bytes of group records one `combine` or `reduce` call carries.
+const GROUP_BATCH_BYTES: usize = 256 << 10;
 
 /// Why a cancelled job ended.
 const CANCELLED: &str = "cancelled by a client";
@@ -267,8 +257,9 @@ impl Jobs {
         let chunks: Arc<Vec<InputChunk>> = Arc::new(spec.chunks);
         let reducers = spec.reducers.max(1);
         let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
-        let mut shuffle: Vec<Groups> = vec![Groups::default(); reducers as usize];
-        let mut frozen: Option<Vec<Arc<Partition>>> = None;
+        // Each partition's sorted runs, with the map task that made them.
+        let mut shuffle: Vec<Vec<(usize, Run)>> = vec![Vec::new(); reducers as usize];
+        let mut frozen: Option<Vec<Arc<Vec<Run>>>> = None;
         let mut top = Top::new(TOP);
         let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
         let (mut mapped, mut shuffled, mut map_ms) = (0u64, 0u64, None);
@@ -320,10 +311,14 @@ impl Jobs {
                         });
                     }
                     Action::StartReduce { partition, attempt } => {
+                        // Runs in task order, so a key's values reach reduce in the input's order.
                         let inputs = frozen.get_or_insert_with(|| {
                             std::mem::take(&mut shuffle)
                                 .into_iter()
-                                .map(|groups| Arc::new(sorted(groups)))
+                                .map(|mut runs| {
+                                    runs.sort_by_key(|(task, _)| *task);
+                                    Arc::new(runs.into_iter().map(|(_, run)| run).collect())
+                                })
                                 .collect()
                         });
                         let input = inputs[partition as usize].clone();
@@ -384,19 +379,22 @@ impl Jobs {
             self.metrics.job_task(phase, outcome);
             // Output of an attempt the state machine no longer runs (late, duplicate) is dropped.
             match done.filter(|_| state.is_current(&event)) {
-                Some(Done::Map(buckets)) => {
-                    let before = shuffled;
-                    if let Event::MapDone { task, .. } = &event {
-                        mapped += chunks[*task].size;
-                        self.metrics.job_bytes("mapped", chunks[*task].size);
+                Some(Done::Map(runs)) => {
+                    let Event::MapDone { task, .. } = event else {
+                        unreachable!("map output comes with MapDone")
+                    };
+                    mapped += chunks[task].size;
+                    self.metrics.job_bytes("mapped", chunks[task].size);
+                    // Keys and values, without the records' length fields.
+                    let bytes: u64 = runs
+                        .iter()
+                        .map(|r| (r.bytes().len() - 8 * r.pairs()) as u64)
+                        .sum();
+                    shuffled += bytes;
+                    self.metrics.job_bytes("shuffled", bytes);
+                    for (p, run) in runs.into_iter().enumerate() {
+                        shuffle[p].push((task, run));
                     }
-                    for (p, pairs) in buckets.into_iter().enumerate() {
-                        for (k, v) in pairs {
-                            shuffled += (k.len() + v.len()) as u64;
-                            shuffle[p].entry(k).or_default().push(v);
-                        }
-                    }
-                    self.metrics.job_bytes("shuffled", shuffled - before);
                 }
                 Some(Done::Reduce(records)) => top.add(records),
                 None => {}
@@ -461,11 +459,20 @@ impl Jobs {
 }
 
 enum Done {
-    Map(Vec<TaskOutput>),
+    /// A map task's output: one sorted run per reducer partition.
+    Map(Vec<Run>),
     Reduce(Vec<OutputRecord>),
 }
 
-/// Runs map (and the combiner) over one chunk; returns the pairs per reducer partition.
+/// A guest's output that is not well-formed pair records fails its call.
+fn malformed(function: &FunctionName, step: &str) -> impl Fn(String) -> RuntimeError {
+    move |e| RuntimeError::Guest {
+        function: function.clone(),
+        message: format!("{step} emitted {e}"),
+    }
+}
+
+/// Runs map (and the combiner) over one chunk; returns one sorted run per reducer partition.
 async fn map_task(
     rt: &Runtime,
     function: &FunctionName,
@@ -473,30 +480,29 @@ async fn map_task(
     limits: InvocationLimits,
     chunk: &[u8],
     reducers: u32,
-) -> Result<Vec<TaskOutput>, RuntimeError> {
+) -> Result<Vec<Run>, RuntimeError> {
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
-    let pairs = instance.map(chunk).await?;
-    let pairs = if instance.has_combiner() {
-        let mut grouped = Groups::default();
-        for (k, v) in pairs {
-            grouped.entry(k).or_default().push(v);
+    let mut pairs: TaskOutput = instance.map(chunk).await?;
+    if instance.has_combiner() {
+        let sorted = records::sorted_runs(&pairs, 1).map_err(malformed(function, "map"))?;
+        let mut merge = Merge::new(&sorted);
+        let (mut groups, mut combined) = (Vec::new(), Vec::new());
+        while merge.next_groups(&mut groups, GROUP_BATCH_BYTES) > 0 {
+            combined.extend(instance.combine(&groups).await?);
+            groups.clear();
         }
-        let mut combined = Vec::with_capacity(grouped.len());
-        for (k, vs) in grouped {
-            combined.extend(instance.combine(&k, &vs).await?);
-        }
-        combined
-    } else {
-        pairs
-    };
-    let mut buckets = vec![Vec::new(); reducers as usize];
-    for (k, v) in pairs {
-        buckets[partition(&k, reducers) as usize].push((k, v));
+        pairs = combined;
     }
-    Ok(buckets)
+    let step = if instance.has_combiner() {
+        "combine"
+    } else {
+        "map"
+    };
+    records::sorted_runs(&pairs, reducers).map_err(malformed(function, step))
 }
 
-/// Runs one reducer over its partition and commits its output in one batch.
+/// Runs one reducer over its partition's runs, many keys per call, and commits its output in
+/// one batch.
 #[allow(clippy::too_many_arguments)]
 async fn reduce_task(
     rt: &Runtime,
@@ -506,19 +512,22 @@ async fn reduce_task(
     pre: &TaskPre,
     limits: InvocationLimits,
     partition: u32,
-    input: &Partition,
+    input: &[Run],
 ) -> Result<Vec<OutputRecord>, RuntimeError> {
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
-    let mut records = Vec::new();
-    for (k, vs) in input {
-        for (key, value) in instance.reduce(k, vs).await? {
-            records.push(OutputRecord {
-                key: decode(&key),
-                value: decode(&value),
+    let mut merge = Merge::new(input);
+    let (mut groups, mut output) = (Vec::new(), Vec::new());
+    while merge.next_groups(&mut groups, GROUP_BATCH_BYTES) > 0 {
+        let emitted = instance.reduce(&groups).await?;
+        groups.clear();
+        for (key, value) in records::pairs(&emitted).map_err(malformed(function, "reduce"))? {
+            output.push(OutputRecord {
+                key: decode(key),
+                value: decode(value),
             });
         }
     }
-    let lines: Vec<Vec<u8>> = records
+    let lines: Vec<Vec<u8>> = output
         .iter()
         .map(|r| serde_json::to_vec(r).expect("JSON values serialize"))
         .collect();
@@ -526,7 +535,7 @@ async fn reduce_task(
         .commit_job_output(job, partition, &lines)
         .await
         .map_err(|e| RuntimeError::Host(format!("committing reducer {partition}'s output: {e}")))?;
-    Ok(records)
+    Ok(output)
 }
 
 fn decode(bytes: &[u8]) -> serde_json::Value {

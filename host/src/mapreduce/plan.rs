@@ -5,9 +5,48 @@ use bytes::{Bytes, BytesMut};
 
 use crate::id::Digest;
 
-/// Target chunk size: one map task's input. Records are never split, so a chunk may be larger
-/// when one record is.
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// Default target chunk size, one map task's input: 4 MiB (`weft job run --chunk-size`).
+/// Larger chunks combine more of the map output before the shuffle (a word count's 4 MiB
+/// chunk emits about as many distinct words as a 1 MiB one) and cost fewer task starts;
+/// smaller ones spread a small input over more tasks. Records are never split, so a chunk
+/// may be larger when one record is.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+/// The smallest target chunk size a job may ask for.
+pub const MIN_CHUNK_BYTES: usize = 64 << 10;
+
+/// The largest target chunk size a job may ask for (the largest chunk upload).
+pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+/// Parses a chunk size: bytes, or a number with `KiB`, `MiB` or `GiB` (`4MiB`), within
+/// [`MIN_CHUNK_BYTES`] and [`MAX_CHUNK_BYTES`].
+pub fn parse_chunk_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" | "k" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in chunk size {s:?}: use bytes, KiB, MiB or GiB"
+            ));
+        }
+    };
+    let bytes = number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("chunk size {s:?} is not a size such as 4MiB"))?;
+    if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&bytes) {
+        return Err(format!(
+            "chunk size {s:?} must be between 64KiB and 64MiB ({bytes} bytes asked)"
+        ));
+    }
+    Ok(bytes)
+}
 
 /// One map task's input: whole records (newline-terminated lines; the last may lack the newline).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,16 +146,38 @@ impl Chunker {
     }
 }
 
-/// The reducer partition of `key`, stable across nodes and runs.
+/// The reducer partition of `key`, stable across nodes, runs and versions: FNV-1a (64-bit) of
+/// its bytes, mixed by splitmix64's finalizer (FNV's low bits depend only on the bytes' low
+/// bits), modulo the partitions. Cheap for the short keys map output is made of; keys chosen
+/// to collide can only unbalance their own job.
 pub fn partition(key: &[u8], reducers: u32) -> u32 {
-    let h = blake3::hash(key);
-    let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
-    (x % reducers.max(1) as u64) as u32
+    let mut h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h % u64::from(reducers.max(1))) as u32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sizes_parse_with_units_and_stay_in_range() {
+        assert_eq!(parse_chunk_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_chunk_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_chunk_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_chunk_size("64M"), Ok(64 << 20));
+        let err = parse_chunk_size("4 parsecs").unwrap_err();
+        assert!(err.contains("unknown unit \"parsecs\""), "{err}");
+        let err = parse_chunk_size("1KiB").unwrap_err();
+        assert!(err.contains("between 64KiB and 64MiB"), "{err}");
+        assert!(parse_chunk_size("1GiB").is_err());
+        assert!(parse_chunk_size("MiB").is_err());
+        assert!(parse_chunk_size("99999999999999999999GiB").is_err());
+    }
 
     fn chunks(input: &[u8], target: usize, feed: usize) -> Vec<Vec<u8>> {
         let mut c = Chunker::new(target);
@@ -165,6 +226,13 @@ mod tests {
             counts[p as usize] += 1;
         }
         assert!(counts.iter().all(|&n| n > 800), "{counts:?}");
+        // Keys that differ only in high bits of their bytes spread too.
+        let mut counts = [0u32; 4];
+        for i in 0..4000u32 {
+            let key: Vec<u8> = i.to_le_bytes().iter().map(|b| b & 0xfc).collect();
+            counts[partition(&key, 4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&n| n > 300), "{counts:?}");
         assert_eq!(partition(b"k", 1), 0);
         assert_eq!(partition(b"k", 0), 0);
     }

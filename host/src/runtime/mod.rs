@@ -328,10 +328,10 @@ impl Runtime {
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())
             .chain(exports.iter().cloned())
-            .find(|name| name.starts_with("weft:plugin/") && name.contains("@0.1."));
+            .find(|name| name.starts_with("weft:plugin/") && !name.contains("@0.3."));
         if let Some(name) = earlier {
             return Err(RuntimeError::WrongWorld(format!(
-                "the component was built against weft:plugin@0.1 (it uses `{name}`); this node speaks {WIT_PACKAGE}, which added locks and the key-value `fenced` error: rebuild it with the current weft-sdk (or sdk/wit)"
+                "the component was built against another version of the guest interface (it uses `{name}`); this node speaks {WIT_PACKAGE} (0.2 added locks and the key-value `fenced` error; 0.3 made map/reduce's emit, combine and reduce carry many records per call): rebuild it with the current weft-sdk (or sdk/wit)"
             )));
         }
         let exports_http = exports
@@ -339,7 +339,7 @@ impl Runtime {
             .any(|e| e.starts_with("wasi:http/incoming-handler@0.2"));
         let exports_task = exports
             .iter()
-            .any(|e| e.starts_with("weft:plugin/task@0.2"));
+            .any(|e| e.starts_with("weft:plugin/task@0.3"));
         let kind = match (expected, exports_http, exports_task) {
             (Some(FunctionKind::Http), true, _) | (None, true, false) => FunctionKind::Http,
             (Some(FunctionKind::Mapreduce), _, true) | (None, false, true) => {
@@ -439,7 +439,7 @@ impl Drop for Runtime {
 }
 
 /// The version of the guest interface this host speaks.
-const WIT_PACKAGE: &str = "weft:plugin@0.2.0";
+const WIT_PACKAGE: &str = "weft:plugin@0.3.0";
 
 /// Classifies the error of a failed call.
 fn classify(
@@ -528,7 +528,7 @@ fn check_kind(p: Prepared, expected: Option<FunctionKind>) -> Result<Prepared, R
 fn export_of(kind: FunctionKind) -> &'static str {
     match kind {
         FunctionKind::Http => "wasi:http/incoming-handler@0.2.x (an HTTP handler)",
-        FunctionKind::Mapreduce => "weft:plugin/task@0.2.0 (a map/reduce task)",
+        FunctionKind::Mapreduce => "weft:plugin/task@0.3.0 (a map/reduce task)",
     }
 }
 
@@ -539,10 +539,10 @@ fn wrong_world(expected: Option<FunctionKind>, found: &str) -> RuntimeError {
             "it was deployed as an HTTP handler but does not export `wasi:http/incoming-handler@0.2.x`"
         }
         Some(FunctionKind::Mapreduce) => {
-            "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.2.0`"
+            "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.3.0`"
         }
         None => {
-            "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.2.0` (a map/reduce task)"
+            "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.3.0` (a map/reduce task)"
         }
     };
     RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}"))

@@ -19,9 +19,6 @@ use crate::replication::{Failure, Gate, KvHandle, ReplicationError};
 
 use super::bindings::handler::weft::plugin::{kv, log};
 
-/// Host memory per emitted pair beyond its bytes, counted against the emit limit.
-const PAIR_OVERHEAD: usize = 48;
-
 /// How much guest stdout/stderr one invocation may write to the node's log.
 const MAX_LOG_BYTES: usize = 64 << 10;
 /// How much of the guest's stderr is kept to explain a failure.
@@ -71,9 +68,8 @@ pub struct GuestState {
     fenced: Option<Arc<OnceLock<String>>>,
     /// See [`Access::finished`].
     _finished: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Pairs emitted by the current map/combine/reduce call.
-    pub(super) emitted: Vec<(Vec<u8>, Vec<u8>)>,
-    emitted_bytes: u64,
+    /// Pair records emitted by the current map/combine/reduce call.
+    pub(super) emitted: Vec<u8>,
     pub(super) emit_limit: Option<u64>,
     pub(super) emit_overflow: bool,
 }
@@ -127,7 +123,6 @@ impl GuestState {
             fenced: access.fenced,
             _finished: access.finished,
             emitted: Vec::new(),
-            emitted_bytes: 0,
             emit_limit,
             emit_overflow: false,
         };
@@ -145,8 +140,7 @@ impl GuestState {
     }
 
     /// Takes what the current call emitted.
-    pub(super) fn take_emitted(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.emitted_bytes = 0;
+    pub(super) fn take_emitted(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.emitted)
     }
 }
@@ -473,20 +467,18 @@ impl kv::Host for GuestState {
 }
 
 impl super::bindings::task::weft::plugin::emit::Host for GuestState {
-    fn emit(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> wasmtime::Result<()> {
-        // Each pair also costs its two vectors on the host, so empty pairs are not free.
-        let bytes: u64 = pairs
-            .iter()
-            .map(|(k, v)| (k.len() + v.len() + PAIR_OVERHEAD) as u64)
-            .sum();
-        self.emitted_bytes += bytes;
+    fn emit(&mut self, pairs: Vec<u8>) -> wasmtime::Result<()> {
         if let Some(limit) = self.emit_limit
-            && self.emitted_bytes > limit
+            && (self.emitted.len() + pairs.len()) as u64 > limit
         {
             self.emit_overflow = true;
             wasmtime::bail!("emitted more than {limit} bytes in one call");
         }
-        self.emitted.extend(pairs);
+        if self.emitted.is_empty() {
+            self.emitted = pairs;
+        } else {
+            self.emitted.extend_from_slice(&pairs);
+        }
         Ok(())
     }
 }

@@ -9,8 +9,9 @@ use crate::id::FunctionName;
 
 use super::bindings::task as bindings;
 
-/// Key/value pairs emitted by one call.
-pub type TaskOutput = Vec<(Vec<u8>, Vec<u8>)>;
+/// What one call emitted: pair records (`mapreduce::records`), as the guest wrote them
+/// (not yet checked).
+pub type TaskOutput = Vec<u8>;
 
 /// A pre-instantiated map/reduce component.
 #[derive(Clone)]
@@ -125,21 +126,13 @@ impl TaskInstance {
         emitting_call!(self, call_map(chunk))
     }
 
-    /// Combines the values of one key from one map task.
-    pub async fn combine(
-        &mut self,
-        key: &[u8],
-        values: &[Vec<u8>],
-    ) -> Result<TaskOutput, RuntimeError> {
-        emitting_call!(self, call_combine(key, values))
+    /// Combines groups (group records) of one map task's output.
+    pub async fn combine(&mut self, groups: &[u8]) -> Result<TaskOutput, RuntimeError> {
+        emitting_call!(self, call_combine(groups))
     }
 
-    /// Reduces all values of one key.
-    pub async fn reduce(
-        &mut self,
-        key: &[u8],
-        values: &[Vec<u8>],
-    ) -> Result<TaskOutput, RuntimeError> {
-        emitting_call!(self, call_reduce(key, values))
+    /// Reduces groups (group records), each key with all of its values.
+    pub async fn reduce(&mut self, groups: &[u8]) -> Result<TaskOutput, RuntimeError> {
+        emitting_call!(self, call_reduce(groups))
     }
 }

@@ -203,7 +203,10 @@ impl Store {
     }
 
     /// Commits one reducer partition's output in a single batch, replacing any earlier attempt's
-    /// records under the same (job, partition, sequence) keys, and flushes it.
+    /// output of the same partition, and flushes it. Records are stored as segments of about
+    /// [`OUTPUT_SEGMENT_BYTES`] of newline-separated lines (a record must hold no newline, as
+    /// JSON lines do not), under (job, partition, segment): a few writes per partition rather
+    /// than one per record.
     pub async fn commit_job_output(
         &self,
         id: JobId,
@@ -216,10 +219,22 @@ impl Store {
         for old in self.job_output.scan_prefix(&prefix).keys() {
             batch.remove(old?);
         }
-        for (seq, record) in records.iter().enumerate() {
-            let mut key = prefix.clone();
-            key.extend_from_slice(&(seq as u64).to_be_bytes());
-            batch.insert(key, record.as_slice());
+        let mut segment = Vec::new();
+        let mut seq = 0u64;
+        for (i, record) in records.iter().enumerate() {
+            debug_assert!(
+                !record.contains(&b'\n'),
+                "an output record holds no newline"
+            );
+            segment.extend_from_slice(record);
+            if segment.len() >= OUTPUT_SEGMENT_BYTES || i + 1 == records.len() {
+                let mut key = prefix.clone();
+                key.extend_from_slice(&seq.to_be_bytes());
+                batch.insert(key, std::mem::take(&mut segment));
+                seq += 1;
+            } else {
+                segment.push(b'\n');
+            }
         }
         self.job_output.apply_batch(batch)?;
         self.flush().await
@@ -232,9 +247,20 @@ impl Store {
     ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<> {
         self.job_output
             .scan_prefix(id.to_string().as_bytes())
-            .map(|r| Ok(r?.1.to_vec()))
+            .flat_map(|r| -> Vec<Result<Vec<u8>, StoreError>> {
+                match r {
+                    Ok((_, segment)) => segment
+                        .split(|b| *b == b'\n')
+                        .map(|l| Ok(l.to_vec()))
+                        .collect(),
+                    Err(e) => vec![Err(e.into())],
+                }
+            })
     }
 }
+
+/// About how many bytes of a job's output one stored segment holds.
+pub const OUTPUT_SEGMENT_BYTES: usize = 1 << 20;
 
 /// Opens the database, waiting up to 10 s for a previous owner in this process or another one
 /// (a node that is still shutting down) to release its lock.

@@ -33,7 +33,11 @@ fn corpus(lines: usize) -> (String, BTreeMap<String, u64>) {
     (text, counts)
 }
 
-/// Submits a job and waits for it to end; returns its record.
+/// The chunk size the tests' jobs ask for: smaller than the default, so that a few MiB of
+/// input make several map tasks.
+pub const TEST_CHUNK: usize = 1 << 20;
+
+/// Submits a job (in chunks of [`TEST_CHUNK`]) and waits for it to end; returns its record.
 pub async fn run_job(
     n: &TestNode,
     function: &str,
@@ -42,7 +46,11 @@ pub async fn run_job(
 ) -> serde_json::Value {
     let (status, job) = json_of(
         n.req(Method::POST, "/v1/jobs")
-            .query(&[("function", function), ("reducers", &reducers.to_string())])
+            .query(&[
+                ("function", function),
+                ("reducers", &reducers.to_string()),
+                ("chunk_size", &TEST_CHUNK.to_string()),
+            ])
             .body(input)
             .send()
             .await
@@ -90,8 +98,7 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
         job["function"], job["input_bytes"], job["elapsed_ms"]
     );
     // One map task per chunk; where the chunks end depends only on the text.
-    let mut chunker =
-        weft_host::mapreduce::plan::Chunker::new(weft_host::mapreduce::plan::CHUNK_BYTES);
+    let mut chunker = weft_host::mapreduce::plan::Chunker::new(TEST_CHUNK);
     let chunks = chunker.push(text.as_bytes()).len() + usize::from(chunker.finish().is_some());
     assert!(chunks >= 3, "{chunks} chunks");
     assert_eq!(job["progress"]["maps_total"], chunks as u64, "{job}");
@@ -220,6 +227,81 @@ async fn a_failing_task_fails_its_job_with_the_reason_after_one_retry() {
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["output_records"], 2, "{job}");
     assert_eq!(job["progress"]["retries"], 0, "{job}");
+}
+
+/// A task written against the WIT alone (no SDK), as a guest in another language would be,
+/// that asks the host to combine: the host hands `combine` each map task's output grouped by
+/// key, and `reduce` each key once, in ascending order, with one combined value per map task.
+/// Output that is not well-formed records fails the job with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_without_the_sdk_is_combined_by_the_host_and_malformed_output_is_refused() {
+    let n = TestNode::start().await;
+    n.deploy("hello", plugins::HELLO).await;
+    n.deploy_ok("raw", crate::harness::guest("guest-rawtask"), &[])
+        .await;
+    // 300 words over 120,000 lines, in 64 KiB chunks (the smallest a job may ask for).
+    let mut input = String::new();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..120_000u64 {
+        let word = format!("w{:03}", (i * 7) % 300);
+        *expected.entry(word.clone()).or_default() += 1;
+        input.push_str(&word);
+        input.push('\n');
+    }
+    let chunk = weft_host::mapreduce::plan::MIN_CHUNK_BYTES;
+    let mut chunker = weft_host::mapreduce::plan::Chunker::new(chunk);
+    let chunks = chunker.push(input.as_bytes()).len() + usize::from(chunker.finish().is_some());
+    assert!(chunks >= 8, "{chunks} chunks");
+    let submit = |body: String| {
+        n.req(Method::POST, "/v1/jobs")
+            .query(&[
+                ("function", "raw"),
+                ("reducers", "3"),
+                ("chunk_size", &chunk.to_string()),
+            ])
+            .body(body)
+            .send()
+    };
+    let (status, job) = json_of(submit(input.clone()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job = ended(&n, job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["progress"]["maps_total"], chunks as u64, "{job}");
+    let (status, output) = n
+        .get(&format!("/v1/jobs/{}/output", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut got: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for line in output.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let sum_and_values = (
+            record["value"][0].as_u64().unwrap(),
+            record["value"][1].as_u64().unwrap(),
+        );
+        got.insert(record["key"].as_str().unwrap().to_owned(), sum_and_values);
+    }
+    assert_eq!(
+        got.iter()
+            .map(|(k, (sum, _))| (k.clone(), *sum))
+            .collect::<BTreeMap<_, _>>(),
+        expected
+    );
+    // Every word is in every chunk, and reaches reduce once per chunk: combined by the host
+    // (uncombined, it would bring 400 values).
+    for (word, (_, values)) in &got {
+        assert_eq!(*values, chunks as u64, "{word}");
+    }
+
+    let (status, job) = json_of(submit("a\nmalformed\n".into()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job = ended(&n, job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("map emitted malformed records: a field of 200 bytes, with 1 bytes left"),
+        "{error}"
+    );
+    n.assert_hello_serves().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,13 +438,24 @@ async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
     std::fs::write(dir.path().join("b/c.txt"), text[half..].trim_end()).unwrap();
     let input = dir.path().to_str().unwrap();
 
-    let mut chunker =
-        weft_host::mapreduce::plan::Chunker::new(weft_host::mapreduce::plan::CHUNK_BYTES);
+    let mut chunker = weft_host::mapreduce::plan::Chunker::new(TEST_CHUNK);
     let chunks = chunker.push(text.as_bytes()).len() + usize::from(chunker.finish().is_some());
     let mut outputs = Vec::new();
     for (run, n) in [&nodes[1], &nodes[2]].into_iter().enumerate() {
-        let out =
-            crate::cli::weft(n, &["job", "run", "wordcount", "--input", input, "--json"]).await;
+        let out = crate::cli::weft(
+            n,
+            &[
+                "job",
+                "run",
+                "wordcount",
+                "--input",
+                input,
+                "--json",
+                "--chunk-size",
+                "1MiB",
+            ],
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let job: serde_json::Value = serde_json::from_str(&crate::cli::ok(&out)).unwrap();
         assert_eq!(job["status"], "succeeded", "{job}");

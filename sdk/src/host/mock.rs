@@ -14,8 +14,8 @@ pub(crate) struct State {
     /// When set, every kv call fails with `Error::Unavailable(reason)`.
     pub(crate) kv_failure: Option<String>,
     pub(crate) logs: Vec<(Level, String)>,
-    /// Pairs emitted since the last drain, and how many `emit` calls carried them.
-    pub(crate) emitted: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Pair records emitted since the last drain, and how many `emit` calls carried them.
+    pub(crate) emitted: Vec<u8>,
     pub(crate) emit_calls: usize,
     /// Locks held by the code under test: key → (token, lost).
     pub(crate) locks: BTreeMap<String, (u64, bool)>,
@@ -176,7 +176,7 @@ pub(crate) fn log(level: Level, message: &str) {
     with(|state| state.logs.push((level, message.to_owned())));
 }
 
-pub(crate) fn emit(pairs: &[(Vec<u8>, Vec<u8>)]) {
+pub(crate) fn emit(pairs: &[u8]) {
     with(|state| {
         state.emitted.extend_from_slice(pairs);
         state.emit_calls += 1;

@@ -88,12 +88,12 @@ pub(crate) fn log(level: Level, message: &str) {
 }
 
 #[cfg(feature = "mapreduce")]
-pub(crate) fn emit(pairs: &[(Vec<u8>, Vec<u8>)]) {
+pub(crate) fn emit(pairs: &[u8]) {
     crate::__private::task_bindings::weft::plugin::emit::emit(pairs);
 }
 
 #[cfg(not(feature = "mapreduce"))]
-pub(crate) fn emit(_pairs: &[(Vec<u8>, Vec<u8>)]) {
+pub(crate) fn emit(_pairs: &[u8]) {
     // Unreachable in practice: only `export_mapreduce!` drives an `Emitter`, and it requires the
     // feature. Failing loudly beats importing `emit` into every HTTP handler.
     panic!("weft-sdk: emitting map/reduce output needs the `mapreduce` feature");

@@ -1,0 +1,333 @@
+//! Map output on the host, as bytes: the pair and group records that cross the guest
+//! boundary (`weft:plugin/emit` in `sdk/wit`; every length a `u32`, little-endian), the
+//! sorted runs a map task's output is cut into (one per reducer partition), and the merge of
+//! a partition's runs into group records for `reduce`. Pure code, no I/O.
+//!
+//! Nothing here allocates per pair: a run is one byte string, and sorting moves offsets.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::plan::partition;
+
+/// Reads records from the front of a byte string.
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Reads `bytes` from the start.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    /// Whether every record was read.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    /// The next length or count.
+    pub fn u32(&mut self) -> Result<u32, String> {
+        let Some((head, rest)) = self.rest.split_first_chunk::<4>() else {
+            return Err(format!(
+                "malformed records: {} bytes left where a 4-byte length was expected",
+                self.rest.len()
+            ));
+        };
+        self.rest = rest;
+        Ok(u32::from_le_bytes(*head))
+    }
+
+    /// The next length-prefixed field.
+    pub fn field(&mut self) -> Result<&'a [u8], String> {
+        let len = self.u32()? as usize;
+        if len > self.rest.len() {
+            return Err(format!(
+                "malformed records: a field of {len} bytes, with {} bytes left",
+                self.rest.len()
+            ));
+        }
+        let (field, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(field)
+    }
+
+    /// The next pair record: key and value.
+    pub fn pair(&mut self) -> Result<Pair<'a>, String> {
+        Ok((self.field()?, self.field()?))
+    }
+}
+
+/// Appends a length-prefixed field.
+pub fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).expect("a field fits in 4 GiB");
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+/// A key and its value, borrowed from records.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
+/// Every pair of a string of pair records, or why it is malformed.
+pub fn pairs(bytes: &[u8]) -> Result<Vec<Pair<'_>>, String> {
+    let mut reader = Reader::new(bytes);
+    let mut pairs = Vec::new();
+    while !reader.is_empty() {
+        pairs.push(reader.pair()?);
+    }
+    Ok(pairs)
+}
+
+/// Pair records sorted by key (bytewise; a key's values in the order they were emitted), as
+/// one map task left them for one reducer partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    bytes: Vec<u8>,
+    pairs: usize,
+}
+
+impl Run {
+    /// The run's pair records.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many pairs it holds.
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+}
+
+/// Cuts pair records into `partitions` sorted runs (partition `p`'s run at index `p`).
+/// The records are checked first: an error says what is malformed and nothing is cut.
+pub fn sorted_runs(records: &[u8], partitions: u32) -> Result<Vec<Run>, String> {
+    let partitions = partitions.max(1);
+    // Per partition: (key start, key end, record start, record end) in `records`.
+    let mut index: Vec<Vec<[usize; 4]>> = vec![Vec::new(); partitions as usize];
+    let mut reader = Reader::new(records);
+    while !reader.is_empty() {
+        let start = records.len() - reader.rest.len();
+        let key = reader.field()?;
+        reader.field()?;
+        let end = records.len() - reader.rest.len();
+        let p = if partitions == 1 {
+            0
+        } else {
+            partition(key, partitions)
+        };
+        index[p as usize].push([start + 4, start + 4 + key.len(), start, end]);
+    }
+    Ok(index
+        .into_iter()
+        .map(|mut entries| {
+            // Stable, so equal keys keep their order.
+            entries.sort_by(|a, b| records[a[0]..a[1]].cmp(&records[b[0]..b[1]]));
+            let mut bytes = Vec::with_capacity(entries.iter().map(|e| e[3] - e[2]).sum());
+            for e in &entries {
+                bytes.extend_from_slice(&records[e[2]..e[3]]);
+            }
+            Run {
+                bytes,
+                pairs: entries.len(),
+            }
+        })
+        .collect())
+}
+
+/// The next pair of a run: (key, run, value), ordered by key, then run.
+type Head<'a> = (&'a [u8], usize, &'a [u8]);
+
+/// Merges sorted runs into group records: each key once, in ascending byte order, with every
+/// value it has in any run (a key's values in run order, then in each run's order).
+pub struct Merge<'a> {
+    runs: Vec<Reader<'a>>,
+    /// The next pair of each run that has one.
+    heads: BinaryHeap<Reverse<Head<'a>>>,
+}
+
+impl<'a> Merge<'a> {
+    /// Merges `runs` (each as [`sorted_runs`] made it).
+    pub fn new(runs: impl IntoIterator<Item = &'a Run>) -> Self {
+        let mut merge = Merge {
+            runs: runs.into_iter().map(|r| Reader::new(&r.bytes)).collect(),
+            heads: BinaryHeap::new(),
+        };
+        for i in 0..merge.runs.len() {
+            merge.advance(i);
+        }
+        merge
+    }
+
+    fn advance(&mut self, run: usize) {
+        let reader = &mut self.runs[run];
+        if !reader.is_empty() {
+            let (key, value) = reader.pair().expect("a run holds whole pair records");
+            self.heads.push(Reverse((key, run, value)));
+        }
+    }
+
+    /// Appends whole groups to `out` until it holds at least `target` bytes or the runs are
+    /// exhausted; returns how many groups it appended (0: none left).
+    pub fn next_groups(&mut self, out: &mut Vec<u8>, target: usize) -> usize {
+        let mut groups = 0;
+        while out.len() < target {
+            let Some(Reverse((key, run, value))) = self.heads.pop() else {
+                break;
+            };
+            put(out, key);
+            let count_at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            put(out, value);
+            let mut count: u32 = 1;
+            self.advance(run);
+            while let Some(Reverse((next, _, _))) = self.heads.peek()
+                && *next == key
+            {
+                let Reverse((_, run, value)) = self.heads.pop().expect("peeked");
+                put(out, value);
+                count += 1;
+                self.advance(run);
+            }
+            out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+            groups += 1;
+        }
+        groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            put(&mut out, k.as_bytes());
+            put(&mut out, v.as_bytes());
+        }
+        out
+    }
+
+    /// Group records back as (key, values) strings.
+    fn groups(bytes: &[u8]) -> Vec<(String, Vec<String>)> {
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        let mut reader = Reader::new(bytes);
+        let mut out = Vec::new();
+        while !reader.is_empty() {
+            let key = text(reader.field().unwrap());
+            let values = (0..reader.u32().unwrap())
+                .map(|_| text(reader.field().unwrap()))
+                .collect();
+            out.push((key, values));
+        }
+        out
+    }
+
+    fn check_merge(runs: &[&[(&str, &str)]], target: usize, expected: &[&[(&str, &[&str])]]) {
+        let runs: Vec<Run> = runs
+            .iter()
+            .map(|r| sorted_runs(&records(r), 1).unwrap().remove(0))
+            .collect();
+        let mut merge = Merge::new(&runs);
+        let mut batches = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            let n = merge.next_groups(&mut out, target);
+            if n == 0 {
+                assert!(out.is_empty());
+                break;
+            }
+            let got = groups(&out);
+            assert_eq!(got.len(), n);
+            batches.push(got);
+        }
+        let expected: Vec<Vec<(String, Vec<String>)>> = expected
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(batches, expected, "runs {runs:?}");
+    }
+
+    #[test]
+    fn merge_groups_every_key_once_in_order_across_runs() {
+        check_merge(&[], 100, &[]);
+        check_merge(&[&[], &[]], 100, &[]);
+        check_merge(
+            &[
+                &[("b", "1"), ("a", "2"), ("b", "3")],
+                &[("c", "4"), ("a", "5")],
+                &[("b", "6")],
+            ],
+            1 << 20,
+            &[&[("a", &["2", "5"]), ("b", &["1", "3", "6"]), ("c", &["4"])]],
+        );
+        // A small target: a batch ends after the group that reaches it, never inside one.
+        check_merge(
+            &[&[("a", "1"), ("b", "2")], &[("a", "3"), ("c", "4")]],
+            1,
+            &[&[("a", &["1", "3"])], &[("b", &["2"])], &[("c", &["4"])]],
+        );
+    }
+
+    #[test]
+    fn runs_are_sorted_per_partition_and_keep_every_pair() {
+        let input: Vec<(String, String)> = (0..500)
+            .map(|i| (format!("k{}", (i * 7919) % 97), i.to_string()))
+            .collect();
+        let pairs_in: Vec<(&str, &str)> = input
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let runs = sorted_runs(&records(&pairs_in), 4).unwrap();
+        assert_eq!(runs.len(), 4);
+        let mut seen = Vec::new();
+        for (p, run) in runs.iter().enumerate() {
+            let got = pairs(run.bytes()).unwrap();
+            assert_eq!(got.len(), run.pairs());
+            for w in got.windows(2) {
+                assert!(w[0].0 <= w[1].0, "run {p} is not sorted");
+                if w[0].0 == w[1].0 {
+                    let (a, b): (u32, u32) = (
+                        std::str::from_utf8(w[0].1).unwrap().parse().unwrap(),
+                        std::str::from_utf8(w[1].1).unwrap().parse().unwrap(),
+                    );
+                    assert!(a < b, "equal keys lost their order in run {p}");
+                }
+            }
+            for (k, v) in got {
+                assert_eq!(partition(k, 4) as usize, p, "key in the wrong partition");
+                seen.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        let mut expected: Vec<(Vec<u8>, Vec<u8>)> = input
+            .iter()
+            .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+            .collect();
+        seen.sort();
+        expected.sort();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn malformed_records_are_refused_whole() {
+        let mut bytes = records(&[("key", "value")]);
+        bytes.extend_from_slice(&[9, 0, 0, 0, b'x']);
+        assert_eq!(
+            sorted_runs(&bytes, 2).unwrap_err(),
+            "malformed records: a field of 9 bytes, with 1 bytes left"
+        );
+        assert_eq!(
+            sorted_runs(&[1, 0], 1).unwrap_err(),
+            "malformed records: 2 bytes left where a 4-byte length was expected"
+        );
+        // A key with no value.
+        let mut bytes = Vec::new();
+        put(&mut bytes, b"key");
+        assert!(sorted_runs(&bytes, 1).unwrap_err().contains("0 bytes left"));
+    }
+}
