@@ -46,7 +46,9 @@ pub fn has_combiner<T: MapReduce>() -> bool {
 /// a combiner), flush its output.
 pub fn map<T: MapReduce>(chunk: &[u8]) -> Result<(), String> {
     let chunk = std::str::from_utf8(chunk).map_err(|e| format!("map input is not UTF-8: {e}"))?;
-    let mut out = if T::HAS_COMBINER {
+    let mut out = if T::MERGES {
+        Emitter::merging(T::merge)
+    } else if T::HAS_COMBINER {
         Emitter::combining(T::combine)
     } else {
         Emitter::new()
@@ -211,6 +213,48 @@ mod tests {
         assert_eq!(pairs.len(), 2, "combined in two parts: {pairs:?}");
         let total: u64 = pairs.iter().map(|(_, v)| v.parse::<u64>().unwrap()).sum();
         assert_eq!(total, 1_500_000);
+    }
+
+    /// Counts the lines of each length by merging counts in place.
+    struct MergedLengths;
+
+    impl MapReduce for MergedLengths {
+        type Key = usize;
+        type Value = u64;
+        type Output = u64;
+        const MERGES: bool = true;
+
+        fn map(chunk: &str, out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+            chunk.lines().for_each(|l| out.emit(l.len(), 1));
+            Ok(())
+        }
+
+        fn merge(held: &mut u64, value: u64) {
+            *held += value;
+        }
+
+        fn reduce(
+            key: usize,
+            values: Vec<u64>,
+            out: &mut Emitter<usize, u64>,
+        ) -> Result<(), Error> {
+            out.emit(key, values.iter().sum());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_merging_map_holds_one_value_per_key_and_emits_it_once() {
+        let _host = testing::MockHost::new();
+        map::<MergedLengths>(b"a\nbb\ncc\nd\ndd\n").unwrap();
+        assert_eq!(
+            emitted(),
+            [("1".into(), "2".into()), ("2".into(), "3".into())]
+        );
+        assert_eq!(testing::emit_calls(), 1);
+        // A second step starts afresh.
+        map::<MergedLengths>(b"eee\n").unwrap();
+        assert_eq!(emitted(), [("3".into(), "1".into())]);
     }
 
     #[test]

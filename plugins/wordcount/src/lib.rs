@@ -13,42 +13,50 @@ impl MapReduce for WordCount {
     type Value = u64;
     type Output = u64;
 
-    const HAS_COMBINER: bool = true;
+    // Counts are summed as they are emitted: a map step holds one count per word.
+    const MERGES: bool = true;
 
     fn map(chunk: &str, out: &mut Emitter<String, u64>) -> Result<(), Error> {
-        // An ASCII word is lowercased into one reused buffer and emitted by reference: the
-        // emitter copies it only when it is new among the pairs it holds.
         let mut lower = String::new();
-        for word in chunk
+        for w in chunk
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
         {
-            lower.clear();
-            if word.is_ascii() {
-                lower.push_str(word);
-                lower.make_ascii_lowercase();
-            } else {
-                // `str::to_lowercase` knows context (a final sigma), `char`'s does not.
-                lower.push_str(&word.to_lowercase());
-            }
-            out.emit_ref(lower.as_str(), 1);
+            word(w, &mut lower, out);
         }
         Ok(())
     }
 
-    fn combine(
-        word: String,
-        counts: Vec<u64>,
-        out: &mut Emitter<String, u64>,
-    ) -> Result<(), Error> {
-        out.emit(word, counts.iter().sum());
-        Ok(())
+    fn merge(count: &mut u64, more: u64) {
+        *count += more;
     }
 
     fn reduce(word: String, counts: Vec<u64>, out: &mut Emitter<String, u64>) -> Result<(), Error> {
         out.emit(word, counts.iter().sum());
         Ok(())
     }
+}
+
+/// Counts one word. A word already in lowercase ASCII (most words) is emitted as it is;
+/// another is lowercased into one reused buffer. The emitter copies a key only when it is
+/// new among the pairs it holds.
+fn word(word: &str, lower: &mut String, out: &mut Emitter<String, u64>) {
+    if word
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        out.emit_ref(word, 1);
+        return;
+    }
+    lower.clear();
+    if word.is_ascii() {
+        lower.push_str(word);
+        lower.make_ascii_lowercase();
+    } else {
+        // `str::to_lowercase` knows context (a final sigma), `char`'s does not.
+        lower.push_str(&word.to_lowercase());
+    }
+    out.emit_ref(lower.as_str(), 1);
 }
 
 weft_sdk::export_mapreduce!(WordCount);
@@ -72,6 +80,18 @@ mod tests {
         check("the cat\nThe dog\n", &[("cat", 1), ("dog", 1), ("the", 2)]);
         check("a-b, a_b! A1\n", &[("a", 2), ("a1", 1), ("b", 2)]);
         check("Ünïcode ÜNÏCODE\n", &[("ünïcode", 2)]);
+        // Non-ASCII separators inside a piece, and a final sigma.
+        check(
+            "naïve—café «Δ» ΣΟΦΟΣ x\u{a0}y\n",
+            &[
+                ("café", 1),
+                ("naïve", 1),
+                ("x", 1),
+                ("y", 1),
+                ("δ", 1),
+                ("σοφος", 1),
+            ],
+        );
     }
 
     #[test]
