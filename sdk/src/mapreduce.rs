@@ -54,14 +54,17 @@ use crate::{Error, host, records};
 pub trait MapReduce {
     /// The key map emits and reduce groups by. A combining map step groups keys by `Eq` in
     /// guest memory, the host by their JSON bytes: equal keys must encode identically.
+    /// (`Hash + Eq` is required since weft-sdk for `weft:plugin@0.3.0`: a key holding an
+    /// `f64` needs a wrapper that hashes its bits.)
     type Key: Serialize + DeserializeOwned + Clone + Hash + Eq;
     /// The value map and combine emit.
     type Value: Serialize + DeserializeOwned;
     /// The value reduce emits for a key.
     type Output: Serialize + DeserializeOwned;
 
-    /// Whether [`combine`](MapReduce::combine) is worth calling; when `false`, `map` emits
-    /// its pairs as they come and nothing calls `combine`.
+    /// Whether [`combine`](MapReduce::combine) is worth calling; when `false` (and
+    /// [`MapReduce::MERGES`] is `false` too), `map` emits its pairs as they come and nothing
+    /// calls `combine`.
     const HAS_COMBINER: bool = false;
 
     /// Map one chunk of whole lines (ending with `\n` unless it is the end of the input).
@@ -113,7 +116,9 @@ pub trait MapReduce {
     /// Merge `value` into `held`, the value a map step holds for their key; only called when
     /// [`MapReduce::MERGES`] is `true` (the default panics, as a reminder to write it).
     /// Values may be merged in any grouping and order, so it must be associative and
-    /// commutative, as a sum, a maximum or a set union is.
+    /// commutative, as a sum, a maximum or a set union is. Only new keys count towards the
+    /// 8 MiB a map step holds before it hands its pairs on, not a merged value's growth: a
+    /// merge whose values grow (a set union) should keep them small.
     ///
     /// ```
     /// # use weft_sdk::{Emitter, Error, MapReduce};

@@ -286,13 +286,28 @@ pub(crate) async fn missing_chunks(
     Ok(Json(Digests { digests }))
 }
 
+/// Query parameters of `GET /v1/jobs/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShowParams {
+    /// Wait up to this many milliseconds (at most [`MAX_WAIT_MS`]) for a running job to end
+    /// before answering, so a client learns of the end at once instead of at its next poll.
+    wait_ms: Option<u64>,
+}
+
+/// The longest `GET /v1/jobs/{id}?wait_ms=` waits.
+const MAX_WAIT_MS: u64 = 30_000;
+
 pub(crate) async fn show(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
+    Query(params): Query<ShowParams>,
 ) -> Result<Json<JobRecord>, ApiError> {
     let id: JobId = id.parse()?;
+    let wait = std::time::Duration::from_millis(params.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     app.jobs
-        .get(id)?
+        .ended_within(id, wait)
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }

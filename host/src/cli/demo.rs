@@ -20,6 +20,9 @@ use crate::plugins;
 /// The text the demo's word count runs over.
 const TEXT: &str = include_str!("demo_text.txt");
 
+/// How many times the demo's job reads the text: enough for several 64 KiB chunks.
+const REPEAT: usize = 400;
+
 pub(super) async fn run(once: bool) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("weft-demo-")
@@ -103,10 +106,10 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
     }
 
     println!(
-        "\n-- run wordcount over a bundled text ({} bytes, repeated 50 times)",
+        "\n-- run wordcount over a bundled text ({} bytes, repeated {REPEAT} times)",
         TEXT.len()
     );
-    let input = TEXT.repeat(50).into_bytes();
+    let input = TEXT.repeat(REPEAT).into_bytes();
     let input = vec![super::jobs::Source::Bytes(input)];
     // Chunks of 64 KiB (the default is 4 MiB), so that this small input makes several map tasks.
     let job = super::jobs::run_job(&c, "wordcount", input, 4, MIN_CHUNK_BYTES, true).await?;

@@ -383,6 +383,9 @@ async fn upload_input(
     Ok((chunks, uploaded, uploaded_bytes))
 }
 
+/// How often `weft job run` shows a running job's progress.
+const POLL: Duration = Duration::from_millis(100);
+
 /// Uploads the input chunks no node holds, submits a job over them and polls it to the end,
 /// drawing progress bars on stderr when `progress`.
 pub(super) async fn run_job(
@@ -445,10 +448,18 @@ pub(super) async fn run_job(
         if job.status != JobStatus::Running {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The node answers as soon as the job ends, or after 100 ms with its progress (a
+        // node that does not know `wait_ms` answers at once: then wait here).
+        let asked = std::time::Instant::now();
         job = c
-            .json(c.request(Method::GET, &format!("/v1/jobs/{}", job.id)))
+            .json(
+                c.request(Method::GET, &format!("/v1/jobs/{}", job.id))
+                    .query(&[("wait_ms", POLL.as_millis().to_string())]),
+            )
             .await?;
+        if job.status == JobStatus::Running {
+            tokio::time::sleep(POLL.saturating_sub(asked.elapsed())).await;
+        }
     }
     bar.finish_and_clear();
     Ok(job)

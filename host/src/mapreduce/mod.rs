@@ -109,6 +109,8 @@ pub struct Jobs {
     live: Mutex<HashMap<JobId, JobRecord>>,
     /// The cancellation of each live job.
     cancels: Mutex<HashMap<JobId, CancellationToken>>,
+    /// How many jobs have ended since the start: changes whenever one ends.
+    ended: tokio::sync::watch::Sender<u64>,
     parallelism: usize,
     tasks: Tasks,
 }
@@ -156,6 +158,7 @@ impl Jobs {
             metrics,
             live: Mutex::default(),
             cancels: Mutex::default(),
+            ended: tokio::sync::watch::Sender::new(0),
             parallelism,
             tasks,
         }))
@@ -220,6 +223,32 @@ impl Jobs {
             return Ok(Some(r.clone()));
         }
         self.store.job(id)
+    }
+
+    /// A job's record once it has ended, or as it is after `wait` if it is still running.
+    pub async fn ended_within(
+        &self,
+        id: JobId,
+        wait: std::time::Duration,
+    ) -> Result<Option<JobRecord>, crate::store::StoreError> {
+        // Subscribed before the first look, so an end in between is not missed.
+        let mut ended = self.ended.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let record = self.get(id)?;
+            if record
+                .as_ref()
+                .is_none_or(|r| r.status != JobStatus::Running)
+            {
+                return Ok(record);
+            }
+            if tokio::time::timeout_at(deadline, ended.changed())
+                .await
+                .is_err()
+            {
+                return self.get(id);
+            }
+        }
     }
 
     /// Every job.
@@ -455,6 +484,7 @@ impl Jobs {
         }
         self.live.lock().expect("not poisoned").remove(&id);
         self.cancels.lock().expect("not poisoned").remove(&id);
+        self.ended.send_modify(|n| *n += 1);
     }
 }
 
@@ -483,22 +513,41 @@ async fn map_task(
 ) -> Result<Vec<Run>, RuntimeError> {
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
     let mut pairs: TaskOutput = instance.map(chunk).await?;
+    let mut step = "map";
     if instance.has_combiner() {
-        let sorted = records::sorted_runs(&pairs, 1).map_err(malformed(function, "map"))?;
+        let sorted = sorted_runs(std::mem::take(&mut pairs), 1)
+            .await
+            .map_err(malformed(function, step))?;
         let mut merge = Merge::new(&sorted);
-        let (mut groups, mut combined) = (Vec::new(), Vec::new());
-        while merge.next_groups(&mut groups, GROUP_BATCH_BYTES) > 0 {
-            combined.extend(instance.combine(&groups).await?);
-            groups.clear();
+        let mut groups = Vec::new();
+        // All of one map task's combine calls together may emit what one call may.
+        let limit = rt.config().max_emit_bytes.get();
+        while merge
+            .next_groups(&mut groups, GROUP_BATCH_BYTES)
+            .map_err(RuntimeError::Host)?
+            > 0
+        {
+            pairs.extend(instance.combine(&groups).await?);
+            if pairs.len() as u64 > limit {
+                return Err(RuntimeError::OutputTooLarge {
+                    function: function.clone(),
+                    limit,
+                });
+            }
         }
-        pairs = combined;
+        step = "combine";
     }
-    let step = if instance.has_combiner() {
-        "combine"
-    } else {
-        "map"
-    };
-    records::sorted_runs(&pairs, reducers).map_err(malformed(function, step))
+    sorted_runs(pairs, reducers)
+        .await
+        .map_err(malformed(function, step))
+}
+
+/// [`records::sorted_runs`] on a blocking thread: sorting a large output takes long enough to
+/// hold up the other tasks of an async worker.
+async fn sorted_runs(pairs: TaskOutput, partitions: u32) -> Result<Vec<Run>, String> {
+    tokio::task::spawn_blocking(move || records::sorted_runs(&pairs, partitions))
+        .await
+        .map_err(|e| format!("sorting map output failed: {e}"))?
 }
 
 /// Runs one reducer over its partition's runs, many keys per call, and commits its output in
@@ -517,9 +566,12 @@ async fn reduce_task(
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
     let mut merge = Merge::new(input);
     let (mut groups, mut output) = (Vec::new(), Vec::new());
-    while merge.next_groups(&mut groups, GROUP_BATCH_BYTES) > 0 {
+    while merge
+        .next_groups(&mut groups, GROUP_BATCH_BYTES)
+        .map_err(RuntimeError::Host)?
+        > 0
+    {
         let emitted = instance.reduce(&groups).await?;
-        groups.clear();
         for (key, value) in records::pairs(&emitted).map_err(malformed(function, "reduce"))? {
             output.push(OutputRecord {
                 key: decode(key),

@@ -24,6 +24,11 @@ pub fn parse_chunk_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits);
+    if unit.starts_with('.') || unit.starts_with(',') {
+        return Err(format!(
+            "chunk size {s:?} must be a whole number of bytes, KiB, MiB or GiB"
+        ));
+    }
     let shift = match unit.trim() {
         "" | "B" => 0,
         "KiB" | "K" | "k" => 10,
@@ -176,6 +181,8 @@ mod tests {
         assert!(err.contains("between 64KiB and 64MiB"), "{err}");
         assert!(parse_chunk_size("1GiB").is_err());
         assert!(parse_chunk_size("MiB").is_err());
+        let err = parse_chunk_size("4.5MiB").unwrap_err();
+        assert!(err.contains("whole number"), "{err}");
         assert!(parse_chunk_size("99999999999999999999GiB").is_err());
     }
 

@@ -101,38 +101,55 @@ impl Run {
 
 /// Cuts pair records into `partitions` sorted runs (partition `p`'s run at index `p`).
 /// The records are checked first: an error says what is malformed and nothing is cut.
+/// Besides the runs (as many bytes as the records), it holds a 4-byte offset per pair, one
+/// partition's worth at a time while it sorts.
 pub fn sorted_runs(records: &[u8], partitions: u32) -> Result<Vec<Run>, String> {
+    if u32::try_from(records.len()).is_err() {
+        return Err(format!(
+            "{} bytes of records in one step, more than the 4 GiB a step may emit",
+            records.len()
+        ));
+    }
     let partitions = partitions.max(1);
-    // Per partition: (key start, key end, record start, record end) in `records`.
-    let mut index: Vec<Vec<[usize; 4]>> = vec![Vec::new(); partitions as usize];
+    // Each pair's record offset, by partition.
+    let mut index: Vec<Vec<u32>> = vec![Vec::new(); partitions as usize];
     let mut reader = Reader::new(records);
     while !reader.is_empty() {
         let start = records.len() - reader.rest.len();
         let key = reader.field()?;
         reader.field()?;
-        let end = records.len() - reader.rest.len();
         let p = if partitions == 1 {
             0
         } else {
             partition(key, partitions)
         };
-        index[p as usize].push([start + 4, start + 4 + key.len(), start, end]);
+        index[p as usize].push(start as u32);
     }
-    Ok(index
-        .into_iter()
-        .map(|mut entries| {
-            // Stable, so equal keys keep their order.
-            entries.sort_by(|a, b| records[a[0]..a[1]].cmp(&records[b[0]..b[1]]));
-            let mut bytes = Vec::with_capacity(entries.iter().map(|e| e[3] - e[2]).sum());
-            for e in &entries {
-                bytes.extend_from_slice(&records[e[2]..e[3]]);
-            }
-            Run {
-                bytes,
-                pairs: entries.len(),
-            }
-        })
-        .collect())
+    // The records are well formed from here on, so reading one at an offset cannot fail.
+    let key_at = |at: u32| {
+        let mut r = Reader::new(&records[at as usize..]);
+        r.field().expect("checked above")
+    };
+    let record_len = |at: u32| {
+        let mut r = Reader::new(&records[at as usize..]);
+        r.pair().expect("checked above");
+        records.len() - at as usize - r.rest.len()
+    };
+    let mut runs = Vec::with_capacity(index.len());
+    for mut offsets in index {
+        // Stable, so equal keys keep their order.
+        offsets.sort_by(|a, b| key_at(*a).cmp(key_at(*b)));
+        let mut bytes = Vec::new();
+        for at in &offsets {
+            let at = *at as usize;
+            bytes.extend_from_slice(&records[at..at + record_len(at as u32)]);
+        }
+        runs.push(Run {
+            bytes,
+            pairs: offsets.len(),
+        });
+    }
+    Ok(runs)
 }
 
 /// The next pair of a run: (key, run, value), ordered by key, then run.
@@ -167,9 +184,11 @@ impl<'a> Merge<'a> {
         }
     }
 
-    /// Appends whole groups to `out` until it holds at least `target` bytes or the runs are
-    /// exhausted; returns how many groups it appended (0: none left).
-    pub fn next_groups(&mut self, out: &mut Vec<u8>, target: usize) -> usize {
+    /// Replaces `out` with whole groups, until it holds at least `target` bytes or the runs
+    /// are exhausted; returns how many groups it holds (0: none was left). A key with 2^32
+    /// values or more cannot be one group: that is an error.
+    pub fn next_groups(&mut self, out: &mut Vec<u8>, target: usize) -> Result<usize, String> {
+        out.clear();
         let mut groups = 0;
         while out.len() < target {
             let Some(Reverse((key, run, value))) = self.heads.pop() else {
@@ -179,7 +198,7 @@ impl<'a> Merge<'a> {
             let count_at = out.len();
             out.extend_from_slice(&[0; 4]);
             put(out, value);
-            let mut count: u32 = 1;
+            let mut count: u64 = 1;
             self.advance(run);
             while let Some(Reverse((next, _, _))) = self.heads.peek()
                 && *next == key
@@ -189,10 +208,16 @@ impl<'a> Merge<'a> {
                 count += 1;
                 self.advance(run);
             }
+            let count = u32::try_from(count).map_err(|_| {
+                format!(
+                    "key {:?} has {count} values, more than one group may carry (2^32 - 1)",
+                    String::from_utf8_lossy(&key[..key.len().min(100)])
+                )
+            })?;
             out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
             groups += 1;
         }
-        groups
+        Ok(groups)
     }
 }
 
@@ -232,8 +257,8 @@ mod tests {
         let mut merge = Merge::new(&runs);
         let mut batches = Vec::new();
         loop {
-            let mut out = Vec::new();
-            let n = merge.next_groups(&mut out, target);
+            let mut out = b"left over".to_vec();
+            let n = merge.next_groups(&mut out, target).unwrap();
             if n == 0 {
                 assert!(out.is_empty());
                 break;

@@ -29,7 +29,9 @@ pub struct RuntimeConfig {
     /// guests sharing a thread. Default 10 ms. Shorter is fairer and costs more wake-ups.
     #[serde(with = "crate::millis")]
     pub epoch_tick: Duration,
-    /// Largest output a single map or reduce call may emit, in bytes. Default 256 MiB.
+    /// Largest output a single map or reduce call may emit, in bytes of records (and all the
+    /// `combine` calls of one map task together). Default 256 MiB; more than 4 GiB fails
+    /// the task. A map task's output is held about twice while it is sorted.
     pub max_emit_bytes: NonZeroU64,
     /// Bytes at the start of each pooled linear memory kept resident between instances and reset
     /// with memset rather than returned with madvise. Default 128 KiB. Larger saves page faults

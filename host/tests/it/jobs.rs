@@ -232,7 +232,7 @@ async fn a_failing_task_fails_its_job_with_the_reason_after_one_retry() {
 /// A task written against the WIT alone (no SDK), as a guest in another language would be,
 /// that asks the host to combine: the host hands `combine` each map task's output grouped by
 /// key, and `reduce` each key once, in ascending order, with one combined value per map task.
-/// Output that is not well-formed records fails the job with a clear error.
+/// Output of map or reduce that is not well-formed records fails the job with a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_without_the_sdk_is_combined_by_the_host_and_malformed_output_is_refused() {
     let n = TestNode::start().await;
@@ -292,16 +292,60 @@ async fn a_guest_without_the_sdk_is_combined_by_the_host_and_malformed_output_is
         assert_eq!(*values, chunks as u64, "{word}");
     }
 
-    let (status, job) = json_of(submit("a\nmalformed\n".into()).await.unwrap()).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    let job = ended(&n, job["id"].as_str().unwrap()).await;
-    assert_eq!(job["status"], "failed", "{job}");
-    let error = job["error"].as_str().unwrap();
-    assert!(
-        error.contains("map emitted malformed records: a field of 200 bytes, with 1 bytes left"),
-        "{error}"
-    );
+    for (input, reason) in [
+        (
+            "a\nmalformed\n",
+            "map emitted malformed records: a field of 200 bytes, with 1 bytes left",
+        ),
+        (
+            "a\nbadreduce\n",
+            "reduce emitted malformed records: 2 bytes left where a 4-byte length was expected",
+        ),
+    ] {
+        let (status, job) = json_of(submit(input.into()).await.unwrap()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        let job = ended(&n, job["id"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{input:?}: {error}");
+    }
     n.assert_hello_serves().await;
+}
+
+/// `GET /v1/jobs/{id}?wait_ms=` answers when the job ends, not before: asked right after the
+/// submission of a job whose task runs into its deadline twice, it answers with the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_status_waits_for_the_end_when_asked() {
+    let n = TestNode::start().await;
+    n.deploy_ok(
+        "faults",
+        crate::harness::guest("guest-mapfaults"),
+        &[("timeout_ms", "300")],
+    )
+    .await;
+    let (status, job) = json_of(
+        n.req(Method::POST, "/v1/jobs?function=faults")
+            .body("loop\n")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["status"], "running", "{job}");
+    let id = job["id"].as_str().unwrap();
+    let (status, job) = n.get(&format!("/v1/jobs/{id}?wait_ms=30000")).await;
+    assert_eq!(status, StatusCode::OK);
+    let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+    assert_eq!(job["status"], "failed", "{job}");
+    // Without waiting, an ended job answers as before; bad values are refused.
+    let (status, _) = n.get(&format!("/v1/jobs/{id}?wait_ms=0")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = n.get(&format!("/v1/jobs/{id}?wait_ms=soon")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let unknown = "00000000000000000000000000000000";
+    let (status, _) = n.get(&format!("/v1/jobs/{unknown}?wait_ms=10")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 //! Each input line is a word (raw bytes, not JSON). `map` emits `(word, "1")` per line, and a
 //! truncated record for the word `malformed`; `combine` sums a key's values; `reduce` emits
 //! `[sum, values]`, the sum and how many values reached it (one per map task that saw the
-//! word, when the host combined), and fails if its keys do not arrive in ascending order.
+//! word, when the host combined), fails if its keys do not arrive in ascending order, and
+//! emits a truncated record for the word `badreduce`.
 //! Only a wasm32 build has any code.
 #![cfg(target_arch = "wasm32")]
 // wit-bindgen's generated glue (the exports' C ABI) is unsafe code.
@@ -25,8 +26,11 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A key and its values.
+type Group<'a> = (&'a [u8], Vec<&'a [u8]>);
+
 /// Reads group records: each key with its values.
-fn groups(mut bytes: &[u8]) -> Result<Vec<(&[u8], Vec<&[u8]>)>, String> {
+fn groups(mut bytes: &[u8]) -> Result<Vec<Group<'_>>, String> {
     fn u32_at(bytes: &mut &[u8]) -> Result<u32, String> {
         let (head, rest) = bytes
             .split_first_chunk::<4>()
@@ -106,6 +110,10 @@ impl Guest for Raw {
                 return Err(format!("keys out of order: {last:?} before {key:?}"));
             }
             last = Some(key);
+            if *key == b"badreduce" {
+                out.extend_from_slice(&[1, 0]);
+                continue;
+            }
             put(&mut out, key);
             put(
                 &mut out,

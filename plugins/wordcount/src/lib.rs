@@ -1,4 +1,5 @@
-//! `wordcount`: the classic map/reduce example, with a combiner.
+//! `wordcount`: the classic map/reduce example, with a combiner that merges counts as map
+//! emits them (`MapReduce::MERGES`).
 //!
 //! Words are maximal runs of alphanumeric characters, lowercased. Keys are the words (JSON
 //! strings), values and outputs are counts (JSON numbers).
