@@ -1,6 +1,7 @@
 //! Node configuration as plain data, with documented defaults and presets. Each subsystem's
 //! configuration lives beside it (`RuntimeConfig` in `runtime`, `TransportConfig` in
-//! `transport`, `MembershipConfig` in `membership`, `ReplicationConfig` in `replication`);
+//! `transport`, `MembershipConfig` in `membership`, `ReplicationConfig` in `replication`,
+//! `JobsConfig` in `mapreduce`);
 //! `NodeConfig` composes them, and they are re-exported here.
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::mapreduce::JobsConfig;
 pub use crate::membership::MembershipConfig;
 pub use crate::replication::{Quorum, ReplicationConfig, ReplicationSwitches};
 pub use crate::runtime::RuntimeConfig;
@@ -35,6 +37,9 @@ pub struct NodeConfig {
     /// Placement on the ring and replication of key-value data.
     #[serde(default)]
     pub replication: ReplicationConfig,
+    /// Map/reduce jobs.
+    #[serde(default)]
+    pub jobs: JobsConfig,
 }
 
 impl NodeConfig {
@@ -50,6 +55,7 @@ impl NodeConfig {
                 ..ClusterConfig::default()
             },
             replication: ReplicationConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }

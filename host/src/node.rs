@@ -18,6 +18,7 @@ use crate::functions::Functions;
 use crate::id::NodeId;
 use crate::locks::Locks;
 use crate::mapreduce::Jobs;
+use crate::mapreduce::spill::SpillDir;
 use crate::membership::{Identity, MemberState, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
 use crate::placement::Placement;
@@ -201,12 +202,16 @@ impl Node {
         store.drop_legacy_modules().await?;
         let blobs = Blobs::new(blob_dir, placement.clone(), tasks.clone());
         blobs.serve(&router);
+        let spill = SpillDir::new(dir.join("spill"))
+            .with_context(|| format!("preparing {}", dir.join("spill").display()))?;
         let jobs = Jobs::new(
             runtime.clone(),
             store.clone(),
             blobs.clone(),
             metrics.clone(),
             tasks.clone(),
+            spill,
+            config.jobs.clone(),
         )
         .await?;
         let functions = Functions::new(consensus.clone(), blobs.clone());

@@ -436,8 +436,13 @@ pub(super) async fn run_job(
         bar.set_length((p.maps_total + p.reduces_total) as u64);
         bar.set_position((p.maps_done + p.reduces_done) as u64);
         let secs = (job.elapsed_ms.max(1) as f64) / 1000.0;
+        let spilled = if job.spilled_bytes > 0 {
+            format!(" ({} on disk)", mib(job.spilled_bytes))
+        } else {
+            String::new()
+        };
         bar.set_message(format!(
-            "map {}/{} ({:.1} MB/s)  shuffled {}  reduce {}/{}",
+            "map {}/{} ({:.1} MB/s)  shuffled {}{spilled}  reduce {}/{}",
             p.maps_done,
             p.maps_total,
             job.mapped_bytes as f64 / 1e6 / job.map_ms.map_or(secs, |m| m.max(1) as f64 / 1000.0),

@@ -83,6 +83,9 @@ enum Command {
         /// Keep one replica of every key on a node with this tag (e.g. `server`).
         #[arg(long)]
         placement_tag: Option<String>,
+        /// MiB of map output the node's jobs hold in memory before they write it to disk.
+        #[arg(long, default_value_t = 256)]
+        shuffle_memory_mib: u64,
         /// Test only (`test-switches`): drop this fraction of outgoing gossip datagrams.
         #[cfg(feature = "test-switches")]
         #[arg(long, hide = true, default_value_t = 0.0)]
@@ -338,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kv_quorum,
             kv_namespaces,
             placement_tag,
+            shuffle_memory_mib,
         } => {
             let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
             config.http = *http;
@@ -362,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.replication.default = *kv_quorum;
             config.replication.namespaces = kv_namespaces.iter().cloned().collect();
             config.replication.placement.require_tag = placement_tag.clone();
+            config.jobs.shuffle_memory_bytes = shuffle_memory_mib.saturating_mul(1 << 20);
             let node = crate::Node::start(config).await?;
             println!(
                 "weft node `{}` serving on {} (cluster address {})",

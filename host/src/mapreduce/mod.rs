@@ -9,9 +9,11 @@
 
 pub mod plan;
 pub mod records;
+pub mod spill;
 pub mod state;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,6 +33,40 @@ use state::{Action, Event, JobState, Progress};
 
 /// About how many bytes of group records one `combine` or `reduce` call carries.
 const GROUP_BATCH_BYTES: usize = 256 << 10;
+
+/// Map/reduce jobs on a node.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// How many bytes of map output (sorted runs waiting for their reducers) the node's jobs
+    /// hold in memory, all together. Default 256 MiB. Beyond it a map task's runs are
+    /// written to disk (`<data_dir>/spill`) and its reducers read them through a
+    /// [`spill::READ_BUFFER`] each: smaller saves memory, larger saves disk writes and reads.
+    pub shuffle_memory_bytes: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            shuffle_memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A map task's sorted run for one partition, where it waits for its reducer.
+enum Held {
+    Memory(Run),
+    Spilled(spill::SpilledRun),
+}
+
+impl Held {
+    fn cursor(&self) -> Result<records::Cursor<'_>, String> {
+        match self {
+            Held::Memory(run) => Ok(records::Cursor::new(run.bytes())),
+            Held::Spilled(run) => run.open(),
+        }
+    }
+}
 
 /// Why a cancelled job ended.
 const CANCELLED: &str = "cancelled by a client";
@@ -86,6 +122,9 @@ pub struct JobRecord {
     /// Bytes of map output (keys and values) handed to the shuffle so far.
     #[serde(default)]
     pub shuffled_bytes: u64,
+    /// Bytes of map output written to disk because the node held its budget already.
+    #[serde(default)]
+    pub spilled_bytes: u64,
     /// Milliseconds from the start until the last map task finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_ms: Option<u64>,
@@ -113,6 +152,10 @@ pub struct Jobs {
     ended: tokio::sync::watch::Sender<u64>,
     parallelism: usize,
     tasks: Tasks,
+    spill: spill::SpillDir,
+    config: JobsConfig,
+    /// Bytes of map output the node's jobs hold in memory.
+    held: std::sync::atomic::AtomicU64,
 }
 
 /// Everything needed to start a job.
@@ -139,6 +182,8 @@ impl Jobs {
         blobs: Blobs,
         metrics: Arc<Metrics>,
         tasks: Tasks,
+        spill: spill::SpillDir,
+        config: JobsConfig,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         for mut job in store.jobs::<JobRecord>()? {
             if job.status == JobStatus::Running {
@@ -161,6 +206,9 @@ impl Jobs {
             ended: tokio::sync::watch::Sender::new(0),
             parallelism,
             tasks,
+            spill,
+            config,
+            held: Default::default(),
         }))
     }
 
@@ -184,6 +232,7 @@ impl Jobs {
             input_bytes: spec.chunks.iter().map(|c| c.size).sum(),
             mapped_bytes: 0,
             shuffled_bytes: 0,
+            spilled_bytes: 0,
             map_ms: None,
             reducers: spec.reducers,
             output_records: 0,
@@ -287,11 +336,15 @@ impl Jobs {
         let reducers = spec.reducers.max(1);
         let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
         // Each partition's sorted runs, with the map task that made them.
-        let mut shuffle: Vec<Vec<(usize, Run)>> = vec![Vec::new(); reducers as usize];
-        let mut frozen: Option<Vec<Arc<Vec<Run>>>> = None;
+        let mut shuffle: Vec<Vec<(usize, Held)>> = (0..reducers).map(|_| Vec::new()).collect();
+        let mut frozen: Option<Vec<Arc<Vec<Held>>>> = None;
+        // Bytes of this job's runs held in memory (counted in `self.held` too).
+        let mut held = 0u64;
+        let mut spilled = 0u64;
         let mut top = Top::new(TOP);
         let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
         let (mut mapped, mut shuffled, mut map_ms) = (0u64, 0u64, None);
+        let spill_dir = self.spill.job(id);
         let mut actions = state.start();
         let outcome = loop {
             let mut end = None;
@@ -409,7 +462,7 @@ impl Jobs {
             // Output of an attempt the state machine no longer runs (late, duplicate) is dropped.
             match done.filter(|_| state.is_current(&event)) {
                 Some(Done::Map(runs)) => {
-                    let Event::MapDone { task, .. } = event else {
+                    let Event::MapDone { task, attempt } = event else {
                         unreachable!("map output comes with MapDone")
                     };
                     mapped += chunks[task].size;
@@ -421,6 +474,34 @@ impl Jobs {
                         .sum();
                     shuffled += bytes;
                     self.metrics.job_bytes("shuffled", bytes);
+                    let size: u64 = runs.iter().map(|r| r.bytes().len() as u64).sum();
+                    let over =
+                        self.held.load(Ordering::Relaxed) + size > self.config.shuffle_memory_bytes;
+                    let runs: Vec<Held> = if over {
+                        let dir = spill_dir.clone();
+                        let written = tokio::task::spawn_blocking(move || {
+                            spill::write(&dir, task, attempt, &runs)
+                        })
+                        .await;
+                        match written {
+                            Ok(Ok(written)) => {
+                                spilled += size;
+                                self.metrics.job_bytes("spilled", size);
+                                written.into_iter().map(Held::Spilled).collect()
+                            }
+                            Ok(Err(e)) => {
+                                break Err(format!(
+                                    "spilling map output to {}: {e}",
+                                    spill_dir.display()
+                                ));
+                            }
+                            Err(e) => break Err(format!("spilling map output: {e}")),
+                        }
+                    } else {
+                        held += size;
+                        self.held.fetch_add(size, Ordering::Relaxed);
+                        runs.into_iter().map(Held::Memory).collect()
+                    };
                     for (p, run) in runs.into_iter().enumerate() {
                         shuffle[p].push((task, run));
                     }
@@ -440,10 +521,20 @@ impl Jobs {
                 r.elapsed_ms = elapsed_ms;
                 r.mapped_bytes = mapped;
                 r.shuffled_bytes = shuffled;
+                r.spilled_bytes = spilled;
                 r.map_ms = map_ms;
             });
         };
         tasks.abort_all();
+        drop((shuffle, frozen));
+        self.held.fetch_sub(held, Ordering::Relaxed);
+        if spilled > 0 {
+            let dir = spill_dir.clone();
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(job = %id, dir = %spill_dir.display(), error = %e, "could not remove the job's spilled map output");
+            }
+        }
 
         let progress = state.progress();
         let record = {
@@ -561,10 +652,15 @@ async fn reduce_task(
     pre: &TaskPre,
     limits: InvocationLimits,
     partition: u32,
-    input: &[Run],
+    input: &[Held],
 ) -> Result<Vec<OutputRecord>, RuntimeError> {
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
-    let mut merge = Merge::new(input);
+    let cursors = input
+        .iter()
+        .map(Held::cursor)
+        .collect::<Result<_, _>>()
+        .map_err(RuntimeError::Host)?;
+    let mut merge = Merge::of(cursors).map_err(RuntimeError::Host)?;
     let (mut groups, mut output) = (Vec::new(), Vec::new());
     while merge
         .next_groups(&mut groups, GROUP_BATCH_BYTES)

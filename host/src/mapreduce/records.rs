@@ -152,67 +152,119 @@ pub fn sorted_runs(records: &[u8], partitions: u32) -> Result<Vec<Run>, String> 
     Ok(runs)
 }
 
-/// The next pair of a run: (key, run, value), ordered by key, then run.
-type Head<'a> = (&'a [u8], usize, &'a [u8]);
+/// Reads one run's pairs in order, one at a time, into buffers it reuses: from memory, or
+/// from a spilled run's file through a small buffer.
+pub struct Cursor<'a> {
+    reader: Box<dyn std::io::Read + Send + 'a>,
+    /// The current pair's value.
+    value: Vec<u8>,
+}
+
+impl<'a> Cursor<'a> {
+    /// Reads pair records from `reader`.
+    pub fn new(reader: impl std::io::Read + Send + 'a) -> Self {
+        Cursor {
+            reader: Box::new(reader),
+            value: Vec::new(),
+        }
+    }
+
+    /// Reads the next pair: its key into `key`, its value into the cursor. `Ok(false)` at the
+    /// end of the run.
+    fn next(&mut self, key: &mut Vec<u8>) -> Result<bool, String> {
+        let mut len = [0; 4];
+        loop {
+            match self.reader.read(&mut len[..1]) {
+                Ok(0) => return Ok(false),
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("reading a run: {e}")),
+            }
+        }
+        let read = |reader: &mut Box<dyn std::io::Read + Send + 'a>, buf: &mut [u8]| {
+            reader
+                .read_exact(buf)
+                .map_err(|e| format!("reading a run: {e} (truncated?)"))
+        };
+        read(&mut self.reader, &mut len[1..])?;
+        key.resize(u32::from_le_bytes(len) as usize, 0);
+        read(&mut self.reader, key)?;
+        read(&mut self.reader, &mut len)?;
+        self.value.resize(u32::from_le_bytes(len) as usize, 0);
+        read(&mut self.reader, &mut self.value)?;
+        Ok(true)
+    }
+}
 
 /// Merges sorted runs into group records: each key once, in ascending byte order, with every
-/// value it has in any run (a key's values in run order, then in each run's order).
+/// value it has in any run (a key's values in run order, then in each run's order). It holds
+/// one pair per run, in buffers it reuses.
 pub struct Merge<'a> {
-    runs: Vec<Reader<'a>>,
-    /// The next pair of each run that has one.
-    heads: BinaryHeap<Reverse<Head<'a>>>,
+    cursors: Vec<Cursor<'a>>,
+    /// The current key of each run that has one, and the run, ordered by key, then run.
+    heads: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    /// Key buffers to reuse.
+    spare: Vec<Vec<u8>>,
 }
 
 impl<'a> Merge<'a> {
-    /// Merges `runs` (each as [`sorted_runs`] made it).
+    /// Merges `runs` (each as [`sorted_runs`] made it) held in memory.
     pub fn new(runs: impl IntoIterator<Item = &'a Run>) -> Self {
-        let mut merge = Merge {
-            runs: runs.into_iter().map(|r| Reader::new(&r.bytes)).collect(),
-            heads: BinaryHeap::new(),
-        };
-        for i in 0..merge.runs.len() {
-            merge.advance(i);
-        }
-        merge
+        Self::of(runs.into_iter().map(|r| Cursor::new(r.bytes())).collect())
+            .expect("reading memory cannot fail, and runs hold whole records")
     }
 
-    fn advance(&mut self, run: usize) {
-        let reader = &mut self.runs[run];
-        if !reader.is_empty() {
-            let (key, value) = reader.pair().expect("a run holds whole pair records");
-            self.heads.push(Reverse((key, run, value)));
+    /// Merges the runs `cursors` read.
+    pub fn of(cursors: Vec<Cursor<'a>>) -> Result<Self, String> {
+        let mut merge = Merge {
+            heads: BinaryHeap::with_capacity(cursors.len()),
+            cursors,
+            spare: Vec::new(),
+        };
+        for run in 0..merge.cursors.len() {
+            merge.advance(run, Vec::new())?;
         }
+        Ok(merge)
+    }
+
+    /// Moves run `run` to its next pair, reading its key into `key`.
+    fn advance(&mut self, run: usize, mut key: Vec<u8>) -> Result<(), String> {
+        if self.cursors[run].next(&mut key)? {
+            self.heads.push(Reverse((key, run)));
+        } else {
+            self.spare.push(key);
+        }
+        Ok(())
     }
 
     /// Replaces `out` with whole groups, until it holds at least `target` bytes or the runs
     /// are exhausted; returns how many groups it holds (0: none was left). A key with 2^32
-    /// values or more cannot be one group: that is an error.
+    /// values or more cannot be one group: that is an error, as is a run that cannot be read.
     pub fn next_groups(&mut self, out: &mut Vec<u8>, target: usize) -> Result<usize, String> {
         out.clear();
         let mut groups = 0;
         while out.len() < target {
-            let Some(Reverse((key, run, value))) = self.heads.pop() else {
+            let Some(Reverse((key, run))) = self.heads.pop() else {
                 break;
             };
-            put(out, key);
+            put(out, &key);
             let count_at = out.len();
             out.extend_from_slice(&[0; 4]);
-            put(out, value);
+            put(out, &self.cursors[run].value);
             let mut count: u64 = 1;
-            self.advance(run);
-            while let Some(Reverse((next, _, _))) = self.heads.peek()
+            let spare = self.spare.pop().unwrap_or_default();
+            self.advance(run, spare)?;
+            while let Some(Reverse((next, _))) = self.heads.peek()
                 && *next == key
             {
-                let Reverse((_, run, value)) = self.heads.pop().expect("peeked");
-                put(out, value);
+                let Reverse((same, run)) = self.heads.pop().expect("peeked");
+                put(out, &self.cursors[run].value);
                 count += 1;
-                self.advance(run);
+                self.advance(run, same)?;
             }
+            self.spare.push(key);
             let count = u32::try_from(count).map_err(|_| {
-                format!(
-                    "key {:?} has {count} values, more than one group may carry (2^32 - 1)",
-                    String::from_utf8_lossy(&key[..key.len().min(100)])
-                )
+                format!("a key has {count} values, more than one group may carry (2^32 - 1)")
             })?;
             out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
             groups += 1;

@@ -106,6 +106,8 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
     assert_eq!(job["progress"]["reduces_done"], 3);
     assert_eq!(job["input_bytes"], text.len() as u64);
     assert_eq!(job["output_records"], expected.len() as u64);
+    // Within the default memory budget nothing is written to disk.
+    assert_eq!(job["spilled_bytes"], 0, "{job}");
 
     let id = job["id"].as_str().unwrap();
     let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
@@ -227,6 +229,66 @@ async fn a_failing_task_fails_its_job_with_the_reason_after_one_retry() {
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["output_records"], 2, "{job}");
     assert_eq!(job["progress"]["retries"], 0, "{job}");
+}
+
+/// With a small shuffle budget, map output beyond it is written to disk and read back by the
+/// reducers (some runs from memory, some from files): the output is the same as a native
+/// count's, and the spilled files are gone when the job ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_output_over_the_memory_budget_spills_to_disk_and_the_output_is_the_same() {
+    let n = TestNode::start_with(|c| c.jobs.shuffle_memory_bytes = 1 << 20).await;
+    n.deploy("wordcount", plugins::WORDCOUNT).await;
+    // 40,000 distinct words, each in every chunk: each map task leaves about 600 KB of runs.
+    let mut text = String::new();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..600_000u64 {
+        let word = format!("k{}", (i * 7919) % 40_000);
+        *expected.entry(word.clone()).or_default() += 1;
+        text.push_str(&word);
+        text.push(if i % 10 == 9 { '\n' } else { ' ' });
+    }
+    let job = run_job(&n, "wordcount", text.clone(), 3).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (shuffled, spilled) = (
+        job["shuffled_bytes"].as_u64().unwrap(),
+        job["spilled_bytes"].as_u64().unwrap(),
+    );
+    eprintln!("shuffled {shuffled} bytes, spilled {spilled} bytes");
+    // The runs hold a record per distinct word of each chunk: its key and value (counted in
+    // `shuffled_bytes`) and two 4-byte lengths.
+    let mut chunker = weft_host::mapreduce::plan::Chunker::new(TEST_CHUNK);
+    let mut chunks = chunker.push(text.as_bytes());
+    chunks.extend(chunker.finish());
+    let pairs: usize = chunks
+        .iter()
+        .map(|c| {
+            let words: std::collections::HashSet<&[u8]> = c
+                .bytes
+                .split(|b| *b == b' ' || *b == b'\n')
+                .filter(|w| !w.is_empty())
+                .collect();
+            words.len()
+        })
+        .sum();
+    let runs = shuffled + 8 * pairs as u64;
+    assert!(spilled > 0, "nothing spilled: {job}");
+    assert!(spilled < runs, "all {runs} bytes of runs spilled: {job}");
+    assert!(n.metric("weft_job_bytes_total{kind=\"spilled\"}").await >= Some(spilled as f64));
+    let id = job["id"].as_str().unwrap();
+    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut got = BTreeMap::new();
+    for line in output.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let prev = got.insert(
+            r["key"].as_str().unwrap().to_string(),
+            r["value"].as_u64().unwrap(),
+        );
+        assert!(prev.is_none(), "each key once: {line}");
+    }
+    assert_eq!(got, expected);
+    let spill = n.dir.path().join("spill").join(id);
+    assert!(!spill.exists(), "{} is left", spill.display());
 }
 
 /// A task written against the WIT alone (no SDK), as a guest in another language would be,

@@ -1,0 +1,90 @@
+//! Map output spilled to the node's disk: once the map output a node's jobs hold in memory
+//! would pass its budget (`JobsConfig::shuffle_memory_bytes`), a map task's runs are written
+//! to one file under `<data_dir>/spill/<job>/` and its reducers read them back through a small
+//! buffer each, so a job's memory does not grow with its input. Files are not synced: a job
+//! does not outlive its node's process, and the whole directory is removed at start.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::records::{Cursor, Run};
+use crate::id::JobId;
+
+/// The read buffer of each spilled run a reducer merges: a reducer over N spilled runs holds
+/// N times this.
+pub const READ_BUFFER: usize = 64 << 10;
+
+/// Where a node's jobs spill.
+#[derive(Clone, Debug)]
+pub struct SpillDir {
+    root: PathBuf,
+}
+
+impl SpillDir {
+    /// Spills under `root`, removing what an earlier process left there.
+    pub fn new(root: PathBuf) -> std::io::Result<Self> {
+        match std::fs::remove_dir_all(&root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&root)?;
+        Ok(SpillDir { root })
+    }
+
+    /// Job `id`'s directory (created when its first run is spilled).
+    pub fn job(&self, id: JobId) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+}
+
+/// A sorted run written to disk: a range of one file.
+#[derive(Clone, Debug)]
+pub struct SpilledRun {
+    file: Arc<PathBuf>,
+    offset: u64,
+    len: u64,
+}
+
+impl SpilledRun {
+    /// Reads the run's pairs from its file.
+    pub fn open(&self) -> Result<Cursor<'static>, String> {
+        let opened =
+            |e: std::io::Error| format!("reading spilled map output {}: {e}", self.file.display());
+        let mut file = File::open(&*self.file).map_err(opened)?;
+        file.seek(SeekFrom::Start(self.offset)).map_err(opened)?;
+        Ok(Cursor::new(BufReader::with_capacity(
+            READ_BUFFER,
+            file.take(self.len),
+        )))
+    }
+}
+
+/// Writes one map attempt's runs (one per partition) into one file in `dir`; returns where
+/// each run is, in partition order.
+pub fn write(
+    dir: &Path,
+    task: usize,
+    attempt: u32,
+    runs: &[Run],
+) -> std::io::Result<Vec<SpilledRun>> {
+    std::fs::create_dir_all(dir)?;
+    let path = Arc::new(dir.join(format!("map-{task}-{attempt}.runs")));
+    let mut file = std::io::BufWriter::new(File::create(&*path)?);
+    let mut spilled = Vec::with_capacity(runs.len());
+    let mut offset = 0;
+    for run in runs {
+        file.write_all(run.bytes())?;
+        let len = run.bytes().len() as u64;
+        spilled.push(SpilledRun {
+            file: path.clone(),
+            offset,
+            len,
+        });
+        offset += len;
+    }
+    file.flush()?;
+    Ok(spilled)
+}
