@@ -162,7 +162,7 @@ impl Metrics {
     }
 
     /// `bytes` more of `kind` ("mapped": input of finished maps, "shuffled": map output
-    /// handed to the shuffle).
+    /// handed to the shuffle, "spilled": map output written to disk).
     pub fn job_bytes(&self, kind: &'static str, bytes: u64) {
         *self
             .job_bytes
@@ -289,7 +289,7 @@ impl Metrics {
             &mut out,
             "weft_job_bytes_total",
             Kind::Counter,
-            "Map/reduce bytes by kind: input of finished map tasks (mapped), map output handed to the shuffle (shuffled).",
+            "Map/reduce bytes by kind: input of finished map tasks (mapped), map output handed to the shuffle (shuffled), map output written to disk, records and all (spilled).",
             self.job_bytes
                 .lock()
                 .expect("not poisoned")

@@ -286,9 +286,8 @@ pub(crate) async fn missing_chunks(
     Ok(Json(Digests { digests }))
 }
 
-/// Query parameters of `GET /v1/jobs/{id}`.
+/// Query parameters of `GET /v1/jobs/{id}` (others are ignored, as before there were any).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct ShowParams {
     /// Wait up to this many milliseconds (at most [`MAX_WAIT_MS`]) for a running job to end
     /// before answering, so a client learns of the end at once instead of at its next poll.

@@ -437,7 +437,7 @@ pub(super) async fn run_job(
         bar.set_position((p.maps_done + p.reduces_done) as u64);
         let secs = (job.elapsed_ms.max(1) as f64) / 1000.0;
         let spilled = if job.spilled_bytes > 0 {
-            format!(" ({} on disk)", mib(job.spilled_bytes))
+            format!(", {} of runs on disk", mib(job.spilled_bytes))
         } else {
             String::new()
         };

@@ -36,7 +36,7 @@ const GROUP_BATCH_BYTES: usize = 256 << 10;
 
 /// Map/reduce jobs on a node.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct JobsConfig {
     /// How many bytes of map output (sorted runs waiting for their reducers) the node's jobs
     /// hold in memory, all together. Default 256 MiB. Beyond it a map task's runs are
@@ -60,6 +60,13 @@ enum Held {
 }
 
 impl Held {
+    fn is_empty(&self) -> bool {
+        match self {
+            Held::Memory(run) => run.bytes().is_empty(),
+            Held::Spilled(run) => run.is_empty(),
+        }
+    }
+
     fn cursor(&self) -> Result<records::Cursor<'_>, String> {
         match self {
             Held::Memory(run) => Ok(records::Cursor::new(run.bytes())),
@@ -475,9 +482,14 @@ impl Jobs {
                     shuffled += bytes;
                     self.metrics.job_bytes("shuffled", bytes);
                     let size: u64 = runs.iter().map(|r| r.bytes().len() as u64).sum();
-                    let over =
-                        self.held.load(Ordering::Relaxed) + size > self.config.shuffle_memory_bytes;
-                    let runs: Vec<Held> = if over {
+                    let budget = self.config.shuffle_memory_bytes;
+                    let reserved = self
+                        .held
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                            (held + size <= budget).then_some(held + size)
+                        })
+                        .is_ok();
+                    let runs: Vec<Held> = if !reserved {
                         let dir = spill_dir.clone();
                         let written = tokio::task::spawn_blocking(move || {
                             spill::write(&dir, task, attempt, &runs)
@@ -499,11 +511,12 @@ impl Jobs {
                         }
                     } else {
                         held += size;
-                        self.held.fetch_add(size, Ordering::Relaxed);
                         runs.into_iter().map(Held::Memory).collect()
                     };
                     for (p, run) in runs.into_iter().enumerate() {
-                        shuffle[p].push((task, run));
+                        if !run.is_empty() {
+                            shuffle[p].push((task, run));
+                        }
                     }
                 }
                 Some(Done::Reduce(records)) => top.add(records),
@@ -528,12 +541,13 @@ impl Jobs {
         tasks.abort_all();
         drop((shuffle, frozen));
         self.held.fetch_sub(held, Ordering::Relaxed);
-        if spilled > 0 {
-            let dir = spill_dir.clone();
-            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-            if let Ok(Err(e)) = removed {
-                tracing::warn!(job = %id, dir = %spill_dir.display(), error = %e, "could not remove the job's spilled map output");
-            }
+        // Also after a failed spill, which may have left part of a file.
+        let dir = spill_dir.clone();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        if let Ok(Err(e)) = removed
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(job = %id, dir = %spill_dir.display(), error = %e, "could not remove the job's spilled map output");
         }
 
         let progress = state.progress();

@@ -1,9 +1,11 @@
 //! Map output on the host, as bytes: the pair and group records that cross the guest
 //! boundary (`weft:plugin/emit` in `sdk/wit`; every length a `u32`, little-endian), the
 //! sorted runs a map task's output is cut into (one per reducer partition), and the merge of
-//! a partition's runs into group records for `reduce`. Pure code, no I/O.
+//! a partition's runs into group records for `reduce`. No I/O of its own: a [`Cursor`] reads
+//! whatever it is given (memory, or a spilled run's file).
 //!
-//! Nothing here allocates per pair: a run is one byte string, and sorting moves offsets.
+//! Nothing here allocates per pair: a run is one byte string, sorting moves offsets, and the
+//! merge copies each pair into buffers it reuses.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -139,7 +141,8 @@ pub fn sorted_runs(records: &[u8], partitions: u32) -> Result<Vec<Run>, String> 
     for mut offsets in index {
         // Stable, so equal keys keep their order.
         offsets.sort_by(|a, b| key_at(*a).cmp(key_at(*b)));
-        let mut bytes = Vec::new();
+        // Sized exactly: the node counts a run's length against its memory budget.
+        let mut bytes = Vec::with_capacity(offsets.iter().map(|at| record_len(*at)).sum());
         for at in &offsets {
             let at = *at as usize;
             bytes.extend_from_slice(&records[at..at + record_len(at as u32)]);

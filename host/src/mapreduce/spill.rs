@@ -1,8 +1,10 @@
 //! Map output spilled to the node's disk: once the map output a node's jobs hold in memory
 //! would pass its budget (`JobsConfig::shuffle_memory_bytes`), a map task's runs are written
-//! to one file under `<data_dir>/spill/<job>/` and its reducers read them back through a small
-//! buffer each, so a job's memory does not grow with its input. Files are not synced: a job
-//! does not outlive its node's process, and the whole directory is removed at start.
+//! to one file under `<data_dir>/spill/<job>/` and its reducers read them back through a
+//! buffer of at most 64 KiB each. Files are not synced: a job does not outlive its node's
+//! process, and the whole directory is removed at start. A reducer opens every spilled run
+//! of its partition at once (a file and a buffer each): merging in several passes, to bound
+//! that for very many map tasks, is not built.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -49,6 +51,11 @@ pub struct SpilledRun {
 }
 
 impl SpilledRun {
+    /// Whether the run holds no pair.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Reads the run's pairs from its file.
     pub fn open(&self) -> Result<Cursor<'static>, String> {
         let opened =
@@ -56,9 +63,32 @@ impl SpilledRun {
         let mut file = File::open(&*self.file).map_err(opened)?;
         file.seek(SeekFrom::Start(self.offset)).map_err(opened)?;
         Ok(Cursor::new(BufReader::with_capacity(
-            READ_BUFFER,
-            file.take(self.len),
+            READ_BUFFER.min(self.len as usize),
+            Exact {
+                inner: file.take(self.len),
+                left: self.len,
+            },
         )))
+    }
+}
+
+/// Reads exactly a run's length: a file that ends sooner is an error, not a shorter run.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file ends {} bytes before the run does", self.left),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

@@ -217,8 +217,11 @@ impl Gate {
             return Mark(state.open - 1);
         }
         let mark = Mark(state.open);
-        if state.flying.is_none() && state.failed.is_none() {
-            self.send(&mut state);
+        let batch =
+            (state.flying.is_none() && state.failed.is_none()).then(|| self.send(&mut state));
+        drop(state);
+        if let Some(batch) = batch {
+            self.inner.tasks.spawn(batch);
         }
         mark
     }
@@ -294,8 +297,12 @@ impl Gate {
         }
     }
 
-    /// Sends the waiting writes as the next batch (none is in flight).
-    fn send(&self, state: &mut State) {
+    /// Takes the waiting writes as the next batch (none is in flight); the caller spawns the
+    /// task that writes them once it has let go of the state. (A task a stopping node does
+    /// not run is dropped at once, and its `Landing` then locks the state: spawned under
+    /// the lock, that deadlocked the thread.)
+    #[must_use = "the batch's task must be spawned"]
+    fn send(&self, state: &mut State) -> impl Future<Output = ()> + Send + 'static {
         let batch = state.open;
         let writes = Arc::new(std::mem::take(&mut state.waiting));
         state.waiting_bytes = 0;
@@ -323,7 +330,7 @@ impl Gate {
             batch,
             result: None,
         };
-        self.inner.tasks.spawn(async move {
+        async move {
             let gate = landing.gate.clone();
             let result = match gate.standing() {
                 Err(e) => Err(e),
@@ -347,7 +354,7 @@ impl Gate {
                 }
             };
             landing.finish(result);
-        });
+        }
     }
 
     /// Batch `batch` was written (or not): remember the versions written, tell whoever waits,
@@ -362,7 +369,9 @@ impl Gate {
                 }
                 self.inner.progress.send_modify(|p| p.acked = batch);
                 if !state.waiting.is_empty() && state.failed.is_none() {
-                    self.send(&mut state);
+                    let next = self.send(&mut state);
+                    drop(state);
+                    self.inner.tasks.spawn(next);
                 }
             }
             Err(e) => {
