@@ -118,3 +118,62 @@ pub fn write(
     file.flush()?;
     Ok(spilled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapreduce::records::{Merge, sorted_runs};
+
+    fn runs() -> Vec<Run> {
+        let mut records = Vec::new();
+        for (k, v) in [("b", "1"), ("a", "2"), ("c", "3"), ("a", "4")] {
+            for field in [k, v] {
+                records.extend_from_slice(&(field.len() as u32).to_le_bytes());
+                records.extend_from_slice(field.as_bytes());
+            }
+        }
+        sorted_runs(&records, 2).unwrap()
+    }
+
+    fn merged(spilled: &[SpilledRun]) -> Result<Vec<u8>, String> {
+        let cursors = spilled
+            .iter()
+            .map(SpilledRun::open)
+            .collect::<Result<_, _>>()?;
+        let mut merge = Merge::of(cursors)?;
+        let (mut all, mut out) = (Vec::new(), Vec::new());
+        while merge.next_groups(&mut out, 1)? > 0 {
+            all.extend_from_slice(&out);
+        }
+        Ok(all)
+    }
+
+    #[test]
+    fn spilled_runs_read_back_as_in_memory_and_a_short_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = runs();
+        let spilled = write(dir.path(), 3, 1, &runs).unwrap();
+        assert_eq!(spilled.len(), 2);
+        let in_memory = {
+            let mut merge = Merge::new(&runs);
+            let (mut all, mut out) = (Vec::new(), Vec::new());
+            while merge.next_groups(&mut out, 1).unwrap() > 0 {
+                all.extend_from_slice(&out);
+            }
+            all
+        };
+        assert!(!in_memory.is_empty());
+        assert_eq!(merged(&spilled).unwrap(), in_memory);
+
+        // Cut the file at the start of the last run's last record: reading it fails rather
+        // than taking the shorter file for a shorter run.
+        let last = crate::mapreduce::records::pairs(runs[1].bytes()).unwrap();
+        let (k, v) = last.last().unwrap();
+        let file = dir.path().join("map-3-1.runs");
+        let len = std::fs::metadata(&file).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.set_len(len - (8 + k.len() + v.len()) as u64).unwrap();
+        let err = merged(&spilled).unwrap_err();
+        assert!(err.contains("before the run does"), "{err}");
+    }
+}

@@ -289,6 +289,10 @@ async fn map_output_over_the_memory_budget_spills_to_disk_and_the_output_is_the_
     assert_eq!(got, expected);
     let spill = n.dir.path().join("spill").join(id);
     assert!(!spill.exists(), "{} is left", spill.display());
+    // The first job gave back what it held: the same job again holds and spills as much.
+    let again = run_job(&n, "wordcount", text.clone(), 3).await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(again["spilled_bytes"], spilled, "{again}");
 }
 
 /// A task written against the WIT alone (no SDK), as a guest in another language would be,
