@@ -61,6 +61,22 @@ pub async fn run_job(
     ended(n, job["id"].as_str().unwrap()).await
 }
 
+/// A word count's output (job `id` on `n`): each word once, with its count.
+async fn counts_of(n: &TestNode, id: &str) -> BTreeMap<String, u64> {
+    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut got = BTreeMap::new();
+    for line in output.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let prev = got.insert(
+            r["key"].as_str().unwrap().to_string(),
+            r["value"].as_u64().unwrap(),
+        );
+        assert!(prev.is_none(), "each key once: {line}");
+    }
+    got
+}
+
 /// Waits for job `id` on `n` to end; returns its record.
 pub async fn ended(n: &TestNode, id: &str) -> serde_json::Value {
     wait_for(Duration::from_secs(900), "the job to end", || async {
@@ -110,18 +126,7 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
     assert_eq!(job["spilled_bytes"], 0, "{job}");
 
     let id = job["id"].as_str().unwrap();
-    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
-    assert_eq!(status, StatusCode::OK);
-    let mut got = BTreeMap::new();
-    for line in output.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        let prev = got.insert(
-            r["key"].as_str().unwrap().to_string(),
-            r["value"].as_u64().unwrap(),
-        );
-        assert!(prev.is_none(), "each key once: {line}");
-    }
-    assert_eq!(got, expected);
+    assert_eq!(counts_of(&n, id).await, expected);
 
     // The summary's top record is the most frequent word.
     let (top_word, top_count) = expected
@@ -275,18 +280,7 @@ async fn map_output_over_the_memory_budget_spills_to_disk_and_the_output_is_the_
     assert!(spilled < runs, "all {runs} bytes of runs spilled: {job}");
     assert!(n.metric("weft_job_bytes_total{kind=\"spilled\"}").await >= Some(spilled as f64));
     let id = job["id"].as_str().unwrap();
-    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
-    assert_eq!(status, StatusCode::OK);
-    let mut got = BTreeMap::new();
-    for line in output.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        let prev = got.insert(
-            r["key"].as_str().unwrap().to_string(),
-            r["value"].as_u64().unwrap(),
-        );
-        assert!(prev.is_none(), "each key once: {line}");
-    }
-    assert_eq!(got, expected);
+    assert_eq!(counts_of(&n, id).await, expected);
     let spill = n.dir.path().join("spill").join(id);
     assert!(!spill.exists(), "{} is left", spill.display());
     // The first job gave back what it held: the same job again holds and spills as much.
