@@ -669,15 +669,28 @@ async fn reduce_task(
     input: &[Held],
 ) -> Result<Vec<OutputRecord>, RuntimeError> {
     let mut instance = rt.instantiate_task(function, pre, limits).await?;
-    let cursors = input
-        .iter()
-        .map(Held::cursor)
-        .collect::<Result<_, _>>()
-        .map_err(RuntimeError::Host)?;
-    let mut merge = Merge::of(cursors).map_err(RuntimeError::Host)?;
+    // Reading spilled runs is blocking file I/O: on a multi-threaded runtime this worker's
+    // other tasks move to another thread meanwhile.
+    let spilled = input.iter().any(|h| matches!(h, Held::Spilled(_)));
+    let blocking = |read: &mut dyn FnMut() -> Result<usize, String>| {
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if spilled && multi {
+            tokio::task::block_in_place(read)
+        } else {
+            read()
+        }
+    };
+    let mut merge = None;
+    blocking(&mut || {
+        let cursors = input.iter().map(Held::cursor).collect::<Result<_, _>>()?;
+        merge = Some(Merge::of(cursors)?);
+        Ok(0)
+    })
+    .map_err(RuntimeError::Host)?;
+    let mut merge = merge.expect("set above");
     let (mut groups, mut output) = (Vec::new(), Vec::new());
-    while merge
-        .next_groups(&mut groups, GROUP_BATCH_BYTES)
+    while blocking(&mut || merge.next_groups(&mut groups, GROUP_BATCH_BYTES))
         .map_err(RuntimeError::Host)?
         > 0
     {
