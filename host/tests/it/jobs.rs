@@ -61,18 +61,27 @@ pub async fn run_job(
     ended(n, job["id"].as_str().unwrap()).await
 }
 
+/// Job `id`'s output on `n`: each record's key (a string) and value, in output order.
+async fn records_of(n: &TestNode, id: &str) -> Vec<(String, serde_json::Value)> {
+    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
+    assert_eq!(status, StatusCode::OK, "{output}");
+    output
+        .lines()
+        .map(|line| {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            let key = r["key"].as_str().unwrap_or_else(|| panic!("{line}"));
+            (key.to_string(), r["value"].clone())
+        })
+        .collect()
+}
+
 /// A word count's output (job `id` on `n`): each word once, with its count.
 async fn counts_of(n: &TestNode, id: &str) -> BTreeMap<String, u64> {
-    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
-    assert_eq!(status, StatusCode::OK);
     let mut got = BTreeMap::new();
-    for line in output.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        let prev = got.insert(
-            r["key"].as_str().unwrap().to_string(),
-            r["value"].as_u64().unwrap(),
-        );
-        assert!(prev.is_none(), "each key once: {line}");
+    for (key, value) in records_of(n, id).await {
+        let count = value.as_u64().unwrap_or_else(|| panic!("{key}: {value}"));
+        let prev = got.insert(key.clone(), count);
+        assert!(prev.is_none(), "each key once: {key}");
     }
     got
 }
@@ -327,18 +336,10 @@ async fn a_guest_without_the_sdk_is_combined_by_the_host_and_malformed_output_is
     let job = ended(&n, job["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["progress"]["maps_total"], chunks as u64, "{job}");
-    let (status, output) = n
-        .get(&format!("/v1/jobs/{}/output", job["id"].as_str().unwrap()))
-        .await;
-    assert_eq!(status, StatusCode::OK);
     let mut got: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for line in output.lines() {
-        let record: serde_json::Value = serde_json::from_str(line).unwrap();
-        let sum_and_values = (
-            record["value"][0].as_u64().unwrap(),
-            record["value"][1].as_u64().unwrap(),
-        );
-        got.insert(record["key"].as_str().unwrap().to_owned(), sum_and_values);
+    for (key, value) in records_of(&n, job["id"].as_str().unwrap()).await {
+        let sum_and_values = (value[0].as_u64().unwrap(), value[1].as_u64().unwrap());
+        got.insert(key, sum_and_values);
     }
     assert_eq!(
         got.iter()
@@ -813,20 +814,14 @@ async fn an_inverted_index_matches_a_sequential_one() {
         job["function"], job["input_bytes"], job["elapsed_ms"]
     );
     let id = job["id"].as_str().unwrap();
-    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
-    assert_eq!(status, StatusCode::OK);
     let mut got: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-    for line in output.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        let docs: Vec<String> = serde_json::from_value(r["value"].clone()).unwrap();
+    for (key, value) in records_of(&n, id).await {
+        let docs: Vec<String> = serde_json::from_value(value).unwrap();
         let mut sorted = docs.clone();
         sorted.sort();
-        assert_eq!(docs, sorted, "each list sorted, once: {line}");
-        let prev = got.insert(
-            r["key"].as_str().unwrap().to_string(),
-            docs.into_iter().collect(),
-        );
-        assert!(prev.is_none(), "each word once: {line}");
+        assert_eq!(docs, sorted, "each list sorted, once: {key}");
+        let prev = got.insert(key.clone(), docs.into_iter().collect());
+        assert!(prev.is_none(), "each word once: {key}");
     }
     assert_eq!(got, expected);
     // A line without a tab fails the job, naming the line.
@@ -897,17 +892,10 @@ async fn log_statistics_match_a_sequential_pass() {
         job["function"], job["input_bytes"], job["elapsed_ms"]
     );
     let id = job["id"].as_str().unwrap();
-    let (status, output) = n.get(&format!("/v1/jobs/{id}/output")).await;
-    assert_eq!(status, StatusCode::OK);
-    let got: BTreeMap<String, u64> = output
-        .lines()
-        .map(|line| {
-            let r: serde_json::Value = serde_json::from_str(line).unwrap();
-            (
-                r["key"].as_str().unwrap().to_string(),
-                r["value"].as_u64().unwrap(),
-            )
-        })
+    let got: BTreeMap<String, u64> = records_of(&n, id)
+        .await
+        .into_iter()
+        .map(|(key, value)| (key, value.as_u64().unwrap()))
         .collect();
     assert_eq!(got, expected);
 }
