@@ -17,8 +17,8 @@ use crate::consensus::{self, Consensus};
 use crate::functions::Functions;
 use crate::id::NodeId;
 use crate::locks::Locks;
-use crate::mapreduce::Jobs;
 use crate::mapreduce::spill::SpillDir;
+use crate::mapreduce::{Jobs, JobsWiring};
 use crate::membership::{Identity, MemberState, Membership, Meta, Wiring};
 use crate::metrics::Metrics;
 use crate::placement::Placement;
@@ -205,15 +205,22 @@ impl Node {
         let spill = SpillDir::new(dir.join("spill"))
             .with_context(|| format!("preparing {}", dir.join("spill").display()))?;
         let jobs = Jobs::new(
-            runtime.clone(),
-            store.clone(),
-            blobs.clone(),
-            metrics.clone(),
-            tasks.clone(),
-            spill,
+            JobsWiring {
+                runtime: runtime.clone(),
+                store: store.clone(),
+                blobs: blobs.clone(),
+                placement: placement.clone(),
+                consensus: consensus.clone(),
+                locks: locks.clone(),
+                members: membership.watch(),
+                metrics: metrics.clone(),
+                tasks: tasks.clone(),
+                spill,
+            },
             config.jobs.clone(),
         )
         .await?;
+        jobs.serve(&router);
         let functions = Functions::new(consensus.clone(), blobs.clone());
         adopt_earlier_records(functions.clone(), replication.clone(), &tasks);
         let (app_functions, node_store) = (functions.clone(), store.clone());

@@ -85,7 +85,7 @@ pub(crate) async fn submit(
         )));
     }
     let active = app.active(&function).await?;
-    let Prepared::Task(pre) = &active.prepared else {
+    let Prepared::Task(_) = &active.prepared else {
         return Err(ApiError::BadRequest(format!(
             "function `{function}` is an HTTP handler, not a map/reduce task; invoke it at /fn/{function}/"
         )));
@@ -97,11 +97,12 @@ pub(crate) async fn submit(
     } else {
         store_input(&app, &headers, body, limit, chunk_size).await?
     };
+    let limits = app.runtime.limits(&active.deployment.limits);
     let spec = JobSpec {
         function,
         digest: active.deployment.digest,
-        pre: pre.clone(),
-        limits: app.runtime.limits(&active.deployment.limits),
+        timeout: limits.timeout,
+        memory_bytes: limits.memory_bytes,
         reducers,
         chunks,
     };
@@ -318,8 +319,8 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let id: JobId = id.parse()?;
-    let found = app.jobs.cancel(id)?;
-    let record = app.jobs.get(id)?;
+    let found = app.jobs.cancel(id).await?;
+    let record = app.jobs.get(id).await?;
     match (found, record) {
         (Some(true), Some(r)) => Ok((StatusCode::ACCEPTED, Json(r))),
         (Some(false), Some(r)) => Err(ApiError::Conflict(format!(
@@ -331,24 +332,20 @@ pub(crate) async fn cancel(
 }
 
 pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<JobRecord>>, ApiError> {
-    Ok(Json(app.jobs.list()?))
+    Ok(Json(app.jobs.list().await?))
 }
 
-/// The output as JSON lines (`{"key":...,"value":...}`), streamed from the store.
+/// The output as JSON lines (`{"key":...,"value":...}`), streamed from its blobs.
 pub(crate) async fn output(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: JobId = id.parse()?;
-    app.jobs
-        .get(id)?
+    let lines = app
+        .jobs
+        .output(id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
-    let lines = futures::stream::iter(app.jobs.output(id)).map(|r| {
-        r.map(|mut line| {
-            line.push(b'\n');
-            bytes::Bytes::from(line)
-        })
-    });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),

@@ -382,6 +382,19 @@ impl From<crate::consensus::ConsensusError> for ApiError {
     }
 }
 
+impl From<crate::mapreduce::JobError> for ApiError {
+    fn from(e: crate::mapreduce::JobError) -> Self {
+        use crate::mapreduce::JobError;
+        match e {
+            JobError::Store(e) => e.into(),
+            JobError::Consensus(e) => e.into(),
+            JobError::Lock(e) => e.into(),
+            JobError::Blob(e) => e.into(),
+            e @ JobError::Superseded(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<IdError> for ApiError {
     fn from(e: IdError) -> Self {
         ApiError::BadRequest(e.to_string())

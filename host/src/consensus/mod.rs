@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use control::Peer;
 pub use locks::{Leases, LockCommand, LockOutcome, LockTable};
-pub use state::{Command, Outcome, Proposal, ProposalId, Register, Registers, State};
+pub use state::{Command, Outcome, Proposal, ProposalId, Register, Registers, State, Write};
 use storage::{LogStore, MachineStore};
 use wire::{RaftWire, Request, Response};
 

@@ -53,6 +53,30 @@ pub enum Command {
     },
     /// A change to the lock table.
     Lock(LockCommand),
+    /// Writes that apply together, and only while the lock `lock` is held under `token`: a
+    /// holder whose lease ended, or who was replaced by a later grant, changes nothing (a
+    /// job's coordinator commits this way). If any write's `expect` does not hold, none
+    /// applies.
+    Fenced {
+        /// The lock.
+        lock: String,
+        /// The token the writer holds it under.
+        token: u64,
+        /// The writes.
+        writes: Vec<Write>,
+    },
+}
+
+/// One register write of a [`Command::Fenced`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// The register.
+    pub key: String,
+    /// The new value; `None` removes the register.
+    pub value: Option<Vec<u8>>,
+    /// The revision the register must be at for the write to apply (`None`: any; `Some(0)`:
+    /// absent).
+    pub expect: Option<u64>,
 }
 
 /// What a command did.
@@ -73,6 +97,11 @@ pub enum Outcome {
     },
     /// What a lock command did.
     Lock(LockOutcome),
+    /// A fenced write's lock is not held under its token; nothing changed.
+    Fenced {
+        /// The lock's current token, if it is held.
+        current: Option<u64>,
+    },
 }
 
 /// Everything the state machine holds.
@@ -98,6 +127,14 @@ impl State {
         let outcome = match &proposal.command {
             c @ Command::Write { .. } => self.registers.apply(index, c),
             Command::Lock(c) => Outcome::Lock(self.locks.apply(index, c)),
+            Command::Fenced {
+                lock,
+                token,
+                writes,
+            } => match self.locks.get(lock).map(|l| l.token) {
+                Some(current) if current == *token => self.registers.apply_all(index, writes),
+                current => Outcome::Fenced { current },
+            },
         };
         self.seen.insert(proposal.id, (index, outcome.clone()));
         self.seen_order.push_back((index, proposal.id));
@@ -131,7 +168,7 @@ impl Registers {
     /// Applies the command of the entry at `index`.
     pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
         match command {
-            Command::Lock(_) => Outcome::Nothing,
+            Command::Lock(_) | Command::Fenced { .. } => Outcome::Nothing,
             Command::Write { key, value, expect } => {
                 let current = self.map.get(key).map_or(0, |r| r.revision);
                 if expect.is_some_and(|e| e != current) {
@@ -154,6 +191,28 @@ impl Registers {
                 Outcome::Written { revision: index }
             }
         }
+    }
+
+    /// Applies `writes` of the entry at `index` together: if one's expectation fails, none
+    /// applies and the outcome is its conflict.
+    pub fn apply_all(&mut self, index: u64, writes: &[Write]) -> Outcome {
+        for w in writes {
+            let current = self.map.get(&w.key).map_or(0, |r| r.revision);
+            if w.expect.is_some_and(|e| e != current) {
+                return Outcome::Conflict { current };
+            }
+        }
+        for w in writes {
+            self.apply(
+                index,
+                &Command::Write {
+                    key: w.key.clone(),
+                    value: w.value.clone(),
+                    expect: None,
+                },
+            );
+        }
+        Outcome::Written { revision: index }
     }
 
     /// A register.
@@ -190,6 +249,95 @@ mod tests {
         s.apply(12 + REMEMBERED, &p(3, "c"));
         assert_eq!(s.seen.len(), 1);
         assert_eq!(s.seen_order.len(), 1);
+    }
+
+    #[test]
+    fn a_fenced_write_applies_only_under_the_current_grant() {
+        let mut s = State::default();
+        let mut seq = 0;
+        let mut apply = |s: &mut State, index, command| {
+            seq += 1;
+            s.apply(
+                index,
+                &Proposal {
+                    id: ProposalId { from: 1, seq },
+                    command,
+                },
+            )
+        };
+        let fenced = |token, value: &str| Command::Fenced {
+            lock: "job/1".into(),
+            token,
+            writes: vec![
+                Write {
+                    key: "job/1/end".into(),
+                    value: Some(value.as_bytes().to_vec()),
+                    expect: None,
+                },
+                Write {
+                    key: "job/1/map".into(),
+                    value: None,
+                    expect: None,
+                },
+            ],
+        };
+        let acquire = |holder: &str| {
+            Command::Lock(LockCommand::Acquire {
+                key: "job/1".into(),
+                holder: holder.into(),
+                lease_ms: 1000,
+                queue: false,
+            })
+        };
+        // Nobody holds the lock: refused.
+        assert_eq!(
+            apply(&mut s, 1, fenced(1, "x")),
+            Outcome::Fenced { current: None }
+        );
+        apply(&mut s, 2, acquire("a"));
+        assert_eq!(
+            apply(&mut s, 3, fenced(2, "a")),
+            Outcome::Written { revision: 3 }
+        );
+        // The lock passes to b under a larger token: a's writes are refused, b's apply.
+        apply(
+            &mut s,
+            4,
+            Command::Lock(LockCommand::Release {
+                key: "job/1".into(),
+                token: 2,
+            }),
+        );
+        apply(&mut s, 5, acquire("b"));
+        assert_eq!(
+            apply(&mut s, 6, fenced(2, "stale")),
+            Outcome::Fenced { current: Some(5) }
+        );
+        assert_eq!(s.registers.get("job/1/end").unwrap().value, b"a");
+        assert_eq!(
+            apply(&mut s, 7, fenced(5, "b")),
+            Outcome::Written { revision: 7 }
+        );
+        assert_eq!(s.registers.get("job/1/end").unwrap().value, b"b");
+        // One failed expectation: nothing of the batch applies.
+        let batch = Command::Fenced {
+            lock: "job/1".into(),
+            token: 5,
+            writes: vec![
+                Write {
+                    key: "job/1/end".into(),
+                    value: None,
+                    expect: None,
+                },
+                Write {
+                    key: "job/1/x".into(),
+                    value: Some(b"x".to_vec()),
+                    expect: Some(3),
+                },
+            ],
+        };
+        assert_eq!(apply(&mut s, 8, batch), Outcome::Conflict { current: 0 });
+        assert!(s.registers.get("job/1/end").is_some());
     }
 
     fn write(key: &str, value: Option<&str>, expect: Option<u64>) -> Command {

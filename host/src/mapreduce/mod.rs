@@ -1,35 +1,49 @@
-//! Map/reduce jobs on one node, across its cores.
+//! Map/reduce jobs across the cluster.
 //!
-//! [`plan`] splits the input on record boundaries into content-addressed chunks (stored as blobs
-//! on the ring before the job starts), [`state`] is the pure job state machine, and this
-//! module's driver owns one job: it carries out the state machine's actions with Wasm task
-//! instances (a map task reads its chunk's blob, from this node's disk or fetched), shuffles map output into reducer partitions
-//! (after the combiner), and commits each reducer's output to the store in one batch keyed by
-//! (job, partition, sequence), so a retried reducer overwrites rather than duplicates.
+//! [`plan`] splits the input on record boundaries into content-addressed chunks (stored as
+//! blobs on the ring before the job starts). The node that takes a job becomes its
+//! coordinator: it holds the job's lock (`weft.job:{id}`) and records the job in the metadata
+//! group ([`ledger`]); [`coordinator`] drives the pure state machine ([`state`]), sending map
+//! attempts to nodes that hold their chunks and reducers to their partitions' owners
+//! ([`worker`], over the job service's messages in [`wire`]). Reducers pull map output from
+//! the nodes that hold it and store their output as blobs; the coordinator commits each
+//! partition's output once, fenced by its token. Should the coordinator die, another node
+//! takes the lock with a larger token and continues from what was recorded.
 
+pub mod coordinator;
+pub mod ledger;
 pub mod plan;
 pub mod records;
 pub mod spill;
 pub mod state;
+pub mod wire;
+pub mod worker;
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::blobs::Blobs;
-use crate::id::{Digest, FunctionName, JobId};
+use crate::blobs::{BlobError, Blobs};
+use crate::consensus::{Command, Consensus, ConsensusError, Outcome};
+use crate::id::{Digest, FunctionName, JobId, NodeId};
+use crate::locks::{LockError, Locks};
+use crate::membership::MemberSet;
 use crate::metrics::Metrics;
-use crate::runtime::{InvocationLimits, Runtime, RuntimeError, TaskOutput, TaskPre};
-use crate::store::Store;
+use crate::placement::Placement;
+use crate::rpc::Router;
+use crate::runtime::Runtime;
+use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 use plan::InputChunk;
-use records::{Merge, Run};
-use state::{Action, Event, JobState, Progress};
+use state::Progress;
+use wire::{JobsWire, Request, Response};
 
 /// About how many bytes of group records one `combine` or `reduce` call carries.
 const GROUP_BATCH_BYTES: usize = 256 << 10;
@@ -43,34 +57,17 @@ pub struct JobsConfig {
     /// written to disk (`<data_dir>/spill`) and its reducers read them through a
     /// [`spill::READ_BUFFER`] each: smaller saves memory, larger saves disk writes and reads.
     pub shuffle_memory_bytes: u64,
+    /// How many tasks of one job the coordinator runs on a node at once. Default: the
+    /// coordinator's number of cores (nodes are taken to be alike); a node that announces no
+    /// free instance in gossip gets none.
+    pub tasks_per_node: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             shuffle_memory_bytes: 256 << 20,
-        }
-    }
-}
-
-/// A map task's sorted run for one partition, where it waits for its reducer.
-enum Held {
-    Memory(Run),
-    Spilled(spill::SpilledRun),
-}
-
-impl Held {
-    fn is_empty(&self) -> bool {
-        match self {
-            Held::Memory(run) => run.bytes().is_empty(),
-            Held::Spilled(run) => run.is_empty(),
-        }
-    }
-
-    fn cursor(&self) -> Result<records::Cursor<'_>, String> {
-        match self {
-            Held::Memory(run) => Ok(records::Cursor::new(run.bytes())),
-            Held::Spilled(run) => run.open(),
+            tasks_per_node: None,
         }
     }
 }
@@ -135,6 +132,12 @@ pub struct JobRecord {
     /// Milliseconds from the start until the last map task finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_ms: Option<u64>,
+    /// Bytes of map output reducers pulled from other nodes so far.
+    #[serde(default)]
+    pub fetched_bytes: u64,
+    /// The node coordinating the job (the holder of its lock), or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<NodeId>,
     /// Reducer partitions.
     pub reducers: u32,
     /// Output records committed.
@@ -146,23 +149,32 @@ pub struct JobRecord {
     pub elapsed_ms: u64,
 }
 
-/// The node's jobs: live ones in memory, every one in the store.
-pub struct Jobs {
-    runtime: Arc<Runtime>,
-    store: Store,
-    blobs: Blobs,
-    metrics: Arc<Metrics>,
-    live: Mutex<HashMap<JobId, JobRecord>>,
-    /// The cancellation of each live job.
-    cancels: Mutex<HashMap<JobId, CancellationToken>>,
-    /// How many jobs have ended since the start: changes whenever one ends.
-    ended: tokio::sync::watch::Sender<u64>,
-    parallelism: usize,
-    tasks: Tasks,
-    spill: spill::SpillDir,
-    config: JobsConfig,
-    /// Bytes of map output the node's jobs hold in memory.
-    held: std::sync::atomic::AtomicU64,
+/// How long a coordinator's hold on its job's lock lasts unless renewed (it renews every
+/// third of it): a dead coordinator's job is taken over within about this, plus the lock
+/// service's delay after a leader change.
+pub const JOB_LEASE: Duration = Duration::from_secs(5);
+
+/// How often every node looks for jobs whose coordinator is gone.
+const TAKEOVER_CHECK: Duration = Duration::from_millis(500);
+
+/// Why a job's service call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The metadata group failed.
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
+    /// The lock service failed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Reading stored output failed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The job's lock was taken by another coordinator.
+    #[error("job {0} is coordinated by another node now")]
+    Superseded(JobId),
 }
 
 /// Everything needed to start a job.
@@ -171,82 +183,195 @@ pub struct JobSpec {
     pub function: FunctionName,
     /// Its module.
     pub digest: Digest,
-    /// Its prepared component.
-    pub pre: TaskPre,
-    /// Per-call limits.
-    pub limits: InvocationLimits,
+    /// Time limit of one guest call.
+    pub timeout: Duration,
+    /// Memory cap of one instance, in bytes.
+    pub memory_bytes: u64,
     /// Reducer partitions (at least 1).
     pub reducers: u32,
     /// The input, cut on record boundaries, each chunk stored as a blob.
     pub chunks: Vec<InputChunk>,
 }
 
+/// What the job service is wired to.
+pub struct JobsWiring {
+    /// The engine.
+    pub runtime: Arc<Runtime>,
+    /// Records of jobs from before jobs were recorded in the metadata group.
+    pub store: Store,
+    /// Input, modules and output.
+    pub blobs: Blobs,
+    /// Where keys and nodes are.
+    pub placement: Placement,
+    /// The metadata group.
+    pub consensus: Consensus,
+    /// The lock service (a job's coordinator holds the job's lock).
+    pub locks: Locks,
+    /// The member set (free capacity, who is down).
+    pub members: tokio::sync::watch::Receiver<MemberSet>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Background tasks.
+    pub tasks: Tasks,
+    /// Where map output spills.
+    pub spill: spill::SpillDir,
+}
+
+/// The node's side of every job: the jobs it coordinates, and its worker.
+pub struct Jobs {
+    store: Store,
+    blobs: Blobs,
+    consensus: Consensus,
+    locks: Locks,
+    members: tokio::sync::watch::Receiver<MemberSet>,
+    metrics: Arc<Metrics>,
+    worker: worker::Worker,
+    /// Live records of the jobs this node coordinates.
+    live: Mutex<HashMap<JobId, JobRecord>>,
+    /// The cancellation of each job this node coordinates.
+    cancels: Mutex<HashMap<JobId, CancellationToken>>,
+    /// How many jobs this node coordinated have ended: changes whenever one ends.
+    ended: tokio::sync::watch::Sender<u64>,
+    /// How many tasks of one job a node runs at once.
+    tasks_per_node: usize,
+    schedule: state::Schedule,
+    tasks: Tasks,
+}
+
 impl Jobs {
-    /// The job service; jobs that were running when the node stopped are marked failed.
-    pub async fn new(
-        runtime: Arc<Runtime>,
-        store: Store,
-        blobs: Blobs,
-        metrics: Arc<Metrics>,
-        tasks: Tasks,
-        spill: spill::SpillDir,
-        config: JobsConfig,
-    ) -> Result<Arc<Self>, crate::store::StoreError> {
-        for mut job in store.jobs::<JobRecord>()? {
+    /// The job service; jobs of an earlier version that were running when the node stopped
+    /// are marked failed. Every node looks for jobs whose coordinator is gone, and takes
+    /// them over.
+    pub async fn new(w: JobsWiring, config: JobsConfig) -> Result<Arc<Self>, StoreError> {
+        for mut job in w.store.jobs::<JobRecord>()? {
             if job.status == JobStatus::Running {
                 job.status = JobStatus::Failed;
                 job.error =
                     Some("the node restarted while the job was running; submit it again".into());
-                store.put_job(job.id, &job).await?;
+                w.store.put_job(job.id, &job).await?;
             }
         }
-        let parallelism = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        Ok(Arc::new(Jobs {
-            runtime,
-            store,
-            blobs,
-            metrics,
+        let tasks_per_node = config.tasks_per_node.map_or_else(
+            || {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            },
+            |n| n.get(),
+        );
+        let worker = worker::Worker::new(
+            w.runtime,
+            w.blobs.clone(),
+            w.placement,
+            w.metrics.clone(),
+            w.spill,
+            config,
+        );
+        let jobs = Arc::new(Jobs {
+            store: w.store,
+            blobs: w.blobs,
+            consensus: w.consensus,
+            locks: w.locks,
+            members: w.members,
+            metrics: w.metrics,
+            worker,
             live: Mutex::default(),
             cancels: Mutex::default(),
             ended: tokio::sync::watch::Sender::new(0),
-            parallelism,
-            tasks,
-            spill,
-            config,
-            held: Default::default(),
-        }))
+            tasks_per_node,
+            schedule: state::Schedule::default(),
+            tasks: w.tasks,
+        });
+        let watcher = jobs.clone();
+        jobs.tasks
+            .spawn(async move { watcher.take_over_orphans().await });
+        Ok(jobs)
     }
 
-    /// Starts a job in the background and returns its first record.
-    pub async fn submit(
-        self: &Arc<Self>,
-        spec: JobSpec,
-    ) -> Result<JobRecord, crate::store::StoreError> {
+    /// Answers other nodes' job requests.
+    pub fn serve(self: &Arc<Self>, router: &Router) {
+        let this = self.clone();
+        router.register_streaming::<JobsWire, _>(move |_, request| {
+            let jobs = this.clone();
+            async move {
+                match request {
+                    Request::Fetch {
+                        job,
+                        task,
+                        attempt,
+                        partition,
+                    } => jobs.worker.fetch(job, task, attempt, partition).await,
+                    Request::Status { job } => {
+                        let record = jobs.live.lock().expect("not poisoned").get(&job).cloned();
+                        let json = record.map(|r| serde_json::to_vec(&r).expect("serializes"));
+                        Ok((Response::Status(json), futures::stream::empty().boxed()))
+                    }
+                    other => {
+                        // Attempts run in tasks of their own, so a caller that goes away
+                        // does not cut one short halfway through a commit.
+                        let worker = jobs.worker.clone();
+                        let answer = jobs
+                            .tasks
+                            .spawn_joined(async move { worker.handle(other).await })
+                            .await
+                            .map_err(|e| format!("the attempt's task failed: {e}"))?;
+                        Ok((answer, futures::stream::empty().boxed()))
+                    }
+                }
+            }
+            .boxed()
+        });
+    }
+
+    /// Takes a job: this node becomes its coordinator (holding its lock), records it in the
+    /// metadata group, starts it in the background and returns its first record.
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<JobRecord, JobError> {
         let id = JobId::random();
-        let record = JobRecord {
-            id,
-            function: spec.function.clone(),
+        let recorded = ledger::Spec {
+            function: spec.function,
             digest: spec.digest,
-            status: JobStatus::Running,
-            error: None,
-            progress: Progress {
-                maps_total: spec.chunks.len(),
-                reduces_total: spec.reducers as usize,
-                ..Progress::default()
-            },
-            input_bytes: spec.chunks.iter().map(|c| c.size).sum(),
-            mapped_bytes: 0,
-            shuffled_bytes: 0,
-            spilled_bytes: 0,
-            map_ms: None,
-            reducers: spec.reducers,
-            output_records: 0,
-            top: vec![],
-            elapsed_ms: 0,
+            timeout_ms: spec.timeout.as_millis() as u64,
+            memory_bytes: spec.memory_bytes,
+            reducers: spec.reducers.max(1),
+            chunks: spec.chunks,
+            submitted_ms: unix_ms(),
         };
-        self.store.put_job(id, &record).await?;
+        let key = ledger::lock_key(id);
+        let grant = self
+            .locks
+            .acquire(
+                &key,
+                Some(self.worker.me().to_string()),
+                JOB_LEASE,
+                Duration::ZERO,
+            )
+            .await?;
+        let written = self
+            .fenced(
+                id,
+                grant.token,
+                vec![crate::consensus::Write {
+                    key: ledger::spec_key(id),
+                    value: Some(ledger::encode(&recorded)),
+                    expect: Some(0),
+                }],
+            )
+            .await?;
+        if !written {
+            return Err(JobError::Superseded(id));
+        }
+        Ok(self.start(id, recorded, grant.token, ledger::Recorded::default()))
+    }
+
+    /// Starts coordinating job `id` under `token`, from what was recorded of it.
+    fn start(
+        self: &Arc<Self>,
+        id: JobId,
+        spec: ledger::Spec,
+        token: u64,
+        recorded: ledger::Recorded,
+    ) -> JobRecord {
+        let record = coordinator::first_record(id, &spec, &recorded, self.worker.me());
         self.live
             .lock()
             .expect("not poisoned")
@@ -257,465 +382,290 @@ impl Jobs {
             .expect("not poisoned")
             .insert(id, cancel.clone());
         let jobs = self.clone();
-        // A job still running when the node stops is failed at the next start.
-        self.tasks
-            .spawn(async move { jobs.drive(id, spec, cancel).await });
-        Ok(record)
+        self.tasks.spawn(async move {
+            coordinator::run(&jobs, id, spec, token, recorded, cancel).await;
+            jobs.live.lock().expect("not poisoned").remove(&id);
+            jobs.cancels.lock().expect("not poisoned").remove(&id);
+            jobs.ended.send_modify(|n| *n += 1);
+        });
+        record
     }
 
-    /// Cancels a running job: its tasks are stopped, and it ends `cancelled`. `Ok(false)`: it
-    /// had already ended; `None`: no such job.
-    pub fn cancel(&self, id: JobId) -> Result<Option<bool>, crate::store::StoreError> {
+    /// Writes `writes` together, fenced by the job's lock under `token`: `Ok(false)` when
+    /// the lock is no longer held under it (nothing was written).
+    async fn fenced(
+        &self,
+        id: JobId,
+        token: u64,
+        writes: Vec<crate::consensus::Write>,
+    ) -> Result<bool, ConsensusError> {
+        let command = Command::Fenced {
+            lock: ledger::lock_key(id).to_string(),
+            token,
+            writes,
+        };
+        match self.consensus.propose(command).await? {
+            (_, Outcome::Written { .. }) => Ok(true),
+            (_, Outcome::Fenced { .. }) => Ok(false),
+            (_, Outcome::Conflict { current }) => Err(ConsensusError::Failed(format!(
+                "a job register was at revision {current}, not the one expected"
+            ))),
+            (_, other) => Err(ConsensusError::Failed(format!(
+                "a fenced write did {other:?}"
+            ))),
+        }
+    }
+
+    /// Every node: takes the lock of any running job that no node holds (its coordinator
+    /// died or was cut off), and continues the job from what was recorded.
+    async fn take_over_orphans(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TAKEOVER_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.consensus.in_no_group() {
+                continue;
+            }
+            let orphans: Vec<JobId> = self.consensus.read_local(|s| {
+                ledger::jobs(&s.registers)
+                    .into_iter()
+                    .filter(|id| {
+                        s.registers.get(&ledger::end_key(*id)).is_none()
+                            && s.locks.get(ledger::lock_key(*id).as_str()).is_none()
+                    })
+                    .collect()
+            });
+            for id in orphans {
+                if self.cancels.lock().expect("not poisoned").contains_key(&id) {
+                    continue;
+                }
+                if let Err(e) = self.take_over(id).await {
+                    tracing::debug!(job = %id, error = %e, "could not take over a job");
+                }
+            }
+        }
+    }
+
+    async fn take_over(self: &Arc<Self>, id: JobId) -> Result<(), JobError> {
+        let key = ledger::lock_key(id);
+        let grant = self
+            .locks
+            .acquire(
+                &key,
+                Some(self.worker.me().to_string()),
+                JOB_LEASE,
+                Duration::ZERO,
+            )
+            .await?;
+        let recorded = self
+            .consensus
+            .read(|s| ledger::read(&s.registers, id))
+            .await?;
+        match (&recorded.spec, &recorded.end) {
+            (Some(spec), None) => {
+                tracing::info!(job = %id, token = grant.token, maps = recorded.maps.len(), reduces = recorded.reduces.len(), "taking over a job whose coordinator is gone");
+                let spec = spec.clone();
+                self.start(id, spec, grant.token, recorded);
+            }
+            _ => {
+                self.locks.release(&key, grant.token).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels a running job: `Ok(Some(true))` if it was running (its coordinator stops its
+    /// tasks and it ends `cancelled`), `Ok(Some(false))` if it had already ended, `None` if
+    /// there is no such job.
+    pub async fn cancel(&self, id: JobId) -> Result<Option<bool>, JobError> {
         if let Some(cancel) = self.cancels.lock().expect("not poisoned").get(&id) {
             cancel.cancel();
             return Ok(Some(true));
         }
-        Ok(self.get(id)?.map(|_| false))
+        let recorded = self
+            .consensus
+            .read(|s| ledger::read(&s.registers, id))
+            .await?;
+        if recorded.spec.is_none() {
+            return Ok(self.store.job::<JobRecord>(id)?.map(|_| false));
+        }
+        if recorded.end.is_some() {
+            return Ok(Some(false));
+        }
+        self.consensus
+            .propose(Command::Write {
+                key: ledger::cancel_key(id),
+                value: Some(vec![]),
+                expect: None,
+            })
+            .await?;
+        Ok(Some(true))
     }
 
-    /// A job's record.
-    pub fn get(&self, id: JobId) -> Result<Option<JobRecord>, crate::store::StoreError> {
+    /// A job's record: live from its coordinator while it runs, else as recorded.
+    pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
         if let Some(r) = self.live.lock().expect("not poisoned").get(&id) {
             return Ok(Some(r.clone()));
         }
-        self.store.job(id)
+        let (recorded, holder) = self
+            .consensus
+            .read(|s| {
+                let holder = s
+                    .locks
+                    .get(ledger::lock_key(id).as_str())
+                    .and_then(|l| l.holder.parse::<NodeId>().ok());
+                (ledger::read(&s.registers, id), holder)
+            })
+            .await?;
+        let Some(spec) = &recorded.spec else {
+            return Ok(self.store.job(id)?);
+        };
+        if let Some(end) = recorded.end {
+            return Ok(Some(end));
+        }
+        if let Some(holder) = holder.clone().filter(|h| h != self.worker.me())
+            && let Some(addr) = self.worker.placement().view().addr(&holder)
+        {
+            let asked = crate::rpc::call::<JobsWire>(
+                self.worker.placement().transport(),
+                addr,
+                &Request::Status { job: id },
+            )
+            .await;
+            if let Ok(Response::Status(Some(json))) = asked
+                && let Ok(record) = serde_json::from_slice(&json)
+            {
+                return Ok(Some(record));
+            }
+        }
+        Ok(Some(coordinator::first_record(
+            id,
+            spec,
+            &recorded,
+            holder.as_ref().unwrap_or(self.worker.me()),
+        )))
     }
 
     /// A job's record once it has ended, or as it is after `wait` if it is still running.
     pub async fn ended_within(
         &self,
         id: JobId,
-        wait: std::time::Duration,
-    ) -> Result<Option<JobRecord>, crate::store::StoreError> {
+        wait: Duration,
+    ) -> Result<Option<JobRecord>, JobError> {
         // Subscribed before the first look, so an end in between is not missed.
         let mut ended = self.ended.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let record = self.get(id)?;
+            let record = self.get(id).await?;
             if record
                 .as_ref()
                 .is_none_or(|r| r.status != JobStatus::Running)
+                || tokio::time::Instant::now() >= deadline
             {
                 return Ok(record);
             }
-            if tokio::time::timeout_at(deadline, ended.changed())
-                .await
-                .is_err()
-            {
-                return self.get(id);
+            // A job coordinated elsewhere ends in the metadata group: look again shortly.
+            let again = tokio::time::Instant::now() + Duration::from_millis(100);
+            tokio::select! {
+                _ = ended.changed() => {}
+                () = tokio::time::sleep_until(again.min(deadline)) => {}
             }
         }
     }
 
     /// Every job.
-    pub fn list(&self) -> Result<Vec<JobRecord>, crate::store::StoreError> {
+    pub async fn list(&self) -> Result<Vec<JobRecord>, JobError> {
         let mut all: HashMap<JobId, JobRecord> = self
             .store
             .jobs::<JobRecord>()?
             .into_iter()
             .map(|j| (j.id, j))
             .collect();
-        for (id, r) in self.live.lock().expect("not poisoned").iter() {
-            all.insert(*id, r.clone());
+        let ids = self.consensus.read(|s| ledger::jobs(&s.registers)).await?;
+        for id in ids {
+            if let Some(r) = self.get(id).await? {
+                all.insert(id, r);
+            }
         }
         let mut all: Vec<_> = all.into_values().collect();
         all.sort_by_key(|j| j.id);
         Ok(all)
     }
 
-    /// A job's full output, as JSON lines.
-    pub fn output(
+    /// A job's full output, as JSON lines in pieces; `None` if there is no such job.
+    pub async fn output(
         &self,
         id: JobId,
-    ) -> impl Iterator<Item = Result<Vec<u8>, crate::store::StoreError>> + use<> {
-        self.store.output_of(id)
-    }
-
-    fn update(&self, id: JobId, f: impl FnOnce(&mut JobRecord)) {
-        if let Some(r) = self.live.lock().expect("not poisoned").get_mut(&id) {
-            f(r);
-        }
-    }
-
-    async fn drive(self: Arc<Self>, id: JobId, spec: JobSpec, cancel: CancellationToken) {
-        let started = Instant::now();
-        let chunks: Arc<Vec<InputChunk>> = Arc::new(spec.chunks);
-        let reducers = spec.reducers.max(1);
-        let mut state = JobState::new(chunks.len(), reducers, self.parallelism);
-        // Each partition's sorted runs, with the map task that made them.
-        let mut shuffle: Vec<Vec<(usize, Held)>> = (0..reducers).map(|_| Vec::new()).collect();
-        let mut frozen: Option<Vec<Arc<Vec<Held>>>> = None;
-        // Bytes of this job's runs held in memory (counted in `self.held` too).
-        let mut held = 0u64;
-        let mut spilled = 0u64;
-        let mut top = Top::new(TOP);
-        let mut tasks: JoinSet<(Event, Option<Done>)> = JoinSet::new();
-        let (mut mapped, mut shuffled, mut map_ms) = (0u64, 0u64, None);
-        let spill_dir = self.spill.job(id);
-        let mut actions = state.start();
-        let outcome = loop {
-            let mut end = None;
-            for action in actions.drain(..) {
-                match action {
-                    Action::StartMap { task, attempt } => {
-                        let (rt, name, pre, limits, chunk, blobs) = (
-                            self.runtime.clone(),
-                            spec.function.clone(),
-                            spec.pre.clone(),
-                            spec.limits,
-                            chunks[task],
-                            self.blobs.clone(),
-                        );
-                        tasks.spawn(async move {
-                            let mapped = match blobs.get(chunk.digest).await {
-                                Ok(bytes) if bytes.len() as u64 != chunk.size => {
-                                    Err(RuntimeError::Host(format!(
-                                        "input chunk {} is {} bytes, not the {} the job's list of chunks says",
-                                        chunk.digest,
-                                        bytes.len(),
-                                        chunk.size
-                                    )))
-                                }
-                                Ok(bytes) => {
-                                    map_task(&rt, &name, &pre, limits, &bytes, reducers).await
-                                }
-                                Err(e) => Err(RuntimeError::Host(format!(
-                                    "reading input chunk {}: {e}",
-                                    chunk.digest
-                                ))),
-                            };
-                            match mapped {
-                                Ok(buckets) => {
-                                    (Event::MapDone { task, attempt }, Some(Done::Map(buckets)))
-                                }
-                                Err(e) => (
-                                    Event::MapFailed {
-                                        task,
-                                        attempt,
-                                        error: e.to_string(),
-                                    },
-                                    None,
-                                ),
-                            }
-                        });
-                    }
-                    Action::StartReduce { partition, attempt } => {
-                        // Runs in task order, so a key's values reach reduce in the input's order.
-                        let inputs = frozen.get_or_insert_with(|| {
-                            std::mem::take(&mut shuffle)
-                                .into_iter()
-                                .map(|mut runs| {
-                                    runs.sort_by_key(|(task, _)| *task);
-                                    Arc::new(runs.into_iter().map(|(_, run)| run).collect())
-                                })
-                                .collect()
-                        });
-                        let input = inputs[partition as usize].clone();
-                        let (rt, name, pre, limits, store) = (
-                            self.runtime.clone(),
-                            spec.function.clone(),
-                            spec.pre.clone(),
-                            spec.limits,
-                            self.store.clone(),
-                        );
-                        tasks.spawn(async move {
-                            match reduce_task(
-                                &rt, &store, id, &name, &pre, limits, partition, &input,
-                            )
-                            .await
-                            {
-                                Ok(records) => (
-                                    Event::ReduceDone { partition, attempt },
-                                    Some(Done::Reduce(records)),
-                                ),
-                                Err(e) => (
-                                    Event::ReduceFailed {
-                                        partition,
-                                        attempt,
-                                        error: e.to_string(),
-                                    },
-                                    None,
-                                ),
-                            }
-                        });
-                    }
-                    Action::Succeed => end = Some(Ok(())),
-                    Action::Fail(e) => end = Some(Err(e)),
-                }
+    ) -> Result<Option<BoxStream<'static, Result<Bytes, JobError>>>, JobError> {
+        let recorded = self
+            .consensus
+            .read(|s| ledger::read(&s.registers, id))
+            .await?;
+        if recorded.spec.is_none() {
+            if self.store.job::<JobRecord>(id)?.is_none() {
+                return Ok(None);
             }
-            if let Some(end) = end {
-                break end;
-            }
-            let joined = tokio::select! {
-                joined = tasks.join_next() => joined,
-                () = cancel.cancelled() => break Err(CANCELLED.to_string()),
-            };
-            let Some(joined) = joined else {
-                break Err(
-                    "internal error: no task is running and the job is not finished".to_string(),
-                );
-            };
-            let (event, done) = match joined {
-                Ok(r) => r,
-                Err(e) => break Err(format!("a task panicked: {e}")),
-            };
-            let (phase, outcome) = match &event {
-                Event::MapDone { .. } => ("map", "done"),
-                Event::MapFailed { .. } => ("map", "failed"),
-                Event::ReduceDone { .. } => ("reduce", "done"),
-                Event::ReduceFailed { .. } => ("reduce", "failed"),
-            };
-            self.metrics.job_task(phase, outcome);
-            // Output of an attempt the state machine no longer runs (late, duplicate) is dropped.
-            match done.filter(|_| state.is_current(&event)) {
-                Some(Done::Map(runs)) => {
-                    let Event::MapDone { task, attempt } = event else {
-                        unreachable!("map output comes with MapDone")
-                    };
-                    mapped += chunks[task].size;
-                    self.metrics.job_bytes("mapped", chunks[task].size);
-                    // Keys and values, without the records' length fields.
-                    let bytes: u64 = runs
-                        .iter()
-                        .map(|r| (r.bytes().len() - 8 * r.pairs()) as u64)
-                        .sum();
-                    shuffled += bytes;
-                    self.metrics.job_bytes("shuffled", bytes);
-                    let size: u64 = runs.iter().map(|r| r.bytes().len() as u64).sum();
-                    let budget = self.config.shuffle_memory_bytes;
-                    let reserved = self
-                        .held
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                            (held + size <= budget).then_some(held + size)
-                        })
-                        .is_ok();
-                    let runs: Vec<Held> = if !reserved {
-                        let dir = spill_dir.clone();
-                        let written = tokio::task::spawn_blocking(move || {
-                            spill::write(&dir, task, attempt, &runs)
-                        })
-                        .await;
-                        match written {
-                            Ok(Ok(written)) => {
-                                spilled += size;
-                                self.metrics.job_bytes("spilled", size);
-                                written.into_iter().map(Held::Spilled).collect()
-                            }
-                            Ok(Err(e)) => {
-                                break Err(format!(
-                                    "spilling map output to {}: {e}",
-                                    spill_dir.display()
-                                ));
-                            }
-                            Err(e) => break Err(format!("spilling map output: {e}")),
-                        }
-                    } else {
-                        held += size;
-                        runs.into_iter().map(Held::Memory).collect()
-                    };
-                    for (p, run) in runs.into_iter().enumerate() {
-                        if !run.is_empty() {
-                            shuffle[p].push((task, run));
-                        }
-                    }
-                }
-                Some(Done::Reduce(records)) => top.add(records),
-                None => {}
-            }
-            actions = state.on(event);
-            let (progress, count) = (state.progress(), top.count);
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            if progress.maps_done == progress.maps_total {
-                map_ms.get_or_insert(elapsed_ms);
-            }
-            self.update(id, |r| {
-                r.progress = progress;
-                r.output_records = count;
-                r.elapsed_ms = elapsed_ms;
-                r.mapped_bytes = mapped;
-                r.shuffled_bytes = shuffled;
-                r.spilled_bytes = spilled;
-                r.map_ms = map_ms;
+            let lines = self.store.output_of(id).map(|r| {
+                r.map(|mut line| {
+                    line.push(b'\n');
+                    Bytes::from(line)
+                })
+                .map_err(JobError::from)
             });
-        };
-        tasks.abort_all();
-        drop((shuffle, frozen));
-        self.held.fetch_sub(held, Ordering::Relaxed);
-        // Also after a failed spill, which may have left part of a file.
-        let dir = spill_dir.clone();
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-        if let Ok(Err(e)) = removed
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(job = %id, dir = %spill_dir.display(), error = %e, "could not remove the job's spilled map output");
+            return Ok(Some(futures::stream::iter(lines).boxed()));
         }
+        let segments: Vec<Digest> = recorded
+            .reduces
+            .into_iter()
+            .flat_map(|(_, c)| c.segments)
+            .collect();
+        let blobs = self.blobs.clone();
+        Ok(Some(
+            futures::stream::iter(segments)
+                .then(move |d| {
+                    let blobs = blobs.clone();
+                    async move { Ok(Bytes::from(blobs.get(d).await?)) }
+                })
+                .boxed(),
+        ))
+    }
 
-        let progress = state.progress();
-        let record = {
-            let mut live = self.live.lock().expect("not poisoned");
-            let r = live.get_mut(&id).expect("a live job has a record");
-            r.progress = progress;
-            r.elapsed_ms = started.elapsed().as_millis() as u64;
-            r.output_records = top.count;
-            r.top = top.best();
-            match &outcome {
-                Ok(()) => r.status = JobStatus::Succeeded,
-                Err(e) if e == CANCELLED => {
-                    r.status = JobStatus::Cancelled;
-                    r.error = Some(e.clone());
-                }
-                Err(e) => {
-                    r.status = JobStatus::Failed;
-                    r.error = Some(e.clone());
-                }
-            }
-            r.clone()
-        };
-        self.metrics.job(match record.status {
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Cancelled => "cancelled",
-            _ => "failed",
+    /// Nodes a job's tasks may run on now, with how many tasks each may run: the members
+    /// that are not down, none on a node that announced no free instance.
+    fn nodes(&self) -> Vec<(NodeId, usize)> {
+        let members = self.members.borrow();
+        members
+            .members
+            .iter()
+            .filter(|m| m.state != crate::membership::MemberState::Down)
+            .map(|m| {
+                let slots = if m.free == Some(0) && !m.is_self {
+                    0
+                } else {
+                    self.tasks_per_node
+                };
+                (m.node.clone(), slots)
+            })
+            .collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Nodes that may be told to forget a job: every member not down.
+fn forget_all(jobs: &Arc<Jobs>, id: JobId) {
+    let nodes: HashSet<NodeId> = jobs.nodes().into_iter().map(|(n, _)| n).collect();
+    for node in nodes {
+        let jobs = jobs.clone();
+        jobs.clone().tasks.spawn(async move {
+            let _ = coordinator::order(&jobs, &node, Request::Forget { job: id }).await;
         });
-        match &outcome {
-            Ok(()) => {
-                tracing::info!(job = %id, function = %spec.function, records = top.count, elapsed = ?started.elapsed(), "job succeeded")
-            }
-            Err(e) => {
-                tracing::warn!(job = %id, function = %spec.function, error = %e, "job failed")
-            }
-        }
-        if let Err(e) = self.store.put_job(id, &record).await {
-            tracing::error!(job = %id, error = %e, "could not store the job's final record");
-        }
-        self.live.lock().expect("not poisoned").remove(&id);
-        self.cancels.lock().expect("not poisoned").remove(&id);
-        self.ended.send_modify(|n| *n += 1);
     }
-}
-
-enum Done {
-    /// A map task's output: one sorted run per reducer partition.
-    Map(Vec<Run>),
-    Reduce(Vec<OutputRecord>),
-}
-
-/// A guest's output that is not well-formed pair records fails its call.
-fn malformed(function: &FunctionName, step: &str) -> impl Fn(String) -> RuntimeError {
-    move |e| RuntimeError::Guest {
-        function: function.clone(),
-        message: format!("{step} emitted {e}"),
-    }
-}
-
-/// Runs map (and the combiner) over one chunk; returns one sorted run per reducer partition.
-async fn map_task(
-    rt: &Runtime,
-    function: &FunctionName,
-    pre: &TaskPre,
-    limits: InvocationLimits,
-    chunk: &[u8],
-    reducers: u32,
-) -> Result<Vec<Run>, RuntimeError> {
-    let mut instance = rt.instantiate_task(function, pre, limits).await?;
-    let mut pairs: TaskOutput = instance.map(chunk).await?;
-    let mut step = "map";
-    if instance.has_combiner() {
-        let sorted = sorted_runs(std::mem::take(&mut pairs), 1)
-            .await
-            .map_err(malformed(function, step))?;
-        let mut merge = Merge::new(&sorted);
-        let mut groups = Vec::new();
-        // All of one map task's combine calls together may emit what one call may.
-        let limit = rt.config().max_emit_bytes.get();
-        while merge
-            .next_groups(&mut groups, GROUP_BATCH_BYTES)
-            .map_err(RuntimeError::Host)?
-            > 0
-        {
-            pairs.extend(instance.combine(&groups).await?);
-            if pairs.len() as u64 > limit {
-                return Err(RuntimeError::OutputTooLarge {
-                    function: function.clone(),
-                    limit,
-                });
-            }
-        }
-        step = "combine";
-    }
-    sorted_runs(pairs, reducers)
-        .await
-        .map_err(malformed(function, step))
-}
-
-/// [`records::sorted_runs`] on a blocking thread: sorting a large output takes long enough to
-/// hold up the other tasks of an async worker.
-async fn sorted_runs(pairs: TaskOutput, partitions: u32) -> Result<Vec<Run>, String> {
-    tokio::task::spawn_blocking(move || records::sorted_runs(&pairs, partitions))
-        .await
-        .map_err(|e| format!("sorting map output failed: {e}"))?
-}
-
-/// Runs one reducer over its partition's runs, many keys per call, and commits its output in
-/// one batch.
-#[allow(clippy::too_many_arguments)]
-async fn reduce_task(
-    rt: &Runtime,
-    store: &Store,
-    job: JobId,
-    function: &FunctionName,
-    pre: &TaskPre,
-    limits: InvocationLimits,
-    partition: u32,
-    input: &[Held],
-) -> Result<Vec<OutputRecord>, RuntimeError> {
-    let mut instance = rt.instantiate_task(function, pre, limits).await?;
-    // Reading spilled runs is blocking file I/O: on a multi-threaded runtime this worker's
-    // other tasks move to another thread meanwhile.
-    let spilled = input.iter().any(|h| matches!(h, Held::Spilled(_)));
-    let blocking = |read: &mut dyn FnMut() -> Result<usize, String>| {
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if spilled && multi {
-            tokio::task::block_in_place(read)
-        } else {
-            read()
-        }
-    };
-    let mut merge = None;
-    blocking(&mut || {
-        let cursors = input.iter().map(Held::cursor).collect::<Result<_, _>>()?;
-        merge = Some(Merge::of(cursors)?);
-        Ok(0)
-    })
-    .map_err(RuntimeError::Host)?;
-    let mut merge = merge.expect("set above");
-    let (mut groups, mut output) = (Vec::new(), Vec::new());
-    while blocking(&mut || merge.next_groups(&mut groups, GROUP_BATCH_BYTES))
-        .map_err(RuntimeError::Host)?
-        > 0
-    {
-        let emitted = instance.reduce(&groups).await?;
-        for (key, value) in records::pairs(&emitted).map_err(malformed(function, "reduce"))? {
-            output.push(OutputRecord {
-                key: decode(key),
-                value: decode(value),
-            });
-        }
-    }
-    let lines: Vec<Vec<u8>> = output
-        .iter()
-        .map(|r| serde_json::to_vec(r).expect("JSON values serialize"))
-        .collect();
-    store
-        .commit_job_output(job, partition, &lines)
-        .await
-        .map_err(|e| RuntimeError::Host(format!("committing reducer {partition}'s output: {e}")))?;
-    Ok(output)
-}
-
-fn decode(bytes: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// The order of a job's summary: larger numeric values first, then records without a numeric

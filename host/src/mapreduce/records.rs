@@ -90,6 +90,12 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run received whole (from another node), of well-formed sorted records (checked as
+    /// they are read); its pair count is not known (0).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Run { bytes, pairs: 0 }
+    }
+
     /// The run's pair records.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

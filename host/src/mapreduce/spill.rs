@@ -56,18 +56,42 @@ impl SpilledRun {
         self.len == 0
     }
 
-    /// Reads the run's pairs from its file.
-    pub fn open(&self) -> Result<Cursor<'static>, String> {
+    /// A run that is a whole file of `len` bytes.
+    pub fn whole(path: PathBuf, len: u64) -> Self {
+        SpilledRun {
+            file: Arc::new(path),
+            offset: 0,
+            len,
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The file it is in.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+
+    /// The run's bytes, read from its file (an error if the file ends before the run).
+    pub fn reader(&self) -> Result<impl Read + Send + use<>, String> {
         let opened =
             |e: std::io::Error| format!("reading spilled map output {}: {e}", self.file.display());
         let mut file = File::open(&*self.file).map_err(opened)?;
         file.seek(SeekFrom::Start(self.offset)).map_err(opened)?;
+        Ok(Exact {
+            inner: file.take(self.len),
+            left: self.len,
+        })
+    }
+
+    /// Reads the run's pairs from its file.
+    pub fn open(&self) -> Result<Cursor<'static>, String> {
         Ok(Cursor::new(BufReader::with_capacity(
             READ_BUFFER.min(self.len as usize),
-            Exact {
-                inner: file.take(self.len),
-                left: self.len,
-            },
+            self.reader()?,
         )))
     }
 }
@@ -92,16 +116,11 @@ impl<R: Read> Read for Exact<R> {
     }
 }
 
-/// Writes one map attempt's runs (one per partition) into one file in `dir`; returns where
-/// each run is, in partition order.
-pub fn write(
-    dir: &Path,
-    task: usize,
-    attempt: u32,
-    runs: &[Run],
-) -> std::io::Result<Vec<SpilledRun>> {
+/// Writes one map attempt's runs (one per partition) into one file `name.runs` in `dir`;
+/// returns where each run is, in partition order.
+pub fn write(dir: &Path, name: &str, runs: &[Run]) -> std::io::Result<Vec<SpilledRun>> {
     std::fs::create_dir_all(dir)?;
-    let path = Arc::new(dir.join(format!("map-{task}-{attempt}.runs")));
+    let path = Arc::new(dir.join(format!("{name}.runs")));
     let mut file = std::io::BufWriter::new(File::create(&*path)?);
     let mut spilled = Vec::with_capacity(runs.len());
     let mut offset = 0;
@@ -152,7 +171,7 @@ mod tests {
     fn spilled_runs_read_back_as_in_memory_and_a_short_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let runs = runs();
-        let spilled = write(dir.path(), 3, 1, &runs).unwrap();
+        let spilled = write(dir.path(), "map-3-1", &runs).unwrap();
         assert_eq!(spilled.len(), 2);
         let in_memory = {
             let mut merge = Merge::new(&runs);

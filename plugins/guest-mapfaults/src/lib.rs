@@ -3,7 +3,9 @@
 //!
 //! Each input line is a word. `map` emits `(word, 1)` for every line, except:
 //! `trap` panics, `loop` spins until the deadline stops it, `hog` allocates until the memory
-//! cap stops it, and `flood` emits without end until the emit cap stops it.
+//! cap stops it, and `flood` emits without end until the emit cap stops it; `spin` spins for
+//! about a second (2^30 steps) and is then counted like any word, so its task is slow but
+//! finishes.
 //! `reduce` sums, and refuses the word `fail` with an error of its own.
 
 use weft_sdk::{Emitter, Error, MapReduce};
@@ -29,6 +31,17 @@ impl MapReduce for MapFaults {
                                 .wrapping_add(1),
                         );
                     }
+                }
+                "spin" => {
+                    let mut state = 1u64;
+                    for _ in 0..1u64 << 30 {
+                        state = std::hint::black_box(
+                            state
+                                .wrapping_mul(6_364_136_223_846_793_005)
+                                .wrapping_add(1),
+                        );
+                    }
+                    out.emit(word.to_string(), 1 + (state == 0) as u64);
                 }
                 "hog" => {
                     let mut blocks: Vec<Vec<u8>> = Vec::new();

@@ -1,0 +1,534 @@
+//! The coordinator of one job: the node holding the job's lock. It feeds the pure
+//! [`JobState`] the attempts' reports, member changes and the time, sends the attempts it
+//! asks for to their nodes, and commits to the metadata group, fenced by its token, where
+//! each map task's output is and each partition's output (once). It renews its lock; if the
+//! lock is lost (it was cut off long enough for another node to take over), it stops.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::ledger::{self, MapCommit, Recorded, ReduceCommit, Spec};
+use super::state::{Action, Event, JobState, TaskId};
+use super::wire::{AttemptId, JobsWire, Request, Response, Source};
+use super::{CANCELLED, JOB_LEASE, JobRecord, JobStatus, Jobs, OutputRecord, TOP, Top};
+use crate::blobs::REPLICAS;
+use crate::consensus::Write;
+use crate::id::{JobId, NodeId};
+use crate::rpc;
+
+/// How long a node may take over one attempt before the coordinator gives up on it. Guests
+/// have time limits per call; this bounds a node that neither answers nor is found down.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How often the coordinator looks at the time (locality waits, speculation, cancels).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Sends `request` to the job service of `node`: this node's worker directly, another over
+/// QUIC. An `Err` is a failure to reach the node or to hear back.
+pub(crate) async fn order(
+    jobs: &Jobs,
+    node: &NodeId,
+    request: Request,
+) -> Result<Response, String> {
+    if node == jobs.worker.me() {
+        return Ok(jobs.worker.handle(request).await);
+    }
+    let placement = jobs.worker.placement();
+    let addr = placement
+        .view()
+        .addr(node)
+        .ok_or_else(|| format!("node {node} is down"))?;
+    rpc::call_within::<JobsWire>(placement.transport(), addr, &request, ATTEMPT_TIMEOUT)
+        .await
+        .map_err(|e| format!("node {node}: {e}"))
+}
+
+/// The record of a job as its coordinator starts (or restarts) it.
+pub(crate) fn first_record(
+    id: JobId,
+    spec: &Spec,
+    recorded: &Recorded,
+    coordinator: &NodeId,
+) -> JobRecord {
+    let mut top = Top::new(TOP);
+    let mut records = 0;
+    for (_, c) in &recorded.reduces {
+        records += c.records;
+        top.add(c.top.clone());
+    }
+    JobRecord {
+        id,
+        function: spec.function.clone(),
+        digest: spec.digest,
+        status: JobStatus::Running,
+        error: None,
+        progress: super::Progress {
+            maps_total: spec.chunks.len(),
+            maps_done: recorded.maps.len(),
+            reduces_total: spec.reducers as usize,
+            reduces_done: recorded.reduces.len(),
+            ..Default::default()
+        },
+        input_bytes: spec.chunks.iter().map(|c| c.size).sum(),
+        mapped_bytes: 0,
+        shuffled_bytes: 0,
+        spilled_bytes: 0,
+        fetched_bytes: 0,
+        coordinator: Some(coordinator.clone()),
+        map_ms: None,
+        reducers: spec.reducers,
+        output_records: records,
+        top: top.best(),
+        elapsed_ms: super::unix_ms().saturating_sub(spec.submitted_ms),
+    }
+}
+
+/// What an attempt's task reports.
+struct Report {
+    task: TaskId,
+    attempt: u32,
+    node: NodeId,
+    answer: Result<Response, String>,
+}
+
+/// Why the coordinator stopped.
+enum Stop {
+    /// The job ended (succeeded, failed or cancelled): record it.
+    End(Result<(), String>),
+    /// Another node holds the lock now, or the node is stopping: record nothing.
+    Leave(String),
+}
+
+struct Run<'a> {
+    jobs: &'a Arc<Jobs>,
+    id: JobId,
+    spec: Spec,
+    token: u64,
+    state: JobState,
+    /// The wire id of each attempt this coordinator knows of.
+    attempts: HashMap<(TaskId, u32), AttemptId>,
+    record: JobRecord,
+    top: Top,
+    started: Instant,
+}
+
+/// Coordinates job `id` under `token` until it ends or the lock is lost.
+pub(crate) async fn run(
+    jobs: &Arc<Jobs>,
+    id: JobId,
+    spec: Spec,
+    token: u64,
+    recorded: Recorded,
+    cancel: CancellationToken,
+) {
+    let me = jobs.worker.me().clone();
+    let view = jobs.worker.placement().view();
+    let holders = spec
+        .chunks
+        .iter()
+        .map(|c| view.replicas(c.digest.as_bytes(), view.cap(REPLICAS)))
+        .collect();
+    let owners = (0..spec.reducers)
+        .map(|p| view.replicas(format!("{id}/{p}").as_bytes(), 1))
+        .collect();
+    let mut state = JobState::new(holders, owners, jobs.schedule);
+    let live: BTreeSet<NodeId> = jobs.nodes().into_iter().map(|(n, _)| n).collect();
+    let mut attempts = HashMap::new();
+    for (task, c, _) in &recorded.maps {
+        if live.contains(&c.node) {
+            state.restore_map(*task, 0, c.node.clone());
+            attempts.insert((TaskId::Map(*task), 0), c.attempt);
+        }
+    }
+    let mut top = Top::new(TOP);
+    for (p, c) in &recorded.reduces {
+        state.restore_reduce(*p);
+        top.add(c.top.clone());
+    }
+    let record = first_record(id, &spec, &recorded, &me);
+    let mut run = Run {
+        jobs,
+        id,
+        spec,
+        token,
+        state,
+        attempts,
+        record,
+        top,
+        started: Instant::now(),
+    };
+    let outcome = run.drive(&cancel).await;
+    match outcome {
+        Stop::End(end) => run.end(end).await,
+        Stop::Leave(why) => {
+            tracing::warn!(job = %id, reason = %why, "stopped coordinating a job");
+        }
+    }
+}
+
+impl Run<'_> {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn drive(&mut self, cancel: &CancellationToken) -> Stop {
+        let jobs = self.jobs;
+        let mut tasks: JoinSet<Report> = JoinSet::new();
+        let mut members = jobs.members.clone();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renew = tokio::time::interval(JOB_LEASE / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        let mut up: BTreeSet<NodeId> = BTreeSet::new();
+        let mut actions = self.members_changed(&mut up);
+        loop {
+            for action in std::mem::take(&mut actions) {
+                match action {
+                    Action::Start {
+                        task,
+                        attempt,
+                        node,
+                        ..
+                    } => self.start(&mut tasks, task, attempt, node),
+                    Action::Succeed => return Stop::End(Ok(())),
+                    Action::Fail(e) => return Stop::End(Err(e)),
+                }
+            }
+            tokio::select! {
+                Some(joined) = tasks.join_next() => {
+                    let report = match joined {
+                        Ok(r) => r,
+                        Err(e) => return Stop::End(Err(format!("an attempt's task panicked: {e}"))),
+                    };
+                    match self.report(report).await {
+                        Ok(a) => actions = a,
+                        Err(stop) => return stop,
+                    }
+                }
+                changed = members.changed() => {
+                    if changed.is_err() {
+                        return Stop::Leave("the node is stopping".into());
+                    }
+                    actions = self.members_changed(&mut up);
+                }
+                _ = tick.tick() => {
+                    let asked = jobs.consensus.read_local(|s| {
+                        s.registers.get(&ledger::cancel_key(self.id)).is_some()
+                    });
+                    if asked {
+                        return Stop::End(Err(CANCELLED.into()));
+                    }
+                    actions = self.state.on(Event::Tick, self.now());
+                }
+                _ = renew.tick() => {
+                    let key = ledger::lock_key(self.id);
+                    if let Err(e) = jobs.locks.renew(&key, self.token).await {
+                        if matches!(e, crate::locks::LockError::NotHolder { .. }) {
+                            return Stop::Leave(format!("lost the job's lock: {e}"));
+                        }
+                        tracing::warn!(job = %self.id, error = %e, "could not renew the job's lock");
+                    }
+                }
+                () = cancel.cancelled() => {
+                    if jobs.tasks.token().is_cancelled() {
+                        return Stop::Leave("the node is stopping".into());
+                    }
+                    return Stop::End(Err(CANCELLED.into()));
+                }
+            }
+            self.publish();
+        }
+    }
+
+    /// Tells the state machine which nodes came and went.
+    fn members_changed(&mut self, up: &mut BTreeSet<NodeId>) -> Vec<Action> {
+        let nodes = self.jobs.nodes();
+        let now = self.now();
+        let mut actions = Vec::new();
+        let current: BTreeSet<NodeId> = nodes.iter().map(|(n, _)| n.clone()).collect();
+        for gone in up.difference(&current) {
+            tracing::info!(job = %self.id, node = %gone, "a node running the job's tasks is down");
+            actions.extend(self.state.on(Event::NodeDown { node: gone.clone() }, now));
+        }
+        for (node, slots) in nodes {
+            actions.extend(self.state.on(Event::NodeUp { node, slots }, now));
+        }
+        *up = current;
+        actions
+    }
+
+    fn start(&mut self, tasks: &mut JoinSet<Report>, task: TaskId, attempt: u32, node: NodeId) {
+        let id = AttemptId {
+            token: self.token,
+            n: attempt,
+        };
+        self.attempts.insert((task, attempt), id);
+        let program = self.spec.program();
+        let request = match task {
+            TaskId::Map(t) => Request::Map {
+                job: self.id,
+                task: t,
+                attempt: id,
+                program,
+                chunk: self.spec.chunks[t],
+                reducers: self.spec.reducers,
+            },
+            TaskId::Reduce(p) => Request::Reduce {
+                job: self.id,
+                partition: p,
+                attempt: id,
+                program,
+                sources: self
+                    .state
+                    .map_outputs()
+                    .into_iter()
+                    .map(|(t, a, node)| Source {
+                        task: t,
+                        attempt: self.attempts[&(TaskId::Map(t), a)],
+                        node,
+                    })
+                    .collect(),
+            },
+        };
+        let jobs = self.jobs.clone();
+        tasks.spawn(async move {
+            let answer = order(&jobs, &node, request).await;
+            Report {
+                task,
+                attempt,
+                node,
+                answer,
+            }
+        });
+    }
+
+    /// Handles an attempt's report: commits what it produced, if it is the attempt the job
+    /// uses, and tells the state machine.
+    async fn report(&mut self, r: Report) -> Result<Vec<Action>, Stop> {
+        let now = self.now();
+        let done = super::state::Event::Done {
+            task: r.task,
+            attempt: r.attempt,
+        };
+        let current = self.state.is_current(&done);
+        let phase = match r.task {
+            TaskId::Map(_) => "map",
+            TaskId::Reduce(_) => "reduce",
+        };
+        let event = match r.answer {
+            Ok(Response::Mapped(m)) => {
+                self.jobs.metrics.job_task(phase, "done");
+                let TaskId::Map(task) = r.task else {
+                    return Ok(vec![]);
+                };
+                if current {
+                    let commit = MapCommit {
+                        attempt: self.attempts[&(r.task, r.attempt)],
+                        node: r.node.clone(),
+                    };
+                    self.commit(vec![Write {
+                        key: ledger::map_key(self.id, task),
+                        value: Some(ledger::encode(&commit)),
+                        expect: None,
+                    }])
+                    .await?;
+                    self.record.mapped_bytes += self.spec.chunks[task].size;
+                    self.record.shuffled_bytes += m.shuffled;
+                    self.record.spilled_bytes += m.spilled;
+                }
+                done
+            }
+            Ok(Response::Reduced(out)) => {
+                self.jobs.metrics.job_task(phase, "done");
+                let TaskId::Reduce(p) = r.task else {
+                    return Ok(vec![]);
+                };
+                if current {
+                    let top: Vec<OutputRecord> =
+                        serde_json::from_slice(&out.top).unwrap_or_default();
+                    let commit = ReduceCommit {
+                        attempt: self.attempts[&(r.task, r.attempt)],
+                        segments: out.segments,
+                        records: out.records,
+                        top,
+                    };
+                    let committed = self
+                        .commit_once(ledger::reduce_key(self.id, p), &commit)
+                        .await?;
+                    self.record.output_records += committed.records;
+                    self.top.add(committed.top);
+                    self.record.fetched_bytes += out.fetched;
+                }
+                done
+            }
+            Ok(Response::Failed { error, guest, lost }) => {
+                self.jobs.metrics.job_task(phase, "failed");
+                match r.task {
+                    TaskId::Reduce(partition) if !lost.is_empty() => {
+                        tracing::info!(job = %self.id, partition, maps = ?lost, %error, "map output lost; running the maps again");
+                        Event::Lost {
+                            partition,
+                            attempt: r.attempt,
+                            maps: lost,
+                            error,
+                        }
+                    }
+                    task => {
+                        tracing::info!(job = %self.id, ?task, node = %r.node, %error, guest, "an attempt failed");
+                        Event::Failed {
+                            task,
+                            attempt: r.attempt,
+                            error,
+                            guest,
+                        }
+                    }
+                }
+            }
+            Ok(other) => {
+                self.jobs.metrics.job_task(phase, "failed");
+                Event::Failed {
+                    task: r.task,
+                    attempt: r.attempt,
+                    error: format!("node {} answered {other:?}", r.node),
+                    guest: false,
+                }
+            }
+            Err(error) => {
+                self.jobs.metrics.job_task(phase, "failed");
+                tracing::info!(job = %self.id, task = ?r.task, node = %r.node, %error, "an attempt was lost");
+                Event::Failed {
+                    task: r.task,
+                    attempt: r.attempt,
+                    error,
+                    guest: false,
+                }
+            }
+        };
+        Ok(self.state.on(event, now))
+    }
+
+    /// Commits `writes` under the job's lock; a refusal means another node coordinates now.
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), Stop> {
+        match self.jobs.fenced(self.id, self.token, writes).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Stop::Leave(
+                "the job's lock is held under a later token".into(),
+            )),
+            Err(e) => Err(Stop::Leave(format!(
+                "could not record the job's progress: {e}"
+            ))),
+        }
+    }
+
+    /// Commits a partition's output unless one is committed already (by an attempt of an
+    /// earlier coordinator); returns the one that counts.
+    async fn commit_once(&self, key: String, commit: &ReduceCommit) -> Result<ReduceCommit, Stop> {
+        let write = Write {
+            key: key.clone(),
+            value: Some(ledger::encode(commit)),
+            expect: Some(0),
+        };
+        match self.jobs.fenced(self.id, self.token, vec![write]).await {
+            Ok(true) => Ok(commit.clone()),
+            Ok(false) => Err(Stop::Leave(
+                "the job's lock is held under a later token".into(),
+            )),
+            Err(_) => {
+                let earlier = self
+                    .jobs
+                    .consensus
+                    .read(|s| s.registers.get(&key).map(|r| r.value.clone()))
+                    .await
+                    .map_err(|e| Stop::Leave(format!("could not read the job's progress: {e}")))?;
+                earlier
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .ok_or_else(|| Stop::Leave("could not record a reducer's output".into()))
+            }
+        }
+    }
+
+    /// Shows the live record.
+    fn publish(&mut self) {
+        let progress = self.state.progress();
+        let elapsed = super::unix_ms().saturating_sub(self.spec.submitted_ms);
+        if progress.maps_done == progress.maps_total && self.record.map_ms.is_none() {
+            self.record.map_ms = Some(elapsed);
+        }
+        self.record.progress = progress;
+        self.record.elapsed_ms = elapsed;
+        self.record.top = self.top.best();
+        if let Some(r) = self
+            .jobs
+            .live
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&self.id)
+        {
+            *r = self.record.clone();
+        }
+    }
+
+    /// Records the job's end, lets go of its lock, and tells every node to drop its map
+    /// output.
+    async fn end(&mut self, end: Result<(), String>) {
+        self.publish();
+        let mut record = self.record.clone();
+        match &end {
+            Ok(()) => record.status = JobStatus::Succeeded,
+            Err(e) if e == CANCELLED => {
+                record.status = JobStatus::Cancelled;
+                record.error = Some(e.clone());
+            }
+            Err(e) => {
+                record.status = JobStatus::Failed;
+                record.error = Some(e.clone());
+            }
+        }
+        let mut writes = vec![Write {
+            key: ledger::end_key(self.id),
+            value: Some(ledger::encode(&record)),
+            expect: None,
+        }];
+        writes.extend((0..self.spec.chunks.len()).map(|t| Write {
+            key: ledger::map_key(self.id, t),
+            value: None,
+            expect: None,
+        }));
+        if let Err(Stop::Leave(why) | Stop::End(Err(why))) = self.commit(writes).await {
+            tracing::warn!(job = %self.id, reason = %why, "could not record the job's end");
+            return;
+        }
+        self.jobs.metrics.job(match record.status {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Cancelled => "cancelled",
+            _ => "failed",
+        });
+        match &end {
+            Ok(()) => {
+                tracing::info!(job = %self.id, function = %self.spec.function, records = record.output_records, elapsed_ms = record.elapsed_ms, "job succeeded")
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.id, function = %self.spec.function, error = %e, "job failed")
+            }
+        }
+        if let Some(r) = self
+            .jobs
+            .live
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&self.id)
+        {
+            *r = record;
+        }
+        let key = ledger::lock_key(self.id);
+        if let Err(e) = self.jobs.locks.release(&key, self.token).await {
+            tracing::debug!(job = %self.id, error = %e, "could not release the job's lock");
+        }
+        super::forget_all(self.jobs, self.id);
+    }
+}

@@ -1,0 +1,806 @@
+//! The worker side of jobs, on every node: map and reduce attempts ordered by a job's
+//! coordinator (this node or another), the map output they leave for the reducers, and the
+//! streams that carry it to them.
+//!
+//! A map attempt reads its chunk (from this node's disk, or fetched), runs the guest's `map`
+//! (and its combiner), cuts the output into one sorted run per partition, and holds the runs
+//! until the job ends: in memory while the node's budget allows, else in one spill file. A
+//! reduce attempt gathers its partition's run from every map task (this node's in place,
+//! other nodes' pulled over a QUIC stream, into memory within the budget or into a file),
+//! merges them in a stream, runs `reduce` many keys per call, and stores its output as blobs
+//! of JSON lines on the ring; the coordinator commits their digests.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::records::{self, Merge, Run};
+use super::spill::{self, SpillDir, SpilledRun};
+use super::wire::{AttemptId, JobsWire, Mapped, Program, Reduced, Request, Response, Source};
+use super::{GROUP_BATCH_BYTES, JobsConfig, OutputRecord, TOP, Top};
+use crate::blobs::Blobs;
+use crate::id::{FunctionName, JobId, NodeId};
+use crate::mapreduce::plan::InputChunk;
+use crate::metrics::Metrics;
+use crate::placement::Placement;
+use crate::rpc::{self, PieceStream};
+use crate::runtime::{
+    FunctionKind, InvocationLimits, Prepared, Runtime, RuntimeError, TaskOutput, TaskPre,
+};
+
+/// Bytes of output per stored segment: a reducer's output is a few blobs, not one per record.
+pub const OUTPUT_SEGMENT_BYTES: usize = 1 << 20;
+
+/// Bytes per piece of a streamed run.
+const PIECE: usize = 1 << 20;
+
+/// How many ended jobs a node remembers, so that a map attempt finishing after its job ended
+/// drops its output instead of holding it.
+const REMEMBERED_ENDS: usize = 1024;
+
+/// A map task's sorted run for one partition, where it waits for its reducer.
+#[derive(Clone)]
+pub(crate) enum Held {
+    Memory(Arc<Run>),
+    Spilled(SpilledRun),
+}
+
+impl Held {
+    fn len(&self) -> u64 {
+        match self {
+            Held::Memory(run) => run.bytes().len() as u64,
+            Held::Spilled(run) => run.len(),
+        }
+    }
+
+    fn cursor(&self) -> Result<records::Cursor<'_>, String> {
+        match self {
+            Held::Memory(run) => Ok(records::Cursor::new(run.bytes())),
+            Held::Spilled(run) => run.open(),
+        }
+    }
+}
+
+/// Memory reserved from the node's shuffle budget, given back when dropped.
+struct Reserved {
+    bytes: u64,
+    held: Arc<AtomicU64>,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// One map attempt's output: a run per partition.
+struct MapOutput {
+    runs: Vec<Held>,
+    _reserved: Option<Reserved>,
+}
+
+/// The node's worker.
+#[derive(Clone)]
+pub(crate) struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Arc<Runtime>,
+    blobs: Blobs,
+    placement: Placement,
+    metrics: Arc<Metrics>,
+    spill: SpillDir,
+    config: JobsConfig,
+    /// Bytes of map output (held and fetched) in memory, all jobs together.
+    held: Arc<AtomicU64>,
+    outputs: Mutex<HashMap<(JobId, usize, AttemptId), Arc<MapOutput>>>,
+    ended: Mutex<VecDeque<JobId>>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        blobs: Blobs,
+        placement: Placement,
+        metrics: Arc<Metrics>,
+        spill: SpillDir,
+        config: JobsConfig,
+    ) -> Worker {
+        Worker {
+            inner: Arc::new(Inner {
+                runtime,
+                blobs,
+                placement,
+                metrics,
+                spill,
+                config,
+                held: Arc::default(),
+                outputs: Mutex::default(),
+                ended: Mutex::default(),
+            }),
+        }
+    }
+
+    /// This node.
+    pub(crate) fn me(&self) -> &NodeId {
+        self.inner.placement.me()
+    }
+
+    pub(crate) fn placement(&self) -> &Placement {
+        &self.inner.placement
+    }
+
+    /// Answers one request (from this node's coordinator directly, or from the router).
+    pub(crate) async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Map {
+                job,
+                task,
+                attempt,
+                program,
+                chunk,
+                reducers,
+            } => {
+                self.map(job, task, attempt, &program, chunk, reducers)
+                    .await
+            }
+            Request::Reduce {
+                job,
+                partition,
+                attempt,
+                program,
+                sources,
+            } => {
+                self.reduce(job, partition, attempt, &program, &sources)
+                    .await
+            }
+            Request::Forget { job } => {
+                self.forget(job).await;
+                Response::Done
+            }
+            Request::Fetch { .. } | Request::Status { .. } => Response::Failed {
+                error: "internal error: not a worker request".into(),
+                guest: false,
+                lost: vec![],
+            },
+        }
+    }
+
+    /// A compiled module, from this node's cache or fetched.
+    async fn prepare(&self, program: &Program) -> Result<TaskPre, RuntimeError> {
+        let rt = &self.inner.runtime;
+        let prepared = match rt.prepared(program.digest) {
+            Some(p) => p,
+            None => {
+                let bytes = self.inner.blobs.get(program.digest).await.map_err(|e| {
+                    RuntimeError::Host(format!("fetching module {}: {e}", program.digest))
+                })?;
+                let (rt, digest) = (rt.clone(), program.digest);
+                tokio::task::spawn_blocking(move || {
+                    rt.prepare(digest, &bytes, Some(FunctionKind::Mapreduce))
+                })
+                .await
+                .map_err(|e| RuntimeError::Host(format!("compiling the module: {e}")))??
+            }
+        };
+        match prepared {
+            Prepared::Task(pre) => Ok(pre),
+            Prepared::Http(_) => Err(RuntimeError::WrongWorld(format!(
+                "module {} is an HTTP handler, not a map/reduce task",
+                program.digest
+            ))),
+        }
+    }
+
+    fn limits(program: &Program) -> InvocationLimits {
+        InvocationLimits {
+            timeout: std::time::Duration::from_millis(program.timeout_ms),
+            memory_bytes: program.memory_bytes,
+        }
+    }
+
+    async fn map(
+        &self,
+        job: JobId,
+        task: usize,
+        attempt: AttemptId,
+        program: &Program,
+        chunk: InputChunk,
+        reducers: u32,
+    ) -> Response {
+        let runs = match self.run_map(program, chunk, reducers).await {
+            Ok(runs) => runs,
+            Err(e) => return failed(&e),
+        };
+        let inner = &self.inner;
+        inner.metrics.job_bytes("mapped", chunk.size);
+        // Keys and values, without the records' length fields.
+        let shuffled: u64 = runs
+            .iter()
+            .map(|r| (r.bytes().len() - 8 * r.pairs()) as u64)
+            .sum();
+        inner.metrics.job_bytes("shuffled", shuffled);
+        let size: u64 = runs.iter().map(|r| r.bytes().len() as u64).sum();
+        let (held, reserved, spilled) = match self.reserve(size) {
+            Some(reserved) => (
+                runs.into_iter()
+                    .map(|r| Held::Memory(Arc::new(r)))
+                    .collect(),
+                Some(reserved),
+                0,
+            ),
+            None => {
+                let dir = inner.spill.job(job);
+                let name = format!("map-{task}-{attempt}");
+                let written =
+                    tokio::task::spawn_blocking(move || spill::write(&dir, &name, &runs)).await;
+                match written {
+                    Ok(Ok(written)) => {
+                        inner.metrics.job_bytes("spilled", size);
+                        (written.into_iter().map(Held::Spilled).collect(), None, size)
+                    }
+                    Ok(Err(e)) => return host_failure(format!("spilling map output: {e}")),
+                    Err(e) => return host_failure(format!("spilling map output: {e}")),
+                }
+            }
+        };
+        // Under the lock `forget` takes first, so output cannot slip in after it.
+        let ended = inner.ended.lock().expect("not poisoned");
+        if ended.contains(&job) {
+            return host_failure("the job has ended".into());
+        }
+        inner.outputs.lock().expect("not poisoned").insert(
+            (job, task, attempt),
+            Arc::new(MapOutput {
+                runs: held,
+                _reserved: reserved,
+            }),
+        );
+        drop(ended);
+        Response::Mapped(Mapped { shuffled, spilled })
+    }
+
+    async fn run_map(
+        &self,
+        program: &Program,
+        chunk: InputChunk,
+        reducers: u32,
+    ) -> Result<Vec<Run>, RuntimeError> {
+        let pre = self.prepare(program).await?;
+        let bytes = self.inner.blobs.get(chunk.digest).await.map_err(|e| {
+            RuntimeError::Host(format!("reading input chunk {}: {e}", chunk.digest))
+        })?;
+        if bytes.len() as u64 != chunk.size {
+            return Err(RuntimeError::Host(format!(
+                "input chunk {} is {} bytes, not the {} the job's list of chunks says",
+                chunk.digest,
+                bytes.len(),
+                chunk.size
+            )));
+        }
+        map_task(
+            &self.inner.runtime,
+            &program.function,
+            &pre,
+            Self::limits(program),
+            &bytes,
+            reducers,
+        )
+        .await
+    }
+
+    /// Reserves `size` bytes of the memory budget, if they fit.
+    fn reserve(&self, size: u64) -> Option<Reserved> {
+        let budget = self.inner.config.shuffle_memory_bytes;
+        self.inner
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held + size <= budget).then_some(held + size)
+            })
+            .ok()
+            .map(|_| Reserved {
+                bytes: size,
+                held: self.inner.held.clone(),
+            })
+    }
+
+    /// One partition of a held map output, as a head and pieces.
+    pub(crate) async fn fetch(
+        &self,
+        job: JobId,
+        task: usize,
+        attempt: AttemptId,
+        partition: u32,
+    ) -> Result<(Response, PieceStream), String> {
+        let output = self
+            .inner
+            .outputs
+            .lock()
+            .expect("not poisoned")
+            .get(&(job, task, attempt))
+            .cloned();
+        let Some(run) = output.and_then(|o| o.runs.get(partition as usize).cloned()) else {
+            return Ok((Response::Run(None), futures::stream::empty().boxed()));
+        };
+        let len = run.len();
+        let pieces = match run {
+            Held::Memory(run) => futures::stream::iter(
+                (0..run.bytes().len())
+                    .step_by(PIECE)
+                    .map(move |at| {
+                        let end = (at + PIECE).min(run.bytes().len());
+                        Ok(Bytes::copy_from_slice(&run.bytes()[at..end]))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .boxed(),
+            Held::Spilled(run) => {
+                let reader = tokio::task::spawn_blocking(move || run.reader())
+                    .await
+                    .map_err(|e| e.to_string())??;
+                futures::stream::try_unfold(reader, |mut reader| async move {
+                    let (piece, reader) = tokio::task::spawn_blocking(move || {
+                        use std::io::Read;
+                        let mut buf = vec![0; PIECE];
+                        let mut got = 0;
+                        while got < PIECE {
+                            match reader.read(&mut buf[got..]) {
+                                Ok(0) => break,
+                                Ok(n) => got += n,
+                                Err(e) => return Err(e.to_string()),
+                            }
+                        }
+                        buf.truncate(got);
+                        Ok((buf, reader))
+                    })
+                    .await
+                    .map_err(|e| e.to_string())??;
+                    Ok((!piece.is_empty()).then(|| (Bytes::from(piece), reader)))
+                })
+                .boxed()
+            }
+        };
+        Ok((Response::Run(Some(len)), pieces))
+    }
+
+    async fn reduce(
+        &self,
+        job: JobId,
+        partition: u32,
+        attempt: AttemptId,
+        program: &Program,
+        sources: &[Source],
+    ) -> Response {
+        let pre = match self.prepare(program).await {
+            Ok(pre) => pre,
+            Err(e) => return failed(&e),
+        };
+        let Gathered {
+            inputs,
+            reserved: _reserved,
+            lost,
+            error,
+            fetched,
+        } = self.gather(job, partition, attempt, sources).await;
+        if !lost.is_empty() {
+            return Response::Failed {
+                error: error.unwrap_or_else(|| "map output lost".into()),
+                guest: false,
+                lost,
+            };
+        }
+        if let Some(error) = error {
+            return host_failure(error);
+        }
+        let records = match reduce_task(
+            &self.inner.runtime,
+            &program.function,
+            &pre,
+            Self::limits(program),
+            &inputs,
+        )
+        .await
+        {
+            Ok(records) => records,
+            Err(e) => return failed(&e),
+        };
+        let dir = self.inner.spill.job(job);
+        let fetched_files = inputs
+            .iter()
+            .filter_map(|h| match h {
+                Held::Spilled(run) if run.path().starts_with(&dir) => Some(run.path().to_owned()),
+                _ => None,
+            })
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("fetch-"))
+            })
+            .collect::<Vec<_>>();
+        drop(inputs);
+        if !fetched_files.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for f in fetched_files {
+                    let _ = std::fs::remove_file(f);
+                }
+            })
+            .await;
+        }
+        let mut segments = Vec::new();
+        let mut segment = Vec::new();
+        for r in &records {
+            serde_json::to_writer(&mut segment, r).expect("JSON values serialize");
+            segment.push(b'\n');
+            if segment.len() >= OUTPUT_SEGMENT_BYTES {
+                segments.push(std::mem::take(&mut segment));
+            }
+        }
+        if !segment.is_empty() {
+            segments.push(segment);
+        }
+        let mut digests = Vec::with_capacity(segments.len());
+        for s in segments {
+            match self.inner.blobs.put(Bytes::from(s)).await {
+                Ok(d) => digests.push(d),
+                Err(e) => {
+                    return host_failure(format!("storing reducer {partition}'s output: {e}"));
+                }
+            }
+        }
+        let count = records.len() as u64;
+        let mut top = Top::new(TOP);
+        top.add(records);
+        Response::Reduced(Reduced {
+            segments: digests,
+            records: count,
+            fetched,
+            top: serde_json::to_vec(&top.best()).expect("JSON values serialize"),
+        })
+    }
+
+    /// Every map task's run of `partition`: this node's in place, others' pulled.
+    async fn gather(
+        &self,
+        job: JobId,
+        partition: u32,
+        attempt: AttemptId,
+        sources: &[Source],
+    ) -> Gathered {
+        let mut g = Gathered::default();
+        for s in sources {
+            if s.node == *self.me() {
+                let output = self
+                    .inner
+                    .outputs
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&(job, s.task, s.attempt))
+                    .cloned();
+                match output.and_then(|o| o.runs.get(partition as usize).cloned()) {
+                    Some(run) => g.inputs.push(run),
+                    None => {
+                        g.lost.push(s.task);
+                        g.error.get_or_insert_with(|| {
+                            format!(
+                                "the output of map task {} (attempt {}) is not held here",
+                                s.task, s.attempt
+                            )
+                        });
+                    }
+                }
+                continue;
+            }
+            match self.pull(job, partition, attempt, s).await {
+                Ok(Some((run, r))) => {
+                    g.fetched += run.len();
+                    g.inputs.push(run);
+                    g.reserved.extend(r);
+                }
+                Ok(None) => {}
+                Err(Pulled::Lost(e)) => {
+                    g.lost.push(s.task);
+                    g.error.get_or_insert(e);
+                }
+                Err(Pulled::Failed(e)) => {
+                    g.error.get_or_insert(e);
+                }
+            }
+        }
+        g
+    }
+
+    /// Pulls one map task's run from the node holding it: into memory within the budget,
+    /// else into a file. `None`: the run is empty.
+    async fn pull(
+        &self,
+        job: JobId,
+        partition: u32,
+        attempt: AttemptId,
+        s: &Source,
+    ) -> Result<Option<(Held, Option<Reserved>)>, Pulled> {
+        let lost = |e: String| {
+            Pulled::Lost(format!(
+                "reading the output of map task {} from {}: {e}",
+                s.task, s.node
+            ))
+        };
+        let addr = self
+            .inner
+            .placement
+            .view()
+            .addr(&s.node)
+            .ok_or_else(|| lost("the node is down".into()))?;
+        let transport = self.inner.placement.transport();
+        let request = Request::Fetch {
+            job,
+            task: s.task,
+            attempt: s.attempt,
+            partition,
+        };
+        let (head, mut pieces) =
+            rpc::open::<JobsWire>(transport, addr, &request, transport.rpc_timeout())
+                .await
+                .map_err(|e| lost(e.to_string()))?;
+        let len = match head {
+            Response::Run(Some(len)) => len,
+            Response::Run(None) => return Err(lost("it does not hold it".into())),
+            other => return Err(lost(format!("unexpected answer {other:?}"))),
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        let reserved = self.reserve(len);
+        let mut sink = if reserved.is_some() {
+            Sink::Memory(Vec::with_capacity(len as usize))
+        } else {
+            let dir = self.inner.spill.job(job);
+            let path = dir.join(format!("fetch-{partition}-{attempt}-{}", s.task));
+            let file = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::File::create(&path).map(|f| (std::io::BufWriter::new(f), path))
+            })
+            .await
+            .map_err(|e| Pulled::Failed(e.to_string()))?
+            .map_err(|e| Pulled::Failed(format!("writing fetched map output: {e}")))?;
+            Sink::File(Some(file))
+        };
+        let mut got = 0u64;
+        while let Some(piece) = pieces.next().await.map_err(|e| lost(e.to_string()))? {
+            got += piece.len() as u64;
+            if got > len {
+                return Err(lost(format!(
+                    "the run is longer than the {len} bytes announced"
+                )));
+            }
+            sink.write(piece).await.map_err(Pulled::Failed)?;
+        }
+        if got < len {
+            return Err(lost(format!("the run ended after {got} of {len} bytes")));
+        }
+        self.inner.metrics.job_bytes("fetched", len);
+        let held = sink.finish(len).await.map_err(Pulled::Failed)?;
+        Ok(Some((held, reserved)))
+    }
+
+    /// Drops a job's map output, in memory and on disk.
+    pub(crate) async fn forget(&self, job: JobId) {
+        {
+            let mut ended = self.inner.ended.lock().expect("not poisoned");
+            if !ended.contains(&job) {
+                ended.push_back(job);
+                if ended.len() > REMEMBERED_ENDS {
+                    ended.pop_front();
+                }
+            }
+            self.inner
+                .outputs
+                .lock()
+                .expect("not poisoned")
+                .retain(|(j, _, _), _| *j != job);
+        }
+        let dir = self.inner.spill.job(job);
+        let shown = dir.display().to_string();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        if let Ok(Err(e)) = removed
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(job = %job, dir = %shown, error = %e, "could not remove the job's spilled map output");
+        }
+    }
+}
+
+/// A reducer's input, gathered.
+#[derive(Default)]
+struct Gathered {
+    /// The runs, in task order.
+    inputs: Vec<Held>,
+    /// The memory the pulled ones hold.
+    reserved: Vec<Reserved>,
+    /// Map tasks whose output could not be read (their node lost it or is gone).
+    lost: Vec<usize>,
+    /// The first error.
+    error: Option<String>,
+    /// Bytes pulled from other nodes.
+    fetched: u64,
+}
+
+enum Pulled {
+    /// The map output is gone: its task must run again.
+    Lost(String),
+    /// Something else failed.
+    Failed(String),
+}
+
+/// Where a pulled run goes.
+enum Sink {
+    Memory(Vec<u8>),
+    File(Option<(std::io::BufWriter<std::fs::File>, std::path::PathBuf)>),
+}
+
+impl Sink {
+    async fn write(&mut self, piece: Bytes) -> Result<(), String> {
+        match self {
+            Sink::Memory(buf) => {
+                buf.extend_from_slice(&piece);
+                Ok(())
+            }
+            Sink::File(file) => {
+                let (mut w, path) = file.take().expect("put back after each piece");
+                let back = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    w.write_all(&piece).map(|()| (w, path))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("writing fetched map output: {e}"))?;
+                *file = Some(back);
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(self, len: u64) -> Result<Held, String> {
+        match self {
+            Sink::Memory(bytes) => Ok(Held::Memory(Arc::new(Run::from_bytes(bytes)))),
+            Sink::File(file) => {
+                let (w, path) = file.expect("put back after each piece");
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    w.into_inner()
+                        .map_err(|e| e.into_error())
+                        .and_then(|mut f| f.flush())
+                        .map(|()| Held::Spilled(SpilledRun::whole(path, len)))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("writing fetched map output: {e}"))
+            }
+        }
+    }
+}
+
+/// A failed attempt's answer: guest failures are told apart from the node's.
+fn failed(e: &RuntimeError) -> Response {
+    Response::Failed {
+        error: e.to_string(),
+        guest: !matches!(e, RuntimeError::Host(_) | RuntimeError::Busy(_)),
+        lost: vec![],
+    }
+}
+
+fn host_failure(error: String) -> Response {
+    Response::Failed {
+        error,
+        guest: false,
+        lost: vec![],
+    }
+}
+
+/// A guest's output that is not well-formed pair records fails its call.
+fn malformed(function: &FunctionName, step: &str) -> impl Fn(String) -> RuntimeError {
+    move |e| RuntimeError::Guest {
+        function: function.clone(),
+        message: format!("{step} emitted {e}"),
+    }
+}
+
+/// Runs map (and the combiner) over one chunk; returns one sorted run per reducer partition.
+async fn map_task(
+    rt: &Runtime,
+    function: &FunctionName,
+    pre: &TaskPre,
+    limits: InvocationLimits,
+    chunk: &[u8],
+    reducers: u32,
+) -> Result<Vec<Run>, RuntimeError> {
+    let mut instance = rt.instantiate_task(function, pre, limits).await?;
+    let mut pairs: TaskOutput = instance.map(chunk).await?;
+    let mut step = "map";
+    if instance.has_combiner() {
+        let sorted = sorted_runs(std::mem::take(&mut pairs), 1)
+            .await
+            .map_err(malformed(function, step))?;
+        let mut merge = Merge::new(&sorted);
+        let mut groups = Vec::new();
+        // All of one map task's combine calls together may emit what one call may.
+        let limit = rt.config().max_emit_bytes.get();
+        while merge
+            .next_groups(&mut groups, GROUP_BATCH_BYTES)
+            .map_err(RuntimeError::Host)?
+            > 0
+        {
+            pairs.extend(instance.combine(&groups).await?);
+            if pairs.len() as u64 > limit {
+                return Err(RuntimeError::OutputTooLarge {
+                    function: function.clone(),
+                    limit,
+                });
+            }
+        }
+        step = "combine";
+    }
+    sorted_runs(pairs, reducers)
+        .await
+        .map_err(malformed(function, step))
+}
+
+/// [`records::sorted_runs`] on a blocking thread: sorting a large output takes long enough to
+/// hold up the other tasks of an async worker.
+async fn sorted_runs(pairs: TaskOutput, partitions: u32) -> Result<Vec<Run>, String> {
+    tokio::task::spawn_blocking(move || records::sorted_runs(&pairs, partitions))
+        .await
+        .map_err(|e| format!("sorting map output failed: {e}"))?
+}
+
+/// Runs one reducer over its partition's runs, many keys per call; returns its output.
+async fn reduce_task(
+    rt: &Runtime,
+    function: &FunctionName,
+    pre: &TaskPre,
+    limits: InvocationLimits,
+    input: &[Held],
+) -> Result<Vec<OutputRecord>, RuntimeError> {
+    let mut instance = rt.instantiate_task(function, pre, limits).await?;
+    // Reading spilled runs is blocking file I/O: on a multi-threaded runtime this worker's
+    // other tasks move to another thread meanwhile.
+    let spilled = input.iter().any(|h| matches!(h, Held::Spilled(_)));
+    let blocking = |read: &mut dyn FnMut() -> Result<usize, String>| {
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if spilled && multi {
+            tokio::task::block_in_place(read)
+        } else {
+            read()
+        }
+    };
+    let mut merge = None;
+    blocking(&mut || {
+        let cursors = input.iter().map(Held::cursor).collect::<Result<_, _>>()?;
+        merge = Some(Merge::of(cursors)?);
+        Ok(0)
+    })
+    .map_err(RuntimeError::Host)?;
+    let mut merge = merge.expect("set above");
+    let (mut groups, mut output) = (Vec::new(), Vec::new());
+    while blocking(&mut || merge.next_groups(&mut groups, GROUP_BATCH_BYTES))
+        .map_err(RuntimeError::Host)?
+        > 0
+    {
+        let emitted = instance.reduce(&groups).await?;
+        for (key, value) in records::pairs(&emitted).map_err(malformed(function, "reduce"))? {
+            output.push(OutputRecord {
+                key: decode(key),
+                value: decode(value),
+            });
+        }
+    }
+    Ok(output)
+}
+
+fn decode(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
