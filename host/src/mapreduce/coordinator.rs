@@ -27,6 +27,11 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How often the coordinator looks at the time (locality waits, speculation, cancels).
 const TICK: Duration = Duration::from_millis(100);
 
+/// How long a node that could not be reached gets no task of the job (unless membership
+/// sees it rejoin sooner): a dead node is not yet known to be down when its connections
+/// already fail, and every attempt sent to it would count as a failure.
+const SUSPEND: Duration = Duration::from_secs(10);
+
 /// Sends `request` to the job service of `node`: this node's worker directly, another over
 /// QUIC. An `Err` is a failure to reach the node or to hear back.
 pub(crate) async fn order(
@@ -78,6 +83,7 @@ pub(crate) fn first_record(
         shuffled_bytes: 0,
         spilled_bytes: 0,
         fetched_bytes: 0,
+        tasks_by_node: Default::default(),
         coordinator: Some(coordinator.clone()),
         map_ms: None,
         reducers: spec.reducers,
@@ -114,6 +120,10 @@ struct Run<'a> {
     record: JobRecord,
     top: Top,
     started: Instant,
+    /// Nodes the state machine knows to be up.
+    up: BTreeSet<NodeId>,
+    /// Nodes that could not be reached, and since when.
+    suspended: HashMap<NodeId, Instant>,
 }
 
 /// Coordinates job `id` under `token` until it ends or the lock is lost.
@@ -160,6 +170,8 @@ pub(crate) async fn run(
         record,
         top,
         started: Instant::now(),
+        up: BTreeSet::new(),
+        suspended: HashMap::new(),
     };
     let outcome = run.drive(&cancel).await;
     match outcome {
@@ -184,8 +196,7 @@ impl Run<'_> {
         let mut renew = tokio::time::interval(JOB_LEASE / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
-        let mut up: BTreeSet<NodeId> = BTreeSet::new();
-        let mut actions = self.members_changed(&mut up);
+        let mut actions = self.members_changed();
         loop {
             for action in std::mem::take(&mut actions) {
                 match action {
@@ -214,7 +225,7 @@ impl Run<'_> {
                     if changed.is_err() {
                         return Stop::Leave("the node is stopping".into());
                     }
-                    actions = self.members_changed(&mut up);
+                    actions = self.members_changed();
                 }
                 _ = tick.tick() => {
                     let asked = jobs.consensus.read_local(|s| {
@@ -223,7 +234,13 @@ impl Run<'_> {
                     if asked {
                         return Stop::End(Err(CANCELLED.into()));
                     }
-                    actions = self.state.on(Event::Tick, self.now());
+                    let before = self.suspended.len();
+                    self.suspended.retain(|_, since| since.elapsed() < SUSPEND);
+                    actions = if self.suspended.len() < before {
+                        self.members_changed()
+                    } else {
+                        self.state.on(Event::Tick, self.now())
+                    };
                 }
                 _ = renew.tick() => {
                     let key = ledger::lock_key(self.id);
@@ -245,20 +262,25 @@ impl Run<'_> {
         }
     }
 
-    /// Tells the state machine which nodes came and went.
-    fn members_changed(&mut self, up: &mut BTreeSet<NodeId>) -> Vec<Action> {
-        let nodes = self.jobs.nodes();
+    /// Tells the state machine which nodes came and went (a suspended node counts as gone).
+    fn members_changed(&mut self) -> Vec<Action> {
+        let nodes: Vec<(NodeId, usize)> = self
+            .jobs
+            .nodes()
+            .into_iter()
+            .filter(|(n, _)| !self.suspended.contains_key(n))
+            .collect();
         let now = self.now();
         let mut actions = Vec::new();
         let current: BTreeSet<NodeId> = nodes.iter().map(|(n, _)| n.clone()).collect();
-        for gone in up.difference(&current) {
+        for gone in self.up.difference(&current) {
             tracing::info!(job = %self.id, node = %gone, "a node running the job's tasks is down");
             actions.extend(self.state.on(Event::NodeDown { node: gone.clone() }, now));
         }
         for (node, slots) in nodes {
             actions.extend(self.state.on(Event::NodeUp { node, slots }, now));
         }
-        *up = current;
+        self.up = current;
         actions
     }
 
@@ -268,6 +290,7 @@ impl Run<'_> {
             n: attempt,
         };
         self.attempts.insert((task, attempt), id);
+        *self.record.tasks_by_node.entry(node.clone()).or_default() += 1;
         let program = self.spec.program();
         let request = match task {
             TaskId::Map(t) => Request::Map {
@@ -400,13 +423,24 @@ impl Run<'_> {
             }
             Err(error) => {
                 self.jobs.metrics.job_task(phase, "failed");
-                tracing::info!(job = %self.id, task = ?r.task, node = %r.node, %error, "an attempt was lost");
-                Event::Failed {
-                    task: r.task,
-                    attempt: r.attempt,
-                    error,
-                    guest: false,
+                tracing::info!(job = %self.id, task = ?r.task, node = %r.node, %error, "an attempt was lost; the node gets no task for a while");
+                // The node leaves the job first (its attempts fail, the map output it holds
+                // is lost), so that the retry goes elsewhere.
+                let mut actions = Vec::new();
+                if r.node != *self.jobs.worker.me() {
+                    self.suspended.insert(r.node, Instant::now());
+                    actions = self.members_changed();
                 }
+                actions.extend(self.state.on(
+                    Event::Failed {
+                        task: r.task,
+                        attempt: r.attempt,
+                        error,
+                        guest: false,
+                    },
+                    now,
+                ));
+                return Ok(actions);
             }
         };
         Ok(self.state.on(event, now))

@@ -135,6 +135,9 @@ pub struct JobRecord {
     /// Bytes of map output reducers pulled from other nodes so far.
     #[serde(default)]
     pub fetched_bytes: u64,
+    /// Attempts started on each node (by this coordinator).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tasks_by_node: std::collections::BTreeMap<NodeId, u32>,
     /// The node coordinating the job (the holder of its lock), or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<NodeId>,

@@ -13,6 +13,7 @@ mod convergence;
 mod faults;
 mod fencing;
 mod functions;
+mod job_faults;
 mod jobs;
 mod kv_faults;
 mod linearizable;

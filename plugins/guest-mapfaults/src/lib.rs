@@ -3,10 +3,11 @@
 //!
 //! Each input line is a word. `map` emits `(word, 1)` for every line, except:
 //! `trap` panics, `loop` spins until the deadline stops it, `hog` allocates until the memory
-//! cap stops it, and `flood` emits without end until the emit cap stops it; `spin` spins for
-//! about a second (2^30 steps) and is then counted like any word, so its task is slow but
-//! finishes.
-//! `reduce` sums, and refuses the word `fail` with an error of its own.
+//! cap stops it, and `flood` emits without end until the emit cap stops it; a word starting
+//! with `spin` spins for about a second (2^30 steps) and is then counted like any word, so its
+//! task is slow but finishes.
+//! `reduce` sums (spinning again for a word starting with `spin`), and refuses the word `fail`
+//! with an error of its own.
 
 use weft_sdk::{Emitter, Error, MapReduce};
 
@@ -32,17 +33,7 @@ impl MapReduce for MapFaults {
                         );
                     }
                 }
-                "spin" => {
-                    let mut state = 1u64;
-                    for _ in 0..1u64 << 30 {
-                        state = std::hint::black_box(
-                            state
-                                .wrapping_mul(6_364_136_223_846_793_005)
-                                .wrapping_add(1),
-                        );
-                    }
-                    out.emit(word.to_string(), 1 + (state == 0) as u64);
-                }
+                spin if spin.starts_with("spin") => out.emit(word.to_string(), 1 + spin_once()),
                 "hog" => {
                     let mut blocks: Vec<Vec<u8>> = Vec::new();
                     loop {
@@ -65,12 +56,30 @@ impl MapReduce for MapFaults {
     }
 
     fn reduce(word: String, counts: Vec<u64>, out: &mut Emitter<String, u64>) -> Result<(), Error> {
+        let slow = if word.starts_with("spin") {
+            spin_once()
+        } else {
+            0
+        };
         if word == "fail" {
             return Err(Error::msg("guest-mapfaults: the reducer refuses `fail`"));
         }
-        out.emit(word, counts.iter().sum());
+        out.emit(word, counts.iter().sum::<u64>() + slow);
         Ok(())
     }
+}
+
+/// Spins for about a second; always 0 (the result keeps the loop from being optimized away).
+fn spin_once() -> u64 {
+    let mut state = 1u64;
+    for _ in 0..1u64 << 30 {
+        state = std::hint::black_box(
+            state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1),
+        );
+    }
+    u64::from(state == 0)
 }
 
 weft_sdk::export_mapreduce!(MapFaults);
