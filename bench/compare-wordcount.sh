@@ -8,9 +8,12 @@
 #   SIZE_MB=200 ROUNDS=5 bench/compare-wordcount.sh
 #   WEFT_BIN=/path/to/weft bench/compare-wordcount.sh
 #
-# Weft: three `weft node`s with defaults; `weft job run wordcount --input FILE --reducers 4`
-# against node 1, timed from the CLI's start to its result (upload, chunking, map, shuffle,
-# reduce, commit), with the corpus in the page cache.
+# Weft, twice: one `weft node` alone, and a cluster of three `weft node`s on loopback (on this
+# machine all sharing its cores), all with defaults; `weft job run wordcount --input FILE
+# --reducers 4` against node 1, timed from the CLI's start to its result (upload, chunking,
+# map, shuffle, reduce, commit), with the corpus in the page cache. On the cluster the job's
+# tasks spread over the three nodes (each runs as many at once as the machine has cores) and
+# reducers pull map output over QUIC.
 # Native: bench/wc-native.rs built with `rustc -O`, timed from reading the file to the count.
 # pyspark: bench/wc-spark.py, `local[N]` with N = nproc (one worker thread per core), written
 # with the RDD API (textFile + flatMap + reduceByKey + collect, Python workers) and with the
@@ -38,13 +41,25 @@ rustc -O --edition 2024 "$root/bench/wc-native.rs" -o "$tmp/wc-native"
 
 start_weft
 until_ok "node 1's API" 60 curl -fs "http://127.0.0.1:${whttp[1]}/v1/status"
-export WEFT_NODE="http://127.0.0.1:${whttp[1]}" WEFT_TOKEN=$weft_token
-until_ok "a deploy of wordcount" 120 "$weft" deploy "$wordcount" --name wordcount
+cluster_node="http://127.0.0.1:${whttp[1]}"
+export WEFT_TOKEN=$weft_token
+until_ok "a deploy of wordcount" 120 env WEFT_NODE="$cluster_node" "$weft" deploy "$wordcount" --name wordcount
+# The lone node: a cluster of its own (its own CA and token, in its data directory).
+lone_http=$(free_port SOCK_STREAM)
+WEFT_LOG=warn "$weft" node --name lone --data-dir "$tmp/weft-lone" --http "127.0.0.1:$lone_http" \
+  --listen "127.0.0.1:$(free_port SOCK_DGRAM)" >"$tmp/weft-lone.log" 2>&1 &
+pids+=($!)
+lone_node="http://127.0.0.1:$lone_http"
+until_ok "the lone node's API" 60 curl -fs "$lone_node/v1/status"
+lone_token=$(cat "$tmp/weft-lone/token" 2>/dev/null || cat "$tmp/weft-lone/cluster/admin.token")
+until_ok "a deploy of wordcount on the lone node" 120 env WEFT_NODE="$lone_node" WEFT_TOKEN="$lone_token" "$weft" deploy "$wordcount" --name wordcount
 
 results="$tmp/results.tsv"
 : >"$results"
+# weft_round SIDE NODE TOKEN
 weft_round() {
-  local started ended id
+  local side=$1 started ended id
+  export WEFT_NODE=$2 WEFT_TOKEN=$3
   started=$(date +%s%N)
   id=$("$weft" job run wordcount --input "$corpus" --reducers 4 --json | python3 -c '
 import json, sys
@@ -57,15 +72,16 @@ import json, sys
 words = distinct = 0
 for line in sys.stdin:
     words += json.loads(line)["value"]; distinct += 1
-print(f"weft\t{int(sys.argv[1]) / 1e9:.3f}\t{words}\t{distinct}")' "$((ended - started))" >>"$results"
+print(f"{sys.argv[2]}\t{int(sys.argv[1]) / 1e9:.3f}\t{words}\t{distinct}")' "$((ended - started))" "$side" >>"$results"
 }
 native_round() {
   "$tmp/wc-native" "$corpus" | sed -E 's/words=([0-9]+) distinct=([0-9]+) seconds=([0-9.]+)/native\t\3\t\1\t\2/' >>"$results"
 }
 for r in $(seq 1 "$ROUNDS"); do
   native_round
-  weft_round
-  echo "round $r: $(tail -2 "$results" | cut -f1,2 | tr '\n' ' ')" >&2
+  weft_round weft "$lone_node" "$lone_token"
+  weft_round weft-3 "$cluster_node" "$weft_token"
+  echo "round $r: $(tail -3 "$results" | cut -f1,2 | tr '\n' ' ')" >&2
 done
 python3 "$root/bench/wc-spark.py" "$corpus" "$cores" $((ROUNDS + 1)) >"$tmp/spark.out" 2>"$tmp/spark.log" ||
   { tail -20 "$tmp/spark.log" >&2; echo "pyspark failed (its log above)" >&2; exit 1; }
@@ -75,7 +91,7 @@ for api in rdd df; do
 done
 
 echo
-echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc), 3 nodes, job submitted to node 1"
+echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc): one node alone, and 3 nodes with the job submitted to node 1"
 echo "input: $((bytes / 1048576)) MiB of generated text (bench/gen-text.py $SIZE_MB 1); $ROUNDS rounds; MB/s = 10^6 bytes per second, mean over rounds"
 python3 - "$results" "$bytes" "$cores" <<'PY'
 import collections, statistics, sys
@@ -91,17 +107,19 @@ print()
 print("| side | seconds (median) | MB/s |")
 print("| --- | ---: | ---: |")
 names = {
-    "weft": "Weft `wordcount` job",
+    "weft": "Weft `wordcount` job, one node",
+    "weft-3": "Weft `wordcount` job, 3 nodes on this machine",
     "native": "naive native count, 1 thread",
     "spark-rdd": f"pyspark `local[{cores}]`, RDD API (Python workers)",
     "spark-df": f"pyspark `local[{cores}]`, DataFrame API (JVM only)",
 }
-for s in ("weft", "native", "spark-rdd", "spark-df"):
+for s in ("weft", "weft-3", "native", "spark-rdd", "spark-df"):
     print(f"| {names[s]} | {statistics.median(runs[s]):.2f} | {rate[s]:.1f} |")
 print()
 spark = max(rate["spark-rdd"], rate["spark-df"])
-print(f"weft/pyspark (its faster API) {rate['weft'] / spark:.2f}x; weft/native {rate['weft'] / rate['native']:.2f}x "
-      f"(per core, {cores} cores: {rate['weft'] / cores / rate['native']:.2f}x)")
+for s, label in (("weft", "one node"), ("weft-3", "3 nodes")):
+    print(f"weft ({label})/pyspark (its faster API) {rate[s] / spark:.2f}x; weft/native {rate[s] / rate['native']:.2f}x "
+          f"(per core, {cores} cores: {rate[s] / cores / rate['native']:.2f}x)")
 if len(answers) != 1:
     sys.exit(f"the sides disagree on (words, distinct): {sorted(answers)}")
 print(f"all sides counted {answers.pop()[0]:,} words")

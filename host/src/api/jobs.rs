@@ -34,8 +34,9 @@ pub const CHUNKS_CONTENT_TYPE: &str = "application/vnd.weft.chunks+json";
 /// ask for (a chunk is about its job's chunk size, more only when one record is longer).
 pub const MAX_CHUNK_UPLOAD: u64 = MAX_CHUNK_BYTES as u64;
 
-/// The most chunks one job may have.
-const MAX_CHUNKS: usize = 1 << 20;
+/// The most chunks one job may have: the list is recorded in one entry of the metadata
+/// group (64 GiB of input in chunks of the default 4 MiB).
+const MAX_CHUNKS: usize = 16_384;
 
 /// A job's input as a list of uploaded chunks.
 #[derive(Debug, serde::Serialize, Deserialize)]
@@ -224,6 +225,11 @@ async fn store_input(
         for chunk in chunker.push(&piece) {
             blobs.put(chunk.bytes.clone()).await?;
             chunks.push(chunk.input());
+        }
+        if chunks.len() > MAX_CHUNKS {
+            return Err(ApiError::BadRequest(format!(
+                "the input makes more than {MAX_CHUNKS} chunks of {chunk_size} bytes: ask for larger chunks (chunk_size)"
+            )));
         }
     }
     if let Some(chunk) = chunker.finish() {

@@ -436,11 +436,17 @@ pub(super) async fn run_job(
         bar.set_length((p.maps_total + p.reduces_total) as u64);
         bar.set_position((p.maps_done + p.reduces_done) as u64);
         let secs = (job.elapsed_ms.max(1) as f64) / 1000.0;
-        let spilled = if job.spilled_bytes > 0 {
+        let mut spilled = if job.spilled_bytes > 0 {
             format!(", {} of runs on disk", mib(job.spilled_bytes))
         } else {
             String::new()
         };
+        if job.fetched_bytes > 0 {
+            spilled.push_str(&format!(", {} pulled", mib(job.fetched_bytes)));
+        }
+        if p.retries > 0 {
+            spilled.push_str(&format!("  retries {}", p.retries));
+        }
         bar.set_message(format!(
             "map {}/{} ({:.1} MB/s)  shuffled {}{spilled}  reduce {}/{}",
             p.maps_done,
@@ -520,6 +526,24 @@ fn print_summary(c: &Client, job: &JobRecord) {
     );
     if let Some(e) = &job.error {
         println!("error: {e}");
+    }
+    if !job.tasks_by_node.is_empty() {
+        let nodes: Vec<String> = job
+            .tasks_by_node
+            .iter()
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect();
+        let p = &job.progress;
+        println!(
+            "attempts by node: {}; maps next to their chunk {}/{}; retries {}, speculative {}, maps run again {}; {} pulled between nodes",
+            nodes.join(", "),
+            p.maps_local,
+            p.maps_started,
+            p.retries,
+            p.speculative,
+            p.maps_recomputed,
+            mib(job.fetched_bytes)
+        );
     }
     if !job.top.is_empty() {
         println!("top records:");

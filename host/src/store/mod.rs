@@ -202,45 +202,9 @@ impl Store {
             .collect()
     }
 
-    /// Commits one reducer partition's output in a single batch, replacing any earlier attempt's
-    /// output of the same partition, and flushes it. Records are stored as segments of about
-    /// [`OUTPUT_SEGMENT_BYTES`] of newline-separated lines (a record must hold no newline, as
-    /// JSON lines do not), under (job, partition, segment): a few writes per partition rather
-    /// than one per record.
-    pub async fn commit_job_output(
-        &self,
-        id: JobId,
-        partition: u32,
-        records: &[Vec<u8>],
-    ) -> Result<(), StoreError> {
-        let mut prefix = id.to_string().into_bytes();
-        prefix.extend_from_slice(&partition.to_be_bytes());
-        let mut batch = sled::Batch::default();
-        for old in self.job_output.scan_prefix(&prefix).keys() {
-            batch.remove(old?);
-        }
-        let mut segment = Vec::new();
-        let mut seq = 0u64;
-        for (i, record) in records.iter().enumerate() {
-            debug_assert!(
-                !record.contains(&b'\n'),
-                "an output record holds no newline"
-            );
-            segment.extend_from_slice(record);
-            if segment.len() >= OUTPUT_SEGMENT_BYTES || i + 1 == records.len() {
-                let mut key = prefix.clone();
-                key.extend_from_slice(&seq.to_be_bytes());
-                batch.insert(key, std::mem::take(&mut segment));
-                seq += 1;
-            } else {
-                segment.push(b'\n');
-            }
-        }
-        self.job_output.apply_batch(batch)?;
-        self.flush().await
-    }
-
-    /// All output records of a job, partition by partition, each a JSON line without the newline.
+    /// All output records of a job of an earlier version (whose reducers committed their
+    /// output here, in segments of newline-separated lines), partition by partition, each a
+    /// JSON line without the newline. Jobs now store their output as blobs.
     pub fn output_of(
         &self,
         id: JobId,
@@ -258,9 +222,6 @@ impl Store {
             })
     }
 }
-
-/// About how many bytes of a job's output one stored segment holds.
-pub const OUTPUT_SEGMENT_BYTES: usize = 1 << 20;
 
 /// Opens the database, waiting up to 10 s for a previous owner in this process or another one
 /// (a node that is still shutting down) to release its lock.
