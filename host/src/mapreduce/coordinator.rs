@@ -52,6 +52,16 @@ pub(crate) async fn order(
         .map_err(|e| format!("node {node}: {e}"))
 }
 
+/// A node answered an attempt with the other phase's answer.
+fn mismatch(task: &TaskId, attempt: u32, node: &NodeId) -> Event {
+    Event::Failed {
+        task: *task,
+        attempt,
+        error: format!("node {node} answered {task:?} with another task's answer"),
+        guest: false,
+    }
+}
+
 /// The record of a job as its coordinator starts (or restarts) it.
 pub(crate) fn first_record(
     id: JobId,
@@ -178,6 +188,9 @@ pub(crate) async fn run(
         Stop::End(end) => run.end(end).await,
         Stop::Leave(why) => {
             tracing::warn!(job = %id, reason = %why, "stopped coordinating a job");
+            // Should the lock still be held under this token (the node is stopping, or the
+            // metadata group failed), another node takes the job over at once.
+            let _ = jobs.locks.release(&ledger::lock_key(id), token).await;
         }
     }
 }
@@ -347,7 +360,7 @@ impl Run<'_> {
             Ok(Response::Mapped(m)) => {
                 self.jobs.metrics.job_task(phase, "done");
                 let TaskId::Map(task) = r.task else {
-                    return Ok(vec![]);
+                    return Ok(self.state.on(mismatch(&r.task, r.attempt, &r.node), now));
                 };
                 if current {
                     let commit = MapCommit {
@@ -369,7 +382,7 @@ impl Run<'_> {
             Ok(Response::Reduced(out)) => {
                 self.jobs.metrics.job_task(phase, "done");
                 let TaskId::Reduce(p) = r.task else {
-                    return Ok(vec![]);
+                    return Ok(self.state.on(mismatch(&r.task, r.attempt, &r.node), now));
                 };
                 if current {
                     let top: Vec<OutputRecord> =

@@ -160,6 +160,9 @@ pub const JOB_LEASE: Duration = Duration::from_secs(5);
 /// How often every node looks for jobs whose coordinator is gone.
 const TAKEOVER_CHECK: Duration = Duration::from_millis(500);
 
+/// How often every node drops map output of jobs that have ended.
+const SWEEP: Duration = Duration::from_secs(5);
+
 /// Why a job's service call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -288,6 +291,8 @@ impl Jobs {
         let watcher = jobs.clone();
         jobs.tasks
             .spawn(async move { watcher.take_over_orphans().await });
+        let sweeper = jobs.clone();
+        jobs.tasks.spawn(async move { sweeper.sweep().await });
         Ok(jobs)
     }
 
@@ -449,6 +454,26 @@ impl Jobs {
         }
     }
 
+    /// Drops the map output this node holds of jobs that have ended: a job's coordinator
+    /// tells every node when it ends, but a node that was down or cut off then, or a message
+    /// lost, would otherwise hold it until the process stops.
+    async fn sweep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for job in self.worker.held_jobs().await {
+                let ended = self
+                    .consensus
+                    .read_local(|s| s.registers.get(&ledger::end_key(job)).is_some());
+                if ended {
+                    tracing::debug!(job = %job, "dropping map output of an ended job");
+                    self.worker.forget(job).await;
+                }
+            }
+        }
+    }
+
     async fn take_over(self: &Arc<Self>, id: JobId) -> Result<(), JobError> {
         let key = ledger::lock_key(id);
         let grant = self
@@ -481,7 +506,16 @@ impl Jobs {
     /// tasks and it ends `cancelled`), `Ok(Some(false))` if it had already ended, `None` if
     /// there is no such job.
     pub async fn cancel(&self, id: JobId) -> Result<Option<bool>, JobError> {
-        if let Some(cancel) = self.cancels.lock().expect("not poisoned").get(&id) {
+        let local = self.cancels.lock().expect("not poisoned").get(&id).cloned();
+        if let Some(cancel) = local {
+            // Recorded too, so a coordinator that takes over does not run it on.
+            self.consensus
+                .propose(Command::Write {
+                    key: ledger::cancel_key(id),
+                    value: Some(vec![]),
+                    expect: None,
+                })
+                .await?;
             cancel.cancel();
             return Ok(Some(true));
         }

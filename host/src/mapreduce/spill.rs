@@ -36,6 +36,11 @@ impl SpillDir {
         Ok(SpillDir { root })
     }
 
+    /// Where every job's directory is.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Job `id`'s directory (created when its first run is spilled).
     pub fn job(&self, id: JobId) -> PathBuf {
         self.root.join(id.to_string())

@@ -23,6 +23,11 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// before the job fails: guest failures are usually deterministic, so this is lower.
 pub const MAX_GUEST_FAILURES: u32 = 2;
 
+/// Attempts of one task lost with their node (found down, or not reachable) before the job
+/// fails. They do not count as failures of the task (as Spark does not count an executor
+/// lost for reasons outside the application), but a task cannot be lost without end.
+pub const MAX_LOST: u32 = 16;
+
 /// How tasks are placed. Times are in milliseconds of the coordinator's monotonic clock.
 #[derive(Clone, Copy, Debug)]
 pub struct Schedule {
@@ -148,11 +153,11 @@ enum Phase {
         attempts: Vec<Attempt>,
     },
     /// Finished by `attempt` on `node` (`None`: a reducer committed before this
-    /// coordinator), in `took` ms.
+    /// coordinator), in `took` ms (`None`: recorded before this coordinator).
     Done {
         attempt: u32,
         node: Option<NodeId>,
-        took: u64,
+        took: Option<u64>,
     },
 }
 
@@ -164,6 +169,10 @@ struct Task {
     next_attempt: u32,
     failures: u32,
     guest_failures: u32,
+    lost: u32,
+    /// Copies still running after another attempt of the task finished: they keep their
+    /// node's slot until they report, or their node goes.
+    leftovers: Vec<Attempt>,
 }
 
 impl Task {
@@ -174,6 +183,8 @@ impl Task {
             next_attempt: 0,
             failures: 0,
             guest_failures: 0,
+            lost: 0,
+            leftovers: Vec::new(),
         }
     }
 
@@ -225,6 +236,8 @@ pub struct JobState {
     now: u64,
     progress: Progress,
     finished: bool,
+    /// When the reduce phase began.
+    reduce_phase: Option<u64>,
 }
 
 impl JobState {
@@ -248,6 +261,7 @@ impl JobState {
             schedule,
             now: 0,
             finished: false,
+            reduce_phase: None,
         }
     }
 
@@ -258,7 +272,7 @@ impl JobState {
             t.phase = Phase::Done {
                 attempt,
                 node: Some(node),
-                took: 0,
+                took: None,
             };
             t.next_attempt = t.next_attempt.max(attempt + 1);
         }
@@ -270,7 +284,7 @@ impl JobState {
             t.phase = Phase::Done {
                 attempt: 0,
                 node: None,
-                took: 0,
+                took: None,
             };
         }
     }
@@ -285,6 +299,9 @@ impl JobState {
         match event {
             Event::Done { task, attempt } => {
                 let now = self.now;
+                if self.end_leftover(task, attempt) {
+                    return self.schedule();
+                }
                 let Some(t) = self.task_mut(task) else {
                     return vec![];
                 };
@@ -294,21 +311,19 @@ impl JobState {
                 let Some(a) = attempts.iter().find(|a| a.id == attempt).cloned() else {
                     return vec![];
                 };
-                let others: Vec<NodeId> = attempts
+                let others: Vec<Attempt> = attempts
                     .iter()
                     .filter(|o| o.id != attempt)
-                    .map(|o| o.node.clone())
+                    .cloned()
                     .collect();
                 t.phase = Phase::Done {
                     attempt,
                     node: Some(a.node.clone()),
-                    took: now.saturating_sub(a.started),
+                    took: Some(now.saturating_sub(a.started)),
                 };
-                self.release(&a.node);
                 // Copies still running keep their slots until they report or their node goes.
-                for node in others {
-                    self.release(&node);
-                }
+                t.leftovers.extend(others);
+                self.release(&a.node);
             }
             Event::Failed {
                 task,
@@ -316,6 +331,9 @@ impl JobState {
                 error,
                 guest,
             } => {
+                if self.end_leftover(task, attempt) {
+                    return self.schedule();
+                }
                 if let Some(fail) = self.fail_attempt(task, attempt, error, guest) {
                     return fail;
                 }
@@ -330,18 +348,20 @@ impl JobState {
                 if !self.is_running(task, attempt) {
                     return vec![];
                 }
+                // Maps already running again (their node went down meanwhile) count as lost too.
                 let mut lost_any = false;
                 for m in maps {
-                    if let Some(t) = self.maps.get_mut(m)
-                        && t.is_done()
-                    {
+                    let Some(t) = self.maps.get_mut(m) else {
+                        continue;
+                    };
+                    lost_any = true;
+                    if t.is_done() {
                         t.phase = Phase::Pending { since: self.now };
                         self.progress.maps_recomputed += 1;
-                        lost_any = true;
                     }
                 }
                 if !lost_any {
-                    // Nothing was lost after all: count it as an ordinary failure.
+                    // No such map task: count it as an ordinary failure.
                     if let Some(fail) = self.fail_attempt(task, attempt, error, false) {
                         return fail;
                     }
@@ -363,6 +383,9 @@ impl JobState {
                 let now = self.now;
                 let reduces_left = self.reduces.iter().any(|t| !t.is_done());
                 let mut failed = Vec::new();
+                for t in self.maps.iter_mut().chain(self.reduces.iter_mut()) {
+                    t.leftovers.retain(|a| a.node != node);
+                }
                 for (i, t) in self.maps.iter_mut().enumerate() {
                     match &t.phase {
                         Phase::Running { attempts } => {
@@ -385,8 +408,7 @@ impl JobState {
                     }
                 }
                 for (task, attempt) in failed {
-                    let error = format!("its node {node} went down");
-                    if let Some(fail) = self.fail_attempt(task, attempt, error, false) {
+                    if let Some(fail) = self.lose_attempt(task, attempt, &node) {
                         return fail;
                     }
                 }
@@ -444,6 +466,39 @@ impl JobState {
         true
     }
 
+    /// Ends a copy that lost the race to another attempt of its task; `false` if the
+    /// attempt is not one.
+    fn end_leftover(&mut self, task: TaskId, attempt: u32) -> bool {
+        let Some(t) = self.task_mut(task) else {
+            return false;
+        };
+        let Some(i) = t.leftovers.iter().position(|a| a.id == attempt) else {
+            return false;
+        };
+        let a = t.leftovers.remove(i);
+        self.release(&a.node);
+        true
+    }
+
+    /// An attempt lost with its node: not counted as a failure of the task, up to
+    /// [`MAX_LOST`].
+    fn lose_attempt(&mut self, task: TaskId, attempt: u32, node: &NodeId) -> Option<Vec<Action>> {
+        if !self.drop_attempt(task, attempt) {
+            return None;
+        }
+        let t = self.task_mut(task).expect("the attempt was running");
+        t.lost += 1;
+        let lost = t.lost;
+        self.progress.retries += 1;
+        if lost >= MAX_LOST {
+            self.finished = true;
+            return Some(vec![Action::Fail(format!(
+                "{task:?} was lost with its node {MAX_LOST} times, the last time on {node}"
+            ))]);
+        }
+        None
+    }
+
     fn fail_attempt(
         &mut self,
         task: TaskId,
@@ -467,12 +522,23 @@ impl JobState {
 
     fn schedule(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
-        let maps_done = self.maps.iter().all(Task::is_done);
-        if maps_done && self.reduces.iter().all(Task::is_done) {
+        // Every reducer committed: the job's output is complete, whatever maps run again.
+        if self.reduces.iter().all(Task::is_done) {
             self.finished = true;
             return vec![Action::Succeed];
         }
+        let maps_done = self.maps.iter().all(Task::is_done);
         let is_map = !maps_done;
+        // Reducers wait for their owners from when the map phase ends, not from the start.
+        if maps_done && self.reduce_phase.is_none() {
+            self.reduce_phase = Some(self.now);
+            let now = self.now;
+            for t in &mut self.reduces {
+                if let Phase::Pending { since } = &mut t.phase {
+                    *since = (*since).max(now);
+                }
+            }
+        }
         // Rounds of one task per node with a free slot, most free slots first (ties by
         // name), so work spreads over the nodes.
         loop {
@@ -570,12 +636,13 @@ impl JobState {
         let mut took: Vec<u64> = tasks
             .iter()
             .filter_map(|t| match t.phase {
-                Phase::Done { took, .. } => Some(took),
+                Phase::Done { took, .. } => took,
                 _ => None,
             })
             .collect();
+        let done = tasks.iter().filter(|t| t.is_done()).count();
         if took.is_empty()
-            || (took.len() as f64) < self.schedule.speculation_quantile * tasks.len() as f64
+            || (done as f64) < self.schedule.speculation_quantile * tasks.len() as f64
         {
             return None;
         }

@@ -225,7 +225,7 @@ impl Worker {
             .sum();
         inner.metrics.job_bytes("shuffled", shuffled);
         let size: u64 = runs.iter().map(|r| r.bytes().len() as u64).sum();
-        let (held, reserved, spilled) = match self.reserve(size) {
+        let (held, reserved, spilled): (Vec<Held>, _, _) = match self.reserve(size) {
             Some(reserved) => (
                 runs.into_iter()
                     .map(|r| Held::Memory(Arc::new(r)))
@@ -249,18 +249,31 @@ impl Worker {
             }
         };
         // Under the lock `forget` takes first, so output cannot slip in after it.
-        let ended = inner.ended.lock().expect("not poisoned");
-        if ended.contains(&job) {
+        let file = match held.first() {
+            Some(Held::Spilled(run)) => Some(run.path().to_owned()),
+            _ => None,
+        };
+        let kept = {
+            let ended = inner.ended.lock().expect("not poisoned");
+            if ended.contains(&job) {
+                false
+            } else {
+                inner.outputs.lock().expect("not poisoned").insert(
+                    (job, task, attempt),
+                    Arc::new(MapOutput {
+                        runs: held,
+                        _reserved: reserved,
+                    }),
+                );
+                true
+            }
+        };
+        if !kept {
+            if let Some(path) = file {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+            }
             return host_failure("the job has ended".into());
         }
-        inner.outputs.lock().expect("not poisoned").insert(
-            (job, task, attempt),
-            Arc::new(MapOutput {
-                runs: held,
-                _reserved: reserved,
-            }),
-        );
-        drop(ended);
         Response::Mapped(Mapped { shuffled, spilled })
     }
 
@@ -328,15 +341,17 @@ impl Worker {
         };
         let len = run.len();
         let pieces = match run {
-            Held::Memory(run) => futures::stream::iter(
-                (0..run.bytes().len())
-                    .step_by(PIECE)
-                    .map(move |at| {
-                        let end = (at + PIECE).min(run.bytes().len());
-                        Ok(Bytes::copy_from_slice(&run.bytes()[at..end]))
+            // One piece copied at a time, as the peer takes them.
+            Held::Memory(run) => futures::stream::unfold(0, move |at| {
+                let run = run.clone();
+                async move {
+                    let bytes = run.bytes();
+                    (at < bytes.len()).then(|| {
+                        let end = (at + PIECE).min(bytes.len());
+                        (Ok(Bytes::copy_from_slice(&bytes[at..end])), end)
                     })
-                    .collect::<Vec<_>>(),
-            )
+                }
+            })
             .boxed(),
             Held::Spilled(run) => {
                 let reader = tokio::task::spawn_blocking(move || run.reader())
@@ -382,6 +397,7 @@ impl Worker {
         let Gathered {
             inputs,
             reserved: _reserved,
+            files: _files,
             lost,
             error,
             fetched,
@@ -408,27 +424,8 @@ impl Worker {
             Ok(records) => records,
             Err(e) => return failed(&e),
         };
-        let dir = self.inner.spill.job(job);
-        let fetched_files = inputs
-            .iter()
-            .filter_map(|h| match h {
-                Held::Spilled(run) if run.path().starts_with(&dir) => Some(run.path().to_owned()),
-                _ => None,
-            })
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("fetch-"))
-            })
-            .collect::<Vec<_>>();
+        // Runs pulled into files are removed when their guards drop, at the end of this call.
         drop(inputs);
-        if !fetched_files.is_empty() {
-            let _ = tokio::task::spawn_blocking(move || {
-                for f in fetched_files {
-                    let _ = std::fs::remove_file(f);
-                }
-            })
-            .await;
-        }
         let mut segments = Vec::new();
         let mut segment = Vec::new();
         for r in &records {
@@ -494,10 +491,11 @@ impl Worker {
                 continue;
             }
             match self.pull(job, partition, attempt, s).await {
-                Ok(Some((run, r))) => {
+                Ok(Some((run, r, file))) => {
                     g.fetched += run.len();
                     g.inputs.push(run);
                     g.reserved.extend(r);
+                    g.files.extend(file);
                 }
                 Ok(None) => {}
                 Err(Pulled::Lost(e)) => {
@@ -520,7 +518,7 @@ impl Worker {
         partition: u32,
         attempt: AttemptId,
         s: &Source,
-    ) -> Result<Option<(Held, Option<Reserved>)>, Pulled> {
+    ) -> Result<Option<(Held, Option<Reserved>, Option<Scratch>)>, Pulled> {
         let lost = |e: String| {
             Pulled::Lost(format!(
                 "reading the output of map task {} from {}: {e}",
@@ -553,6 +551,8 @@ impl Worker {
             return Ok(None);
         }
         let reserved = self.reserve(len);
+        // A file is removed with its guard, also when the pull fails halfway.
+        let mut scratch = None;
         let mut sink = if reserved.is_some() {
             Sink::Memory(Vec::with_capacity(len as usize))
         } else {
@@ -565,6 +565,7 @@ impl Worker {
             .await
             .map_err(|e| Pulled::Failed(e.to_string()))?
             .map_err(|e| Pulled::Failed(format!("writing fetched map output: {e}")))?;
+            scratch = Some(Scratch(file.1.clone()));
             Sink::File(Some(file))
         };
         let mut got = 0u64;
@@ -582,7 +583,34 @@ impl Worker {
         }
         self.inner.metrics.job_bytes("fetched", len);
         let held = sink.finish(len).await.map_err(Pulled::Failed)?;
-        Ok(Some((held, reserved)))
+        Ok(Some((held, reserved, scratch)))
+    }
+
+    /// Jobs this node holds map output of, in memory or on disk.
+    pub(crate) async fn held_jobs(&self) -> Vec<JobId> {
+        let mut jobs: Vec<JobId> = self
+            .inner
+            .outputs
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .map(|(j, _, _)| *j)
+            .collect();
+        let root = self.inner.spill.root().to_owned();
+        let on_disk = tokio::task::spawn_blocking(move || {
+            std::fs::read_dir(root)
+                .map(|dir| {
+                    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<JobId>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        jobs.extend(on_disk);
+        jobs.sort();
+        jobs.dedup();
+        jobs
     }
 
     /// Drops a job's map output, in memory and on disk.
@@ -619,12 +647,23 @@ struct Gathered {
     inputs: Vec<Held>,
     /// The memory the pulled ones hold.
     reserved: Vec<Reserved>,
+    /// The files the pulled ones are in.
+    files: Vec<Scratch>,
     /// Map tasks whose output could not be read (their node lost it or is gone).
     lost: Vec<usize>,
     /// The first error.
     error: Option<String>,
     /// Bytes pulled from other nodes.
     fetched: u64,
+}
+
+/// A file removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 enum Pulled {

@@ -277,3 +277,87 @@ fn reports_of_unknown_tasks_are_ignored() {
     assert_eq!(done(&mut s, TaskId::Reduce(0), 0, 0), vec![]);
     assert_eq!(s.on(Event::NodeDown { node: n("zz") }, 0), vec![]);
 }
+
+#[test]
+fn a_reducer_reporting_maps_already_running_again_is_not_a_failure() {
+    let mut s = JobState::new(vec![vec![]], vec![vec![]; 2], Schedule::default());
+    up(&mut s, "a", 2);
+    up(&mut s, "b", 2);
+    // The map runs on a, then both reducers, one on each node.
+    done(&mut s, TaskId::Map(0), 0, 1);
+    // b goes down with its reducer, which runs again on a; then a goes down too, with the
+    // map output: the map runs again on the node that comes next.
+    s.on(Event::NodeDown { node: n("b") }, 2);
+    s.on(Event::NodeDown { node: n("a") }, 3);
+    assert_eq!(
+        starts(&up(&mut s, "c", 1)),
+        vec![(TaskId::Map(0), 1, "c".into())]
+    );
+    // A late report from a's reducer (found the output gone) changes nothing now.
+    let late = Event::Lost {
+        partition: 0,
+        attempt: 0,
+        maps: vec![0],
+        error: "gone".into(),
+    };
+    assert_eq!(s.on(late, 4), vec![]);
+    // Lost with their nodes: the reducer on b, then both on a (b's ran again there).
+    assert_eq!(s.progress().retries, 3);
+    assert_eq!(
+        starts(&done(&mut s, TaskId::Map(0), 1, 5)),
+        vec![(TaskId::Reduce(0), 1, "c".into())]
+    );
+}
+
+#[test]
+fn the_job_succeeds_once_every_reducer_committed_whatever_maps_run_again() {
+    let mut s = JobState::new(vec![vec![], vec![]], vec![vec![]], Schedule::default());
+    up(&mut s, "a", 1);
+    up(&mut s, "b", 1);
+    done(&mut s, TaskId::Map(0), 0, 1);
+    done(&mut s, TaskId::Map(1), 0, 1);
+    // The reducer runs on a (it has pulled everything); b goes down with map 1's output,
+    // which runs again on a... but the reducer commits first: the job is done.
+    let reducer_node = match s.on(Event::Tick, 2).first() {
+        Some(Action::Start { node, .. }) => node.to_string(),
+        _ => "a".into(),
+    };
+    let other = if reducer_node == "a" { "b" } else { "a" };
+    s.on(Event::NodeDown { node: n(other) }, 3);
+    assert_eq!(done(&mut s, TaskId::Reduce(0), 0, 4), vec![Action::Succeed]);
+}
+
+#[test]
+fn a_losing_copy_keeps_its_slot_until_it_reports() {
+    let mut s = JobState::new(vec![vec![]; 4], vec![vec![]], Schedule::default());
+    up(&mut s, "a", 2);
+    up(&mut s, "b", 2);
+    for (task, at) in [(0, 1000), (1, 1000), (2, 1100)] {
+        done(&mut s, TaskId::Map(task), 0, at);
+    }
+    // Map 3 (on b) gets a copy on a; the original finishes first.
+    assert_eq!(
+        starts(&s.on(Event::Tick, 1500)),
+        vec![(TaskId::Map(3), 1, "a".into())]
+    );
+    let reduce = starts(&done(&mut s, TaskId::Map(3), 0, 1600));
+    // a still runs the copy: the reducer (anywhere) goes to b, and a gets nothing more.
+    assert_eq!(reduce, vec![(TaskId::Reduce(0), 0, "b".into())]);
+    // The copy's late report frees a's slot and changes nothing else.
+    assert_eq!(done(&mut s, TaskId::Map(3), 1, 1700), vec![]);
+    assert_eq!(s.map_outputs()[3], (3, 0, n("b")));
+}
+
+#[test]
+fn tasks_recorded_by_an_earlier_coordinator_do_not_set_the_speculation_median() {
+    let mut s = JobState::new(vec![vec![]; 4], vec![vec![]], Schedule::default());
+    for task in 0..3 {
+        s.restore_map(task, 0, n("b"));
+    }
+    up(&mut s, "a", 1);
+    up(&mut s, "b", 1);
+    // Three of four maps are done, but none was timed here: map 3 gets no copy however long
+    // it runs.
+    assert_eq!(starts(&s.on(Event::Tick, 60_000)), vec![]);
+    assert_eq!(s.progress().speculative, 0);
+}
