@@ -237,6 +237,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.cluster.consensus.render_metrics(&mut text);
     app.cluster.locks.render_metrics(&mut text);
     app.lines.render_metrics(&mut text);
+    app.jobs.render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

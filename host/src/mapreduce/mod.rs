@@ -667,6 +667,11 @@ impl Jobs {
         ))
     }
 
+    /// Appends the job service's metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.worker.render_metrics(out);
+    }
+
     /// Nodes a job's tasks may run on now, with how many tasks each may run: the members
     /// that are not down, none on a node that announced no free instance.
     fn nodes(&self) -> Vec<(NodeId, usize)> {

@@ -586,6 +586,26 @@ impl Worker {
         Ok(Some((held, reserved, scratch)))
     }
 
+    /// Appends the worker's gauges: map outputs held, and the memory of map output.
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, single};
+        let held = self.inner.outputs.lock().expect("not poisoned").len();
+        single(
+            out,
+            "weft_job_map_outputs",
+            Kind::Gauge,
+            "Map attempts whose output this node holds for their reducers.",
+            held,
+        );
+        single(
+            out,
+            "weft_job_memory_bytes",
+            Kind::Gauge,
+            "Bytes of map output in this node's memory (held, and pulled by reducers).",
+            self.inner.held.load(Ordering::Relaxed),
+        );
+    }
+
     /// Jobs this node holds map output of, in memory or on disk.
     pub(crate) async fn held_jobs(&self) -> Vec<JobId> {
         let mut jobs: Vec<JobId> = self

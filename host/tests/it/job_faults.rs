@@ -207,6 +207,15 @@ async fn a_job_runs_on_every_node_next_to_its_chunks() {
         "{job}"
     );
     s.check_output(&s.procs[2], &id, &expected).await;
+    // Every node drops the job's map output, and gives back its memory.
+    for p in &s.procs {
+        wait_for(Duration::from_secs(30), "map output dropped", || async {
+            (p.metric("weft_job_map_outputs").await == 0.0
+                && p.metric("weft_job_memory_bytes").await == 0.0)
+                .then_some(())
+        })
+        .await;
+    }
 }
 
 /// A worker killed while it runs map tasks: its tasks run again on the other nodes.
