@@ -7,6 +7,7 @@
 #
 #   bench/job-memory.sh                 # 1023 MiB (a job takes at most 1 GiB of input by default)
 #   SIZE_MB=256 bench/job-memory.sh
+#   NODE_ARGS="--shuffle-memory-mib 16" bench/job-memory.sh   # a smaller budget: more is spilled
 #
 # Needs: python3, curl.
 set -euo pipefail
@@ -20,7 +21,8 @@ corpus="$tmp/corpus.txt"
 python3 "$root/bench/gen-text.py" "$SIZE_MB" 1 >"$corpus"
 bytes=$(stat -c %s "$corpus")
 
-start_weft
+# shellcheck disable=SC2086
+start_weft ${NODE_ARGS:-}
 until_ok "node 1's API" 60 curl -fs "http://127.0.0.1:${whttp[1]}/v1/status"
 export WEFT_NODE="http://127.0.0.1:${whttp[1]}" WEFT_TOKEN=$weft_token
 until_ok "a deploy of wordcount" 120 "$weft" deploy "$wordcount" --name wordcount
@@ -43,7 +45,7 @@ ended=$(date +%s%N)
 touch "$tmp/stop"
 wait "$sampler_pid"
 
-echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc), 3 nodes on this machine, defaults"
+echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc), 3 nodes on this machine, node arguments: ${NODE_ARGS:-none (defaults)}"
 echo "input: $((bytes / 1048576)) MiB of generated text (bench/gen-text.py $SIZE_MB 1); largest idle RSS before the job: $((idle / 1024)) MiB"
 python3 - "$tmp/rss.txt" "$tmp/job.json" "$bytes" "$(((ended - started) / 1000000))" "${pids[@]}" <<'PY'
 import collections, json, sys

@@ -70,6 +70,7 @@ pub struct Node {
 impl Node {
     /// Opens the data directory, binds the HTTP address and starts serving.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        raise_open_files();
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
@@ -440,6 +441,29 @@ fn cluster_identity(
 }
 
 /// The token in `dir/token`, created (random, 0600) on first start.
+/// Raises the process's soft limit of open files to its hard limit (as the Go runtime does at
+/// start): a reducer opens every spilled run of its partition at once, a file each, and the
+/// usual soft limit of 1,024 would cap a job at a few hundred map tasks per reducer node.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        return;
+    };
+    if limit.current.is_some_and(|soft| soft < hard) {
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = ?limit.current, to = hard, "raised the limit of open files")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not raise the limit of open files"),
+        }
+    }
+}
+
 fn load_or_create_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     let path = dir.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {

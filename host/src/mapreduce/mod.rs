@@ -11,6 +11,7 @@
 //! takes the lock with a larger token and continues from what was recorded.
 
 pub mod coordinator;
+pub mod guest;
 pub mod ledger;
 pub mod plan;
 pub mod records;
