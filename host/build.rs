@@ -26,6 +26,7 @@ const GUESTS: &[&str] = &[
     "guest-stream",
     "guest-mapfaults",
     "guest-rawtask",
+    "guest-records",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -42,10 +42,9 @@ pub fn has_combiner<T: MapReduce>() -> bool {
     false
 }
 
-/// The `map` export: decode the chunk, run `T::map` (combining its output when the task has
-/// a combiner), flush its output.
+/// The `map` export: run `T::map_bytes` (by default `T::map` on the chunk as UTF-8), combining
+/// its output when the task has a combiner, and flush its output.
 pub fn map<T: MapReduce>(chunk: &[u8]) -> Result<(), String> {
-    let chunk = std::str::from_utf8(chunk).map_err(|e| format!("map input is not UTF-8: {e}"))?;
     let mut out = if T::MERGES {
         Emitter::merging(T::merge)
     } else if T::HAS_COMBINER {
@@ -53,7 +52,7 @@ pub fn map<T: MapReduce>(chunk: &[u8]) -> Result<(), String> {
     } else {
         Emitter::new()
     };
-    T::map(chunk, &mut out)
+    T::map_bytes(chunk, &mut out)
         .and_then(|()| out.finish())
         .map_err(|e| e.to_string())
 }

@@ -70,6 +70,42 @@ pub trait MapReduce {
     /// Map one chunk of whole lines (ending with `\n` unless it is the end of the input).
     fn map(chunk: &str, out: &mut Emitter<Self::Key, Self::Value>) -> Result<(), Error>;
 
+    /// Map one chunk as the host hands it over: the default checks that it is UTF-8 and calls
+    /// [`map`](MapReduce::map). A task whose jobs cut their input into length-prefixed records
+    /// (`weft job run --records length-prefixed`: each record a 4-byte little-endian length,
+    /// then any bytes, newlines too) implements this instead and reads the records with
+    /// [`length_prefixed`]; its `map` is then never called.
+    ///
+    /// ```
+    /// # use weft_sdk::{Emitter, Error, MapReduce};
+    /// struct Sizes;
+    /// impl MapReduce for Sizes {
+    ///     type Key = usize;
+    ///     type Value = u64;
+    ///     type Output = u64;
+    ///     fn map(chunk: &str, out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+    ///         Self::map_bytes(chunk.as_bytes(), out)
+    ///     }
+    ///     fn map_bytes(chunk: &[u8], out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+    ///         for record in weft_sdk::mapreduce::length_prefixed(chunk) {
+    ///             out.emit(record?.len(), 1);
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn reduce(size: usize, counts: Vec<u64>, out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+    ///         out.emit(size, counts.iter().sum());
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let got = weft_sdk::testing::try_run_records::<Sizes>(&[b"a\n", b""], 1);
+    /// assert_eq!(got, Ok(vec![(0, 1), (2, 1)]));
+    /// ```
+    fn map_bytes(chunk: &[u8], out: &mut Emitter<Self::Key, Self::Value>) -> Result<(), Error> {
+        let chunk = std::str::from_utf8(chunk)
+            .map_err(|e| Error::msg(format!("map input is not UTF-8: {e}")))?;
+        Self::map(chunk, out)
+    }
+
     /// Combine values one map step produced for `key` before the shuffle, emitting fewer
     /// pairs with the same key. It runs inside `map`, on all of the step's values of `key`
     /// or, past 8 MiB held, on part of them at a time, so it must give the same result
@@ -434,6 +470,54 @@ impl<K: Serialize + Hash + Eq, V: Serialize> Emitter<K, V> {
             None => {
                 self.flush();
                 Ok(())
+            }
+        }
+    }
+}
+
+/// The records of a chunk of length-prefixed records (each a 4-byte little-endian length,
+/// then that many bytes), in order; a chunk that ends inside a record yields an error last.
+///
+/// ```
+/// let chunk = b"\x03\0\0\0a\nb\x00\0\0\0";
+/// let records: Vec<&[u8]> = weft_sdk::mapreduce::length_prefixed(chunk)
+///     .collect::<Result<_, _>>()
+///     .unwrap();
+/// assert_eq!(records, [&b"a\nb"[..], &b""[..]]);
+/// assert!(weft_sdk::mapreduce::length_prefixed(b"\x09\0\0\0ab").last().unwrap().is_err());
+/// ```
+pub fn length_prefixed(chunk: &[u8]) -> LengthPrefixed<'_> {
+    LengthPrefixed { rest: chunk }
+}
+
+/// The iterator of [`length_prefixed`].
+#[derive(Debug, Clone)]
+pub struct LengthPrefixed<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for LengthPrefixed<'a> {
+    type Item = Result<&'a [u8], Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let whole = self.rest.len();
+        let record = self.rest.get(..4).and_then(|len| {
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            self.rest.get(4..4 + len)
+        });
+        match record {
+            Some(r) => {
+                self.rest = &self.rest[4 + r.len()..];
+                Some(Ok(r))
+            }
+            None => {
+                self.rest = &[];
+                Some(Err(Error::msg(format!(
+                    "the chunk ends inside a length-prefixed record ({whole} bytes left)"
+                ))))
             }
         }
     }

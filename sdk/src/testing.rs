@@ -279,10 +279,72 @@ pub fn try_run_mapreduce<T: MapReduce>(input: &str, reducers: usize) -> Result<O
 where
     T::Key: Ord,
 {
+    let chunks = chunks(input, TEST_CHUNK_BYTES);
+    run_chunks::<T>(chunks.iter().map(|c| c.as_bytes()), reducers)
+}
+
+/// Runs a map/reduce task over `records` as a job with `--records length-prefixed` would:
+/// the records encoded (each a 4-byte little-endian length, then its bytes) and cut into
+/// chunks of whole records, handed to [`MapReduce::map_bytes`]; returns the output sorted by
+/// key, or the first failing step's message.
+///
+/// ```
+/// # use weft_sdk::{Emitter, Error, MapReduce};
+/// struct Sizes;
+/// impl MapReduce for Sizes {
+///     type Key = usize;
+///     type Value = u64;
+///     type Output = u64;
+///     fn map(chunk: &str, out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+///         Self::map_bytes(chunk.as_bytes(), out)
+///     }
+///     fn map_bytes(chunk: &[u8], out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+///         for record in weft_sdk::mapreduce::length_prefixed(chunk) {
+///             out.emit(record?.len(), 1);
+///         }
+///         Ok(())
+///     }
+///     fn reduce(size: usize, counts: Vec<u64>, out: &mut Emitter<usize, u64>) -> Result<(), Error> {
+///         out.emit(size, counts.iter().sum());
+///         Ok(())
+///     }
+/// }
+/// let got = weft_sdk::testing::try_run_records::<Sizes>(&[b"a\nb", b"", b"xyz"], 2);
+/// assert_eq!(got, Ok(vec![(0, 1), (3, 2)]));
+/// ```
+pub fn try_run_records<T: MapReduce>(
+    records: &[&[u8]],
+    reducers: usize,
+) -> Result<Outputs<T>, String>
+where
+    T::Key: Ord,
+{
+    let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
+    for r in records {
+        let last = chunks.last_mut().expect("one chunk at least");
+        if !last.is_empty() && last.len() + 4 + r.len() > TEST_CHUNK_BYTES {
+            chunks.push(Vec::new());
+        }
+        let last = chunks.last_mut().expect("one chunk at least");
+        let len = u32::try_from(r.len()).expect("a record fits in 4 GiB");
+        last.extend_from_slice(&len.to_le_bytes());
+        last.extend_from_slice(r);
+    }
+    chunks.retain(|c| !c.is_empty());
+    run_chunks::<T>(chunks.iter().map(Vec::as_slice), reducers)
+}
+
+fn run_chunks<'a, T: MapReduce>(
+    chunks: impl Iterator<Item = &'a [u8]>,
+    reducers: usize,
+) -> Result<Outputs<T>, String>
+where
+    T::Key: Ord,
+{
     let _ = take_emitted();
     let mut map_output = Vec::new();
-    for chunk in chunks(input, TEST_CHUNK_BYTES) {
-        __private::map::<T>(chunk.as_bytes()).map_err(|e| format!("map: {e}"))?;
+    for chunk in chunks {
+        __private::map::<T>(chunk).map_err(|e| format!("map: {e}"))?;
         let mapped = take_emitted()?;
         // As the host does: combine only if the task asks it to (an SDK task combines
         // inside `map` and does not).

@@ -19,7 +19,9 @@ use serde::Deserialize;
 use super::{ApiError, App, Query, check_declared_length, read_body, too_large};
 use crate::blobs::{Census, MAX_ASKED};
 use crate::id::{Digest, FunctionName, JobId};
-use crate::mapreduce::plan::{CHUNK_BYTES, Chunker, InputChunk, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
+use crate::mapreduce::plan::{
+    CHUNK_BYTES, Cut, InputChunk, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, Records,
+};
 use crate::mapreduce::{JobRecord, JobSpec};
 use crate::runtime::Prepared;
 
@@ -64,6 +66,8 @@ pub(crate) struct SubmitParams {
     reducers: Option<u32>,
     /// For a plain body: the target chunk size in bytes (default 4 MiB).
     chunk_size: Option<usize>,
+    /// For a plain body: what a record is, `lines` (default) or `length-prefixed`.
+    records: Option<String>,
 }
 
 pub(crate) async fn submit(
@@ -93,10 +97,18 @@ pub(crate) async fn submit(
     };
 
     let limit = app.limits.max_job_input.get();
+    let records: Records = match &params.records {
+        Some(r) => r.parse().map_err(ApiError::BadRequest)?,
+        None => Records::Lines,
+    };
     let chunks = if is_chunk_list(&headers) {
         chunk_list(&app, &headers, body, limit).await?
     } else {
-        store_input(&app, &headers, body, limit, chunk_size).await?
+        let cut = Cut {
+            size: chunk_size,
+            records,
+        };
+        store_input(&app, &headers, body, limit, cut).await?
     };
     let limits = app.runtime.limits(&active.deployment.limits);
     let spec = JobSpec {
@@ -207,10 +219,11 @@ async fn store_input(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
-    chunk_size: usize,
+    cut: Cut,
 ) -> Result<Vec<InputChunk>, ApiError> {
     check_declared_length(headers, limit, "job input")?;
-    let mut chunker = Chunker::new(chunk_size);
+    let chunk_size = cut.size;
+    let mut chunker = cut.chunker();
     let mut chunks = Vec::new();
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
@@ -232,7 +245,10 @@ async fn store_input(
             )));
         }
     }
-    if let Some(chunk) = chunker.finish() {
+    if let Some(chunk) = chunker
+        .finish()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+    {
         blobs.put(chunk.bytes.clone()).await?;
         chunks.push(chunk.input());
     }

@@ -9,7 +9,7 @@ use super::Client;
 use crate::api::{FunctionView, NodeStatus};
 use crate::config::NodeConfig;
 use crate::locks::Grant;
-use crate::mapreduce::plan::MIN_CHUNK_BYTES;
+use crate::mapreduce::plan::{Cut, MIN_CHUNK_BYTES};
 use crate::membership::MemberState;
 use crate::transport::ClusterDir;
 
@@ -112,7 +112,8 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
     let input = TEXT.repeat(REPEAT).into_bytes();
     let input = vec![super::jobs::Source::Bytes(input)];
     // Chunks of 64 KiB (the default is 4 MiB), so that this small input makes several map tasks.
-    let job = super::jobs::run_job(&c, "wordcount", input, 4, MIN_CHUNK_BYTES, true).await?;
+    let job =
+        super::jobs::run_job(&c, "wordcount", input, 4, Cut::lines(MIN_CHUNK_BYTES), true).await?;
     println!(
         "job {} {:?} in {} ms: {} map tasks, {} reducers, {} distinct words",
         job.id,

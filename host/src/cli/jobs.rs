@@ -18,7 +18,7 @@ use super::Client;
 use crate::api::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};
 use crate::blobs::MAX_ASKED;
 use crate::id::Digest;
-use crate::mapreduce::plan::{Chunk, Chunker, InputChunk, parse_chunk_size};
+use crate::mapreduce::plan::{Chunk, Cut, InputChunk, Records, parse_chunk_size};
 use crate::mapreduce::{JobRecord, JobStatus, OutputRecord, Top};
 
 #[derive(Debug, Subcommand)]
@@ -27,9 +27,14 @@ pub(super) enum JobCommand {
     Run {
         /// The map/reduce function.
         name: String,
-        /// Input files or directories (every file below, in path order); records are lines.
+        /// Input files or directories (every file below, in path order).
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
+        /// What a record is: `lines`, or `length-prefixed` (a 4-byte little-endian length,
+        /// then that many bytes; every file must hold whole records). A chunk, one map
+        /// task's input, always holds whole records.
+        #[arg(long, default_value = "lines")]
+        records: Records,
         /// Reducer partitions.
         #[arg(long, default_value_t = 4)]
         reducers: u32,
@@ -86,13 +91,18 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
             input,
             reducers,
             chunk_size,
+            records,
             json,
         } => {
             let mut sources = Vec::new();
             for path in input {
                 files_under(path, &mut sources)?;
             }
-            let job = run_job(c, name, sources, *reducers, *chunk_size, !json).await?;
+            let cut = Cut {
+                size: *chunk_size,
+                records: *records,
+            };
+            let job = run_job(c, name, sources, *reducers, cut, !json).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
@@ -242,17 +252,19 @@ fn files_under(path: &Path, out: &mut Vec<Source>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads `sources` as one stream of records (a source that does not end with a newline gets
-/// one) and hands each chunk to `each`, until it says stop.
+/// Reads `sources` as one stream of records (a source of lines that does not end with a
+/// newline gets one; a source of length-prefixed records must end with a whole record) and
+/// hands each chunk to `each`, until it says stop.
 fn read_chunks(
     sources: &[Source],
-    chunk_size: usize,
+    cut: Cut,
     mut each: impl FnMut(Chunk) -> bool,
 ) -> anyhow::Result<()> {
-    let mut chunker = Chunker::new(chunk_size);
+    let mut chunker = cut.chunker();
     let mut buf = vec![0; 1 << 20];
-    let mut feed =
-        |chunker: &mut Chunker, bytes: &[u8]| chunker.push(bytes).into_iter().all(&mut each);
+    let mut feed = |chunker: &mut crate::mapreduce::plan::Chunker, bytes: &[u8]| {
+        chunker.push(bytes).into_iter().all(&mut each)
+    };
     for source in sources {
         let mut last = None;
         match source {
@@ -279,11 +291,21 @@ fn read_chunks(
                 }
             }
         }
-        if last.is_some_and(|b| b != b'\n') && !feed(&mut chunker, b"\n") {
-            return Ok(());
+        if cut.records == Records::Lines {
+            if last.is_some_and(|b| b != b'\n') && !feed(&mut chunker, b"\n") {
+                return Ok(());
+            }
+        } else if !chunker.at_boundary() {
+            let what = match source {
+                Source::File(path) => path.display().to_string(),
+                Source::Bytes(_) => "the input".to_string(),
+            };
+            anyhow::bail!(
+                "{what} ends inside a length-prefixed record: every file of the input must hold whole records (each a 4-byte little-endian length, then that many bytes)"
+            );
         }
     }
-    if let Some(chunk) = chunker.finish() {
+    if let Some(chunk) = chunker.finish()? {
         each(chunk);
     }
     Ok(())
@@ -294,7 +316,7 @@ fn read_chunks(
 async fn upload_input(
     c: &Client,
     sources: Arc<Vec<Source>>,
-    chunk_size: usize,
+    cut: Cut,
     progress: bool,
 ) -> anyhow::Result<(Vec<InputChunk>, usize, u64)> {
     let s = sources.clone();
@@ -302,7 +324,7 @@ async fn upload_input(
         let mut chunks = Vec::new();
         let mut at = 0u64;
         let mut too_long = None;
-        read_chunks(&s, chunk_size, |c| {
+        read_chunks(&s, cut, |c| {
             if c.bytes.len() as u64 > MAX_CHUNK_UPLOAD {
                 too_long = Some((at, c.bytes.len()));
                 return false;
@@ -354,7 +376,7 @@ async fn upload_input(
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(2);
         let mut wanted = missing;
         let reading = tokio::task::spawn_blocking(move || {
-            read_chunks(&sources, chunk_size, |c| {
+            read_chunks(&sources, cut, |c| {
                 !wanted.remove(&c.digest) || tx.blocking_send(c).is_ok()
             })?;
             if !wanted.is_empty() {
@@ -393,11 +415,11 @@ pub(super) async fn run_job(
     function: &str,
     sources: Vec<Source>,
     reducers: u32,
-    chunk_size: usize,
+    cut: Cut,
     progress: bool,
 ) -> anyhow::Result<JobRecord> {
     let (chunks, uploaded, uploaded_bytes) =
-        upload_input(c, Arc::new(sources), chunk_size, progress).await?;
+        upload_input(c, Arc::new(sources), cut, progress).await?;
     let total: u64 = chunks.iter().map(|c| c.size).sum();
     let distinct: HashSet<Digest> = chunks.iter().map(|c| c.digest).collect();
     eprintln!(

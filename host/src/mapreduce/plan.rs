@@ -95,25 +95,102 @@ impl Chunk {
 #[derive(Debug)]
 pub struct Chunker {
     target: usize,
+    records: Records,
     pending: BytesMut,
-    /// How much of `pending` past `target` is known to hold no newline, so a long record is
-    /// scanned once rather than on every push.
+    /// Lines: how much of `pending` past `target` is known to hold no newline, so a long
+    /// record is scanned once rather than on every push. Length-prefixed: where the next
+    /// record starts (all before it are whole records).
     scanned: usize,
 }
 
+/// How a job's input is cut into records (a chunk always holds whole records).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Records {
+    /// Lines, each ending with `\n` (the last one of the input may not).
+    #[default]
+    Lines,
+    /// Each record is its length as an unsigned 32-bit little-endian integer, then that many
+    /// bytes (any bytes, newlines and all).
+    LengthPrefixed,
+}
+
+impl std::str::FromStr for Records {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lines" => Ok(Records::Lines),
+            "length-prefixed" => Ok(Records::LengthPrefixed),
+            other => Err(format!(
+                "`{other}` is not a kind of records: use `lines` or `length-prefixed`"
+            )),
+        }
+    }
+}
+
+/// How an input is cut into chunks: their target size and what a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// Target bytes per chunk.
+    pub size: usize,
+    /// What a record is.
+    pub records: Records,
+}
+
+impl Cut {
+    /// Lines, in chunks of about `size` bytes.
+    pub fn lines(size: usize) -> Self {
+        Cut {
+            size,
+            records: Records::Lines,
+        }
+    }
+
+    /// A chunker that cuts this way.
+    pub fn chunker(self) -> Chunker {
+        Chunker::of(self.size, self.records)
+    }
+}
+
+/// Input that ends inside a length-prefixed record.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the input ends inside a length-prefixed record: {left} bytes after the last whole record (each record is a 4-byte little-endian length, then that many bytes)"
+)]
+pub struct CutRecord {
+    /// Bytes left after the last whole record.
+    pub left: usize,
+}
+
 impl Chunker {
-    /// A chunker aiming at `target` bytes per chunk.
+    /// A chunker of lines aiming at `target` bytes per chunk.
     pub fn new(target: usize) -> Self {
+        Chunker::of(target, Records::Lines)
+    }
+
+    /// A chunker of `records` aiming at `target` bytes per chunk.
+    pub fn of(target: usize, records: Records) -> Self {
         Chunker {
             target: target.max(1),
+            records,
             pending: BytesMut::new(),
             scanned: 0,
         }
     }
 
+    /// Whether the input so far ends with a whole record (always, for lines: a line may end
+    /// with the input).
+    pub fn at_boundary(&self) -> bool {
+        self.records == Records::Lines || self.scanned == self.pending.len()
+    }
+
     /// Feeds more input; returns the chunks that are complete.
     pub fn push(&mut self, data: &[u8]) -> Vec<Chunk> {
         self.pending.extend_from_slice(data);
+        if self.records == Records::LengthPrefixed {
+            return self.cut_length_prefixed();
+        }
         let mut out = Vec::new();
         while self.pending.len() >= self.target {
             // Cut after the last newline at or before the target, or else after the first one
@@ -145,10 +222,47 @@ impl Chunker {
         out
     }
 
-    /// Ends the input; returns the last chunk, if any input is left.
-    pub fn finish(self) -> Option<Chunk> {
-        (!self.pending.is_empty()).then(|| Chunk::new(self.pending.freeze()))
+    /// Length-prefixed records: a chunk ends after the first whole record that reaches the
+    /// target (so a record longer than the target makes a chunk of its own).
+    fn cut_length_prefixed(&mut self) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        while self.scanned + 4 <= self.pending.len() {
+            let at = self.scanned;
+            let len = u32::from_le_bytes(self.pending[at..at + 4].try_into().expect("4 bytes"));
+            let end = at + 4 + len as usize;
+            if end > self.pending.len() {
+                break;
+            }
+            self.scanned = end;
+            if self.scanned >= self.target {
+                out.push(Chunk::new(self.pending.split_to(self.scanned).freeze()));
+                self.scanned = 0;
+            }
+        }
+        out
     }
+
+    /// Ends the input; returns the last chunk, if any input is left, or an error if the input
+    /// ends inside a length-prefixed record.
+    pub fn finish(self) -> Result<Option<Chunk>, CutRecord> {
+        if !self.at_boundary() {
+            return Err(CutRecord {
+                left: self.pending.len() - self.scanned,
+            });
+        }
+        Ok((!self.pending.is_empty()).then(|| Chunk::new(self.pending.freeze())))
+    }
+}
+
+/// Encodes `records` as length-prefixed records.
+pub fn length_prefixed<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        let len = u32::try_from(r.len()).expect("a record fits in 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(r);
+    }
+    out
 }
 
 /// The reducer partition of `key`, stable across nodes, runs and versions: FNV-1a (64-bit) of
@@ -192,8 +306,59 @@ mod tests {
         for piece in input.chunks(feed.max(1)) {
             out.extend(c.push(piece).into_iter().map(|c| c.bytes.to_vec()));
         }
-        out.extend(c.finish().map(|c| c.bytes.to_vec()));
+        out.extend(c.finish().unwrap().map(|c| c.bytes.to_vec()));
         out
+    }
+
+    #[test]
+    fn length_prefixed_records_are_cut_whole_and_a_cut_record_is_an_error() {
+        let records: Vec<&[u8]> = vec![b"a\nb", b"", b"ccccc", b"d", b"\n\n\n"];
+        let input = length_prefixed(records.iter().copied());
+        for target in [1, 5, 9, 100] {
+            for feed in [1, 3, input.len()] {
+                let mut c = Chunker::of(target, Records::LengthPrefixed);
+                let mut got: Vec<Vec<u8>> = Vec::new();
+                for piece in input.chunks(feed) {
+                    got.extend(c.push(piece).into_iter().map(|c| c.bytes.to_vec()));
+                }
+                assert!(c.at_boundary());
+                got.extend(c.finish().unwrap().map(|c| c.bytes.to_vec()));
+                // Nothing lost, each chunk whole records, each at least the target but its last.
+                assert_eq!(got.concat(), input, "target {target} feed {feed}");
+                let mut decoded = Vec::new();
+                for (i, chunk) in got.iter().enumerate() {
+                    let mut at = 0;
+                    let mut last = 0;
+                    while at < chunk.len() {
+                        let len =
+                            u32::from_le_bytes(chunk[at..at + 4].try_into().unwrap()) as usize;
+                        decoded.push(chunk[at + 4..at + 4 + len].to_vec());
+                        last = at;
+                        at += 4 + len;
+                    }
+                    assert_eq!(at, chunk.len(), "a chunk ends on a record's end");
+                    if i + 1 < got.len() {
+                        assert!(
+                            chunk.len() >= target && last < target.max(1),
+                            "target {target}: {chunk:?}"
+                        );
+                    }
+                }
+                assert_eq!(
+                    decoded,
+                    records.iter().map(|r| r.to_vec()).collect::<Vec<_>>()
+                );
+            }
+        }
+        let mut c = Chunker::of(100, Records::LengthPrefixed);
+        assert!(c.push(&input[..input.len() - 2]).is_empty());
+        assert!(!c.at_boundary());
+        assert_eq!(c.finish().unwrap_err(), CutRecord { left: 5 });
+        let mut c = Chunker::of(100, Records::LengthPrefixed);
+        c.push(&[7, 0]);
+        assert_eq!(c.finish().unwrap_err(), CutRecord { left: 2 });
+        assert_eq!("length-prefixed".parse(), Ok(Records::LengthPrefixed));
+        assert!("csv".parse::<Records>().unwrap_err().contains("`csv`"));
     }
 
     #[test]

@@ -223,6 +223,18 @@ async fn errors_go_to_stderr_with_a_nonzero_exit() {
     assert!(err.contains("401") && err.contains("WEFT_TOKEN"), "{err}");
     let err = failed(&weft(&n, &["job", "run", "nobody", "--input", "/no/such/input"]).await);
     assert!(err.contains("/no/such/input"), "{err}");
+    // A file of length-prefixed records that ends inside one is named before anything is
+    // uploaded; an unknown kind of records is refused.
+    let cut = n.dir.path().join("cut.records");
+    std::fs::write(&cut, b"\x02\0\0\0ab\x05\0\0\0abc").unwrap();
+    let args = ["job", "run", "nobody", "--input", cut.to_str().unwrap()];
+    let err = failed(&weft(&n, &[&args[..], &["--records", "length-prefixed"]].concat()).await);
+    assert!(
+        err.contains("cut.records ends inside a length-prefixed record"),
+        "{err}"
+    );
+    let err = failed(&weft(&n, &[&args[..], &["--records", "csv"]].concat()).await);
+    assert!(err.contains("`csv` is not a kind of records"), "{err}");
     // The node kept serving. A function deployed with `--debug` shows its callers why it
     // failed.
     let panic = n.dir.path().join("panic.wasm");

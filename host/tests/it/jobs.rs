@@ -124,7 +124,8 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
     );
     // One map task per chunk; where the chunks end depends only on the text.
     let mut chunker = weft_host::mapreduce::plan::Chunker::new(TEST_CHUNK);
-    let chunks = chunker.push(text.as_bytes()).len() + usize::from(chunker.finish().is_some());
+    let chunks =
+        chunker.push(text.as_bytes()).len() + usize::from(chunker.finish().unwrap().is_some());
     assert!(chunks >= 3, "{chunks} chunks");
     assert_eq!(job["progress"]["maps_total"], chunks as u64, "{job}");
     assert_eq!(job["progress"]["maps_done"], job["progress"]["maps_total"]);
@@ -272,7 +273,7 @@ async fn map_output_over_the_memory_budget_spills_to_disk_and_the_output_is_the_
     // `shuffled_bytes`) and two 4-byte lengths.
     let mut chunker = weft_host::mapreduce::plan::Chunker::new(TEST_CHUNK);
     let mut chunks = chunker.push(text.as_bytes());
-    chunks.extend(chunker.finish());
+    chunks.extend(chunker.finish().unwrap());
     let pairs: usize = chunks
         .iter()
         .map(|c| {
@@ -319,7 +320,8 @@ async fn a_guest_without_the_sdk_is_combined_by_the_host_and_malformed_output_is
     }
     let chunk = weft_host::mapreduce::plan::MIN_CHUNK_BYTES;
     let mut chunker = weft_host::mapreduce::plan::Chunker::new(chunk);
-    let chunks = chunker.push(input.as_bytes()).len() + usize::from(chunker.finish().is_some());
+    let chunks =
+        chunker.push(input.as_bytes()).len() + usize::from(chunker.finish().unwrap().is_some());
     assert!(chunks >= 8, "{chunks} chunks");
     let submit = |body: String| {
         n.req(Method::POST, "/v1/jobs")
@@ -574,7 +576,8 @@ async fn job_input_is_uploaded_once_as_chunks_the_cluster_holds() {
     let input = dir.path().to_str().unwrap();
 
     let mut chunker = weft_host::mapreduce::plan::Chunker::new(TEST_CHUNK);
-    let chunks = chunker.push(text.as_bytes()).len() + usize::from(chunker.finish().is_some());
+    let chunks =
+        chunker.push(text.as_bytes()).len() + usize::from(chunker.finish().unwrap().is_some());
     let mut outputs = Vec::new();
     for (run, n) in [&nodes[1], &nodes[2]].into_iter().enumerate() {
         let out = crate::cli::weft(
@@ -928,4 +931,67 @@ async fn log_statistics_match_a_sequential_pass() {
         .map(|(key, value)| (key, value.as_u64().unwrap()))
         .collect();
     assert_eq!(got, expected);
+}
+
+const MIN_CHUNK: usize = 64 << 10;
+
+/// Length-prefixed records (`records=length-prefixed`): records that hold newlines reach the
+/// guest whole, the input is cut into chunks only between records, and input that ends
+/// inside a record, or an unknown kind of records, gets a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_prefixed_records_reach_the_guest_whole() {
+    let n = TestNode::start().await;
+    n.deploy("hello", plugins::HELLO).await;
+    n.deploy_ok("records", crate::harness::guest("guest-records"), &[])
+        .await;
+    let mut input = Vec::new();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..6000 {
+        let record = format!("record {}\nits second line\n{}", i % 37, "x".repeat(i % 23));
+        input.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        input.extend_from_slice(record.as_bytes());
+        *expected.entry(record).or_default() += 1;
+    }
+    // Chunks of the smallest size, 64 KiB: several map tasks.
+    assert!(input.len() > 2 * MIN_CHUNK);
+    let submit = |body: Vec<u8>, records: &'static str| {
+        n.req(Method::POST, "/v1/jobs")
+            .query(&[
+                ("function", "records"),
+                ("reducers", "3"),
+                ("chunk_size", &MIN_CHUNK.to_string()),
+                ("records", records),
+            ])
+            .body(body)
+            .send()
+    };
+    let (status, job) = json_of(submit(input.clone(), "length-prefixed").await.unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job = ended(&n, job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        job["progress"]["maps_total"].as_u64().unwrap() >= 2,
+        "{job}"
+    );
+    let got: BTreeMap<String, u64> = records_of(&n, job["id"].as_str().unwrap())
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, v.as_u64().unwrap()))
+        .collect();
+    assert!(got == expected, "the counts differ from the records'");
+
+    let cut = input[..input.len() - 3].to_vec();
+    let (status, body) = json_of(submit(cut, "length-prefixed").await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("ends inside a length-prefixed record"),
+        "{body}"
+    );
+    let (status, body) = json_of(submit(vec![], "csv").await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`csv`"), "{body}");
+    n.assert_hello_serves().await;
 }
