@@ -3,8 +3,8 @@
 //! to one file under `<data_dir>/spill/<job>/` and its reducers read them back through a
 //! buffer of at most 64 KiB each. Files are not synced: a job does not outlive its node's
 //! process, and the whole directory is removed at start. A reducer opens every spilled run
-//! of its partition at once (a file and a buffer each): merging in several passes, to bound
-//! that for very many map tasks, is not built.
+//! of its partition at once (a file and a buffer each), or, beyond [`MERGE_FAN_IN`] of them,
+//! first merges them in passes of that many into new files ([`merge_to_file`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -17,6 +17,11 @@ use crate::id::JobId;
 /// The read buffer of each spilled run a reducer merges: a reducer over N spilled runs holds
 /// N times this.
 pub const READ_BUFFER: usize = 64 << 10;
+
+/// The most runs in files a reducer reads at once: beyond it, consecutive runs are merged
+/// into new files, this many at a time, until no more are left (so a reducer holds at most
+/// this many files open and read buffers, 4 MiB, whatever the number of map tasks).
+pub const MERGE_FAN_IN: usize = 64;
 
 /// Where a node's jobs spill.
 #[derive(Clone, Debug)]
@@ -119,6 +124,32 @@ impl<R: Read> Read for Exact<R> {
         self.left -= n as u64;
         Ok(n)
     }
+}
+
+/// Merges the runs `cursors` read into one sorted run of pair records in a new file at `path`
+/// (a key's values keep the runs' order): a pass of a merge in several passes.
+pub fn merge_to_file(cursors: Vec<Cursor<'_>>, path: &Path) -> Result<SpilledRun, String> {
+    let failed = |e: std::io::Error| format!("writing merged map output {}: {e}", path.display());
+    let mut merge = super::records::Merge::of(cursors)?;
+    let mut file = std::io::BufWriter::new(File::create(path).map_err(failed)?);
+    let (mut groups, mut pairs) = (Vec::new(), Vec::new());
+    let mut len = 0u64;
+    while merge.next_groups(&mut groups, 256 << 10)? > 0 {
+        pairs.clear();
+        let mut reader = super::records::Reader::new(&groups);
+        while !reader.is_empty() {
+            let key = reader.field()?;
+            for _ in 0..reader.u32()? {
+                let value = reader.field()?;
+                super::records::put(&mut pairs, key);
+                super::records::put(&mut pairs, value);
+            }
+        }
+        file.write_all(&pairs).map_err(failed)?;
+        len += pairs.len() as u64;
+    }
+    file.flush().map_err(failed)?;
+    Ok(SpilledRun::whole(path.to_owned(), len))
 }
 
 /// Writes one map attempt's runs (one per partition) into one file `name.runs` in `dir`;

@@ -299,6 +299,49 @@ async fn map_output_over_the_memory_budget_spills_to_disk_and_the_output_is_the_
     assert_eq!(again["spilled_bytes"], spilled, "{again}");
 }
 
+/// A reducer with more runs in files than it reads at once (`spill::MERGE_FAN_IN`, 64) merges
+/// them into fewer files first, in passes: the output is the same as a sequential count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_spilled_runs_are_merged_in_passes_and_the_output_is_the_same() {
+    // No memory for map output: every run goes to a file.
+    let n = TestNode::start_with(|c| c.jobs.shuffle_memory_bytes = 0).await;
+    n.deploy("wordcount", plugins::WORDCOUNT).await;
+    let mut text = String::new();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..1_000_000u64 {
+        let word = format!("w{}", (i * 7919) % 3_000);
+        *expected.entry(word.clone()).or_default() += 1;
+        text.push_str(&word);
+        text.push(if i % 10 == 9 { '\n' } else { ' ' });
+    }
+    let (status, job) = json_of(
+        n.req(Method::POST, "/v1/jobs")
+            .query(&[
+                ("function", "wordcount"),
+                ("reducers", "2"),
+                ("chunk_size", &MIN_CHUNK.to_string()),
+            ])
+            .body(text)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job = ended(&n, job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        job["progress"]["maps_total"].as_u64().unwrap() > 64,
+        "{job}"
+    );
+    let merged = n
+        .metric("weft_job_bytes_total{kind=\"merged\"}")
+        .await
+        .unwrap_or_default();
+    assert!(merged > 0.0, "no run was merged before its reducer read it");
+    assert_eq!(counts_of(&n, job["id"].as_str().unwrap()).await, expected);
+}
+
 /// A task written against the WIT alone (no SDK), as a guest in another language would be,
 /// that asks the host to combine: the host hands `combine` each map task's output grouped by
 /// key, and `reduce` each key once, in ascending order, with one combined value per map task.
