@@ -353,6 +353,21 @@ pub(crate) async fn cancel(
     }
 }
 
+/// `DELETE /v1/jobs/{id}`: forgets an ended job (204); 409 while it runs.
+pub(crate) async fn delete(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: JobId = id.parse()?;
+    match app.jobs.delete(id).await? {
+        Some(true) => Ok(StatusCode::NO_CONTENT),
+        Some(false) => Err(ApiError::Conflict(format!(
+            "job {id} is still running; cancel it first (POST /v1/jobs/{id}/cancel)"
+        ))),
+        None => Err(ApiError::NotFound(format!("no job with id {id}"))),
+    }
+}
+
 pub(crate) async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<JobRecord>>, ApiError> {
     Ok(Json(app.jobs.list().await?))
 }

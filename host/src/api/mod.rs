@@ -178,7 +178,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/functions/{name}/rollback", post(functions::rollback))
         // Jobs' records and output are the users' data.
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}", get(jobs::show).delete(jobs::delete))
         .route("/v1/jobs/{id}/output", get(jobs::output))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/input/missing", post(jobs::missing_chunks))

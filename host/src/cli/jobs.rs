@@ -82,6 +82,11 @@ pub(super) enum JobCommand {
         /// The job's id.
         id: String,
     },
+    /// Forget an ended job (its records; its output's blobs stay on disk).
+    Delete {
+        /// The job's id.
+        id: String,
+    },
 }
 
 pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> {
@@ -205,6 +210,12 @@ pub(super) async fn run(c: &Client, command: &JobCommand) -> anyhow::Result<()> 
                 job.function,
                 format!("{:?}", job.status).to_lowercase()
             );
+            Ok(())
+        }
+        JobCommand::Delete { id } => {
+            c.send(c.request(Method::DELETE, &format!("/v1/jobs/{id}")))
+                .await?;
+            println!("job {id} deleted");
             Ok(())
         }
         JobCommand::Output { id } => {

@@ -540,6 +540,53 @@ impl Jobs {
         Ok(Some(true))
     }
 
+    /// Forgets an ended job: its records in the metadata group (spec, commits, end) are
+    /// removed in one fenced batch under the job's lock, taken for it. `Ok(Some(false))` if it
+    /// is still running, `None` if there is no such job. Its output blobs stay on disk (blobs
+    /// are not collected yet).
+    pub async fn delete(&self, id: JobId) -> Result<Option<bool>, JobError> {
+        let recorded = self
+            .consensus
+            .read(|s| ledger::read(&s.registers, id))
+            .await?;
+        if recorded.spec.is_none() {
+            return Ok(None);
+        }
+        if recorded.end.is_none() {
+            return Ok(Some(false));
+        }
+        let key = ledger::lock_key(id);
+        let grant = self
+            .locks
+            .acquire(
+                &key,
+                Some(self.worker.me().to_string()),
+                JOB_LEASE,
+                Duration::ZERO,
+            )
+            .await?;
+        let keys: Vec<String> = self.consensus.read_local(|s| {
+            s.registers
+                .scan(&ledger::spec_key(id))
+                .map(|(k, _)| k.clone())
+                .collect()
+        });
+        let writes = keys
+            .into_iter()
+            .map(|key| crate::consensus::Write {
+                key,
+                value: None,
+                expect: None,
+            })
+            .collect();
+        let deleted = self.fenced(id, grant.token, writes).await;
+        let _ = self.locks.release(&key, grant.token).await;
+        if !deleted? {
+            return Err(JobError::Superseded(id));
+        }
+        Ok(Some(true))
+    }
+
     /// A job's record: live from its coordinator while it runs, else as recorded.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
         if let Some(r) = self.live.lock().expect("not poisoned").get(&id) {

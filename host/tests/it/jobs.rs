@@ -817,6 +817,13 @@ async fn a_running_job_is_cancelled_and_an_ended_one_is_not() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
+    // A running job cannot be deleted.
+    let r = n
+        .req(Method::DELETE, &format!("/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
     let out = crate::cli::ok(&crate::cli::weft(&n, &["job", "cancel", &id]).await);
     assert!(out.contains("cancel asked"), "{out}");
     let job = ended(&n, &id).await;
@@ -848,6 +855,22 @@ async fn a_running_job_is_cancelled_and_an_ended_one_is_not() {
         n.metric("weft_jobs_total{state=\"cancelled\"}").await,
         Some(1.0)
     );
+    // An ended job is deleted: its record, its output and its place in the list are gone.
+    let out = crate::cli::ok(&crate::cli::weft(n, &["job", "delete", &id]).await);
+    assert!(out.contains("deleted"), "{out}");
+    for path in [format!("/v1/jobs/{id}"), format!("/v1/jobs/{id}/output")] {
+        let (status, body) = n.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    let (_, list) = json_of(n.req(Method::GET, "/v1/jobs").send().await.unwrap()).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    let r = n
+        .req(Method::DELETE, &format!("/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    n.assert_hello_serves().await;
 }
 
 /// The `invindex` plugin over several chunks gives the index a sequential pass builds (over
