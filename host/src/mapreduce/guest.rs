@@ -3,7 +3,7 @@
 //! call. The worker calls these and keeps what they make.
 
 use super::records::{self, Merge, Run};
-use super::worker::Held;
+use super::spill::Held;
 use super::{GROUP_BATCH_BYTES, OutputRecord};
 use crate::id::FunctionName;
 use crate::runtime::{InvocationLimits, Runtime, RuntimeError, TaskOutput, TaskPre};

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::guest::{map_task, reduce_task};
-use super::records::{self, Run};
-use super::spill::{self, SpillDir, SpilledRun};
+use super::records::Run;
+use super::spill::{self, Held, Scratch, SpillDir, SpilledRun, premerge};
 use super::wire::{AttemptId, JobsWire, Mapped, Program, Reduced, Request, Response, Source};
 use super::{JobsConfig, TOP, Top};
 use crate::blobs::Blobs;
@@ -39,29 +39,6 @@ const PIECE: usize = 1 << 20;
 /// How many ended jobs a node remembers, so that a map attempt finishing after its job ended
 /// drops its output instead of holding it.
 const REMEMBERED_ENDS: usize = 1024;
-
-/// A map task's sorted run for one partition, where it waits for its reducer.
-#[derive(Clone)]
-pub(crate) enum Held {
-    Memory(Arc<Run>),
-    Spilled(SpilledRun),
-}
-
-impl Held {
-    fn len(&self) -> u64 {
-        match self {
-            Held::Memory(run) => run.bytes().len() as u64,
-            Held::Spilled(run) => run.len(),
-        }
-    }
-
-    pub(crate) fn cursor(&self) -> Result<records::Cursor<'_>, String> {
-        match self {
-            Held::Memory(run) => Ok(records::Cursor::new(run.bytes())),
-            Held::Spilled(run) => run.open(),
-        }
-    }
-}
 
 /// Memory reserved from the node's shuffle budget, given back when dropped.
 struct Reserved {
@@ -700,51 +677,6 @@ struct Gathered {
     fetched: u64,
 }
 
-/// While more than `fan_in` of `runs` are in files, merges consecutive runs `fan_in` at a time
-/// into new files in `dir` (so ties keep the runs' order); returns the runs left and the
-/// files made, removed when they drop.
-fn premerge(
-    mut runs: Vec<Held>,
-    dir: &std::path::Path,
-    name: &str,
-    fan_in: usize,
-) -> Result<(Vec<Held>, Vec<Scratch>), String> {
-    let fan_in = fan_in.max(2);
-    let mut made = Vec::new();
-    let mut pass = 0;
-    while runs
-        .iter()
-        .filter(|h| matches!(h, Held::Spilled(_)))
-        .count()
-        > fan_in
-    {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let mut next = Vec::with_capacity(runs.len().div_ceil(fan_in));
-        for (i, group) in runs.chunks(fan_in).enumerate() {
-            if let [one] = group {
-                next.push(one.clone());
-                continue;
-            }
-            let path = dir.join(format!("{name}-{pass}-{i}.run"));
-            let cursors = group.iter().map(Held::cursor).collect::<Result<_, _>>()?;
-            made.push(Scratch(path.clone()));
-            next.push(Held::Spilled(spill::merge_to_file(cursors, &path)?));
-        }
-        runs = next;
-        pass += 1;
-    }
-    Ok((runs, made))
-}
-
-/// A file removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 enum Pulled {
     /// The map output is gone: its task must run again.
     Lost(String),
@@ -814,65 +746,5 @@ fn host_failure(error: String) -> Response {
         error,
         guest: false,
         lost: vec![],
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mapreduce::records::Merge;
-
-    /// Runs in files beyond the fan-in are merged in passes; the merge of what is left gives
-    /// the same groups, values in the same order, as the merge of all the runs at once.
-    #[test]
-    fn runs_beyond_the_fan_in_are_merged_in_passes_to_the_same_groups() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut runs = Vec::new();
-        for r in 0..30u32 {
-            // Every run has keys in common with the others; values name their run.
-            let mut pairs = Vec::new();
-            for k in (r % 5..40).step_by(3) {
-                records::put(&mut pairs, format!("key{k:03}").as_bytes());
-                records::put(&mut pairs, format!("{r}").as_bytes());
-            }
-            let run = records::sorted_runs(&pairs, 1).unwrap().remove(0);
-            // Some in memory, most in files.
-            if r % 7 == 0 {
-                runs.push(Held::Memory(Arc::new(run)));
-            } else {
-                let written = spill::write(dir.path(), &format!("r{r}"), &[run]).unwrap();
-                runs.push(Held::Spilled(written.into_iter().next().unwrap()));
-            }
-        }
-        let all = |runs: &[Held]| {
-            let cursors = runs
-                .iter()
-                .map(Held::cursor)
-                .collect::<Result<_, _>>()
-                .unwrap();
-            let mut merge = Merge::of(cursors).unwrap();
-            let (mut out, mut all) = (Vec::new(), Vec::new());
-            while merge.next_groups(&mut out, 100).unwrap() > 0 {
-                all.extend_from_slice(&out);
-            }
-            all
-        };
-        let expected = all(&runs);
-        let (left, made) = premerge(runs.clone(), dir.path(), "m", 4).unwrap();
-        let in_files = left
-            .iter()
-            .filter(|h| matches!(h, Held::Spilled(_)))
-            .count();
-        assert!(in_files <= 4, "{in_files} runs in files left");
-        assert!(made.len() > 8, "two passes at least: {} files", made.len());
-        assert_eq!(all(&left), expected);
-        // Within the fan-in nothing is merged.
-        let (same, none) = premerge(runs, dir.path(), "n", 64).unwrap();
-        assert_eq!((same.len(), none.len()), (30, 0));
-        // The files made are removed with their guards.
-        let paths: Vec<_> = made.iter().map(|s| s.0.clone()).collect();
-        drop(left);
-        drop(made);
-        assert!(paths.iter().all(|p| !p.exists()));
     }
 }
