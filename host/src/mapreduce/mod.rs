@@ -345,16 +345,7 @@ impl Jobs {
             chunks: spec.chunks,
             submitted_ms: unix_ms(),
         };
-        let key = ledger::lock_key(id);
-        let grant = self
-            .locks
-            .acquire(
-                &key,
-                Some(self.worker.me().to_string()),
-                JOB_LEASE,
-                Duration::ZERO,
-            )
-            .await?;
+        let (_, grant) = self.take_lock(id).await?;
         let written = self
             .fenced(
                 id,
@@ -370,6 +361,25 @@ impl Jobs {
             return Err(JobError::Superseded(id));
         }
         Ok(self.start(id, recorded, grant.token, ledger::Recorded::default()))
+    }
+
+    /// Takes job `id`'s lock for this node, without waiting: its holder coordinates the job
+    /// (or deletes it).
+    async fn take_lock(
+        &self,
+        id: JobId,
+    ) -> Result<(crate::id::LockKey, crate::locks::Grant), JobError> {
+        let key = ledger::lock_key(id);
+        let grant = self
+            .locks
+            .acquire(
+                &key,
+                Some(self.worker.me().to_string()),
+                JOB_LEASE,
+                Duration::ZERO,
+            )
+            .await?;
+        Ok((key, grant))
     }
 
     /// Starts coordinating job `id` under `token`, from what was recorded of it.
@@ -476,16 +486,7 @@ impl Jobs {
     }
 
     async fn take_over(self: &Arc<Self>, id: JobId) -> Result<(), JobError> {
-        let key = ledger::lock_key(id);
-        let grant = self
-            .locks
-            .acquire(
-                &key,
-                Some(self.worker.me().to_string()),
-                JOB_LEASE,
-                Duration::ZERO,
-            )
-            .await?;
+        let (key, grant) = self.take_lock(id).await?;
         let recorded = self
             .consensus
             .read(|s| ledger::read(&s.registers, id))
@@ -555,16 +556,7 @@ impl Jobs {
         if recorded.end.is_none() {
             return Ok(Some(false));
         }
-        let key = ledger::lock_key(id);
-        let grant = self
-            .locks
-            .acquire(
-                &key,
-                Some(self.worker.me().to_string()),
-                JOB_LEASE,
-                Duration::ZERO,
-            )
-            .await?;
+        let (key, grant) = self.take_lock(id).await?;
         let keys: Vec<String> = self.consensus.read_local(|s| {
             s.registers
                 .scan(&ledger::spec_key(id))
