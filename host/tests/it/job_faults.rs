@@ -4,7 +4,7 @@
 //! sequential count, each key once.
 //!
 //! The guest is `guest-mapfaults`: every word is counted, and a word starting with `spin`
-//! keeps its map task (and its reducer) busy for about a second, so the faults land while
+//! keeps its map task (and its reducer) busy for about half a second, so the faults land while
 //! tasks run.
 
 use std::collections::BTreeMap;

@@ -525,7 +525,7 @@ async fn a_job_whose_only_node_is_killed_mid_map_finishes_when_it_restarts() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    // Each `spin` keeps its map task busy for about a second.
+    // Each `spin` keeps its map task busy for about half a second.
     let (status, job) = json_of(
         http.post(format!("{}/v1/jobs", node.http))
             .query(&[("function", "faults")])

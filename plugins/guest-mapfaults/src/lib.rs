@@ -4,7 +4,7 @@
 //! Each input line is a word. `map` emits `(word, 1)` for every line, except:
 //! `trap` panics, `loop` spins until the deadline stops it, `hog` allocates until the memory
 //! cap stops it, and `flood` emits without end until the emit cap stops it; a word starting
-//! with `spin` spins for about a second (2^30 steps) and is then counted like any word, so its
+//! with `spin` spins for about half a second (2^29 steps) and is then counted like any word, so its
 //! task is slow but finishes.
 //! `reduce` sums (spinning again for a word starting with `spin`), and refuses the word `fail`
 //! with an error of its own.
@@ -69,10 +69,10 @@ impl MapReduce for MapFaults {
     }
 }
 
-/// Spins for about a second; always 0 (the result keeps the loop from being optimized away).
+/// Spins for about half a second; always 0 (the result keeps the loop from being optimized away).
 fn spin_once() -> u64 {
     let mut state = 1u64;
-    for _ in 0..1u64 << 30 {
+    for _ in 0..1u64 << 29 {
         state = std::hint::black_box(
             state
                 .wrapping_mul(6_364_136_223_846_793_005)
