@@ -233,7 +233,11 @@ async fn a_worker_killed_mid_map_is_replaced() {
     s.procs[i].kill9().await;
     let job = s.ended(&s.procs[0], &id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert!(progress(&job, "retries") >= 1, "{job}");
+    // Its attempts ran again: retried once it was found gone, or first as speculative copies.
+    assert!(
+        progress(&job, "retries") + progress(&job, "speculative") >= 1,
+        "{job}"
+    );
     s.check_output(&s.procs[0], &id, &expected).await;
 }
 
