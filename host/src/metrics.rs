@@ -70,6 +70,8 @@ pub struct Metrics {
     jobs: Mutex<BTreeMap<&'static str, u64>>,
     job_tasks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     job_bytes: Mutex<BTreeMap<&'static str, u64>>,
+    job_task_seconds: Mutex<BTreeMap<&'static str, Histogram>>,
+    job_commits: Mutex<BTreeMap<&'static str, u64>>,
     responses_cut: AtomicU64,
     locked: Mutex<BTreeMap<(String, &'static str), u64>>,
     lock_waits: Mutex<BTreeMap<String, Histogram>>,
@@ -158,6 +160,28 @@ impl Metrics {
             .lock()
             .expect("not poisoned")
             .entry((phase, outcome))
+            .or_default() += 1;
+    }
+
+    /// A finished attempt of `phase` ("map", "reduce") took `took`, from its coordinator's
+    /// order to the answer.
+    pub fn job_task_took(&self, phase: &'static str, took: Duration) {
+        self.job_task_seconds
+            .lock()
+            .expect("not poisoned")
+            .entry(phase)
+            .or_default()
+            .observe(took);
+    }
+
+    /// A coordinator's commit to the metadata group was `outcome` ("written", or "refused":
+    /// the job's lock is held under a later token).
+    pub fn job_commit(&self, outcome: &'static str) {
+        *self
+            .job_commits
+            .lock()
+            .expect("not poisoned")
+            .entry(outcome)
             .or_default() += 1;
     }
 
@@ -284,6 +308,27 @@ impl Metrics {
                 .map(|((phase, outcome), n)| {
                     (format!("phase=\"{phase}\",outcome=\"{outcome}\""), *n)
                 }),
+        );
+        histograms(
+            &mut out,
+            "weft_job_task_seconds",
+            "How long finished map/reduce task attempts took, from the coordinator's order to the answer, by phase.",
+            self.job_task_seconds
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(phase, h)| (format!("phase=\"{phase}\""), h)),
+        );
+        family(
+            &mut out,
+            "weft_job_commits_total",
+            Kind::Counter,
+            "Commits of job coordinators to the metadata group by outcome: written, or refused (the job's lock is held under a later token).",
+            self.job_commits
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(outcome, n)| (format!("outcome=\"{outcome}\""), *n)),
         );
         family(
             &mut out,

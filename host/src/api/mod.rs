@@ -195,7 +195,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/test-switches/register/{key}",
             get(switches::read).put(switches::write),
-        );
+        )
+        .route("/v1/test-switches/registers", get(switches::list));
     let writes = writes
         .route("/v1/kv/{ns}", get(kv::scan))
         .route(

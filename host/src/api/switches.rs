@@ -1,6 +1,7 @@
 //! Test only (`test-switches`): routes that let process-level tests drive what they cannot
 //! reach from outside a process: a network partition, and the metadata group's registers
-//! (the register workload of the linearizability test).
+//! (the register workload of the linearizability test, and what a job's coordinators
+//! recorded).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,4 +95,30 @@ pub(crate) async fn write(
         (_, other) => return Err(ApiError::Internal(format!("a write did {other:?}"))),
     };
     Ok(Json(view))
+}
+
+/// Query of a register listing.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    /// The keys' prefix (any register, not only the workload's).
+    prefix: String,
+}
+
+/// `GET /v1/test-switches/registers?prefix=P`: every register whose key starts with `P`, with
+/// its revision, read through the group.
+pub(crate) async fn list(
+    State(app): State<Arc<App>>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<(String, u64)>>, ApiError> {
+    let listed = app
+        .cluster
+        .consensus
+        .read(|s| {
+            s.registers
+                .scan(&params.prefix)
+                .map(|(k, r)| (k.clone(), r.revision))
+                .collect()
+        })
+        .await?;
+    Ok(Json(listed))
 }

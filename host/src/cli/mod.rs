@@ -127,6 +127,11 @@ enum Command {
         #[cfg(feature = "test-switches")]
         #[arg(long, hide = true)]
         no_fencing_for_tests: bool,
+        /// Test only (`test-switches`): the process stops itself (SIGSTOP) just before its
+        /// first commit as a job's coordinator.
+        #[cfg(feature = "test-switches")]
+        #[arg(long, hide = true)]
+        stop_before_job_commit_for_tests: bool,
     },
     /// Create a cluster's identity, or issue node certificates.
     Cluster {
@@ -335,6 +340,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             expire_at_takeover_for_tests,
             #[cfg(feature = "test-switches")]
             no_fencing_for_tests,
+            #[cfg(feature = "test-switches")]
+            stop_before_job_commit_for_tests,
             voter_replace_after,
             lock_delay,
             lock_lease,
@@ -359,6 +366,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.cluster.consensus.local_reads_for_tests = *local_reads_for_tests;
                 config.cluster.locks.expire_at_takeover_for_tests = *expire_at_takeover_for_tests;
                 config.replication.unsafe_switches.no_fencing = *no_fencing_for_tests;
+                config.jobs.unsafe_switches.no_fencing = *no_fencing_for_tests;
+                config.jobs.unsafe_switches.stop_before_first_commit =
+                    *stop_before_job_commit_for_tests;
             }
             config.cluster.consensus.voter_replace_after = *voter_replace_after;
             config.cluster.locks.lock_delay = *lock_delay;

@@ -16,7 +16,7 @@ use super::state::{Action, Event, JobState, TaskId};
 use super::wire::{AttemptId, JobsWire, Request, Response, Source};
 use super::{CANCELLED, JOB_LEASE, JobRecord, JobStatus, Jobs, OutputRecord, TOP, Top};
 use crate::blobs::REPLICAS;
-use crate::consensus::Write;
+use crate::consensus::{ConsensusError, Write};
 use crate::id::{JobId, NodeId};
 use crate::rpc;
 
@@ -31,6 +31,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// sees it rejoin sooner): a dead node is not yet known to be down when its connections
 /// already fail, and every attempt sent to it would count as a failure.
 const SUSPEND: Duration = Duration::from_secs(10);
+
+/// How long a commit waits for the metadata group to have a leader again (an election, or
+/// this node rejoining after a pause) before the coordinator gives the job up.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Sends `request` to the job service of `node`: this node's worker directly, another over
 /// QUIC. An `Err` is a failure to reach the node or to hear back.
@@ -109,6 +113,8 @@ struct Report {
     attempt: u32,
     node: NodeId,
     answer: Result<Response, String>,
+    /// From the order to the answer.
+    took: Duration,
 }
 
 /// Why the coordinator stopped.
@@ -333,12 +339,14 @@ impl Run<'_> {
         };
         let jobs = self.jobs.clone();
         tasks.spawn(async move {
+            let began = Instant::now();
             let answer = order(&jobs, &node, request).await;
             Report {
                 task,
                 attempt,
                 node,
                 answer,
+                took: began.elapsed(),
             }
         });
     }
@@ -359,6 +367,7 @@ impl Run<'_> {
         let event = match r.answer {
             Ok(Response::Mapped(m)) => {
                 self.jobs.metrics.job_task(phase, "done");
+                self.jobs.metrics.job_task_took(phase, r.took);
                 let TaskId::Map(task) = r.task else {
                     return Ok(self.state.on(mismatch(&r.task, r.attempt, &r.node), now));
                 };
@@ -381,6 +390,7 @@ impl Run<'_> {
             }
             Ok(Response::Reduced(out)) => {
                 self.jobs.metrics.job_task(phase, "done");
+                self.jobs.metrics.job_task_took(phase, r.took);
                 let TaskId::Reduce(p) = r.task else {
                     return Ok(self.state.on(mismatch(&r.task, r.attempt, &r.node), now));
                 };
@@ -459,13 +469,39 @@ impl Run<'_> {
         Ok(self.state.on(event, now))
     }
 
+    /// [`Jobs::fenced`], tried again while the metadata group has no leader (for up to
+    /// [`COMMIT_PATIENCE`]): a commit may apply twice (a try that timed out may still have
+    /// committed), which every one of them allows: the same map commit, a partition's
+    /// output written only if absent, the same end.
+    async fn fenced(&self, writes: Vec<Write>) -> Result<bool, ConsensusError> {
+        self.jobs.pause_before_commit();
+        let began = Instant::now();
+        loop {
+            match self.jobs.fenced(self.id, self.token, writes.clone()).await {
+                Err(ConsensusError::NoLeader(e))
+                    if began.elapsed() < COMMIT_PATIENCE
+                        && !self.jobs.tasks.token().is_cancelled() =>
+                {
+                    tracing::info!(job = %self.id, error = %e, "a commit waits for the metadata group");
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Commits `writes` under the job's lock; a refusal means another node coordinates now.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), Stop> {
-        match self.jobs.fenced(self.id, self.token, writes).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Stop::Leave(
-                "the job's lock is held under a later token".into(),
-            )),
+        match self.fenced(writes).await {
+            Ok(true) => {
+                self.jobs.metrics.job_commit("written");
+                Ok(())
+            }
+            Ok(false) => {
+                self.jobs.metrics.job_commit("refused");
+                Err(Stop::Leave(
+                    "the job's lock is held under a later token".into(),
+                ))
+            }
             Err(e) => Err(Stop::Leave(format!(
                 "could not record the job's progress: {e}"
             ))),
@@ -480,11 +516,17 @@ impl Run<'_> {
             value: Some(ledger::encode(commit)),
             expect: Some(0),
         };
-        match self.jobs.fenced(self.id, self.token, vec![write]).await {
-            Ok(true) => Ok(commit.clone()),
-            Ok(false) => Err(Stop::Leave(
-                "the job's lock is held under a later token".into(),
-            )),
+        match self.fenced(vec![write]).await {
+            Ok(true) => {
+                self.jobs.metrics.job_commit("written");
+                Ok(commit.clone())
+            }
+            Ok(false) => {
+                self.jobs.metrics.job_commit("refused");
+                Err(Stop::Leave(
+                    "the job's lock is held under a later token".into(),
+                ))
+            }
             Err(_) => {
                 let earlier = self
                     .jobs

@@ -62,6 +62,26 @@ pub struct JobsConfig {
     /// coordinator's number of cores (nodes are taken to be alike); a node that announces no
     /// free instance in gossip gets none.
     pub tasks_per_node: Option<std::num::NonZeroUsize>,
+    /// Test only (`test-switches`): safety rules switched off and faults placed exactly, so
+    /// that a test can show the test guarding each rule fails without it.
+    #[cfg(feature = "test-switches")]
+    #[serde(skip)]
+    pub unsafe_switches: JobsSwitches,
+}
+
+/// What a test may switch off or inject in jobs (see [`JobsConfig::unsafe_switches`]);
+/// without the `test-switches` feature none exists.
+#[cfg(feature = "test-switches")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JobsSwitches {
+    /// Commit a job's progress without its lock's token: each write applies whoever holds
+    /// the lock, so a coordinator that lost it still commits.
+    pub no_fencing: bool,
+    /// Stop this process (SIGSTOP to itself) just before its first commit as a coordinator:
+    /// a pause that lands between the lease's last renewal and a write, which a signal sent
+    /// from outside cannot aim at. The test resumes it (SIGCONT) once another node took the
+    /// job over.
+    pub stop_before_first_commit: bool,
 }
 
 impl Default for JobsConfig {
@@ -69,6 +89,8 @@ impl Default for JobsConfig {
         JobsConfig {
             shuffle_memory_bytes: 256 << 20,
             tasks_per_node: None,
+            #[cfg(feature = "test-switches")]
+            unsafe_switches: JobsSwitches::default(),
         }
     }
 }
@@ -243,6 +265,11 @@ pub struct Jobs {
     tasks_per_node: usize,
     schedule: state::Schedule,
     tasks: Tasks,
+    #[cfg(feature = "test-switches")]
+    switches: JobsSwitches,
+    /// Whether `switches.stop_before_first_commit` has stopped the process already.
+    #[cfg(feature = "test-switches")]
+    stopped_once: std::sync::atomic::AtomicBool,
 }
 
 impl Jobs {
@@ -266,6 +293,8 @@ impl Jobs {
             },
             |n| n.get(),
         );
+        #[cfg(feature = "test-switches")]
+        let switches = config.unsafe_switches;
         let worker = worker::Worker::new(
             w.runtime,
             w.blobs.clone(),
@@ -288,6 +317,10 @@ impl Jobs {
             tasks_per_node,
             schedule: state::Schedule::default(),
             tasks: w.tasks,
+            #[cfg(feature = "test-switches")]
+            switches,
+            #[cfg(feature = "test-switches")]
+            stopped_once: std::sync::atomic::AtomicBool::new(false),
         });
         let watcher = jobs.clone();
         jobs.tasks
@@ -418,6 +451,10 @@ impl Jobs {
         token: u64,
         writes: Vec<crate::consensus::Write>,
     ) -> Result<bool, ConsensusError> {
+        #[cfg(feature = "test-switches")]
+        if self.switches.no_fencing {
+            return self.unfenced(writes).await;
+        }
         let command = Command::Fenced {
             lock: ledger::lock_key(id).to_string(),
             token,
@@ -432,6 +469,46 @@ impl Jobs {
             (_, other) => Err(ConsensusError::Failed(format!(
                 "a fenced write did {other:?}"
             ))),
+        }
+    }
+
+    /// Test only: `writes` one by one, whoever holds the job's lock.
+    #[cfg(feature = "test-switches")]
+    async fn unfenced(&self, writes: Vec<crate::consensus::Write>) -> Result<bool, ConsensusError> {
+        for w in writes {
+            let command = Command::Write {
+                key: w.key,
+                value: w.value,
+                expect: w.expect,
+            };
+            match self.consensus.propose(command).await? {
+                (_, Outcome::Written { .. }) => {}
+                (_, Outcome::Conflict { current }) => {
+                    return Err(ConsensusError::Failed(format!(
+                        "a job register was at revision {current}, not the one expected"
+                    )));
+                }
+                (_, other) => {
+                    return Err(ConsensusError::Failed(format!("a write did {other:?}")));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Test only: stops this process here, once, if the test asked for it.
+    fn pause_before_commit(&self) {
+        #[cfg(feature = "test-switches")]
+        if self.switches.stop_before_first_commit
+            && !self
+                .stopped_once
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!("test switch: this process stops itself before a job commit");
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::STOP,
+            );
         }
     }
 

@@ -1,7 +1,8 @@
 //! Map/reduce jobs on a cluster of three real `weft` processes, with faults: a worker killed
 //! (SIGKILL) while it maps, another while it reduces, the coordinator killed mid-job, and a
-//! worker stopped (SIGSTOP). Every job must end `succeeded` with output identical to a
-//! sequential count, each key once.
+//! worker stopped (SIGSTOP), and a coordinator paused past its lease that must commit nothing
+//! once it resumes (with a control that turns the fencing off). Every job must end
+//! `succeeded` with output identical to a sequential count, each key once.
 //!
 //! The guest is `guest-mapfaults`: every word is counted, and a word starting with `spin`
 //! keeps its map task (and its reducer) busy for about half a second, so the faults land while
@@ -13,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::faults::{Opts, Proc, start_procs};
+use crate::faults::{Opts, Proc, start_procs_with};
 use crate::harness::{client, guest, json_of, wait_for};
 
 /// Chunks of the job's input (the smallest chunk size, 64 KiB, each with one slow word).
@@ -22,15 +23,21 @@ const REDUCERS: u32 = 6;
 
 struct Setup {
     _cluster: tempfile::TempDir,
-    _root: tempfile::TempDir,
+    /// The nodes' data and logs (kept with `WEFT_KEEP_LOGS=1`).
+    _root: Option<tempfile::TempDir>,
     procs: Vec<Proc>,
     token: String,
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| Opts::default()).await
+}
+
+/// [`setup`] with node `i` started as `opts(i)` says.
+async fn setup_with(opts: impl Fn(usize) -> Opts) -> Setup {
     let cluster = crate::cluster::new_cluster();
     let root = tempfile::tempdir().unwrap();
-    let procs = start_procs(cluster.path(), root.path(), 3, &Opts::default()).await;
+    let procs = start_procs_with(cluster.path(), root.path(), 3, opts).await;
     let token = std::fs::read_to_string(cluster.path().join("admin.token"))
         .unwrap()
         .trim()
@@ -46,7 +53,12 @@ async fn setup() -> Setup {
     assert_eq!(r.status(), StatusCode::CREATED);
     Setup {
         _cluster: cluster,
-        _root: root,
+        _root: if std::env::var_os("WEFT_KEEP_LOGS").is_some() {
+            eprintln!("the nodes' data and logs stay in {}", root.keep().display());
+            None
+        } else {
+            Some(root)
+        },
         procs,
         token,
     }
@@ -169,9 +181,9 @@ impl Setup {
     }
 }
 
-/// Live instances on a node, if it answers.
-async fn instances(p: &Proc) -> Option<f64> {
-    let text = client()
+/// A node's `/metrics`, if it answers.
+async fn scrape(p: &Proc) -> Option<String> {
+    client()
         .get(format!("{}/metrics", p.http))
         .timeout(Duration::from_secs(2))
         .send()
@@ -179,8 +191,14 @@ async fn instances(p: &Proc) -> Option<f64> {
         .ok()?
         .text()
         .await
-        .ok()?;
-    text.lines()
+        .ok()
+}
+
+/// Live instances on a node, if it answers.
+async fn instances(p: &Proc) -> Option<f64> {
+    scrape(p)
+        .await?
+        .lines()
         .find_map(|l| l.strip_prefix("weft_instances ")?.parse().ok())
 }
 
@@ -305,4 +323,133 @@ async fn a_stopped_worker_does_not_hold_up_the_job() {
     );
     s.check_output(&s.procs[0], &id, &expected).await;
     stopped.signal("-CONT");
+}
+
+/// The registers the metadata group holds of job `id`, with their revisions, asked of `p`.
+async fn registers(s: &Setup, p: &Proc, id: &str) -> Vec<(String, u64)> {
+    let (status, listed) = json_of(
+        client()
+            .get(format!("{}/v1/test-switches/registers", p.http))
+            .query(&[("prefix", format!("job/{id}"))])
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    serde_json::from_value(listed).unwrap()
+}
+
+/// A node's job commits written and refused (`weft_job_commits_total`), if it answers.
+async fn commits(p: &Proc) -> Option<(f64, f64)> {
+    let text = scrape(p).await?;
+    assert!(text.contains("# TYPE weft_job_commits_total counter"));
+    let of = |outcome: &str| {
+        let series = format!("weft_job_commits_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Some((of("written"), of("refused")))
+}
+
+/// Whether the process is stopped (state `T` in `/proc/PID/stat`).
+fn is_stopped(p: &Proc) -> bool {
+    let pid = p.child.id().expect("running");
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('T')))
+        .unwrap_or(false)
+}
+
+/// What a coordinator paused past its lease did once it resumed.
+struct Resumed {
+    /// The job's registers when another node had ended it, before the paused one resumed.
+    before: Vec<(String, u64)>,
+    /// The same once the paused coordinator had stopped.
+    after: Vec<(String, u64)>,
+    /// The resumed coordinator's commits written and refused.
+    written: f64,
+    refused: f64,
+}
+
+impl Resumed {
+    /// The fencing rule: nothing the resumed coordinator tried to commit applied.
+    fn check(&self) -> Result<(), String> {
+        if self.written > 0.0 || self.before != self.after {
+            return Err(format!(
+                "the paused coordinator committed {} times after another node took over; the job's registers were {:?} and are {:?}",
+                self.written, self.before, self.after
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// n0 coordinates a job and stops itself (SIGSTOP) just before its first commit, with its
+/// lease renewed moments before: the pause a lease alone cannot guard against. Another node
+/// takes the job over with a larger token and ends it; then n0 resumes (SIGCONT), its commit
+/// goes out, and it stops coordinating. `extra` are more arguments of n0.
+async fn paused_coordinator(extra: &[&str]) -> Resumed {
+    let mut args = vec!["--stop-before-job-commit-for-tests".to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let s = setup_with(|i| Opts {
+        args: if i == 0 { args.clone() } else { Vec::new() },
+        ..Opts::default()
+    })
+    .await;
+    let (text, expected) = input();
+    let id = s.submit(0, text).await;
+    let paused = &s.procs[0];
+    wait_for(Duration::from_secs(120), "n0 to stop itself", || async {
+        is_stopped(paused).then_some(())
+    })
+    .await;
+    let job = s.ended(&s.procs[1], &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let next = job["coordinator"].as_str().unwrap();
+    assert!(next == "n1" || next == "n2", "{job}");
+    s.check_output(&s.procs[1], &id, &expected).await;
+    let before = registers(&s, &s.procs[1], &id).await;
+    paused.signal("-CONT");
+    // The resumed coordinator sends its commit, then stops coordinating: n0 answers with the
+    // recorded end instead of its live record.
+    let (written, refused) = wait_for(
+        Duration::from_secs(120),
+        "n0's coordinator to try its commit and stop",
+        || async {
+            let (written, refused) = commits(paused).await?;
+            let job = s.record(paused, &id, 0).await?;
+            (written + refused >= 1.0 && job["status"] != "running").then_some((written, refused))
+        },
+    )
+    .await;
+    let after = registers(&s, &s.procs[1], &id).await;
+    s.check_output(&s.procs[1], &id, &expected).await;
+    Resumed {
+        before,
+        after,
+        written,
+        refused,
+    }
+}
+
+/// A coordinator paused between its lease's last renewal and a commit, for longer than the
+/// lease: when it resumes, its commit is refused by its token and the metadata group holds
+/// exactly what the coordinator that took over recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_coordinator_commits_nothing_after_a_takeover() {
+    let resumed = paused_coordinator(&[]).await;
+    assert!(resumed.refused >= 1.0, "the commit was refused");
+    resumed.check().unwrap();
+}
+
+/// The control: with job commits unfenced, the same paused coordinator's commit lands after
+/// another node ended the job, and the check above catches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_without_fencing_a_paused_coordinators_commit_lands() {
+    let resumed = paused_coordinator(&["--no-fencing-for-tests"]).await;
+    let caught = resumed.check().expect_err("a stale commit landed");
+    assert!(caught.contains("committed"), "{caught}");
 }

@@ -162,6 +162,17 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
         Some(text.len() as f64)
     );
     assert!(n.metric("weft_job_bytes_total{kind=\"shuffled\"}").await > Some(0.0));
+    // One commit per map, one per reducer, and the end; each finished attempt timed.
+    assert_eq!(
+        n.metric("weft_job_commits_total{outcome=\"written\"}")
+            .await,
+        Some(chunks as f64 + 3.0 + 1.0)
+    );
+    assert_eq!(
+        n.metric("weft_job_task_seconds_count{phase=\"map\"}").await,
+        n.metric("weft_job_tasks_total{phase=\"map\",outcome=\"done\"}")
+            .await
+    );
     let (status, list) = json_of(n.req(Method::GET, "/v1/jobs").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
