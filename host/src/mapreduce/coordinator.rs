@@ -56,6 +56,49 @@ pub(crate) async fn order(
         .map_err(|e| format!("node {node}: {e}"))
 }
 
+/// [`Jobs::fenced`], tried again while the metadata group has no leader (for up to
+/// [`COMMIT_PATIENCE`]): a commit may apply twice (a try that timed out may still have
+/// committed), which every one of them allows: the same map commits, a partition's output
+/// written only if absent, the same end.
+async fn fenced(
+    jobs: &Jobs,
+    id: JobId,
+    token: u64,
+    writes: Vec<Write>,
+) -> Result<bool, ConsensusError> {
+    jobs.pause_before_commit();
+    let began = Instant::now();
+    loop {
+        match jobs.fenced(id, token, writes.clone()).await {
+            Err(ConsensusError::NoLeader(e))
+                if began.elapsed() < COMMIT_PATIENCE && !jobs.tasks.token().is_cancelled() =>
+            {
+                tracing::info!(job = %id, error = %e, "a commit waits for the metadata group");
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Counts a commit's outcome; a refusal or a failure ends this node's coordination.
+fn counted(jobs: &Jobs, done: Result<bool, ConsensusError>) -> Result<(), Stop> {
+    match done {
+        Ok(true) => {
+            jobs.metrics.job_commit("written");
+            Ok(())
+        }
+        Ok(false) => {
+            jobs.metrics.job_commit("refused");
+            Err(Stop::Leave(
+                "the job's lock is held under a later token".into(),
+            ))
+        }
+        Err(e) => Err(Stop::Leave(format!(
+            "could not record the job's progress: {e}"
+        ))),
+    }
+}
+
 /// A node answered an attempt with the other phase's answer.
 fn mismatch(task: &TaskId, attempt: u32, node: &NodeId) -> Event {
     Event::Failed {
@@ -140,6 +183,10 @@ struct Run<'a> {
     up: BTreeSet<NodeId>,
     /// Nodes that could not be reached, and since when.
     suspended: HashMap<NodeId, Instant>,
+    /// Map commits not yet sent to the metadata group. They are written in the background,
+    /// a batch at a time, so that the next tasks start without waiting for them: a map task
+    /// whose commit is lost with this coordinator runs again under the next.
+    unrecorded: Vec<Write>,
 }
 
 /// Coordinates job `id` under `token` until it ends or the lock is lost.
@@ -188,6 +235,7 @@ pub(crate) async fn run(
         started: Instant::now(),
         up: BTreeSet::new(),
         suspended: HashMap::new(),
+        unrecorded: Vec::new(),
     };
     let outcome = run.drive(&cancel).await;
     match outcome {
@@ -206,7 +254,19 @@ impl Run<'_> {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Runs the job until it ends or this node stops coordinating it; a batch of map commits
+    /// being written then is waited for (and counted) first.
     async fn drive(&mut self, cancel: &CancellationToken) -> Stop {
+        let mut recording = JoinSet::new();
+        let stop = self.drive_with(cancel, &mut recording).await;
+        self.settle(&mut recording, stop).await
+    }
+
+    async fn drive_with(
+        &mut self,
+        cancel: &CancellationToken,
+        recording: &mut JoinSet<Result<bool, ConsensusError>>,
+    ) -> Stop {
         let jobs = self.jobs;
         let mut tasks: JoinSet<Report> = JoinSet::new();
         let mut members = jobs.members.clone();
@@ -229,7 +289,18 @@ impl Run<'_> {
                     Action::Fail(e) => return Stop::End(Err(e)),
                 }
             }
+            if recording.is_empty() && !self.unrecorded.is_empty() {
+                let writes = std::mem::take(&mut self.unrecorded);
+                let (jobs, id, token) = (jobs.clone(), self.id, self.token);
+                recording.spawn(async move { fenced(&jobs, id, token, writes).await });
+            }
             tokio::select! {
+                Some(done) = recording.join_next() => {
+                    let done = done.unwrap_or_else(|e| Err(ConsensusError::Failed(e.to_string())));
+                    if let Err(leave) = counted(jobs, done) {
+                        return leave;
+                    }
+                }
                 Some(joined) = tasks.join_next() => {
                     let report = match joined {
                         Ok(r) => r,
@@ -376,12 +447,11 @@ impl Run<'_> {
                         attempt: self.attempts[&(r.task, r.attempt)],
                         node: r.node.clone(),
                     };
-                    self.commit(vec![Write {
+                    self.unrecorded.push(Write {
                         key: ledger::map_key(self.id, task),
                         value: Some(ledger::encode(&commit)),
                         expect: None,
-                    }])
-                    .await?;
+                    });
                     self.record.mapped_bytes += self.spec.chunks[task].size;
                     self.record.shuffled_bytes += m.shuffled;
                     self.record.spilled_bytes += m.spilled;
@@ -469,43 +539,26 @@ impl Run<'_> {
         Ok(self.state.on(event, now))
     }
 
-    /// [`Jobs::fenced`], tried again while the metadata group has no leader (for up to
-    /// [`COMMIT_PATIENCE`]): a commit may apply twice (a try that timed out may still have
-    /// committed), which every one of them allows: the same map commit, a partition's
-    /// output written only if absent, the same end.
-    async fn fenced(&self, writes: Vec<Write>) -> Result<bool, ConsensusError> {
-        self.jobs.pause_before_commit();
-        let began = Instant::now();
-        loop {
-            match self.jobs.fenced(self.id, self.token, writes.clone()).await {
-                Err(ConsensusError::NoLeader(e))
-                    if began.elapsed() < COMMIT_PATIENCE
-                        && !self.jobs.tasks.token().is_cancelled() =>
-                {
-                    tracing::info!(job = %self.id, error = %e, "a commit waits for the metadata group");
-                }
-                done => return done,
-            }
-        }
-    }
-
     /// Commits `writes` under the job's lock; a refusal means another node coordinates now.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), Stop> {
-        match self.fenced(writes).await {
-            Ok(true) => {
-                self.jobs.metrics.job_commit("written");
-                Ok(())
+        let done = fenced(self.jobs, self.id, self.token, writes).await;
+        counted(self.jobs, done)
+    }
+
+    /// Waits for the map commits being written: the job's end removes them, and none may
+    /// land after it; returns `stop` unless they were refused or failed.
+    async fn settle(
+        &self,
+        recording: &mut JoinSet<Result<bool, ConsensusError>>,
+        stop: Stop,
+    ) -> Stop {
+        while let Some(done) = recording.join_next().await {
+            let done = done.unwrap_or_else(|e| Err(ConsensusError::Failed(e.to_string())));
+            if let Err(leave) = counted(self.jobs, done) {
+                return leave;
             }
-            Ok(false) => {
-                self.jobs.metrics.job_commit("refused");
-                Err(Stop::Leave(
-                    "the job's lock is held under a later token".into(),
-                ))
-            }
-            Err(e) => Err(Stop::Leave(format!(
-                "could not record the job's progress: {e}"
-            ))),
         }
+        stop
     }
 
     /// Commits a partition's output unless one is committed already (by an attempt of an
@@ -516,7 +569,7 @@ impl Run<'_> {
             value: Some(ledger::encode(commit)),
             expect: Some(0),
         };
-        match self.fenced(vec![write]).await {
+        match fenced(self.jobs, self.id, self.token, vec![write]).await {
             Ok(true) => {
                 self.jobs.metrics.job_commit("written");
                 Ok(commit.clone())
