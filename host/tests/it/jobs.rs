@@ -112,8 +112,13 @@ async fn wordcount_matches_a_native_count_across_many_chunks() {
         200_000
     });
     assert!(
-        text.len() > 3 << 20,
-        "several map tasks: {} bytes",
+        text.len()
+            > if crate::faults::long() {
+                100 << 20
+            } else {
+                3 << 20
+            },
+        "several map tasks (over 100 MiB in long mode): {} bytes",
         text.len()
     );
     let job = run_job(&n, "wordcount", text.clone(), 3).await;
@@ -917,7 +922,12 @@ async fn an_inverted_index_matches_a_sequential_one() {
         }
     }
     assert!(
-        input.len() > 2 << 20,
+        input.len()
+            > if crate::faults::long() {
+                100 << 20
+            } else {
+                2 << 20
+            },
         "several chunks: {} bytes",
         input.len()
     );
@@ -968,7 +978,7 @@ async fn log_statistics_match_a_sequential_pass() {
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let lines = if crate::faults::long() {
-        1_200_000
+        1_300_000
     } else {
         40_000
     };
@@ -988,8 +998,13 @@ async fn log_statistics_match_a_sequential_pass() {
         times.entry(format!("p95 {path}")).or_default().push(ms);
     }
     assert!(
-        input.len() > 3 << 20,
-        "several chunks: {} bytes",
+        input.len()
+            > if crate::faults::long() {
+                100 << 20
+            } else {
+                3 << 20
+            },
+        "several chunks (over 100 MiB in long mode): {} bytes",
         input.len()
     );
     let mut expected: BTreeMap<String, u64> = statuses;
