@@ -63,6 +63,8 @@ pub struct Store {
     /// The consensus group's log (index → entry) and its records (vote, snapshot, ...).
     raft_log: sled::Tree,
     raft_meta: sled::Tree,
+    /// Entries of `data` and hints, counted on write.
+    counts: std::sync::Arc<replica::Counts>,
     /// Test only (`WEFT_UNSAFE_SKIP_FLUSH=1`, with `test-switches`): acknowledge without
     /// flushing, to show that the durability tests catch a store that does so.
     #[cfg(feature = "test-switches")]
@@ -74,11 +76,15 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = open_locked(dir)?;
         let flusher = spawn_flusher(db.clone(), dir)?;
+        let data = db.open_tree("data")?;
+        let hints = db.open_tree("hints")?;
+        let counts = std::sync::Arc::new(replica::Counts::of(&data, &hints)?);
         Ok(Store {
             flusher,
             modules: db.open_tree("modules")?,
-            data: db.open_tree("data")?,
-            hints: db.open_tree("hints")?,
+            data,
+            hints,
+            counts,
             fences: db.open_tree("fences")?,
             fence_stripes: std::sync::Arc::new((0..64).map(|_| Default::default()).collect()),
             jobs: db.open_tree("jobs")?,

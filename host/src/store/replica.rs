@@ -2,7 +2,59 @@
 //! that could not take them (tree `hints`); and fences: the highest fencing token seen per
 //! lock (tree `fences`). The bytes are opaque here; `replication` gives them meaning.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::{Record, Store, StoreError};
+
+/// Entries and hints, counted as they are written (and once when the store opens), so that
+/// status and metrics read two numbers instead of scanning the trees.
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    entries: AtomicU64,
+    /// Hints by the node they are held for.
+    hints: Mutex<HashMap<String, u64>>,
+}
+
+impl Counts {
+    /// Counts what the trees hold (the one scan).
+    pub(super) fn of(data: &sled::Tree, hints: &sled::Tree) -> Result<Self, StoreError> {
+        let counts = Counts::default();
+        counts
+            .entries
+            .store(data.iter().keys().count() as u64, Ordering::Relaxed);
+        let mut by_target = counts.hints.lock().expect("not poisoned");
+        for k in hints.iter().keys() {
+            let k = k?;
+            let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+            *by_target
+                .entry(String::from_utf8_lossy(&k[..end]).into_owned())
+                .or_default() += 1;
+        }
+        drop(by_target);
+        Ok(counts)
+    }
+
+    fn hint_added(&self, target: &str) {
+        *self
+            .hints
+            .lock()
+            .expect("not poisoned")
+            .entry(target.to_string())
+            .or_default() += 1;
+    }
+
+    fn hint_removed(&self, target: &str) {
+        let mut hints = self.hints.lock().expect("not poisoned");
+        if let Some(n) = hints.get_mut(target) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                hints.remove(target);
+            }
+        }
+    }
+}
 
 /// A lock key and a fencing token, as bytes and a number.
 pub type FenceMark<'a> = (&'a [u8], u64);
@@ -32,8 +84,14 @@ impl Store {
             let Some(new) = new else {
                 return Ok(result);
             };
+            let added = old.is_none();
             match self.data.compare_and_swap(key, old, Some(new))? {
-                Ok(()) => return Ok(result),
+                Ok(()) => {
+                    if added {
+                        self.counts.entries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(result);
+                }
                 Err(_) => continue,
             }
         }
@@ -125,10 +183,14 @@ impl Store {
 
     /// Removes `key` if it still holds exactly `expected` (tombstone collection).
     pub fn replica_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {
-        Ok(self
+        let removed = self
             .data
             .compare_and_swap(key, Some(expected), None::<&[u8]>)?
-            .is_ok())
+            .is_ok();
+        if removed {
+            self.counts.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(removed)
     }
 
     /// Up to `limit` entries whose keys start with `prefix`, from `start` (inclusive) on.
@@ -154,9 +216,9 @@ impl Store {
             .map(|r| Ok(r.map(|(k, v)| (k.to_vec(), v.to_vec()))?))
     }
 
-    /// How many entries this node holds.
+    /// How many entries this node holds (counted on write: no scan).
     pub fn replica_len(&self) -> usize {
-        self.data.len()
+        self.counts.entries.load(Ordering::Relaxed) as usize
     }
 
     /// Holds `entry` for `target`, to hand over when it is back. A newer hint for the same key
@@ -174,11 +236,15 @@ impl Store {
             if old.as_deref().is_some_and(|o| !newer(entry, o)) {
                 return Ok(());
             }
+            let added = old.is_none();
             if self
                 .hints
                 .compare_and_swap(&hint_key, old, Some(entry))?
                 .is_ok()
             {
+                if added {
+                    self.counts.hint_added(target);
+                }
                 return Ok(());
             }
         }
@@ -210,20 +276,26 @@ impl Store {
 
     /// Drops a delivered hint, unless a newer one replaced it meanwhile.
     pub fn remove_hint(&self, target: &str, key: &[u8], entry: &[u8]) -> Result<(), StoreError> {
-        let _ = self
+        let removed = self
             .hints
-            .compare_and_swap(hint_key(target, key), Some(entry), None::<&[u8]>)?;
+            .compare_and_swap(hint_key(target, key), Some(entry), None::<&[u8]>)?
+            .is_ok();
+        if removed {
+            self.counts.hint_removed(target);
+        }
         Ok(())
     }
 
-    /// How many hints are held for `target` (their values are not read).
+    /// How many hints are held for `target` (counted on write: no scan).
     pub fn hint_count_for(&self, target: &str) -> usize {
-        self.hints.scan_prefix(hint_key(target, b"")).keys().count()
+        let hints = self.counts.hints.lock().expect("not poisoned");
+        hints.get(target).copied().unwrap_or(0) as usize
     }
 
-    /// How many hints are held, for every target together.
+    /// How many hints are held, for every target together (counted on write: no scan).
     pub fn hint_count(&self) -> usize {
-        self.hints.len()
+        let hints = self.counts.hints.lock().expect("not poisoned");
+        hints.values().sum::<u64>() as usize
     }
 }
 

@@ -119,3 +119,70 @@ async fn fenced_updates_keep_the_highest_token_and_refuse_lower_ones_durably() {
         Ok(((), false))
     );
 }
+
+/// Entry and hint counts kept on write agree with a scan of the trees, after writes,
+/// replacements, removals and hints from several threads racing on the same keys, and again
+/// after the store is opened anew (counted from the trees then).
+#[tokio::test]
+async fn counts_kept_on_write_agree_with_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let scanned = |s: &Store| {
+        let mut hints: std::collections::BTreeMap<String, usize> = Default::default();
+        for target in ["n1", "n2", "n3"] {
+            hints.insert(
+                target.into(),
+                s.hints_for(target, usize::MAX).unwrap().len(),
+            );
+        }
+        (s.data.iter().count(), s.hints.iter().count(), hints)
+    };
+    let counted = |s: &Store| {
+        let mut hints: std::collections::BTreeMap<String, usize> = Default::default();
+        for target in ["n1", "n2", "n3"] {
+            hints.insert(target.into(), s.hint_count_for(target));
+        }
+        (s.replica_len(), s.hint_count(), hints)
+    };
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let store = &store;
+            scope.spawn(move || {
+                let mut x = t + 1;
+                for _ in 0..3000 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let key = format!("k{}", (x >> 33) % 200).into_bytes();
+                    let value = ((x >> 20) % 3).to_le_bytes().to_vec();
+                    let target = ["n1", "n2", "n3"][((x >> 40) % 3) as usize];
+                    match (x >> 50) % 5 {
+                        0 | 1 => {
+                            store
+                                .replica_update(&key, |_| (Some(value.clone()), ()))
+                                .unwrap();
+                        }
+                        2 => {
+                            store.replica_remove_if(&key, &value).unwrap();
+                        }
+                        3 => {
+                            store.put_hint(target, &key, &value, |_, _| true).unwrap();
+                        }
+                        _ => {
+                            store.remove_hint(target, &key, &value).unwrap();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (entries, hints, by_target) = scanned(&store);
+    assert!(
+        entries > 0 && hints > 0,
+        "the workload left entries and hints"
+    );
+    assert_eq!(counted(&store), (entries, hints, by_target.clone()));
+    drop(store);
+    let again = Store::open(dir.path()).unwrap();
+    assert_eq!(counted(&again), (entries, hints, by_target));
+}
