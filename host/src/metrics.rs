@@ -174,8 +174,9 @@ impl Metrics {
             .observe(took);
     }
 
-    /// A coordinator's commit to the metadata group was `outcome` ("written", or "refused":
-    /// the job's lock is held under a later token).
+    /// A coordinator's commit to the metadata group was `outcome`: "written", "refused" (the
+    /// job's lock is no longer held under the coordinator's token), or "failed" (no answer
+    /// within the coordinator's patience).
     pub fn job_commit(&self, outcome: &'static str) {
         *self
             .job_commits
@@ -323,7 +324,7 @@ impl Metrics {
             &mut out,
             "weft_job_commits_total",
             Kind::Counter,
-            "Commits of job coordinators to the metadata group by outcome: written, or refused (the job's lock is held under a later token).",
+            "Commits of job coordinators to the metadata group by outcome: written, refused (the job's lock is no longer held under the coordinator's token), or failed (no answer in time).",
             self.job_commits
                 .lock()
                 .expect("not poisoned")

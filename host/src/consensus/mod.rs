@@ -334,8 +334,32 @@ impl Consensus {
     /// for a leader and a quorum at most [`ConsensusConfig::propose_timeout`]; a command that
     /// timed out may still commit later.
     pub async fn propose(&self, command: Command) -> Result<(u64, Outcome), ConsensusError> {
+        self.propose_as(self.proposal_id(), command).await
+    }
+
+    /// A new id for [`Consensus::propose_as`].
+    pub fn proposal_id(&self) -> ProposalId {
+        ProposalId {
+            from: self.id,
+            seq: self
+                .stats
+                .proposals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ^ self.stats.epoch,
+        }
+    }
+
+    /// [`Consensus::propose`] under a given id: a caller that tries one change again after
+    /// a timeout passes the same id, so that the change applies once however many of its
+    /// tries commit (a later try answers with what the first did, while the group remembers
+    /// it).
+    pub async fn propose_as(
+        &self,
+        id: ProposalId,
+        command: Command,
+    ) -> Result<(u64, Outcome), ConsensusError> {
         let started = std::time::Instant::now();
-        let done = self.propose_once(command).await;
+        let done = self.propose_once(id, command).await;
         if done.is_ok() {
             let mut h = self.stats.commit.lock().expect("not poisoned");
             h.observe(started.elapsed());
@@ -343,16 +367,12 @@ impl Consensus {
         done
     }
 
-    async fn propose_once(&self, command: Command) -> Result<(u64, Outcome), ConsensusError> {
+    async fn propose_once(
+        &self,
+        id: ProposalId,
+        command: Command,
+    ) -> Result<(u64, Outcome), ConsensusError> {
         // One id for every attempt: the state machine applies it once however many commit.
-        let id = ProposalId {
-            from: self.id,
-            seq: self
-                .stats
-                .proposals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                ^ self.stats.epoch,
-        };
         let request = Request::Propose(Proposal { id, command });
         let Request::Propose(proposal) = &request else {
             unreachable!()

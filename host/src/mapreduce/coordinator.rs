@@ -33,8 +33,12 @@ const TICK: Duration = Duration::from_millis(100);
 const SUSPEND: Duration = Duration::from_secs(10);
 
 /// How long a commit waits for the metadata group to have a leader again (an election, or
-/// this node rejoining after a pause) before the coordinator gives the job up.
+/// this node rejoining after a pause) before this node stops coordinating the job (another
+/// node takes it over once the lock is free).
 const COMMIT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The pause between tries of a commit that found no leader.
+const COMMIT_RETRY: Duration = Duration::from_millis(200);
 
 /// Sends `request` to the job service of `node`: this node's worker directly, another over
 /// QUIC. An `Err` is a failure to reach the node or to hear back.
@@ -56,10 +60,9 @@ pub(crate) async fn order(
         .map_err(|e| format!("node {node}: {e}"))
 }
 
-/// [`Jobs::fenced`], tried again while the metadata group has no leader (for up to
-/// [`COMMIT_PATIENCE`]): a commit may apply twice (a try that timed out may still have
-/// committed), which every one of them allows: the same map commits, a partition's output
-/// written only if absent, the same end.
+/// [`Jobs::fenced`], tried again while the metadata group has no leader (for
+/// [`COMMIT_PATIENCE`], plus the last try's own timeout), every try under one proposal id, so
+/// that the commit applies once however many of its tries commit.
 async fn fenced(
     jobs: &Jobs,
     id: JobId,
@@ -67,18 +70,24 @@ async fn fenced(
     writes: Vec<Write>,
 ) -> Result<bool, ConsensusError> {
     jobs.pause_before_commit();
+    let proposal = jobs.consensus.proposal_id();
     let began = Instant::now();
     loop {
-        match jobs.fenced(id, token, writes.clone()).await {
+        match jobs.fenced_as(proposal, id, token, writes.clone()).await {
             Err(ConsensusError::NoLeader(e))
                 if began.elapsed() < COMMIT_PATIENCE && !jobs.tasks.token().is_cancelled() =>
             {
                 tracing::info!(job = %id, error = %e, "a commit waits for the metadata group");
+                // A group that answers at once (stopped) is not asked in a tight loop.
+                tokio::time::sleep(COMMIT_RETRY).await;
             }
             done => return done,
         }
     }
 }
+
+/// Why a refused commit stops the coordinator.
+const REFUSED: &str = "the job's lock is no longer held under this coordinator's token (it ran out, or another node took the job over)";
 
 /// Counts a commit's outcome; a refusal or a failure ends this node's coordination.
 fn counted(jobs: &Jobs, done: Result<bool, ConsensusError>) -> Result<(), Stop> {
@@ -89,13 +98,14 @@ fn counted(jobs: &Jobs, done: Result<bool, ConsensusError>) -> Result<(), Stop> 
         }
         Ok(false) => {
             jobs.metrics.job_commit("refused");
-            Err(Stop::Leave(
-                "the job's lock is held under a later token".into(),
-            ))
+            Err(Stop::Leave(REFUSED.into()))
         }
-        Err(e) => Err(Stop::Leave(format!(
-            "could not record the job's progress: {e}"
-        ))),
+        Err(e) => {
+            jobs.metrics.job_commit("failed");
+            Err(Stop::Leave(format!(
+                "could not record the job's progress: {e}"
+            )))
+        }
     }
 }
 
@@ -422,8 +432,9 @@ impl Run<'_> {
         });
     }
 
-    /// Handles an attempt's report: commits what it produced, if it is the attempt the job
-    /// uses, and tells the state machine.
+    /// Handles an attempt's report: if it is the attempt the job uses, queues a map's commit
+    /// (written in the background) or commits a partition's output, and tells the state
+    /// machine.
     async fn report(&mut self, r: Report) -> Result<Vec<Action>, Stop> {
         let now = self.now();
         let done = super::state::Event::Done {
@@ -576,11 +587,11 @@ impl Run<'_> {
             }
             Ok(false) => {
                 self.jobs.metrics.job_commit("refused");
-                Err(Stop::Leave(
-                    "the job's lock is held under a later token".into(),
-                ))
+                Err(Stop::Leave(REFUSED.into()))
             }
             Err(_) => {
+                // An earlier coordinator's attempt may have committed the partition (the
+                // write expects it absent): its output is the one that counts.
                 let earlier = self
                     .jobs
                     .consensus

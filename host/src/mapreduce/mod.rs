@@ -451,8 +451,21 @@ impl Jobs {
         token: u64,
         writes: Vec<crate::consensus::Write>,
     ) -> Result<bool, ConsensusError> {
+        self.fenced_as(self.consensus.proposal_id(), id, token, writes)
+            .await
+    }
+
+    /// [`Jobs::fenced`] as proposal `proposal`: tries of one commit under one id apply once.
+    async fn fenced_as(
+        &self,
+        proposal: crate::consensus::ProposalId,
+        id: JobId,
+        token: u64,
+        writes: Vec<crate::consensus::Write>,
+    ) -> Result<bool, ConsensusError> {
         #[cfg(feature = "test-switches")]
         if self.switches.no_fencing {
+            let _ = proposal;
             return self.unfenced(writes).await;
         }
         let command = Command::Fenced {
@@ -460,7 +473,7 @@ impl Jobs {
             token,
             writes,
         };
-        match self.consensus.propose(command).await? {
+        match self.consensus.propose_as(proposal, command).await? {
             (_, Outcome::Written { .. }) => Ok(true),
             (_, Outcome::Fenced { .. }) => Ok(false),
             (_, Outcome::Conflict { current }) => Err(ConsensusError::Failed(format!(

@@ -388,7 +388,7 @@ impl Resumed {
 }
 
 /// n0 coordinates a job and stops itself (SIGSTOP) just before its first commit, with its
-/// lease renewed moments before: the pause a lease alone cannot guard against. Another node
+/// lease renewed within the last third of it: the pause a lease alone cannot guard against. Another node
 /// takes the job over with a larger token and ends it; then n0 resumes (SIGCONT), its commit
 /// goes out, and it stops coordinating. `extra` are more arguments of n0.
 async fn paused_coordinator(extra: &[&str]) -> Resumed {
