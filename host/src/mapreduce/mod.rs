@@ -10,6 +10,7 @@
 //! partition's output once, fenced by its token. Should the coordinator die, another node
 //! takes the lock with a larger token and continues from what was recorded.
 
+mod config;
 pub mod coordinator;
 pub mod guest;
 pub mod ledger;
@@ -17,8 +18,14 @@ pub mod plan;
 pub mod records;
 pub mod spill;
 pub mod state;
+mod summary;
 pub mod wire;
 pub mod worker;
+
+pub use config::JobsConfig;
+#[cfg(feature = "test-switches")]
+pub use config::JobsSwitches;
+pub use summary::{Top, record_order};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -48,52 +55,6 @@ use wire::{JobsWire, Request, Response};
 
 /// About how many bytes of group records one `combine` or `reduce` call carries.
 const GROUP_BATCH_BYTES: usize = 256 << 10;
-
-/// Map/reduce jobs on a node.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JobsConfig {
-    /// How many bytes of map output (sorted runs waiting for their reducers) the node's jobs
-    /// hold in memory, all together. Default 256 MiB. Beyond it a map task's runs are
-    /// written to disk (`<data_dir>/spill`) and its reducers read them through a
-    /// [`spill::READ_BUFFER`] each: smaller saves memory, larger saves disk writes and reads.
-    pub shuffle_memory_bytes: u64,
-    /// How many tasks of one job the coordinator runs on a node at once. Default: the
-    /// coordinator's number of cores (nodes are taken to be alike); a node that announces no
-    /// free instance in gossip gets none.
-    pub tasks_per_node: Option<std::num::NonZeroUsize>,
-    /// Test only (`test-switches`): safety rules switched off and faults placed exactly, so
-    /// that a test can show the test guarding each rule fails without it.
-    #[cfg(feature = "test-switches")]
-    #[serde(skip)]
-    pub unsafe_switches: JobsSwitches,
-}
-
-/// What a test may switch off or inject in jobs (see [`JobsConfig::unsafe_switches`]);
-/// without the `test-switches` feature none exists.
-#[cfg(feature = "test-switches")]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct JobsSwitches {
-    /// Commit a job's progress without its lock's token: each write applies whoever holds
-    /// the lock, so a coordinator that lost it still commits.
-    pub no_fencing: bool,
-    /// Stop this process (SIGSTOP to itself) just before its first commit as a coordinator:
-    /// a pause that lands between the lease's last renewal and a write, which a signal sent
-    /// from outside cannot aim at. The test resumes it (SIGCONT) once another node took the
-    /// job over.
-    pub stop_before_first_commit: bool,
-}
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        JobsConfig {
-            shuffle_memory_bytes: 256 << 20,
-            tasks_per_node: None,
-            #[cfg(feature = "test-switches")]
-            unsafe_switches: JobsSwitches::default(),
-        }
-    }
-}
 
 /// Why a cancelled job ended.
 const CANCELLED: &str = "cancelled by a client";
@@ -837,58 +798,5 @@ fn forget_all(jobs: &Arc<Jobs>, id: JobId) {
         jobs.clone().tasks.spawn(async move {
             let _ = coordinator::order(&jobs, &node, Request::Forget { job: id }).await;
         });
-    }
-}
-
-/// The order of a job's summary: larger numeric values first, then records without a numeric
-/// value; ties by key.
-pub fn record_order(a: &OutputRecord, b: &OutputRecord) -> std::cmp::Ordering {
-    match (a.value.as_f64(), b.value.as_f64()) {
-        (Some(x), Some(y)) => y
-            .total_cmp(&x)
-            .then_with(|| a.key.to_string().cmp(&b.key.to_string())),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.key.to_string().cmp(&b.key.to_string()),
-    }
-}
-
-/// The running summary of a job's output: how many records, and the `n` first in
-/// [`record_order`] (the node's summary keeps [`TOP`]; `weft job result --top N` any number).
-pub struct Top {
-    n: usize,
-    count: u64,
-    best: Vec<OutputRecord>,
-}
-
-impl Top {
-    /// A summary keeping the `n` best records.
-    pub fn new(n: usize) -> Self {
-        Top {
-            n,
-            count: 0,
-            best: Vec::new(),
-        }
-    }
-
-    /// Counts `records` and keeps the best of them.
-    pub fn add(&mut self, records: Vec<OutputRecord>) {
-        self.count += records.len() as u64;
-        self.best.extend(records);
-        // Keep the n best without sorting a whole partition's output.
-        if self.best.len() > self.n {
-            if self.n == 0 {
-                self.best.clear();
-            } else {
-                self.best.select_nth_unstable_by(self.n - 1, record_order);
-                self.best.truncate(self.n);
-            }
-        }
-        self.best.sort_by(record_order);
-    }
-
-    /// The best records, in order.
-    pub fn best(&self) -> Vec<OutputRecord> {
-        self.best.clone()
     }
 }
