@@ -2,7 +2,8 @@
 # What a scrape costs as a node's data grows: the median time of `GET /metrics` and
 # `GET /v1/status` on node 1 of a 3-node cluster on loopback, empty and then after wrk puts
 # random keys (100-byte values) into a key space of KEYS keys, with the CPU the idle cluster
-# burns in 30 s beside each (issue 14's measurement).
+# burns in 30 s and node 1's RSS beside each (issue 14's measurements). NODE_ARGS are more
+# arguments of every `weft node` (e.g. `--store-cache-mib 1024`, sled's own default).
 #
 #   bench/scrape-cost.sh                       # 300,000-key space, 45 s of puts
 #   KEYS=1000000 LOAD_SECONDS=120 bench/scrape-cost.sh
@@ -13,7 +14,8 @@ KEYS=${KEYS:-300000}
 LOAD_SECONDS=${LOAD_SECONDS:-45}
 # shellcheck source=bench/clusters.sh
 source "$(dirname "$0")/clusters.sh" wrk
-start_weft
+# shellcheck disable=SC2086
+start_weft ${NODE_ARGS:-}
 node="http://127.0.0.1:${whttp[1]}"
 until_ok "node 1's API" 60 curl -fs "$node/v1/status"
 until_ok "three nodes on the ring" 60 python3 -c '
@@ -40,11 +42,12 @@ entries() {
   curl -s "$node/v1/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["keys"])'
 }
 
-row() { printf '| %s | %s | %s | %s | %s |\n' "$1" "$(entries)" "$(median_ms /metrics)" "$(median_ms /v1/status)" "$(idle_cpu)"; }
+rss_mib() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/${pids[0]}/status"; }
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(entries)" "$(median_ms /metrics)" "$(median_ms /v1/status)" "$(idle_cpu)" "$(rss_mib)"; }
 echo "weft $("$weft" --version | awk '{print $2}') ($weft_desc), 3 nodes on this machine; scrapes of node 1"
 echo
-echo "| data | entries on node 1 | /metrics ms (median of 21) | /v1/status ms | idle CPU-seconds in 30 s, 3 nodes |"
-echo "| --- | ---: | ---: | ---: | ---: |"
+echo "| data | entries on node 1 | /metrics ms (median of 21) | /v1/status ms | idle CPU-seconds in 30 s, 3 nodes | node 1 RSS MiB |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 row "empty"
 KV_SIDE=weft KV_OP=put KV_KEYS=$KEYS KV_NS=bench KV_TOKEN=$weft_token \
   wrk -t2 -c64 -d"${LOAD_SECONDS}s" --timeout 10s -s "$root/bench/kv-load.lua" "$node" >"$tmp/wrk.log" 2>&1

@@ -15,6 +15,7 @@ pub use crate::mapreduce::JobsConfig;
 pub use crate::membership::MembershipConfig;
 pub use crate::replication::{Quorum, ReplicationConfig, ReplicationSwitches};
 pub use crate::runtime::RuntimeConfig;
+pub use crate::store::StoreConfig;
 pub use crate::transport::TransportConfig;
 
 /// Everything a node needs to start.
@@ -40,6 +41,9 @@ pub struct NodeConfig {
     /// Map/reduce jobs.
     #[serde(default)]
     pub jobs: JobsConfig,
+    /// The local database.
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 impl NodeConfig {
@@ -56,6 +60,7 @@ impl NodeConfig {
             },
             replication: ReplicationConfig::default(),
             jobs: JobsConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }

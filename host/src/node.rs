@@ -76,7 +76,8 @@ impl Node {
             .with_context(|| format!("creating data directory {}", dir.display()))?;
         let db_dir = dir.join("db");
         // Opening may wait for a previous owner's lock: keep it off the async threads.
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
+        let store_config = config.store.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&db_dir, &store_config))
             .await?
             .with_context(|| format!("opening the database in {}", dir.display()))?;
         let (cluster_dir, name) = cluster_identity(&config.cluster, dir)?;

@@ -86,6 +86,9 @@ enum Command {
         /// MiB of map output the node's jobs hold in memory before they write it to disk.
         #[arg(long, default_value_t = 256)]
         shuffle_memory_mib: u64,
+        /// MiB of the local database's pages kept in memory (sled's page cache).
+        #[arg(long, default_value_t = 64)]
+        store_cache_mib: u64,
         /// Test only (`test-switches`): drop this fraction of outgoing gossip datagrams.
         #[cfg(feature = "test-switches")]
         #[arg(long, hide = true, default_value_t = 0.0)]
@@ -349,6 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kv_namespaces,
             placement_tag,
             shuffle_memory_mib,
+            store_cache_mib,
         } => {
             let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
             config.http = *http;
@@ -377,6 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.replication.namespaces = kv_namespaces.iter().cloned().collect();
             config.replication.placement.require_tag = placement_tag.clone();
             config.jobs.shuffle_memory_bytes = shuffle_memory_mib.saturating_mul(1 << 20);
+            config.store.cache_bytes = store_cache_mib.saturating_mul(1 << 20);
             let node = crate::Node::start(config).await?;
             println!(
                 "weft node `{}` serving on {} (cluster address {})",

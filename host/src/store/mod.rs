@@ -10,6 +10,25 @@ mod replica;
 
 pub use replica::FenceMark;
 
+/// The local database.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Bytes of the database's pages sled keeps in memory. Default 64 MiB (sled's own default
+    /// is 1 GiB). Larger serves reads of a large data set from memory; smaller keeps a node's
+    /// memory down as its data grows (pages not cached are read from the file system's cache
+    /// or the disk).
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
 use std::path::Path;
 
 use crate::id::JobId;
@@ -74,7 +93,12 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = open_locked(dir)?;
+        Self::open_with(dir, &StoreConfig::default())
+    }
+
+    /// [`Store::open`] with `config`.
+    pub fn open_with(dir: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
+        let db = open_locked(dir, config)?;
         let flusher = spawn_flusher(db.clone(), dir)?;
         let data = db.open_tree("data")?;
         let hints = db.open_tree("hints")?;
@@ -231,10 +255,14 @@ impl Store {
 
 /// Opens the database, waiting up to 10 s for a previous owner in this process or another one
 /// (a node that is still shutting down) to release its lock.
-fn open_locked(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_locked(dir: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match sled::Config::new().path(dir).open() {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(config.cache_bytes)
+            .open()
+        {
             // sled reports a held lock as an I/O error whose message names it.
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if std::time::Instant::now() >= deadline {
