@@ -225,6 +225,17 @@ async fn a_job_runs_on_every_node_next_to_its_chunks() {
         "{job}"
     );
     s.check_output(&s.procs[2], &id, &expected).await;
+    // The end removed every map commit, and none written in the background landed after it:
+    // the metadata group holds the spec, one commit per reducer, and the end.
+    let left: Vec<String> = registers(&s, &s.procs[2], &id)
+        .await
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let mut want = vec![format!("job/{id}"), format!("job/{id}/end")];
+    want.extend((0..REDUCERS).map(|p| format!("job/{id}/reduce/{p}")));
+    want.sort();
+    assert_eq!(left, want, "the job's registers after its end");
     // Every node drops the job's map output, and gives back its memory.
     for p in &s.procs {
         wait_for(Duration::from_secs(30), "map output dropped", || async {
