@@ -54,7 +54,7 @@ until_ok() {
 }
 
 # start_weft [ARGS...]: three `weft node`s (node-1..3) as in examples/three-nodes.sh, each
-# with ARGS.
+# with ARGS, logging at WEFT_LOG (default warn) to $tmp/weft-N.log.
 declare -a whttp wquic
 start_weft() {
   local i join
@@ -66,7 +66,7 @@ start_weft() {
   for i in 1 2 3; do
     join=()
     [ "$i" = 1 ] || join=(--join "127.0.0.1:${wquic[1]}")
-    WEFT_LOG=warn "$weft" node --cluster "$tmp/cluster" --name "node-$i" --data-dir "$tmp/weft-$i" \
+    WEFT_LOG=${WEFT_LOG:-warn} "$weft" node --cluster "$tmp/cluster" --name "node-$i" --data-dir "$tmp/weft-$i" \
       --http "127.0.0.1:${whttp[$i]}" --listen "127.0.0.1:${wquic[$i]}" "${join[@]}" "$@" \
       >"$tmp/weft-$i.log" 2>&1 &
     pids+=($!)

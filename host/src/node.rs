@@ -17,6 +17,7 @@ use crate::consensus::{self, Consensus};
 use crate::functions::Functions;
 use crate::id::NodeId;
 use crate::locks::Locks;
+use crate::mapreduce::pool::TaskPool;
 use crate::mapreduce::spill::SpillDir;
 use crate::mapreduce::{Jobs, JobsWiring};
 use crate::membership::{Identity, MemberState, Membership, Meta, Wiring};
@@ -218,6 +219,8 @@ impl Node {
                 metrics: metrics.clone(),
                 tasks: tasks.clone(),
                 spill,
+                pool: TaskPool::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                    .context("starting the threads that run jobs' tasks")?,
             },
             config.jobs.clone(),
         )

@@ -109,6 +109,45 @@ fn counted(jobs: &Jobs, done: Result<bool, ConsensusError>) -> Result<(), Stop> 
     }
 }
 
+/// Commits partition `p`'s output unless one is committed already (by an attempt of an
+/// earlier coordinator); returns the one that counts.
+async fn commit_once(
+    jobs: &Jobs,
+    id: JobId,
+    token: u64,
+    p: u32,
+    commit: ReduceCommit,
+) -> Result<ReduceCommit, Stop> {
+    let key = ledger::reduce_key(id, p);
+    let write = Write {
+        key: key.clone(),
+        value: Some(ledger::encode(&commit)),
+        expect: Some(0),
+    };
+    match fenced(jobs, id, token, vec![write]).await {
+        Ok(true) => {
+            jobs.metrics.job_commit("written");
+            Ok(commit)
+        }
+        Ok(false) => {
+            jobs.metrics.job_commit("refused");
+            Err(Stop::Leave(REFUSED.into()))
+        }
+        Err(_) => {
+            // An earlier coordinator's attempt may have committed the partition (the write
+            // expects it absent): its output is the one that counts.
+            let earlier = jobs
+                .consensus
+                .read(|s| s.registers.get(&key).map(|r| r.value.clone()))
+                .await
+                .map_err(|e| Stop::Leave(format!("could not read the job's progress: {e}")))?;
+            earlier
+                .and_then(|v| serde_json::from_slice(&v).ok())
+                .ok_or_else(|| Stop::Leave("could not record a reducer's output".into()))
+        }
+    }
+}
+
 /// A node answered an attempt with the other phase's answer.
 fn mismatch(task: &TaskId, attempt: u32, node: &NodeId) -> Event {
     Event::Failed {
@@ -197,6 +236,26 @@ struct Run<'a> {
     /// a batch at a time, so that the next tasks start without waiting for them: a map task
     /// whose commit is lost with this coordinator runs again under the next.
     unrecorded: Vec<Write>,
+    /// Partitions' outputs not yet sent to the metadata group. Each is committed in the
+    /// background, all at once (the group batches them), while the state machine already
+    /// counts the partition as done; the job ends only when every one has committed.
+    uncommitted: Vec<(u32, ReduceCommit)>,
+}
+
+/// Each partition's preferred reducer: the ring's nodes in order from the job's point, in
+/// turn, so that `R` reducers spread over the nodes as evenly as they can (hashing each
+/// partition alone put three of four on one node, which then ran one of them after the
+/// others).
+fn reducer_owners(nodes: &[NodeId], reducers: u32) -> Vec<Vec<NodeId>> {
+    (0..reducers as usize)
+        .map(|p| {
+            if nodes.is_empty() {
+                Vec::new()
+            } else {
+                vec![nodes[p % nodes.len()].clone()]
+            }
+        })
+        .collect()
 }
 
 /// Coordinates job `id` under `token` until it ends or the lock is lost.
@@ -215,9 +274,10 @@ pub(crate) async fn run(
         .iter()
         .map(|c| view.replicas(c.digest.as_bytes(), view.cap(REPLICAS)))
         .collect();
-    let owners = (0..spec.reducers)
-        .map(|p| view.replicas(format!("{id}/{p}").as_bytes(), 1))
-        .collect();
+    let owners = reducer_owners(
+        &view.replicas(format!("{id}/reduce").as_bytes(), usize::MAX),
+        spec.reducers,
+    );
     let mut state = JobState::new(holders, owners, jobs.schedule);
     let live: BTreeSet<NodeId> = jobs.nodes().into_iter().map(|(n, _)| n).collect();
     let mut attempts = HashMap::new();
@@ -246,6 +306,7 @@ pub(crate) async fn run(
         up: BTreeSet::new(),
         suspended: HashMap::new(),
         unrecorded: Vec::new(),
+        uncommitted: Vec::new(),
     };
     let outcome = run.drive(&cancel).await;
     match outcome {
@@ -264,18 +325,22 @@ impl Run<'_> {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Runs the job until it ends or this node stops coordinating it; a batch of map commits
-    /// being written then is waited for (and counted) first.
+    /// Runs the job until it ends or this node stops coordinating it; the commits being
+    /// written then are waited for (and counted) first.
     async fn drive(&mut self, cancel: &CancellationToken) -> Stop {
         let mut recording = JoinSet::new();
-        let stop = self.drive_with(cancel, &mut recording).await;
-        self.settle(&mut recording, stop).await
+        let mut committing = JoinSet::new();
+        let stop = self
+            .drive_with(cancel, &mut recording, &mut committing)
+            .await;
+        self.settle(&mut recording, &mut committing, stop).await
     }
 
     async fn drive_with(
         &mut self,
         cancel: &CancellationToken,
         recording: &mut JoinSet<Result<bool, ConsensusError>>,
+        committing: &mut JoinSet<Result<ReduceCommit, Stop>>,
     ) -> Stop {
         let jobs = self.jobs;
         let mut tasks: JoinSet<Report> = JoinSet::new();
@@ -287,6 +352,11 @@ impl Run<'_> {
         renew.tick().await;
         let mut actions = self.members_changed();
         loop {
+            // Before the actions: the last partition's commit is queued with the job's end.
+            for (p, commit) in self.uncommitted.drain(..) {
+                let (jobs, id, token) = (jobs.clone(), self.id, self.token);
+                committing.spawn(async move { commit_once(&jobs, id, token, p, commit).await });
+            }
             for action in std::mem::take(&mut actions) {
                 match action {
                     Action::Start {
@@ -311,15 +381,17 @@ impl Run<'_> {
                         return leave;
                     }
                 }
+                Some(done) = committing.join_next() => {
+                    if let Err(leave) = self.committed(done) {
+                        return leave;
+                    }
+                }
                 Some(joined) = tasks.join_next() => {
                     let report = match joined {
                         Ok(r) => r,
                         Err(e) => return Stop::End(Err(format!("an attempt's task panicked: {e}"))),
                     };
-                    match self.report(report).await {
-                        Ok(a) => actions = a,
-                        Err(stop) => return stop,
-                    }
+                    actions = self.report(report);
                 }
                 changed = members.changed() => {
                     if changed.is_err() {
@@ -432,11 +504,12 @@ impl Run<'_> {
         });
     }
 
-    /// Handles an attempt's report: if it is the attempt the job uses, queues a map's commit
-    /// (written in the background) or commits a partition's output, and tells the state
+    /// Handles an attempt's report: if it is the attempt the job uses, queues its commit (a
+    /// map's or a partition's output, both written in the background), and tells the state
     /// machine.
-    async fn report(&mut self, r: Report) -> Result<Vec<Action>, Stop> {
+    fn report(&mut self, r: Report) -> Vec<Action> {
         let now = self.now();
+        tracing::debug!(job = %self.id, task = ?r.task, attempt = r.attempt, node = %r.node, took_ms = r.took.as_millis() as u64, at_ms = now, "attempt reported");
         let done = super::state::Event::Done {
             task: r.task,
             attempt: r.attempt,
@@ -451,7 +524,7 @@ impl Run<'_> {
                 self.jobs.metrics.job_task(phase, "done");
                 self.jobs.metrics.job_task_took(phase, r.took);
                 let TaskId::Map(task) = r.task else {
-                    return Ok(self.state.on(mismatch(&r.task, r.attempt, &r.node), now));
+                    return self.state.on(mismatch(&r.task, r.attempt, &r.node), now);
                 };
                 if current {
                     let commit = MapCommit {
@@ -473,7 +546,7 @@ impl Run<'_> {
                 self.jobs.metrics.job_task(phase, "done");
                 self.jobs.metrics.job_task_took(phase, r.took);
                 let TaskId::Reduce(p) = r.task else {
-                    return Ok(self.state.on(mismatch(&r.task, r.attempt, &r.node), now));
+                    return self.state.on(mismatch(&r.task, r.attempt, &r.node), now);
                 };
                 if current {
                     let top: Vec<OutputRecord> =
@@ -484,11 +557,7 @@ impl Run<'_> {
                         records: out.records,
                         top,
                     };
-                    let committed = self
-                        .commit_once(ledger::reduce_key(self.id, p), &commit)
-                        .await?;
-                    self.record.output_records += committed.records;
-                    self.top.add(committed.top);
+                    self.uncommitted.push((p, commit));
                     self.record.fetched_bytes += out.fetched;
                 }
                 done
@@ -544,10 +613,10 @@ impl Run<'_> {
                     },
                     now,
                 ));
-                return Ok(actions);
+                return actions;
             }
         };
-        Ok(self.state.on(event, now))
+        self.state.on(event, now)
     }
 
     /// Commits `writes` under the job's lock; a refusal means another node coordinates now.
@@ -556,53 +625,39 @@ impl Run<'_> {
         counted(self.jobs, done)
     }
 
-    /// Waits for the map commits being written: the job's end removes them, and none may
-    /// land after it; returns `stop` unless they were refused or failed.
+    /// Waits for the commits being written: the job's end removes the map commits and none
+    /// may land after it, and it counts every partition's output; returns `stop` unless a
+    /// commit was refused or failed.
     async fn settle(
-        &self,
+        &mut self,
         recording: &mut JoinSet<Result<bool, ConsensusError>>,
+        committing: &mut JoinSet<Result<ReduceCommit, Stop>>,
         stop: Stop,
     ) -> Stop {
+        let mut outcome = Ok(());
         while let Some(done) = recording.join_next().await {
             let done = done.unwrap_or_else(|e| Err(ConsensusError::Failed(e.to_string())));
-            if let Err(leave) = counted(self.jobs, done) {
-                return leave;
-            }
+            outcome = outcome.and(counted(self.jobs, done));
         }
-        stop
+        while let Some(done) = committing.join_next().await {
+            outcome = outcome.and(self.committed(done));
+        }
+        match outcome {
+            Ok(()) => stop,
+            Err(leave) => leave,
+        }
     }
 
-    /// Commits a partition's output unless one is committed already (by an attempt of an
-    /// earlier coordinator); returns the one that counts.
-    async fn commit_once(&self, key: String, commit: &ReduceCommit) -> Result<ReduceCommit, Stop> {
-        let write = Write {
-            key: key.clone(),
-            value: Some(ledger::encode(commit)),
-            expect: Some(0),
-        };
-        match fenced(self.jobs, self.id, self.token, vec![write]).await {
-            Ok(true) => {
-                self.jobs.metrics.job_commit("written");
-                Ok(commit.clone())
-            }
-            Ok(false) => {
-                self.jobs.metrics.job_commit("refused");
-                Err(Stop::Leave(REFUSED.into()))
-            }
-            Err(_) => {
-                // An earlier coordinator's attempt may have committed the partition (the
-                // write expects it absent): its output is the one that counts.
-                let earlier = self
-                    .jobs
-                    .consensus
-                    .read(|s| s.registers.get(&key).map(|r| r.value.clone()))
-                    .await
-                    .map_err(|e| Stop::Leave(format!("could not read the job's progress: {e}")))?;
-                earlier
-                    .and_then(|v| serde_json::from_slice(&v).ok())
-                    .ok_or_else(|| Stop::Leave("could not record a reducer's output".into()))
-            }
-        }
+    /// Counts a partition's committed output in the job's record.
+    fn committed(
+        &mut self,
+        done: Result<Result<ReduceCommit, Stop>, tokio::task::JoinError>,
+    ) -> Result<(), Stop> {
+        let commit =
+            done.map_err(|e| Stop::Leave(format!("a reducer's commit panicked: {e}")))??;
+        self.record.output_records += commit.records;
+        self.top.add(commit.top);
+        Ok(())
     }
 
     /// Shows the live record.
@@ -629,6 +684,7 @@ impl Run<'_> {
     /// Records the job's end, lets go of its lock, and tells every node to drop its map
     /// output.
     async fn end(&mut self, end: Result<(), String>) {
+        tracing::debug!(job = %self.id, at_ms = self.now(), "job ending");
         self.publish();
         let mut record = self.record.clone();
         match &end {
@@ -683,5 +739,36 @@ impl Run<'_> {
             tracing::debug!(job = %self.id, error = %e, "could not release the job's lock");
         }
         super::forget_all(self.jobs, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(names: &[&str]) -> Vec<NodeId> {
+        names
+            .iter()
+            .map(|n| n.parse().expect("a node name"))
+            .collect()
+    }
+
+    #[test]
+    fn reducers_spread_over_the_nodes_in_ring_order() {
+        let ring = nodes(&["b", "c", "a"]);
+        let owners = reducer_owners(&ring, 4);
+        assert_eq!(
+            owners,
+            vec![nodes(&["b"]), nodes(&["c"]), nodes(&["a"]), nodes(&["b"])]
+        );
+        let mut per_node = HashMap::new();
+        for o in reducer_owners(&ring, 30) {
+            *per_node.entry(o[0].clone()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            per_node.values().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([10])
+        );
+        assert_eq!(reducer_owners(&[], 2), vec![Vec::<NodeId>::new(); 2]);
     }
 }

@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod guest;
 pub mod ledger;
 pub mod plan;
+pub mod pool;
 pub mod records;
 pub mod spill;
 pub mod state;
@@ -205,6 +206,8 @@ pub struct JobsWiring {
     pub tasks: Tasks,
     /// Where map output spills.
     pub spill: spill::SpillDir,
+    /// The threads guests run on.
+    pub pool: pool::TaskPool,
 }
 
 /// The node's side of every job: the jobs it coordinates, and its worker.
@@ -262,6 +265,7 @@ impl Jobs {
             w.placement,
             w.metrics.clone(),
             w.spill,
+            w.pool,
             config,
         );
         let jobs = Arc::new(Jobs {

@@ -6,9 +6,10 @@
 //! (and its combiner), cuts the output into one sorted run per partition, and holds the runs
 //! until the job ends: in memory while the node's budget allows, else in one spill file. A
 //! reduce attempt gathers its partition's run from every map task (this node's in place,
-//! other nodes' pulled over a QUIC stream, into memory within the budget or into a file),
-//! merges them in a stream, runs `reduce` many keys per call, and stores its output as blobs
-//! of JSON lines on the ring; the coordinator commits their digests.
+//! other nodes' pulled over QUIC streams, a few at once, into memory within the budget or
+//! into a file), merges them in a stream, runs `reduce` many keys per call, and stores its
+//! output as blobs of JSON lines on the ring; the coordinator commits their digests. Guests
+//! run on the node's [`TaskPool`], apart from its async workers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::guest::{map_task, reduce_task};
+use super::pool::TaskPool;
 use super::records::Run;
 use super::spill::{self, Held, Scratch, SpillDir, SpilledRun, premerge};
 use super::wire::{AttemptId, JobsWire, Mapped, Program, Reduced, Request, Response, Source};
@@ -32,6 +34,15 @@ use crate::runtime::{FunctionKind, InvocationLimits, Prepared, Runtime, RuntimeE
 
 /// Bytes of output per stored segment: a reducer's output is a few blobs, not one per record.
 pub const OUTPUT_SEGMENT_BYTES: usize = 1 << 20;
+
+/// How many map outputs a reducer pulls at once (Hadoop's
+/// `mapreduce.reduce.shuffle.parallelcopies` is 5): one at a time, a reducer waited for each
+/// node's round trip and stream in turn.
+const PULLS_AT_ONCE: usize = 5;
+
+/// How many of a reducer's output blobs are stored at once (each goes to its replicas and
+/// waits for their flushes).
+const PUTS_AT_ONCE: usize = 4;
 
 /// Bytes per piece of a streamed run.
 const PIECE: usize = 1 << 20;
@@ -58,6 +69,9 @@ struct MapOutput {
     _reserved: Option<Reserved>,
 }
 
+/// A pulled run, with its memory reservation or its file (`None`: the run is empty).
+type PulledRun = Option<(Held, Option<Reserved>, Option<Scratch>)>;
+
 /// The node's worker.
 #[derive(Clone)]
 pub(crate) struct Worker {
@@ -70,6 +84,7 @@ struct Inner {
     placement: Placement,
     metrics: Arc<Metrics>,
     spill: SpillDir,
+    pool: TaskPool,
     config: JobsConfig,
     /// Bytes of map output (held and fetched) in memory, all jobs together.
     held: Arc<AtomicU64>,
@@ -84,6 +99,7 @@ impl Worker {
         placement: Placement,
         metrics: Arc<Metrics>,
         spill: SpillDir,
+        pool: TaskPool,
         config: JobsConfig,
     ) -> Worker {
         Worker {
@@ -93,6 +109,7 @@ impl Worker {
                 placement,
                 metrics,
                 spill,
+                pool,
                 config,
                 held: Arc::default(),
                 outputs: Mutex::default(),
@@ -271,15 +288,16 @@ impl Worker {
                 chunk.size
             )));
         }
-        map_task(
-            &self.inner.runtime,
-            &program.function,
-            &pre,
+        let (rt, function, limits) = (
+            self.inner.runtime.clone(),
+            program.function.clone(),
             Self::limits(program),
-            &bytes,
-            reducers,
-        )
-        .await
+        );
+        self.inner
+            .pool
+            .run(async move { map_task(&rt, &function, &pre, limits, &bytes, reducers).await })
+            .await
+            .map_err(RuntimeError::Host)?
     }
 
     /// Reserves `size` bytes of the memory budget, if they fit.
@@ -366,6 +384,7 @@ impl Worker {
         program: &Program,
         sources: &[Source],
     ) -> Response {
+        let began = std::time::Instant::now();
         let pre = match self.prepare(program).await {
             Ok(pre) => pre,
             Err(e) => return failed(&e),
@@ -378,6 +397,7 @@ impl Worker {
             error,
             fetched,
         } = self.gather(job, partition, attempt, sources).await;
+        let gathered = began.elapsed();
         if !lost.is_empty() {
             return Response::Failed {
                 error: error.unwrap_or_else(|| "map output lost".into()),
@@ -412,20 +432,25 @@ impl Worker {
             Ok(Err(e)) => return host_failure(e),
             Err(e) => return host_failure(format!("merging map output: {e}")),
         };
-        let records = match reduce_task(
-            &self.inner.runtime,
-            &program.function,
-            &pre,
+        let merged = began.elapsed();
+        let (rt, function, limits) = (
+            self.inner.runtime.clone(),
+            program.function.clone(),
             Self::limits(program),
-            &inputs,
-        )
-        .await
-        {
-            Ok(records) => records,
-            Err(e) => return failed(&e),
+        );
+        // The runs are dropped there; files pulled are removed when their guards drop, at
+        // the end of this call.
+        let outcome = self
+            .inner
+            .pool
+            .run(async move { reduce_task(&rt, &function, &pre, limits, &inputs).await })
+            .await;
+        let records = match outcome {
+            Ok(Ok(records)) => records,
+            Ok(Err(e)) => return failed(&e),
+            Err(e) => return host_failure(e),
         };
-        // Runs pulled into files are removed when their guards drop, at the end of this call.
-        drop(inputs);
+        let reduced = began.elapsed();
         let mut segments = Vec::new();
         let mut segment = Vec::new();
         for r in &records {
@@ -439,14 +464,28 @@ impl Worker {
             segments.push(segment);
         }
         let mut digests = Vec::with_capacity(segments.len());
-        for s in segments {
-            match self.inner.blobs.put(Bytes::from(s)).await {
+        let mut stored = futures::stream::iter(segments)
+            .map(|s| self.inner.blobs.put(Bytes::from(s)))
+            .buffered(PUTS_AT_ONCE);
+        while let Some(put) = stored.next().await {
+            match put {
                 Ok(d) => digests.push(d),
                 Err(e) => {
                     return host_failure(format!("storing reducer {partition}'s output: {e}"));
                 }
             }
         }
+        drop(stored);
+        tracing::debug!(
+            %job,
+            partition,
+            gathered_ms = gathered.as_millis() as u64,
+            merged_ms = merged.as_millis() as u64,
+            reduced_ms = reduced.as_millis() as u64,
+            stored_ms = began.elapsed().as_millis() as u64,
+            fetched,
+            "reduce attempt done"
+        );
         let count = records.len() as u64;
         let mut top = Top::new(TOP);
         top.add(records);
@@ -467,8 +506,17 @@ impl Worker {
         sources: &[Source],
     ) -> Gathered {
         let mut g = Gathered::default();
-        for s in sources {
-            if s.node == *self.me() {
+        let mut waiting = sources.iter();
+        let mut pulls = futures::stream::FuturesOrdered::new();
+        loop {
+            while pulls.len() < PULLS_AT_ONCE {
+                let Some(s) = waiting.next() else { break };
+                pulls.push_back(self.pull_unless_here(job, partition, attempt, s));
+            }
+            let Some((s, pulled)) = pulls.next().await else {
+                break;
+            };
+            let Some(pulled) = pulled else {
                 let output = self
                     .inner
                     .outputs
@@ -489,8 +537,8 @@ impl Worker {
                     }
                 }
                 continue;
-            }
-            match self.pull(job, partition, attempt, s).await {
+            };
+            match pulled {
                 Ok(Some((run, r, file))) => {
                     g.fetched += run.len();
                     g.inputs.push(run);
@@ -510,6 +558,20 @@ impl Worker {
         g
     }
 
+    /// [`Worker::pull`] unless `s` is on this node (`None`).
+    async fn pull_unless_here<'s>(
+        &self,
+        job: JobId,
+        partition: u32,
+        attempt: AttemptId,
+        s: &'s Source,
+    ) -> (&'s Source, Option<Result<PulledRun, Pulled>>) {
+        if s.node == *self.me() {
+            return (s, None);
+        }
+        (s, Some(self.pull(job, partition, attempt, s).await))
+    }
+
     /// Pulls one map task's run from the node holding it: into memory within the budget,
     /// else into a file. `None`: the run is empty.
     async fn pull(
@@ -518,7 +580,7 @@ impl Worker {
         partition: u32,
         attempt: AttemptId,
         s: &Source,
-    ) -> Result<Option<(Held, Option<Reserved>, Option<Scratch>)>, Pulled> {
+    ) -> Result<PulledRun, Pulled> {
         let lost = |e: String| {
             Pulled::Lost(format!(
                 "reading the output of map task {} from {}: {e}",
