@@ -82,6 +82,24 @@ impl View {
         sets
     }
 
+    /// A view of `ring` alone, in a cluster of `known` nodes (tests).
+    #[cfg(test)]
+    pub(crate) fn of(ring: Ring, known: usize) -> View {
+        View {
+            ring,
+            earlier: Vec::new(),
+            addrs: HashMap::new(),
+            known,
+            changed: Instant::now(),
+            rule: TagRule::default(),
+        }
+    }
+
+    /// The rule that keeps a replica on a tagged node.
+    pub fn placement_rule(&self) -> &TagRule {
+        &self.rule
+    }
+
     /// The address of a live member (`None` for this node, or a member down or unknown).
     pub fn addr(&self, node: &NodeId) -> Option<SocketAddr> {
         self.addrs.get(node).copied()

@@ -2,6 +2,7 @@
 //! their leaves, and the pulls and pushes that repair the ranges that differ.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::merkle::{Leaves, leaf_of};
@@ -18,48 +19,43 @@ type Shared = Vec<(Vec<u8>, Entry)>;
 /// Per-peer trees, and entries held but no longer owned (key and stored bytes).
 type Scanned = (HashMap<NodeId, Leaves>, Vec<(Vec<u8>, Vec<u8>)>);
 
+/// Entries held but no longer owned (key and stored bytes).
+type Orphans = Vec<(Vec<u8>, Vec<u8>)>;
+
 impl Replicator {
     /// The replication factor of a stored key.
     pub(super) fn n_of(&self, key: &[u8], view: &View) -> usize {
         view.cap(self.inner().config.quorum(namespace_of(key)).n.get() as usize)
     }
 
-    /// One pass over this node's data: the tree it shares with each peer (or with `only`),
-    /// and the entries it holds but no longer owns (with their stored bytes).
-    pub(crate) fn trees(
-        &self,
-        view: &View,
-        only: Option<&NodeId>,
-    ) -> Result<Scanned, ReplicationError> {
+    /// The trees this node shares with its peers on `view`'s ring, and the entries it holds
+    /// but no longer owns: the trees as kept on write (built in one pass when the placement
+    /// changed), the entries read only when the kept count says there are some. Blocking.
+    pub(crate) fn kept_trees(&self, view: &Arc<View>) -> Result<Scanned, ReplicationError> {
         let inner = self.inner();
-        let mut trees: HashMap<NodeId, Leaves> = HashMap::new();
-        let mut orphans = Vec::new();
+        let built = inner.kept.for_view(view, &inner.store)?;
+        let orphans = if built.orphans > 0 {
+            self.orphans(view)?
+        } else {
+            Vec::new()
+        };
+        Ok((built.trees, orphans))
+    }
+
+    /// The entries this node holds but does not own on `view`'s ring (one pass).
+    fn orphans(&self, view: &View) -> Result<Orphans, ReplicationError> {
+        let inner = self.inner();
+        let mut out = Vec::new();
         for record in inner.store.replica_iter() {
             let (key, bytes) = record?;
-            let Ok(entry) = Entry::decode(&bytes) else {
-                // Unreadable: left out of the trees, so the peers' copies replace it.
-                tracing::warn!(key = %String::from_utf8_lossy(&key), "skipping an unreadable stored entry");
-                continue;
-            };
-            let point = Ring::point(&key);
-            let owners = view.replicas(&key, self.n_of(&key, view));
-            if !owners.contains(&inner.me) {
-                orphans.push((key, bytes));
-                continue;
-            }
-            for peer in owners.iter().filter(|p| **p != inner.me) {
-                if only.is_some_and(|o| o != peer) {
-                    continue;
-                }
-                trees.entry(peer.clone()).or_default().add(
-                    point,
-                    &key,
-                    entry.version,
-                    entry.value.is_none(),
-                );
+            if !view
+                .replicas(&key, self.n_of(&key, view))
+                .contains(&inner.me)
+            {
+                out.push((key, bytes));
             }
         }
-        Ok((trees, orphans))
+        Ok(out)
     }
 
     /// This node's entries shared with `peer` that fall in `leaves`.
@@ -97,8 +93,13 @@ impl Replicator {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let view = this.view();
-            let (mut trees, _) = this.trees(&view, Some(&from))?;
-            let mine = trees.remove(&from).unwrap_or_default();
+            let inner = this.inner();
+            let mine = inner
+                .kept
+                .for_view(&view, &inner.store)?
+                .trees
+                .remove(&from)
+                .unwrap_or_default();
             let differing = mine.differing(&theirs);
             if differing.is_empty() {
                 return Ok((differing, vec![]));
@@ -138,7 +139,8 @@ impl Replicator {
     /// The root of the tree this node shares with each peer, computed now.
     pub fn roots(&self) -> Result<HashMap<NodeId, [u8; 32]>, ReplicationError> {
         let view = self.view();
-        let (trees, _) = self.trees(&view, None)?;
+        let inner = self.inner();
+        let trees = inner.kept.for_view(&view, &inner.store)?.trees;
         let mut roots: HashMap<NodeId, [u8; 32]> = trees
             .into_iter()
             .map(|(peer, leaves)| (peer, leaves.root()))
@@ -164,7 +166,7 @@ impl Replicator {
         let view = self.view();
         let this = self.clone();
         let scan_view = view.clone();
-        let scanned = tokio::task::spawn_blocking(move || this.trees(&scan_view, None)).await;
+        let scanned = tokio::task::spawn_blocking(move || this.kept_trees(&scan_view)).await;
         let (mut trees, orphans) = match scanned {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => {

@@ -16,6 +16,7 @@ mod gate;
 mod handle;
 mod handoff;
 mod hints;
+mod kept;
 mod merkle;
 mod replica;
 mod serve;
@@ -372,6 +373,8 @@ pub(crate) struct Inner {
     /// Bytes the output gates of this node spend remembering versions, in all (at most
     /// [`gate::ALL_SEEN_BYTES`]).
     pub(crate) gates_seen: std::sync::atomic::AtomicUsize,
+    /// The anti-entropy trees, kept as the data changes.
+    pub(crate) kept: Arc<kept::KeptTrees>,
 }
 
 /// Unix time in milliseconds.
@@ -391,7 +394,9 @@ impl Replicator {
         tasks: Tasks,
     ) -> Replicator {
         let me = placement.me().clone();
+        let kept = kept::KeptTrees::watch(me.clone(), config.clone(), &store);
         let inner = Arc::new(Inner {
+            kept,
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,
             store,

@@ -42,7 +42,7 @@ pub struct TagRule {
 }
 
 /// The placement of keys on a fixed set of nodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ring {
     /// The distinct nodes, sorted by name; a token's `u32` indexes this.
     nodes: Vec<RingNode>,

@@ -8,7 +8,7 @@
 mod raft;
 mod replica;
 
-pub use replica::FenceMark;
+pub use replica::{FenceMark, ReplicaWatch};
 
 /// The local database.
 #[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
@@ -84,6 +84,10 @@ pub struct Store {
     raft_meta: sled::Tree,
     /// Entries of `data` and hints, counted on write.
     counts: std::sync::Arc<replica::Counts>,
+    /// Changes of `data` take turns per stripe of keys, and the watcher hears of each with
+    /// its key's stripe held.
+    key_stripes: std::sync::Arc<Vec<std::sync::Mutex<()>>>,
+    watcher: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn replica::ReplicaWatch>>>,
     /// Test only (`WEFT_UNSAFE_SKIP_FLUSH=1`, with `test-switches`): acknowledge without
     /// flushing, to show that the durability tests catch a store that does so.
     #[cfg(feature = "test-switches")]
@@ -109,6 +113,8 @@ impl Store {
             data,
             hints,
             counts,
+            key_stripes: std::sync::Arc::new((0..256).map(|_| Default::default()).collect()),
+            watcher: Default::default(),
             fences: db.open_tree("fences")?,
             fence_stripes: std::sync::Arc::new((0..64).map(|_| Default::default()).collect()),
             jobs: db.open_tree("jobs")?,

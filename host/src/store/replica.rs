@@ -56,6 +56,14 @@ impl Counts {
     }
 }
 
+/// Told of every change of the replicated data, with the key's stripe held (so that no other
+/// change of the key, and no [`Store::replica_scan_watched`] read of it, comes between the
+/// change and the call). It must be quick and must not touch the store.
+pub trait ReplicaWatch: Send + Sync {
+    /// `key` went from `old` to `new` (`None`: absent).
+    fn changed(&self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>);
+}
+
 /// A lock key and a fencing token, as bytes and a number.
 pub type FenceMark<'a> = (&'a [u8], u64);
 
@@ -78,6 +86,7 @@ impl Store {
         key: &[u8],
         mut decide: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
     ) -> Result<T, StoreError> {
+        let _turn = self.key_turn(key);
         loop {
             let old = self.data.get(key)?;
             let (new, result) = decide(old.as_deref());
@@ -85,15 +94,71 @@ impl Store {
                 return Ok(result);
             };
             let added = old.is_none();
-            match self.data.compare_and_swap(key, old, Some(new))? {
+            match self
+                .data
+                .compare_and_swap(key, old.as_deref(), Some(&new[..]))?
+            {
                 Ok(()) => {
                     if added {
                         self.counts.entries.fetch_add(1, Ordering::Relaxed);
                     }
+                    self.tell(key, old.as_deref(), Some(&new));
                     return Ok(result);
                 }
                 Err(_) => continue,
             }
+        }
+    }
+
+    /// Sets the one watcher of the replicated data; `false` if one was set already.
+    pub fn watch_replicas(&self, watcher: std::sync::Arc<dyn ReplicaWatch>) -> bool {
+        self.watcher.set(watcher).is_ok()
+    }
+
+    /// Up to `limit` keys after `after`, in key order (a scan in steps: each step sees the
+    /// keys as they are when it is taken).
+    pub fn replica_keys_after(
+        &self,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        use std::ops::Bound;
+        self.data
+            .range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded))
+            .keys()
+            .take(limit)
+            .map(|k| Ok(k?.to_vec()))
+            .collect()
+    }
+
+    /// Reads `key` with its stripe held and calls `f` with its bytes (`None`: absent) before
+    /// releasing it: no change of the key comes between, and the watcher has heard of every
+    /// earlier change and hears of every later one after `f`.
+    pub fn replica_read_watched<T>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> Result<T, StoreError> {
+        let _turn = self.key_turn(key);
+        Ok(f(self.data.get(key)?.as_deref()))
+    }
+
+    /// Holds the stripe of `key`.
+    fn key_turn(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        // FNV-1a: keys are short, and any spread will do.
+        let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let stripes = &self.key_stripes;
+        stripes[(h % stripes.len() as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the watcher, if any, of a change (with the key's stripe held).
+    fn tell(&self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
+        if let Some(w) = self.watcher.get() {
+            w.changed(key, old, new);
         }
     }
 
@@ -183,12 +248,14 @@ impl Store {
 
     /// Removes `key` if it still holds exactly `expected` (tombstone collection).
     pub fn replica_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {
+        let _turn = self.key_turn(key);
         let removed = self
             .data
             .compare_and_swap(key, Some(expected), None::<&[u8]>)?
             .is_ok();
         if removed {
             self.counts.entries.fetch_sub(1, Ordering::Relaxed);
+            self.tell(key, Some(expected), None);
         }
         Ok(removed)
     }
