@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::merkle::{Leaves, leaf_of};
+use super::merkle::{Leaves, leaf_of, leaf_points};
 use super::sync::batches;
 use super::wire::{KvWire, Request, Response};
 use super::{Entry, PeerSync, ReplicationError, Replicator, Version, View, namespace_of, now_ms};
@@ -18,6 +18,9 @@ type Shared = Vec<(Vec<u8>, Entry)>;
 
 /// Per-peer trees, and entries held but no longer owned (key and stored bytes).
 type Scanned = (HashMap<NodeId, Leaves>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Stored entries (key and bytes), as read.
+type Records = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), crate::store::StoreError>>>;
 
 /// Entries held but no longer owned (key and stored bytes).
 type Orphans = Vec<(Vec<u8>, Vec<u8>)>;
@@ -67,7 +70,22 @@ impl Replicator {
     ) -> Result<Shared, ReplicationError> {
         let inner = self.inner();
         let mut out = Vec::new();
-        for record in inner.store.replica_iter() {
+        let records: Records = if inner.store.replicas_indexed() {
+            // Only the ranges that differ, through the index by point.
+            let mut found = Vec::new();
+            for &leaf in leaves {
+                let (from, to) = leaf_points(leaf);
+                for key in inner.store.replica_keys_between(from, to)? {
+                    if let Some(bytes) = inner.store.replica_get(&key)? {
+                        found.push(Ok((key, bytes)));
+                    }
+                }
+            }
+            Box::new(found.into_iter())
+        } else {
+            Box::new(inner.store.replica_iter())
+        };
+        for record in records {
             let (key, bytes) = record?;
             if !leaves.contains(&(leaf_of(Ring::point(&key)) as u16)) {
                 continue;

@@ -18,6 +18,13 @@ pub fn leaf_of(point: u64) -> usize {
     (point >> (64 - LEAVES.trailing_zeros())) as usize
 }
 
+/// The first and last ring point of leaf `leaf`.
+pub fn leaf_points(leaf: u16) -> (u64, u64) {
+    let shift = 64 - LEAVES.trailing_zeros();
+    let from = u64::from(leaf) << shift;
+    (from, from | ((1u64 << shift) - 1))
+}
+
 /// A tree's leaves.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leaves(Vec<[u8; 32]>);
@@ -138,6 +145,12 @@ mod tests {
             assert_eq!(base.differing(other), vec![0]);
         }
         assert_eq!(leaf_of(u64::MAX), LEAVES - 1);
+        for leaf in [0, 1, 517, LEAVES as u16 - 1] {
+            let (from, to) = leaf_points(leaf);
+            assert_eq!((leaf_of(from), leaf_of(to)), (leaf as usize, leaf as usize));
+            assert!(from == 0 || leaf_of(from - 1) == leaf as usize - 1);
+            assert!(to == u64::MAX || leaf_of(to + 1) == leaf as usize + 1);
+        }
     }
 
     #[test]

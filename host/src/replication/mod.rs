@@ -395,6 +395,10 @@ impl Replicator {
     ) -> Replicator {
         let me = placement.me().clone();
         let kept = kept::KeptTrees::watch(me.clone(), config.clone(), &store);
+        if let Err(e) = store.index_replicas(crate::ring::Ring::point) {
+            // Anti-entropy then lists a range's entries by reading them all.
+            tracing::error!(error = %e, "could not index the replicated data by ring point");
+        }
         let inner = Arc::new(Inner {
             kept,
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),

@@ -5,9 +5,11 @@
 //! This is the only module that knows sled. Every acknowledged write is flushed to disk before
 //! the call returns.
 
+mod points;
 mod raft;
 mod replica;
 
+pub use points::PointOf;
 pub use replica::{FenceMark, ReplicaWatch};
 
 /// The local database.
@@ -88,6 +90,9 @@ pub struct Store {
     /// its key's stripe held.
     key_stripes: std::sync::Arc<Vec<std::sync::Mutex<()>>>,
     watcher: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn replica::ReplicaWatch>>>,
+    /// The replicated data by ring point (`points`), and the function giving a key's point.
+    points: sled::Tree,
+    point_of: std::sync::Arc<std::sync::OnceLock<points::PointOf>>,
     /// Test only (`WEFT_UNSAFE_SKIP_FLUSH=1`, with `test-switches`): acknowledge without
     /// flushing, to show that the durability tests catch a store that does so.
     #[cfg(feature = "test-switches")]
@@ -115,6 +120,8 @@ impl Store {
             counts,
             key_stripes: std::sync::Arc::new((0..256).map(|_| Default::default()).collect()),
             watcher: Default::default(),
+            points: db.open_tree("points")?,
+            point_of: Default::default(),
             fences: db.open_tree("fences")?,
             fence_stripes: std::sync::Arc::new((0..64).map(|_| Default::default()).collect()),
             jobs: db.open_tree("jobs")?,

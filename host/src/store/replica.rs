@@ -101,6 +101,7 @@ impl Store {
                 Ok(()) => {
                     if added {
                         self.counts.entries.fetch_add(1, Ordering::Relaxed);
+                        self.index_add(key)?;
                     }
                     self.tell(key, old.as_deref(), Some(&new));
                     return Ok(result);
@@ -144,7 +145,7 @@ impl Store {
     }
 
     /// Holds the stripe of `key`.
-    fn key_turn(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn key_turn(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
         // FNV-1a: keys are short, and any spread will do.
         let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -249,6 +250,11 @@ impl Store {
     /// Removes `key` if it still holds exactly `expected` (tombstone collection).
     pub fn replica_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {
         let _turn = self.key_turn(key);
+        // Every change of the key holds its stripe: it stays as read until the swap.
+        if self.data.get(key)?.as_deref() != Some(expected) {
+            return Ok(false);
+        }
+        self.index_remove(key)?;
         let removed = self
             .data
             .compare_and_swap(key, Some(expected), None::<&[u8]>)?
