@@ -36,7 +36,8 @@ pub struct JobsSwitches {
     /// Stop this process (SIGSTOP to itself) just before its first commit as a coordinator:
     /// a pause that lands between the lease's last renewal and a write, which a signal sent
     /// from outside cannot aim at. The test resumes it (SIGCONT) once another node took the
-    /// job over.
+    /// job over; the commit waits for that SIGCONT, since another thread may take the stop
+    /// signal and the committing one could otherwise run on for a moment.
     pub stop_before_first_commit: bool,
 }
 

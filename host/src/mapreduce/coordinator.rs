@@ -69,7 +69,7 @@ async fn fenced(
     token: u64,
     writes: Vec<Write>,
 ) -> Result<bool, ConsensusError> {
-    jobs.pause_before_commit();
+    jobs.pause_before_commit().await;
     let proposal = jobs.consensus.proposal_id();
     let began = Instant::now();
     loop {

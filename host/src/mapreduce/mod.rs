@@ -474,19 +474,28 @@ impl Jobs {
         Ok(true)
     }
 
-    /// Test only: stops this process here, once, if the test asked for it.
-    fn pause_before_commit(&self) {
+    /// Test only: stops this process here, once, if the test asked for it, and returns only
+    /// once it has been continued (SIGCONT). A signal sent to the process may be taken by
+    /// another of its threads, and this one could run on, and commit, before the stop lands:
+    /// waiting for the continue signal rules that out.
+    async fn pause_before_commit(&self) {
         #[cfg(feature = "test-switches")]
         if self.switches.stop_before_first_commit
             && !self
                 .stopped_once
                 .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
+            use tokio::signal::unix::{SignalKind, signal};
+            let cont = rustix::process::Signal::CONT.as_raw();
+            let mut continued = signal(SignalKind::from_raw(cont)).ok();
             tracing::warn!("test switch: this process stops itself before a job commit");
             let _ = rustix::process::kill_process(
                 rustix::process::getpid(),
                 rustix::process::Signal::STOP,
             );
+            if let Some(continued) = continued.as_mut() {
+                continued.recv().await;
+            }
         }
     }
 
