@@ -16,14 +16,14 @@ use crate::rpc;
 /// Entries of this node that one peer should also hold.
 type Shared = Vec<(Vec<u8>, Entry)>;
 
-/// Per-peer trees, and entries held but no longer owned (key and stored bytes).
-type Scanned = (HashMap<NodeId, Leaves>, Vec<(Vec<u8>, Vec<u8>)>);
-
 /// Stored entries (key and bytes), as read.
 type Records = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), crate::store::StoreError>>>;
 
 /// Entries held but no longer owned (key and stored bytes).
 type Orphans = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Per-peer trees, and entries held but no longer owned.
+type Scanned = (HashMap<NodeId, Leaves>, Orphans);
 
 impl Replicator {
     /// The replication factor of a stored key.
