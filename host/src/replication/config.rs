@@ -84,8 +84,9 @@ pub struct ReplicationConfig {
     pub placement: crate::ring::TagRule,
     /// How often each node compares its data with every other replica and repairs the
     /// differences (Merkle anti-entropy). Default 10 s. It also runs at once after the ring
-    /// changes. Shorter converges sooner after a partition and costs a scan of the local data
-    /// per round.
+    /// changes. Shorter converges sooner after a partition; a round compares the roots of
+    /// trees kept as the data changes and reads entries only where they differ, so a round
+    /// among replicas in sync costs no scan of the data.
     #[serde(with = "crate::millis")]
     pub anti_entropy_interval: Duration,
     /// How often held hints are offered to nodes that are back. Default 1 s.

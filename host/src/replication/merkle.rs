@@ -102,11 +102,7 @@ mod tests {
     use super::*;
 
     fn v(hlc: u64) -> Version {
-        Version {
-            token: 0,
-            hlc,
-            node: 1,
-        }
+        Version::at(hlc)
     }
 
     fn tree(entries: &[(u64, &str, u64, bool)]) -> Leaves {

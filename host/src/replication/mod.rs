@@ -10,6 +10,7 @@
 //! replicas, so keys stay readable while anti-entropy moves them to their new owners.
 
 mod anti_entropy;
+mod collected;
 mod config;
 mod coordinator;
 mod gate;
@@ -375,7 +376,13 @@ pub(crate) struct Inner {
     pub(crate) gates_seen: std::sync::atomic::AtomicUsize,
     /// The anti-entropy trees, kept as the data changes.
     pub(crate) kept: Arc<kept::KeptTrees>,
+    /// The tombstones this node dropped lately, refused when a copy comes back.
+    pub(crate) collected: collected::Collected,
 }
+
+/// A node refuses copies of a tombstone it collected for this many anti-entropy intervals
+/// ([`collected`]): longer than a round that read the tombstone before it was dropped can take.
+const COLLECTED_ROUNDS: u32 = 10;
 
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> u64 {
@@ -401,6 +408,7 @@ impl Replicator {
         }
         let inner = Arc::new(Inner {
             kept,
+            collected: collected::Collected::new(config.anti_entropy_interval * COLLECTED_ROUNDS),
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,
             store,

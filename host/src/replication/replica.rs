@@ -162,6 +162,16 @@ impl Replicator {
         first_hand: bool,
     ) -> Result<(PutOutcome, bool), ReplicationError> {
         super::check_entry(key, entry)?;
+        if entry.value.is_none()
+            && self
+                .inner()
+                .collected
+                .holds(key, entry.version, std::time::Instant::now())
+        {
+            // A copy of a tombstone every owner agreed to drop, still on its way.
+            tracing::debug!("refused a copy of a tombstone collected here");
+            return Ok((PutOutcome::Applied, false));
+        }
         self.observe(entry.version);
         let encoded = entry.encode();
         let mut corrupt = None;

@@ -12,11 +12,7 @@ fn e(hlc: u64, value: Option<&str>) -> Entry {
 }
 
 fn v(hlc: u64) -> Version {
-    Version {
-        token: 0,
-        hlc,
-        node: 1,
-    }
+    Version::at(hlc)
 }
 
 /// An entry written under lock `a` with `token`.

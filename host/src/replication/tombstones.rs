@@ -145,6 +145,9 @@ impl Replicator {
             let still =
                 Entry::decode(&stored).is_ok_and(|e| e.value.is_none() && e.version == *version);
             if still && let Ok(true) = inner.store.replica_remove_if(key, &stored) {
+                inner
+                    .collected
+                    .remember(key, *version, std::time::Instant::now());
                 dropped += 1;
             }
         }

@@ -31,6 +31,16 @@ pub struct Version {
 }
 
 impl Version {
+    /// Test only: an unfenced version of node 1 at clock `hlc`.
+    #[cfg(test)]
+    pub(crate) fn at(hlc: u64) -> Self {
+        Version {
+            token: 0,
+            hlc,
+            node: 1,
+        }
+    }
+
     /// The wall-clock milliseconds part.
     pub fn millis(&self) -> u64 {
         self.hlc >> COUNTER_BITS
