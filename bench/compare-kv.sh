@@ -32,8 +32,8 @@ source "$(dirname "$0")/clusters.sh" wrk "${ETCD:-etcd}" "${ETCDCTL:-etcdctl}"
 lua="$root/bench/kv-load.lua"
 
 start_weft
-# Settled: every node sees 3 nodes on the ring and no transition is under way (30 s after the
-# last join by default).
+# Settled: every node sees 3 nodes on the ring and no transition is under way (it ends once
+# every node confirmed its handoff, a few seconds after the last join).
 weft_settled() {
   local i
   for i in 1 2 3; do
@@ -45,7 +45,7 @@ sys.exit(0 if len(s["nodes"]) == 3 and not s["in_transition"] else 1)' || return
 }
 start_etcd
 
-echo "waiting for Weft's ring to settle (every node sees 3 nodes and no transition; ~30 s after the joins)" >&2
+echo "waiting for Weft's ring to settle (every node sees 3 nodes and no transition)" >&2
 until_ok "Weft's ring to settle" 180 weft_settled
 weft_url="http://127.0.0.1:${whttp[1]}"
 

@@ -33,7 +33,9 @@ pub struct PlacementConfig {
     pub vnodes: u32,
     /// Where replicas must go beyond ring order.
     pub rule: TagRule,
-    /// How long earlier rings are still consulted after a change.
+    /// The longest earlier rings are still consulted after a change, when the transition is
+    /// not ended sooner by [`Placement::end_transition`] (every member confirmed its handoff).
+    /// Also how long after start this node consults the ring without it when its ring changes.
     pub transition: Duration,
     /// Test only in effect: size the cluster by the members listed now (unsafe; see
     /// `ReplicationSwitches::count_listed_members_only`). Always false outside tests.
@@ -95,6 +97,19 @@ impl View {
         }
     }
 
+    /// A digest of what places keys on this view: the ring, the cluster's size (which caps
+    /// replication factors) and the tag rule. Nodes whose views have the same id place every
+    /// key alike.
+    pub fn placement_id(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.ring.fingerprint());
+        h.update(&(self.known as u64).to_le_bytes());
+        if let Some(tag) = &self.rule.require_tag {
+            h.update(tag.as_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+
     /// The rule that keeps a replica on a tagged node.
     pub fn placement_rule(&self) -> &TagRule {
         &self.rule
@@ -146,6 +161,9 @@ struct Inner {
     /// The member set, followed by `view()` as well as by the background task.
     members: Mutex<watch::Receiver<MemberSet>>,
     started: Instant,
+    /// A transition since start ended: the ring without this node is no longer added when
+    /// nothing but the member list changed.
+    start_ended: std::sync::atomic::AtomicBool,
     /// Counts ring changes, for those who act on them (anti-entropy).
     changes: watch::Sender<u64>,
     tasks: Tasks,
@@ -175,6 +193,7 @@ impl Placement {
                 cluster: Mutex::new(cluster),
                 members: Mutex::new(membership.watch()),
                 started: Instant::now(),
+                start_ended: Default::default(),
                 changes: watch::channel(0).0,
                 tasks: tasks.clone(),
             }),
@@ -297,7 +316,9 @@ impl Placement {
         };
         let mut guard = inner.view.write().expect("not poisoned");
         let mut view = build_view(set, &inner.me, &cluster, &inner.config, Some(&guard));
-        if inner.started.elapsed() < inner.config.transition {
+        let changed = view.changed != guard.changed;
+        let start_ended = inner.start_ended.load(std::sync::atomic::Ordering::SeqCst);
+        if inner.started.elapsed() < inner.config.transition && (changed || !start_ended) {
             // A node that just started (or joined) has no earlier ring of its own, yet the
             // others placed keys without it until now: consult their ring, the one without
             // this node, for the first transition period.
@@ -317,7 +338,6 @@ impl Placement {
                 view.earlier.push((others, inner.started));
             }
         }
-        let changed = view.changed != guard.changed;
         if !changed
             && view.known == guard.known
             && view.addrs == guard.addrs
@@ -335,7 +355,22 @@ impl Placement {
         }
     }
 
-    /// Forgets earlier rings once the transition after them is over.
+    /// Ends the transition of the ring that became current at `changed` (every member
+    /// confirmed it handed its keys to that ring's owners): earlier rings are no longer
+    /// consulted. Nothing happens when the ring changed since. Whether it ended now.
+    pub fn end_transition(&self, changed: Instant) -> bool {
+        let mut guard = self.inner.view.write().expect("not poisoned");
+        if guard.changed != changed || guard.earlier.is_empty() {
+            return false;
+        }
+        *guard = Arc::new(guard.without_earlier(|_| false));
+        self.inner
+            .start_ended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+
+    /// Forgets earlier rings whose transition outlasted its limit, unconfirmed.
     fn expire_earlier_rings(&self) {
         let transition = self.inner.config.transition;
         let mut guard = self.inner.view.write().expect("not poisoned");
@@ -344,20 +379,31 @@ impl Placement {
             .iter()
             .any(|(_, at)| at.elapsed() >= transition)
         {
-            let earlier = guard
+            tracing::warn!(
+                limit_s = transition.as_secs(),
+                "a transition ended on its time limit before every member confirmed its handoff: \
+                 keys not handed over yet may read as missing until they are"
+            );
+            *guard = Arc::new(guard.without_earlier(|at| at.elapsed() < transition));
+        }
+    }
+}
+
+impl View {
+    /// This view with only the earlier rings for which `keep` holds.
+    fn without_earlier(&self, keep: impl Fn(&Instant) -> bool) -> View {
+        View {
+            ring: self.ring.clone(),
+            earlier: self
                 .earlier
                 .iter()
-                .filter(|(_, at)| at.elapsed() < transition)
+                .filter(|(_, at)| keep(at))
                 .cloned()
-                .collect();
-            *guard = Arc::new(View {
-                ring: guard.ring.clone(),
-                earlier,
-                addrs: guard.addrs.clone(),
-                known: guard.known,
-                changed: guard.changed,
-                rule: guard.rule.clone(),
-            });
+                .collect(),
+            addrs: self.addrs.clone(),
+            known: self.known,
+            changed: self.changed,
+            rule: self.rule.clone(),
         }
     }
 }

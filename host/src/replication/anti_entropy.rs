@@ -19,11 +19,8 @@ type Shared = Vec<(Vec<u8>, Entry)>;
 /// Stored entries (key and bytes), as read.
 type Records = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), crate::store::StoreError>>>;
 
-/// Entries held but no longer owned (key and stored bytes).
-type Orphans = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Per-peer trees, and entries held but no longer owned.
-type Scanned = (HashMap<NodeId, Leaves>, Orphans);
+/// Per-peer trees, and how many entries are held but no longer owned.
+type Scanned = (HashMap<NodeId, Leaves>, u64);
 
 impl Replicator {
     /// The replication factor of a stored key.
@@ -31,34 +28,13 @@ impl Replicator {
         view.cap(self.inner().config.quorum(namespace_of(key)).n.get() as usize)
     }
 
-    /// The trees this node shares with its peers on `view`'s ring, and the entries it holds
-    /// but no longer owns: the trees as kept on write (built in one pass when the placement
-    /// changed), the entries read only when the kept count says there are some. Blocking.
+    /// The trees this node shares with its peers on `view`'s ring, as kept on write (built in
+    /// one pass when the placement changed), and how many entries it holds but no longer
+    /// owns. Blocking.
     pub(crate) fn kept_trees(&self, view: &Arc<View>) -> Result<Scanned, ReplicationError> {
         let inner = self.inner();
         let built = inner.kept.for_view(view, &inner.store)?;
-        let orphans = if built.orphans > 0 {
-            self.orphans(view)?
-        } else {
-            Vec::new()
-        };
-        Ok((built.trees, orphans))
-    }
-
-    /// The entries this node holds but does not own on `view`'s ring (one pass).
-    fn orphans(&self, view: &View) -> Result<Orphans, ReplicationError> {
-        let inner = self.inner();
-        let mut out = Vec::new();
-        for record in inner.store.replica_iter() {
-            let (key, bytes) = record?;
-            if !view
-                .replicas(&key, self.n_of(&key, view))
-                .contains(&inner.me)
-            {
-                out.push((key, bytes));
-            }
-        }
-        Ok(out)
+        Ok((built.trees, built.orphans))
     }
 
     /// This node's entries shared with `peer` that fall in `leaves`.
@@ -174,7 +150,7 @@ impl Replicator {
     }
 
     /// One anti-entropy round: an exchange with every peer on the ring, then the handoff of
-    /// entries this node no longer owns.
+    /// entries this node no longer owns ([`super::handoff`]).
     pub(crate) async fn anti_entropy_round(&self) {
         let inner = self.inner();
         #[cfg(feature = "test-switches")]
@@ -221,9 +197,7 @@ impl Replicator {
         if all_in_sync {
             inner.last_in_sync_ms.store(now_ms(), Ordering::Relaxed);
         }
-        if !orphans.is_empty() {
-            self.hand_off(&view, orphans).await;
-        }
+        self.hand_off(&view, orphans).await;
         self.collect_tombstones(&view).await;
     }
 

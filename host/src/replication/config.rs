@@ -92,9 +92,13 @@ pub struct ReplicationConfig {
     /// How often held hints are offered to nodes that are back. Default 1 s.
     #[serde(with = "crate::millis")]
     pub hint_interval: Duration,
-    /// After the ring changes, reads and writes also go to the replicas of the rings of this
-    /// long ago, while anti-entropy moves keys to their new owners. Default 30 s (three
-    /// anti-entropy rounds).
+    /// After the ring changes, reads and writes also go to the replicas of the earlier rings
+    /// while anti-entropy hands keys to their new owners (a transition). A transition ends
+    /// when every member of the new ring confirms it handed its keys over; this is the
+    /// longest it may last unconfirmed (a member that never confirms, such as one of an older
+    /// version), after which keys not handed over yet may read as missing until they are, with
+    /// a warning in the log. Default 10 min. It is also how long after start a node consults
+    /// the ring without itself when its ring changes.
     #[serde(with = "crate::millis")]
     pub transition: Duration,
     /// A deletion's tombstone is kept at least this long, and then collected only when every
@@ -125,6 +129,9 @@ pub struct ReplicationSwitches {
     pub ignore_stale: bool,
     /// During a transition, read and write the current ring's replicas only.
     pub current_ring_only: bool,
+    /// End a transition as soon as this node handed its own keys over, without waiting for
+    /// the other members to confirm theirs.
+    pub end_transition_unconfirmed: bool,
     /// Store no hints for replicas that miss a write.
     pub no_hints: bool,
     /// Write without fences: writes made under a lock carry no token, so replicas order them
@@ -148,7 +155,7 @@ impl ReplicationConfig {
         ReplicationConfig {
             anti_entropy_interval: Duration::from_secs(1),
             hint_interval: Duration::from_millis(200),
-            transition: Duration::from_secs(3),
+            transition: Duration::from_secs(60),
             tombstone_grace: Duration::from_secs(3600),
             ..ReplicationConfig::default()
         }
@@ -186,7 +193,7 @@ impl Default for ReplicationConfig {
             placement: Default::default(),
             anti_entropy_interval: Duration::from_secs(10),
             hint_interval: Duration::from_secs(1),
-            transition: Duration::from_secs(30),
+            transition: Duration::from_secs(600),
             tombstone_grace: Duration::from_secs(24 * 3600),
             #[cfg(feature = "test-switches")]
             unsafe_switches: ReplicationSwitches::default(),

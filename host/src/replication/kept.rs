@@ -43,7 +43,8 @@ impl Built {
         }
     }
 
-    /// Adds (or, as the hashes are XORed, takes back) the entry `bytes` of `key`.
+    /// Adds (or, as the hashes are XORed, takes back) the entry `bytes` of `key`. Whether
+    /// this node owns the key (false for an unreadable entry).
     fn toggle(
         &mut self,
         me: &NodeId,
@@ -51,10 +52,10 @@ impl Built {
         key: &[u8],
         bytes: &[u8],
         add: bool,
-    ) {
+    ) -> bool {
         let Ok(entry) = Entry::decode(bytes) else {
             // Unreadable: left out of the trees, so the peers' copies replace it.
-            return;
+            return false;
         };
         let n = self
             .view
@@ -66,13 +67,14 @@ impl Built {
             } else {
                 self.orphans = self.orphans.saturating_sub(1);
             }
-            return;
+            return false;
         }
         let point = Ring::point(key);
         for peer in owners.iter().filter(|p| *p != me) {
             let tree = self.trees.entry(peer.clone()).or_default();
             tree.add(point, key, entry.version, entry.value.is_none());
         }
+        true
     }
 }
 
@@ -108,6 +110,23 @@ struct State {
     current: Option<Built>,
     /// Trees being built.
     building: Option<Build>,
+    /// Keys not owned on the current placement that were written since it became current
+    /// (the handoff pushes them again), unless there were more than [`CHANGED_ORPHANS`].
+    changed_orphans: ChangedOrphans,
+}
+
+/// At most this many orphans written since the last handoff are remembered; beyond, the
+/// handoff makes a whole pass again.
+pub(crate) const CHANGED_ORPHANS: usize = 100_000;
+
+/// Orphans written since the handoff last took them.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) enum ChangedOrphans {
+    /// These keys.
+    Keys(std::collections::BTreeSet<Vec<u8>>),
+    /// More than [`CHANGED_ORPHANS`]: any of them.
+    #[default]
+    Overflowed,
 }
 
 /// This node's anti-entropy trees, kept as the data changes.
@@ -167,6 +186,9 @@ impl KeptTrees {
             {
                 let build = state.building.take().expect("set above");
                 state.current = Some(build.built.clone());
+                // Whatever the handoff of the earlier placement had yet to push is read again
+                // by the new one's first pass.
+                state.changed_orphans = ChangedOrphans::Keys(Default::default());
                 return Ok(build.built);
             }
         }
@@ -238,6 +260,43 @@ impl KeptTrees {
         })
     }
 
+    /// The orphans written since the last call, if the kept trees are for `view`'s
+    /// placement (`None` otherwise); the handoff gives back those it could not push.
+    pub(crate) fn take_changed_orphans(&self, view: &View) -> Option<ChangedOrphans> {
+        let mut state = self.lock();
+        let current = state.current.as_ref()?;
+        if !same_placement(&current.view, view) {
+            return None;
+        }
+        Some(std::mem::replace(
+            &mut state.changed_orphans,
+            ChangedOrphans::Keys(Default::default()),
+        ))
+    }
+
+    /// Gives back orphans the handoff could not push (taken for `view`'s placement).
+    pub(crate) fn give_back_changed_orphans(&self, view: &View, keys: Vec<Vec<u8>>) {
+        let mut state = self.lock();
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| same_placement(&c.view, view))
+        {
+            for key in keys {
+                state.note_changed_orphan(&key);
+            }
+        }
+    }
+
+    /// Whether `key` was written since the handoff last took the changed orphans (called with
+    /// the key's stripe held, this is exact).
+    pub(crate) fn is_changed_orphan(&self, key: &[u8]) -> bool {
+        match &self.lock().changed_orphans {
+            ChangedOrphans::Keys(keys) => keys.contains(key),
+            ChangedOrphans::Overflowed => true,
+        }
+    }
+
     /// The kept trees, if they are for `view`'s placement.
     fn current_for(&self, view: &View) -> Option<Built> {
         let state = self.lock();
@@ -253,22 +312,33 @@ impl KeptTrees {
     }
 }
 
+impl State {
+    fn note_changed_orphan(&mut self, key: &[u8]) {
+        if let ChangedOrphans::Keys(keys) = &mut self.changed_orphans {
+            keys.insert(key.to_vec());
+            if keys.len() > CHANGED_ORPHANS {
+                self.changed_orphans = ChangedOrphans::Overflowed;
+            }
+        }
+    }
+}
+
 impl ReplicaWatch for KeptTrees {
     fn changed(&self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
         let mut state = self.lock();
-        let State { current, building } = &mut *state;
+        // Whether the key is written and not owned here (on the current placement).
         let apply = |built: &mut Built| {
             if let Some(old) = old {
                 built.toggle(&self.me, &self.config, key, old, false);
             }
-            if let Some(new) = new {
-                built.toggle(&self.me, &self.config, key, new, true);
-            }
+            new.is_some_and(|new| !built.toggle(&self.me, &self.config, key, new, true))
         };
-        if let Some(built) = current {
-            apply(built);
+        if let Some(built) = &mut state.current
+            && apply(built)
+        {
+            state.note_changed_orphan(key);
         }
-        if let Some(b) = building {
+        if let Some(b) = &mut state.building {
             if b.has_read(key) {
                 apply(&mut b.built);
             } else {

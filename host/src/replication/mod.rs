@@ -309,8 +309,12 @@ pub struct Stats {
     pub ae_pulled: AtomicU64,
     /// Entries sent to peers by anti-entropy.
     pub ae_pushed: AtomicU64,
-    /// Entries handed to new owners after this node stopped owning them.
+    /// Entries dropped once their new owners had them, after a transition.
     pub handed_off: AtomicU64,
+    /// Entries pushed to their new owners after this node stopped owning them.
+    pub handoff_pushed: AtomicU64,
+    /// Transitions this node ended because every member confirmed its handoff.
+    pub transitions_ended: AtomicU64,
     /// Tombstones collected (by this node as the keys' primary).
     pub tombstones_collected: AtomicU64,
     /// Hints dropped unsent because they were older than half the tombstone grace.
@@ -378,6 +382,8 @@ pub(crate) struct Inner {
     pub(crate) kept: Arc<kept::KeptTrees>,
     /// The tombstones this node dropped lately, refused when a copy comes back.
     pub(crate) collected: collected::Collected,
+    /// This node's handoff of the keys it no longer owns.
+    pub(crate) handing: Mutex<handoff::Handing>,
 }
 
 /// A node refuses copies of a tombstone it collected for this many anti-entropy intervals
@@ -408,6 +414,7 @@ impl Replicator {
         }
         let inner = Arc::new(Inner {
             kept,
+            handing: Mutex::default(),
             collected: collected::Collected::new(config.anti_entropy_interval * COLLECTED_ROUNDS),
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,

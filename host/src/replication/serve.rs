@@ -82,6 +82,7 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
                     .map_err(CasFailure::from),
             )
         }
+        Request::AeHandedOff(placement) => Response::HandedOff(r.handed_off(placement)),
         Request::AeLeaves { from, leaves } => {
             let (differing, have) = r.answer_leaves(from, leaves).await?;
             Response::AeDiff { differing, have }

@@ -70,6 +70,8 @@ impl Replicator {
                 ("anti_entropy_pulled", &s.ae_pulled),
                 ("anti_entropy_pushed", &s.ae_pushed),
                 ("handed_off", &s.handed_off),
+                ("handoff_pushed", &s.handoff_pushed),
+                ("transitions_ended", &s.transitions_ended),
                 ("tombstones_collected", &s.tombstones_collected),
                 ("hints_expired", &s.hints_expired),
                 ("fenced", &s.fenced),

@@ -1,6 +1,8 @@
 //! The replicator's background task: hinted handoff ([`super::hints`]) and anti-entropy
 //! rounds ([`super::anti_entropy`], which also hand keys to new owners and collect
-//! tombstones) on their timers, and a round at once when the ring changes.
+//! tombstones) on their timers, a round at once when the ring changes, and, during a
+//! transition, asking the other members whether they handed their keys over
+//! ([`super::handoff`]) on the hints' timer.
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +34,10 @@ pub(super) async fn run(
                 r.anti_entropy_round().await;
                 next_round = tokio::time::Instant::now() + c.anti_entropy_interval;
             }
-            _ = hints.tick() => r.deliver_hints().await,
+            _ = hints.tick() => {
+                r.deliver_hints().await;
+                r.end_transition_if_confirmed().await;
+            }
             _ = tokio::time::sleep_until(next_round) => {
                 r.anti_entropy_round().await;
                 next_round = tokio::time::Instant::now() + c.anti_entropy_interval;

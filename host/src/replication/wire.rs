@@ -43,6 +43,9 @@ pub enum Request {
     },
     /// Anti-entropy: the leaves of the tree over the keys we both should hold, as I see it.
     AeLeaves { from: NodeId, leaves: Leaves },
+    /// Have you handed every key you hold and do not own to its owners on this placement
+    /// (a `View::placement_id`), and is it your current one?
+    AeHandedOff([u8; 32]),
     /// Coordinate this conditional write: you are the key's primary.
     KvCas {
         ns: Namespace,
@@ -85,4 +88,6 @@ pub enum Response {
         differing: Vec<u16>,
         have: Vec<(Vec<u8>, Version)>,
     },
+    /// Whether I have handed my keys over on the placement asked about.
+    HandedOff(bool),
 }

@@ -156,6 +156,23 @@ impl Ring {
         self.nodes.iter().map(|n| n.node.clone()).collect()
     }
 
+    /// A digest of what places keys: the nodes, their tags and the virtual nodes per node.
+    /// Two rings place every key alike when their fingerprints are equal.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(&(self.tokens.len() as u64).to_le_bytes());
+        for n in &self.nodes {
+            h.update(&(n.node.as_str().len() as u64).to_le_bytes());
+            h.update(n.node.as_str().as_bytes());
+            for t in &n.tags {
+                h.update(&(t.len() as u64).to_le_bytes());
+                h.update(t.as_bytes());
+            }
+            h.update(&u64::MAX.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+
     /// The number of distinct nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -197,6 +197,7 @@ fn placement_does_not_depend_on_input_order() {
         shuffled.extend(cluster(k).into_iter().take(2));
         let other = Ring::new(shuffled, 64);
         assert_eq!(other.nodes(), ring.nodes());
+        assert_eq!(other.fingerprint(), ring.fingerprint());
         assert_eq!(other.shares(), ring.shares());
         assert_eq!(other.replica_shares(3), ring.replica_shares(3));
         for key in keys(&mut rng, 1_000) {
@@ -344,6 +345,30 @@ fn duplicate_names_merge_their_tags() {
     };
     check(vec![node("a", &["server"]), node("b", &[]), node("a", &[])]);
     check(vec![node("a", &[]), node("b", &[]), node("a", &["server"])]);
+}
+
+#[test]
+fn the_fingerprint_changes_with_whatever_places_keys() {
+    let base = Ring::new(cluster(3), 64);
+    let others = [
+        Ring::new(cluster(4), 64),
+        Ring::new(cluster(2), 64),
+        Ring::new(cluster(3), 65),
+        Ring::new(
+            cluster(3).into_iter().enumerate().map(|(i, n)| {
+                if i == 1 {
+                    node(n.node.as_str(), &["server"])
+                } else {
+                    n
+                }
+            }),
+            64,
+        ),
+    ];
+    for (i, other) in others.iter().enumerate() {
+        assert_ne!(other.fingerprint(), base.fingerprint(), "case {i}");
+    }
+    assert_eq!(Ring::new(cluster(3), 64).fingerprint(), base.fingerprint());
 }
 
 #[test]

@@ -134,7 +134,8 @@ fn roots_agree(nodes: &[&TestNode]) -> bool {
     true
 }
 
-fn rounds(t: &TestNode) -> u64 {
+/// Anti-entropy rounds `t` completed.
+pub(crate) fn rounds(t: &TestNode) -> u64 {
     t.node().replication.status().anti_entropy_rounds
 }
 

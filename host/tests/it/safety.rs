@@ -18,7 +18,8 @@ use weft_host::transport::frame::{self, Kind};
 use weft_host::transport::testing::ClientCert;
 
 use crate::cluster::{answer, dir_issue, member, new_cluster, start_cluster_with, wait_converged};
-use crate::harness::{TestNode, wait_for};
+use crate::convergence::rounds;
+use crate::harness::{TestNode, metric_sum, wait_for};
 use crate::replication::{get, put, wait_ring};
 
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -515,13 +516,21 @@ async fn control_trusting_claimed_names_lets_gossip_speak_for_another_node() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Transitions: for `transition` after the ring changes, reads also ask the earlier ring's
-// owners, so a key stays readable while it moves; and the keys move to their new owners
-// during the transition, not after it.
+// Transitions: after the ring changes, reads also ask the earlier ring's owners, so a key
+// stays readable while it moves; the keys move to their new owners during the transition,
+// and the transition ends when every member confirmed it handed its keys over, not before.
 
-async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), String> {
-    const KEYS: usize = 200;
-    let cluster = new_cluster();
+/// Keys written to the cluster (in `moved`, one copy each) before the fourth node joins.
+const MOVED_KEYS: usize = 200;
+
+/// Three nodes holding [`MOVED_KEYS`] keys of one copy each, with anti-entropy (and so the
+/// handoff) paused, and a fourth node joined, paused too when `pause_new`. Returns the nodes
+/// (the new one last, its ring of 4 seen everywhere) and the keys the new node owns now.
+async fn join_with_handoff_paused(
+    cluster: &std::path::Path,
+    switches: ReplicationSwitches,
+    pause_new: bool,
+) -> (Vec<TestNode>, Vec<usize>) {
     let config = move |c: &mut NodeConfig| {
         c.replication.unsafe_switches = switches;
         // One copy of each key, so a key's only copy is at its owner before the join.
@@ -530,7 +539,7 @@ async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), 
             .insert("moved".into(), "1/1/1".parse().unwrap());
         c.replication.transition = Duration::from_secs(120);
     };
-    let mut nodes = start_cluster_with(cluster.path(), 3, |_, c| config(c)).await;
+    let mut nodes = start_cluster_with(cluster, 3, |_, c| config(c)).await;
     {
         let all: Vec<&TestNode> = nodes.iter().collect();
         wait_converged(&all, 3).await;
@@ -541,33 +550,33 @@ async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), 
         })
         .await;
     }
-    for i in 0..KEYS {
+    for i in 0..MOVED_KEYS {
         let (status, body) = put(&nodes[0], "moved", &format!("k{i}"), &format!("v{i}"), &[]).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    // Anti-entropy (and with it the hand-off) waits while a fourth node joins.
     for t in &nodes {
         t.node().replication.pause_anti_entropy(true);
     }
     let seed = nodes[0].node().quic_addr;
     nodes.push(
         TestNode::start_with(|c| {
-            member(c, cluster.path(), "n3", &[seed]);
+            member(c, cluster, "n3", &[seed]);
             config(c);
         })
         .await,
     );
-    nodes[3].node().replication.pause_anti_entropy(true);
+    nodes[3].node().replication.pause_anti_entropy(pause_new);
     let all: Vec<&TestNode> = nodes.iter().collect();
     wait_converged(&all, 4).await;
     wait_for(
         CONVERGE,
-        "a ring of 4, in transition, everywhere",
+        "a ring of 4 everywhere, in transition on the old owners",
         || async {
             all.iter()
-                .all(|t| {
+                .enumerate()
+                .all(|(i, t)| {
                     let s = t.node().replication.status();
-                    s.nodes.len() == 4 && s.in_transition
+                    s.nodes.len() == 4 && (i == 3 || s.in_transition)
                 })
                 .then_some(())
         },
@@ -575,7 +584,7 @@ async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), 
     .await;
     let ns: weft_host::replication::Namespace = "moved".parse().unwrap();
     let n3 = nodes[3].node().replication.me().clone();
-    let moved: Vec<usize> = (0..KEYS)
+    let moved: Vec<usize> = (0..MOVED_KEYS)
         .filter(|i| {
             nodes[1]
                 .node()
@@ -585,8 +594,8 @@ async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), 
         })
         .collect();
     assert!(
-        moved.len() > KEYS / 8,
-        "only {} of {KEYS} keys moved to the new node",
+        moved.len() > MOVED_KEYS / 8,
+        "only {} of {MOVED_KEYS} keys moved to the new node",
         moved.len()
     );
     // The new owner holds none of them yet: a read can only find them at the old owners.
@@ -594,6 +603,26 @@ async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), 
         let (status, _, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}?local=true")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "k{i} reached n3 early");
     }
+    (nodes, moved)
+}
+
+/// Waits until each of `keys` of `moved` is held by `node` itself.
+async fn wait_held(node: &TestNode, keys: &[usize], what: &str) {
+    wait_for(CONVERGE, what, || async {
+        for i in keys {
+            let (status, _, _) = get(node, &format!("/v1/kv/moved/k{i}?local=true")).await;
+            if status != StatusCode::OK {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), String> {
+    let cluster = new_cluster();
+    let (nodes, moved) = join_with_handoff_paused(cluster.path(), switches, true).await;
     let (read, handed) = moved.split_at(moved.len() / 2);
     let reads = nodes[1].metric("weft_kv_reads_total").await.unwrap();
     let repairs = nodes[1].metric("weft_kv_read_repairs_total").await.unwrap();
@@ -612,36 +641,12 @@ async fn reads_during_a_transition(switches: ReplicationSwitches) -> Result<(), 
     assert!(
         nodes[1].metric("weft_kv_read_repairs_total").await >= Some(repairs + read.len() as f64)
     );
-    wait_for(CONVERGE, "the keys read repaired on n3", || async {
-        for i in read {
-            let (status, _, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}?local=true")).await;
-            if status != StatusCode::OK {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
-    // Anti-entropy resumes: the old owners hand the keys to n3 while the transition lasts.
+    wait_held(&nodes[3], read, "the keys read repaired on n3").await;
+    // Anti-entropy resumes: the old owners hand the keys to n3.
     for t in &nodes {
         t.node().replication.pause_anti_entropy(false);
     }
-    wait_for(CONVERGE, "the moved keys handed to n3", || async {
-        for i in handed {
-            let (status, _, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}?local=true")).await;
-            if status != StatusCode::OK {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
-    assert!(
-        nodes
-            .iter()
-            .all(|t| t.node().replication.status().in_transition),
-        "the hand-off was seen only after the transition"
-    );
+    wait_held(&nodes[3], handed, "the moved keys handed to n3").await;
     Ok(())
 }
 
@@ -657,4 +662,110 @@ control!(
     control_reading_only_the_current_ring_loses_moved_keys_during_a_transition,
     current_ring_only,
     contains("read during the transition: 404")
+);
+
+/// The new node runs; the old owners' handoff waits. The new node's transition must last
+/// (its reads still ask the old owners) until they all confirm; then it ends everywhere, and
+/// each moved key was pushed exactly once.
+async fn transition_waits_for_handoff(switches: ReplicationSwitches) -> Result<(), String> {
+    let cluster = new_cluster();
+    let (nodes, moved) = join_with_handoff_paused(cluster.path(), switches, false).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    // The new node has nothing to hand over, and asks the others on every hint tick.
+    let r3 = rounds(&nodes[3]);
+    wait_for(CONVERGE, "three anti-entropy rounds of n3", || async {
+        (rounds(&nodes[3]) >= r3 + 3).then_some(())
+    })
+    .await;
+    for i in &moved {
+        let (status, value, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}")).await;
+        ensure(status == StatusCode::OK && value == format!("v{i}"), || {
+            format!(
+                "k{i}, moved to n3, read through n3 while the old owners had not handed it over: {status} {value}"
+            )
+        })?;
+    }
+    let mut ended = Vec::new();
+    for t in &all {
+        assert!(t.node().replication.status().in_transition);
+        ended.push(t.metric("weft_kv_transitions_ended_total").await.unwrap());
+    }
+    // Two of the old owners resume; the third still holds the transition open. Their
+    // handoffs push nothing again while it lasts.
+    for t in &nodes[..2] {
+        t.node().replication.pause_anti_entropy(false);
+    }
+    let (r0, r1) = (rounds(&nodes[0]), rounds(&nodes[1]));
+    wait_for(CONVERGE, "two rounds of n0 and n1", || async {
+        (rounds(&nodes[0]) >= r0 + 2 && rounds(&nodes[1]) >= r1 + 2).then_some(())
+    })
+    .await;
+    let pushed = metric_sum(&all, "weft_kv_handoff_pushed_total").await;
+    assert!(pushed > 0.0, "n0 and n1 handed nothing over");
+    wait_for(CONVERGE, "three more rounds of n0 and n1", || async {
+        (rounds(&nodes[0]) >= r0 + 5 && rounds(&nodes[1]) >= r1 + 5).then_some(())
+    })
+    .await;
+    assert!(
+        all.iter()
+            .all(|t| t.node().replication.status().in_transition)
+    );
+    assert_eq!(
+        metric_sum(&all, "weft_kv_handoff_pushed_total").await,
+        pushed,
+        "keys pushed again while the transition lasted"
+    );
+    nodes[2].node().replication.pause_anti_entropy(false);
+    wait_for(CONVERGE, "the transition to end everywhere", || async {
+        all.iter()
+            .all(|t| !t.node().replication.status().in_transition)
+            .then_some(())
+    })
+    .await;
+    // Ended by confirmation, on every node, with every moved key at its new owner.
+    for (t, before) in all.iter().zip(ended) {
+        assert!(t.metric("weft_kv_transitions_ended_total").await >= Some(before + 1.0));
+    }
+    for i in &moved {
+        let (status, _, _) = get(&nodes[3], &format!("/v1/kv/moved/k{i}?local=true")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "k{i} not on n3 when the transition ended"
+        );
+    }
+    // The old owners drop their copies (and those that reads during the transition repaired
+    // onto owners of earlier rings): one copy of each key is left.
+    wait_for(CONVERGE, "one copy of each key left", || async {
+        (metric_sum(&all, "weft_kv_entries").await == MOVED_KEYS as f64).then_some(())
+    })
+    .await;
+    let r0 = rounds(&nodes[0]);
+    wait_for(CONVERGE, "two more rounds of n0", || async {
+        (rounds(&nodes[0]) >= r0 + 2).then_some(())
+    })
+    .await;
+    // Each copy dropped was pushed once, however many rounds went by.
+    let handed = metric_sum(&all, "weft_kv_handed_off_total").await;
+    assert!(handed >= moved.len() as f64, "{handed} copies handed over");
+    assert_eq!(
+        metric_sum(&all, "weft_kv_handoff_pushed_total").await,
+        handed,
+        "pushes of the handed copies"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_lasts_until_every_member_handed_its_keys_over() {
+    transition_waits_for_handoff(ReplicationSwitches::default())
+        .await
+        .unwrap();
+}
+
+control!(
+    transition_waits_for_handoff,
+    control_ending_a_transition_unconfirmed_loses_moved_keys,
+    end_transition_unconfirmed,
+    contains("while the old owners had not handed it over: 404")
 );
