@@ -9,6 +9,11 @@
 --   KV_NS           Weft namespace, and etcd key prefix NS/ (default bench)
 --   KV_TOKEN        Weft's bearer token
 --   KV_SERIALIZABLE 1: etcd gets are serializable (local) instead of linearizable
+--   KV_FILL         set to FROM: instead of random keys, put keys FROM .. KEYS-1 in order,
+--                   split among KV_THREADS threads (thread t takes FROM+t, FROM+t+THREADS, ...),
+--                   each thread starting over after its share (a fill; requests built as they
+--                   go; the caller stops wrk once the keys are in)
+--   KV_THREADS      the -t given to wrk, for KV_FILL
 --
 -- Every request is built once per thread in init(), so request() is a table lookup.
 -- done() prints one machine-readable line starting with RESULT.
@@ -20,6 +25,8 @@ local value_bytes = tonumber(os.getenv("KV_VALUE_BYTES") or "100")
 local ns = os.getenv("KV_NS") or "bench"
 local token = os.getenv("KV_TOKEN") or ""
 local serializable = os.getenv("KV_SERIALIZABLE") == "1"
+local fill_from = tonumber(os.getenv("KV_FILL") or "")
+local threads = tonumber(os.getenv("KV_THREADS") or "1")
 
 local next_seed = 1
 
@@ -59,8 +66,18 @@ end
 
 local requests = {}
 
+local next_key, first_key
+
 function init(args)
   math.randomseed(seed or 1)
+  if fill_from then
+    if side ~= "weft" or op ~= "put" then
+      error("KV_FILL is for Weft puts")
+    end
+    first_key = fill_from + (seed or 1) - 1
+    next_key = first_key
+    return
+  end
   for i = 0, keys - 1 do
     local key = key_of(i)
     local req
@@ -90,7 +107,21 @@ function init(args)
   end
 end
 
+-- A fill's next put, built now.
+local function fill_request()
+  if next_key >= keys then
+    next_key = first_key
+  end
+  local key = key_of(next_key)
+  next_key = next_key + threads
+  local headers = { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/octet-stream" }
+  return wrk.format("PUT", "/v1/kv/" .. ns .. "/" .. key, headers, value_of(key))
+end
+
 function request()
+  if fill_from then
+    return fill_request()
+  end
   return requests[math.random(keys)]
 end
 

@@ -7,6 +7,9 @@
 #
 #   bench/scrape-cost.sh                       # 300,000-key space, 45 s of puts
 #   KEYS=1000000 LOAD_SECONDS=120 bench/scrape-cost.sh
+#   FILLS="1000 1000000" bench/scrape-cost.sh  # a row after each fill: keys 0 .. 999, then
+#                                              # up to 999,999, each written once (N=3: every
+#                                              # node holds them all), 30 s quiet before a row
 #
 # Needs: wrk, python3, curl.
 set -euo pipefail
@@ -49,6 +52,30 @@ echo
 echo "| data | entries on node 1 | /metrics ms (median of 21) | /v1/status ms | idle CPU-seconds in 30 s, 3 nodes | node 1 RSS MiB |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 row "empty"
+if [ -n "${FILLS:-}" ]; then
+  from=0
+  for upto in $FILLS; do
+    started=$SECONDS
+    # wrk runs until node 1 holds every key.
+    KV_SIDE=weft KV_OP=put KV_KEYS=$upto KV_FILL=$from KV_THREADS=2 KV_NS=bench KV_TOKEN=$weft_token \
+      wrk -t2 -c64 -d3600s --timeout 10s -s "$root/bench/kv-load.lua" "$node" >"$tmp/wrk.log" 2>&1 &
+    filler=$!
+    held=0 still=0
+    until [ "$held" -ge "$upto" ]; do
+      kill -0 "$filler" 2>/dev/null || { echo "wrk ended before node 1 held $upto keys" >&2; exit 1; }
+      sleep 1
+      last=$held held=$(entries)
+      if [ "$held" = "$last" ]; then still=$((still + 1)); else still=0; fi
+      [ "$still" -lt 30 ] || { echo "node 1 stayed at $held keys for 30 s: $(tail -3 "$tmp/wrk.log")" >&2; exit 1; }
+    done
+    kill -INT "$filler"; wait "$filler" || true
+    took=$((SECONDS - started))
+    sleep 30
+    row "keys 0 to $((upto - 1)) written once ($((upto - from)) puts in $took s), 30 s quiet"
+    from=$upto
+  done
+  exit 0
+fi
 KV_SIDE=weft KV_OP=put KV_KEYS=$KEYS KV_NS=bench KV_TOKEN=$weft_token \
   wrk -t2 -c64 -d"${LOAD_SECONDS}s" --timeout 10s -s "$root/bench/kv-load.lua" "$node" >"$tmp/wrk.log" 2>&1
 puts=$(grep '^RESULT ' "$tmp/wrk.log" || true)

@@ -32,6 +32,8 @@ pub(crate) struct Built {
     pub(crate) trees: HashMap<NodeId, Leaves>,
     /// Entries this node holds but does not own on `view`'s ring (to hand over).
     pub(crate) orphans: u64,
+    /// Tombstones this node holds (owned or not): with none, collection reads nothing.
+    pub(crate) tombstones: u64,
 }
 
 impl Built {
@@ -40,6 +42,7 @@ impl Built {
             view,
             trees: HashMap::new(),
             orphans: 0,
+            tombstones: 0,
         }
     }
 
@@ -57,6 +60,13 @@ impl Built {
             // Unreadable: left out of the trees, so the peers' copies replace it.
             return false;
         };
+        if entry.value.is_none() {
+            if add {
+                self.tombstones += 1;
+            } else {
+                self.tombstones = self.tombstones.saturating_sub(1);
+            }
+        }
         let n = self
             .view
             .cap(config.quorum(namespace_of(key)).n.get() as usize);
@@ -297,6 +307,13 @@ impl KeptTrees {
         }
     }
 
+    /// How many tombstones this node holds, if the kept trees are for `view`'s placement.
+    pub(crate) fn tombstones(&self, view: &View) -> Option<u64> {
+        let state = self.lock();
+        let current = state.current.as_ref()?;
+        same_placement(&current.view, view).then_some(current.tombstones)
+    }
+
     /// The kept trees, if they are for `view`'s placement.
     fn current_for(&self, view: &View) -> Option<Built> {
         let state = self.lock();
@@ -377,11 +394,12 @@ mod tests {
         view: &View,
         me: &NodeId,
         config: &ReplicationConfig,
-    ) -> (BTreeMap<NodeId, [u8; 32]>, u64) {
-        let (mut trees, mut orphans) = (HashMap::<NodeId, Leaves>::new(), 0);
+    ) -> (BTreeMap<NodeId, [u8; 32]>, u64, u64) {
+        let (mut trees, mut orphans, mut tombstones) = (HashMap::<NodeId, Leaves>::new(), 0, 0);
         for record in store.replica_iter() {
             let (key, bytes) = record.expect("readable");
             let entry = Entry::decode(&bytes).expect("an entry");
+            tombstones += u64::from(entry.value.is_none());
             let n = view.cap(config.quorum(namespace_of(&key)).n.get() as usize);
             let owners = view.replicas(&key, n);
             if !owners.contains(me) {
@@ -397,7 +415,7 @@ mod tests {
                 );
             }
         }
-        (roots(&trees), orphans)
+        (roots(&trees), orphans, tombstones)
     }
 
     fn roots(trees: &HashMap<NodeId, Leaves>) -> BTreeMap<NodeId, [u8; 32]> {
@@ -470,7 +488,8 @@ mod tests {
             assert!(same_placement(&built.view, v));
             churn(&store, 200 + round as u64, 1_000);
             let now = kept.for_view(v, &store).expect("kept");
-            let (want, orphans) = scratch(&store, v, &me, &config);
+            let (want, orphans, tombstones) = scratch(&store, v, &me, &config);
+            assert!(tombstones > 0, "round {round}: the test deletes something");
             assert!(
                 !want.is_empty() || v.ring.nodes().len() == 1,
                 "round {round}: the test shares something"
@@ -481,6 +500,7 @@ mod tests {
                 "round {round}: the kept trees drifted"
             );
             assert_eq!(now.orphans, orphans, "round {round}: orphans");
+            assert_eq!(now.tombstones, tombstones, "round {round}: tombstones");
         }
     }
 

@@ -23,6 +23,10 @@ impl Replicator {
         if !view.earlier.is_empty() || !all_up {
             return;
         }
+        if inner.kept.tombstones(view) == Some(0) {
+            // Counted as entries change: nothing to collect, and no reason to read the data.
+            return;
+        }
         let horizon = now_ms().saturating_sub(inner.config.tombstone_grace.as_millis() as u64);
         let this = self.clone();
         let scan_view = self.view();
