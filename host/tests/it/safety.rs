@@ -745,13 +745,14 @@ async fn transition_waits_for_handoff(switches: ReplicationSwitches) -> Result<(
         (rounds(&nodes[0]) >= r0 + 2).then_some(())
     })
     .await;
-    // Each copy dropped was pushed once, however many rounds went by.
+    // Every copy dropped was pushed first (a copy written after its pass read it, such as a
+    // read repair onto an owner of an earlier ring, is pushed again: so at least, not exactly).
     let handed = metric_sum(&all, "weft_kv_handed_off_total").await;
     assert!(handed >= moved.len() as f64, "{handed} copies handed over");
-    assert_eq!(
-        metric_sum(&all, "weft_kv_handoff_pushed_total").await,
-        handed,
-        "pushes of the handed copies"
+    let pushed = metric_sum(&all, "weft_kv_handoff_pushed_total").await;
+    assert!(
+        pushed >= handed,
+        "{pushed} pushes for {handed} copies handed over"
     );
     Ok(())
 }
