@@ -370,8 +370,14 @@ impl Replicator {
                 after_ms = view.changed.elapsed().as_millis() as u64,
                 "the transition ended: every member handed its keys to the new owners"
             );
-            // The next round drops what this node handed over.
-            inner.wake.notify_one();
+            // Drop what this node handed over now, not in a round of its own.
+            let now = self.view();
+            if now.earlier.is_empty()
+                && now.placement_id() == id
+                && inner.kept.orphans(&now).is_some_and(|n| n > 0)
+            {
+                self.drop_handed(now).await;
+            }
         }
     }
 }

@@ -309,9 +309,19 @@ impl KeptTrees {
 
     /// How many tombstones this node holds, if the kept trees are for `view`'s placement.
     pub(crate) fn tombstones(&self, view: &View) -> Option<u64> {
+        self.counted(view, |b| b.tombstones)
+    }
+
+    /// How many entries this node holds but does not own, if the kept trees are for `view`'s
+    /// placement.
+    pub(crate) fn orphans(&self, view: &View) -> Option<u64> {
+        self.counted(view, |b| b.orphans)
+    }
+
+    fn counted(&self, view: &View, count: impl Fn(&Built) -> u64) -> Option<u64> {
         let state = self.lock();
         let current = state.current.as_ref()?;
-        same_placement(&current.view, view).then_some(current.tombstones)
+        same_placement(&current.view, view).then(|| count(current))
     }
 
     /// The kept trees, if they are for `view`'s placement.
