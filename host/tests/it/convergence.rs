@@ -60,6 +60,16 @@ async fn writer(
     (ok, failed)
 }
 
+/// Waits until `more` writes beyond the `since` acknowledged so far are acknowledged, so that
+/// each phase of a test sees writes however fast the phase itself is.
+async fn wait_acked(acked: &Acked, since: usize, more: usize) -> usize {
+    wait_for(CONVERGE, &format!("{more} more writes acknowledged"), || async {
+        let n = acked.lock().unwrap().len();
+        (n >= since + more).then_some(n)
+    })
+    .await
+}
+
 fn endpoints(nodes: &[&TestNode]) -> Vec<(String, String)> {
     nodes
         .iter()
@@ -309,10 +319,13 @@ async fn nodes_joining_and_leaving_during_writes_lose_nothing() {
             acked.clone(),
             stop.clone(),
         ));
+        let before = wait_acked(&acked, 0, 10).await;
         // A fourth node joins.
         let seed = nodes[0].node().quic_addr;
         let path = cluster.path().to_path_buf();
         nodes.push(TestNode::start_with(|c| crate::cluster::member(c, &path, "n3", &[seed])).await);
+        // Writes go on while it joins and the keys move (a transition may end within a second).
+        let joined = wait_acked(&acked, before, 20).await;
         {
             let all: Vec<&TestNode> = nodes.iter().collect();
             wait_converged(&all, 4).await;
@@ -325,9 +338,11 @@ async fn nodes_joining_and_leaving_during_writes_lose_nothing() {
             .await;
             assert!(metric_sum(&all, "weft_kv_handed_off_total").await > 0.0);
         }
+        let left = wait_acked(&acked, joined, 10).await;
         // Then one of the first three leaves.
         let leaving = nodes.remove(1);
         leaving.stop().await;
+        wait_acked(&acked, left, 10).await;
         {
             let all: Vec<&TestNode> = nodes.iter().collect();
             wait_for(CONVERGE, "the ring without the node that left", || async {
@@ -341,10 +356,6 @@ async fn nodes_joining_and_leaving_during_writes_lose_nothing() {
         stop.cancel();
         let (ok, failed) = write.await.unwrap();
         let acked = acked.lock().unwrap().clone();
-        assert!(
-            ok > 50,
-            "run {run}: only {ok} writes acknowledged ({failed} failed)"
-        );
         assert_eq!(acked.len() as u64, ok, "run {run}");
         let all: Vec<&TestNode> = nodes.iter().collect();
         assert_all_readable(&all, &acked).await;
