@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::merkle::{Leaves, leaf_of, leaf_points};
+use super::merkle::{Leaves, cover, leaf_of, leaf_points};
 use super::sync::batches;
 use super::wire::{KvWire, Request, Response};
 use super::{Entry, PeerSync, ReplicationError, Replicator, Version, View, namespace_of, now_ms};
@@ -13,11 +13,11 @@ use crate::id::NodeId;
 use crate::ring::Ring;
 use crate::rpc;
 
-/// Entries of this node that one peer should also hold.
-type Shared = Vec<(Vec<u8>, Entry)>;
+/// Keys and their versions.
+type Versions = Vec<(Vec<u8>, Version)>;
 
-/// Stored entries (key and bytes), as read.
-type Records = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), crate::store::StoreError>>>;
+/// Keys an exchange reads and pushes at a time.
+const PUSH_STEP: usize = 1024;
 
 /// Per-peer trees, and how many entries are held but no longer owned.
 type Scanned = (HashMap<NodeId, Leaves>, u64);
@@ -37,53 +37,70 @@ impl Replicator {
         Ok((built.trees, built.orphans))
     }
 
-    /// This node's entries shared with `peer` that fall in `leaves`.
-    pub(crate) fn shared_in(
+    /// The versions of this node's entries shared with `peer` in `leaves`, taken in the order
+    /// given and leaf by leaf, as many whole leaves as fit `budget` bytes of answer (at least
+    /// one): the leaves covered and the keys and versions found in them. Reads versions only,
+    /// so memory stays within the budget however many leaves differ. Blocking.
+    pub(crate) fn shared_versions(
         &self,
         view: &View,
         peer: &NodeId,
-        leaves: &BTreeSet<u16>,
-    ) -> Result<Shared, ReplicationError> {
+        leaves: &[u16],
+        budget: usize,
+    ) -> Result<(Vec<u16>, Versions), ReplicationError> {
         let inner = self.inner();
-        let mut out = Vec::new();
-        let records: Records = if inner.store.replicas_indexed() {
-            // Only the ranges that differ, through the index by point.
-            let mut found = Vec::new();
-            for &leaf in leaves {
-                let (from, to) = leaf_points(leaf);
-                for key in inner.store.replica_keys_between(from, to)? {
-                    if let Some(bytes) = inner.store.replica_get(&key)? {
-                        found.push(Ok((key, bytes)));
+        let shared = |key: &[u8], bytes: &[u8]| {
+            let owners = view.replicas(key, self.n_of(key, view));
+            if !(owners.contains(&inner.me) && owners.contains(peer)) {
+                return None;
+            }
+            // An unreadable entry is left out: the peer's copy replaces it.
+            Entry::version_of(bytes).ok().map(|v| (key.to_vec(), v))
+        };
+        let by_leaf: Box<dyn FnMut(u16) -> Result<Versions, ReplicationError>> =
+            if inner.store.replicas_indexed() {
+                // Only the ranges that differ, through the index by point.
+                Box::new(|leaf| {
+                    let (from, to) = leaf_points(leaf);
+                    Ok(inner.store.replica_peek_between(from, to, shared)?)
+                })
+            } else {
+                // Without the index (it could not be built), one pass over every entry.
+                let wanted: BTreeSet<u16> = leaves.iter().copied().collect();
+                let mut all: HashMap<u16, Versions> = HashMap::new();
+                for record in inner.store.replica_iter() {
+                    let (key, bytes) = record?;
+                    let leaf = leaf_of(Ring::point(&key)) as u16;
+                    if wanted.contains(&leaf)
+                        && let Some(found) = shared(&key, &bytes)
+                    {
+                        all.entry(leaf).or_default().push(found);
                     }
                 }
-            }
-            Box::new(found.into_iter())
-        } else {
-            Box::new(inner.store.replica_iter())
-        };
-        for record in records {
-            let (key, bytes) = record?;
-            if !leaves.contains(&(leaf_of(Ring::point(&key)) as u16)) {
-                continue;
-            }
-            let owners = view.replicas(&key, self.n_of(&key, view));
-            if owners.contains(&inner.me)
-                && owners.contains(peer)
-                && let Ok(e) = Entry::decode(&bytes)
-            {
-                out.push((key, e));
+                Box::new(move |leaf| Ok(all.remove(&leaf).unwrap_or_default()))
+            };
+        cover(leaves, budget, |(k, _)| k.len() + 24, by_leaf)
+    }
+
+    /// This node's entries of `keys`, as they are now (absent ones left out). Blocking.
+    fn entries_of(&self, keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Entry)>, ReplicationError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(entry) = self.local_get(key)? {
+                out.push((key.clone(), entry));
             }
         }
         Ok(out)
     }
 
     /// A peer's side of an exchange: compares its tree with this node's and lists this node's
-    /// versions in the ranges that differ.
+    /// versions in the ranges that differ (as many whole ranges as fit one answer; the others
+    /// wait for the next round).
     pub(crate) async fn answer_leaves(
         &self,
         from: NodeId,
         theirs: Leaves,
-    ) -> Result<(Vec<u16>, Vec<(Vec<u8>, Version)>), ReplicationError> {
+    ) -> Result<(Vec<u16>, Versions), ReplicationError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let view = this.view();
@@ -98,33 +115,7 @@ impl Replicator {
             if differing.is_empty() {
                 return Ok((differing, vec![]));
             }
-            let set: BTreeSet<u16> = differing.iter().copied().collect();
-            let mut have: Vec<(u16, Vec<u8>, Version)> = this
-                .shared_in(&view, &from, &set)?
-                .into_iter()
-                .map(|(k, e)| (leaf_of(Ring::point(&k)) as u16, k, e.version))
-                .collect();
-            // Answer for as many whole ranges as fit one frame; the others wait for the
-            // next round.
-            have.sort_by_key(|(leaf, _, _)| *leaf);
-            let mut size = 0;
-            let mut covered = Vec::new();
-            let mut out = Vec::new();
-            let mut i = 0;
-            for leaf in differing {
-                let start = i;
-                while i < have.len() && have[i].0 == leaf {
-                    i += 1;
-                }
-                let bytes: usize = have[start..i].iter().map(|(_, k, _)| k.len() + 24).sum();
-                if size + bytes > crate::replication::ANSWER_BYTES && !covered.is_empty() {
-                    break;
-                }
-                size += bytes;
-                covered.push(leaf);
-                out.extend(have[start..i].iter().map(|(_, k, v)| (k.clone(), *v)));
-            }
-            Ok((covered, out))
+            this.shared_versions(&view, &from, &differing, crate::replication::ANSWER_BYTES)
         })
         .await
         .map_err(|e| ReplicationError::Corrupt(format!("anti-entropy task failed: {e}")))?
@@ -254,32 +245,38 @@ impl Replicator {
                 error: None,
             });
         }
-        let set: BTreeSet<u16> = differing.iter().copied().collect();
+        // The peer answered for these leaves: compare the same ones here.
         let this = self.clone();
-        let (v, p) = (self.view(), peer.clone());
-        let mine = tokio::task::spawn_blocking(move || this.shared_in(&v, &p, &set))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let (v, p, leaves) = (self.view(), peer.clone(), differing.clone());
+        let (_, mine) =
+            tokio::task::spawn_blocking(move || this.shared_versions(&v, &p, &leaves, usize::MAX))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         let theirs: HashMap<Vec<u8>, Version> = theirs.into_iter().collect();
-        let mut push = Vec::new();
-        let mine_versions: HashMap<&[u8], Version> = mine
+        let mine: HashMap<Vec<u8>, Version> = mine.into_iter().collect();
+        let push: Vec<Vec<u8>> = mine
             .iter()
-            .map(|(k, e)| (k.as_slice(), e.version))
+            .filter(|(k, v)| theirs.get(*k).is_none_or(|t| t < *v))
+            .map(|(k, _)| k.clone())
             .collect();
-        for (k, e) in &mine {
-            if theirs.get(k).is_none_or(|v| *v < e.version) {
-                push.push((k.clone(), e.clone()));
-            }
-        }
         let pull: Vec<Vec<u8>> = theirs
             .iter()
-            .filter(|(k, v)| mine_versions.get(k.as_slice()).is_none_or(|m| m < *v))
+            .filter(|(k, v)| mine.get(*k).is_none_or(|m| m < *v))
             .map(|(k, _)| k.clone())
             .collect();
         let (pushed, pulled) = (push.len() as u64, pull.len() as u64);
-        for batch in batches(push) {
-            self.push_to(peer, batch, false).await?;
+        // The entries to push are read as they are now (a newer version goes, which is as
+        // good), a step at a time, so memory holds one step of values.
+        for keys in push.chunks(PUSH_STEP) {
+            let (this, keys) = (self.clone(), keys.to_vec());
+            let entries = tokio::task::spawn_blocking(move || this.entries_of(&keys))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            for batch in batches(entries) {
+                self.push_to(peer, batch, false).await?;
+            }
         }
         let mut left: &[Vec<u8>] = &pull;
         while !left.is_empty() {

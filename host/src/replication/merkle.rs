@@ -97,9 +97,68 @@ impl Leaves {
     }
 }
 
+/// Takes `leaves` in order while what they hold fits `budget` bytes (`size` of each item),
+/// and at least one leaf: the leaves covered and their items. `read` reads one leaf and is
+/// called only when its turn comes, so at most one leaf past the budget is ever read.
+pub(crate) fn cover<T, E>(
+    leaves: &[u16],
+    budget: usize,
+    size: impl Fn(&T) -> usize,
+    mut read: impl FnMut(u16) -> Result<Vec<T>, E>,
+) -> Result<(Vec<u16>, Vec<T>), E> {
+    let (mut covered, mut out, mut total) = (Vec::new(), Vec::new(), 0);
+    for &leaf in leaves {
+        let found = read(leaf)?;
+        let bytes: usize = found.iter().map(&size).sum();
+        if total + bytes > budget && !covered.is_empty() {
+            break;
+        }
+        total += bytes;
+        covered.push(leaf);
+        out.extend(found);
+    }
+    Ok((covered, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cover` over leaves holding `held[leaf]` items of 10 bytes each: the leaves covered,
+    /// how many items came back, and the leaves read.
+    fn check_cover(held: &[usize], budget: usize, want: (&[u16], usize, &[u16])) {
+        let leaves: Vec<u16> = (0..held.len() as u16).collect();
+        let mut read = Vec::new();
+        let (covered, items) = cover::<u8, ()>(
+            &leaves,
+            budget,
+            |_| 10,
+            |leaf| {
+                read.push(leaf);
+                Ok(vec![0; held[leaf as usize]])
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (covered.as_slice(), items.len(), read.as_slice()),
+            want,
+            "held {held:?}, budget {budget}"
+        );
+    }
+
+    #[test]
+    fn an_answer_covers_whole_leaves_within_its_budget_and_reads_one_leaf_past_it_at_most() {
+        // Everything fits.
+        check_cover(&[1, 2, 3], usize::MAX, (&[0, 1, 2], 6, &[0, 1, 2]));
+        // Exactly at the budget, then one leaf over it: that leaf is read, not answered,
+        // and no leaf after it is read.
+        check_cover(&[1, 2, 3, 4], 30, (&[0, 1], 3, &[0, 1, 2]));
+        // A first leaf bigger than the budget is still answered (or nothing would progress).
+        check_cover(&[5, 1], 20, (&[0], 5, &[0, 1]));
+        // Empty leaves cost nothing.
+        check_cover(&[0, 0, 2, 0], 20, (&[0, 1, 2, 3], 2, &[0, 1, 2, 3]));
+        check_cover(&[], 20, (&[], 0, &[]));
+    }
 
     fn v(hlc: u64) -> Version {
         Version::at(hlc)

@@ -57,6 +57,18 @@ fn entries_stored_by_the_earlier_format_still_read() {
     let now = fenced(42, 0x55 << 16, "x");
     assert_eq!(Entry::decode(&now.encode()).unwrap(), now);
     assert!(Entry::decode(&[1, 0xff]).is_err());
+    // The version alone reads the same from both formats, without the value.
+    assert_eq!(Entry::version_of(&old).unwrap(), read.version);
+    assert_eq!(Entry::version_of(&now.encode()).unwrap(), now.version);
+    let tombstone = Entry {
+        value: None,
+        ..fenced(3, 0x66 << 16, "gone")
+    };
+    assert_eq!(
+        Entry::version_of(&tombstone.encode()).unwrap(),
+        tombstone.version
+    );
+    assert!(Entry::version_of(&[1, 0xff]).is_err());
 }
 
 #[test]

@@ -43,18 +43,35 @@ impl Store {
         Ok(true)
     }
 
-    /// The keys whose points lie in `from..=to`, in point order.
-    pub fn replica_keys_between(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// What `f` makes of each entry (key and stored bytes) whose key's point lies in
+    /// `from..=to`, in point order, read without copying the entries; keys `f` maps to `None`
+    /// are left out. Each entry is read as it is then (no stripe held).
+    pub fn replica_peek_between<T>(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&[u8], &[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let start = from.to_be_bytes();
         let end = to.checked_add(1).map(u64::to_be_bytes);
         let range = match &end {
             Some(end) => self.points.range(&start[..]..&end[..]),
             None => self.points.range(&start[..]..),
         };
-        range.keys().map(|k| Ok(k?[8..].to_vec())).collect()
+        let mut out = Vec::new();
+        for indexed in range.keys() {
+            let indexed = indexed?;
+            let key = &indexed[8..];
+            if let Some(bytes) = self.data.get(key)?
+                && let Some(t) = f(key, &bytes)
+            {
+                out.push(t);
+            }
+        }
+        Ok(out)
     }
 
-    /// Whether the data is indexed (and so [`Store::replica_keys_between`] lists every key).
+    /// Whether the data is indexed (and so [`Store::replica_peek_between`] finds every key).
     pub fn replicas_indexed(&self) -> bool {
         self.point_of.get().is_some()
     }

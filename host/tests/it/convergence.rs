@@ -63,10 +63,14 @@ async fn writer(
 /// Waits until `more` writes beyond the `since` acknowledged so far are acknowledged, so that
 /// each phase of a test sees writes however fast the phase itself is.
 async fn wait_acked(acked: &Acked, since: usize, more: usize) -> usize {
-    wait_for(CONVERGE, &format!("{more} more writes acknowledged"), || async {
-        let n = acked.lock().unwrap().len();
-        (n >= since + more).then_some(n)
-    })
+    wait_for(
+        CONVERGE,
+        &format!("{more} more writes acknowledged"),
+        || async {
+            let n = acked.lock().unwrap().len();
+            (n >= since + more).then_some(n)
+        },
+    )
     .await
 }
 
