@@ -39,7 +39,7 @@ idle_cpu() {
   before=$(for p in "${pids[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd+ | bc)
   sleep 30
   after=$(for p in "${pids[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd+ | bc)
-  echo "scale=1; ($after - $before) / $(getconf CLK_TCK)" | bc
+  printf "%.1f" "$(echo "scale=2; ($after - $before) / $(getconf CLK_TCK)" | bc)"
 }
 entries() {
   curl -s "$node/v1/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["keys"])'
