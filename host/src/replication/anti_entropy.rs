@@ -245,15 +245,22 @@ impl Replicator {
                 error: None,
             });
         }
-        // The peer answered for these leaves: compare the same ones here.
+        // The peer answered for these leaves: compare the same ones here, as many as fit the
+        // same budget (this side may hold far more of them: a peer that lost its data answers
+        // for every range); the rest wait for the next round, where they still differ.
         let this = self.clone();
         let (v, p, leaves) = (self.view(), peer.clone(), differing.clone());
-        let (_, mine) =
-            tokio::task::spawn_blocking(move || this.shared_versions(&v, &p, &leaves, usize::MAX))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-        let theirs: HashMap<Vec<u8>, Version> = theirs.into_iter().collect();
+        let (covered, mine) = tokio::task::spawn_blocking(move || {
+            this.shared_versions(&v, &p, &leaves, crate::replication::ANSWER_BYTES)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let covered: BTreeSet<u16> = covered.into_iter().collect();
+        let theirs: HashMap<Vec<u8>, Version> = theirs
+            .into_iter()
+            .filter(|(k, _)| covered.contains(&(leaf_of(Ring::point(k)) as u16)))
+            .collect();
         let mine: HashMap<Vec<u8>, Version> = mine.into_iter().collect();
         let push: Vec<Vec<u8>> = mine
             .iter()
