@@ -572,6 +572,17 @@ impl Jobs {
     /// tasks and it ends `cancelled`), `Ok(Some(false))` if it had already ended, `None` if
     /// there is no such job.
     pub async fn cancel(&self, id: JobId) -> Result<Option<bool>, JobError> {
+        // A job this node coordinated may show as ended (its live record) a moment before its
+        // coordinator lets go of its cancel handle: it has ended, as a read says.
+        let ended_here = self
+            .live
+            .lock()
+            .expect("not poisoned")
+            .get(&id)
+            .is_some_and(|r| r.status != JobStatus::Running);
+        if ended_here {
+            return Ok(Some(false));
+        }
         let local = self.cancels.lock().expect("not poisoned").get(&id).cloned();
         if let Some(cancel) = local {
             // Recorded too, so a coordinator that takes over does not run it on.
