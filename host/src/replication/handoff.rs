@@ -94,8 +94,16 @@ impl Replicator {
         handing.complete = all_pushed && peers.is_subset(&handing.done);
         let complete = handing.complete;
         *inner.handing.lock().expect("not poisoned") = handing;
+        if complete {
+            self.drop_handed_on(id, orphans).await;
+        }
+    }
+
+    /// [`Replicator::drop_handed`], if `id` is still the placement, no earlier ring is
+    /// consulted any more, and this node holds `orphans`.
+    async fn drop_handed_on(&self, id: [u8; 32], orphans: u64) {
         let now = self.view();
-        if complete && orphans > 0 && now.earlier.is_empty() && now.placement_id() == id {
+        if orphans > 0 && now.earlier.is_empty() && now.placement_id() == id {
             self.drop_handed(now).await;
         }
     }
@@ -371,13 +379,8 @@ impl Replicator {
                 "the transition ended: every member handed its keys to the new owners"
             );
             // Drop what this node handed over now, not in a round of its own.
-            let now = self.view();
-            if now.earlier.is_empty()
-                && now.placement_id() == id
-                && inner.kept.orphans(&now).is_some_and(|n| n > 0)
-            {
-                self.drop_handed(now).await;
-            }
+            let orphans = inner.kept.orphans(&self.view()).unwrap_or(0);
+            self.drop_handed_on(id, orphans).await;
         }
     }
 }
