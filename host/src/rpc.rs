@@ -65,10 +65,35 @@ pub async fn call_within<W: Wire>(
     request: &W::Request,
     within: Duration,
 ) -> Result<W::Response, TransportError> {
-    let answer = transport
-        .rpc_within(to, &encode_request::<W>(request), within)
-        .await?;
-    decode_response::<W>(&answer).map_err(|reason| TransportError::Connection { addr: to, reason })
+    Ok(call_sized::<W>(transport, to, request, within).await?.0)
+}
+
+/// The bytes of one call's payloads: the request sent and the answer received (frame
+/// headers, QUIC and TLS not counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Payloads {
+    /// The request's payload.
+    pub sent: u64,
+    /// The answer's payload.
+    pub received: u64,
+}
+
+/// [`call_within`], also telling the size of the request and of the answer.
+pub async fn call_sized<W: Wire>(
+    transport: &Transport,
+    to: SocketAddr,
+    request: &W::Request,
+    within: Duration,
+) -> Result<(W::Response, Payloads), TransportError> {
+    let payload = encode_request::<W>(request);
+    let answer = transport.rpc_within(to, &payload, within).await?;
+    let sized = Payloads {
+        sent: payload.len() as u64,
+        received: answer.len() as u64,
+    };
+    let answer = decode_response::<W>(&answer)
+        .map_err(|reason| TransportError::Connection { addr: to, reason })?;
+    Ok((answer, sized))
 }
 
 /// Sends `request` to the `W` service of the node at `to`, whose answer is a head followed by

@@ -2,10 +2,11 @@
 //! their leaves, and the pulls and pushes that repair the ranges that differ.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::merkle::{Leaves, cover, leaf_of, leaf_points};
+use super::merkle::{Leaves, cover, fine_of, fine_points};
 use super::sync::batches;
 use super::wire::{KvWire, Request, Response};
 use super::{Entry, PeerSync, ReplicationError, Replicator, Version, View, namespace_of, now_ms};
@@ -37,15 +38,16 @@ impl Replicator {
         Ok((built.trees, built.orphans))
     }
 
-    /// The versions of this node's entries shared with `peer` in `leaves`, taken in the order
-    /// given and leaf by leaf, as many whole leaves as fit `budget` bytes of answer (at least
-    /// one): the leaves covered and the keys and versions found in them. Reads versions only,
-    /// so memory stays within the budget however many leaves differ. Blocking.
+    /// The versions of this node's entries shared with `peer` in the fine ranges `fine`,
+    /// taken in the order given and range by range, as many whole ranges as fit `budget`
+    /// bytes of answer (at least one): the ranges covered and the keys and versions found in
+    /// them. Reads versions only, so memory stays within the budget however many ranges
+    /// differ. Blocking.
     pub(crate) fn shared_versions(
         &self,
         view: &View,
         peer: &NodeId,
-        leaves: &[u16],
+        fine: &[u16],
         budget: usize,
     ) -> Result<(Vec<u16>, Versions), ReplicationError> {
         let inner = self.inner();
@@ -57,29 +59,29 @@ impl Replicator {
             // An unreadable entry is left out: the peer's copy replaces it.
             Entry::version_of(bytes).ok().map(|v| (key.to_vec(), v))
         };
-        let by_leaf: Box<dyn FnMut(u16) -> Result<Versions, ReplicationError>> =
+        let by_range: Box<dyn FnMut(u16) -> Result<Versions, ReplicationError>> =
             if inner.store.replicas_indexed() {
                 // Only the ranges that differ, through the index by point.
-                Box::new(|leaf| {
-                    let (from, to) = leaf_points(leaf);
+                Box::new(|range| {
+                    let (from, to) = fine_points(range);
                     Ok(inner.store.replica_peek_between(from, to, shared)?)
                 })
             } else {
                 // Without the index (it could not be built), one pass over every entry.
-                let wanted: BTreeSet<u16> = leaves.iter().copied().collect();
+                let wanted: BTreeSet<u16> = fine.iter().copied().collect();
                 let mut all: HashMap<u16, Versions> = HashMap::new();
                 for record in inner.store.replica_iter() {
                     let (key, bytes) = record?;
-                    let leaf = leaf_of(Ring::point(&key)) as u16;
-                    if wanted.contains(&leaf)
+                    let range = fine_of(Ring::point(&key));
+                    if wanted.contains(&range)
                         && let Some(found) = shared(&key, &bytes)
                     {
-                        all.entry(leaf).or_default().push(found);
+                        all.entry(range).or_default().push(found);
                     }
                 }
-                Box::new(move |leaf| Ok(all.remove(&leaf).unwrap_or_default()))
+                Box::new(move |range| Ok(all.remove(&range).unwrap_or_default()))
             };
-        cover(leaves, budget, |(k, _)| k.len() + 24, by_leaf)
+        cover(fine, budget, |(k, _)| k.len() + 24, by_range)
     }
 
     /// This node's entries of `keys`, as they are now (absent ones left out). Blocking.
@@ -93,32 +95,59 @@ impl Replicator {
         Ok(out)
     }
 
-    /// A peer's side of an exchange: compares its tree with this node's and lists this node's
-    /// versions in the ranges that differ (as many whole ranges as fit one answer; the others
-    /// wait for the next round).
+    /// A peer's side of an exchange: compares its tree with this node's and answers the
+    /// leaves that differ and this node's fine ranges in them.
     pub(crate) async fn answer_leaves(
         &self,
         from: NodeId,
         theirs: Leaves,
-    ) -> Result<(Vec<u16>, Versions), ReplicationError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let view = this.view();
-            let inner = this.inner();
-            let mine = inner
-                .kept
-                .for_view(&view, &inner.store)?
-                .trees
-                .remove(&from)
-                .unwrap_or_default();
-            let differing = mine.differing(&theirs);
-            if differing.is_empty() {
-                return Ok((differing, vec![]));
-            }
-            this.shared_versions(&view, &from, &differing, crate::replication::ANSWER_BYTES)
+    ) -> Result<(Vec<u16>, Vec<(u16, [u8; 32])>), ReplicationError> {
+        self.blocking(move |this| {
+            let (view, inner) = (this.view(), this.inner());
+            Ok(inner.kept.with_tree(&view, &inner.store, &from, |mine| {
+                let differing = mine.differing(&theirs);
+                let fine = mine.fine(&differing);
+                (differing, fine)
+            })?)
         })
         .await
-        .map_err(|e| ReplicationError::Corrupt(format!("anti-entropy task failed: {e}")))?
+    }
+
+    /// A peer's side of an exchange: this node's versions in the fine ranges asked for (as
+    /// many whole ranges as fit one answer; the others wait for the next round).
+    pub(crate) async fn answer_versions(
+        &self,
+        from: NodeId,
+        fine: Vec<u16>,
+    ) -> Result<(Vec<u16>, Versions), ReplicationError> {
+        self.blocking(move |this| {
+            let view = this.view();
+            this.shared_versions(&view, &from, &fine, crate::replication::ANSWER_BYTES)
+        })
+        .await
+    }
+
+    /// The root of the tree this node shares with `peer` (built first if the placement
+    /// changed).
+    pub(crate) async fn root_of(&self, peer: NodeId) -> Result<[u8; 32], ReplicationError> {
+        self.blocking(move |this| {
+            let (view, inner) = (this.view(), this.inner());
+            Ok(inner
+                .kept
+                .with_tree(&view, &inner.store, &peer, Leaves::root)?)
+        })
+        .await
+    }
+
+    /// Runs `f` on a blocking thread.
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replicator) -> Result<R, ReplicationError> + Send + 'static,
+    ) -> Result<R, ReplicationError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| ReplicationError::Corrupt(format!("anti-entropy task failed: {e}")))?
     }
 
     /// The root of the tree this node shares with each peer, computed now.
@@ -216,7 +245,24 @@ impl Replicator {
         Ok(held)
     }
 
-    /// Compares trees with `peer` and repairs both sides where they differ.
+    /// One request of an exchange to the peer at `addr`, its bytes counted.
+    async fn ae_call(&self, addr: SocketAddr, request: &Request) -> Result<Response, String> {
+        let inner = self.inner();
+        let transport = inner.placement.transport();
+        let (answer, sized) =
+            rpc::call_sized::<KvWire>(transport, addr, request, transport.rpc_timeout())
+                .await
+                .map_err(|e| e.to_string())?;
+        let stats = &inner.stats;
+        stats.ae_bytes_sent.fetch_add(sized.sent, Ordering::Relaxed);
+        stats
+            .ae_bytes_received
+            .fetch_add(sized.received, Ordering::Relaxed);
+        Ok(answer)
+    }
+
+    /// Compares trees with `peer` and repairs both sides where they differ: the roots first,
+    /// then, if they differ, the leaves, then the versions in the differing leaves.
     async fn exchange(
         &self,
         view: &View,
@@ -225,33 +271,54 @@ impl Replicator {
     ) -> Result<PeerSync, String> {
         let inner = self.inner();
         let addr = *view.addrs.get(peer).ok_or("no address known")?;
-        let request = Request::AeLeaves {
-            from: inner.me.clone(),
-            leaves,
+        let in_sync = PeerSync {
+            at_ms: now_ms(),
+            in_sync: true,
+            differing: 0,
+            pulled: 0,
+            pushed: 0,
+            error: None,
         };
-        let (differing, theirs) =
-            match rpc::call::<KvWire>(inner.placement.transport(), addr, &request).await {
-                Ok(Response::AeDiff { differing, have }) => (differing, have),
-                Ok(other) => return Err(format!("unexpected answer {other:?}")),
-                Err(e) => return Err(e.to_string()),
-            };
-        if differing.is_empty() {
+        let from = inner.me.clone();
+        let root = leaves.root();
+        match self.ae_call(addr, &Request::AeRoot { from, root }).await? {
+            Response::AeSame(true) => return Ok(in_sync),
+            Response::AeSame(false) => {}
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+        let from = inner.me.clone();
+        let request = Request::AeLeaves {
+            from,
+            leaves: leaves.top_only(),
+        };
+        let (differing, their_fine) = match self.ae_call(addr, &request).await? {
+            Response::AeFine { differing, fine } => (differing, fine),
+            other => return Err(format!("unexpected answer {other:?}")),
+        };
+        let fine = leaves.differing_fine(&differing, &their_fine);
+        if fine.is_empty() {
+            // The trees changed between the two questions: the next round compares again.
             return Ok(PeerSync {
-                at_ms: now_ms(),
-                in_sync: true,
-                differing: 0,
-                pulled: 0,
-                pushed: 0,
-                error: None,
+                in_sync: differing.is_empty(),
+                differing: differing.len(),
+                ..in_sync
             });
         }
-        // The peer answered for these leaves: compare the same ones here, as many as fit the
-        // same budget (this side may hold far more of them: a peer that lost its data answers
-        // for every range); the rest wait for the next round, where they still differ.
+        let from = inner.me.clone();
+        let (covered, theirs) = match self
+            .ae_call(addr, &Request::AeVersions { from, fine })
+            .await?
+        {
+            Response::AeDiff { differing, have } => (differing, have),
+            other => return Err(format!("unexpected answer {other:?}")),
+        };
+        // The peer answered for these fine ranges: compare the same ones here, as many as fit
+        // the same budget (this side may hold far more of them: a peer that lost its data
+        // answers for every range); the rest wait for the next round, where they still differ.
         let this = self.clone();
-        let (v, p, leaves) = (self.view(), peer.clone(), differing.clone());
+        let (v, p) = (self.view(), peer.clone());
         let (covered, mine) = tokio::task::spawn_blocking(move || {
-            this.shared_versions(&v, &p, &leaves, crate::replication::ANSWER_BYTES)
+            this.shared_versions(&v, &p, &covered, crate::replication::ANSWER_BYTES)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -259,7 +326,7 @@ impl Replicator {
         let covered: BTreeSet<u16> = covered.into_iter().collect();
         let theirs: HashMap<Vec<u8>, Version> = theirs
             .into_iter()
-            .filter(|(k, _)| covered.contains(&(leaf_of(Ring::point(k)) as u16)))
+            .filter(|(k, _)| covered.contains(&fine_of(Ring::point(k))))
             .collect();
         let mine: HashMap<Vec<u8>, Version> = mine.into_iter().collect();
         let push: Vec<Vec<u8>> = mine
@@ -281,28 +348,28 @@ impl Replicator {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            for batch in batches(entries) {
-                self.push_to(peer, batch, false).await?;
+            for entries in batches(entries) {
+                let push = Request::KvPush {
+                    entries,
+                    hinted: false,
+                };
+                match self.ae_call(addr, &push).await? {
+                    Response::Done => {}
+                    other => return Err(format!("unexpected answer {other:?}")),
+                }
             }
         }
         let mut left: &[Vec<u8>] = &pull;
         while !left.is_empty() {
             let ask = &left[..left.len().min(1024)];
-            match rpc::call::<KvWire>(
-                inner.placement.transport(),
-                addr,
-                &Request::KvFetch(ask.to_vec()),
-            )
-            .await
-            {
-                Ok(Response::KvFetched { entries, consumed }) if consumed > 0 => {
+            match self.ae_call(addr, &Request::KvFetch(ask.to_vec())).await? {
+                Response::KvFetched { entries, consumed } if consumed > 0 => {
                     self.apply_all(entries, false)
                         .await
                         .map_err(|e| e.to_string())?;
                     left = &left[(consumed as usize).min(left.len())..];
                 }
-                Ok(other) => return Err(format!("unexpected answer {other:?}")),
-                Err(e) => return Err(e.to_string()),
+                other => return Err(format!("unexpected answer {other:?}")),
             }
         }
         inner.stats.ae_pushed.fetch_add(pushed, Ordering::Relaxed);

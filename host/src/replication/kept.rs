@@ -166,13 +166,36 @@ impl KeptTrees {
     /// The trees for `view`'s placement: the kept ones, or built now (one pass over the
     /// data, blocking) when the placement changed since.
     pub(crate) fn for_view(&self, view: &Arc<View>, store: &Store) -> Result<Built, StoreError> {
-        if let Some(b) = self.current_for(view) {
-            return Ok(b);
+        self.read(view, store, Built::clone)
+    }
+
+    /// `f` of the tree shared with `peer` on `view`'s placement (empty if it shares
+    /// nothing), as [`KeptTrees::for_view`] without copying the trees.
+    pub(crate) fn with_tree<R>(
+        &self,
+        view: &Arc<View>,
+        store: &Store,
+        peer: &NodeId,
+        f: impl Fn(&Leaves) -> R,
+    ) -> Result<R, StoreError> {
+        let empty = Leaves::default();
+        self.read(view, store, |b| f(b.trees.get(peer).unwrap_or(&empty)))
+    }
+
+    /// `f` of the trees for `view`'s placement, built first if need be.
+    fn read<R>(
+        &self,
+        view: &Arc<View>,
+        store: &Store,
+        f: impl Fn(&Built) -> R,
+    ) -> Result<R, StoreError> {
+        if let Some(r) = self.current_for(view, &f) {
+            return Ok(r);
         }
         let _turn = self.build_turn.lock().unwrap_or_else(|e| e.into_inner());
         // Another caller may have built them while this one waited.
-        if let Some(b) = self.current_for(view) {
-            return Ok(b);
+        if let Some(r) = self.current_for(view, &f) {
+            return Ok(r);
         }
         self.lock().building = Some(Build {
             built: Built::new(view.clone()),
@@ -195,11 +218,12 @@ impl KeptTrees {
                 .is_some_and(|b| b.pending.is_empty())
             {
                 let build = state.building.take().expect("set above");
-                state.current = Some(build.built.clone());
+                let r = f(&build.built);
+                state.current = Some(build.built);
                 // Whatever the handoff of the earlier placement had yet to push is read again
                 // by the new one's first pass.
                 state.changed_orphans = ChangedOrphans::Keys(Default::default());
-                return Ok(build.built);
+                return Ok(r);
             }
         }
     }
@@ -309,29 +333,23 @@ impl KeptTrees {
 
     /// How many tombstones this node holds, if the kept trees are for `view`'s placement.
     pub(crate) fn tombstones(&self, view: &View) -> Option<u64> {
-        self.counted(view, |b| b.tombstones)
+        self.current_for(view, |b| b.tombstones)
     }
 
     /// How many entries this node holds but does not own, if the kept trees are for `view`'s
     /// placement.
     pub(crate) fn orphans(&self, view: &View) -> Option<u64> {
-        self.counted(view, |b| b.orphans)
+        self.current_for(view, |b| b.orphans)
     }
 
-    fn counted(&self, view: &View, count: impl Fn(&Built) -> u64) -> Option<u64> {
-        let state = self.lock();
-        let current = state.current.as_ref()?;
-        same_placement(&current.view, view).then(|| count(current))
-    }
-
-    /// The kept trees, if they are for `view`'s placement.
-    fn current_for(&self, view: &View) -> Option<Built> {
+    /// `f` of the kept trees, if they are for `view`'s placement.
+    fn current_for<R>(&self, view: &View, f: impl Fn(&Built) -> R) -> Option<R> {
         let state = self.lock();
         state
             .current
             .as_ref()
             .filter(|b| same_placement(&b.view, view))
-            .cloned()
+            .map(f)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -404,7 +422,7 @@ mod tests {
         view: &View,
         me: &NodeId,
         config: &ReplicationConfig,
-    ) -> (BTreeMap<NodeId, [u8; 32]>, u64, u64) {
+    ) -> (BTreeMap<NodeId, Leaves>, u64, u64) {
         let (mut trees, mut orphans, mut tombstones) = (HashMap::<NodeId, Leaves>::new(), 0, 0);
         for record in store.replica_iter() {
             let (key, bytes) = record.expect("readable");
@@ -425,14 +443,15 @@ mod tests {
                 );
             }
         }
-        (roots(&trees), orphans, tombstones)
+        (trees_held(&trees), orphans, tombstones)
     }
 
-    fn roots(trees: &HashMap<NodeId, Leaves>) -> BTreeMap<NodeId, [u8; 32]> {
+    /// The trees that hold something (leaves and fine ranges both compared).
+    fn trees_held(trees: &HashMap<NodeId, Leaves>) -> BTreeMap<NodeId, Leaves> {
         trees
             .iter()
             .filter(|(_, t)| !t.is_empty())
-            .map(|(p, t)| (p.clone(), t.root()))
+            .map(|(p, t)| (p.clone(), t.clone()))
             .collect()
     }
 
@@ -505,7 +524,7 @@ mod tests {
                 "round {round}: the test shares something"
             );
             assert_eq!(
-                roots(&now.trees),
+                trees_held(&now.trees),
                 want,
                 "round {round}: the kept trees drifted"
             );
@@ -532,9 +551,15 @@ mod tests {
         };
         churn(&store, 7, 300);
         let before = unwatched.for_view(&v, &store).expect("built");
-        assert_eq!(roots(&before.trees), scratch(&store, &v, &me, &config).0);
+        assert_eq!(
+            trees_held(&before.trees),
+            scratch(&store, &v, &me, &config).0
+        );
         churn(&store, 8, 300);
         let after = unwatched.for_view(&v, &store).expect("kept");
-        assert_ne!(roots(&after.trees), scratch(&store, &v, &me, &config).0);
+        assert_ne!(
+            trees_held(&after.trees),
+            scratch(&store, &v, &me, &config).0
+        );
     }
 }

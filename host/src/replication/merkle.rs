@@ -1,10 +1,15 @@
 //! The hash tree two replicas compare in anti-entropy. Pure.
 //!
-//! The key space is cut into [`LEAVES`] ranges by the top bits of each key's ring point. A
-//! leaf is the XOR of blake3 hashes of the `(key, version)` pairs in its range, so it does not
-//! depend on the order entries are added in. The root is a binary blake3 tree over the leaves.
-//! Two replicas holding the same versions of the same keys have equal roots; where they differ,
-//! the differing leaves say which ranges to compare key by key.
+//! The key space is cut into [`LEAVES`] ranges by the top bits of each key's ring point, and
+//! each of those into [`FINE`]` / LEAVES` finer ranges by the next bits. A leaf (and a fine
+//! range) is the XOR of blake3 hashes of the `(key, version)` pairs in its range, so it does
+//! not depend on the order entries are added in. The root is a binary blake3 tree over the
+//! leaves. Two replicas holding the same versions of the same keys have equal roots; where
+//! they differ, the differing leaves say which fine ranges to compare, and the differing fine
+//! ranges which keys. Fine ranges are kept only where they hold something, so a tree costs
+//! memory for the ranges a node shares with a peer, not for the whole circle.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,21 +18,40 @@ use super::version::Version;
 /// Leaves of the tree (ranges of the ring).
 pub const LEAVES: usize = 1024;
 
+/// Fine ranges of the ring (each leaf holds `FINE / LEAVES` of them).
+pub const FINE: usize = 65_536;
+
 /// The leaf holding a key whose ring point is `point`.
 pub fn leaf_of(point: u64) -> usize {
     (point >> (64 - LEAVES.trailing_zeros())) as usize
 }
 
-/// The first and last ring point of leaf `leaf`.
-pub fn leaf_points(leaf: u16) -> (u64, u64) {
-    let shift = 64 - LEAVES.trailing_zeros();
-    let from = u64::from(leaf) << shift;
+/// The fine range holding a key whose ring point is `point`.
+pub fn fine_of(point: u64) -> u16 {
+    (point >> (64 - FINE.trailing_zeros())) as u16
+}
+
+/// The fine ranges of leaf `leaf`.
+pub fn fine_in(leaf: u16) -> std::ops::Range<u32> {
+    let per = (FINE / LEAVES) as u32;
+    u32::from(leaf) * per..(u32::from(leaf) + 1) * per
+}
+
+/// The first and last ring point of fine range `fine`.
+pub fn fine_points(fine: u16) -> (u64, u64) {
+    let shift = 64 - FINE.trailing_zeros();
+    let from = u64::from(fine) << shift;
     (from, from | ((1u64 << shift) - 1))
 }
 
-/// A tree's leaves.
+/// A tree's leaves, and its fine ranges (kept locally, never sent whole).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Leaves(Vec<[u8; 32]>);
+pub struct Leaves {
+    top: Vec<[u8; 32]>,
+    /// The fine ranges that hold something.
+    #[serde(skip)]
+    fine: HashMap<u16, [u8; 32]>,
+}
 
 impl std::fmt::Debug for Leaves {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,12 +65,22 @@ impl std::fmt::Debug for Leaves {
 
 impl Default for Leaves {
     fn default() -> Self {
-        Leaves(vec![[0; 32]; LEAVES])
+        Leaves {
+            top: vec![[0; 32]; LEAVES],
+            fine: HashMap::new(),
+        }
+    }
+}
+
+fn xor(into: &mut [u8; 32], hash: &[u8; 32]) {
+    for (a, b) in into.iter_mut().zip(hash) {
+        *a ^= b;
     }
 }
 
 impl Leaves {
     /// Adds an entry: `point` is the key's ring point, `deleted` whether it is a tombstone.
+    /// Adding it again takes it back out.
     pub fn add(&mut self, point: u64, key: &[u8], version: Version, deleted: bool) {
         let mut h = blake3::Hasher::new();
         h.update(&(key.len() as u64).to_le_bytes());
@@ -55,15 +89,19 @@ impl Leaves {
         h.update(&version.hlc.to_le_bytes());
         h.update(&version.node.to_le_bytes());
         h.update(&[deleted as u8]);
-        let leaf = &mut self.0[leaf_of(point)];
-        for (a, b) in leaf.iter_mut().zip(h.finalize().as_bytes()) {
-            *a ^= b;
+        let hash = *h.finalize().as_bytes();
+        xor(&mut self.top[leaf_of(point)], &hash);
+        let fine = fine_of(point);
+        let range = self.fine.entry(fine).or_default();
+        xor(range, &hash);
+        if *range == [0; 32] {
+            self.fine.remove(&fine);
         }
     }
 
     /// The root of the tree over the leaves.
     pub fn root(&self) -> [u8; 32] {
-        let mut level: Vec<[u8; 32]> = self.0.clone();
+        let mut level: Vec<[u8; 32]> = self.top.clone();
         while level.len() > 1 {
             level = level
                 .chunks(2)
@@ -82,18 +120,48 @@ impl Leaves {
     /// The leaves (ranges) where `self` and `other` differ. A malformed `other` (wrong
     /// number of leaves) differs everywhere.
     pub fn differing(&self, other: &Leaves) -> Vec<u16> {
-        if other.0.len() != LEAVES {
+        if other.top.len() != LEAVES {
             return (0..LEAVES as u16).collect();
         }
         (0..LEAVES)
-            .filter(|&i| self.0[i] != other.0[i])
+            .filter(|&i| self.top[i] != other.top[i])
             .map(|i| i as u16)
             .collect()
     }
 
+    /// The fine ranges of `leaves` that hold something, with their hashes.
+    pub fn fine(&self, leaves: &[u16]) -> Vec<(u16, [u8; 32])> {
+        leaves
+            .iter()
+            .flat_map(|&leaf| fine_in(leaf))
+            .filter_map(|f| self.fine.get(&(f as u16)).map(|h| (f as u16, *h)))
+            .collect()
+    }
+
+    /// The fine ranges of `leaves` where `self` differs from `theirs` (another tree's
+    /// [`Leaves::fine`] of the same leaves).
+    pub fn differing_fine(&self, leaves: &[u16], theirs: &[(u16, [u8; 32])]) -> Vec<u16> {
+        let theirs: HashMap<u16, [u8; 32]> = theirs.iter().copied().collect();
+        let zero = [0; 32];
+        leaves
+            .iter()
+            .flat_map(|&leaf| fine_in(leaf))
+            .map(|f| f as u16)
+            .filter(|f| self.fine.get(f).unwrap_or(&zero) != theirs.get(f).unwrap_or(&zero))
+            .collect()
+    }
+
+    /// The leaves alone (what a peer is sent).
+    pub fn top_only(&self) -> Leaves {
+        Leaves {
+            top: self.top.clone(),
+            fine: HashMap::new(),
+        }
+    }
+
     /// Whether the tree holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|l| *l == [0; 32])
+        self.top.iter().all(|l| *l == [0; 32])
     }
 }
 
@@ -200,17 +268,52 @@ mod tests {
             assert_eq!(base.differing(other), vec![0]);
         }
         assert_eq!(leaf_of(u64::MAX), LEAVES - 1);
-        for leaf in [0, 1, 517, LEAVES as u16 - 1] {
-            let (from, to) = leaf_points(leaf);
-            assert_eq!((leaf_of(from), leaf_of(to)), (leaf as usize, leaf as usize));
-            assert!(from == 0 || leaf_of(from - 1) == leaf as usize - 1);
-            assert!(to == u64::MAX || leaf_of(to + 1) == leaf as usize + 1);
+    }
+
+    #[test]
+    fn fine_ranges_say_which_part_of_a_differing_leaf_differs() {
+        let (per, step) = ((FINE / LEAVES) as u64, 1u64 << 48);
+        // Two keys in leaf 3, in its fine ranges 0 and 5; one in leaf 9.
+        let (p0, p5, p9) = (3 * per * step, (3 * per + 5) * step + 7, 9 * per * step);
+        let a = tree(&[
+            (p0, "a", 1, false),
+            (p5, "b", 1, false),
+            (p9, "c", 1, false),
+        ]);
+        let b = tree(&[
+            (p0, "a", 1, false),
+            (p5, "b", 2, false),
+            (p9, "c", 1, false),
+        ]);
+        assert_eq!(a.differing(&b), vec![3]);
+        let fine_b = b.fine(&[3]);
+        assert_eq!(fine_b.len(), 2);
+        assert_eq!(a.differing_fine(&[3], &fine_b), vec![(3 * per + 5) as u16]);
+        // A key only one side holds, and one whose copies took it back out.
+        let missing = tree(&[(p0, "a", 1, false), (p9, "c", 1, false)]);
+        assert_eq!(
+            a.differing_fine(&[3], &missing.fine(&[3])),
+            vec![(3 * per + 5) as u16]
+        );
+        let mut gone = a.clone();
+        gone.add(p5, b"b", v(1), false);
+        assert_eq!(gone, missing);
+        assert_eq!(fine_of(p5), (3 * per + 5) as u16);
+        for f in [0u16, 1, 4097, u16::MAX] {
+            let (from, to) = fine_points(f);
+            assert_eq!((fine_of(from), fine_of(to)), (f, f));
+            assert!(fine_in(leaf_of(from) as u16).contains(&u32::from(f)));
+            assert!(from == 0 || fine_of(from - 1) == f - 1);
+            assert!(to == u64::MAX || fine_of(to + 1) == f + 1);
         }
     }
 
     #[test]
     fn a_malformed_peer_tree_differs_everywhere() {
-        let short = Leaves(vec![[0; 32]; 3]);
+        let short = Leaves {
+            top: vec![[0; 32]; 3],
+            fine: HashMap::new(),
+        };
         assert_eq!(Leaves::default().differing(&short).len(), LEAVES);
     }
 }

@@ -19,6 +19,8 @@ mod handoff;
 mod hints;
 mod kept;
 mod merkle;
+#[cfg(test)]
+mod model;
 mod replica;
 mod serve;
 mod status;
@@ -327,6 +329,10 @@ pub struct Stats {
     pub ae_pulled: AtomicU64,
     /// Entries sent to peers by anti-entropy.
     pub ae_pushed: AtomicU64,
+    /// Bytes of the requests of this node's anti-entropy exchanges (payloads).
+    pub ae_bytes_sent: AtomicU64,
+    /// Bytes of the answers to this node's anti-entropy exchanges (payloads).
+    pub ae_bytes_received: AtomicU64,
     /// Entries dropped once their new owners had them, after a transition.
     pub handed_off: AtomicU64,
     /// Entries pushed to their new owners after this node stopped owning them.

@@ -83,8 +83,13 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
             )
         }
         Request::AeHandedOff(placement) => Response::HandedOff(r.handed_off(placement)),
+        Request::AeRoot { from, root } => Response::AeSame(r.root_of(from).await? == root),
         Request::AeLeaves { from, leaves } => {
-            let (differing, have) = r.answer_leaves(from, leaves).await?;
+            let (differing, fine) = r.answer_leaves(from, leaves).await?;
+            Response::AeFine { differing, fine }
+        }
+        Request::AeVersions { from, fine } => {
+            let (differing, have) = r.answer_versions(from, fine).await?;
             Response::AeDiff { differing, have }
         }
     })

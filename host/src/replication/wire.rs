@@ -13,7 +13,7 @@ pub struct KvWire;
 impl Wire for KvWire {
     const NAME: &'static str = "key-value";
     const TAG: u8 = 2;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
     type Request = Request;
     type Response = Response;
 }
@@ -41,8 +41,12 @@ pub enum Request {
         start: Vec<u8>,
         limit: u32,
     },
+    /// Anti-entropy: is the root of the tree over the keys we both should hold this one?
+    AeRoot { from: NodeId, root: [u8; 32] },
     /// Anti-entropy: the leaves of the tree over the keys we both should hold, as I see it.
     AeLeaves { from: NodeId, leaves: Leaves },
+    /// Anti-entropy: your versions of the keys we both should hold in these fine ranges.
+    AeVersions { from: NodeId, fine: Vec<u16> },
     /// Have you handed every key you hold and do not own to its owners on this placement
     /// (a `View::placement_id`), and is it your current one?
     AeHandedOff([u8; 32]),
@@ -83,7 +87,16 @@ pub enum Response {
     Done,
     /// The outcome of a conditional write coordinated by the primary.
     KvCas(Result<Version, CasFailure>),
-    /// Anti-entropy: the ranges where our trees differ, and my versions of the keys in them.
+    /// Anti-entropy: whether my root is the one asked about.
+    AeSame(bool),
+    /// Anti-entropy: the leaves where our trees differ, and my fine ranges in them that hold
+    /// something.
+    AeFine {
+        differing: Vec<u16>,
+        fine: Vec<(u16, [u8; 32])>,
+    },
+    /// Anti-entropy: the fine ranges answered (as many as fit), and my versions of the keys
+    /// in them.
     AeDiff {
         differing: Vec<u16>,
         have: Vec<(Vec<u8>, Version)>,

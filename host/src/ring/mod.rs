@@ -151,6 +151,28 @@ impl Ring {
         self.fractions(held, n.max(1))
     }
 
+    /// The circle cut into ranges of points with the same first `n` replicas: `(first point,
+    /// last point, replicas)`, in point order (the range that wraps past the top is cut in
+    /// two). Empty for an empty ring.
+    pub fn ranges(&self, n: usize) -> Vec<(u64, u64, Vec<NodeId>)> {
+        let mut out = Vec::with_capacity(self.tokens.len() + 1);
+        let Some(&(top, _)) = self.tokens.last() else {
+            return out;
+        };
+        let first = self.names(self.walk(0, n));
+        out.push((0, self.tokens[0].0, first.clone()));
+        for i in 1..self.tokens.len() {
+            let (from, to) = (self.tokens[i - 1].0, self.tokens[i].0);
+            if from != to {
+                out.push((from + 1, to, self.names(self.walk(i, n))));
+            }
+        }
+        if top != u64::MAX {
+            out.push((top + 1, u64::MAX, first));
+        }
+        out
+    }
+
     /// The nodes on the ring, sorted by name.
     pub fn nodes(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|n| n.node.clone()).collect()

@@ -256,6 +256,33 @@ fn replicas_are_the_first_distinct_nodes_clockwise() {
 }
 
 #[test]
+fn ranges_cover_the_circle_once_with_their_points_replicas() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for k in 0..=6 {
+        let ring = Ring::new(cluster(k), 8);
+        let ranges = ring.ranges(3);
+        if k == 0 {
+            assert!(ranges.is_empty());
+            continue;
+        }
+        // Contiguous from 0 to the top, in order.
+        assert_eq!(ranges[0].0, 0);
+        assert_eq!(ranges.last().unwrap().1, u64::MAX);
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].1.checked_add(1), Some(pair[1].0), "K={k}");
+        }
+        // Each range's ends and random points inside it have its replicas.
+        for (from, to, replicas) in &ranges {
+            assert!(from <= to);
+            let inside = rng.random_range(*from..=*to);
+            for point in [*from, *to, inside] {
+                assert_eq!(&ring.replicas_at(point, 3), replicas, "K={k} point {point}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_point_on_a_token_belongs_to_that_token() {
     for k in 1..=6 {
         let ring = Ring::new(cluster(k), 8);

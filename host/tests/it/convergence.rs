@@ -1,8 +1,9 @@
 //! Replicas converging after faults, on in-process clusters over real QUIC: a partition that
 //! heals, and nodes joining and leaving while clients write.
 //!
-//! The default suite runs a 10 s partition and one join/leave run; `WEFT_LONG=1` runs a 60 s
-//! partition and ten join/leave runs.
+//! The default suite runs a 10 s partition with 2,000 keys written in bulk on the two sides
+//! and one join/leave run; `WEFT_LONG=1` runs a 60 s partition with 100,000 keys written in
+//! bulk and ten join/leave runs.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -60,6 +61,43 @@ async fn writer(
     (ok, failed)
 }
 
+/// Writes `count` unique keys through `nodes` in turn, `concurrency` at a time, as fast as
+/// they are taken; records those acknowledged and returns how many were.
+async fn bulk(
+    nodes: Vec<(String, String)>,
+    prefix: &str,
+    count: u64,
+    concurrency: usize,
+    acked: &Acked,
+) -> u64 {
+    use futures::StreamExt;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (http, (url, token)) = (&http, &nodes[i as usize % nodes.len()]);
+            let key = format!("{prefix}{i}");
+            async move {
+                let r = http
+                    .put(format!("{url}/v1/kv/data/{key}"))
+                    .bearer_auth(token)
+                    .body(format!("b{i}"))
+                    .send()
+                    .await;
+                let ok = matches!(&r, Ok(r) if r.status() == StatusCode::OK);
+                if ok {
+                    acked.lock().unwrap().insert(key, Some(format!("b{i}")));
+                }
+                ok as u64
+            }
+        })
+        .buffer_unordered(concurrency)
+        .fold(0, |n, ok| async move { n + ok })
+        .await
+}
+
 /// Waits until `more` writes beyond the `since` acknowledged so far are acknowledged, so that
 /// each phase of a test sees writes however fast the phase itself is.
 async fn wait_acked(acked: &Acked, since: usize, more: usize) -> usize {
@@ -83,24 +121,27 @@ fn endpoints(nodes: &[&TestNode]) -> Vec<(String, String)> {
 
 /// Asserts that every node reads every acknowledged write (and no deleted key).
 async fn assert_all_readable(nodes: &[&TestNode], acked: &BTreeMap<String, Option<String>>) {
+    use futures::StreamExt;
     for t in nodes {
-        for (k, v) in acked {
-            let (status, body, _) = get(t, &format!("/v1/kv/data/{k}")).await;
-            match v {
-                Some(v) => assert_eq!(
-                    (status, body.as_str()),
-                    (StatusCode::OK, v.as_str()),
-                    "{k} on {}",
-                    t.node().name
-                ),
-                None => assert_eq!(
-                    status,
-                    StatusCode::NOT_FOUND,
-                    "deleted {k} came back on {}: {body}",
-                    t.node().name
-                ),
-            }
-        }
+        futures::stream::iter(acked)
+            .for_each_concurrent(16, |(k, v)| async move {
+                let (status, body, _) = get(t, &format!("/v1/kv/data/{k}")).await;
+                match v {
+                    Some(v) => assert_eq!(
+                        (status, body.as_str()),
+                        (StatusCode::OK, v.as_str()),
+                        "{k} on {}",
+                        t.node().name
+                    ),
+                    None => assert_eq!(
+                        status,
+                        StatusCode::NOT_FOUND,
+                        "deleted {k} came back on {}: {body}",
+                        t.node().name
+                    ),
+                }
+            })
+            .await;
     }
 }
 
@@ -183,6 +224,19 @@ async fn a_healed_partition_converges_without_losing_or_resurrecting_anything() 
     for t in right {
         t.node().partition_for_tests(&addrs(left));
     }
+    // Once each side runs on a ring of its own, each writes many keys the other side's
+    // replicas miss: they differ from their peers' when the partition heals.
+    wait_ring(left, 2).await;
+    wait_ring(right, 3).await;
+    let per_side = if long() { 50_000 } else { 1_000 };
+    let (bulk_left, bulk_right) = tokio::join!(
+        bulk(endpoints(left), "bulkleft", per_side, 16, &acked),
+        bulk(endpoints(right), "bulkright", per_side, 16, &acked),
+    );
+    assert!(
+        bulk_left > per_side * 9 / 10 && bulk_right > per_side * 9 / 10,
+        "each side's own ring acknowledges its writes: {bulk_left} and {bulk_right} of {per_side}"
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     let writers = [
         tokio::spawn(writer(
@@ -244,26 +298,41 @@ async fn a_healed_partition_converges_without_losing_or_resurrecting_anything() 
     })
     .await;
     let before: Vec<u64> = all.iter().map(|t| rounds(t)).collect();
+    let sent = metric_sum(&all, "weft_kv_anti_entropy_bytes_sent_total").await;
+    let received = metric_sum(&all, "weft_kv_anti_entropy_bytes_received_total").await;
     let acked = acked.lock().unwrap().clone();
-    wait_for(
+    // The rounds are read as soon as the roots agree: checking that every owner holds every
+    // write reads every key and takes a while, and rounds go on meanwhile.
+    let taken: Vec<u64> = wait_for(
         CONVERGE,
         "equal Merkle roots everywhere, every write on its owners",
-        || async { (roots_agree(&all) && owners_hold(&all, &acked)).then_some(()) },
+        || async {
+            if !roots_agree(&all) {
+                return None;
+            }
+            let taken: Vec<u64> = all
+                .iter()
+                .zip(&before)
+                .map(|(t, b)| rounds(t) - b)
+                .collect();
+            owners_hold(&all, &acked).then_some(taken)
+        },
     )
     .await;
-    let taken: Vec<u64> = all
-        .iter()
-        .zip(&before)
-        .map(|(t, b)| rounds(t) - b)
-        .collect();
     assert!(
         taken.iter().all(|&r| r <= 2),
         "anti-entropy rounds to agree after healing: {taken:?}"
     );
 
-    // Anti-entropy moved entries both ways to heal the partition.
+    // Anti-entropy moved entries both ways to heal the partition, and counted its bytes.
     assert!(metric_sum(&all, "weft_kv_anti_entropy_pulled_total").await > 0.0);
     assert!(metric_sum(&all, "weft_kv_anti_entropy_pushed_total").await > 0.0);
+    assert!(metric_sum(&all, "weft_kv_anti_entropy_bytes_sent_total").await > sent);
+    assert!(metric_sum(&all, "weft_kv_anti_entropy_bytes_received_total").await > received);
+    let exchanged = metric_sum(&all, "weft_kv_anti_entropy_bytes_sent_total").await
+        + metric_sum(&all, "weft_kv_anti_entropy_bytes_received_total").await
+        - sent
+        - received;
     let deleted = acked.values().filter(|v| v.is_none()).count();
     assert!(deleted > 0, "no delete was acknowledged");
     assert_all_readable(&all, &acked).await;
@@ -298,7 +367,9 @@ async fn a_healed_partition_converges_without_losing_or_resurrecting_anything() 
         }
     }
     eprintln!(
-        "partition of {split_for:?}: {written} writes and {deleted} deletes acknowledged; rounds to agree after healing {taken:?}"
+        "partition of {split_for:?}: {} writes ({bulk_left} + {bulk_right} in bulk) and {deleted} deletes acknowledged; rounds to agree after healing {taken:?}; anti-entropy bytes exchanged after healing {exchanged} ({:.0} per key written)",
+        written + bulk_left + bulk_right,
+        exchanged / (written + bulk_left + bulk_right) as f64
     );
 }
 
