@@ -554,14 +554,8 @@ impl Replicator {
         if *node == self.inner.me {
             return self.apply(key, entry).await.map_err(|e| e.to_string());
         }
-        let request = Request::KvPut {
-            key: key.to_vec(),
-            entry: entry.clone(),
-        };
-        match self.ask(addr, &request).await? {
-            Response::KvPut(outcome) => Ok(outcome),
-            other => Err(unexpected(&other)),
-        }
+        let addr = addr.ok_or("no address known")?;
+        self.put_batched(addr, key.to_vec(), entry.clone()).await
     }
 
     async fn scan_one(
@@ -640,7 +634,7 @@ impl Replicator {
 }
 
 /// The error for an answer of the wrong kind.
-fn unexpected(answer: &Response) -> String {
+pub(super) fn unexpected(answer: &Response) -> String {
     format!("unexpected answer {answer:?}")
 }
 

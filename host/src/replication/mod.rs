@@ -10,6 +10,7 @@
 //! replicas, so keys stay readable while anti-entropy moves them to their new owners.
 
 mod anti_entropy;
+mod batch;
 mod collected;
 mod config;
 mod coordinator;
@@ -329,6 +330,10 @@ pub struct Stats {
     pub ae_pulled: AtomicU64,
     /// Entries sent to peers by anti-entropy.
     pub ae_pushed: AtomicU64,
+    /// Requests of replica writes this node sent to peers ([`batch`]).
+    pub write_batches: AtomicU64,
+    /// Replica writes those requests carried.
+    pub batched_writes: AtomicU64,
     /// Bytes of the requests of this node's anti-entropy exchanges (payloads).
     pub ae_bytes_sent: AtomicU64,
     /// Bytes of the answers to this node's anti-entropy exchanges (payloads).
@@ -408,6 +413,8 @@ pub(crate) struct Inner {
     pub(crate) collected: collected::Collected,
     /// This node's handoff of the keys it no longer owns.
     pub(crate) handing: Mutex<handoff::Handing>,
+    /// Replica writes waiting to go to each peer.
+    pub(crate) batches: batch::Batches,
 }
 
 /// A node refuses copies of a tombstone it collected for this many anti-entropy intervals
@@ -439,6 +446,7 @@ impl Replicator {
         let inner = Arc::new(Inner {
             kept,
             handing: Mutex::default(),
+            batches: batch::Batches::default(),
             collected: collected::Collected::new(config.anti_entropy_interval * COLLECTED_ROUNDS),
             clock: Mutex::new(version::Clock::new(version::node_tag(&me))),
             me,

@@ -229,6 +229,29 @@ impl Replicator {
         Ok(outcome)
     }
 
+    /// Applies each of `writes` from their coordinators, as [`Replicator::apply`] does, and
+    /// flushes once: what was done with each.
+    pub(crate) async fn apply_many(
+        &self,
+        writes: &[(Vec<u8>, Entry)],
+    ) -> Result<Vec<Result<PutOutcome, String>>, ReplicationError> {
+        let mut changed = false;
+        let outcomes = writes
+            .iter()
+            .map(|(key, entry)| {
+                let (outcome, c) = self
+                    .apply_unflushed(key, entry, true)
+                    .map_err(|e| e.to_string())?;
+                changed |= c;
+                Ok(outcome)
+            })
+            .collect();
+        if changed {
+            self.inner().store.flush().await?;
+        }
+        Ok(outcomes)
+    }
+
     /// Applies the newer of `entries` and flushes once. `hinted`: they are hints, writes their
     /// coordinator held for this node, checked against the fences as the writes would have
     /// been (one under a superseded token is dropped); otherwise copies of writes other

@@ -25,7 +25,7 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
             Ok(entry) => Response::KvEntry(entry),
             Err((lock, seen)) => Response::KvRefused { lock, seen },
         },
-        Request::KvPut { key, entry } => Response::KvPut(r.apply(&key, &entry).await?),
+        Request::KvPutMany(writes) => Response::KvPutMany(r.apply_many(&writes).await?),
         Request::KvPush { entries, hinted } => {
             r.apply_all(entries, hinted).await?;
             Response::Done

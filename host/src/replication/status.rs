@@ -69,6 +69,8 @@ impl Replicator {
                 ("hints_delivered", &s.hints_delivered),
                 ("anti_entropy_pulled", &s.ae_pulled),
                 ("anti_entropy_pushed", &s.ae_pushed),
+                ("write_batches", &s.write_batches),
+                ("batched_writes", &s.batched_writes),
                 ("anti_entropy_bytes_sent", &s.ae_bytes_sent),
                 ("anti_entropy_bytes_received", &s.ae_bytes_received),
                 ("handed_off", &s.handed_off),

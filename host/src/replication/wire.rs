@@ -23,8 +23,9 @@ impl Wire for KvWire {
 pub enum Request {
     /// Your copy of a key, read under these locks (none: an ordinary read).
     KvGet { key: Vec<u8>, fences: Vec<Fence> },
-    /// Store this version of a key if it is newer; flush, then answer.
-    KvPut { key: Vec<u8>, entry: Entry },
+    /// Store each of these writes of their coordinators (a key and its version) if it is
+    /// newer, checking its fences; flush once, then answer.
+    KvPutMany(Vec<(Vec<u8>, Entry)>),
     /// Store the newer of these entries and flush (repair, hints, anti-entropy, handoff);
     /// hints are checked against the fences as their writes were.
     KvPush {
@@ -70,8 +71,8 @@ pub enum Response {
     KvEntry(Option<Entry>),
     /// A read refused: `lock` has been granted again, with the larger token `seen`.
     KvRefused { lock: LockKey, seen: u64 },
-    /// What a replica did with a write.
-    KvPut(PutOutcome),
+    /// What a replica did with each write of a `KvPutMany`, in order.
+    KvPutMany(Vec<Result<PutOutcome, String>>),
     /// The entries held of the keys asked for, and how many of the keys the answer covers
     /// (the rest did not fit: ask again).
     KvFetched {

@@ -138,7 +138,17 @@ impl Proc {
     }
 
     pub async fn kill9(&mut self) {
+        self.start_kill9();
+        self.exited().await;
+    }
+
+    /// Sends SIGKILL without waiting for the process to end (to kill several at once).
+    pub fn start_kill9(&mut self) {
         self.child.start_kill().unwrap();
+    }
+
+    /// Waits for the process to end.
+    pub async fn exited(&mut self) {
         crate::harness::exit_within(Duration::from_secs(30), &mut self.child).await;
     }
 

@@ -301,8 +301,10 @@ async fn control_acknowledging_before_the_flush_loses_writes_at_a_kill() {
 /// `n2` hold (`pair` is N = 2, W = 2), and both are killed with SIGKILL at a random point;
 /// restarted, each must hold every acknowledged write itself. `replicas` is how `n1` and
 /// `n2` start. `Err` names the first acknowledged write lost.
-async fn replicas_killed_during_writes(replicas: &Opts) -> Result<usize, String> {
-    let mut rng = crate::harness::fault_rng("replica kill point");
+async fn replicas_killed_during_writes(
+    replicas: &Opts,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<usize, String> {
     let cluster = new_cluster();
     let root = tempfile::tempdir().unwrap();
     let pair = Opts {
@@ -344,8 +346,13 @@ async fn replicas_killed_during_writes(replicas: &Opts) -> Result<usize, String>
     let running = writers(&kv, &procs[0].http, keys, 0, &stop);
     let pause = Duration::from_millis(rng.random_range(100..600));
     tokio::time::sleep(pause).await; // the kill point, not a wait for a condition
-    procs[1].kill9().await;
-    procs[2].kill9().await;
+    // Both at once: one killed after the other would flush meanwhile (sled flushes on its
+    // own every 500 ms, and no write is acknowledged once the first is gone), and its copies
+    // would repair the first's after the restart, hiding a loss from the control below.
+    procs[1].start_kill9();
+    procs[2].start_kill9();
+    procs[1].exited().await;
+    procs[2].exited().await;
     stop.cancel();
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     for w in running {
@@ -375,7 +382,8 @@ async fn replicas_killed_during_writes(replicas: &Opts) -> Result<usize, String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_acknowledged_by_replicas_survive_when_all_of_them_are_killed() {
-    let acked = replicas_killed_during_writes(&Opts::default())
+    let mut rng = crate::harness::fault_rng("replica kill point");
+    let acked = replicas_killed_during_writes(&Opts::default(), &mut rng)
         .await
         .unwrap();
     eprintln!("n1 and n2 killed together: {acked} acknowledged writes, none lost");
@@ -387,6 +395,19 @@ async fn control_replicas_acknowledging_before_the_flush_lose_writes_when_killed
         skip_flush: true,
         ..Default::default()
     };
-    let found = replicas_killed_during_writes(&opts).await.unwrap_err();
-    eprintln!("the checker found: {found}");
+    // sled writes its log to the file on its own (every 500 ms, and as its buffers fill),
+    // and a killed process loses only what was not written yet: at a given kill point the
+    // replicas often held every acknowledged write, so up to sixteen kill points (a loss
+    // showed at a quarter to a half of them).
+    let mut rng = crate::harness::fault_rng("replica kill points");
+    for attempt in 1..=16 {
+        match replicas_killed_during_writes(&opts, &mut rng).await {
+            Err(found) => {
+                eprintln!("the checker found, at kill point {attempt}: {found}");
+                return;
+            }
+            Ok(acked) => eprintln!("kill point {attempt}: all {acked} acknowledged writes kept"),
+        }
+    }
+    panic!("sixteen kill points of replicas acknowledging before the flush lost nothing");
 }

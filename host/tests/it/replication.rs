@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 use crate::cluster::{new_cluster, start_cluster, wait_converged};
-use crate::harness::{TestNode, wait_for};
+use crate::harness::{TestNode, metric_sum, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -216,6 +216,57 @@ async fn three_nodes_share_one_store() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     assert_eq!(a.metric("weft_kv_writes_total").await, Some(before + 3.0));
+}
+
+/// Writes that come for a peer while a request of writes to it is on its way go together in
+/// the next request; every one of them is acknowledged and readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_a_peer_go_together() {
+    use futures::StreamExt;
+    let cluster = new_cluster();
+    let nodes = start_cluster(cluster.path(), 3).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, 3).await;
+    wait_ring(&all, 3).await;
+    let writes = |from: u64| {
+        futures::stream::iter(from..from + 200)
+            .map(|i| {
+                let node = &nodes[0];
+                async move {
+                    let (status, body) =
+                        put(node, "data", &format!("b{i}"), &format!("v{i}"), &[]).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+    };
+    // Rounds of 200 writes, 32 at a time, until one request carried more than one write.
+    let (mut round, all) = (0, &all);
+    wait_for(CONVERGE, "a request carrying several writes", || {
+        round += 1;
+        let this = writes(round * 1000);
+        async move {
+            this.await;
+            assert!(metric_sum(&all[..1], "weft_kv_write_batches_total").await > 0.0);
+            let batches = metric_sum(&all[..1], "weft_kv_write_batches_total").await;
+            let carried = metric_sum(&all[..1], "weft_kv_batched_writes_total").await;
+            // Each of the 200 writes of a round went to both peers.
+            assert!(
+                metric_sum(&all[..1], "weft_kv_batched_writes_total").await >= 400.0 * round as f64,
+                "{carried} writes in {batches} requests after {round} rounds"
+            );
+            (carried > batches).then_some(())
+        }
+    })
+    .await;
+    for i in [1000, 1099, 1199] {
+        let (status, body, _) = get(&nodes[2], &format!("/v1/kv/data/b{i}")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, format!("v{i}").as_str())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
