@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::merkle::Leaves;
+use super::merkle::{Leaves, entry_hash};
 use super::{Entry, ReplicationConfig, View, namespace_of};
 use crate::id::NodeId;
 use crate::ring::Ring;
@@ -80,9 +80,15 @@ impl Built {
             return false;
         }
         let point = Ring::point(key);
+        let hash = entry_hash(key, entry.version, entry.value.is_none());
         for peer in owners.iter().filter(|p| *p != me) {
-            let tree = self.trees.entry(peer.clone()).or_default();
-            tree.add(point, key, entry.version, entry.value.is_none());
+            match self.trees.get_mut(peer) {
+                Some(tree) => tree.add_hash(point, &hash),
+                None => {
+                    let tree = self.trees.entry(peer.clone()).or_default();
+                    tree.add_hash(point, &hash);
+                }
+            }
         }
         true
     }

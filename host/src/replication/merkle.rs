@@ -78,22 +78,32 @@ fn xor(into: &mut [u8; 32], hash: &[u8; 32]) {
     }
 }
 
+/// The hash of an entry in a tree: `deleted` whether it is a tombstone.
+pub fn entry_hash(key: &[u8], version: Version, deleted: bool) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(&version.token.to_le_bytes());
+    h.update(&version.hlc.to_le_bytes());
+    h.update(&version.node.to_le_bytes());
+    h.update(&[deleted as u8]);
+    *h.finalize().as_bytes()
+}
+
 impl Leaves {
     /// Adds an entry: `point` is the key's ring point, `deleted` whether it is a tombstone.
     /// Adding it again takes it back out.
     pub fn add(&mut self, point: u64, key: &[u8], version: Version, deleted: bool) {
-        let mut h = blake3::Hasher::new();
-        h.update(&(key.len() as u64).to_le_bytes());
-        h.update(key);
-        h.update(&version.token.to_le_bytes());
-        h.update(&version.hlc.to_le_bytes());
-        h.update(&version.node.to_le_bytes());
-        h.update(&[deleted as u8]);
-        let hash = *h.finalize().as_bytes();
-        xor(&mut self.top[leaf_of(point)], &hash);
+        self.add_hash(point, &entry_hash(key, version, deleted));
+    }
+
+    /// Adds (or takes back out) an entry by its [`entry_hash`], for a caller adding one entry
+    /// to several trees.
+    pub fn add_hash(&mut self, point: u64, hash: &[u8; 32]) {
+        xor(&mut self.top[leaf_of(point)], hash);
         let fine = fine_of(point);
         let range = self.fine.entry(fine).or_default();
-        xor(range, &hash);
+        xor(range, hash);
         if *range == [0; 32] {
             self.fine.remove(&fine);
         }
