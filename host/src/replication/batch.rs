@@ -19,7 +19,24 @@ const BATCH_WRITES: usize = 256;
 /// ...and about this many bytes of keys and values.
 const BATCH_BYTES: usize = 4 << 20;
 
+/// A peer with this many writes waiting, or this many bytes of them, is behind: further
+/// writes for it fail at once (their coordinators hint them, on disk) instead of waiting in
+/// memory.
+const WAITING_WRITES: usize = 16_384;
+const WAITING_BYTES: usize = 64 << 20;
+
 type Reply = oneshot::Sender<Result<PutOutcome, String>>;
+
+/// What queuing a write did.
+#[derive(Debug, PartialEq, Eq)]
+enum Queued {
+    /// It waits; the caller sends the writes waiting (it is the caller's turn).
+    Send,
+    /// It waits for the request on its way to be answered.
+    Wait,
+    /// The peer is behind: the write was not queued.
+    Behind,
+}
 
 /// The writes waiting for each peer.
 #[derive(Default)]
@@ -30,8 +47,14 @@ pub(crate) struct Batches {
 #[derive(Default)]
 struct Queue {
     waiting: Vec<(Vec<u8>, Entry, Reply)>,
+    /// Bytes of keys and values waiting.
+    bytes: usize,
     /// A request to this peer is on its way, and its sender sends the next.
     sending: bool,
+}
+
+fn size(key: &[u8], entry: &Entry) -> usize {
+    key.len() + entry.value.as_ref().map_or(0, Vec::len)
 }
 
 impl Batches {
@@ -39,12 +62,20 @@ impl Batches {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a write; whether the caller's turn it is to send.
-    fn push(&self, addr: SocketAddr, write: (Vec<u8>, Entry, Reply)) -> bool {
+    /// Queues a write, unless the peer is behind.
+    fn push(&self, addr: SocketAddr, write: (Vec<u8>, Entry, Reply)) -> Queued {
         let mut peers = self.lock();
         let queue = peers.entry(addr).or_default();
+        if queue.waiting.len() >= WAITING_WRITES || queue.bytes >= WAITING_BYTES {
+            return Queued::Behind;
+        }
+        queue.bytes += size(&write.0, &write.1);
         queue.waiting.push(write);
-        !std::mem::replace(&mut queue.sending, true)
+        if std::mem::replace(&mut queue.sending, true) {
+            Queued::Wait
+        } else {
+            Queued::Send
+        }
     }
 
     /// The next writes to send to `addr`, within the limits of a request.
@@ -59,8 +90,9 @@ impl Batches {
                 break;
             }
             count += 1;
-            bytes += key.len() + entry.value.as_ref().map_or(0, Vec::len);
+            bytes += size(key, entry);
         }
+        queue.bytes -= bytes;
         queue.waiting.drain(..count).collect()
     }
 
@@ -108,7 +140,13 @@ impl Replicator {
         entry: Entry,
     ) -> Result<PutOutcome, String> {
         let (tx, rx) = oneshot::channel();
-        if self.inner().batches.push(addr, (key, entry, tx)) && self.send_batch(addr).await {
+        let queued = self.inner().batches.push(addr, (key, entry, tx));
+        if queued == Queued::Behind {
+            return Err(format!(
+                "{WAITING_WRITES} writes or {WAITING_BYTES} bytes already wait for this replica"
+            ));
+        }
+        if queued == Queued::Send && self.send_batch(addr).await {
             // Writes came meanwhile: a task of its own sends them, so this write's caller
             // does not wait for theirs.
             let this = self.clone();
@@ -162,5 +200,54 @@ impl Replicator {
         }
         turn.ended = true;
         batches.more(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::Version;
+
+    fn write(value: usize) -> (Vec<u8>, Entry, Reply) {
+        let entry = Entry {
+            version: Version::at(1),
+            value: Some(vec![0; value]),
+            fences: vec![],
+        };
+        (b"k".to_vec(), entry, oneshot::channel().0)
+    }
+
+    #[test]
+    fn a_turn_takes_what_waits_within_a_request_and_a_peer_behind_takes_nothing_more() {
+        let (b, a) = (Batches::default(), "127.0.0.1:1".parse().unwrap());
+        // The first write's caller sends; the next ones wait for it.
+        assert_eq!(b.push(a, write(10)), Queued::Send);
+        assert_eq!(b.push(a, write(10)), Queued::Wait);
+        assert_eq!(b.take(a).len(), 2);
+        assert!(!b.more(a), "nothing waits: the turn ends");
+        assert_eq!(b.push(a, write(10)), Queued::Send, "a new turn");
+        // A request carries at most BATCH_WRITES writes, or one past BATCH_BYTES.
+        for _ in 1..BATCH_WRITES + 5 {
+            assert_eq!(b.push(a, write(1)), Queued::Wait);
+        }
+        assert_eq!(b.take(a).len(), BATCH_WRITES);
+        assert!(b.more(a));
+        assert_eq!(b.take(a).len(), 5);
+        for _ in 0..3 {
+            b.push(a, write(BATCH_BYTES / 2 + 1));
+        }
+        assert_eq!(b.take(a).len(), 2);
+        assert_eq!(b.take(a).len(), 1);
+        // A peer behind: no more writes wait for it, until some are taken.
+        for _ in 0..WAITING_BYTES / (1 << 20) {
+            assert_ne!(b.push(a, write(1 << 20)), Queued::Behind);
+        }
+        assert_eq!(b.push(a, write(1)), Queued::Behind);
+        assert!(!b.take(a).is_empty());
+        assert_ne!(b.push(a, write(1)), Queued::Behind);
+        // An abandoned turn drops what waited (its callers hear of it) and the next write
+        // starts a new one.
+        b.abandon(a);
+        assert_eq!(b.push(a, write(1)), Queued::Send);
     }
 }
