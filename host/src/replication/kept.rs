@@ -34,6 +34,10 @@ pub(crate) struct Built {
     pub(crate) orphans: u64,
     /// Tombstones this node holds (owned or not): with none, collection reads nothing.
     pub(crate) tombstones: u64,
+    /// No tombstone held was written before this (Unix ms; `u64::MAX`: none). A lower bound:
+    /// a collection does not raise it, a pass over the data does ([`KeptTrees::end_pass`]),
+    /// so collection reads nothing until a tombstone may be old enough.
+    pub(crate) tombstone_floor: u64,
 }
 
 impl Built {
@@ -43,6 +47,7 @@ impl Built {
             trees: HashMap::new(),
             orphans: 0,
             tombstones: 0,
+            tombstone_floor: u64::MAX,
         }
     }
 
@@ -63,6 +68,7 @@ impl Built {
         if entry.value.is_none() {
             if add {
                 self.tombstones += 1;
+                self.tombstone_floor = self.tombstone_floor.min(entry.version.millis());
             } else {
                 self.tombstones = self.tombstones.saturating_sub(1);
             }
@@ -129,6 +135,8 @@ struct State {
     /// Keys not owned on the current placement that were written since it became current
     /// (the handoff pushes them again), unless there were more than [`CHANGED_ORPHANS`].
     changed_orphans: ChangedOrphans,
+    /// During a pass over the tombstones: the oldest tombstone written since it began.
+    pass_floor: Option<u64>,
 }
 
 /// At most this many orphans written since the last handoff are remembered; beyond, the
@@ -337,6 +345,31 @@ impl KeptTrees {
         }
     }
 
+    /// A time no tombstone held was written before, if the kept trees are for `view`'s
+    /// placement (`u64::MAX`: none held).
+    pub(crate) fn tombstone_floor(&self, view: &View) -> Option<u64> {
+        self.current_for(view, |b| b.tombstone_floor)
+    }
+
+    /// A pass over every tombstone begins: tombstones written from now on are remembered
+    /// for [`KeptTrees::end_pass`].
+    pub(crate) fn begin_pass(&self) {
+        self.lock().pass_floor = Some(u64::MAX);
+    }
+
+    /// The pass ends, having found no tombstone older than `oldest` (`None`: it failed).
+    /// The floor of `view`'s trees becomes that, or the oldest tombstone written during
+    /// the pass.
+    pub(crate) fn end_pass(&self, view: &View, oldest: Option<u64>) {
+        let mut state = self.lock();
+        let during = state.pass_floor.take().unwrap_or(0);
+        if let (Some(oldest), Some(current)) = (oldest, state.current.as_mut())
+            && same_placement(&current.view, view)
+        {
+            current.tombstone_floor = oldest.min(during);
+        }
+    }
+
     /// How many tombstones this node holds, if the kept trees are for `view`'s placement.
     pub(crate) fn tombstones(&self, view: &View) -> Option<u64> {
         self.current_for(view, |b| b.tombstones)
@@ -388,6 +421,12 @@ impl ReplicaWatch for KeptTrees {
             && apply(built)
         {
             state.note_changed_orphan(key);
+        }
+        if let (Some(floor), Some(new)) = (&mut state.pass_floor, new)
+            && let Ok(entry) = Entry::decode(new)
+            && entry.value.is_none()
+        {
+            *floor = (*floor).min(entry.version.millis());
         }
         if let Some(b) = &mut state.building {
             if b.has_read(key) {
@@ -537,6 +576,54 @@ mod tests {
             assert_eq!(now.orphans, orphans, "round {round}: orphans");
             assert_eq!(now.tombstones, tombstones, "round {round}: tombstones");
         }
+    }
+
+    #[test]
+    fn the_tombstone_floor_falls_as_tombstones_come_and_rises_only_after_a_pass() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(dir.path()).expect("a store");
+        let me: NodeId = "a".parse().expect("a node name");
+        let kept = KeptTrees::watch(me, ReplicationConfig::default(), &store);
+        let v = view(&["a", "b"]);
+        let write = |key: &str, ms: u64, deleted: bool| {
+            let entry = Entry {
+                version: Version::at(ms << 16),
+                value: (!deleted).then(|| b"value".to_vec()),
+                fences: Vec::new(),
+            };
+            let key = format!("many\0{key}").into_bytes();
+            store
+                .replica_update(&key, |_| (Some(entry.encode()), ()))
+                .expect("writable");
+            (key, entry.encode())
+        };
+        kept.for_view(&v, &store).expect("built");
+        let floor = || kept.tombstone_floor(&v).expect("current");
+        write("live", 10, false);
+        assert_eq!(floor(), u64::MAX, "no tombstone");
+        write("x", 500, true);
+        assert_eq!(floor(), 500);
+        let (old, bytes) = write("y", 200, true);
+        assert_eq!(floor(), 200);
+        // Collected: the floor stays (a lower bound) until a pass finds the oldest left.
+        store.replica_remove_if(&old, &bytes).expect("removable");
+        assert_eq!(floor(), 200);
+        kept.begin_pass();
+        write("z", 300, true); // written while the pass runs, behind its cursor
+        kept.end_pass(&v, Some(500));
+        assert_eq!(floor(), 300);
+        kept.begin_pass();
+        kept.end_pass(&v, Some(500));
+        assert_eq!(floor(), 500);
+        // A pass that failed changes nothing.
+        write("w", 100, true);
+        kept.begin_pass();
+        kept.end_pass(&v, None);
+        assert_eq!(floor(), 100);
+        // New trees (another placement) find the oldest in their build.
+        let w = view(&["a", "b", "c"]);
+        kept.for_view(&w, &store).expect("built");
+        assert_eq!(kept.tombstone_floor(&w), Some(100));
     }
 
     #[test]

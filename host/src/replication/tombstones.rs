@@ -28,13 +28,24 @@ impl Replicator {
             return;
         }
         let horizon = now_ms().saturating_sub(inner.config.tombstone_grace.as_millis() as u64);
+        if inner
+            .kept
+            .tombstone_floor(view)
+            .is_some_and(|floor| floor >= horizon)
+        {
+            // No tombstone held is old enough yet.
+            return;
+        }
         let this = self.clone();
         let scan_view = self.view();
+        inner.kept.begin_pass();
         let found =
             tokio::task::spawn_blocking(move || this.old_tombstones(&scan_view, horizon)).await;
-        let Ok(Ok(candidates)) = found else {
+        let Ok(Ok((candidates, oldest))) = found else {
+            inner.kept.end_pass(view, None);
             return;
         };
+        inner.kept.end_pass(view, Some(oldest));
         for batch in candidates.chunks(1024) {
             // Which keys every other owner holds the same way.
             let mut agreed: Vec<bool> = vec![true; batch.len()];
@@ -113,19 +124,23 @@ impl Replicator {
         }
     }
 
-    /// Tombstones older than `horizon` (Unix ms) that this node is the primary of.
+    /// Tombstones older than `horizon` (Unix ms) that this node is the primary of, and when
+    /// the oldest tombstone it holds was written (`u64::MAX`: none).
     fn old_tombstones(
         &self,
         view: &View,
         horizon: u64,
-    ) -> Result<Vec<(Vec<u8>, Version)>, ReplicationError> {
+    ) -> Result<(Vec<(Vec<u8>, Version)>, u64), ReplicationError> {
         let inner = self.inner();
-        let mut out = Vec::new();
+        let (mut out, mut oldest) = (Vec::new(), u64::MAX);
         for record in inner.store.replica_iter() {
             let (key, bytes) = record?;
             let Ok(entry) = Entry::decode(&bytes) else {
                 continue;
             };
+            if entry.value.is_none() {
+                oldest = oldest.min(entry.version.millis());
+            }
             if entry.value.is_some() || entry.version.millis() >= horizon {
                 continue;
             }
@@ -133,7 +148,7 @@ impl Replicator {
                 out.push((key, entry.version));
             }
         }
-        Ok(out)
+        Ok((out, oldest))
     }
 
     /// Drops each key whose entry is still exactly the tombstone of that version; flushes.
