@@ -8,6 +8,9 @@ use super::{Entry, ReplicationError, Replicator, Version, View, now_ms};
 use crate::id::NodeId;
 use crate::rpc;
 
+/// Tombstones to collect: keys and the versions of their tombstones.
+type Candidates = Vec<(Vec<u8>, Version)>;
+
 impl Replicator {
     /// Collects the tombstones this node is primary for that no replica can bring back: older
     /// than `tombstone_grace`, with every member of the cluster up (a member that is down may
@@ -130,7 +133,7 @@ impl Replicator {
         &self,
         view: &View,
         horizon: u64,
-    ) -> Result<(Vec<(Vec<u8>, Version)>, u64), ReplicationError> {
+    ) -> Result<(Candidates, u64), ReplicationError> {
         let inner = self.inner();
         let (mut out, mut oldest) = (Vec::new(), u64::MAX);
         for record in inner.store.replica_iter() {
