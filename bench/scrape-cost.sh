@@ -10,6 +10,7 @@
 #   FILLS="1000 1000000" bench/scrape-cost.sh  # a row after each fill: keys 0 .. 999, then
 #                                              # up to 999,999, each written once (N=3: every
 #                                              # node holds them all), 30 s quiet before a row
+#   FILLS=300000 DELETES=10 bench/scrape-cost.sh # then a row after deleting keys 0 .. 9
 #
 # Needs: wrk, python3, curl.
 set -euo pipefail
@@ -74,6 +75,16 @@ if [ -n "${FILLS:-}" ]; then
     row "keys 0 to $((upto - 1)) written once ($((upto - from)) puts in $took s), 30 s quiet"
     from=$upto
   done
+  if [ -n "${DELETES:-}" ]; then
+    # Deleted keys leave tombstones, collected after the grace (24 h): until then an idle
+    # node should read nothing for them.
+    for i in $(seq 0 $((DELETES - 1))); do
+      curl -fs -o /dev/null -X DELETE -H "Authorization: Bearer $weft_token" \
+        "$node/v1/kv/bench/$(printf 'k%07d' "$i")"
+    done
+    sleep 30
+    row "then $DELETES of them deleted, 30 s quiet"
+  fi
   exit 0
 fi
 KV_SIDE=weft KV_OP=put KV_KEYS=$KEYS KV_NS=bench KV_TOKEN=$weft_token \
