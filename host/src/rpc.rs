@@ -91,9 +91,7 @@ pub async fn call_sized<W: Wire>(
         sent: payload.len() as u64,
         received: answer.len() as u64,
     };
-    let answer = decode_response::<W>(&answer)
-        .map_err(|reason| TransportError::Connection { addr: to, reason })?;
-    Ok((answer, sized))
+    Ok((answer_from::<W>(to, &answer)?, sized))
 }
 
 /// Sends `request` to the `W` service of the node at `to`, whose answer is a head followed by
@@ -108,9 +106,12 @@ pub async fn open<W: Wire>(
     let (head, pieces) = transport
         .rpc_stream(to, &encode_request::<W>(request), within)
         .await?;
-    let head = decode_response::<W>(&head)
-        .map_err(|reason| TransportError::Connection { addr: to, reason })?;
-    Ok((head, pieces))
+    Ok((answer_from::<W>(to, &head)?, pieces))
+}
+
+/// Decodes an answer of `W` from the node at `to`; a malformed one fails its connection.
+fn answer_from<W: Wire>(to: SocketAddr, bytes: &[u8]) -> Result<W::Response, TransportError> {
+    decode_response::<W>(bytes).map_err(|reason| TransportError::Connection { addr: to, reason })
 }
 
 /// Answers one request of a service; an `Err` goes back to the caller as an error frame.

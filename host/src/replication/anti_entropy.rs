@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::coordinator::unexpected;
 use super::merkle::{Leaves, cover, fine_of, fine_points};
 use super::sync::batches;
 use super::wire::{KvWire, Request, Response};
@@ -238,7 +239,7 @@ impl Replicator {
                     held.extend(entries);
                     left = &left[(consumed as usize).min(left.len())..];
                 }
-                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Ok(other) => return Err(unexpected(&other)),
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -284,7 +285,7 @@ impl Replicator {
         match self.ae_call(addr, &Request::AeRoot { from, root }).await? {
             Response::AeSame(true) => return Ok(in_sync),
             Response::AeSame(false) => {}
-            other => return Err(format!("unexpected answer {other:?}")),
+            other => return Err(unexpected(&other)),
         }
         let from = inner.me.clone();
         let request = Request::AeLeaves {
@@ -293,7 +294,7 @@ impl Replicator {
         };
         let (differing, their_fine) = match self.ae_call(addr, &request).await? {
             Response::AeFine { differing, fine } => (differing, fine),
-            other => return Err(format!("unexpected answer {other:?}")),
+            other => return Err(unexpected(&other)),
         };
         let fine = leaves.differing_fine(&differing, &their_fine);
         if fine.is_empty() {
@@ -310,19 +311,19 @@ impl Replicator {
             .await?
         {
             Response::AeDiff { differing, have } => (differing, have),
-            other => return Err(format!("unexpected answer {other:?}")),
+            other => return Err(unexpected(&other)),
         };
         // The peer answered for these fine ranges: compare the same ones here, as many as fit
         // the same budget (this side may hold far more of them: a peer that lost its data
         // answers for every range); the rest wait for the next round, where they still differ.
-        let this = self.clone();
-        let (v, p) = (self.view(), peer.clone());
-        let (covered, mine) = tokio::task::spawn_blocking(move || {
-            this.shared_versions(&v, &p, &covered, crate::replication::ANSWER_BYTES)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        let p = peer.clone();
+        let (covered, mine) = self
+            .blocking(move |this| {
+                let view = this.view();
+                this.shared_versions(&view, &p, &covered, crate::replication::ANSWER_BYTES)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         let covered: BTreeSet<u16> = covered.into_iter().collect();
         let theirs: HashMap<Vec<u8>, Version> = theirs
             .into_iter()
@@ -343,10 +344,10 @@ impl Replicator {
         // The entries to push are read as they are now (a newer version goes, which is as
         // good), a step at a time, so memory holds one step of values.
         for keys in push.chunks(PUSH_STEP) {
-            let (this, keys) = (self.clone(), keys.to_vec());
-            let entries = tokio::task::spawn_blocking(move || this.entries_of(&keys))
+            let keys = keys.to_vec();
+            let entries = self
+                .blocking(move |this| this.entries_of(&keys))
                 .await
-                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
             for entries in batches(entries) {
                 let push = Request::KvPush {
@@ -355,7 +356,7 @@ impl Replicator {
                 };
                 match self.ae_call(addr, &push).await? {
                     Response::Done => {}
-                    other => return Err(format!("unexpected answer {other:?}")),
+                    other => return Err(unexpected(&other)),
                 }
             }
         }
@@ -369,7 +370,7 @@ impl Replicator {
                         .map_err(|e| e.to_string())?;
                     left = &left[(consumed as usize).min(left.len())..];
                 }
-                other => return Err(format!("unexpected answer {other:?}")),
+                other => return Err(unexpected(&other)),
             }
         }
         inner.stats.ae_pushed.fetch_add(pushed, Ordering::Relaxed);

@@ -31,8 +31,12 @@ pub fn fine_of(point: u64) -> u16 {
     (point >> (64 - FINE.trailing_zeros())) as u16
 }
 
-/// The fine ranges of leaf `leaf`.
+/// The fine ranges of leaf `leaf` (none for a leaf past the last, as a malformed peer may
+/// name).
 pub fn fine_in(leaf: u16) -> std::ops::Range<u32> {
+    if usize::from(leaf) >= LEAVES {
+        return 0..0;
+    }
     let per = (FINE / LEAVES) as u32;
     u32::from(leaf) * per..(u32::from(leaf) + 1) * per
 }
@@ -309,6 +313,8 @@ mod tests {
         gone.add(p5, b"b", v(1), false);
         assert_eq!(gone, missing);
         assert_eq!(fine_of(p5), (3 * per + 5) as u16);
+        // A leaf past the last (a malformed peer's) holds no fine range.
+        assert!(fine_in(LEAVES as u16).is_empty() && a.fine(&[u16::MAX]).is_empty());
         for f in [0u16, 1, 4097, u16::MAX] {
             let (from, to) = fine_points(f);
             assert_eq!((fine_of(from), fine_of(to)), (f, f));

@@ -42,23 +42,35 @@ async fn writer(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let (url, token) = &nodes[i as usize % nodes.len()];
-        let key = format!("{prefix}{i}");
-        let value = format!("v{i}");
-        let r = http
-            .put(format!("{url}/v1/kv/data/{key}"))
-            .bearer_auth(token)
-            .body(value.clone())
-            .send()
-            .await;
-        if matches!(&r, Ok(r) if r.status() == StatusCode::OK) {
+        let node = &nodes[i as usize % nodes.len()];
+        if put_acked(&http, node, format!("{prefix}{i}"), format!("v{i}"), &acked).await {
             ok += 1;
-            acked.lock().unwrap().insert(key, Some(value));
         } else {
             failed += 1;
         }
     }
     (ok, failed)
+}
+
+/// Writes `key` through the node at `(url, token)`; records it if acknowledged.
+async fn put_acked(
+    http: &reqwest::Client,
+    (url, token): &(String, String),
+    key: String,
+    value: String,
+    acked: &Acked,
+) -> bool {
+    let r = http
+        .put(format!("{url}/v1/kv/data/{key}"))
+        .bearer_auth(token)
+        .body(value.clone())
+        .send()
+        .await;
+    let ok = matches!(&r, Ok(r) if r.status() == StatusCode::OK);
+    if ok {
+        acked.lock().unwrap().insert(key, Some(value));
+    }
+    ok
 }
 
 /// Writes `count` unique keys through `nodes` in turn, `concurrency` at a time, as fast as
@@ -77,24 +89,11 @@ async fn bulk(
         .unwrap();
     futures::stream::iter(0..count)
         .map(|i| {
-            let (http, (url, token)) = (&http, &nodes[i as usize % nodes.len()]);
-            let key = format!("{prefix}{i}");
-            async move {
-                let r = http
-                    .put(format!("{url}/v1/kv/data/{key}"))
-                    .bearer_auth(token)
-                    .body(format!("b{i}"))
-                    .send()
-                    .await;
-                let ok = matches!(&r, Ok(r) if r.status() == StatusCode::OK);
-                if ok {
-                    acked.lock().unwrap().insert(key, Some(format!("b{i}")));
-                }
-                ok as u64
-            }
+            let node = &nodes[i as usize % nodes.len()];
+            put_acked(&http, node, format!("{prefix}{i}"), format!("b{i}"), acked)
         })
         .buffer_unordered(concurrency)
-        .fold(0, |n, ok| async move { n + ok })
+        .fold(0, |n, ok| async move { n + u64::from(ok) })
         .await
 }
 
