@@ -74,7 +74,7 @@ impl Replicator {
                 .map(|f| (f.lock.as_str().as_bytes(), f.token))
                 .collect();
             match store.fence_raise(&marks, true)? {
-                Ok(true) => store.flush().await?,
+                Ok(true) => store.commit().await?,
                 Ok(false) => {}
                 Err((lock, seen)) => {
                     self.inner()
@@ -224,7 +224,7 @@ impl Replicator {
     ) -> Result<PutOutcome, ReplicationError> {
         let (outcome, changed) = self.apply_unflushed(key, entry, true)?;
         if changed {
-            self.inner().store.flush().await?;
+            self.inner().store.commit().await?;
         }
         Ok(outcome)
     }
@@ -247,7 +247,7 @@ impl Replicator {
             })
             .collect();
         if changed {
-            self.inner().store.flush().await?;
+            self.inner().store.commit().await?;
         }
         Ok(outcomes)
     }
@@ -264,7 +264,7 @@ impl Replicator {
         for (key, entry) in &entries {
             self.apply_unflushed(key, entry, hinted)?;
         }
-        self.inner().store.flush().await?;
+        self.inner().store.commit().await?;
         Ok(())
     }
 }

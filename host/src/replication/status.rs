@@ -84,6 +84,14 @@ impl Replicator {
                 ("gate_writes", &s.gate_writes),
             ]
             .into_iter()
+            .chain(self.inner.store.journal_stats().into_iter().flat_map(|j| {
+                [
+                    ("journal_changes", &j.changes),
+                    ("journal_syncs", &j.syncs),
+                    ("journal_bytes", &j.bytes),
+                    ("journal_checkpoints", &j.checkpoints),
+                ]
+            }))
             .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
             .collect(),
         }

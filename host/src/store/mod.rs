@@ -2,13 +2,17 @@
 //! nodes, the members and nodes it has seen, and map/reduce job records and output. (Blobs,
 //! modules among them, are files: see `crate::blobs`.)
 //!
-//! This is the only module that knows sled. Every acknowledged write is flushed to disk before
-//! the call returns.
+//! This is the only module that knows sled. Every acknowledged write is durable before the call
+//! returns: changes of the replicated data and the fences through the journal
+//! ([`Store::commit`]), everything else through a sled flush and a file-system sync
+//! ([`Store::flush`]).
 
+mod journal;
 mod points;
 mod raft;
 mod replica;
 
+pub use journal::JournalStats;
 pub use points::PointOf;
 pub use replica::{FenceMark, ReplicaWatch};
 
@@ -21,12 +25,18 @@ pub struct StoreConfig {
     /// memory down as its data grows (pages not cached are read from the file system's cache
     /// or the disk).
     pub cache_bytes: u64,
+    /// Bytes of a journal segment (see `store::journal`). Default 32 MiB. A full segment is
+    /// checkpointed (sled flushed, the segment deleted), so the journal takes about twice
+    /// this on disk, and a start after a crash replays at most about this much. Smaller
+    /// checkpoints more often (each a sled flush and a file-system sync).
+    pub journal_segment_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             cache_bytes: 64 << 20,
+            journal_segment_bytes: 32 << 20,
         }
     }
 }
@@ -63,12 +73,18 @@ pub enum StoreError {
     /// The flusher thread stopped (the node is shutting down).
     #[error("the store is shutting down")]
     FlusherGone,
+    /// The journal could not be read when the store opened.
+    #[error("the journal cannot be replayed: {0}")]
+    Journal(String),
 }
 
 /// The node's sled database and its trees.
 #[derive(Clone)]
 pub struct Store {
-    flusher: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
+    flusher: std::sync::mpsc::Sender<FlushWaiter>,
+    /// The redo log of replicated data, its index and the fences (`None` only when a test
+    /// switch acknowledges without flushing).
+    journal: Option<std::sync::Arc<journal::Journal>>,
     modules: sled::Tree,
     data: sled::Tree,
     hints: sled::Tree,
@@ -108,21 +124,76 @@ impl Store {
     /// [`Store::open`] with `config`.
     pub fn open_with(dir: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
         let db = open_locked(dir, config)?;
-        let flusher = spawn_flusher(db.clone(), dir)?;
         let data = db.open_tree("data")?;
+        let points = db.open_tree("points")?;
+        let fences = db.open_tree("fences")?;
+        let journal_dir = dir.join("journal");
+        let replayed = journal::replay(&journal_dir, |change| {
+            let tree = match change.tree {
+                journal::Tree::Data => &data,
+                journal::Tree::Points => &points,
+                journal::Tree::Fences => &fences,
+            };
+            match change.value {
+                Some(v) => tree.insert(change.key, v).map(drop),
+                None => tree.remove(change.key).map(drop),
+            }
+            .map_err(StoreError::from)
+        })?;
+        if !replayed.segments.is_empty() {
+            db.flush()?;
+            sync_to_disk(&open_log(dir)?).map_err(|e| StoreError::Flush(e.to_string()))?;
+            for segment in &replayed.segments {
+                std::fs::remove_file(segment).map_err(|e| {
+                    StoreError::Journal(format!("deleting {}: {e}", segment.display()))
+                })?;
+            }
+            if replayed.changes > 0 {
+                tracing::info!(
+                    changes = replayed.changes,
+                    "replayed the journal of the replicated data"
+                );
+            }
+        }
+        let flusher = spawn_flusher(db.clone(), dir)?;
+        #[cfg(feature = "test-switches")]
+        let skip_flush = {
+            let skip = std::env::var_os("WEFT_UNSAFE_SKIP_FLUSH").is_some_and(|v| v == "1");
+            if skip {
+                tracing::error!(
+                    "WEFT_UNSAFE_SKIP_FLUSH=1: writes are acknowledged before they are on disk (for tests only)"
+                );
+            }
+            skip
+        };
+        #[cfg(not(feature = "test-switches"))]
+        let skip_flush = false;
+        let journal = if skip_flush {
+            None
+        } else {
+            let journal = journal::Journal::start(
+                journal_dir,
+                replayed.next,
+                config.journal_segment_bytes,
+                flusher.clone(),
+            )
+            .map_err(|e| StoreError::Journal(format!("starting it: {e}")))?;
+            Some(std::sync::Arc::new(journal))
+        };
         let hints = db.open_tree("hints")?;
         let counts = std::sync::Arc::new(replica::Counts::of(&data, &hints)?);
         Ok(Store {
             flusher,
+            journal,
             modules: db.open_tree("modules")?,
             data,
             hints,
             counts,
             key_stripes: std::sync::Arc::new((0..256).map(|_| Default::default()).collect()),
             watcher: Default::default(),
-            points: db.open_tree("points")?,
+            points,
             point_of: Default::default(),
-            fences: db.open_tree("fences")?,
+            fences,
             fence_stripes: std::sync::Arc::new((0..64).map(|_| Default::default()).collect()),
             jobs: db.open_tree("jobs")?,
             job_output: db.open_tree("job-output")?,
@@ -131,15 +202,7 @@ impl Store {
             raft_log: db.open_tree("raft-log")?,
             raft_meta: db.open_tree("raft-meta")?,
             #[cfg(feature = "test-switches")]
-            skip_flush: {
-                let skip = std::env::var_os("WEFT_UNSAFE_SKIP_FLUSH").is_some_and(|v| v == "1");
-                if skip {
-                    tracing::error!(
-                        "WEFT_UNSAFE_SKIP_FLUSH=1: writes are acknowledged before they are on disk (for tests only)"
-                    );
-                }
-                skip
-            },
+            skip_flush,
         })
     }
 
@@ -195,6 +258,29 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.flusher.send(tx).map_err(|_| StoreError::FlusherGone)?;
         rx.await.map_err(|_| StoreError::FlusherGone)?
+    }
+
+    /// Makes every change of the replicated data, its index and the fences made so far
+    /// durable (one sync of the journal serves every caller waiting at the time). Cheaper
+    /// than [`Store::flush`], which covers everything else.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.commit().await,
+            // Only a test switch runs without a journal, and it acknowledges unflushed.
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a change just made (its key's or lock's stripe held) to the journal.
+    fn journaled(&self, tree: journal::Tree, key: &[u8], value: Option<&[u8]>) {
+        if let Some(journal) = &self.journal {
+            journal.append(journal::Change { tree, key, value });
+        }
+    }
+
+    /// What the journal has done since the store opened (`None`: no journal, a test switch).
+    pub fn journal_stats(&self) -> Option<&JournalStats> {
+        self.journal.as_deref().map(journal::Journal::stats)
     }
 
     /// Modules stored by an earlier version, which kept them in the database (they are now
@@ -305,8 +391,7 @@ fn spawn_flusher(
     db: sled::Db,
     dir: &Path,
 ) -> Result<std::sync::mpsc::Sender<FlushWaiter>, StoreError> {
-    let log =
-        std::fs::File::open(dir.join("db")).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+    let log = open_log(dir)?;
     let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
     std::thread::Builder::new()
         .name("weft-flush".into())
@@ -326,6 +411,11 @@ fn spawn_flusher(
         })
         .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
     Ok(tx)
+}
+
+/// sled's log file, for [`sync_to_disk`].
+fn open_log(dir: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::File::open(dir.join("db")).map_err(|e| StoreError::Sled(sled::Error::Io(e)))
 }
 
 /// Makes everything written to the database's file system durable.

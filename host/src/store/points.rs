@@ -8,6 +8,7 @@
 //! the keys written or removed last (never the other way round), which [`Store::index_replicas`]
 //! sees by counting and mends by indexing every entry again.
 
+use super::journal::Tree;
 use super::{Store, StoreError};
 
 /// Maps a stored key to its ring point.
@@ -79,7 +80,9 @@ impl Store {
     /// Indexes a key that entered `data` (its stripe held).
     pub(super) fn index_add(&self, key: &[u8]) -> Result<(), StoreError> {
         if let Some(point_of) = self.point_of.get() {
-            self.points.insert(index_key(point_of(key), key), &[])?;
+            let indexed = index_key(point_of(key), key);
+            self.points.insert(indexed.as_slice(), &[])?;
+            self.journaled(Tree::Points, &indexed, Some(&[]));
         }
         Ok(())
     }
@@ -87,7 +90,9 @@ impl Store {
     /// Takes out of the index a key about to leave `data` (its stripe held).
     pub(super) fn index_remove(&self, key: &[u8]) -> Result<(), StoreError> {
         if let Some(point_of) = self.point_of.get() {
-            self.points.remove(index_key(point_of(key), key))?;
+            let indexed = index_key(point_of(key), key);
+            self.points.remove(indexed.as_slice())?;
+            self.journaled(Tree::Points, &indexed, None);
         }
         Ok(())
     }

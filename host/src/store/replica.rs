@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::journal::Tree;
 use super::{Record, Store, StoreError};
 
 /// Entries and hints, counted as they are written (and once when the store opens), so that
@@ -80,7 +81,7 @@ impl Store {
     /// Replaces the entry under `key` with what `decide` makes of the current one, atomically
     /// with respect to other updates of the key (retrying when one raced it). `decide` returns
     /// the new bytes (or `None` to leave the key as it is) and a result passed back. Not
-    /// flushed: call [`Store::flush`] before acknowledging.
+    /// durable: call [`Store::commit`] before acknowledging.
     pub fn replica_update<T>(
         &self,
         key: &[u8],
@@ -99,6 +100,7 @@ impl Store {
                 .compare_and_swap(key, old.as_deref(), Some(&new[..]))?
             {
                 Ok(()) => {
+                    self.journaled(Tree::Data, key, Some(&new));
                     if added {
                         self.counts.entries.fetch_add(1, Ordering::Relaxed);
                         self.index_add(key)?;
@@ -168,7 +170,7 @@ impl Store {
     /// held, so no read or write under the same locks comes between. With `check`, a lock
     /// that has seen a larger token refuses the write: nothing changes, and the lock and its
     /// token are returned as the error. Returns `decide`'s result and whether a mark rose
-    /// (flush before answering, even when the entry did not change). Not flushed.
+    /// (commit before answering, even when the entry did not change). Not durable yet.
     ///
     /// (Not a sled transaction: sled 0.34's transactions take a process-wide lock that every
     /// other operation of every tree then waits on; the lock-protected counter ran at a fifth
@@ -192,7 +194,7 @@ impl Store {
     /// Raises the highest token seen of each lock in `fences` (a read made under the locks),
     /// all or nothing, with the locks' stripes held. With `check`, a lock that has seen a
     /// larger token refuses: nothing changes, and the lock and its token are returned as the
-    /// error. Returns whether a mark rose (then flush before answering). Not flushed.
+    /// error. Returns whether a mark rose (then commit before answering). Not durable yet.
     pub fn fence_raise(
         &self,
         fences: &[FenceMark<'_>],
@@ -236,6 +238,7 @@ impl Store {
         for (&(lock, token), have) in fences.iter().zip(seen) {
             if token > have {
                 self.fences.insert(lock, &token.to_be_bytes())?;
+                self.journaled(Tree::Fences, lock, Some(&token.to_be_bytes()));
                 rose = true;
             }
         }
@@ -260,6 +263,7 @@ impl Store {
             .compare_and_swap(key, Some(expected), None::<&[u8]>)?
             .is_ok();
         if removed {
+            self.journaled(Tree::Data, key, None);
             self.counts.entries.fetch_sub(1, Ordering::Relaxed);
             self.tell(key, Some(expected), None);
         }
@@ -295,7 +299,8 @@ impl Store {
     }
 
     /// Holds `entry` for `target`, to hand over when it is back. A newer hint for the same key
-    /// replaces an older one when `newer` says so. Not flushed.
+    /// replaces an older one when `newer` says so. Not journaled: durable after the next
+    /// [`Store::flush`] or checkpoint (or sled's own flush, every 500 ms).
     pub fn put_hint(
         &self,
         target: &str,

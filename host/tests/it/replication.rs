@@ -260,6 +260,25 @@ async fn concurrent_writes_to_a_peer_go_together() {
         }
     })
     .await;
+    // Each write changed the journals of at least two replicas (its entry and its index
+    // entry: two changes), and a sync of a journal served several writes: 32 wait at once.
+    assert!(
+        metric_sum(all, "weft_kv_journal_changes_total").await >= 800.0 * round as f64,
+        "after {round} rounds"
+    );
+    assert!(
+        metric_sum(all, "weft_kv_journal_syncs_total").await
+            < metric_sum(all, "weft_kv_journal_changes_total").await / 2.0
+    );
+    assert!(
+        metric_sum(all, "weft_kv_journal_bytes_total").await
+            > metric_sum(all, "weft_kv_journal_changes_total").await * 10.0
+    );
+    // Segments of 32 MiB are far from full.
+    assert_eq!(
+        metric_sum(all, "weft_kv_journal_checkpoints_total").await,
+        0.0
+    );
     for i in [1000, 1099, 1199] {
         let (status, body, _) = get(&nodes[2], &format!("/v1/kv/data/b{i}")).await;
         assert_eq!(
