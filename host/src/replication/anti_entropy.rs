@@ -22,7 +22,7 @@ type Versions = Vec<(Vec<u8>, Version)>;
 const PUSH_STEP: usize = 1024;
 
 /// Per-peer trees, and how many entries are held but no longer owned.
-type Scanned = (HashMap<NodeId, Leaves>, u64);
+type Scanned = (rustc_hash::FxHashMap<NodeId, Leaves>, u64);
 
 impl Replicator {
     /// The replication factor of a stored key.

@@ -14,7 +14,6 @@
 //! it, since a step's list of keys may have been taken before the key was written. Between
 //! changes of placement nothing reads the data.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::merkle::{Leaves, entry_hash};
@@ -29,7 +28,7 @@ pub(crate) struct Built {
     /// The placement they are for.
     pub(crate) view: Arc<View>,
     /// The tree this node shares with each peer (a peer it shares nothing with has none).
-    pub(crate) trees: HashMap<NodeId, Leaves>,
+    pub(crate) trees: rustc_hash::FxHashMap<NodeId, Leaves>,
     /// Entries this node holds but does not own on `view`'s ring (to hand over).
     pub(crate) orphans: u64,
     /// Tombstones this node holds (owned or not): with none, collection reads nothing.
@@ -44,7 +43,7 @@ impl Built {
     fn new(view: Arc<View>) -> Built {
         Built {
             view,
-            trees: HashMap::new(),
+            trees: Default::default(),
             orphans: 0,
             tombstones: 0,
             tombstone_floor: u64::MAX,
@@ -468,7 +467,8 @@ mod tests {
         me: &NodeId,
         config: &ReplicationConfig,
     ) -> (BTreeMap<NodeId, Leaves>, u64, u64) {
-        let (mut trees, mut orphans, mut tombstones) = (HashMap::<NodeId, Leaves>::new(), 0, 0);
+        let (mut trees, mut orphans, mut tombstones) =
+            (rustc_hash::FxHashMap::<NodeId, Leaves>::default(), 0, 0);
         for record in store.replica_iter() {
             let (key, bytes) = record.expect("readable");
             let entry = Entry::decode(&bytes).expect("an entry");
@@ -492,7 +492,7 @@ mod tests {
     }
 
     /// The trees that hold something (leaves and fine ranges both compared).
-    fn trees_held(trees: &HashMap<NodeId, Leaves>) -> BTreeMap<NodeId, Leaves> {
+    fn trees_held(trees: &rustc_hash::FxHashMap<NodeId, Leaves>) -> BTreeMap<NodeId, Leaves> {
         trees
             .iter()
             .filter(|(_, t)| !t.is_empty())

@@ -54,7 +54,7 @@ pub struct Leaves {
     top: Vec<[u8; 32]>,
     /// The fine ranges that hold something.
     #[serde(skip)]
-    fine: HashMap<u16, [u8; 32]>,
+    fine: rustc_hash::FxHashMap<u16, [u8; 32]>,
 }
 
 impl std::fmt::Debug for Leaves {
@@ -71,7 +71,7 @@ impl Default for Leaves {
     fn default() -> Self {
         Leaves {
             top: vec![[0; 32]; LEAVES],
-            fine: HashMap::new(),
+            fine: Default::default(),
         }
     }
 }
@@ -169,7 +169,7 @@ impl Leaves {
     pub fn top_only(&self) -> Leaves {
         Leaves {
             top: self.top.clone(),
-            fine: HashMap::new(),
+            fine: Default::default(),
         }
     }
 
@@ -328,7 +328,7 @@ mod tests {
     fn a_malformed_peer_tree_differs_everywhere() {
         let short = Leaves {
             top: vec![[0; 32]; 3],
-            fine: HashMap::new(),
+            fine: Default::default(),
         };
         assert_eq!(Leaves::default().differing(&short).len(), LEAVES);
     }

@@ -222,6 +222,8 @@ struct State {
     /// A write or sync failed: nothing later counts as durable.
     failed: Option<String>,
     stop: bool,
+    /// The writer waits for something to write (and needs waking).
+    idle: bool,
 }
 
 impl Journal {
@@ -259,8 +261,13 @@ impl Journal {
         let mut state = self.shared.lock();
         frame(&change, &mut state.buf);
         state.appended += 1;
+        let idle = std::mem::take(&mut state.idle);
         drop(state);
-        self.shared.wake.notify_one();
+        // Only a waiting writer needs the wake-up (a system call): a busy one takes the
+        // buffer when it is done.
+        if idle {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Waits until every change appended before the call is on disk.
@@ -289,6 +296,7 @@ impl Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
+        // Whether or not the writer waits: this is once.
         self.shared.wake.notify_one();
     }
 }
@@ -372,12 +380,14 @@ impl Writer {
             let (records, upto) = {
                 let mut state = self.shared.lock();
                 while state.buf.is_empty() && !state.stop {
+                    state.idle = true;
                     state = self
                         .shared
                         .wake
                         .wait(state)
                         .unwrap_or_else(|e| e.into_inner());
                 }
+                state.idle = false;
                 if state.buf.is_empty() {
                     return;
                 }
