@@ -74,8 +74,9 @@ impl Replicator {
                 .map(|f| (f.lock.as_str().as_bytes(), f.token))
                 .collect();
             match store.fence_raise(&marks, true)? {
-                Ok(true) => store.commit().await?,
-                Ok(false) => {}
+                // Even when no mark rose: another request may have raised it and not be
+                // durable yet (a commit with nothing pending returns at once).
+                Ok(_) => store.commit().await?,
                 Err((lock, seen)) => {
                     self.inner()
                         .stats
