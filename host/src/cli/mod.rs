@@ -89,6 +89,11 @@ enum Command {
         /// MiB of the local database's pages kept in memory (sled's page cache).
         #[arg(long, default_value_t = 64)]
         store_cache_mib: u64,
+        /// KiB of a segment of the store's journal: a full one is checkpointed (the database
+        /// flushed, the segment deleted), so the journal takes about twice this on disk and a
+        /// restart after a crash replays at most about this much.
+        #[arg(long, default_value_t = 32 << 10, value_parser = clap::value_parser!(u64).range(4..))]
+        store_journal_segment_kib: u64,
         /// Test only (`test-switches`): drop this fraction of outgoing gossip datagrams.
         #[cfg(feature = "test-switches")]
         #[arg(long, hide = true, default_value_t = 0.0)]
@@ -353,6 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             placement_tag,
             shuffle_memory_mib,
             store_cache_mib,
+            store_journal_segment_kib,
         } => {
             let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
             config.http = *http;
@@ -382,6 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.replication.placement.require_tag = placement_tag.clone();
             config.jobs.shuffle_memory_bytes = shuffle_memory_mib.saturating_mul(1 << 20);
             config.store.cache_bytes = store_cache_mib.saturating_mul(1 << 20);
+            config.store.journal_segment_bytes = store_journal_segment_kib.saturating_mul(1 << 10);
             let node = crate::Node::start(config).await?;
             println!(
                 "weft node `{}` serving on {} (cluster address {})",

@@ -510,6 +510,61 @@ mod tests {
         assert_eq!(Change::decode(&[0, 1, 5, 0, 0, 0, b'k']), None);
     }
 
+    fn exists(dir: &Path, number: u64) -> bool {
+        dir.join(format!("{number:020}.log")).exists()
+    }
+
+    /// A full segment goes only once the flush it asked for (started after its last record
+    /// was written) has succeeded; writes go on meanwhile.
+    #[tokio::test]
+    async fn a_full_segment_is_deleted_only_after_the_flush_it_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        let (flusher, flushes) = std::sync::mpsc::channel::<FlushWaiter>();
+        let journal = Journal::start(journal_dir.clone(), 1, 256, flusher).unwrap();
+        let wait = std::time::Duration::from_secs(30);
+        let mut i = 0u8;
+        let mut write = async || {
+            i += 1;
+            journal.append(change(Tree::Data, b"k", Some(&[i; 100])));
+            journal.commit().await.unwrap();
+        };
+        // Two records of 114 bytes fill a segment of 256: the third starts segment 2.
+        for _ in 0..3 {
+            write().await;
+        }
+        let first = flushes.recv_timeout(wait).unwrap();
+        write().await;
+        assert!(exists(&journal_dir, 1), "deleted before its flush finished");
+        assert!(exists(&journal_dir, 2));
+        first.send(Ok(())).unwrap();
+        let deadline = std::time::Instant::now() + wait;
+        while exists(&journal_dir, 1) {
+            assert!(std::time::Instant::now() < deadline, "segment 1 stays");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(journal.stats().checkpoints.load(Ordering::Relaxed), 1);
+        // Segment 2 is full now; its flush fails: it stays, to be replayed.
+        write().await;
+        let second = flushes.recv_timeout(wait).unwrap();
+        second
+            .send(Err(StoreError::Flush("the disk is gone".into())))
+            .unwrap();
+        for _ in 0..4 {
+            write().await;
+        }
+        let third = flushes.recv_timeout(wait).unwrap();
+        third.send(Ok(())).unwrap();
+        while exists(&journal_dir, 3) {
+            assert!(std::time::Instant::now() < deadline, "segment 3 stays");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            exists(&journal_dir, 2),
+            "a segment whose flush failed was deleted"
+        );
+    }
+
     #[tokio::test]
     async fn committed_changes_are_replayed_in_order_across_segments() {
         let dir = tempfile::tempdir().unwrap();

@@ -231,7 +231,9 @@ fn writers(
 /// One node killed with SIGKILL at `kills` random points while 4 writers write through it;
 /// after each restart it must hold every write acknowledged so far. `Err` names the first
 /// acknowledged write it lost.
-async fn kill_points(kills: usize, opts: &Opts) -> Result<usize, String> {
+/// `Ok`: the acknowledged writes, and the journal checkpoints the node had made just before
+/// each kill, summed.
+async fn kill_points(kills: usize, opts: &Opts) -> Result<(usize, f64), String> {
     let mut rng = crate::harness::fault_rng("kill points");
     let root = tempfile::tempdir().unwrap();
     let mut node = lone(root.path(), "127.0.0.1:0".parse().unwrap(), opts).await;
@@ -239,6 +241,7 @@ async fn kill_points(kills: usize, opts: &Opts) -> Result<usize, String> {
     let token = std::fs::read_to_string(root.path().join("own-cluster/admin.token")).unwrap();
     let kv = std::sync::Arc::new(Kv::new(&token));
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut checkpoints = 0.0;
     for round in 0..kills {
         // Writers run until the kill; the kill lands at a random point of their work.
         let stop = tokio_util::sync::CancellationToken::new();
@@ -246,6 +249,10 @@ async fn kill_points(kills: usize, opts: &Opts) -> Result<usize, String> {
         let running = writers(&kv, &node.http, keys, 0, &stop);
         let pause = Duration::from_millis(rng.random_range(20..320));
         tokio::time::sleep(pause).await; // the kill point, not a wait for a condition
+        if !opts.skip_flush {
+            // (Acknowledging before the flush, a node keeps no journal.)
+            checkpoints += node.metric("weft_kv_journal_checkpoints_total").await;
+        }
         node.kill9().await;
         stop.cancel();
         for w in running {
@@ -277,14 +284,31 @@ async fn kill_points(kills: usize, opts: &Opts) -> Result<usize, String> {
             "{k}"
         );
     }
-    Ok(acked.len())
+    Ok((acked.len(), checkpoints))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_at_random_points_during_writes_loses_no_acknowledged_write() {
     let kills = if long() { 200 } else { 5 };
-    let acked = kill_points(kills, &Opts::default()).await.unwrap();
+    let (acked, _) = kill_points(kills, &Opts::default()).await.unwrap();
     eprintln!("{kills} kills, {acked} acknowledged writes, none lost");
+}
+
+/// The same with journal segments of 16 KiB (about a hundred writes each): the kills land
+/// while segments fill, checkpoints run and full segments are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_its_journal_checkpoints_loses_no_acknowledged_write() {
+    let kills = if long() { 200 } else { 5 };
+    let opts = Opts {
+        args: vec!["--store-journal-segment-kib".into(), "16".into()],
+        ..Default::default()
+    };
+    let (acked, checkpoints) = kill_points(kills, &opts).await.unwrap();
+    assert!(
+        checkpoints >= kills as f64,
+        "{checkpoints} checkpoints before {kills} kills"
+    );
+    eprintln!("{kills} kills, {checkpoints} checkpoints, {acked} acknowledged writes, none lost");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
