@@ -1,5 +1,6 @@
-//! This node as a replica: applying writes to its own copies (newest version wins, flushed
-//! before the answer), and answering its peers' reads, scans and anti-entropy requests.
+//! This node as a replica: applying writes to its own copies (newest version wins, durable
+//! before the answer: the store's journal is committed), and answering its peers' reads,
+//! scans and anti-entropy requests.
 //!
 //! Fencing: a write made under locks carries their tokens, and the replica keeps the highest
 //! token seen of each lock. A write from its coordinator, or its hint, under a token lower
@@ -23,7 +24,7 @@ pub(crate) const ANSWER_BYTES: usize = 8 << 20;
 /// What a replica did with a write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PutOutcome {
-    /// Stored and flushed (or already held).
+    /// Stored and durable (or already held).
     Applied,
     /// Not stored: the replica holds this newer version.
     Stale(Version),
@@ -59,7 +60,7 @@ impl Replicator {
     }
 
     /// This node's copy of `key` for a read made under `fences`: the read raises the tokens
-    /// seen of their locks (flushed before the answer), so a holder that lost one of the
+    /// seen of their locks (committed before the answer), so a holder that lost one of the
     /// locks can no longer write what this reader did not see; and it is refused, as a write
     /// would be, when one of the locks has seen a larger token.
     pub(crate) async fn local_get_fenced(
@@ -153,9 +154,9 @@ impl Replicator {
         Ok((out, full))
     }
 
-    /// Stores `entry` under `key` if it is newer, without flushing. `first_hand`: the write
+    /// Stores `entry` under `key` if it is newer, without committing. `first_hand`: the write
     /// comes from its coordinator (or is its hint), and its fences are checked. Returns what
-    /// was done, and whether anything changed on disk (then flush before answering).
+    /// was done, and whether anything changed (then commit before answering).
     fn apply_unflushed(
         &self,
         key: &[u8],
@@ -216,7 +217,7 @@ impl Replicator {
         Ok((outcome, changed))
     }
 
-    /// Applies one write from its coordinator (checking its fences) and flushes it before
+    /// Applies one write from its coordinator (checking its fences) and commits it before
     /// answering.
     pub(crate) async fn apply(
         &self,
@@ -231,7 +232,7 @@ impl Replicator {
     }
 
     /// Applies each of `writes` from their coordinators, as [`Replicator::apply`] does, and
-    /// flushes once: what was done with each.
+    /// commits once: what was done with each.
     pub(crate) async fn apply_many(
         &self,
         writes: &[(Vec<u8>, Entry)],
@@ -253,7 +254,7 @@ impl Replicator {
         Ok(outcomes)
     }
 
-    /// Applies the newer of `entries` and flushes once. `hinted`: they are hints, writes their
+    /// Applies the newer of `entries` and commits once. `hinted`: they are hints, writes their
     /// coordinator held for this node, checked against the fences as the writes would have
     /// been (one under a superseded token is dropped); otherwise copies of writes other
     /// replicas took (repair, anti-entropy, hand-off), which only raise the marks.

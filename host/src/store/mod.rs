@@ -141,8 +141,7 @@ impl Store {
             .map_err(StoreError::from)
         })?;
         if !replayed.segments.is_empty() {
-            db.flush()?;
-            sync_to_disk(&open_log(dir)?).map_err(|e| StoreError::Flush(e.to_string()))?;
+            flush_to_disk(&db, &open_log(dir)?).map_err(StoreError::Flush)?;
             for segment in &replayed.segments {
                 std::fs::remove_file(segment).map_err(|e| {
                     StoreError::Journal(format!("deleting {}: {e}", segment.display()))
@@ -399,11 +398,7 @@ fn spawn_flusher(
             while let Ok(first) = rx.recv() {
                 let mut waiters = vec![first];
                 waiters.extend(rx.try_iter());
-                let result = db
-                    .flush()
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| sync_to_disk(&log).map_err(|e| e.to_string()));
+                let result = flush_to_disk(&db, &log);
                 for w in waiters {
                     let _ = w.send(result.clone().map_err(StoreError::Flush));
                 }
@@ -411,6 +406,12 @@ fn spawn_flusher(
         })
         .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
     Ok(tx)
+}
+
+/// sled's flush, then the file system's sync (see [`spawn_flusher`]).
+fn flush_to_disk(db: &sled::Db, log: &std::fs::File) -> Result<(), String> {
+    db.flush().map_err(|e| e.to_string())?;
+    sync_to_disk(log).map_err(|e| e.to_string())
 }
 
 /// sled's log file, for [`sync_to_disk`].
