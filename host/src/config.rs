@@ -3,6 +3,9 @@
 //! `transport`, `MembershipConfig` in `membership`, `ReplicationConfig` in `replication`,
 //! `JobsConfig` in `mapreduce`);
 //! `NodeConfig` composes them, and they are re-exported here.
+//! `weft node --config FILE` reads it from a TOML file with the same keys (`file`).
+
+mod file;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
@@ -17,51 +20,65 @@ pub use crate::replication::{Quorum, ReplicationConfig, ReplicationSwitches};
 pub use crate::runtime::RuntimeConfig;
 pub use crate::store::StoreConfig;
 pub use crate::transport::TransportConfig;
+pub use file::{ConfigFileError, EXAMPLE};
 
-/// Everything a node needs to start.
+/// Everything a node needs to start. Every field has a default ([`NodeConfig::default`]).
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Where the node keeps its sled database, compiled-module cache, job output and token.
+    /// Default `~/.local/share/weft` (`./weft-data` without a home directory).
     pub data_dir: PathBuf,
-    /// The HTTP API's address. Port 0 picks a free port (tests and the demo use this).
+    /// The HTTP API's address. Default `127.0.0.1:7070`; port 0 picks a free port (tests
+    /// and the demo use this).
     pub http: SocketAddr,
     /// Limits on what clients may send.
-    #[serde(default)]
     pub limits: Limits,
     /// The Wasm runtime.
-    #[serde(default)]
     pub runtime: RuntimeConfig,
     /// Cluster membership and the QUIC transport between nodes.
-    #[serde(default)]
     pub cluster: ClusterConfig,
     /// Placement on the ring and replication of key-value data.
-    #[serde(default)]
     pub replication: ReplicationConfig,
     /// Map/reduce jobs.
-    #[serde(default)]
     pub jobs: JobsConfig,
     /// The local database.
-    #[serde(default)]
     pub store: StoreConfig,
+}
+
+/// `~/.local/share/weft`, or `./weft-data` without a home directory.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/weft"),
+        None => PathBuf::from("weft-data"),
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: default_data_dir(),
+            http: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            limits: Limits::default(),
+            runtime: RuntimeConfig::default(),
+            cluster: ClusterConfig::default(),
+            replication: ReplicationConfig::default(),
+            jobs: JobsConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
 }
 
 impl NodeConfig {
     /// A node on `127.0.0.1:0` keeping its state in `data_dir`, with default limits.
     pub fn local(data_dir: impl Into<PathBuf>) -> Self {
-        NodeConfig {
+        let mut config = NodeConfig {
             data_dir: data_dir.into(),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
-            limits: Limits::default(),
-            runtime: RuntimeConfig::default(),
-            cluster: ClusterConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                ..ClusterConfig::default()
-            },
-            replication: ReplicationConfig::default(),
-            jobs: JobsConfig::default(),
-            store: StoreConfig::default(),
-        }
+            ..NodeConfig::default()
+        };
+        config.cluster.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
     }
 }
 

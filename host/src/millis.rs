@@ -1,15 +1,29 @@
-//! Durations in configuration, as whole milliseconds; and durations as people write them
-//! (`250ms`, `10s`, `2m`, `1h`).
+//! Durations as people write them (`250ms`, `10s`, `2m`, `1h`): in flags, in configuration
+//! files (where a bare number still reads as milliseconds) and in messages.
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
+/// Writes a duration as people write it (`250ms`, `10s`), the way configuration files show it.
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
+    s.serialize_str(&show(*d))
 }
 
+/// Reads a duration written with its unit (`"10s"`), or as a whole number of milliseconds.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    Ok(Duration::from_millis(u64::deserialize(d)?))
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Millis(u64),
+        Text(String),
+    }
+    match Written::deserialize(d) {
+        Ok(Written::Millis(ms)) => Ok(Duration::from_millis(ms)),
+        Ok(Written::Text(t)) => parse(&t).map_err(serde::de::Error::custom),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a duration: a whole number and a unit, as in \"250ms\", \"10s\", \"2m\" or \"1h\"",
+        )),
+    }
 }
 
 /// Parses a duration with its unit: `250ms`, `10s`, `2m` or `1h` (whole numbers).

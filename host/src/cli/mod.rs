@@ -5,8 +5,8 @@ mod demo;
 mod jobs;
 mod kv;
 mod locks;
+mod node;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +17,6 @@ use reqwest::Method;
 pub use client::Client;
 
 use crate::api::FunctionView;
-use crate::config::NodeConfig;
 use crate::membership::MemberSet;
 use crate::transport::ClusterDir;
 
@@ -45,101 +44,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node.
-    Node {
-        /// Where the node keeps its state (default: $WEFT_DATA_DIR or ~/.local/share/weft).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The HTTP API's address.
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        http: SocketAddr,
-        /// The cluster directory (`weft cluster init`). Without one the node is a cluster of
-        /// its own.
-        #[arg(long, env = "WEFT_CLUSTER")]
-        cluster: Option<PathBuf>,
-        /// This node's name (its certificate in the cluster directory). Default: the only
-        /// certificate there.
-        #[arg(long)]
-        name: Option<String>,
-        /// The UDP address for QUIC (gossip and node-to-node requests).
-        #[arg(long, default_value = "127.0.0.1:7946")]
-        listen: SocketAddr,
-        /// The QUIC address other nodes should use, if not `--listen`.
-        #[arg(long)]
-        advertise: Option<SocketAddr>,
-        /// A node to join (its QUIC address); repeatable. A restarted node rejoins the
-        /// members it remembers without this.
-        #[arg(long, num_args = 1..)]
-        join: Vec<SocketAddr>,
-        /// Labels gossiped with the node, e.g. `--tag edge`; repeatable.
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// N/R/W of the key-value store (replicas, read and write quorums).
-        #[arg(long, default_value = "3/2/2")]
-        kv_quorum: crate::config::Quorum,
-        /// N/R/W of one namespace, `NS=N/R/W`; repeatable. Every node must agree.
-        #[arg(long = "kv-namespace", value_parser = parse_namespace_quorum)]
-        kv_namespaces: Vec<(String, crate::config::Quorum)>,
-        /// Keep one replica of every key on a node with this tag (e.g. `server`).
-        #[arg(long)]
-        placement_tag: Option<String>,
-        /// MiB of map output the node's jobs hold in memory before they write it to disk.
-        #[arg(long, default_value_t = 256)]
-        shuffle_memory_mib: u64,
-        /// MiB of the local database's pages kept in memory (sled's page cache).
-        #[arg(long, default_value_t = 64)]
-        store_cache_mib: u64,
-        /// KiB of a segment of the store's journal: a full one is checkpointed (the database
-        /// flushed, the segment deleted), so the journal takes about twice this on disk and a
-        /// restart after a crash replays at most about this much.
-        #[arg(long, default_value_t = 32 << 10, value_parser = clap::value_parser!(u64).range(4..))]
-        store_journal_segment_kib: u64,
-        /// Test only (`test-switches`): drop this fraction of outgoing gossip datagrams.
-        #[cfg(feature = "test-switches")]
-        #[arg(long, hide = true, default_value_t = 0.0)]
-        drop_datagrams: f64,
-        /// Test only (`test-switches`): plain SWIM, without local health and suspicion
-        /// confirmation.
-        #[cfg(feature = "test-switches")]
-        #[arg(long, hide = true)]
-        plain_swim: bool,
-        /// Test only (`test-switches`): keep a cached connection when a peer dials anew.
-        #[cfg(feature = "test-switches")]
-        #[arg(long, hide = true)]
-        keep_cached_connections: bool,
-        /// Test only (`test-switches`): serve the metadata group's reads from this node's
-        /// copy, without asking the leader (not linearizable).
-        #[cfg(feature = "test-switches")]
-        #[arg(long, hide = true)]
-        local_reads_for_tests: bool,
-        /// Test only (`test-switches`): a new leader of the metadata group expires held locks
-        /// at once, without waiting out their lease and the lock delay.
-        #[cfg(feature = "test-switches")]
-        #[arg(long, hide = true)]
-        expire_at_takeover_for_tests: bool,
-        /// How long a metadata-group voter may be down before another node takes its seat
-        /// (`60s`, `5m`).
-        #[arg(long, default_value = "60s", value_parser = crate::millis::parse)]
-        voter_replace_after: std::time::Duration,
-        /// How long a new leader of the metadata group waits, beyond a held lock's lease,
-        /// before granting the lock to another holder.
-        #[arg(long, default_value = "2s", value_parser = crate::millis::parse)]
-        lock_delay: std::time::Duration,
-        /// The lease of a lock taken without naming one: by `weft lock acquire`, a guest's
-        /// `locks.acquire`, and a lock-protected handler (renewed while held). A node that
-        /// pauses longer than this loses its locks (its later writes are refused).
-        #[arg(long, default_value = "10s", value_parser = crate::millis::parse)]
-        lock_lease: std::time::Duration,
-        /// Test only (`test-switches`): make writes and reads under a lock without fencing
-        /// tokens, and let a guest write after its lock was lost.
-        #[cfg(feature = "test-switches")]
-        #[arg(long, hide = true)]
-        no_fencing_for_tests: bool,
-        /// Test only (`test-switches`): the process stops itself (SIGSTOP) just before its
-        /// first commit as a job's coordinator.
-        #[cfg(feature = "test-switches")]
-        #[arg(long, hide = true)]
-        stop_before_job_commit_for_tests: bool,
+    /// Run a node. Settings come from a configuration file (`--config`), `WEFT_*` variables
+    /// and flags, each overriding the one before.
+    ///
+    /// Example: weft node --config weft.toml --join 10.0.0.1:7946
+    Node(Box<node::NodeArgs>),
+    /// Print a documented configuration file, or the configuration a node would use.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Create a cluster's identity, or issue node certificates.
     Cluster {
@@ -258,6 +171,19 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a configuration file holding every key at its default, with what each means
+    /// and the flag and variable that override it.
+    ///
+    /// Example: weft config example > weft.toml
+    Example,
+    /// Print the configuration `weft node` would run with the same file, variables and flags.
+    ///
+    /// Example: weft config show --config weft.toml --http 0.0.0.0:7070
+    Show(Box<node::NodeArgs>),
+}
+
+#[derive(Debug, Subcommand)]
 enum ClusterCommand {
     /// Create a cluster: its CA and admin token, in a new directory.
     Init {
@@ -277,7 +203,7 @@ enum ClusterCommand {
 /// Runs the command line; errors go to stderr with a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Node { .. } | Command::Demo { .. });
+    let serving = matches!(cli.command, Command::Node(_) | Command::Demo { .. });
     init_tracing(if serving { "info" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -308,15 +234,9 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-/// `$WEFT_DATA_DIR`, else `~/.local/share/weft`, else `./weft-data`.
+/// `$WEFT_DATA_DIR`, else the configuration's default (`~/.local/share/weft`).
 pub fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("WEFT_DATA_DIR") {
-        return d.into();
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/weft"),
-        None => PathBuf::from("weft-data"),
-    }
+    std::env::var_os("WEFT_DATA_DIR").map_or_else(crate::config::default_data_dir, PathBuf::from)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -327,83 +247,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
     };
     match &cli.command {
-        Command::Node {
-            data_dir,
-            http,
-            cluster,
-            name,
-            listen,
-            advertise,
-            join,
-            tags,
-            #[cfg(feature = "test-switches")]
-            drop_datagrams,
-            #[cfg(feature = "test-switches")]
-            plain_swim,
-            #[cfg(feature = "test-switches")]
-            keep_cached_connections,
-            #[cfg(feature = "test-switches")]
-            local_reads_for_tests,
-            #[cfg(feature = "test-switches")]
-            expire_at_takeover_for_tests,
-            #[cfg(feature = "test-switches")]
-            no_fencing_for_tests,
-            #[cfg(feature = "test-switches")]
-            stop_before_job_commit_for_tests,
-            voter_replace_after,
-            lock_delay,
-            lock_lease,
-            kv_quorum,
-            kv_namespaces,
-            placement_tag,
-            shuffle_memory_mib,
-            store_cache_mib,
-            store_journal_segment_kib,
-        } => {
-            let mut config = NodeConfig::local(data_dir.clone().unwrap_or_else(default_data_dir));
-            config.http = *http;
-            config.cluster.dir = cluster.clone();
-            config.cluster.name = name.clone();
-            config.cluster.listen = *listen;
-            config.cluster.advertise = *advertise;
-            config.cluster.join = join.clone();
-            config.cluster.tags = tags.clone();
-            #[cfg(feature = "test-switches")]
-            {
-                config.cluster.transport.drop_datagrams = *drop_datagrams;
-                config.cluster.membership.lifeguard = !plain_swim;
-                config.cluster.transport.keep_cached_connections = *keep_cached_connections;
-                config.cluster.consensus.local_reads_for_tests = *local_reads_for_tests;
-                config.cluster.locks.expire_at_takeover_for_tests = *expire_at_takeover_for_tests;
-                config.replication.unsafe_switches.no_fencing = *no_fencing_for_tests;
-                config.jobs.unsafe_switches.no_fencing = *no_fencing_for_tests;
-                config.jobs.unsafe_switches.stop_before_first_commit =
-                    *stop_before_job_commit_for_tests;
+        Command::Node(args) => node::run(args).await,
+        Command::Config { command } => match command {
+            ConfigCommand::Example => {
+                print!("{}", crate::config::EXAMPLE);
+                Ok(())
             }
-            config.cluster.consensus.voter_replace_after = *voter_replace_after;
-            config.cluster.locks.lock_delay = *lock_delay;
-            config.cluster.locks.default_lease = *lock_lease;
-            config.replication.default = *kv_quorum;
-            config.replication.namespaces = kv_namespaces.iter().cloned().collect();
-            config.replication.placement.require_tag = placement_tag.clone();
-            config.jobs.shuffle_memory_bytes = shuffle_memory_mib.saturating_mul(1 << 20);
-            config.store.cache_bytes = store_cache_mib.saturating_mul(1 << 20);
-            config.store.journal_segment_bytes = store_journal_segment_kib.saturating_mul(1 << 10);
-            let node = crate::Node::start(config).await?;
-            println!(
-                "weft node `{}` serving on {} (cluster address {})",
-                node.name,
-                node.url(),
-                node.quic_addr
-            );
-            println!(
-                "API token in {} (export WEFT_TOKEN=$(cat {}))",
-                node.token_path.display(),
-                node.token_path.display()
-            );
-            node.run_until(shutdown_signal()).await;
-            Ok(())
-        }
+            ConfigCommand::Show(args) => node::show(args),
+        },
         Command::Deploy {
             file,
             name,
@@ -556,16 +407,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => kv::status(&client()?, *json).await,
         Command::Demo { once } => demo::run(*once).await,
     }
-}
-
-/// `NS=N/R/W`.
-fn parse_namespace_quorum(s: &str) -> Result<(String, crate::config::Quorum), String> {
-    let (ns, q) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not NS=N/R/W (such as users=3/2/2)"))?;
-    ns.parse::<crate::replication::Namespace>()
-        .map_err(|e| e.to_string())?;
-    Ok((ns.to_string(), q.parse()?))
 }
 
 fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {

@@ -31,12 +31,12 @@ pub struct MembershipConfig {
     /// confirmation). Default on; off gives plain foca, for comparison. Read it through
     /// [`MembershipConfig::lifeguard`].
     #[cfg(feature = "test-switches")]
-    #[serde(default = "yes")]
+    #[serde(skip, default = "yes")]
     pub lifeguard: bool,
     /// Test only (`test-switches`): take gossip and member lists whose sender claims another
     /// name than its certificate's.
     #[cfg(feature = "test-switches")]
-    #[serde(default)]
+    #[serde(skip)]
     pub trust_claimed_names: bool,
     /// Largest local-health multiplier: a node that finds itself slow stretches its probe
     /// timeouts and its suspicions up to `1 + this` times. Default 4.

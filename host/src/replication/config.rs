@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 /// write (`w`) before it is acknowledged. With `r + w > n` a read sees every acknowledged
 /// write. `n` is capped at the number of nodes in the cluster, and so are `r` and `w`, so a
 /// single node serves alone; a cluster with fewer live replicas than `w` refuses writes
-/// rather than acknowledging them with fewer copies.
+/// rather than acknowledging them with fewer copies. Written `N/R/W` (`"3/2/2"`) in flags and
+/// configuration files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "String", into = "String")]
 pub struct Quorum {
     /// Copies of each key. Default 3.
     pub n: NonZeroU8,
@@ -48,6 +49,19 @@ impl Default for Quorum {
 impl std::fmt::Display for Quorum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.n, self.r, self.w)
+    }
+}
+
+impl From<Quorum> for String {
+    fn from(q: Quorum) -> String {
+        q.to_string()
+    }
+}
+
+impl TryFrom<String> for Quorum {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 

@@ -25,12 +25,12 @@ pub struct TransportConfig {
     /// Test only (`test-switches`): the fraction (0 to 1) of outgoing datagrams dropped on
     /// purpose, to measure failure detection on a lossy network. Default 0.
     #[cfg(feature = "test-switches")]
-    #[serde(default)]
+    #[serde(skip)]
     pub drop_datagrams: f64,
     /// Test only (`test-switches`): keep a cached connection to an address that a peer dials
     /// anew (the behaviour that got restarted nodes declared down).
     #[cfg(feature = "test-switches")]
-    #[serde(default)]
+    #[serde(skip)]
     pub keep_cached_connections: bool,
 }
 

@@ -522,3 +522,121 @@ async fn the_token_comes_from_a_file_when_asked() {
         "{err}"
     );
 }
+
+/// `weft <command> --config FILE` with the `WEFT_*` variables `env` (and no others).
+fn configured(
+    command: &[&str],
+    file: &std::path::Path,
+    env: &[(&str, &str)],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WEFT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied()).env("NO_COLOR", "1");
+    cmd.args(command)
+        .arg("--config")
+        .arg(file)
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_the_file_then_variables_then_flags() {
+    use std::time::Duration;
+    use tokio::io::AsyncBufReadExt;
+    use weft_host::config::NodeConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weft.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\nhttp = \"127.0.0.1:1\"\n\n[runtime]\nmax_instances = 17\n\n\
+             [cluster]\nlisten = \"127.0.0.1:0\"\ntags = [\"from-file\"]\n\n\
+             [cluster.locks]\ndefault_lease = \"30s\"\nlock_delay = \"3s\"\n\n\
+             [replication]\ndefault = \"1/1/1\"\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+
+    // What a node would run with: the file, a variable over it, and a flag over both.
+    let mut show = configured(
+        &["config", "show"],
+        &file,
+        &[("WEFT_LOCK_LEASE", "20s"), ("WEFT_LOCK_DELAY", "4s")],
+    );
+    let shown = ok(&output_within(COMMAND, show.args(["--lock-delay", "5s"])).await);
+    let c = NodeConfig::from_toml(&shown, std::path::Path::new("shown")).unwrap();
+    assert_eq!(
+        c.cluster.locks.default_lease,
+        Duration::from_secs(20),
+        "{shown}"
+    );
+    assert_eq!(
+        c.cluster.locks.lock_delay,
+        Duration::from_secs(5),
+        "{shown}"
+    );
+    assert_eq!(c.replication.default.to_string(), "1/1/1", "{shown}");
+    assert_eq!(c.runtime.max_instances.get(), 17, "{shown}");
+    assert_eq!(c.http.to_string(), "127.0.0.1:1", "{shown}");
+
+    // A real node from the same file: a file-only key, a variable and a flag all take effect.
+    let mut node = configured(&["node"], &file, &[("WEFT_TAG", "edge,from-env")]);
+    node.args(["--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = node.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(COMMAND, lines.next_line())
+        .await
+        .expect("the node starts")
+        .unwrap()
+        .expect("the node prints where it serves");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"));
+    let members: serde_json::Value = reqwest::get(format!("{url}/v1/members"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me = &members["members"][0];
+    assert_eq!(
+        me["tags"],
+        serde_json::json!(["edge", "from-env"]),
+        "{members}"
+    );
+    assert_eq!(me["capacity"], 17, "{members}");
+    assert!(
+        dir.path().join("data/token").exists(),
+        "the file's data_dir is used"
+    );
+    child.kill().await.unwrap();
+
+    // A bad file stops the node before it starts, naming the file, the line and the key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[cluster]\ntags = [\"a\"]\nlisen = \"127.0.0.1:0\"\n").unwrap();
+    let err = failed(&output_within(COMMAND, &mut configured(&["node"], &bad, &[])).await);
+    assert!(
+        err.contains(&format!(
+            "{}, line 3: `cluster.lisen`: unknown field",
+            bad.display()
+        )),
+        "{err}"
+    );
+
+    // The documented example is what a node runs with when nothing is set.
+    let example = ok(&output_within(
+        COMMAND,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_weft")).args(["config", "example"]),
+    )
+    .await);
+    assert_eq!(example, weft_host::config::EXAMPLE);
+}
