@@ -14,6 +14,7 @@ use std::process::Command;
 const GUESTS: &[&str] = &[
     "hello",
     "counter",
+    "cache",
     "bank",
     "ledger",
     "wordcount",

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub const HELLO: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/hello.wasm"));
 /// `counter`: an HTTP handler that counts requests per path in key-value storage.
 pub const COUNTER: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/counter.wasm"));
+/// `cache`: a read-through cache with a time to live in front of a slow origin.
+pub const CACHE: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/cache.wasm"));
 /// `wordcount`: a map/reduce task with a combiner.
 pub const WORDCOUNT: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/wordcount.wasm"));
 
@@ -16,6 +18,7 @@ pub const WORDCOUNT: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/w
 pub const EMBEDDED: &[(&str, &[u8])] = &[
     ("hello", HELLO),
     ("counter", COUNTER),
+    ("cache", CACHE),
     ("wordcount", WORDCOUNT),
 ];
 

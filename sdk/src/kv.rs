@@ -54,6 +54,45 @@ pub fn set<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), Error> {
     set_raw(key, &serde_json::to_vec(value)?)
 }
 
+/// Store `value` as JSON under `key` for `ttl`: from then on the key reads as absent on every
+/// node (a cache entry, a session). `ttl` must be above 0 and at most [`MAX_TTL`], and is
+/// counted in milliseconds. A later [`set`] makes the key lasting again.
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> Result<(), weft_sdk::Error> {
+/// let host = weft_sdk::testing::MockHost::new();
+/// weft_sdk::kv::set_with_ttl("session:7", &"ada", Duration::from_secs(30))?;
+/// assert_eq!(weft_sdk::kv::get::<String>("session:7")?, Some("ada".to_owned()));
+/// host.advance(Duration::from_secs(30));
+/// assert_eq!(weft_sdk::kv::get::<String>("session:7")?, None);
+/// # Ok(())
+/// # }
+/// ```
+pub fn set_with_ttl<T: Serialize + ?Sized>(
+    key: &str,
+    value: &T,
+    ttl: std::time::Duration,
+) -> Result<(), Error> {
+    set_raw_with_ttl(key, &serde_json::to_vec(value)?, ttl)
+}
+
+/// Store `value` under `key` without encoding it, for `ttl` (see [`set_with_ttl`]).
+///
+/// ```
+/// # fn main() -> Result<(), weft_sdk::Error> {
+/// weft_sdk::kv::set_raw_with_ttl("page:/", b"<html>", std::time::Duration::from_secs(60))?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn set_raw_with_ttl(key: &str, value: &[u8], ttl: std::time::Duration) -> Result<(), Error> {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    host::kv_set_with_ttl(key.as_bytes(), value, ms)
+}
+
+/// The longest time to live a write may ask for: about ten years.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 24 * 3600);
+
 /// The bytes stored under `key`, or `None`.
 ///
 /// ```

@@ -93,7 +93,10 @@ impl MockHost {
     /// assert_eq!(host.kv_raw("name"), Some(br#""ada""#.to_vec()));
     /// ```
     pub fn kv_raw(&self, key: &str) -> Option<Vec<u8>> {
-        mock::with(|state| state.kv.get(key.as_bytes()).cloned())
+        mock::with(|state| {
+            state.expire();
+            state.kv.get(key.as_bytes()).cloned()
+        })
     }
 
     /// A copy of the whole store, keys and values as raw bytes.
@@ -104,7 +107,27 @@ impl MockHost {
     /// assert_eq!(host.kv_entries().len(), 1);
     /// ```
     pub fn kv_entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        mock::with(|state| state.kv.clone())
+        mock::with(|state| {
+            state.expire();
+            state.kv.clone()
+        })
+    }
+
+    /// Move the mock clock forward: keys written with [`kv::set_with_ttl`](crate::kv::set_with_ttl)
+    /// whose time ran out read as absent from then on. The clock moves only by this call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let host = weft_sdk::testing::MockHost::new();
+    /// weft_sdk::kv::set_raw_with_ttl("k", b"v", Duration::from_millis(100)).unwrap();
+    /// host.advance(Duration::from_millis(99));
+    /// assert_eq!(host.kv_raw("k"), Some(b"v".to_vec()));
+    /// host.advance(Duration::from_millis(1));
+    /// assert_eq!(host.kv_raw("k"), None);
+    /// ```
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        mock::with(|state| state.clock_ms = state.clock_ms.saturating_add(ms));
     }
 
     /// Make every kv call fail with [`Error::Unavailable`](crate::Error::Unavailable) carrying

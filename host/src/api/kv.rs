@@ -1,5 +1,6 @@
 //! `/v1/kv/{ns}/{key}`: the replicated key-value store for users (guests use their `kv`
-//! import). Values travel as raw bytes; versions in the `x-weft-version` header.
+//! import). Values travel as raw bytes; versions in the `x-weft-version` header, the time a
+//! value has left to live (written with `?ttl=`) in `x-weft-ttl-ms`.
 
 use std::sync::Arc;
 
@@ -15,6 +16,10 @@ use crate::replication::{Expect, Fence, MAX_VALUE, Namespace, Overrides, Version
 
 /// The header carrying a value's version.
 pub const VERSION_HEADER: &str = "x-weft-version";
+
+/// The header carrying the milliseconds a value has left to live, when it was written with a
+/// TTL.
+pub const TTL_HEADER: &str = "x-weft-ttl-ms";
 
 /// Query parameters of reads.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +48,9 @@ pub(crate) struct WriteParams {
     /// Only if the key is absent.
     #[serde(default)]
     if_absent: bool,
+    /// The value expires this long after the write (`30s`, `5m`, `1h`): from then on the key
+    /// reads as absent on every node. Without it the value does not expire.
+    ttl: Option<String>,
     /// Made under this lock (with `token`): refused if the lock was granted again since.
     lock: Option<String>,
     /// The fencing token of the lock's grant.
@@ -87,6 +95,9 @@ pub struct ScanEntry {
     pub value_hex: Option<String>,
     /// Its version.
     pub version: String,
+    /// The milliseconds it has left to live, when it was written with a TTL.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ttl_ms: Option<u64>,
 }
 
 /// A page of a scan.
@@ -112,7 +123,7 @@ pub(crate) async fn get(
     let r = &app.cluster.replication;
     let found = if params.local {
         r.local_entry(&ns, key.as_bytes())?
-            .and_then(|e| e.value.map(|v| (e.version, v)))
+            .and_then(|e| e.read(crate::replication::now_ms()))
     } else {
         r.get(
             &ns,
@@ -124,9 +135,8 @@ pub(crate) async fn get(
             },
         )
         .await?
-        .map(|read| (read.version, read.value))
     };
-    let Some((version, value)) = found else {
+    let Some(read) = found else {
         return Err(ApiError::NotFound(format!(
             "no key `{key}` in namespace `{ns}`"
         )));
@@ -134,9 +144,17 @@ pub(crate) async fn get(
     let mut headers = HeaderMap::new();
     headers.insert(
         VERSION_HEADER,
-        HeaderValue::from_str(&version.to_string()).expect("hex is a valid header"),
+        HeaderValue::from_str(&read.version.to_string()).expect("hex is a valid header"),
     );
-    Ok((headers, value).into_response())
+    if let Some(left) = ttl_left(read.expires) {
+        headers.insert(TTL_HEADER, HeaderValue::from(left));
+    }
+    Ok((headers, read.value).into_response())
+}
+
+/// The milliseconds left before `expires` (Unix ms), if the value expires.
+fn ttl_left(expires: Option<u64>) -> Option<u64> {
+    expires.map(|at| at.saturating_sub(crate::replication::now_ms()))
 }
 
 pub(crate) async fn put(
@@ -157,6 +175,11 @@ pub(crate) async fn delete(
     Query(params): Query<WriteParams>,
 ) -> Result<Json<Written>, ApiError> {
     let ns: Namespace = ns.parse()?;
+    if params.ttl.is_some() {
+        return Err(ApiError::BadRequest(
+            "a deletion takes no ttl: give ttl to a write (PUT)".into(),
+        ));
+    }
     write(&app, ns, key, None, params).await
 }
 
@@ -184,6 +207,10 @@ async fn write(
         (None, true) => Some(Expect::Absent),
         (None, false) => None,
     };
+    let ttl = match params.ttl.as_deref().map(crate::millis::parse).transpose() {
+        Ok(ttl) => ttl,
+        Err(e) => return Err(ApiError::BadRequest(format!("ttl: {e}"))),
+    };
     let fences = fences_of(app, params.lock, params.token, params.w.is_some()).await?;
     let version = app
         .cluster
@@ -196,6 +223,7 @@ async fn write(
             &fences,
             Overrides {
                 w: params.w,
+                ttl,
                 ..Overrides::default()
             },
         )
@@ -281,6 +309,7 @@ pub(crate) async fn scan(
                 value,
                 value_hex,
                 version: read.version.to_string(),
+                ttl_ms: ttl_left(read.expires),
             }
         })
         .collect();

@@ -6,7 +6,7 @@ mod functions;
 
 pub use functions::FunctionView;
 pub use invoke::{NODE_HEADER, serve as serve_forwarded};
-pub use kv::{ScanEntry, ScanPage, VERSION_HEADER, Written};
+pub use kv::{ScanEntry, ScanPage, TTL_HEADER, VERSION_HEADER, Written};
 mod invoke;
 mod jobs;
 pub use jobs::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};

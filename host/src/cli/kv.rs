@@ -33,7 +33,10 @@ impl UnderLock {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum KvCommand {
-    /// Print the value under a key (and its version on stderr).
+    /// Print the value under a key (and its version, and the time it has left if it expires,
+    /// on stderr).
+    ///
+    /// Example: weft kv get users alice
     Get {
         /// The namespace (a function's own is `fn.NAME`).
         ns: String,
@@ -46,6 +49,8 @@ pub(super) enum KvCommand {
         under: UnderLock,
     },
     /// Store a value under a key; prints the new version.
+    ///
+    /// Example: weft kv put sessions abc123 '{"user":7}' --ttl 30m
     Put {
         /// The namespace.
         ns: String,
@@ -62,6 +67,11 @@ pub(super) enum KvCommand {
         /// Only if the key does not exist.
         #[arg(long)]
         if_absent: bool,
+        /// The value expires this long after the write (`30s`, `5m`, `1h`): from then on the
+        /// key reads as absent on every node. Without it the value does not expire (and a
+        /// write without it makes an expiring key lasting).
+        #[arg(long, value_parser = crate::millis::parse)]
+        ttl: Option<std::time::Duration>,
         #[command(flatten)]
         under: UnderLock,
     },
@@ -120,12 +130,22 @@ pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("?")
                 .to_string();
+            let resp_ttl: Option<u64> = resp
+                .headers()
+                .get(crate::api::TTL_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
             let bytes = resp.bytes().await.context("reading the value")?;
             std::io::stdout().write_all(&bytes)?;
             if !bytes.ends_with(b"\n") && std::str::from_utf8(&bytes).is_ok() {
                 println!();
             }
-            eprintln!("version {version}");
+            match resp_ttl {
+                Some(ms) => eprintln!(
+                    "version {version}, expires in {}",
+                    crate::millis::show(std::time::Duration::from_millis(ms))
+                ),
+                None => eprintln!("version {version}"),
+            }
             Ok(())
         }
         KvCommand::Put {
@@ -135,6 +155,7 @@ pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
             w,
             if_version,
             if_absent,
+            ttl,
             under,
         } => {
             let body = match value.as_str() {
@@ -159,6 +180,9 @@ pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {
             }
             if *if_absent {
                 query.push(("if_absent", "true".into()));
+            }
+            if let Some(ttl) = ttl {
+                query.push(("ttl", crate::millis::show(*ttl)));
             }
             let written: Written = c
                 .json(

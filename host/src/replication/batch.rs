@@ -213,6 +213,7 @@ mod tests {
             version: Version::at(1),
             value: Some(vec![0; value]),
             fences: vec![],
+            expires: None,
         };
         (b"k".to_vec(), entry, oneshot::channel().0)
     }

@@ -31,12 +31,8 @@ impl Replicator {
         let full = ns.key(key);
         check_limits(key, None)?;
         let newest = self.newest(ns, full, fences, o).await?;
-        Ok(newest.and_then(|e| {
-            e.value.map(|value| Read {
-                version: e.version,
-                value,
-            })
-        }))
+        let now = super::now_ms();
+        Ok(newest.and_then(|e| e.read(now)))
     }
 
     /// The newest entry (a tombstone too) among `r` replicas of each ring in transition;
@@ -153,6 +149,7 @@ impl Replicator {
         o: Overrides,
     ) -> Result<Version, ReplicationError> {
         check_limits(key, value.as_deref())?;
+        super::check_ttl(o.ttl)?;
         let full = ns.key(key);
         match expect {
             Some(expect) => self.conditional(ns, &full, value, expect, fences, o).await,
@@ -183,6 +180,7 @@ impl Replicator {
                 fences: fences.to_vec(),
                 w: o.w,
                 settle_ms: o.settle.map(|d| d.as_millis() as u64),
+                ttl_ms: o.ttl.map(|d| d.as_millis() as u64),
             };
             let within = CAS_TIMEOUT + o.settle.unwrap_or_default();
             let answer = self
@@ -224,15 +222,20 @@ impl Replicator {
         // follows is an ordinary one above it. Replicas never see a condition, so a
         // replica that lags cannot take a write the others refuse.
         let current = self.newest(ns, full.to_vec(), fences, o).await?;
+        let now = super::now_ms();
         let live = current
             .as_ref()
-            .filter(|e| e.value.is_some())
+            .filter(|e| e.is_live(now))
             .map(|e| e.version);
-        let wanted = match expect {
-            Expect::Absent => None,
-            Expect::Version(v) => Some(v),
+        let holds = match expect {
+            // A value that expired counts as absent.
+            Expect::Absent => live.is_none(),
+            // The value read is still the last write, even if it expired since.
+            Expect::Version(v) => current
+                .as_ref()
+                .is_some_and(|e| e.value.is_some() && e.version == v),
         };
-        if live != wanted {
+        if !holds {
             return Err(ReplicationError::Conflict { current: live });
         }
         self.put_here(ns, full, value, true, fences, o).await
@@ -254,13 +257,18 @@ impl Replicator {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let version = Version {
+                token,
+                ..self.tick()
+            };
             let entry = Entry {
-                version: Version {
-                    token,
-                    ..self.tick()
-                },
+                version,
                 value: value.clone(),
                 fences: fences.to_vec(),
+                expires: o
+                    .ttl
+                    .filter(|_| value.is_some())
+                    .map(|ttl| version.millis().saturating_add(ttl.as_millis() as u64)),
             };
             match self.write(ns, full, &entry, o).await? {
                 WriteResult::Done => {
@@ -470,24 +478,19 @@ impl Replicator {
             }
         }
         let skip = ns.as_str().len() + 1;
+        let now = super::now_ms();
         let mut entries = Vec::new();
         let mut next = None;
         for (k, e) in merged {
             if cut.as_ref().is_some_and(|c| k > *c) {
                 break;
             }
-            let Some(value) = e.value else { continue };
+            let Some(read) = e.read(now) else { continue };
             if entries.len() == limit {
                 next = Some(k[skip..].to_vec());
                 break;
             }
-            entries.push((
-                k[skip..].to_vec(),
-                Read {
-                    version: e.version,
-                    value,
-                },
-            ));
+            entries.push((k[skip..].to_vec(), read));
         }
         if next.is_none()
             && let Some(mut c) = cut

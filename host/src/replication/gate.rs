@@ -45,7 +45,8 @@ pub const ALL_SEEN_BYTES: usize = 64 << 20;
 /// How many writes of one batch are in flight at once.
 const CONCURRENT_WRITES: usize = 32;
 
-type Writes = HashMap<Vec<u8>, Option<Vec<u8>>>;
+/// The writes of a batch: each key's last value (`None`: deleted) and its time to live.
+type Writes = HashMap<Vec<u8>, (Option<Vec<u8>>, Option<std::time::Duration>)>;
 
 /// One grant's output gate. Cheap to clone.
 #[derive(Clone)]
@@ -188,16 +189,22 @@ impl Gate {
         Ok(read.map(|r| r.value))
     }
 
-    /// Writes `value` (`None`: deletes) under `key`, behind the requests before. Waits for
-    /// the batches before once [`WAITING_BYTES`] are waiting.
-    pub async fn set(&self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), ReplicationError> {
+    /// Writes `value` (`None`: deletes) under `key`, expiring `ttl` after it is written,
+    /// behind the requests before. Waits for the batches before once [`WAITING_BYTES`] are
+    /// waiting.
+    pub async fn set(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), ReplicationError> {
         check_limits(key, value.as_deref())?;
         self.standing()?;
         let full = {
             let mut state = self.state();
             closed(&state)?;
             let add = key.len() + value.as_ref().map_or(0, Vec::len);
-            if let Some(old) = state.waiting.insert(key.to_vec(), value) {
+            if let Some((old, _)) = state.waiting.insert(key.to_vec(), (value, ttl)) {
                 state.waiting_bytes -= key.len() + old.map_or(0, |v| v.len());
             }
             state.waiting_bytes += add;
@@ -314,9 +321,9 @@ impl Gate {
         let conditional = !switches.no_fencing && !switches.gate_writes_unconditionally;
         let puts: Vec<_> = writes
             .iter()
-            .map(|(k, v)| {
+            .map(|(k, (v, ttl))| {
                 let expect = state.seen.get(k).copied().filter(|_| conditional);
-                (k.clone(), v.clone(), expect)
+                (k.clone(), v.clone(), *ttl, expect)
             })
             .collect();
         let stats = self.inner.kv.replicator().stats();
@@ -337,9 +344,9 @@ impl Gate {
                 Ok(()) => {
                     let kv = &gate.inner.kv;
                     futures::stream::iter(puts)
-                        .map(|(key, value, expect)| async move {
+                        .map(|(key, value, ttl, expect)| async move {
                             let deleted = value.is_none();
-                            match kv.put(&key, value, expect).await {
+                            match kv.put(&key, value, ttl, expect).await {
                                 Ok(v) if deleted => Ok((key, Expect::Absent, v)),
                                 Ok(v) => Ok((key, Expect::Version(v), v)),
                                 Err(ReplicationError::Conflict { current }) => {
@@ -453,6 +460,7 @@ impl State {
         self.waiting
             .get(key)
             .or_else(|| self.flying.as_ref().and_then(|f| f.get(key)))
+            .map(|(value, _)| value)
     }
 }
 

@@ -56,27 +56,26 @@ impl KvHandle {
         Ok(read.map(|r| r.value))
     }
 
-    /// Stores `value` under `key` (acknowledged by a write quorum).
-    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<(), ReplicationError> {
-        self.replicator
-            .put(
-                &self.ns,
-                key,
-                Some(value.to_vec()),
-                None,
-                &self.fences,
-                Overrides::default(),
-            )
+    /// Stores `value` under `key` (acknowledged by a write quorum), expiring `ttl` after the
+    /// write (`None`: never).
+    pub async fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), ReplicationError> {
+        self.put(key, Some(value.to_vec()), ttl, None)
             .await
             .map(|_| ())
     }
 
-    /// Stores `value` under `key` (`None`: a tombstone), acknowledged by a write quorum; with
-    /// `expect`, only if the key is in that state.
+    /// Stores `value` under `key` (`None`: a tombstone), acknowledged by a write quorum,
+    /// expiring `ttl` after the write; with `expect`, only if the key is in that state.
     pub(super) async fn put(
         &self,
         key: &[u8],
         value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
         expect: Option<Expect>,
     ) -> Result<super::Version, ReplicationError> {
         self.replicator
@@ -86,7 +85,10 @@ impl KvHandle {
                 value,
                 expect,
                 &self.fences,
-                Overrides::default(),
+                Overrides {
+                    ttl,
+                    ..Overrides::default()
+                },
             )
             .await
     }

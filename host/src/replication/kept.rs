@@ -31,9 +31,10 @@ pub(crate) struct Built {
     pub(crate) trees: rustc_hash::FxHashMap<NodeId, Leaves>,
     /// Entries this node holds but does not own on `view`'s ring (to hand over).
     pub(crate) orphans: u64,
-    /// Tombstones this node holds (owned or not): with none, collection reads nothing.
+    /// Entries that end ([`Entry::ends`]: tombstones, and values with an expiry) this node
+    /// holds (owned or not): with none, collection reads nothing. Called tombstones here.
     pub(crate) tombstones: u64,
-    /// No tombstone held was written before this (Unix ms; `u64::MAX`: none). A lower bound:
+    /// No tombstone held ended before this (Unix ms; `u64::MAX`: none). A lower bound:
     /// a collection does not raise it, a pass over the data does ([`KeptTrees::end_pass`]),
     /// so collection reads nothing until a tombstone may be old enough.
     pub(crate) tombstone_floor: u64,
@@ -64,10 +65,10 @@ impl Built {
             // Unreadable: left out of the trees, so the peers' copies replace it.
             return false;
         };
-        if entry.value.is_none() {
+        if let Some(end) = entry.ends() {
             if add {
                 self.tombstones += 1;
-                self.tombstone_floor = self.tombstone_floor.min(entry.version.millis());
+                self.tombstone_floor = self.tombstone_floor.min(end);
             } else {
                 self.tombstones = self.tombstones.saturating_sub(1);
             }
@@ -423,9 +424,9 @@ impl ReplicaWatch for KeptTrees {
         }
         if let (Some(floor), Some(new)) = (&mut state.pass_floor, new)
             && let Ok(entry) = Entry::decode(new)
-            && entry.value.is_none()
+            && let Some(end) = entry.ends()
         {
-            *floor = (*floor).min(entry.version.millis());
+            *floor = (*floor).min(end);
         }
         if let Some(b) = &mut state.building {
             if b.has_read(key) {
@@ -472,7 +473,7 @@ mod tests {
         for record in store.replica_iter() {
             let (key, bytes) = record.expect("readable");
             let entry = Entry::decode(&bytes).expect("an entry");
-            tombstones += u64::from(entry.value.is_none());
+            tombstones += u64::from(entry.ends().is_some());
             let n = view.cap(config.quorum(namespace_of(&key)).n.get() as usize);
             let owners = view.replicas(&key, n);
             if !owners.contains(me) {
@@ -522,6 +523,7 @@ mod tests {
                         },
                         value: (op > 2).then(|| b"value".to_vec()),
                         fences: Vec::new(),
+                        expires: None,
                     };
                     store
                         .replica_update(&key, |_| (Some(entry.encode()), ()))
@@ -590,6 +592,7 @@ mod tests {
                 version: Version::at(ms << 16),
                 value: (!deleted).then(|| b"value".to_vec()),
                 fences: Vec::new(),
+                expires: None,
             };
             let key = format!("many\0{key}").into_bytes();
             store

@@ -60,6 +60,20 @@ pub const MAX_KEY: usize = 4 << 10;
 /// Largest value, in bytes.
 pub const MAX_VALUE: usize = 1 << 20;
 
+/// The longest time to live a write may ask for: about ten years.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// A write's time to live, if it has one, must be above 0 and at most [`MAX_TTL`].
+pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<(), ReplicationError> {
+    match ttl {
+        Some(t) if t.is_zero() || t > MAX_TTL => Err(ReplicationError::BadInput(format!(
+            "a ttl must be above 0 and at most 10 years, not {}",
+            crate::millis::show(t)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The one check of the key-value limits, where a key or value enters the node: the
 /// coordinator's operations for clients and guests (`key` without its namespace), and, through
 /// [`check_entry`], a replica applying an entry from a peer's write, hint, repair or
@@ -92,6 +106,10 @@ pub struct Entry {
     /// The locks the write was made under (empty for an unfenced write); `version.token` is
     /// the largest of their tokens.
     pub fences: Vec<Fence>,
+    /// When the value expires (Unix ms, judged by each reader's clock): the write's time plus
+    /// its TTL. From then on the key reads as absent everywhere, and the entry is collected
+    /// like a tombstone. `None`: the value lives until it is overwritten or deleted.
+    pub expires: Option<u64>,
 }
 
 /// A lock a write was made under: the lock's key and the fencing token of its grant.
@@ -103,10 +121,22 @@ pub struct Fence {
     pub token: u64,
 }
 
-/// The first byte of an entry stored by this version. Entries stored by earlier versions (no
-/// fences, no token) begin with their HLC as a varint, whose first byte is at least 0x80
-/// for any clock after 1970, so the two never meet.
-const ENTRY_FORMAT: u8 = 1;
+/// The first byte of an entry stored by this version. Entries stored by the versions before
+/// expiry begin with [`FENCED_FORMAT`]; those before fencing (no fences, no token) with their
+/// HLC as a varint, whose first byte is at least 0x80 for any clock after 1970, so none of
+/// them meet.
+const ENTRY_FORMAT: u8 = 2;
+
+/// The first byte of an entry stored before expiry: [`Fenced`] follows.
+const FENCED_FORMAT: u8 = 1;
+
+/// An entry as stored before expiry.
+#[derive(Deserialize)]
+struct Fenced {
+    version: Version,
+    value: Option<Vec<u8>>,
+    fences: Vec<Fence>,
+}
 
 impl Entry {
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -115,12 +145,42 @@ impl Entry {
         out
     }
 
+    /// When this entry stops holding a value, if ever: the time of its deletion (a tombstone)
+    /// or of its expiry (Unix ms). Collection treats both alike: after the tombstone grace,
+    /// with every owner holding this same entry, it is dropped.
+    pub(crate) fn ends(&self) -> Option<u64> {
+        match self.value {
+            None => Some(self.version.millis()),
+            Some(_) => self.expires,
+        }
+    }
+
+    /// What a reader sees of the entry at `now` (Unix ms): nothing for a tombstone or an
+    /// expired value.
+    pub(crate) fn read(self, now: u64) -> Option<Read> {
+        match self.expires {
+            Some(at) if at <= now => None,
+            expires => self.value.map(|value| Read {
+                version: self.version,
+                value,
+                expires,
+            }),
+        }
+    }
+
+    /// Whether the entry holds a value at `now` (Unix ms).
+    pub(crate) fn is_live(&self, now: u64) -> bool {
+        self.value.is_some() && self.expires.is_none_or(|at| at > now)
+    }
+
     /// The version of the stored entry `bytes`, without decoding its value (the version comes
     /// first in both formats). Agrees with [`Entry::decode`] on every entry that decodes.
     pub(crate) fn version_of(bytes: &[u8]) -> Result<Version, ReplicationError> {
         let corrupt = |e: postcard::Error| ReplicationError::Corrupt(format!("stored entry: {e}"));
         match bytes.split_first() {
-            Some((&ENTRY_FORMAT, rest)) => Ok(postcard::take_from_bytes(rest).map_err(corrupt)?.0),
+            Some((&(ENTRY_FORMAT | FENCED_FORMAT), rest)) => {
+                Ok(postcard::take_from_bytes(rest).map_err(corrupt)?.0)
+            }
             _ => {
                 let ((hlc, node), _): ((u64, u64), _) =
                     postcard::take_from_bytes(bytes).map_err(corrupt)?;
@@ -137,6 +197,15 @@ impl Entry {
         let corrupt = |e: postcard::Error| ReplicationError::Corrupt(format!("stored entry: {e}"));
         match bytes.split_first() {
             Some((&ENTRY_FORMAT, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+            Some((&FENCED_FORMAT, rest)) => {
+                let f: Fenced = postcard::from_bytes(rest).map_err(corrupt)?;
+                Ok(Entry {
+                    version: f.version,
+                    value: f.value,
+                    fences: f.fences,
+                    expires: None,
+                })
+            }
             _ => {
                 let (version, value): ((u64, u64), Option<Vec<u8>>) =
                     postcard::from_bytes(bytes).map_err(corrupt)?;
@@ -148,6 +217,7 @@ impl Entry {
                     },
                     value,
                     fences: Vec::new(),
+                    expires: None,
                 })
             }
         }
@@ -293,9 +363,12 @@ pub struct Read {
     pub version: Version,
     /// The value.
     pub value: Vec<u8>,
+    /// When the value expires (Unix ms), if it does.
+    pub expires: Option<u64>,
 }
 
-/// Per-request quorum overrides (`r` or `w`, at most the namespace's `n`).
+/// Per-request options: quorum overrides (`r` or `w`, at most the namespace's `n`), and how
+/// long a written value lives.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Overrides {
     /// Replicas that must answer this read.
@@ -305,6 +378,9 @@ pub struct Overrides {
     /// After the write quorum, wait up to this long for the other replicas too (the function
     /// registry uses it so that a deploy is served everywhere when it returns).
     pub settle: Option<Duration>,
+    /// The written value expires this long after the write ([`Entry::expires`]); `None`: it
+    /// does not expire. Ignored by deletions.
+    pub ttl: Option<Duration>,
 }
 
 /// Counters shown by `/v1/status` and `/metrics`.

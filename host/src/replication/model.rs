@@ -128,6 +128,7 @@ impl Sizes {
             version,
             value: Some(vec![2; VALUE]),
             fences: vec![],
+            expires: None,
         };
         let push = |n: usize| {
             request(&Request::KvPush {

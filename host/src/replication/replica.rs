@@ -164,7 +164,7 @@ impl Replicator {
         first_hand: bool,
     ) -> Result<(PutOutcome, bool), ReplicationError> {
         super::check_entry(key, entry)?;
-        if entry.value.is_none()
+        if entry.ends().is_some()
             && self
                 .inner()
                 .collected

@@ -68,6 +68,7 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
             fences,
             w,
             settle_ms,
+            ttl_ms,
         } => {
             let full = ns.key(&key);
             check_limits(&key, value.as_deref())?;
@@ -75,6 +76,7 @@ async fn answer(r: &Replicator, request: Request) -> Result<Response, Replicatio
                 r: None,
                 w,
                 settle: settle_ms.map(std::time::Duration::from_millis),
+                ttl: ttl_ms.map(std::time::Duration::from_millis),
             };
             Response::KvCas(
                 r.conditional_here(&ns, &full, value, expect, &fences, o)

@@ -8,6 +8,7 @@ fn e(hlc: u64, value: Option<&str>) -> Entry {
         version: v(hlc),
         value: value.map(|v| v.as_bytes().to_vec()),
         fences: Vec::new(),
+        expires: None,
     }
 }
 
@@ -24,6 +25,7 @@ fn fenced(token: u64, hlc: u64, value: &str) -> Entry {
             lock: "a".parse().unwrap(),
             token,
         }],
+        expires: None,
     }
 }
 
@@ -69,6 +71,50 @@ fn entries_stored_by_the_earlier_format_still_read() {
         tombstone.version
     );
     assert!(Entry::version_of(&[1, 0xff]).is_err());
+    // Before expiry, an entry was format 1 and postcard's (version, value, fences).
+    let fenced_format = [
+        vec![1],
+        postcard::to_stdvec(&(now.version, now.value.clone(), now.fences.clone())).unwrap(),
+    ]
+    .concat();
+    assert_eq!(Entry::decode(&fenced_format).unwrap(), now);
+    assert_eq!(Entry::version_of(&fenced_format).unwrap(), now.version);
+    // The current format keeps the expiry.
+    let expiring = Entry {
+        expires: Some(123_456),
+        ..now.clone()
+    };
+    assert_eq!(Entry::decode(&expiring.encode()).unwrap(), expiring);
+    assert_eq!(expiring.encode()[0], 2);
+}
+
+#[test]
+fn an_entry_ends_when_deleted_or_expired() {
+    let at = |ms: u64| Version::at(ms << 16);
+    let value = Entry {
+        version: at(1_000),
+        ..e(0, Some("v"))
+    };
+    let expiring = Entry {
+        expires: Some(5_000),
+        ..value.clone()
+    };
+    let tombstone = Entry {
+        value: None,
+        ..value.clone()
+    };
+    // (entry, ends, live at 4,999 ms, live at 5,000 ms)
+    for (entry, ends, before, after) in [
+        (&value, None, true, true),
+        (&expiring, Some(5_000), true, false),
+        (&tombstone, Some(1_000), false, false),
+    ] {
+        assert_eq!(entry.ends(), ends, "{entry:?}");
+        assert_eq!(entry.is_live(4_999), before, "{entry:?}");
+        assert_eq!(entry.is_live(5_000), after, "{entry:?}");
+        assert_eq!(entry.clone().read(4_999).is_some(), before, "{entry:?}");
+        assert_eq!(entry.clone().read(5_000).is_some(), after, "{entry:?}");
+    }
 }
 
 #[test]

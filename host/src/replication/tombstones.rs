@@ -1,4 +1,5 @@
-//! Collecting tombstones that no replica can bring back.
+//! Collecting tombstones that no replica can bring back, and expired values alike: an entry
+//! that ends ([`Entry::ends`]: deleted, or expiring) is a tombstone from its end on.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -69,7 +70,7 @@ impl Replicator {
                         for &i in &asked {
                             let same = match held.get(&batch[i].0) {
                                 None => true,
-                                Some(e) => e.value.is_none() && e.version == batch[i].1,
+                                Some(e) => e.ends().is_some() && e.version == batch[i].1,
                             };
                             agreed[i] &= same;
                         }
@@ -141,10 +142,11 @@ impl Replicator {
             let Ok(entry) = Entry::decode(&bytes) else {
                 continue;
             };
-            if entry.value.is_none() {
-                oldest = oldest.min(entry.version.millis());
-            }
-            if entry.value.is_some() || entry.version.millis() >= horizon {
+            let Some(end) = entry.ends() else {
+                continue;
+            };
+            oldest = oldest.min(end);
+            if end >= horizon {
                 continue;
             }
             if view.ring.replicas(&key, 1).first() == Some(&inner.me) {
@@ -165,7 +167,7 @@ impl Replicator {
                 continue;
             };
             let still =
-                Entry::decode(&stored).is_ok_and(|e| e.value.is_none() && e.version == *version);
+                Entry::decode(&stored).is_ok_and(|e| e.ends().is_some() && e.version == *version);
             if still && let Ok(true) = inner.store.replica_remove_if(key, &stored) {
                 inner
                     .collected

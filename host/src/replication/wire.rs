@@ -13,7 +13,7 @@ pub struct KvWire;
 impl Wire for KvWire {
     const NAME: &'static str = "key-value";
     const TAG: u8 = 2;
-    const VERSION: u8 = 3;
+    const VERSION: u8 = 4;
     type Request = Request;
     type Response = Response;
 }
@@ -61,6 +61,8 @@ pub enum Request {
         fences: Vec<Fence>,
         w: Option<u8>,
         settle_ms: Option<u64>,
+        /// The value's time to live.
+        ttl_ms: Option<u64>,
     },
 }
 

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
@@ -399,6 +400,27 @@ impl GuestState {
         }
     }
 
+    /// `set` and `set-with-ttl`: through the line's gate when the handler is lock-protected.
+    async fn set_for(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), kv::Error> {
+        if let Some(gate) = self.through_gate().await? {
+            if let Err(e) = crate::replication::check_ttl(ttl) {
+                return Err(self.failed(e));
+            }
+            return gate
+                .set(&key, Some(value), ttl)
+                .await
+                .map_err(|e| self.failed(e));
+        }
+        let kv = self.kv_to_write()?;
+        self.around_gate(&key);
+        kv.set(&key, &value, ttl).await.map_err(|e| self.failed(e))
+    }
+
     /// A key-value failure as the guest sees it (the limits are checked by the store); a
     /// refused write is remembered, to tell the caller.
     fn failed(&mut self, e: ReplicationError) -> kv::Error {
@@ -424,21 +446,25 @@ impl kv::Host for GuestState {
     }
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), kv::Error> {
-        if let Some(gate) = self.through_gate().await? {
-            return gate
-                .set(&key, Some(value))
-                .await
-                .map_err(|e| self.failed(e));
-        }
-        let kv = self.kv_to_write()?;
-        self.around_gate(&key);
-        kv.set(&key, &value).await.map_err(|e| self.failed(e))
+        self.set_for(key, value, None).await
+    }
+
+    async fn set_with_ttl(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<(), kv::Error> {
+        self.set_for(key, value, Some(Duration::from_millis(ttl_ms)))
+            .await
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Result<bool, kv::Error> {
         if let Some(gate) = self.through_gate().await? {
             let existed = gate.get(&key).await.map_err(|e| self.failed(e))?.is_some();
-            gate.set(&key, None).await.map_err(|e| self.failed(e))?;
+            gate.set(&key, None, None)
+                .await
+                .map_err(|e| self.failed(e))?;
             return Ok(existed);
         }
         let kv = self.kv_to_write()?;
@@ -455,7 +481,7 @@ impl kv::Host for GuestState {
                 .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
                 .map_or(0, i64::from_le_bytes)
                 .wrapping_add(delta);
-            gate.set(&key, Some(new.to_le_bytes().to_vec()))
+            gate.set(&key, Some(new.to_le_bytes().to_vec()), None)
                 .await
                 .map_err(|e| self.failed(e))?;
             return Ok(new);

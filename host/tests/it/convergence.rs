@@ -438,10 +438,10 @@ async fn nodes_joining_and_leaving_during_writes_lose_nothing() {
     }
 }
 
-/// Which of `nodes` hold `key` of `ns` themselves: `Some(true)` a value, `Some(false)` a
-/// tombstone.
-fn held(nodes: &[&TestNode], key: &str) -> Vec<Option<bool>> {
-    let ns: weft_host::replication::Namespace = "data".parse().unwrap();
+/// Which of `nodes` hold `key` of `ns` themselves: `Some(true)` a value (expired or not),
+/// `Some(false)` a tombstone.
+pub(crate) fn held(nodes: &[&TestNode], ns: &str, key: &str) -> Vec<Option<bool>> {
+    let ns: weft_host::replication::Namespace = ns.parse().unwrap();
     nodes
         .iter()
         .map(|t| {
@@ -477,7 +477,7 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
         let (status, body) = put(&n0, "data", key, "old", &[]).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         wait_for(CONVERGE, "three copies", || async {
-            (held(&[&n0, &n1, &n2], key) == [Some(true); 3]).then_some(())
+            (held(&[&n0, &n1, &n2], "data", key) == [Some(true); 3]).then_some(())
         })
         .await;
         // n2 goes away holding the old value, and the key is deleted meanwhile.
@@ -508,9 +508,17 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
         })
         .await;
         if rule_off {
-            assert_eq!(held(&up, key), [None, None], "collected while n2 was down");
+            assert_eq!(
+                held(&up, "data", key),
+                [None, None],
+                "collected while n2 was down"
+            );
         } else {
-            assert_eq!(held(&up, key), [Some(false); 2], "kept while n2 is down");
+            assert_eq!(
+                held(&up, "data", key),
+                [Some(false); 2],
+                "kept while n2 is down"
+            );
         }
         // n2 comes back with the old value.
         n2 = TestNode::start_in(dir, config("n2", vec![seed])).await;
@@ -527,7 +535,7 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
             // With every member up, the tombstones are collected everywhere, and the key
             // stays deleted.
             wait_for(CONVERGE, "the tombstones collected everywhere", || async {
-                (held(&all, key) == [None; 3]).then_some(())
+                (held(&all, "data", key) == [None; 3]).then_some(())
             })
             .await;
             for t in all {

@@ -11,6 +11,10 @@ use crate::log::Level;
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// When each key written with a TTL expires, on the mock clock (ms).
+    pub(crate) expires: BTreeMap<Vec<u8>, u64>,
+    /// The mock clock (ms), moved only by `MockHost::advance`.
+    pub(crate) clock_ms: u64,
     /// When set, every kv call fails with `Error::Unavailable(reason)`.
     pub(crate) kv_failure: Option<String>,
     pub(crate) logs: Vec<(Level, String)>,
@@ -36,10 +40,30 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     STATE.with(|state| f(&mut state.borrow_mut()))
 }
 
+impl State {
+    /// Drops the keys whose time to live ran out on the mock clock.
+    pub(crate) fn expire(&mut self) {
+        let now = self.clock_ms;
+        let gone: Vec<Vec<u8>> = self
+            .expires
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.expires.remove(&key);
+            self.kv.remove(&key);
+        }
+    }
+}
+
 fn kv<R>(f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> R) -> Result<R, Error> {
     with(|state| match &state.kv_failure {
         Some(reason) => Err(Error::Unavailable(reason.clone())),
-        None => Ok(f(&mut state.kv)),
+        None => {
+            state.expire();
+            Ok(f(&mut state.kv))
+        }
     })
 }
 
@@ -144,15 +168,30 @@ pub(crate) fn kv_get(key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
 pub(crate) fn kv_set(key: &[u8], value: &[u8]) -> Result<(), Error> {
     kv_write(|map| {
         map.insert(key.to_vec(), value.to_vec());
-    })
+    })?;
+    with(|state| state.expires.remove(key));
+    Ok(())
+}
+
+pub(crate) fn kv_set_with_ttl(key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), Error> {
+    if ttl_ms == 0 || ttl_ms > crate::kv::MAX_TTL.as_millis() as u64 {
+        return Err(Error::Unavailable(format!(
+            "a ttl must be above 0 and at most 10 years, not {ttl_ms} ms"
+        )));
+    }
+    kv_set(key, value)?;
+    with(|state| state.expires.insert(key.to_vec(), state.clock_ms + ttl_ms));
+    Ok(())
 }
 
 pub(crate) fn kv_delete(key: &[u8]) -> Result<bool, Error> {
-    kv_write(|map| map.remove(key).is_some())
+    let existed = kv_write(|map| map.remove(key).is_some())?;
+    with(|state| state.expires.remove(key));
+    Ok(existed)
 }
 
 pub(crate) fn kv_increment(key: &[u8], delta: i64) -> Result<i64, Error> {
-    kv_write(|map| {
+    let next = kv_write(|map| {
         let current = match map.get(key) {
             None => Ok(0),
             Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
@@ -166,8 +205,11 @@ pub(crate) fn kv_increment(key: &[u8], delta: i64) -> Result<i64, Error> {
         }?;
         let next = current.wrapping_add(delta);
         map.insert(key.to_vec(), next.to_le_bytes().to_vec());
-        Ok(next)
-    })?
+        Ok::<i64, Error>(next)
+    })??;
+    // A write without a TTL, as the host's increment is: the key lasts.
+    with(|state| state.expires.remove(key));
+    Ok(next)
 }
 
 pub(crate) fn log(level: Level, message: &str) {

@@ -8,12 +8,12 @@
 pub(crate) mod mock;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use mock::{
-    Guard, emit, handler_lock, kv_delete, kv_get, kv_increment, kv_set, lock, log,
+    Guard, emit, handler_lock, kv_delete, kv_get, kv_increment, kv_set, kv_set_with_ttl, lock, log,
 };
 
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use wasm::{
-    Guard, emit, handler_lock, kv_delete, kv_get, kv_increment, kv_set, lock, log,
+    Guard, emit, handler_lock, kv_delete, kv_get, kv_increment, kv_set, kv_set_with_ttl, lock, log,
 };

@@ -68,6 +68,10 @@ pub(crate) fn kv_set(key: &[u8], value: &[u8]) -> Result<(), Error> {
     Ok(kv::set(key, value)?)
 }
 
+pub(crate) fn kv_set_with_ttl(key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), Error> {
+    Ok(kv::set_with_ttl(key, value, ttl_ms)?)
+}
+
 pub(crate) fn kv_delete(key: &[u8]) -> Result<bool, Error> {
     Ok(kv::delete(key)?)
 }
