@@ -5,6 +5,7 @@ mod demo;
 mod jobs;
 mod kv;
 mod locks;
+mod new;
 mod node;
 
 use std::path::PathBuf;
@@ -49,6 +50,24 @@ enum Command {
     ///
     /// Example: weft node --config weft.toml --join 10.0.0.1:7946
     Node(Box<node::NodeArgs>),
+    /// Write a new plugin crate from a template: an HTTP handler, a map/reduce task or a
+    /// lock-protected handler, with native tests and a README.
+    ///
+    /// Example: weft new greeter --kind http && cd greeter && cargo test
+    New {
+        /// The plugin's name (also its crate's and, by default, its function's and directory's):
+        /// lowercase letters, digits, `-` and `_`, starting with a letter or digit.
+        name: String,
+        /// What it is.
+        #[arg(long, value_enum, default_value = "http")]
+        kind: new::Kind,
+        /// Where to write it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The `sdk` directory of a Weft checkout (default: the one this `weft` was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Print a documented configuration file, or the configuration a node would use.
     Config {
         #[command(subcommand)]
@@ -126,7 +145,7 @@ enum Command {
         #[arg(default_value = "/")]
         path: String,
         /// Request body: text, or @FILE to send a file.
-        #[arg(long, short = 'd')]
+        #[arg(long, short = 'd', allow_hyphen_values = true)]
         data: Option<String>,
         /// HTTP method (default GET, or POST with --data).
         #[arg(long, short = 'X')]
@@ -248,6 +267,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match &cli.command {
         Command::Node(args) => node::run(args).await,
+        Command::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => new::run(name, *kind, dir.as_deref(), sdk.as_deref()),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", crate::config::EXAMPLE);

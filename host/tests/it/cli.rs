@@ -640,3 +640,105 @@ async fn settings_come_from_the_file_then_variables_then_flags() {
     .await);
     assert_eq!(example, weft_host::config::EXAMPLE);
 }
+
+/// Runs `cargo ARGS` in `dir` (a generated plugin), sharing one target directory between the
+/// tests' plugins; the output, or a failure with it.
+async fn cargo_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/templates");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = output_within(
+        std::time::Duration::from_secs(900),
+        tokio::process::Command::new(cargo)
+            .args(args)
+            .arg("--offline")
+            .current_dir(dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS"),
+    )
+    .await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {}:\n{text}",
+        dir.display()
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_made_by_weft_new_tests_builds_deploys_and_runs() {
+    let n = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    for (name, kind) in [
+        ("greeter", "http"),
+        ("sums", "mapreduce"),
+        ("accounts", "locked"),
+    ] {
+        let at = dir.path().join(name);
+        let out = ok(&weft(
+            &n,
+            &[
+                "new",
+                name,
+                "--kind",
+                kind,
+                "--dir",
+                at.to_str().unwrap(),
+                "--sdk",
+                sdk.to_str().unwrap(),
+            ],
+        )
+        .await);
+        assert!(
+            out.contains("created") && out.contains("cargo test"),
+            "{out}"
+        );
+        // The versions the workspace builds with, so the test needs no network.
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"),
+            at.join("Cargo.lock"),
+        )
+        .unwrap();
+        let tested = cargo_in(&at, &["test"]).await;
+        assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
+        cargo_in(&at, &["build", "--release", "--target", "wasm32-wasip2"]).await;
+        let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/templates/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        let deploy: Vec<&str> = match kind {
+            "locked" => vec![
+                "deploy",
+                wasm.to_str().unwrap(),
+                "--name",
+                name,
+                "--lock",
+                "path:1",
+            ],
+            _ => vec!["deploy", wasm.to_str().unwrap(), "--name", name],
+        };
+        let out = ok(&weft(&n, &deploy).await);
+        assert!(out.contains(&format!("deployed {name} v1")), "{out}");
+    }
+    let out = ok(&weft(&n, &["invoke", "greeter", "/ada"]).await);
+    assert_eq!(out.trim(), r#"{"hello":"ada","visits":1}"#);
+    let out = ok(&weft(&n, &["invoke", "accounts", "/ada", "-d", "50"]).await);
+    assert!(out.contains(r#""balance":50"#), "{out}");
+    let err = failed(&weft(&n, &["invoke", "accounts", "/ada", "-d", "-80"]).await);
+    assert!(
+        err.contains("409") && err.contains("the balance is 50"),
+        "{err}"
+    );
+    let input = dir.path().join("sales.txt");
+    std::fs::write(&input, "apples 5\npears 3\napples 7\n").unwrap();
+    let out = ok(&weft(
+        &n,
+        &["job", "run", "sums", "--input", input.to_str().unwrap()],
+    )
+    .await);
+    assert!(out.contains("apples") && out.contains("12"), "{out}");
+}
