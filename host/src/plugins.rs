@@ -11,6 +11,8 @@ pub const HELLO: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/hello
 pub const COUNTER: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/counter.wasm"));
 /// `cache`: a read-through cache with a time to live in front of a slow origin.
 pub const CACHE: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/cache.wasm"));
+/// `ledger`: a lock-protected handler appending to a log per key (deploy with `--lock path:1`).
+pub const LEDGER: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/ledger.wasm"));
 /// `wordcount`: a map/reduce task with a combiner.
 pub const WORDCOUNT: &[u8] = include_bytes!(concat!(env!("WEFT_GUESTS_DIR"), "/wordcount.wasm"));
 

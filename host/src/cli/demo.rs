@@ -23,12 +23,22 @@ const TEXT: &str = include_str!("demo_text.txt");
 /// How many times the demo's job reads the text: enough for several 64 KiB chunks.
 const REPEAT: usize = 400;
 
-pub(super) async fn run(once: bool) -> anyhow::Result<()> {
+pub(super) async fn run(once: bool, verbose: bool) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("weft-demo-")
         .tempdir()
         .context("creating a temporary data directory")?;
     println!("== Weft demo ==");
+    if !verbose {
+        let log = dir.path().join("nodes.log");
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        super::init_tracing("info", Some(file));
+        println!(
+            "(the nodes log to {}; `weft demo --verbose` prints their logs here)",
+            log.display()
+        );
+    }
     let cluster = ClusterDir::new(dir.path().join("cluster"));
     let id = cluster.init()?;
     println!(
@@ -104,6 +114,71 @@ pub(super) async fn run(once: bool) -> anyhow::Result<()> {
             .await?;
         println!("GET /fn/counter/{path:<7} -> {}", text.trim_end());
     }
+
+    println!("\n-- invoke cache (a read-through cache: answers kept with a 30 s time to live)");
+    for (i, n) in [(0, &nodes[0]), (0, &nodes[0]), (1, &nodes[1])] {
+        let c = Client::new(&n.url(), Some(n.token.clone()))?;
+        let started = std::time::Instant::now();
+        let resp = c
+            .send(c.request(Method::GET, "/fn/cache/primes/2000000?ttl=30"))
+            .await?;
+        let cache = resp
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_owned();
+        let text = resp.text().await?;
+        let first_there = if i == 1 {
+            "; node-2's first call of the function, which loads it"
+        } else {
+            ""
+        };
+        println!(
+            "node-{}: GET /fn/cache/primes/2000000 -> {} (x-cache: {cache}, {} ms{first_there})",
+            i + 1,
+            text.trim_end(),
+            started.elapsed().as_millis()
+        );
+    }
+
+    println!("\n-- a lock-protected handler: ledger, deployed with --lock path:1");
+    let f: FunctionView = c
+        .json(
+            c.request(Method::PUT, "/v1/functions/ledger")
+                .query(&[("lock", "path:1")])
+                .body(plugins::LEDGER.to_vec()),
+        )
+        .await?;
+    println!(
+        "deployed {} {} ({} bytes): the requests of one key run one at a time on the key's owner, under the key's lock",
+        f.name, f.kind, f.size
+    );
+    // Appends sent at once, to different nodes: each lands in the log once, in some order,
+    // under the lock's fencing token.
+    let appends = nodes.iter().cycle().take(6).enumerate().map(|(i, n)| {
+        let c = Client::new(&n.url(), Some(n.token.clone()));
+        async move {
+            let c = c?;
+            c.send(
+                c.request(Method::POST, "/fn/ledger/orders")
+                    .body(format!("order {i}")),
+            )
+            .await?
+            .text()
+            .await
+            .map_err(anyhow::Error::from)
+        }
+    });
+    for answer in futures::future::try_join_all(appends).await? {
+        println!("POST /fn/ledger/orders -> {}", answer.trim_end());
+    }
+    let log = c
+        .send(c.request(Method::GET, "/fn/ledger/orders"))
+        .await?
+        .text()
+        .await?;
+    println!("GET /fn/ledger/orders -> {}", log.trim_end());
 
     println!(
         "\n-- run wordcount over a bundled text ({} bytes, repeated {REPEAT} times)",

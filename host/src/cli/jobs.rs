@@ -24,6 +24,8 @@ use crate::mapreduce::{JobRecord, JobStatus, OutputRecord, Top};
 #[derive(Debug, Subcommand)]
 pub(super) enum JobCommand {
     /// Run a map/reduce function over input files and wait for the result.
+    ///
+    /// Example: weft job run wordcount --input books/ --reducers 8
     Run {
         /// The map/reduce function.
         name: String,
@@ -48,6 +50,8 @@ pub(super) enum JobCommand {
         json: bool,
     },
     /// Show a job.
+    ///
+    /// Example: weft job status 04bda417134e73cb99139609c395fa43
     Status {
         /// The job's id.
         id: String,
@@ -56,17 +60,23 @@ pub(super) enum JobCommand {
         json: bool,
     },
     /// List jobs.
+    ///
+    /// Example: weft job list
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print a job's full output as JSON lines.
+    ///
+    /// Example: weft job output 04bda417134e73cb99139609c395fa43 > counts.jsonl
     Output {
         /// The job's id.
         id: String,
     },
     /// Show a job's result: its records with the largest values (the summary's order).
+    ///
+    /// Example: weft job result 04bda417134e73cb99139609c395fa43 --top 20
     Result {
         /// The job's id.
         id: String,
@@ -78,11 +88,15 @@ pub(super) enum JobCommand {
         output: Option<PathBuf>,
     },
     /// Stop a running job.
+    ///
+    /// Example: weft job cancel 04bda417134e73cb99139609c395fa43
     Cancel {
         /// The job's id.
         id: String,
     },
     /// Forget an ended job (its records; its output's blobs stay on disk).
+    ///
+    /// Example: weft job delete 04bda417134e73cb99139609c395fa43
     Delete {
         /// The job's id.
         id: String,

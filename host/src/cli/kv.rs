@@ -76,6 +76,8 @@ pub(super) enum KvCommand {
         under: UnderLock,
     },
     /// Delete a key; prints the version of the deletion.
+    ///
+    /// Example: weft kv del users alice
     Del {
         /// The namespace.
         ns: String,
@@ -88,6 +90,8 @@ pub(super) enum KvCommand {
         under: UnderLock,
     },
     /// List keys and values in key order.
+    ///
+    /// Example: weft kv scan users --prefix a --limit 20
     Scan {
         /// The namespace.
         ns: String,

@@ -11,6 +11,8 @@ use crate::locks::{Grant, LockView};
 #[derive(Debug, Subcommand)]
 pub(super) enum LockCommand {
     /// Take a lock; prints its fencing token.
+    ///
+    /// Example: weft lock acquire deploys --lease 30s --wait 10s
     Acquire {
         /// The lock's key.
         key: String,
@@ -26,6 +28,8 @@ pub(super) enum LockCommand {
         holder: Option<String>,
     },
     /// Keep a lock for another lease.
+    ///
+    /// Example: weft lock renew deploys 42
     Renew {
         /// The lock's key.
         key: String,
@@ -34,6 +38,8 @@ pub(super) enum LockCommand {
         fencing_token: u64,
     },
     /// Let a lock go (the first waiter gets it).
+    ///
+    /// Example: weft lock release deploys 42
     Release {
         /// The lock's key.
         key: String,

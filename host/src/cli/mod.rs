@@ -69,22 +69,30 @@ enum Command {
         sdk: Option<PathBuf>,
     },
     /// Print a documented configuration file, or the configuration a node would use.
+    ///
+    /// Example: weft config example > weft.toml
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
     /// Create a cluster's identity, or issue node certificates.
+    ///
+    /// Example: weft cluster init ./prod && weft cluster issue ./prod --node edge-1
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
     },
     /// List the cluster's members as the node sees them.
+    ///
+    /// Example: weft members --json
     Members {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Upload a component and make it the current version of a function.
+    ///
+    /// Example: weft deploy target/wasm32-wasip2/release/counter.wasm --name counter --memory-mb 64
     Deploy {
         /// The component (.wasm).
         file: PathBuf,
@@ -122,22 +130,30 @@ enum Command {
         debug: bool,
     },
     /// List functions.
+    ///
+    /// Example: weft functions
     Functions {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Make the previous version of a function current again.
+    ///
+    /// Example: weft rollback counter
     Rollback {
         /// The function's name.
         name: String,
     },
     /// Remove a function (its modules and data stay).
+    ///
+    /// Example: weft delete counter
     Delete {
         /// The function's name.
         name: String,
     },
     /// Call an HTTP function and print its answer.
+    ///
+    /// Example: weft invoke counter /apples -X POST -d @order.json -H 'content-type: application/json'
     Invoke {
         /// The function's name.
         name: String,
@@ -155,37 +171,54 @@ enum Command {
         header: Vec<String>,
     },
     /// Map/reduce jobs.
+    ///
+    /// Example: weft job run wordcount --input README.md
     Job {
         #[command(subcommand)]
         command: jobs::JobCommand,
     },
     /// Take, renew or release a lock (leases with fencing tokens).
+    ///
+    /// Example: weft lock acquire deploys --lease 30s
     Lock {
         #[command(subcommand)]
         command: locks::LockCommand,
     },
     /// List the held locks: holder, token, lease left, waiters.
+    ///
+    /// Example: weft locks
     Locks {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// The replicated key-value store.
+    ///
+    /// Example: weft kv put users alice '{"plan":"pro"}'
     Kv {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
     /// Show the ring: each node's share, replication health and anti-entropy.
+    ///
+    /// Example: weft status --json
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Start a local node, deploy the bundled plugins, and show them working.
+    /// Start a local three-node cluster, deploy the bundled plugins and tour them: invocations,
+    /// a read-through cache, a lock-protected handler, a map/reduce job, locks.
+    ///
+    /// Example: weft demo --once
     Demo {
         /// Exit after the tour instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Print the nodes' logs here too, instead of only to `nodes.log` in the demo's
+        /// directory.
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -205,11 +238,15 @@ enum ConfigCommand {
 #[derive(Debug, Subcommand)]
 enum ClusterCommand {
     /// Create a cluster: its CA and admin token, in a new directory.
+    ///
+    /// Example: weft cluster init ./prod
     Init {
         /// The cluster directory to create.
         dir: PathBuf,
     },
     /// Issue a certificate for a node (needs the CA key in DIR).
+    ///
+    /// Example: weft cluster issue ./prod --node edge-1
     Issue {
         /// The cluster directory.
         dir: PathBuf,
@@ -222,8 +259,14 @@ enum ClusterCommand {
 /// Runs the command line; errors go to stderr with a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Node(_) | Command::Demo { .. });
-    init_tracing(if serving { "info" } else { "warn" });
+    match cli.command {
+        Command::Node(_) | Command::Demo { verbose: true, .. } => {
+            init_tracing("info", None);
+        }
+        // The demo logs to a file in its directory, once it has one.
+        Command::Demo { verbose: false, .. } => {}
+        _ => init_tracing("warn", None),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -243,14 +286,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str) {
+/// Logs to stderr, or to `file`, at `default` level unless `WEFT_LOG` says otherwise.
+fn init_tracing(default: &str, file: Option<std::fs::File>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn"))
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match file {
+        Some(f) => logs
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => logs.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 /// `$WEFT_DATA_DIR`, else the configuration's default (`~/.local/share/weft`).
@@ -430,7 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lock { command } => locks::run(&client()?, command).await,
         Command::Locks { json } => locks::list(&client()?, *json).await,
         Command::Status { json } => kv::status(&client()?, *json).await,
-        Command::Demo { once } => demo::run(*once).await,
+        Command::Demo { once, verbose } => demo::run(*once, *verbose).await,
     }
 }
 
@@ -520,4 +568,50 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command's path, depth first.
+    fn commands(c: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        for sub in c.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name()).trim().to_owned();
+            let help = sub
+                .get_long_about()
+                .or(sub.get_about())
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            out.push((p.clone(), help));
+            commands(sub, &p, out);
+        }
+    }
+
+    #[test]
+    fn every_command_says_what_it_does_with_an_example() {
+        let mut all = vec![];
+        commands(&super::Cli::command(), "", &mut all);
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|(_, help)| !help.contains("Example: weft "))
+            .map(|(p, _)| p.as_str())
+            .filter(|p| *p != "help" && !p.ends_with(" help"))
+            .collect();
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
+
+    #[test]
+    fn the_readme_tours_every_command() {
+        let readme = include_str!("../../../README.md");
+        let mut all = vec![];
+        commands(&super::Cli::command(), "", &mut all);
+        let missing: Vec<&str> = all
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| *p != "help" && !p.ends_with(" help"))
+            .filter(|p| !readme.contains(&format!("weft {p}")))
+            .collect();
+        assert!(missing.is_empty(), "the README never shows: {missing:?}");
+    }
 }

@@ -326,10 +326,14 @@ async fn demo_runs_the_tour_and_exits() {
         std::time::Duration::from_secs(300),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_weft"))
             .args(["demo", "--once"])
-            .env("WEFT_LOG", "warn"),
+            .env_remove("WEFT_LOG"),
     )
     .await;
     let stdout = ok(&out);
+    // The nodes' logs go to a file, not between the tour's lines.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("INFO"), "{stderr}");
+    assert!(stdout.contains("nodes.log"), "{stdout}");
     // Three nodes, each seen alive, with their tags.
     let alive = stdout
         .lines()
@@ -342,6 +346,8 @@ async fn demo_runs_the_tour_and_exits() {
         "deployed wordcount mapreduce",
         "GET /fn/hello/world -> Hello, world! (from Weft)",
         r#"GET /fn/counter/apples  -> {"count":3,"path":"/apples"}"#,
+        "x-cache: miss",
+        "x-cache: hit",
         "Succeeded",
         "top words:",
         "voters node-1, node-2, node-3",
@@ -355,6 +361,23 @@ async fn demo_runs_the_tour_and_exits() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
+    // Six concurrent appends to the lock-protected ledger, each in its own place, each under
+    // a grant of the key's lock.
+    let appends: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("POST /fn/ledger/orders -> "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    let mut places: Vec<u64> = appends
+        .iter()
+        .map(|a| a["index"].as_u64().unwrap())
+        .collect();
+    places.sort();
+    assert_eq!(places, [0, 1, 2, 3, 4, 5], "{stdout}");
+    assert!(
+        appends.iter().all(|a| a["token"] == appends[0]["token"]),
+        "{stdout}"
+    );
     // "the" is the most frequent word of the bundled text.
     let top = stdout
         .lines()
