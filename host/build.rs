@@ -28,6 +28,7 @@ const GUESTS: &[&str] = &[
     "guest-mapfaults",
     "guest-rawtask",
     "guest-records",
+    "guest-standard",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

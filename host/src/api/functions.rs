@@ -35,6 +35,36 @@ pub(crate) struct DeployParams {
     lock_wait: Option<String>,
     /// Show callers the details of failures (trap, backtrace, guest stderr); default false.
     debug: Option<bool>,
+    /// The function's configuration for `wasi:config/store`: a JSON object of strings.
+    config: Option<String>,
+}
+
+/// Most configuration a deployment may carry, keys and values together: 64 KiB.
+const MAX_CONFIG_BYTES: usize = 64 << 10;
+
+/// The `config` parameter of a deploy: a JSON object whose values are strings.
+fn parse_config(
+    text: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let Some(text) = text else {
+        return Ok(Default::default());
+    };
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "config is {} bytes; at most {MAX_CONFIG_BYTES} are allowed",
+            text.len()
+        )));
+    }
+    let config: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(text).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "config must be a JSON object of strings, such as {{\"greeting\":\"hi\"}}: {e}"
+            ))
+        })?;
+    if config.contains_key("") {
+        return Err(ApiError::BadRequest("config has an empty key".into()));
+    }
+    Ok(config)
 }
 
 /// One function in listings.
@@ -66,6 +96,9 @@ pub struct FunctionView {
     /// How long its requests wait for their lock, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_wait_ms: Option<u64>,
+    /// The keys of its configuration (`wasi:config`); the values are not shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_keys: Vec<String>,
     /// When the serving version was deployed (ms since the Unix epoch).
     pub deployed_at_ms: u64,
 }
@@ -88,6 +121,7 @@ impl From<&FunctionRecord> for FunctionView {
                 d.lock_wait_ms
                     .unwrap_or(crate::functions::DEFAULT_LOCK_WAIT_MS)
             }),
+            config_keys: d.config.keys().cloned().collect(),
             deployed_at_ms: d.deployed_at_ms,
         }
     }
@@ -124,6 +158,7 @@ pub(crate) async fn deploy(
         .map(str::parse::<RouteKey>)
         .transpose()
         .map_err(ApiError::BadRequest)?;
+    let config = parse_config(params.config.as_deref())?;
     // Compile and link before storing anything, so a bad module leaves no trace.
     let digest = Digest::of(&bytes);
     let rt = app.runtime.clone();
@@ -180,6 +215,7 @@ pub(crate) async fn deploy(
         route_key: route_key.clone(),
         kv_namespace: params.kv_namespace.clone(),
         debug: params.debug.unwrap_or(false),
+        config,
         deployed_at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -167,6 +167,7 @@ async fn call(
         gate: None,
         fenced: None,
         finished: None,
+        config: Arc::new(deployment.config.clone()),
     };
     let response = app
         .runtime

@@ -280,6 +280,7 @@ pub(crate) async fn run(
         gate: Some(gate.clone()),
         fenced: Some(fenced.clone()),
         finished: Some(finished),
+        config: Arc::new(deployment.config.clone()),
     };
     let limits = app.runtime.limits(&deployment.limits);
     let ran = async {

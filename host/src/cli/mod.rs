@@ -92,7 +92,7 @@ enum Command {
     },
     /// Upload a component and make it the current version of a function.
     ///
-    /// Example: weft deploy target/wasm32-wasip2/release/counter.wasm --name counter --memory-mb 64
+    /// Example: weft deploy target/wasm32-wasip2/release/counter.wasm --name counter --memory-mb 64 --config greeting=hi
     Deploy {
         /// The component (.wasm).
         file: PathBuf,
@@ -128,6 +128,11 @@ enum Command {
         /// instead of a short message and an error id to look up in the node's log.
         #[arg(long)]
         debug: bool,
+        /// A configuration value the component reads through `wasi:config/store`, `KEY=VALUE`;
+        /// repeatable. Kept with this version of the function (a rollback brings back the
+        /// previous version's).
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_pair)]
+        config: Vec<(String, String)>,
     },
     /// List functions.
     ///
@@ -339,6 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lock,
             lock_wait,
             debug,
+            config,
         } => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -367,6 +373,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if *debug {
                 query.push(("debug", "true".into()));
+            }
+            if !config.is_empty() {
+                let map: std::collections::BTreeMap<&str, &str> = config
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                query.push(("config", serde_json::to_string(&map)?));
             }
             let f: FunctionView = c
                 .json(
@@ -479,6 +492,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Locks { json } => locks::list(&client()?, *json).await,
         Command::Status { json } => kv::status(&client()?, *json).await,
         Command::Demo { once, verbose } => demo::run(*once, *verbose).await,
+    }
+}
+
+/// `KEY=VALUE`.
+fn parse_config_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Deployment {
     /// and the details go to the node's log under that id.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub debug: bool,
+    /// The function's configuration, read by the guest through `wasi:config/store`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
     /// When it was deployed, in milliseconds since the Unix epoch (for humans only).
     pub deployed_at_ms: u64,
 }
@@ -211,6 +214,7 @@ mod tests {
             route_key: None,
             kv_namespace: None,
             debug: false,
+            config: Default::default(),
             deployed_at_ms: n as u64,
         }
     }

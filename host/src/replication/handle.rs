@@ -120,17 +120,24 @@ impl KvHandle {
     /// Adds `delta` to the i64 (little-endian) under `key` by compare-and-set, retrying when
     /// another writer got there first. A value that is not 8 bytes counts as 0.
     pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64, ReplicationError> {
+        self.update(key, |old| Ok(add_to_counter(old, delta))).await
+    }
+
+    /// Replaces the value under `key` (`None`: absent) with what `f` makes of it, by
+    /// compare-and-set, retrying when another writer got there first; returns what `f` said
+    /// beside the new value. `f` may refuse the old value.
+    pub async fn update<T>(
+        &self,
+        key: &[u8],
+        f: impl Fn(Option<&[u8]>) -> Result<(Vec<u8>, T), ReplicationError>,
+    ) -> Result<T, ReplicationError> {
         let mut backoff = Duration::from_millis(1);
         for _ in 0..64 {
             let read = self
                 .replicator
                 .get(&self.ns, key, &self.fences, Overrides::default())
                 .await?;
-            let old = read
-                .as_ref()
-                .and_then(|r| <[u8; 8]>::try_from(r.value.as_slice()).ok())
-                .map_or(0, i64::from_le_bytes);
-            let new = old.wrapping_add(delta);
+            let (new, answer) = f(read.as_ref().map(|r| r.value.as_slice()))?;
             let expect = match &read {
                 Some(r) => Expect::Version(r.version),
                 None => Expect::Absent,
@@ -140,14 +147,14 @@ impl KvHandle {
                 .put(
                     &self.ns,
                     key,
-                    Some(new.to_le_bytes().to_vec()),
+                    Some(new),
                     Some(expect),
                     &self.fences,
                     Overrides::default(),
                 )
                 .await;
             match put {
-                Ok(_) => return Ok(new),
+                Ok(_) => return Ok(answer),
                 Err(ReplicationError::Conflict { .. }) => {
                     // Another writer won: wait a little (randomised) and read again.
                     let jitter = rand::random::<u64>() % (backoff.as_micros() as u64 + 1);
@@ -158,10 +165,34 @@ impl KvHandle {
             }
         }
         Err(ReplicationError::Unavailable {
-            what: "increment",
+            what: "update",
             needed: 1,
             got: 0,
             failures: "64 attempts lost to concurrent writers".into(),
         })
     }
+
+    /// Up to `limit` keys of the namespace from `start` on, in key order, and where the next
+    /// page starts (if there may be more).
+    pub async fn keys(
+        &self,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), ReplicationError> {
+        let page = self.replicator.scan(&self.ns, b"", start, limit).await?;
+        Ok((
+            page.entries.into_iter().map(|(k, _)| k).collect(),
+            page.next,
+        ))
+    }
+}
+
+/// A counter's new value and its bytes, `delta` added to `old` (an i64, little-endian; anything
+/// else counts as 0): the `kv.increment` of guests.
+pub fn add_to_counter(old: Option<&[u8]>, delta: i64) -> (Vec<u8>, i64) {
+    let new = old
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, i64::from_le_bytes)
+        .wrapping_add(delta);
+    (new.to_le_bytes().to_vec(), new)
 }

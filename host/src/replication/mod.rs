@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{Quorum, ReplicationConfig, ReplicationSwitches};
 pub use coordinator::Scan;
 pub use gate::{ALL_SEEN_BYTES, Failure, Gate, Mark, SEEN_BYTES, WAITING_BYTES};
-pub use handle::KvHandle;
+pub use handle::{KvHandle, add_to_counter};
 pub use merkle::Leaves;
 pub(crate) use replica::ANSWER_BYTES;
 pub use replica::PutOutcome;

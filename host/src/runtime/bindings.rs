@@ -21,3 +21,21 @@ pub(super) mod task {
         with: { "weft:plugin/log": super::handler::weft::plugin::log },
     });
 }
+
+/// The standard `wasi:keyvalue` interfaces, served by the function's key-value namespace.
+pub(super) mod keyvalue {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "wasi:keyvalue/imports",
+        imports: { default: async },
+        with: { "wasi:keyvalue/store.bucket": crate::runtime::standard::Bucket },
+    });
+}
+
+/// The standard `wasi:config` interface, served by the function's configuration.
+pub(super) mod config {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "wasi:config/imports",
+    });
+}

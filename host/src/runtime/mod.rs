@@ -12,6 +12,7 @@ mod config;
 mod holding;
 mod http;
 mod locks;
+pub(crate) mod standard;
 mod state;
 mod task;
 

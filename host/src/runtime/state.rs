@@ -1,6 +1,7 @@
 //! Per-invocation guest state: the WASI context (no ambient authority), the memory limiter,
 //! guest output routed to the node's log, and the host side of the Weft imports.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,6 +44,8 @@ pub struct Access {
     /// Dropped with the guest's store: its receiver learns that the guest has ended (returned,
     /// failed or was stopped), whatever the response said and whenever it was sent.
     pub finished: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The function's configuration (`wasi:config/store`), given at deploy.
+    pub config: Arc<BTreeMap<String, String>>,
 }
 
 /// The `T` of every `Store<T>`.
@@ -73,6 +76,8 @@ pub struct GuestState {
     pub(super) emitted: Vec<u8>,
     pub(super) emit_limit: Option<u64>,
     pub(super) emit_overflow: bool,
+    /// See [`Access::config`].
+    pub(super) config: Arc<BTreeMap<String, String>>,
 }
 
 impl GuestState {
@@ -126,6 +131,7 @@ impl GuestState {
             emitted: Vec::new(),
             emit_limit,
             emit_overflow: false,
+            config: access.config,
         };
         if let Some(h) = handler {
             state.hold_lock(h.lock.clone(), h.token, h.lost.clone());
@@ -421,6 +427,28 @@ impl GuestState {
         kv.set(&key, &value, ttl).await.map_err(|e| self.failed(e))
     }
 
+    /// Replaces the value under `key` with what `f` makes of it, atomically with respect to
+    /// the function's other invocations: through the line's gate when the handler is
+    /// lock-protected (the line runs one request of the key at a time, and the gate writes on
+    /// condition of the version it read), else by compare-and-set.
+    pub(super) async fn update<T>(
+        &mut self,
+        key: Vec<u8>,
+        f: impl Fn(Option<&[u8]>) -> Result<(Vec<u8>, T), ReplicationError>,
+    ) -> Result<T, kv::Error> {
+        if let Some(gate) = self.through_gate().await? {
+            let old = gate.get(&key).await.map_err(|e| self.failed(e))?;
+            let (new, answer) = f(old.as_deref()).map_err(|e| self.failed(e))?;
+            gate.set(&key, Some(new), None)
+                .await
+                .map_err(|e| self.failed(e))?;
+            return Ok(answer);
+        }
+        let kv = self.kv_to_write()?;
+        self.around_gate(&key);
+        kv.update(&key, f).await.map_err(|e| self.failed(e))
+    }
+
     /// A key-value failure as the guest sees it (the limits are checked by the store); a
     /// refused write is remembered, to tell the caller.
     fn failed(&mut self, e: ReplicationError) -> kv::Error {
@@ -473,22 +501,10 @@ impl kv::Host for GuestState {
     }
 
     async fn increment(&mut self, key: Vec<u8>, delta: i64) -> Result<i64, kv::Error> {
-        if let Some(gate) = self.through_gate().await? {
-            // No compare-and-set loop: the gate writes on condition of the version it read (a
-            // writer outside the line fails the batch instead of losing its update).
-            let old = gate.get(&key).await.map_err(|e| self.failed(e))?;
-            let new = old
-                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                .map_or(0, i64::from_le_bytes)
-                .wrapping_add(delta);
-            gate.set(&key, Some(new.to_le_bytes().to_vec()), None)
-                .await
-                .map_err(|e| self.failed(e))?;
-            return Ok(new);
-        }
-        let kv = self.kv_to_write()?;
-        self.around_gate(&key);
-        kv.increment(&key, delta).await.map_err(|e| self.failed(e))
+        self.update(key, |old| {
+            Ok(crate::replication::add_to_counter(old, delta))
+        })
+        .await
     }
 }
 
@@ -520,6 +536,10 @@ pub(super) fn http_linker(engine: &Engine) -> Result<Linker<GuestState>, Runtime
         |s| s,
     )
     .map_err(err)?;
+    super::bindings::keyvalue::Imports::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(err)?;
+    super::bindings::config::Imports::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(err)?;
     Ok(linker)
 }
 

@@ -25,3 +25,4 @@ mod metrics;
 mod replication;
 mod restart;
 mod safety;
+mod standard;

@@ -81,6 +81,7 @@ async fn function_records_of_an_earlier_version_move_into_the_metadata_group_onc
             route_key: None,
             kv_namespace: None,
             debug: false,
+            config: Default::default(),
             deployed_at_ms: 1,
         },
     );
