@@ -33,6 +33,12 @@ const GUESTS: &[&str] = &[
 
 const TARGET: &str = "wasm32-wasip2";
 
+/// Guests that are plain WASI 0.1 programs (a `main`), built for `wasm32-wasip1`, by package
+/// name and program name: the node turns them into components at deploy.
+const WASIP1_GUESTS: &[(&str, &str)] = &[("wagi-echo", "wagi_echo")];
+
+const WASIP1: &str = "wasm32-wasip1";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir
@@ -49,11 +55,16 @@ fn main() {
 
     let target_dir = guest_target_dir();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    ensure_wasm_target();
+    ensure_wasm_target(TARGET);
+    ensure_wasm_target(WASIP1);
 
     // One invocation per guest: cargo unifies the SDK's features across the packages of one
     // build, and a handler must not carry the map/reduce world (nor the other way round).
-    for guest in GUESTS {
+    let builds = GUESTS
+        .iter()
+        .map(|g| (*g, TARGET))
+        .chain(WASIP1_GUESTS.iter().map(|(g, _)| (*g, WASIP1)));
+    for (guest, target) in builds {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(root)
             .args([
@@ -61,7 +72,7 @@ fn main() {
                 "--release",
                 "--quiet",
                 "--target",
-                TARGET,
+                target,
                 "--package",
                 guest,
             ])
@@ -92,7 +103,7 @@ fn main() {
             .status()
             .unwrap_or_else(|e| panic!("could not run cargo to build guest `{guest}`: {e}"));
         if !status.success() {
-            panic!("building guest `{guest}` for {TARGET} failed (see the errors above)");
+            panic!("building guest `{guest}` for {target} failed (see the errors above)");
         }
     }
 
@@ -106,6 +117,16 @@ fn main() {
         );
     }
     println!("cargo:rustc-env=WEFT_GUESTS_DIR={}", out.display());
+    let out = target_dir.join(WASIP1).join("release");
+    for (guest, program) in WASIP1_GUESTS {
+        let file = out.join(format!("{program}.wasm"));
+        assert!(
+            file.exists(),
+            "guest `{guest}` built but {} is missing",
+            file.display()
+        );
+    }
+    println!("cargo:rustc-env=WEFT_WASIP1_GUESTS_DIR={}", out.display());
 }
 
 /// `target/wasm-guests` beside the host's own target directory, or `WEFT_GUEST_TARGET_DIR`.
@@ -123,10 +144,10 @@ fn guest_target_dir() -> PathBuf {
     target.join("wasm-guests")
 }
 
-/// Fails the build with instructions when the standard library for wasm32-wasip2 is missing.
+/// Fails the build with instructions when the standard library for `target` is missing.
 /// `rust-toolchain.toml` names the target, so rustup installs it with the toolchain; a toolchain
 /// that was installed before the file existed lacks it, and rustup adds it here when it can.
-fn ensure_wasm_target() {
+fn ensure_wasm_target(target: &str) {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -134,22 +155,22 @@ fn ensure_wasm_target() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let installed = |root: &Path| root.join("lib/rustlib").join(TARGET).join("lib").is_dir();
+    let installed = |root: &Path| root.join("lib/rustlib").join(target).join("lib").is_dir();
     let Some(sysroot) = sysroot else { return };
     if installed(&sysroot) {
         return;
     }
     let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
     let mut add = Command::new("rustup");
-    add.args(["target", "add", TARGET]);
+    add.args(["target", "add", target]);
     if let Some(t) = &toolchain {
         add.args(["--toolchain", t]);
     }
     let added = add.status().map(|s| s.success()).unwrap_or(false);
     if !(added && installed(&sysroot)) {
         panic!(
-            "the Rust standard library for {TARGET} is not installed, and Weft's guests need it.\n\
-             Install it with:  rustup target add {TARGET}\n\
+            "the Rust standard library for {target} is not installed, and Weft's guests need it.\n\
+             Install it with:  rustup target add {target}\n\
              (rust-toolchain.toml lists it, so `rustup toolchain install` in the repository also works.)"
         );
     }

@@ -24,6 +24,11 @@ pub const EMBEDDED: &[(&str, &[u8])] = &[
     ("wordcount", WORDCOUNT),
 ];
 
+/// `wagi-echo`: a WASI 0.1 program (a core module, not a component) that echoes its request,
+/// served the CGI way (WAGI).
+pub const WAGI_ECHO: &[u8] =
+    include_bytes!(concat!(env!("WEFT_WASIP1_GUESTS_DIR"), "/wagi_echo.wasm"));
+
 /// The built component of any guest package in `plugins/` (e.g. `guest-loop`).
 pub fn path(package: &str) -> PathBuf {
     PathBuf::from(env!("WEFT_GUESTS_DIR")).join(format!("{}.wasm", package.replace('-', "_")))

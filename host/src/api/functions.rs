@@ -148,6 +148,16 @@ pub(crate) async fn deploy(
             "the request body is empty; send the component's bytes".into(),
         ));
     }
+    // A WASI 0.1 program is made a component here, once; every node runs the component.
+    let bytes = if crate::runtime::wagi::is_core_module(&bytes) {
+        let module = bytes.clone();
+        let made = tokio::task::spawn_blocking(move || crate::runtime::wagi::componentize(&module))
+            .await
+            .map_err(|e| ApiError::Internal(format!("componentizing failed: {e}")))?;
+        bytes::Bytes::from(made.map_err(ApiError::BadRequest)?)
+    } else {
+        bytes
+    };
     let limits = manifest_limits(&app, &params)?;
     if let Some(ns) = &params.kv_namespace {
         ns.parse::<crate::replication::Namespace>()?;

@@ -22,7 +22,7 @@ use crate::placement::Route;
 use crate::replication::{KvHandle, Namespace};
 use crate::rpc::Router;
 use crate::runtime::{Access, GuestLocks};
-use crate::runtime::{Prepared, RuntimeError};
+use crate::runtime::{Prepared, RuntimeError, wagi};
 
 /// The header naming the node that ran the handler.
 pub const NODE_HEADER: &str = "x-weft-node";
@@ -95,6 +95,32 @@ async fn call(
 ) -> Result<Response, ApiError> {
     let name: FunctionName = name.parse()?;
     let active = app.active(&name).await?;
+    if let Prepared::Wagi(pre) = &active.prepared {
+        let slot = app.runtime.slot().await?;
+        let body = read_whole(app, body, &parts.headers).await?;
+        let env = wagi::environment(&wagi::CgiRequest {
+            function: name.as_str(),
+            method: parts.method.as_str(),
+            path,
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            body_len: body.len(),
+        });
+        let limits = app.runtime.limits(&active.deployment.limits);
+        let out = app
+            .runtime
+            .handle_wagi(&name, pre, limits, env, body, slot)
+            .await
+            .map_err(|e| told(&name, e, active.deployment.debug))?;
+        let mut response = Response::builder().status(out.status);
+        for (k, v) in &out.headers {
+            response = response.header(k, v);
+        }
+        let response = response
+            .body(Body::from(out.body))
+            .map_err(|e| ApiError::Internal(format!("the program's response: {e}")))?;
+        return Ok(ran_here(app, response));
+    }
     let Prepared::Http(pre) = &active.prepared else {
         return Err(ApiError::BadRequest(format!(
             "function `{name}` is a map/reduce task, not an HTTP handler; run it with POST /v1/jobs"
@@ -168,6 +194,7 @@ async fn call(
         fenced: None,
         finished: None,
         config: Arc::new(deployment.config.clone()),
+        cgi: None,
     };
     let response = app
         .runtime

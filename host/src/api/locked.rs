@@ -281,6 +281,7 @@ pub(crate) async fn run(
         fenced: Some(fenced.clone()),
         finished: Some(finished),
         config: Arc::new(deployment.config.clone()),
+        cgi: None,
     };
     let limits = app.runtime.limits(&deployment.limits);
     let ran = async {

@@ -99,7 +99,8 @@ enum Command {
         /// The function's name.
         #[arg(long)]
         name: String,
-        /// `http` or `mapreduce` (detected from the component's exports by default).
+        /// `http`, `mapreduce` or `wagi` (detected from the component's exports by default; a
+        /// WASI 0.1 module with `_start` is made a `wagi` component at deploy).
         #[arg(long)]
         kind: Option<String>,
         /// Wall-clock limit per invocation, in milliseconds (node default: 10000).

@@ -182,9 +182,10 @@ impl Worker {
         };
         match prepared {
             Prepared::Task(pre) => Ok(pre),
-            Prepared::Http(_) => Err(RuntimeError::WrongWorld(format!(
-                "module {} is an HTTP handler, not a map/reduce task",
-                program.digest
+            other => Err(RuntimeError::WrongWorld(format!(
+                "module {} is {}, not a map/reduce task",
+                program.digest,
+                other.kind()
             ))),
         }
     }

@@ -69,6 +69,9 @@ pub enum FunctionKind {
     Http,
     /// Exports `weft:plugin/task`; run by `POST /v1/jobs`.
     Mapreduce,
+    /// A WASI 0.1 program made a component at deploy (it exports `wasi:cli/run`): invoked
+    /// through `/fn/{name}/...` the CGI way.
+    Wagi,
 }
 
 impl std::fmt::Display for FunctionKind {
@@ -76,6 +79,7 @@ impl std::fmt::Display for FunctionKind {
         f.write_str(match self {
             FunctionKind::Http => "http",
             FunctionKind::Mapreduce => "mapreduce",
+            FunctionKind::Wagi => "wagi",
         })
     }
 }

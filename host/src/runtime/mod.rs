@@ -15,6 +15,7 @@ mod locks;
 pub(crate) mod standard;
 mod state;
 mod task;
+pub(crate) mod wagi;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
@@ -146,6 +148,8 @@ pub enum Prepared {
     Http(ProxyPre<GuestState>),
     /// A map/reduce task.
     Task(task::TaskPre),
+    /// A WASI 0.1 program, served the CGI way.
+    Wagi(CommandPre<GuestState>),
 }
 
 impl Prepared {
@@ -154,6 +158,7 @@ impl Prepared {
         match self {
             Prepared::Http(_) => FunctionKind::Http,
             Prepared::Task(_) => FunctionKind::Mapreduce,
+            Prepared::Wagi(_) => FunctionKind::Wagi,
         }
     }
 }
@@ -179,6 +184,7 @@ pub struct Runtime {
     engine: Engine,
     http_linker: Linker<GuestState>,
     task_linker: Linker<GuestState>,
+    wagi_linker: Linker<GuestState>,
     cache: cache::ArtifactCache,
     prepared: Mutex<std::collections::HashMap<Digest, Prepared>>,
     config: RuntimeConfig,
@@ -233,6 +239,7 @@ impl Runtime {
 
         let http_linker = state::http_linker(&engine)?;
         let task_linker = state::task_linker(&engine)?;
+        let wagi_linker = state::wagi_linker(&engine)?;
         let cache = cache::ArtifactCache::new(&engine, cache_dir)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -255,6 +262,7 @@ impl Runtime {
             engine,
             http_linker,
             task_linker,
+            wagi_linker,
             cache,
             prepared: Mutex::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(instances as usize)),
@@ -341,7 +349,11 @@ impl Runtime {
         let exports_task = exports
             .iter()
             .any(|e| e.starts_with("weft:plugin/task@0.3"));
+        let exports_run = exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2"));
         let kind = match (expected, exports_http, exports_task) {
+            (Some(FunctionKind::Wagi), false, false) | (None, false, false) if exports_run => {
+                FunctionKind::Wagi
+            }
             (Some(FunctionKind::Http), true, _) | (None, true, false) => FunctionKind::Http,
             (Some(FunctionKind::Mapreduce), _, true) | (None, false, true) => {
                 FunctionKind::Mapreduce
@@ -363,6 +375,7 @@ impl Runtime {
         let linker = match kind {
             FunctionKind::Http => &self.http_linker,
             FunctionKind::Mapreduce => &self.task_linker,
+            FunctionKind::Wagi => &self.wagi_linker,
         };
         let pre = linker.instantiate_pre(component).map_err(|e| {
             RuntimeError::WrongWorld(format!("cannot link the component: {}", chain(&e)))
@@ -372,6 +385,9 @@ impl Runtime {
                 RuntimeError::WrongWorld(format!("not an HTTP handler: {}", chain(&e)))
             })?),
             FunctionKind::Mapreduce => Prepared::Task(task::TaskPre::new(pre)?),
+            FunctionKind::Wagi => Prepared::Wagi(CommandPre::new(pre).map_err(|e| {
+                RuntimeError::WrongWorld(format!("not a WASI program: {}", chain(&e)))
+            })?),
         })
     }
 
@@ -530,6 +546,7 @@ fn export_of(kind: FunctionKind) -> &'static str {
     match kind {
         FunctionKind::Http => "wasi:http/incoming-handler@0.2.x (an HTTP handler)",
         FunctionKind::Mapreduce => "weft:plugin/task@0.3.0 (a map/reduce task)",
+        FunctionKind::Wagi => "wasi:cli/run@0.2.x (a WASI program, served the CGI way)",
     }
 }
 
@@ -542,8 +559,11 @@ fn wrong_world(expected: Option<FunctionKind>, found: &str) -> RuntimeError {
         Some(FunctionKind::Mapreduce) => {
             "it was deployed as a map/reduce task but does not export `weft:plugin/task@0.3.0`"
         }
+        Some(FunctionKind::Wagi) => {
+            "it was deployed as a WAGI program but is not a WASI 0.1 module with `_start`, nor a component exporting only `wasi:cli/run@0.2.x`"
+        }
         None => {
-            "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.3.0` (a map/reduce task)"
+            "it exports neither `wasi:http/incoming-handler@0.2.x` (an HTTP handler) nor `weft:plugin/task@0.3.0` (a map/reduce task) nor `wasi:cli/run@0.2.x` (a WASI program; a WASI 0.1 module with `_start` is made one at deploy)"
         }
     };
     RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}"))

@@ -46,6 +46,18 @@ pub struct Access {
     pub finished: Option<tokio::sync::oneshot::Sender<()>>,
     /// The function's configuration (`wasi:config/store`), given at deploy.
     pub config: Arc<BTreeMap<String, String>>,
+    /// For a WASI 0.1 program served the CGI way: its environment, stdin and stdout.
+    pub cgi: Option<Cgi>,
+}
+
+/// What a CGI program sees of its request, and where its response goes.
+pub struct Cgi {
+    /// The request's meta-variables and headers.
+    pub env: Vec<(String, String)>,
+    /// The request body.
+    pub stdin: bytes::Bytes,
+    /// The response, printed.
+    pub stdout: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
 }
 
 /// The `T` of every `Store<T>`.
@@ -91,23 +103,35 @@ impl GuestState {
         let budget = Arc::new(AtomicUsize::new(MAX_LOG_BYTES));
         // No preopened directories, no environment, no arguments; sockets and name lookup are
         // off by default in WasiCtx and stay off.
-        let wasi = WasiCtx::builder()
-            .stdout(GuestLog {
-                function: function.clone(),
-                stream: "stdout",
-                tail: None,
-                budget: budget.clone(),
-            })
-            .stderr(GuestLog {
-                function: function.clone(),
-                stream: "stderr",
-                tail: Some(stderr.clone()),
-                budget,
-            })
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(GuestLog {
+            function: function.clone(),
+            stream: "stderr",
+            tail: Some(stderr.clone()),
+            budget: budget.clone(),
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+        match access.cgi {
+            // A CGI program: the request in its environment and stdin, its stdout kept; its
+            // only argument is its name.
+            Some(cgi) => {
+                wasi.envs(&cgi.env)
+                    .args(&[function.as_str()])
+                    .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(cgi.stdin))
+                    .stdout(cgi.stdout);
+            }
+            None => {
+                wasi.stdout(GuestLog {
+                    function: function.clone(),
+                    stream: "stdout",
+                    tail: None,
+                    budget,
+                });
+            }
+        }
+        let wasi = wasi.build();
         let handler = access.handler.clone();
         let mut state = GuestState {
             function,
@@ -540,6 +564,15 @@ pub(super) fn http_linker(engine: &Engine) -> Result<Linker<GuestState>, Runtime
         .map_err(err)?;
     super::bindings::config::Imports::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
         .map_err(err)?;
+    Ok(linker)
+}
+
+/// WASI (p2) without ambient authority, and nothing else: a WASI 0.1 program served the CGI
+/// way (its preview1 calls go through the adapter to these).
+pub(super) fn wagi_linker(engine: &Engine) -> Result<Linker<GuestState>, RuntimeError> {
+    let mut linker = Linker::new(engine);
+    let err = |e: wasmtime::Error| RuntimeError::Host(format!("building the linker: {e}"));
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
     Ok(linker)
 }
 

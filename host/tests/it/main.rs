@@ -26,3 +26,4 @@ mod replication;
 mod restart;
 mod safety;
 mod standard;
+mod wagi;
