@@ -29,15 +29,15 @@ const BUILT_FROM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
 fn files(kind: Kind) -> [(&'static str, &'static str); 5] {
     let (lib, readme) = match kind {
         Kind::Http => (
-            include_str!("templates/http/lib.rs"),
+            include_str!("templates/http/lib.rs.txt"),
             include_str!("templates/http/README.md"),
         ),
         Kind::Mapreduce => (
-            include_str!("templates/mapreduce/lib.rs"),
+            include_str!("templates/mapreduce/lib.rs.txt"),
             include_str!("templates/mapreduce/README.md"),
         ),
         Kind::Locked => (
-            include_str!("templates/locked/lib.rs"),
+            include_str!("templates/locked/lib.rs.txt"),
             include_str!("templates/locked/README.md"),
         ),
     };

@@ -28,8 +28,11 @@ pub(super) mod keyvalue {
         path: "../sdk/wit",
         world: "wasi:keyvalue/imports",
         imports: { default: async },
-        with: { "wasi:keyvalue/store.bucket": crate::runtime::standard::Bucket },
+        with: { "wasi:keyvalue/store.bucket": Bucket },
     });
+
+    /// An open bucket: the function's key-value namespace (the only one it may open).
+    pub struct Bucket;
 }
 
 /// The standard `wasi:config` interface, served by the function's configuration.

@@ -12,7 +12,7 @@ mod config;
 mod holding;
 mod http;
 mod locks;
-pub(crate) mod standard;
+mod standard;
 mod state;
 mod task;
 pub(crate) mod wagi;

@@ -8,12 +8,10 @@ use wasmtime::component::Resource;
 
 use super::bindings::config::wasi::config::store as config;
 use super::bindings::handler::weft::plugin::kv;
+use super::bindings::keyvalue::Bucket;
 use super::bindings::keyvalue::wasi::keyvalue::{atomics, batch, store};
 use super::state::GuestState;
 use crate::replication::ReplicationError;
-
-/// An open bucket: the function's key-value namespace (the only one it may open).
-pub struct Bucket;
 
 /// Keys in one page of `list-keys`.
 const PAGE: usize = 1000;

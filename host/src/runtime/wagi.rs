@@ -366,47 +366,7 @@ mod tests {
         assert!(is_core_module(program));
         let component = componentize(program).unwrap();
         assert!(!is_core_module(&component));
-        // A module without `_start` (a library): refused, naming what it exports.
-        let e = componentize(&module(&[], &["run"])).unwrap_err();
-        assert!(
-            e.contains("needs a `_start` export") && e.contains("run"),
-            "{e}"
-        );
-        let e = componentize(&module(&[("env", "f")], &["_start"])).unwrap_err();
-        assert!(e.contains("env::f"), "{e}");
+        // Modules without `_start`, or importing more than WASI, are in `tests/it/wagi.rs`.
         assert!(componentize(b"\0asm\x01\0\0\0\x01").is_err());
-    }
-
-    /// A module of one empty function exported as each of `exports`, importing `imports`.
-    fn module(imports: &[(&str, &str)], exports: &[&str]) -> Vec<u8> {
-        use wasm_encoder::{
-            CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection,
-            ImportSection, Instruction, Module, TypeSection,
-        };
-        let mut m = Module::new();
-        let mut types = TypeSection::new();
-        types.ty().function([], []);
-        m.section(&types);
-        if !imports.is_empty() {
-            let mut section = ImportSection::new();
-            for (module, name) in imports {
-                section.import(module, name, EntityType::Function(0));
-            }
-            m.section(&section);
-        }
-        let mut funcs = FunctionSection::new();
-        funcs.function(0);
-        m.section(&funcs);
-        let mut section = ExportSection::new();
-        for name in exports {
-            section.export(name, ExportKind::Func, imports.len() as u32);
-        }
-        m.section(&section);
-        let mut code = CodeSection::new();
-        let mut body = Function::new([]);
-        body.instruction(&Instruction::End);
-        code.function(&body);
-        m.section(&code);
-        m.finish()
     }
 }

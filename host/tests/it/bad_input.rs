@@ -43,10 +43,11 @@ async fn not_wasm_is_400_with_the_parser_message() {
     .await;
     assert!(msg.contains("not a valid WebAssembly component"), "{msg}");
     assert!(msg.contains("magic"), "the parser's own words: {msg}");
-    // A core module is Wasm but not a component.
+    // A core module is Wasm but not a component: served only as a WASI 0.1 program, which
+    // this empty one is not.
     let core = b"\0asm\x01\0\0\0".to_vec();
     let msg = deploy_fails(&n, "core", core, &[], StatusCode::BAD_REQUEST).await;
-    assert!(msg.contains("component"), "{msg}");
+    assert!(msg.contains("needs a `_start` export"), "{msg}");
     let msg = deploy_fails(&n, "empty", vec![], &[], StatusCode::BAD_REQUEST).await;
     assert!(msg.contains("empty"), "{msg}");
     let msg = deploy_fails(

@@ -233,7 +233,13 @@ fn writers(
 /// acknowledged write it lost.
 /// `Ok`: the acknowledged writes, and the journal checkpoints the node had made just before
 /// each kill, summed.
-async fn kill_points(kills: usize, opts: &Opts) -> Result<(usize, f64), String> {
+/// With `checkpointed`, each round's kill comes only after the node checkpointed its journal
+/// at least once in that round (its random point is then counted from there).
+async fn kill_points(
+    kills: usize,
+    opts: &Opts,
+    checkpointed: bool,
+) -> Result<(usize, f64), String> {
     let mut rng = crate::harness::fault_rng("kill points");
     let root = tempfile::tempdir().unwrap();
     let mut node = lone(root.path(), "127.0.0.1:0".parse().unwrap(), opts).await;
@@ -247,6 +253,17 @@ async fn kill_points(kills: usize, opts: &Opts) -> Result<(usize, f64), String> 
         let stop = tokio_util::sync::CancellationToken::new();
         let keys = std::sync::Arc::new(move |n: u64| format!("r{round}-{n}"));
         let running = writers(&kv, &node.http, keys, 0, &stop);
+        if checkpointed {
+            let n = &node;
+            wait_for(
+                Duration::from_secs(60),
+                "a checkpoint in this round",
+                || async move {
+                    (n.metric("weft_kv_journal_checkpoints_total").await >= 1.0).then_some(())
+                },
+            )
+            .await;
+        }
         let pause = Duration::from_millis(rng.random_range(20..320));
         tokio::time::sleep(pause).await; // the kill point, not a wait for a condition
         if !opts.skip_flush {
@@ -290,7 +307,7 @@ async fn kill_points(kills: usize, opts: &Opts) -> Result<(usize, f64), String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_at_random_points_during_writes_loses_no_acknowledged_write() {
     let kills = if long() { 200 } else { 5 };
-    let (acked, _) = kill_points(kills, &Opts::default()).await.unwrap();
+    let (acked, _) = kill_points(kills, &Opts::default(), false).await.unwrap();
     eprintln!("{kills} kills, {acked} acknowledged writes, none lost");
 }
 
@@ -303,7 +320,7 @@ async fn a_node_killed_while_its_journal_checkpoints_loses_no_acknowledged_write
         args: vec!["--store-journal-segment-kib".into(), "16".into()],
         ..Default::default()
     };
-    let (acked, checkpoints) = kill_points(kills, &opts).await.unwrap();
+    let (acked, checkpoints) = kill_points(kills, &opts, true).await.unwrap();
     assert!(
         checkpoints >= kills as f64,
         "{checkpoints} checkpoints before {kills} kills"
@@ -317,7 +334,7 @@ async fn control_acknowledging_before_the_flush_loses_writes_at_a_kill() {
         skip_flush: true,
         ..Default::default()
     };
-    let found = kill_points(5, &opts).await.unwrap_err();
+    let found = kill_points(5, &opts, false).await.unwrap_err();
     eprintln!("the checker found: {found}");
 }
 
