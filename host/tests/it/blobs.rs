@@ -8,9 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{RngExt, SeedableRng};
 
-use crate::cluster::{new_cluster, start_cluster, wait_converged};
 use crate::harness::{TestNode, wait_for};
-use crate::replication::wait_ring;
+use crate::replication::ring_with;
 
 /// 100 MiB: more than six times the 16 MiB frame cap.
 const SIZE: usize = 100 << 20;
@@ -20,11 +19,8 @@ const SIZE: usize = 100 << 20;
 /// will ask holds one with a byte flipped. Returns the nodes, the bytes put, and what node 2
 /// reads, with node 2's blob directory trusting what it gets when `trust` is set.
 async fn a_corrupt_copy_first_in_line(size: usize, trust: bool) -> Scenario {
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
+    let (cluster, nodes) = ring_with(3, |_, _| {}).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
 
     let mut bytes = vec![0u8; size];
     rand::rngs::StdRng::seed_from_u64(7).fill(&mut bytes[..]);

@@ -472,15 +472,22 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
     wait_converged(&[&n0, &n1, &n2], 3).await;
     wait_ring(&[&n0, &n1, &n2], 3).await;
 
-    // First with the rule, then without it, to show what it prevents.
-    for (key, rule_off) in [("gone", false), ("back", true)] {
+    // First with the rule, then without it, to show what it prevents; for a deleted key, and
+    // for a key whose value expired (collected as a tombstone from its expiry on).
+    for (key, rule_off, expire) in [
+        ("gone", false, false),
+        ("back", true, false),
+        ("expired", false, true),
+        ("expired-back", true, true),
+    ] {
         let (status, body) = put(&n0, "data", key, "old", &[]).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         wait_for(CONVERGE, "three copies", || async {
             (held(&[&n0, &n1, &n2], "data", key) == [Some(true); 3]).then_some(())
         })
         .await;
-        // n2 goes away holding the old value, and the key is deleted meanwhile.
+        // n2 goes away holding the old value, and the key is deleted (or written with a short
+        // TTL) meanwhile.
         let dir = n2.stop().await;
         let up = [&n0, &n1];
         wait_for(CONVERGE, "a ring of two", || async {
@@ -495,16 +502,24 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
         for t in up {
             t.node().replication.set_collect_while_down(rule_off);
         }
-        let r = n0
-            .req(reqwest::Method::DELETE, &format!("/v1/kv/data/{key}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        // Four anti-entropy rounds each (1 s apart) take the tombstones past the grace.
+        let collected_before = metric_sum(&up, "weft_kv_tombstones_collected_total").await;
+        if expire {
+            let (status, body) = put(&n0, "data", key, "new", &[("ttl", "500ms")]).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        } else {
+            let r = n0
+                .req(reqwest::Method::DELETE, &format!("/v1/kv/data/{key}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        // Anti-entropy rounds (1 s apart) take the tombstones past the grace: four, or six
+        // for an expiring value, whose grace counts from its expiry.
+        let need = if expire { 6 } else { 4 };
         let (r0, r1) = (rounds(&n0), rounds(&n1));
-        wait_for(CONVERGE, "four anti-entropy rounds", || async {
-            (rounds(&n0) >= r0 + 4 && rounds(&n1) >= r1 + 4).then_some(())
+        wait_for(CONVERGE, "anti-entropy rounds past the grace", || async {
+            (rounds(&n0) >= r0 + need && rounds(&n1) >= r1 + need).then_some(())
         })
         .await;
         if rule_off {
@@ -514,9 +529,10 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
                 "collected while n2 was down"
             );
         } else {
+            // An expired value is held as it was written (a value), a deletion as a tombstone.
             assert_eq!(
                 held(&up, "data", key),
-                [Some(false); 2],
+                [Some(expire); 2],
                 "kept while n2 is down"
             );
         }
@@ -542,9 +558,9 @@ async fn tombstones_are_collected_only_when_no_replica_can_bring_the_key_back() 
                 let (status, body, _) = get(t, &format!("/v1/kv/data/{key}")).await;
                 assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
             }
-            // The key's primary collected it, once.
+            // The key's primary collected it, once (n2 counts from its restart).
             assert_eq!(
-                metric_sum(&all, "weft_kv_tombstones_collected_total").await,
+                metric_sum(&all, "weft_kv_tombstones_collected_total").await - collected_before,
                 1.0
             );
         }

@@ -7,10 +7,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use weft_host::plugins;
 
-use crate::cluster::{new_cluster, start_cluster_with, wait_converged};
 use crate::convergence::held;
 use crate::harness::{TestNode, metric_sum, wait_for};
-use crate::replication::{get, put, wait_ring};
+use crate::replication::{get, put, ring_with};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,14 +28,11 @@ async fn status_everywhere(nodes: &[&TestNode], path: &str) -> Vec<StatusCode> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_key_is_absent_on_every_node_and_then_collected() {
-    let cluster = new_cluster();
-    let nodes = start_cluster_with(cluster.path(), 3, |_, c| {
+    let (_cluster, nodes) = ring_with(3, |_, c| {
         c.replication.tombstone_grace = Duration::from_secs(3);
     })
     .await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
     let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
 
     // Bad TTLs are refused, and a deletion takes none.
@@ -154,11 +150,7 @@ async fn an_expired_key_is_absent_on_every_node_and_then_collected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_cache_with_a_ttl() {
-    let cluster = new_cluster();
-    let nodes = start_cluster_with(cluster.path(), 3, |_, _| {}).await;
-    let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
     a.deploy("cache", plugins::CACHE).await;
     // The same guest as a lock-protected handler: its writes go through the line's gate.

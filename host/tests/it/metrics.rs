@@ -9,9 +9,8 @@ use openmetrics_parser::PrometheusType;
 use reqwest::{Method, StatusCode};
 use weft_host::plugins;
 
-use crate::cluster::{new_cluster, start_cluster, wait_converged};
-use crate::harness::{TestNode, guest};
-use crate::replication::{put, wait_ring};
+use crate::harness::guest;
+use crate::replication::{put, ring_with};
 
 /// The metric families listed in ARCHITECTURE.md's "Metrics" section: each a line
 /// `- \`weft_...\` (type) ...`.
@@ -69,11 +68,7 @@ fn type_name(t: &PrometheusType) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_are_the_documented_families() {
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
-    let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let n = &nodes[0];
     // Some of everything: invocations that succeed and fail, a job, key-value traffic.
     n.deploy("hello", plugins::HELLO).await;

@@ -25,6 +25,20 @@ pub async fn wait_ring(nodes: &[&TestNode], n: usize) {
     .await;
 }
 
+/// `n` nodes of a new cluster, started with `f` adjusting node `i`'s config, once they see
+/// each other alive and share one ring (the cluster's directory lives as long as the first).
+pub async fn ring_with(
+    n: usize,
+    f: impl Fn(usize, &mut weft_host::NodeConfig),
+) -> (tempfile::TempDir, Vec<TestNode>) {
+    let cluster = new_cluster();
+    let nodes = crate::cluster::start_cluster_with(cluster.path(), n, f).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&all, n).await;
+    wait_ring(&all, n).await;
+    (cluster, nodes)
+}
+
 /// PUT a value; returns status and JSON.
 pub async fn put(
     node: &TestNode,
@@ -65,11 +79,8 @@ async fn holders(nodes: &[&TestNode], ns: &str, key: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_one_store() {
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
     let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
 
     // Written on one node, read on another; at least W = 2 copies exist when the write is
@@ -223,11 +234,8 @@ async fn three_nodes_share_one_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_to_a_peer_go_together() {
     use futures::StreamExt;
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
     let writes = |from: u64| {
         futures::stream::iter(from..from + 200)
             .map(|i| {
@@ -290,11 +298,7 @@ async fn concurrent_writes_to_a_peer_go_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_counter_lives_in_the_replicated_store() {
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
-    let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let a = &nodes[0];
     a.deploy("counter", weft_host::plugins::COUNTER).await;
     // Concurrent increments through the guest's kv import: none is lost.
@@ -447,11 +451,8 @@ async fn a_function_deployed_on_one_node_runs_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_handlers_run_on_their_keys_owner() {
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
     let counter = weft_host::plugins::COUNTER;
     let (status, body) = nodes[0]
         .deploy_with("tally", counter.to_vec(), &[("route_key", "path:1")])
@@ -522,11 +523,8 @@ async fn keyed_handlers_run_on_their_keys_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_handlers_take_their_key_from_a_header_or_the_query() {
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
     for (name, route, place) in [
         ("byheader", "header:x-user", "header"),
         ("byquery", "query:user", "query"),

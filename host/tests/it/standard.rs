@@ -5,9 +5,8 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::cluster::{new_cluster, start_cluster, wait_converged};
 use crate::harness::{TestNode, guest};
-use crate::replication::wait_ring;
+use crate::replication::ring_with;
 
 async fn call(n: &TestNode, method: Method, path: &str, body: &str) -> (StatusCode, String) {
     let r = n
@@ -21,11 +20,8 @@ async fn call(n: &TestNode, method: Method, path: &str, body: &str) -> (StatusCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_of_standard_interfaces_runs_unchanged() {
-    let cluster = new_cluster();
-    let nodes = start_cluster(cluster.path(), 3).await;
+    let (_cluster, nodes) = ring_with(3, |_, _| {}).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    wait_converged(&all, 3).await;
-    wait_ring(&all, 3).await;
     let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
     let bytes = guest("guest-standard");
     a.deploy_ok(
