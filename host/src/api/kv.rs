@@ -279,6 +279,18 @@ pub(crate) async fn scan(
 ) -> Result<(StatusCode, Json<ScanPage>), ApiError> {
     let ns: Namespace = ns.parse()?;
     let limit = params.limit.unwrap_or(100);
+    let page = scan_page(&app, &ns, &params.prefix, &params.start, limit).await?;
+    Ok((StatusCode::OK, Json(page)))
+}
+
+/// One page of a namespace's live keys from `start` on, those starting with `prefix`.
+pub(crate) async fn scan_page(
+    app: &App,
+    ns: &Namespace,
+    prefix: &str,
+    start: &str,
+    limit: usize,
+) -> Result<ScanPage, ApiError> {
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
             "limit must be between 1 and 10000, not {limit}"
@@ -287,12 +299,7 @@ pub(crate) async fn scan(
     let page = app
         .cluster
         .replication
-        .scan(
-            &ns,
-            params.prefix.as_bytes(),
-            params.start.as_bytes(),
-            limit,
-        )
+        .scan(ns, prefix.as_bytes(), start.as_bytes(), limit)
         .await?;
     let missing = page.missing;
     // Keys are taken as text here, so a page boundary in a binary key is approximated.
@@ -313,14 +320,11 @@ pub(crate) async fn scan(
             }
         })
         .collect();
-    Ok((
-        StatusCode::OK,
-        Json(ScanPage {
-            entries,
-            next,
-            missing,
-        }),
-    ))
+    Ok(ScanPage {
+        entries,
+        next,
+        missing,
+    })
 }
 
 fn text_or_hex(bytes: Vec<u8>) -> (Option<String>, Option<String>) {

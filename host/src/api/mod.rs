@@ -15,6 +15,7 @@ mod locked;
 mod locks;
 #[cfg(feature = "test-switches")]
 mod switches;
+mod ui;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -215,6 +216,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(writes)
+        .merge(ui::routes())
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed(
                 "this route does not take that method; see the README for the API".into(),
@@ -284,6 +286,20 @@ async fn require_token(
         )
         .into_response(),
     }
+}
+
+/// `text` with every byte but letters, digits and `-_.~` percent-encoded: safe in a URL's
+/// path segment and its query.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

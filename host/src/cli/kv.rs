@@ -109,15 +109,7 @@ pub(super) enum KvCommand {
 
 /// `/v1/kv/{ns}/{key}` with the key percent-encoded.
 fn path(ns: &str, key: &str) -> String {
-    let mut p = format!("/v1/kv/{ns}/");
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            p.push(b as char);
-        } else {
-            p.push_str(&format!("%{b:02X}"));
-        }
-    }
-    p
+    format!("/v1/kv/{ns}/{}", crate::api::percent_encode(key))
 }
 
 pub(super) async fn run(c: &Client, command: &KvCommand) -> anyhow::Result<()> {

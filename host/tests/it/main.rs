@@ -10,6 +10,7 @@ mod cluster;
 mod consensus;
 mod consensus_faults;
 mod convergence;
+mod dashboard;
 mod expiry;
 mod faults;
 mod fencing;
