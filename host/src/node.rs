@@ -245,6 +245,7 @@ impl Node {
                 placement: placement.clone(),
                 consensus: consensus.clone(),
                 locks: locks.clone(),
+                stopping: cancel.clone(),
             },
         );
         api::serve_forwarded(&router, app.clone());

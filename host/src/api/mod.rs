@@ -76,6 +76,9 @@ pub struct Cluster {
     pub consensus: crate::consensus::Consensus,
     /// The lock service.
     pub locks: crate::locks::Locks,
+    /// Cancelled when the node stops: answers that last (the dashboard's live pages) end
+    /// with it instead of holding the server's shutdown up.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A function's current deployment, compiled and linked.

@@ -79,6 +79,10 @@ pub(super) async fn run(once: bool, verbose: bool) -> anyhow::Result<()> {
     let node = &nodes[0];
     let url = node.url();
     let c = Client::new(&url, Some(node.token.clone()))?;
+    println!(
+        "the dashboard: {url}/ui (sign in with the token {})",
+        node.token
+    );
 
     println!("\n-- deploy the bundled plugins");
     for (name, bytes) in plugins::EMBEDDED {
@@ -254,6 +258,10 @@ pub(super) async fn run(once: bool, verbose: bool) -> anyhow::Result<()> {
     .await?;
 
     println!("\n-- try it yourself");
+    println!(
+        "  open {url}/ui in a browser: the dashboard (token {})",
+        node.token
+    );
     println!("  export WEFT_NODE={url} WEFT_TOKEN={}", node.token);
     println!("  curl {url}/fn/hello/you");
     println!("  curl {url}/fn/counter/visits");

@@ -355,6 +355,8 @@ async fn demo_runs_the_tour_and_exits() {
         "bob, not waiting: 409 Conflict: lock `demo` is held by alice under token ",
         "alice released it; bob took it under token ",
         "curl http://127.0.0.1:",
+        "the dashboard: http://127.0.0.1:",
+        "/ui in a browser: the dashboard",
     ] {
         assert!(
             stdout.contains(expected),

@@ -613,4 +613,24 @@ async fn the_dashboard_guards_private_pages_and_actions() {
         "text/javascript; charset=utf-8"
     );
     assert!(js.text().await.unwrap().contains("EventSource"));
+    // A live page's stream ends cleanly when the node stops (it does not hold the shutdown up
+    // until the server gives up and cuts it).
+    let mut live = get("/ui/live/cluster").await.unwrap();
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let first = live.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: \""), "{first:?}");
+    let rest = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Some(chunk) = live.chunk().await? {
+            rest.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>(rest)
+    });
+    n.stop().await;
+    // (Without its end, the stream outlived the node: the server's connections run on.)
+    let rest = tokio::time::timeout(Duration::from_secs(60), rest)
+        .await
+        .expect("the live stream ends when the node stops")
+        .unwrap();
+    assert!(rest.is_ok(), "the stream was cut: {rest:?}");
 }

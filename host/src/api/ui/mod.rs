@@ -142,6 +142,7 @@ async fn live(
     if view.private() && !signed_in(&app, &headers) {
         return ApiError::Unauthorized("sign in at /ui/login first".into()).into_response();
     }
+    let stopping = app.cluster.stopping.clone();
     let state = (app, view, None::<String>);
     let events = futures::stream::unfold(state, |(app, view, last)| async move {
         let mut last = last;
@@ -160,6 +161,8 @@ async fn live(
             last = Some(html);
         }
     });
+    // Ends cleanly when the node stops, so an open page does not hold its shutdown up.
+    let events = futures::StreamExt::take_until(events, stopping.cancelled_owned());
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()

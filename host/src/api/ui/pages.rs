@@ -257,7 +257,7 @@ fn cluster(app: &App) -> Markup {
                     td { (m.addr) }
                     td.num { (m.group_id) }
                     td.num { (m.incarnation) }
-                    td { (ago(now.saturating_sub(m.since_ms))) }
+                    td { (ago(now.saturating_sub(m.since_ms))) " ago" }
                 }
             } }
         }
