@@ -232,20 +232,14 @@ async fn rollback(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let back = safe_next(form.back.as_deref());
-    if !signed_in(&app, &headers) {
-        return to_login(&back);
-    }
-    let done = super::functions::rollback(State(app.clone()), Path(name.clone())).await;
-    after(
-        &back,
-        done.map(|f| {
-            format!(
-                "rolled back `{name}`: version {} of {} serves",
-                f.0.version, f.0.versions
-            )
-        }),
-    )
+    let done = async {
+        let f = super::functions::rollback(State(app.clone()), Path(name.clone())).await?;
+        Ok(format!(
+            "rolled back `{name}`: version {} of {} serves",
+            f.0.version, f.0.versions
+        ))
+    };
+    act(&app, &headers, form.back.as_deref(), done).await
 }
 
 async fn cancel(
@@ -254,15 +248,13 @@ async fn cancel(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let back = safe_next(form.back.as_deref());
-    if !signed_in(&app, &headers) {
-        return to_login(&back);
-    }
-    let done = super::jobs::cancel(State(app.clone()), Path(id.clone())).await;
-    after(
-        &back,
-        done.map(|_| format!("cancelling job {id}: it ends once its running tasks stop")),
-    )
+    let done = async {
+        let _accepted = super::jobs::cancel(State(app.clone()), Path(id.clone())).await?;
+        Ok(format!(
+            "cancelling job {id}: it ends once its running tasks stop"
+        ))
+    };
+    act(&app, &headers, form.back.as_deref(), done).await
 }
 
 async fn delete_key(
@@ -271,23 +263,34 @@ async fn delete_key(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let back = safe_next(form.back.as_deref());
-    if !signed_in(&app, &headers) {
+    let done = async {
+        let key = form
+            .key
+            .clone()
+            .ok_or_else(|| ApiError::BadRequest("no key named".into()))?;
+        let path = Path((ns.clone(), key.clone()));
+        let w = super::kv::delete(State(app.clone()), path, Query(Default::default())).await?;
+        Ok(format!(
+            "deleted `{key}` from {ns} (version {})",
+            w.0.version
+        ))
+    };
+    act(&app, &headers, form.back.as_deref(), done).await
+}
+
+/// Runs an action for a signed-in browser (others are sent to sign in, and `action` never
+/// runs), then goes back to the page it came from.
+async fn act(
+    app: &App,
+    headers: &HeaderMap,
+    back: Option<&str>,
+    action: impl std::future::Future<Output = Result<String, ApiError>>,
+) -> Response {
+    let back = safe_next(back);
+    if !signed_in(app, headers) {
         return to_login(&back);
     }
-    let Some(key) = form.key else {
-        return after(&back, Err(ApiError::BadRequest("no key named".into())));
-    };
-    let done = super::kv::delete(
-        State(app.clone()),
-        Path((ns.clone(), key.clone())),
-        Query(Default::default()),
-    )
-    .await;
-    after(
-        &back,
-        done.map(|w| format!("deleted `{key}` from {ns} (version {})", w.0.version)),
-    )
+    after(&back, action.await)
 }
 
 /// Back to the page an action came from, with what it did or why it failed.
