@@ -75,6 +75,17 @@ pub struct Metrics {
     responses_cut: AtomicU64,
     locked: Mutex<BTreeMap<(String, &'static str), u64>>,
     lock_waits: Mutex<BTreeMap<String, Histogram>>,
+    connections_open: AtomicU64,
+    connections_closed: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Counts a client connection as open while it is held.
+pub struct OpenConnection<'a>(&'a Metrics);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -117,6 +128,23 @@ impl Metrics {
     pub fn compile_seconds(&self, elapsed: Duration) {
         self.compile_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A client connection opened; it counts as open until the returned guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection<'_> {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self)
+    }
+
+    /// The gateway closed a client connection for `reason`: `"too_many_connections"`,
+    /// `"header_timeout"` or `"headers_too_large"`.
+    pub fn connection_closed(&self, reason: &'static str) {
+        *self
+            .connections_closed
+            .lock()
+            .expect("not poisoned")
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// A guest failed after sending its response head, so its body was cut short.
@@ -239,6 +267,24 @@ impl Metrics {
             Kind::Counter,
             "Responses whose guest failed after sending the head (deadline, trap, memory): the client saw the body end in an error.",
             self.responses_cut.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "weft_http_connections",
+            Kind::Gauge,
+            "Client connections open on the HTTP API.",
+            self.connections_open.load(Ordering::Relaxed),
+        );
+        family(
+            &mut out,
+            "weft_http_connections_closed_total",
+            Kind::Counter,
+            "Client connections the gateway closed, by reason: too_many_connections (answered 503), header_timeout (slow or idle client), headers_too_large (answered 431).",
+            self.connections_closed
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(reason, n)| (format!("reason=\"{reason}\""), *n)),
         );
         single(
             &mut out,

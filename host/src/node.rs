@@ -234,7 +234,7 @@ impl Node {
             functions,
             runtime,
             jobs,
-            metrics,
+            metrics.clone(),
             config.limits.clone(),
             token.clone(),
             api::Cluster {
@@ -250,10 +250,9 @@ impl Node {
         );
         api::serve_forwarded(&router, app.clone());
         let stop = cancel.clone();
+        let limits = config.limits.clone();
         let server = tasks.spawn_joined(async move {
-            axum::serve(listener, api::router(app))
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            api::serve(listener, api::router(app), &limits, metrics, stop).await
         });
         tracing::info!(node = %name, %http_addr, %quic_addr, cluster = %creds.cluster, data_dir = %dir.display(), "node is serving");
         Ok(Node {

@@ -3,6 +3,8 @@
 //! This is the one place that maps errors to HTTP status codes ([`ApiError`]).
 
 mod functions;
+mod gateway;
+pub(crate) use gateway::serve;
 
 pub use functions::FunctionView;
 pub use invoke::{NODE_HEADER, serve as serve_forwarded};

@@ -99,6 +99,20 @@ pub struct Limits {
     /// trickle.
     #[serde(with = "crate::millis")]
     pub body_timeout: Duration,
+    /// How long a client may take to send a whole request head, counted from the moment the
+    /// node waits for it: when the connection opens, and again when the previous response on
+    /// a kept-alive connection has gone out. Default 10 s. A client that trickles its header
+    /// lines (slowloris) or keeps an idle connection open is closed when it passes; longer
+    /// suits clients on very slow links, shorter frees connection slots sooner.
+    #[serde(with = "crate::millis")]
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes. Default 16 KiB, as Node.js;
+    /// a larger head is answered 431 and the connection closed.
+    pub max_header_bytes: NonZeroUsize,
+    /// Client connections open at once. Default 1024. Beyond it a new connection is answered
+    /// 503 (with `retry-after`) and closed, so a flood of connections cannot exhaust the
+    /// node's memory or file descriptors; each open connection costs a task and its buffers.
+    pub max_connections: NonZeroUsize,
 }
 
 impl Default for Limits {
@@ -108,6 +122,9 @@ impl Default for Limits {
             max_request_body: NonZeroUsize::new(10 << 20).expect("non-zero"),
             max_job_input: NonZeroU64::new(1 << 30).expect("non-zero"),
             body_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: NonZeroUsize::new(16 << 10).expect("non-zero"),
+            max_connections: NonZeroUsize::new(1024).expect("non-zero"),
         }
     }
 }

@@ -582,7 +582,7 @@ async fn a_full_instance_pool_answers_503_and_recovers() {
 }
 
 /// Whether `answer` holds a whole HTTP/1.1 response with a `content-length`.
-fn complete(answer: &[u8]) -> bool {
+pub(crate) fn complete(answer: &[u8]) -> bool {
     let text = String::from_utf8_lossy(answer);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return false;

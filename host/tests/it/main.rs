@@ -15,6 +15,7 @@ mod expiry;
 mod faults;
 mod fencing;
 mod functions;
+mod gateway;
 mod job_faults;
 mod jobs;
 mod kv_faults;
