@@ -12,39 +12,21 @@
 # The node runs with its default limits (header_timeout 10 s, max_header_bytes 16 KiB,
 # max_request_body 10 MiB, max_connections 1024). Needs: wrk (apt-get install wrk), python3.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-20s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
 SLOW=${SLOW:-200}
-
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-if [ -n "${WEFT_BIN:-}" ]; then
-  weft=$WEFT_BIN
-else
-  cargo build --release -q -p weft-host
-  weft="$root/target/release/weft"
-fi
+# shellcheck source=bench/clusters.sh
+source "$(dirname "$0")/clusters.sh" wrk
 hello="$root/target/wasm-guests/wasm32-wasip2/release/hello.wasm"
 [ -f "$hello" ] || cargo build --release -q -p weft-host
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url
-  for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
-  echo "timed out waiting for $1" >&2; return 1
-}
+echo "weft: $weft_desc"
 
 port=$(free_port)
 WEFT_LOG=warn "$weft" node --data-dir "$tmp/weft" --http "127.0.0.1:$port" --listen 127.0.0.1:0 >"$tmp/weft.log" 2>&1 &
 pids+=($!)
-wait_http "http://127.0.0.1:$port/healthz"
+until_ok "the node" 30 curl -fs "http://127.0.0.1:$port/healthz"
 WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$port" deploy "$hello" --name hello >/dev/null
 url="http://127.0.0.1:$port/fn/hello/bench"
 
