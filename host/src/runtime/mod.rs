@@ -187,6 +187,9 @@ pub struct Runtime {
     wagi_linker: Linker<GuestState>,
     cache: cache::ArtifactCache,
     prepared: Mutex<std::collections::HashMap<Digest, Prepared>>,
+    /// One turn per module being compiled: a second caller for the same digest waits for the
+    /// first and takes what it prepared, instead of compiling it again beside it.
+    compiling: Mutex<std::collections::HashMap<Digest, Arc<Mutex<()>>>>,
     config: RuntimeConfig,
     slots: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
@@ -265,6 +268,7 @@ impl Runtime {
             wagi_linker,
             cache,
             prepared: Mutex::default(),
+            compiling: Mutex::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(instances as usize)),
             config,
             metrics,
@@ -286,9 +290,33 @@ impl Runtime {
         bytes: &[u8],
         expected: Option<FunctionKind>,
     ) -> Result<Prepared, RuntimeError> {
-        if let Some(p) = self.prepared.lock().expect("not poisoned").get(&digest) {
+        let turn = self
+            .compiling
+            .lock()
+            .expect("not poisoned")
+            .entry(digest)
+            .or_default()
+            .clone();
+        let prepared = {
+            // A compile that panicked leaves nothing half done: the next caller compiles.
+            let _turn = turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.prepare_in_turn(digest, bytes, expected)
+        };
+        self.compiling.lock().expect("not poisoned").remove(&digest);
+        prepared
+    }
+
+    /// `prepare` once it is this caller's turn for `digest`: another caller may have prepared
+    /// it meanwhile.
+    fn prepare_in_turn(
+        &self,
+        digest: Digest,
+        bytes: &[u8],
+        expected: Option<FunctionKind>,
+    ) -> Result<Prepared, RuntimeError> {
+        if let Some(p) = self.prepared(digest) {
             self.metrics.cache_hit("memory");
-            return check_kind(p.clone(), expected);
+            return check_kind(p, expected);
         }
         let (component, fresh) = self.cache.load_or_compile(digest, bytes, &self.metrics)?;
         let prepared = self.link(&component, expected)?;
@@ -567,4 +595,43 @@ fn wrong_world(expected: Option<FunctionKind>, found: &str) -> RuntimeError {
         }
     };
     RuntimeError::WrongWorld(format!("wrong world: {wanted}; it exports {found}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_prepares_of_one_module_compile_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let runtime = Runtime::new(
+            RuntimeConfig::default(),
+            dir.path().join("cache"),
+            metrics.clone(),
+            Tasks::default(),
+        )
+        .unwrap();
+        let digest = Digest::of(crate::plugins::HELLO);
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    start.wait();
+                    runtime
+                        .prepare(digest, crate::plugins::HELLO, None)
+                        .unwrap();
+                });
+            }
+        });
+        let text = metrics.render(0);
+        assert!(
+            text.contains("weft_module_cache_total{result=\"miss\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_module_cache_total{result=\"memory\"} 3\n"),
+            "{text}"
+        );
+    }
 }
