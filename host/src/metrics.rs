@@ -279,7 +279,7 @@ impl Metrics {
             &mut out,
             "weft_http_connections_closed_total",
             Kind::Counter,
-            "Client connections the gateway closed, by reason: too_many_connections (answered 503), header_timeout (slow or idle client), headers_too_large (answered 431).",
+            "Client connections the gateway closed, by reason: too_many_connections (answered 503), header_timeout (a request head that did not arrive whole in time), headers_too_large (answered 431).",
             self.connections_closed
                 .lock()
                 .expect("not poisoned")

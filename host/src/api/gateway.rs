@@ -6,7 +6,9 @@
 //!   trickles header lines, or idles on a kept-alive connection, is closed.
 //! - A head larger than `max_header_bytes` is answered 431 and the connection closed.
 //! - At most `max_connections` connections are open at once; one beyond it is answered 503
-//!   with `retry-after` and closed, before any of its bytes are parsed.
+//!   with `retry-after` and closed, without parsing its request; while 64 such answers are
+//!   under way, a further connection beyond the limit is closed at once, so a flood of
+//!   connections cannot hold descriptors through its answers.
 //!
 //! Request bodies are limited by the handlers that read them (`max_request_body`,
 //! `body_timeout`). On shutdown the listener closes, every connection finishes the request it
@@ -42,6 +44,7 @@ pub(crate) async fn serve(
         .max_header_size(limits.max_header_bytes.get());
     let slots = Arc::new(Semaphore::new(limits.max_connections.get()));
     let refusal = Arc::new(refusal(limits.max_connections.get()));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let connections = TaskTracker::new();
     loop {
         let stream = tokio::select! {
@@ -60,7 +63,13 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.connection_closed("too_many_connections");
-            connections.spawn(refuse(stream, refusal.clone()));
+            if let Ok(answering) = refusing.clone().try_acquire_owned() {
+                let refusal = refusal.clone();
+                connections.spawn(async move {
+                    refuse(stream, &refusal).await;
+                    drop(answering);
+                });
+            }
             continue;
         };
         let connection =
@@ -93,6 +102,10 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Connections beyond `max_connections` being answered at once; further ones are closed
+/// without an answer.
+const MAX_REFUSING: usize = 64;
+
 /// The whole answer to a connection beyond `max_connections`.
 fn refusal(limit: usize) -> Vec<u8> {
     let body = format!(
@@ -111,7 +124,7 @@ fn refusal(limit: usize) -> Vec<u8> {
 /// once the request head is in (an HTTP client takes an answer before its request as an
 /// error), and what the client sends after it is read and dropped until it closes, so that
 /// closing does not reset the connection before the client has read the answer.
-async fn refuse(mut stream: TcpStream, answer: Arc<Vec<u8>>) {
+async fn refuse(mut stream: TcpStream, answer: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let mut head = Vec::new();
         let mut buf = [0u8; 1024];
@@ -121,7 +134,7 @@ async fn refuse(mut stream: TcpStream, answer: Arc<Vec<u8>>) {
                 k => head.extend_from_slice(&buf[..k]),
             }
         }
-        stream.write_all(&answer).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await?;
         while stream.read(&mut buf).await? > 0 {}
         Ok::<_, std::io::Error>(())
