@@ -160,6 +160,13 @@ validated_string!(
     |s| is_name(s, 64, b"-_.")
 );
 
+validated_string!(
+    /// A scoped API token's id: 12 hex digits (lower case), the part of the token that names
+    /// it in lists and revocations (the secret is the rest).
+    TokenId,
+    |s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+);
+
 impl Namespace {
     /// The private namespace of a function.
     pub fn of_function(f: &FunctionName) -> Namespace {
@@ -288,6 +295,9 @@ pub enum IdError {
         "`{0}` is not a lock key: use 1 to 256 printable ASCII characters other than `/`, `?`, `#`, `%` and space"
     )]
     LockKey(String),
+    /// Not 12 hex digits.
+    #[error("`{0}` is not a token id (12 hex digits, as `weft token list` shows)")]
+    TokenId(String),
 }
 
 #[cfg(test)]

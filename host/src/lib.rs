@@ -23,6 +23,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod store;
 pub mod tasks;
+pub mod tokens;
 pub mod transport;
 
 pub use config::NodeConfig;

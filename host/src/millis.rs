@@ -26,11 +26,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
 }
 
-/// Parses a duration with its unit: `250ms`, `10s`, `2m` or `1h` (whole numbers).
+/// Parses a duration with its unit: `250ms`, `10s`, `2m`, `1h` or `30d` (whole numbers).
 pub fn parse(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "`{s}` is not a duration: write a whole number and a unit, as in 250ms, 10s, 2m or 1h"
+            "`{s}` is not a duration: write a whole number and a unit, as in 250ms, 10s, 2m, 1h or 30d"
         )
     };
     let at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -41,6 +41,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         _ => None,
     };
     ms.map(Duration::from_millis).ok_or_else(bad)
@@ -67,6 +68,7 @@ mod tests {
             ("10s", 10_000),
             ("2m", 120_000),
             ("1h", 3_600_000),
+            ("30d", 2_592_000_000),
             ("0s", 0),
         ] {
             assert_eq!(
@@ -75,7 +77,7 @@ mod tests {
                 "{text}"
             );
         }
-        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "3d"] {
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "3w"] {
             assert!(super::parse(bad).is_err(), "{bad}");
         }
         for (ms, shown) in [

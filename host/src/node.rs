@@ -38,7 +38,7 @@ pub const TOKEN_FILE: &str = "token";
 pub struct Node {
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
-    /// The bearer token for write routes.
+    /// The cluster's own API token (every scope).
     pub token: String,
     /// The file that holds the token.
     pub token_path: PathBuf,
@@ -236,7 +236,7 @@ impl Node {
             jobs,
             metrics.clone(),
             config.limits.clone(),
-            token.clone(),
+            crate::tokens::Tokens::new(consensus.clone(), token.clone()),
             api::Cluster {
                 membership: membership.clone(),
                 transport: transport.clone(),

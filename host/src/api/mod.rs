@@ -17,6 +17,7 @@ mod locked;
 mod locks;
 #[cfg(feature = "test-switches")]
 mod switches;
+mod tokens;
 mod ui;
 pub mod wire;
 
@@ -28,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 
 use crate::blobs::BlobError;
 use crate::config::Limits;
@@ -51,7 +52,7 @@ pub struct App {
     pub(crate) limits: Limits,
     pub(crate) cluster: Cluster,
     pub(crate) functions: Functions,
-    token: String,
+    pub(crate) tokens: crate::tokens::Tokens,
     /// Functions ready to invoke, by name; refreshed on deploy, rollback and delete.
     active: RwLock<HashMap<FunctionName, Arc<Active>>>,
     /// Bumped by every invalidation, so a load that raced with a deploy is not cached.
@@ -99,7 +100,7 @@ impl App {
         jobs: Arc<Jobs>,
         metrics: Arc<Metrics>,
         limits: Limits,
-        token: String,
+        tokens: crate::tokens::Tokens,
         cluster: Cluster,
     ) -> Arc<Self> {
         Arc::new(App {
@@ -110,7 +111,7 @@ impl App {
             metrics,
             limits,
             cluster,
-            token,
+            tokens,
             active: RwLock::default(),
             generation: Default::default(),
             lines: Default::default(),
@@ -174,45 +175,99 @@ impl App {
     }
 }
 
-/// The router with every route.
+/// The router with every route, each with the scope of token it needs (none for the routes
+/// anyone may call: invocations, health, metrics, members, status and the function list).
 pub fn router(app: Arc<App>) -> Router {
-    let writes = Router::new()
+    use crate::tokens::Scope::{Admin, Deploy, Invoke, Read};
+    let need = |scope| middleware::from_fn_with_state((app.clone(), scope), authorize);
+    let routes = Router::new()
+        .route("/v1/functions", get(functions::list))
         .route(
             "/v1/functions/{name}",
-            put(functions::deploy).delete(functions::delete),
+            get(functions::show).merge(
+                put(functions::deploy)
+                    .delete(functions::delete)
+                    .route_layer(need(Deploy)),
+            ),
         )
-        .route("/v1/functions/{name}/rollback", post(functions::rollback))
+        .route(
+            "/v1/functions/{name}/rollback",
+            post(functions::rollback).route_layer(need(Deploy)),
+        )
         // Jobs' records and output are the users' data.
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::show).delete(jobs::delete))
-        .route("/v1/jobs/{id}/output", get(jobs::output))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/input/missing", post(jobs::missing_chunks))
-        .route("/v1/jobs/input/{digest}", put(jobs::put_chunk))
-        .route("/v1/locks", get(locks::list))
+        .route(
+            "/v1/jobs",
+            get(jobs::list)
+                .route_layer(need(Read))
+                .merge(post(jobs::submit).route_layer(need(Invoke))),
+        )
+        .route(
+            "/v1/jobs/{id}",
+            get(jobs::show)
+                .route_layer(need(Read))
+                .merge(delete(jobs::delete).route_layer(need(Invoke))),
+        )
+        .route(
+            "/v1/jobs/{id}/output",
+            get(jobs::output).route_layer(need(Read)),
+        )
+        .route(
+            "/v1/jobs/{id}/cancel",
+            post(jobs::cancel).route_layer(need(Invoke)),
+        )
+        .route(
+            "/v1/jobs/input/missing",
+            post(jobs::missing_chunks).route_layer(need(Invoke)),
+        )
+        .route(
+            "/v1/jobs/input/{digest}",
+            put(jobs::put_chunk).route_layer(need(Invoke)),
+        )
+        .route("/v1/locks", get(locks::list).route_layer(need(Read)))
         .route(
             "/v1/locks/{key}",
-            post(locks::acquire).delete(locks::release),
+            post(locks::acquire)
+                .delete(locks::release)
+                .route_layer(need(Invoke)),
         )
-        .route("/v1/locks/{key}/renew", post(locks::renew));
-    #[cfg(feature = "test-switches")]
-    let writes = writes
-        .route("/v1/test-switches/partition", put(switches::partition))
         .route(
-            "/v1/test-switches/register/{key}",
-            get(switches::read).put(switches::write),
+            "/v1/locks/{key}/renew",
+            post(locks::renew).route_layer(need(Invoke)),
         )
-        .route("/v1/test-switches/registers", get(switches::list));
-    let writes = writes
-        .route("/v1/kv/{ns}", get(kv::scan))
+        .route("/v1/kv/{ns}", get(kv::scan).route_layer(need(Read)))
         .route(
             "/v1/kv/{ns}/{*key}",
-            get(kv::get).put(kv::put).delete(kv::delete),
+            get(kv::get)
+                .route_layer(need(Read))
+                .merge(put(kv::put).delete(kv::delete).route_layer(need(Invoke))),
         )
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
-    Router::new()
-        .route("/v1/functions", get(functions::list))
-        .route("/v1/functions/{name}", get(functions::show))
+        .route(
+            "/v1/tokens",
+            get(tokens::list)
+                .post(tokens::create)
+                .route_layer(need(Admin)),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            delete(tokens::revoke).route_layer(need(Admin)),
+        );
+    #[cfg(feature = "test-switches")]
+    let routes = routes
+        .route(
+            "/v1/test-switches/partition",
+            put(switches::partition).route_layer(need(Admin)),
+        )
+        .route(
+            "/v1/test-switches/register/{key}",
+            get(switches::read)
+                .put(switches::write)
+                .route_layer(need(Admin)),
+        )
+        .route(
+            "/v1/test-switches/registers",
+            get(switches::list).route_layer(need(Admin)),
+        );
+    routes
         .route("/fn/{name}", any(invoke::invoke))
         .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))
@@ -220,7 +275,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .merge(writes)
         .merge(ui::routes())
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed(
@@ -272,24 +326,31 @@ async fn status(State(app): State<Arc<App>>) -> axum::Json<NodeStatus> {
     })
 }
 
-async fn require_token(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
+/// Lets a request through if its bearer token allows `needs` (in the route's key-value
+/// namespace, for a token limited to one): 401 without a token that checks out, 403 for one
+/// that does but does not allow this. The token itself is never logged.
+async fn authorize(
+    State((app, needs)): State<(Arc<App>, crate::tokens::Scope)>,
+    params: Result<
+        axum::extract::Path<HashMap<String, String>>,
+        axum::extract::rejection::PathRejection,
+    >,
     request: Request,
     next: Next,
 ) -> Response {
-    let given = headers
+    let presented = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), app.token.as_bytes()) => next.run(request).await,
-        Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
-        None => ApiError::Unauthorized(
-            "this route needs `Authorization: Bearer <token>`; the node prints where its token is"
-                .into(),
-        )
-        .into_response(),
+    let namespace = params.ok().and_then(|p| p.0.get("ns").cloned());
+    let judged = presented
+        .ok_or(crate::tokens::Denied::Missing)
+        .and_then(|t| app.tokens.grant(t))
+        .and_then(|grant| grant.allows(needs, namespace.as_deref()));
+    match judged {
+        Ok(()) => next.run(request).await,
+        Err(denied) => ApiError::from(denied).into_response(),
     }
 }
 
@@ -307,10 +368,6 @@ pub fn percent_encode(text: &str) -> String {
     out
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Every error the API returns, with its status code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -320,6 +377,9 @@ pub enum ApiError {
     /// 401.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: a token that checks out, but does not allow what was asked.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -418,6 +478,28 @@ impl From<crate::mapreduce::JobError> for ApiError {
     }
 }
 
+impl From<crate::tokens::Denied> for ApiError {
+    fn from(e: crate::tokens::Denied) -> Self {
+        if e.is_unauthenticated() {
+            ApiError::Unauthorized(e.to_string())
+        } else {
+            ApiError::Forbidden(e.to_string())
+        }
+    }
+}
+
+impl From<crate::tokens::TokensError> for ApiError {
+    fn from(e: crate::tokens::TokensError) -> Self {
+        use crate::tokens::TokensError;
+        match e {
+            e @ TokensError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            e @ TokensError::NoToken(_) => ApiError::NotFound(e.to_string()),
+            e @ TokensError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            TokensError::Consensus(e) => e.into(),
+        }
+    }
+}
+
 impl From<IdError> for ApiError {
     fn from(e: IdError) -> Self {
         ApiError::BadRequest(e.to_string())
@@ -429,6 +511,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

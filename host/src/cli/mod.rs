@@ -7,6 +7,7 @@ mod kv;
 mod locks;
 mod new;
 mod node;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,6 +198,14 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Scoped API tokens: create (read, invoke, deploy or admin; optionally one key-value
+    /// namespace and an expiry), list, revoke.
+    ///
+    /// Example: weft token create --scope invoke --namespace fn.counter --expires 30d
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
     },
     /// The replicated key-value store.
     ///
@@ -491,6 +500,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kv { command } => kv::run(&client()?, command).await,
         Command::Lock { command } => locks::run(&client()?, command).await,
         Command::Locks { json } => locks::list(&client()?, *json).await,
+        Command::Token { command } => tokens::run(&client()?, command).await,
         Command::Status { json } => kv::status(&client()?, *json).await,
         Command::Demo { once, verbose } => demo::run(*once, *verbose).await,
     }

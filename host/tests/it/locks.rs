@@ -173,7 +173,7 @@ async fn bad_lock_requests_get_clear_errors() {
             "/v1/locks/k",
             vec![("lease", "10")],
             StatusCode::BAD_REQUEST,
-            "lease: `10` is not a duration: write a whole number and a unit, as in 250ms, 10s, 2m or 1h",
+            "lease: `10` is not a duration: write a whole number and a unit, as in 250ms, 10s, 2m, 1h or 30d",
         ),
         (
             Method::POST,

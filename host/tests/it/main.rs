@@ -28,4 +28,5 @@ mod replication;
 mod restart;
 mod safety;
 mod standard;
+mod tokens;
 mod wagi;

@@ -28,7 +28,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{ApiError, App, Query, constant_time_eq, percent_encode};
+use super::{ApiError, App, Query, percent_encode};
+use crate::tokens::constant_time_eq;
 use pages::View;
 
 /// How often a live page's main part is rendered again.
@@ -189,13 +190,13 @@ async fn login_form(Query(params): Query<LoginParams>) -> Response {
 async fn login(State(app): State<Arc<App>>, Form(form): Form<LoginForm>) -> Response {
     let next = safe_next(form.next.as_deref());
     let given = form.token.trim();
-    if !constant_time_eq(given.as_bytes(), app.token.as_bytes()) {
+    if !constant_time_eq(given.as_bytes(), app.tokens.cluster_token().as_bytes()) {
         let why = "That is not this cluster's token. The node prints where its token file is when it starts (`token in ...`).";
         return html(StatusCode::UNAUTHORIZED, pages::login(&next, Some(why)));
     }
     let cookie = format!(
         "{COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict",
-        session_value(&app.token)
+        session_value(app.tokens.cluster_token())
     );
     let mut response = Redirect::to(&next).into_response();
     response.headers_mut().insert(
@@ -326,7 +327,7 @@ fn session_value(token: &str) -> String {
 }
 
 fn signed_in(app: &App, headers: &HeaderMap) -> bool {
-    let expected = session_value(&app.token);
+    let expected = session_value(app.tokens.cluster_token());
     headers
         .get_all(header::COOKIE)
         .iter()

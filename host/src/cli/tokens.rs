@@ -1,0 +1,165 @@
+//! `weft token create|list|revoke`: scoped API tokens, over HTTP (needs an admin token).
+
+use std::fmt::Write as _;
+
+use clap::Subcommand;
+use reqwest::Method;
+
+use super::Client;
+use crate::tokens::{Created, Scope, TokenInfo};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCommand {
+    /// Create a token; prints it (once: the cluster keeps only its hash).
+    ///
+    /// Scopes, each allowing what the ones before it do: `read` (key-value reads, jobs and
+    /// their output, the lock list), `invoke` (key-value writes, submitting and cancelling
+    /// jobs, locks), `deploy` (deploy, roll back, delete functions), `admin` (tokens).
+    ///
+    /// Example: weft token create --scope read --namespace fn.counter --expires 30d --name grafana
+    Create {
+        /// What it allows: read, invoke, deploy or admin.
+        #[arg(long)]
+        scope: Scope,
+        /// Limit it to one key-value namespace (read and invoke tokens only).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// How long it works (`12h`, `30d`); without it, until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+        /// What it is for, shown by `weft token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the scoped tokens (never their secrets).
+    ///
+    /// Example: weft token list
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: every node refuses it from then on.
+    ///
+    /// Example: weft token revoke 3f9a1c0d2b7e
+    Revoke {
+        /// Its id, as `weft token list` shows it.
+        id: String,
+    },
+}
+
+pub(super) async fn run(client: &Client, command: &TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            scope,
+            namespace,
+            expires,
+            name,
+        } => {
+            let mut query: Vec<(&str, &str)> = vec![("scope", scope.as_str()), ("name", name)];
+            if let Some(ns) = namespace {
+                query.push(("namespace", ns));
+            }
+            if let Some(e) = expires {
+                query.push(("expires", e));
+            }
+            let req = client.request(Method::POST, "/v1/tokens").query(&query);
+            let created: Created = client.json(req).await?;
+            println!("{}", created.token);
+            eprintln!(
+                "token {} created: scope {}{}{}; it is shown only this once",
+                created.info.id,
+                created.info.scope,
+                created
+                    .info
+                    .namespace
+                    .as_ref()
+                    .map_or(String::new(), |ns| format!(", namespace {ns}")),
+                created
+                    .info
+                    .expires_ms
+                    .map_or(String::new(), |ms| format!(", expires {}", when(ms))),
+            );
+        }
+        TokenCommand::List { json } => {
+            let tokens: Vec<TokenInfo> = client
+                .json(client.request(Method::GET, "/v1/tokens"))
+                .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                print!("{}", table(&tokens));
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let id: crate::id::TokenId = id.parse()?;
+            client
+                .send(client.request(Method::DELETE, &format!("/v1/tokens/{id}")))
+                .await?;
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn table(tokens: &[TokenInfo]) -> String {
+    let mut out = String::new();
+    if tokens.is_empty() {
+        out.push_str("no scoped tokens (the cluster's own token is not listed)\n");
+        return out;
+    }
+    let _ = writeln!(out, "ID\tSCOPE\tNAMESPACE\tCREATED\tEXPIRES\tNAME");
+    for t in tokens {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            t.id,
+            t.scope,
+            t.namespace.as_ref().map_or("-", |n| n.as_str()),
+            when(t.created_ms),
+            t.expires_ms.map_or("never".into(), when),
+            if t.name.is_empty() { "-" } else { &t.name },
+        );
+    }
+    out
+}
+
+/// A Unix time in milliseconds as a UTC date and time (`2026-12-04 13:05Z`).
+fn when(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_show_as_utc_dates() {
+        for (ms, shown) in [
+            (0, "1970-01-01 00:00Z"),
+            (951_782_400_000, "2000-02-29 00:00Z"),
+            (1_796_396_700_000, "2026-12-04 15:05Z"),
+        ] {
+            assert_eq!(super::when(ms), shown);
+        }
+    }
+}
