@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod consensus;
+pub mod denylist;
 pub mod functions;
 pub mod id;
 pub mod locks;

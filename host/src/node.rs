@@ -230,6 +230,8 @@ impl Node {
         adopt_earlier_records(functions.clone(), replication.clone(), &tasks);
         let (app_functions, node_store) = (functions.clone(), store.clone());
 
+        let denylist = crate::denylist::DenyList::new(consensus.clone());
+        tasks.spawn(denylist.clone().follow(transport.clone(), cancel.clone()));
         let app = App::new(
             functions,
             runtime,
@@ -245,6 +247,7 @@ impl Node {
                 placement: placement.clone(),
                 consensus: consensus.clone(),
                 locks: locks.clone(),
+                denylist: denylist.clone(),
                 stopping: cancel.clone(),
             },
         );

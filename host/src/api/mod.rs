@@ -2,6 +2,7 @@
 //!
 //! This is the one place that maps errors to HTTP status codes ([`ApiError`]).
 
+mod denied;
 mod functions;
 mod gateway;
 pub(crate) use gateway::serve;
@@ -79,6 +80,8 @@ pub struct Cluster {
     pub consensus: crate::consensus::Consensus,
     /// The lock service.
     pub locks: crate::locks::Locks,
+    /// The nodes every node refuses.
+    pub denylist: crate::denylist::DenyList,
     /// Cancelled when the node stops: answers that last (the dashboard's live pages) end
     /// with it instead of holding the server's shutdown up.
     pub stopping: tokio_util::sync::CancellationToken,
@@ -250,6 +253,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/tokens/{id}",
             delete(tokens::revoke).route_layer(need(Admin)),
+        )
+        .route("/v1/denied", get(denied::list).route_layer(need(Admin)))
+        .route(
+            "/v1/denied/{node}",
+            put(denied::deny)
+                .delete(denied::allow)
+                .route_layer(need(Admin)),
         );
     #[cfg(feature = "test-switches")]
     let routes = routes
@@ -293,7 +303,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     // Each subsystem renders its own.
     let mut text = app.metrics.render(app.runtime.live_instances());
     app.cluster.membership.members().render_metrics(&mut text);
-    app.cluster.transport.stats().render_metrics(&mut text);
+    app.cluster.transport.render_metrics(&mut text);
     app.cluster.replication.status().render_metrics(&mut text);
     app.cluster.blobs.stats().render_metrics(&mut text);
     app.cluster.consensus.render_metrics(&mut text);
@@ -496,6 +506,16 @@ impl From<crate::tokens::TokensError> for ApiError {
             e @ TokensError::NoToken(_) => ApiError::NotFound(e.to_string()),
             e @ TokensError::Corrupt(_) => ApiError::Internal(e.to_string()),
             TokensError::Consensus(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::denylist::DenyError> for ApiError {
+    fn from(e: crate::denylist::DenyError) -> Self {
+        use crate::denylist::DenyError;
+        match e {
+            e @ DenyError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            DenyError::Consensus(e) => e.into(),
         }
     }
 }

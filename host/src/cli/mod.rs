@@ -259,7 +259,8 @@ enum ClusterCommand {
         /// The cluster directory to create.
         dir: PathBuf,
     },
-    /// Issue a certificate for a node (needs the CA key in DIR).
+    /// Issue a certificate for a node (needs the CA key in DIR), or renew it: a running node
+    /// takes the new files up without a restart (within two `certificate_check_interval`s).
     ///
     /// Example: weft cluster issue ./prod --node edge-1
     Issue {
@@ -268,6 +269,32 @@ enum ClusterCommand {
         /// The node's name.
         #[arg(long)]
         node: String,
+    },
+    /// Deny a node: every node refuses its connections (its certificate no longer lets it in),
+    /// until it is allowed again. Ask any other node (`WEFT_NODE`; needs an admin token).
+    ///
+    /// Example: weft cluster deny edge-3 --reason "decommissioned"
+    Deny {
+        /// The node's name.
+        node: String,
+        /// Why, kept with the entry.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Take a node off the deny list.
+    ///
+    /// Example: weft cluster allow edge-3
+    Allow {
+        /// The node's name.
+        node: String,
+    },
+    /// List the denied nodes.
+    ///
+    /// Example: weft cluster denied
+    Denied {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -486,6 +513,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Job { command } => jobs::run(&client()?, command).await,
+        Command::Cluster {
+            command:
+                command @ (ClusterCommand::Deny { .. }
+                | ClusterCommand::Allow { .. }
+                | ClusterCommand::Denied { .. }),
+        } => tokens::deny_list(&client()?, command).await,
         Command::Cluster { command } => cluster(command),
         Command::Members { json } => {
             let c = client()?;
@@ -525,10 +558,18 @@ fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
             println!("next: weft cluster issue {} --node NAME", dir.display());
             Ok(())
         }
+        ClusterCommand::Deny { .. }
+        | ClusterCommand::Allow { .. }
+        | ClusterCommand::Denied { .. } => {
+            unreachable!("answered over HTTP by `run`")
+        }
         ClusterCommand::Issue { dir, node } => {
             let name: crate::id::NodeId = node.parse()?;
             let path = ClusterDir::new(dir).issue(&name)?;
             println!("issued {} for node `{name}`", path.display());
+            println!(
+                "a node already running as `{name}` on these files takes the new certificate up without a restart"
+            );
             println!(
                 "start it with: weft node --cluster {} --name {name} --listen ADDR [--join PEER]",
                 dir.display()

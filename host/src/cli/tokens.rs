@@ -1,4 +1,5 @@
-//! `weft token create|list|revoke`: scoped API tokens, over HTTP (needs an admin token).
+//! `weft token create|list|revoke` (scoped API tokens) and `weft cluster deny|allow|denied`
+//! (the nodes every node refuses): access to the cluster, over HTTP (needs an admin token).
 
 use std::fmt::Write as _;
 
@@ -14,7 +15,7 @@ pub(super) enum TokenCommand {
     ///
     /// Scopes, each allowing what the ones before it do: `read` (key-value reads, jobs and
     /// their output, the lock list), `invoke` (key-value writes, submitting and cancelling
-    /// jobs, locks), `deploy` (deploy, roll back, delete functions), `admin` (tokens).
+    /// jobs, locks), `deploy` (deploy, roll back, delete functions), `admin` (tokens, the deny list).
     ///
     /// Example: weft token create --scope read --namespace fn.counter --expires 30d --name grafana
     Create {
@@ -98,6 +99,49 @@ pub(super) async fn run(client: &Client, command: &TokenCommand) -> anyhow::Resu
                 .await?;
             eprintln!("token {id} revoked");
         }
+    }
+    Ok(())
+}
+
+/// `weft cluster deny|allow|denied`.
+pub(super) async fn deny_list(
+    client: &Client,
+    command: &super::ClusterCommand,
+) -> anyhow::Result<()> {
+    use super::ClusterCommand;
+    match command {
+        ClusterCommand::Deny { node, reason } => {
+            let node: crate::id::NodeId = node.parse()?;
+            let req = client
+                .request(Method::PUT, &format!("/v1/denied/{node}"))
+                .query(&[("reason", reason)]);
+            client.send(req).await?;
+            eprintln!("node `{node}` denied: every node refuses it");
+        }
+        ClusterCommand::Allow { node } => {
+            let node: crate::id::NodeId = node.parse()?;
+            client
+                .send(client.request(Method::DELETE, &format!("/v1/denied/{node}")))
+                .await?;
+            eprintln!("node `{node}` allowed again");
+        }
+        ClusterCommand::Denied { json } => {
+            let denied: Vec<crate::denylist::DeniedNode> = client
+                .json(client.request(Method::GET, "/v1/denied"))
+                .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&denied)?);
+            } else if denied.is_empty() {
+                println!("no node is denied");
+            } else {
+                println!("NODE\tSINCE\tREASON");
+                for d in &denied {
+                    let reason = if d.reason.is_empty() { "-" } else { &d.reason };
+                    println!("{}\t{}\t{reason}", d.node, when(d.since_ms));
+                }
+            }
+        }
+        _ => unreachable!("only deny-list commands come here"),
     }
     Ok(())
 }

@@ -212,6 +212,11 @@ pub enum Applied {
         /// The entry.
         index: u64,
     },
+    /// The entry wrote (or tried to write) the register `key`.
+    Register {
+        /// The register.
+        key: String,
+    },
     /// A snapshot replaced the whole state.
     Reset,
 }
@@ -334,13 +339,19 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
                 EntryPayload::Blank => Outcome::Nothing,
                 EntryPayload::Normal(proposal) => {
                     let outcome = m.state.apply(entry.log_id.index, &proposal);
-                    if let Command::Lock(c) = &proposal.command {
-                        // Nobody listening is fine. Readers wait for the machine's lock, so
-                        // they see the entry applied.
-                        let _ = self.changes.send(Applied::Lock {
-                            key: c.key().to_string(),
-                            index: entry.log_id.index,
-                        });
+                    // Nobody listening is fine. Readers wait for the machine's lock, so they
+                    // see the entry applied.
+                    match &proposal.command {
+                        Command::Lock(c) => {
+                            let _ = self.changes.send(Applied::Lock {
+                                key: c.key().to_string(),
+                                index: entry.log_id.index,
+                            });
+                        }
+                        Command::Write { key, .. } => {
+                            let _ = self.changes.send(Applied::Register { key: key.clone() });
+                        }
+                        Command::Fenced { .. } => {}
                     }
                     outcome
                 }

@@ -56,6 +56,7 @@ pub(super) async fn run(inner: Arc<Inner>, cancel: CancellationToken) {
                         consensus.read_local(|s| inner.leases().applied(&s.locks, &key, now));
                     }
                 }
+                Ok(Applied::Register { .. }) => {}
                 // A snapshot replaced the table, or this loop fell behind: judge every lease
                 // again from now, as a new leader does.
                 Ok(Applied::Reset) | Err(RecvError::Lagged(_)) => {

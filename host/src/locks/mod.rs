@@ -314,6 +314,7 @@ impl Locks {
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Ok(Applied::Lock { key: k, .. })) if k != key.as_str() => {}
+                Ok(Ok(Applied::Register { .. })) => {}
                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
                 Ok(Err(RecvError::Closed)) => {
                     return Err(ConsensusError::Failed("the node is stopping".into()).into());

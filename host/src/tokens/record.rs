@@ -20,7 +20,7 @@ pub enum Scope {
     Invoke,
     /// Also change functions: deploy, roll back, delete.
     Deploy,
-    /// Everything, tokens included.
+    /// Everything: tokens and the deny list included.
     Admin,
 }
 

@@ -22,6 +22,11 @@ pub struct TransportConfig {
     pub idle_timeout: Duration,
     /// Largest RPC request or response accepted, in bytes. Default 16 MiB.
     pub max_frame_bytes: NonZeroU32,
+    /// How often the node reads its certificate and key files again, to take up a renewed
+    /// certificate (`weft cluster issue` again) without a restart: a change is taken up at
+    /// the second check that sees it. Default 60 s; 0 never reads them again.
+    #[serde(with = "crate::millis")]
+    pub certificate_check_interval: Duration,
     /// Test only (`test-switches`): the fraction (0 to 1) of outgoing datagrams dropped on
     /// purpose, to measure failure detection on a lossy network. Default 0.
     #[cfg(feature = "test-switches")]
@@ -41,6 +46,7 @@ impl Default for TransportConfig {
             rpc_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             max_frame_bytes: NonZeroU32::new(16 << 20).expect("non-zero"),
+            certificate_check_interval: Duration::from_secs(60),
             #[cfg(feature = "test-switches")]
             drop_datagrams: 0.0,
             #[cfg(feature = "test-switches")]

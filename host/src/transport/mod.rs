@@ -8,6 +8,7 @@
 
 mod config;
 pub mod frame;
+mod identity;
 mod stream;
 #[cfg(feature = "test-switches")]
 pub mod testing;
@@ -27,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::TransportConfig;
 pub use frame::{ClusterId, FrameError, PROTOCOL_VERSION};
+pub use identity::EXPIRY_WARNING;
 pub use stream::{PieceStream, Pieces, Reply};
 use stream::{answer, read_frame};
 pub use tls::{ClusterDir, Credentials, TlsError};
@@ -113,6 +115,9 @@ pub trait Service: Send + Sync + 'static {
     fn call(&self, from: Caller, request: Bytes) -> BoxFuture<'static, Result<Reply, String>>;
 }
 
+/// The application close code of a connection closed because its peer was denied.
+const DENIED: quinn::VarInt = quinn::VarInt::from_u32(403);
+
 /// Counters of what crossed the wire.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -182,6 +187,8 @@ pub struct Transport {
 
 struct Inner {
     endpoint: quinn::Endpoint,
+    /// The certificate presented (renewable) and the nodes refused.
+    identity: Arc<identity::Identity>,
     cluster: ClusterId,
     config: TransportConfig,
     peers: Mutex<HashMap<SocketAddr, Peer>>,
@@ -215,17 +222,19 @@ impl Transport {
         service: Arc<dyn Service>,
     ) -> Result<(Transport, mpsc::Receiver<Datagram>), TransportError> {
         let transport_config = Arc::new(quinn_transport(&config));
-        let server_crypto = quic_server(creds.server_config()?)?;
+        let identity = identity::Identity::new(creds)?;
+        let server_crypto = quic_server(creds.server_config(&identity)?)?;
         let mut server = quinn::ServerConfig::with_crypto(server_crypto);
         server.transport_config(transport_config.clone());
         let mut endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
-        let mut client = quinn::ClientConfig::new(quic_client(creds.client_config()?)?);
+        let mut client = quinn::ClientConfig::new(quic_client(creds.client_config(&identity)?)?);
         client.transport_config(transport_config);
         endpoint.set_default_client_config(client);
         let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
         let inner = Arc::new(Inner {
             endpoint,
+            identity,
             cluster: creds.cluster,
             config,
             peers: Mutex::default(),
@@ -238,6 +247,12 @@ impl Transport {
             blocked: Mutex::default(),
         });
         inner.tasks.spawn(accept_loop(inner.clone()));
+        inner.warn_if_expiring();
+        if !inner.config.certificate_check_interval.is_zero() {
+            inner
+                .tasks
+                .spawn(watch_certificate(inner.clone(), creds.clone()));
+        }
         Ok((Transport { inner }, rx))
     }
 
@@ -280,6 +295,12 @@ impl Transport {
         self.inner.cluster
     }
 
+    /// Appends the transport's metrics: what crossed the wire, and this node's certificate.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.inner.stats.render_metrics(out);
+        self.inner.identity.render_metrics(out);
+    }
+
     /// Counters of what crossed the wire.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
@@ -291,6 +312,26 @@ impl Transport {
             Some(Peer::Connected(c)) if c.close_reason().is_none() => Some(c.rtt()),
             _ => None,
         }
+    }
+
+    /// Refuses handshakes with the nodes `names` from now on (the cluster's deny list), and
+    /// closes the connections open to any of them; `names` replaces the previous list.
+    pub fn set_denied(&self, names: std::collections::HashSet<NodeId>) {
+        let inner = &self.inner;
+        inner.identity.set_denied(names);
+        let mut peers = inner.peers.lock().expect("not poisoned");
+        peers.retain(|addr, peer| match peer {
+            Peer::Connected(c)
+                if inner
+                    .identity
+                    .denies(tls::peer_node(c.peer_identity()).as_ref()) =>
+            {
+                tracing::info!(peer = %addr, "closed the connection to a node on the deny list");
+                c.close(DENIED, b"denied");
+                false
+            }
+            _ => true,
+        });
     }
 
     /// The node name in the certificate of the connection to `peer`, if connected.
@@ -566,6 +607,18 @@ impl Inner {
         peers.insert(from, Peer::Connected(conn.clone()));
     }
 
+    /// Logs a warning when this node's certificate runs out within [`EXPIRY_WARNING`].
+    fn warn_if_expiring(&self) {
+        let left = self.identity.expires_in();
+        if left < EXPIRY_WARNING.as_secs() as i64 {
+            let days = left.div_euclid(86_400);
+            tracing::warn!(
+                days_left = days,
+                "this node's certificate runs out within 30 days (or has): renew it with `weft cluster issue DIR --node NAME`; the node takes the new files up without a restart"
+            );
+        }
+    }
+
     /// Counts a refused frame and logs why.
     fn rejected(&self, from: SocketAddr, e: &FrameError) {
         add(&self.stats.frames_rejected, 1);
@@ -635,10 +688,66 @@ async fn accept_loop(inner: Arc<Inner>) {
     }
 }
 
+/// Every `certificate_check_interval`, reads this node's certificate and key again and, once
+/// they have changed and stayed the same for one more check (so a pair caught half-written is
+/// not judged), presents them from the next handshake on, or logs why not. Warns once a day
+/// while the certificate runs out within 30 days.
+async fn watch_certificate(inner: Arc<Inner>, creds: Credentials) {
+    let every = inner.config.certificate_check_interval;
+    let mut seen: Option<blake3::Hash> = None;
+    let mut judged: Option<blake3::Hash> = None;
+    let mut warned = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = inner.cancel.cancelled() => return,
+        }
+        if warned.elapsed() >= Duration::from_secs(86_400) {
+            warned = Instant::now();
+            inner.warn_if_expiring();
+        }
+        let new = match creds.reload() {
+            Ok(new) if inner.identity.differs(&new) => new,
+            // Unchanged, or unreadable for now (a file being replaced).
+            _ => continue,
+        };
+        let fingerprint = new.fingerprint();
+        if seen != Some(fingerprint) {
+            seen = Some(fingerprint);
+            continue;
+        }
+        if judged == Some(fingerprint) {
+            continue;
+        }
+        judged = Some(fingerprint);
+        match inner.identity.renew(&new) {
+            Ok(not_after) => {
+                inner.identity.renewed.fetch_add(1, Ordering::Relaxed);
+                let until = time::OffsetDateTime::from_unix_timestamp(not_after)
+                    .map_or(not_after.to_string(), |t| t.to_string());
+                tracing::info!(valid_until = %until, "took up a renewed certificate; new connections present it");
+                inner.warn_if_expiring();
+            }
+            Err(why) => {
+                inner.identity.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%why, "kept the current certificate: the changed certificate files were refused");
+            }
+        }
+    }
+}
+
 /// Reads gossip and requests from one connection until it closes, then forgets it.
 async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
     let from = conn.remote_address();
     let node = tls::peer_node(conn.peer_identity());
+    // A node denied while this connection is open is cut off at its next frame.
+    let denied = || {
+        let d = inner.identity.denies(node.as_ref());
+        if d {
+            conn.close(DENIED, b"denied");
+        }
+        d
+    };
     let datagrams = async {
         let mut warned = false;
         loop {
@@ -647,6 +756,9 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
                 Err(e) => return e,
             };
             if inner.is_blocked(from) {
+                continue;
+            }
+            if denied() {
                 continue;
             }
             match frame::decode_datagram(&bytes, inner.cluster, MAX_GOSSIP_PAYLOAD as u32 * 2) {
@@ -684,7 +796,7 @@ async fn serve(inner: Arc<Inner>, conn: quinn::Connection) {
         loop {
             match conn.accept_bi().await {
                 Ok((send, recv)) => {
-                    if !inner.is_blocked(from) {
+                    if !inner.is_blocked(from) && !denied() {
                         let caller = Caller {
                             addr: from,
                             node: node.clone(),

@@ -39,7 +39,7 @@ pub async fn exchange(
             // Trust the node's CA, present `c`'s certificate.
             let mut mixed = c.clone();
             mixed.set_ca(trust);
-            mixed.client_config()
+            super::identity::Identity::new(&mixed).and_then(|id| mixed.client_config(&id))
         }
         ClientCert::None => trust.anonymous_client_config(),
     }

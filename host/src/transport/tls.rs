@@ -22,6 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::frame::ClusterId;
+use super::identity::{ClientCheck, Identity, ServerCheck};
 use crate::id::NodeId;
 
 /// The application protocol negotiated on every connection.
@@ -233,6 +234,8 @@ impl ClusterDir {
             })?;
         Ok(Credentials {
             cluster: ClusterId::of_ca(&ca),
+            node: node.clone(),
+            dir: self.clone(),
             ca,
             chain,
             key: Arc::new(key),
@@ -259,14 +262,22 @@ impl ClusterDir {
 pub struct Credentials {
     /// The cluster, derived from the CA certificate.
     pub cluster: ClusterId,
+    /// The node they are for.
+    pub(super) node: NodeId,
+    /// Where they were loaded from (and are loaded again from when renewed).
+    pub(super) dir: ClusterDir,
     ca: CertificateDer<'static>,
-    chain: Vec<CertificateDer<'static>>,
-    key: Arc<PrivateKeyDer<'static>>,
+    pub(super) chain: Vec<CertificateDer<'static>>,
+    pub(super) key: Arc<PrivateKeyDer<'static>>,
 }
 
 impl Credentials {
-    /// The server side: TLS 1.3 only, and the client must present a certificate from the CA.
-    pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    /// The server side: TLS 1.3 only; the client must present a certificate from the CA for a
+    /// node not on the deny list; the certificate presented is `identity`'s current one.
+    pub(crate) fn server_config(
+        &self,
+        identity: &Arc<Identity>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = provider();
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             self.roots()?,
@@ -274,22 +285,48 @@ impl Credentials {
         )
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = Arc::new(ClientCheck {
+            inner: verifier,
+            identity: identity.clone(),
+        });
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_cert_resolver(identity.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }
 
-    /// The client side: trusts the CA only and presents this node's certificate.
-    pub(crate) fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+    /// The client side: trusts the CA only, refuses a node on the deny list, and presents
+    /// `identity`'s current certificate.
+    pub(crate) fn client_config(
+        &self,
+        identity: &Arc<Identity>,
+    ) -> Result<rustls::ClientConfig, TlsError> {
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerCheck {
+                identity: identity.clone(),
+            }))
+            .with_client_cert_resolver(identity.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
+    }
+
+    /// These credentials as they are on disk now.
+    pub(crate) fn reload(&self) -> Result<Credentials, TlsError> {
+        self.dir.load(&self.node)
+    }
+
+    /// A digest of the certificate chain and key, to tell a renewal from the same files.
+    pub(super) fn fingerprint(&self) -> blake3::Hash {
+        let mut h = blake3::Hasher::new();
+        for c in &self.chain {
+            h.update(c.as_ref());
+        }
+        h.update(self.key.secret_der());
+        h.finalize()
     }
 
     /// A client that trusts the CA but presents no certificate (tests show it is refused).
@@ -309,7 +346,7 @@ impl Credentials {
         self.ca = other.ca.clone();
     }
 
-    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    pub(super) fn roots(&self) -> Result<Arc<rustls::RootCertStore>, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone())?;
         Ok(Arc::new(roots))
@@ -320,7 +357,12 @@ impl Credentials {
 /// what quinn reports as the peer's identity.
 pub(crate) fn peer_node(identity: Option<Box<dyn std::any::Any>>) -> Option<NodeId> {
     let chain = identity?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    let leaf = webpki::EndEntityCert::try_from(chain.first()?).ok()?;
+    node_of(chain.first()?)
+}
+
+/// The node name a certificate vouches for (its DNS name other than [`SERVER_NAME`]).
+pub(crate) fn node_of(cert: &CertificateDer<'_>) -> Option<NodeId> {
+    let leaf = webpki::EndEntityCert::try_from(cert).ok()?;
     leaf.valid_dns_names()
         .filter(|n| *n != SERVER_NAME)
         .find_map(|n| n.parse().ok())
@@ -346,7 +388,7 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     opts.open(path)?.write_all(bytes)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -400,8 +442,9 @@ mod tests {
         assert_eq!(dir.nodes(), vec![n.clone()]);
         let creds = dir.load(&n).unwrap();
         assert_eq!(creds.cluster, id);
-        creds.server_config().unwrap();
-        creds.client_config().unwrap();
+        let identity = Identity::new(&creds).unwrap();
+        creds.server_config(&identity).unwrap();
+        creds.client_config(&identity).unwrap();
         assert_eq!(dir.token().unwrap().unwrap().len(), 64);
         #[cfg(unix)]
         for f in ["ca.key", "admin.token", "nodes/edge-1.key"] {

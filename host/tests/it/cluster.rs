@@ -84,7 +84,7 @@ pub async fn wait_converged(nodes: &[&TestNode], alive: usize) {
 }
 
 /// The state of `name` in `node`'s view.
-fn state_of(node: &TestNode, name: &str) -> Option<(MemberState, u64)> {
+pub fn state_of(node: &TestNode, name: &str) -> Option<(MemberState, u64)> {
     node.node()
         .membership
         .members()

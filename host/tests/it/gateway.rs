@@ -96,8 +96,14 @@ async fn slow_and_idle_clients_are_closed_after_the_header_timeout() {
     let (rest, closed) = read_answer(&mut idle).await;
     assert!(closed && rest.is_empty(), "idle connection got {rest:?}");
 
-    let (status, body) = n.get("/healthz").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    // On a new connection: the client's pooled one has been idle past the timeout too, and
+    // a pool may hand it out just as the node closes it.
+    let r = crate::harness::client()
+        .get(format!("{}/healthz", n.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ mod faults;
 mod fencing;
 mod functions;
 mod gateway;
+mod identity;
 mod job_faults;
 mod jobs;
 mod kv_faults;

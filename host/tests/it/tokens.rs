@@ -126,6 +126,14 @@ const ROUTES: &[(&str, Method, &str, Needs)] = &[
         "/v1/tokens/0123456789ab",
         Admin,
     ),
+    ("/v1/denied", Method::GET, "/v1/denied", Admin),
+    ("/v1/denied/{node}", Method::PUT, "/v1/denied/nobody", Admin),
+    (
+        "/v1/denied/{node}",
+        Method::DELETE,
+        "/v1/denied/nobody",
+        Admin,
+    ),
     (
         "/v1/test-switches/partition",
         Method::PUT,
