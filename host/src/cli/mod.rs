@@ -276,7 +276,8 @@ enum ClusterCommand {
     /// Example: weft cluster deny edge-3 --reason "decommissioned"
     Deny {
         /// The node's name.
-        node: String,
+        #[arg(value_name = "NODE")]
+        name: String,
         /// Why, kept with the entry.
         #[arg(long, default_value = "")]
         reason: String,
@@ -286,7 +287,8 @@ enum ClusterCommand {
     /// Example: weft cluster allow edge-3
     Allow {
         /// The node's name.
-        node: String,
+        #[arg(value_name = "NODE")]
+        name: String,
     },
     /// List the denied nodes.
     ///

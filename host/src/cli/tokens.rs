@@ -110,16 +110,16 @@ pub(super) async fn deny_list(
 ) -> anyhow::Result<()> {
     use super::ClusterCommand;
     match command {
-        ClusterCommand::Deny { node, reason } => {
-            let node: crate::id::NodeId = node.parse()?;
+        ClusterCommand::Deny { name, reason } => {
+            let node: crate::id::NodeId = name.parse()?;
             let req = client
                 .request(Method::PUT, &format!("/v1/denied/{node}"))
                 .query(&[("reason", reason)]);
             client.send(req).await?;
             eprintln!("node `{node}` denied: every node refuses it");
         }
-        ClusterCommand::Allow { node } => {
-            let node: crate::id::NodeId = node.parse()?;
+        ClusterCommand::Allow { name } => {
+            let node: crate::id::NodeId = name.parse()?;
             client
                 .send(client.request(Method::DELETE, &format!("/v1/denied/{node}")))
                 .await?;

@@ -542,6 +542,29 @@ async fn the_cli_creates_lists_and_revokes_tokens_and_the_node_never_logs_one() 
     let err = crate::cli::failed(&run(&admin, &["token", "create", "--scope", "root"]).await);
     assert!(err.contains("not a scope"), "{err}");
 
+    // The deny list through the CLI (admin only).
+    let err = crate::cli::failed(&run(&token, &["cluster", "denied"]).await);
+    assert!(err.contains("401"), "{err}");
+    crate::cli::ok(
+        &run(
+            &admin,
+            &["cluster", "deny", "old-edge", "--reason", "retired"],
+        )
+        .await,
+    );
+    let denied = crate::cli::ok(&run(&admin, &["cluster", "denied"]).await);
+    assert!(
+        denied.starts_with("NODE\tSINCE\tREASON\nold-edge\t20") && denied.ends_with("\tretired\n"),
+        "{denied}"
+    );
+    crate::cli::ok(&run(&admin, &["cluster", "allow", "old-edge"]).await);
+    let denied = crate::cli::ok(&run(&admin, &["cluster", "denied"]).await);
+    assert_eq!(denied, "no node is denied\n");
+    let err = crate::cli::failed(&run(&admin, &["cluster", "allow", "old-edge"]).await);
+    assert!(err.contains("404") && err.contains("not denied"), "{err}");
+    let err = crate::cli::failed(&run(&admin, &["cluster", "deny", "t1"]).await);
+    assert!(err.contains("400") && err.contains("another node"), "{err}");
+
     node.kill9().await;
     let log = std::fs::read_to_string(data.path().join("t1/node.log")).unwrap();
     assert!(
