@@ -67,6 +67,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     cache: Mutex<BTreeMap<&'static str, u64>>,
     compile_nanos: AtomicU64,
+    cache_evictions: AtomicU64,
+    cache_disk_bytes: AtomicU64,
     jobs: Mutex<BTreeMap<&'static str, u64>>,
     job_tasks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     job_bytes: Mutex<BTreeMap<&'static str, u64>>,
@@ -122,6 +124,16 @@ impl Metrics {
             .expect("not poisoned")
             .entry("miss")
             .or_default() += 1;
+    }
+
+    /// A compiled module was removed from the disk cache to keep it within its budget.
+    pub fn cache_evicted(&self) {
+        self.cache_evictions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the compiled modules on disk take now.
+    pub fn cache_disk_bytes(&self, bytes: u64) {
+        self.cache_disk_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Time spent compiling.
@@ -303,6 +315,20 @@ impl Metrics {
                 .expect("not poisoned")
                 .iter()
                 .map(|(tier, n)| (format!("result=\"{tier}\""), *n)),
+        );
+        single(
+            &mut out,
+            "weft_module_cache_evictions_total",
+            Kind::Counter,
+            "Compiled modules removed from disk, least recently used first, to keep the cache within compiled_cache_bytes.",
+            self.cache_evictions.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "weft_module_cache_disk_bytes",
+            Kind::Gauge,
+            "Bytes the compiled modules on disk take.",
+            self.cache_disk_bytes.load(Ordering::Relaxed),
         );
         single(
             &mut out,

@@ -1,8 +1,17 @@
 //! Compiled artifacts on disk, keyed by the module's blake3 digest and the engine's fingerprint,
 //! so a restarted node loads machine code instead of compiling again.
+//!
+//! The directory is held to a budget (`RuntimeConfig::compiled_cache_bytes`): after each store,
+//! the least recently used artifacts go until the rest fit (the one just stored stays), and a
+//! module whose artifact went is compiled again when next needed. Recency is the file's
+//! modification time, refreshed on every load, so it survives restarts; artifacts of another
+//! engine (an earlier wasmtime, another configuration) are never used and go first.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -17,6 +26,11 @@ pub(super) struct ArtifactCache {
     /// Hex of a blake3 hash over everything that makes compiled code compatible with this engine
     /// (wasmtime version, target, configuration).
     fingerprint: String,
+    /// The most the artifacts may take together.
+    budget: u64,
+    /// Each artifact file: its size and when it was last used.
+    files: Mutex<HashMap<PathBuf, (u64, SystemTime)>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Feeds `Hash` data into blake3, which is stable across Rust versions (unlike `DefaultHasher`).
@@ -33,18 +47,89 @@ impl Hasher for Blake3Hasher {
 }
 
 impl ArtifactCache {
-    pub(super) fn new(engine: &Engine, dir: PathBuf) -> Result<Self, RuntimeError> {
+    pub(super) fn new(
+        engine: &Engine,
+        dir: PathBuf,
+        budget: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(&dir).map_err(|e| {
             RuntimeError::Host(format!("creating the module cache {}: {e}", dir.display()))
         })?;
         let mut h = Blake3Hasher(blake3::Hasher::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let fingerprint = h.0.finalize().to_hex()[..16].to_string();
-        Ok(ArtifactCache {
+        let mut files = HashMap::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains(".tmp-") {
+                // A store cut short by a crash.
+                let _ = std::fs::remove_file(&path);
+            } else if name.ends_with(".cwasm") && meta.is_file() {
+                let used = if name.contains(&fingerprint) {
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+                } else {
+                    SystemTime::UNIX_EPOCH
+                };
+                files.insert(path, (meta.len(), used));
+            }
+        }
+        let cache = ArtifactCache {
             engine: engine.clone(),
             dir,
             fingerprint,
-        })
+            budget,
+            files: Mutex::new(files),
+            metrics,
+        };
+        cache.evict(None);
+        Ok(cache)
+    }
+
+    /// Removes the least recently used artifacts, except `keep`, until the rest fit the budget.
+    fn evict(&self, keep: Option<&PathBuf>) {
+        let mut files = self.files.lock().expect("not poisoned");
+        let mut total: u64 = files.values().map(|(size, _)| size).sum();
+        if total > self.budget {
+            let mut by_age: Vec<(SystemTime, PathBuf, u64)> = files
+                .iter()
+                .filter(|(p, _)| Some(*p) != keep)
+                .map(|(p, (size, used))| (*used, p.clone(), *size))
+                .collect();
+            by_age.sort();
+            for (_, path, size) in by_age {
+                if total <= self.budget {
+                    break;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "could not evict a compiled module");
+                        continue;
+                    }
+                }
+                files.remove(&path);
+                total -= size;
+                self.metrics.cache_evicted();
+                tracing::debug!(path = %path.display(), "evicted a compiled module (least recently used)");
+            }
+        }
+        self.metrics.cache_disk_bytes(total);
+    }
+
+    /// Marks `path` used now, on disk too (its modification time), so recency survives a restart.
+    fn touch(&self, path: &PathBuf, size: u64) {
+        let now = SystemTime::now();
+        if let Ok(f) = std::fs::File::options().write(true).open(path) {
+            let _ = f.set_modified(now);
+        }
+        self.files
+            .lock()
+            .expect("not poisoned")
+            .insert(path.clone(), (size, now));
     }
 
     fn path(&self, digest: Digest) -> PathBuf {
@@ -69,6 +154,8 @@ impl ArtifactCache {
             let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
             match loaded {
                 Ok(c) => {
+                    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    self.touch(&path, size);
                     metrics.cache_hit("disk");
                     return Ok((c, false));
                 }
@@ -94,11 +181,18 @@ impl ArtifactCache {
         match component.serialize() {
             Ok(artifact) => {
                 let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
+                let size = artifact.len() as u64;
                 let written =
                     std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, &path));
-                if let Err(e) = written {
-                    tracing::warn!(%digest, error = %e, "could not cache the compiled module");
-                    let _ = std::fs::remove_file(&tmp);
+                match written {
+                    Ok(()) => {
+                        self.touch(&path, size);
+                        self.evict(Some(&path));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%digest, error = %e, "could not cache the compiled module");
+                        let _ = std::fs::remove_file(&tmp);
+                    }
                 }
             }
             Err(e) => {

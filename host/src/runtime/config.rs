@@ -43,6 +43,11 @@ pub struct RuntimeConfig {
     /// (2,048 entries). Without it every instance page-faults its tables back in: the
     /// `hello` benchmark took 180 times more page faults and p50 went from 21 to 28 µs.
     pub table_keep_resident_bytes: usize,
+    /// The most compiled modules may take on disk (the data directory's `cache/`). Default
+    /// 1 GiB. Beyond it the least recently used go, and are compiled again when next needed
+    /// (a compile takes from milliseconds for a small Rust guest to seconds for a JavaScript
+    /// or Python runtime); the one just compiled always stays.
+    pub compiled_cache_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +62,7 @@ impl Default for RuntimeConfig {
             max_emit_bytes: NonZeroU64::new(256 << 20).expect("non-zero"),
             memory_keep_resident_bytes: 128 << 10,
             table_keep_resident_bytes: 16 << 10,
+            compiled_cache_bytes: 1 << 30,
         }
     }
 }

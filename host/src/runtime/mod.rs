@@ -243,7 +243,12 @@ impl Runtime {
         let http_linker = state::http_linker(&engine)?;
         let task_linker = state::task_linker(&engine)?;
         let wagi_linker = state::wagi_linker(&engine)?;
-        let cache = cache::ArtifactCache::new(&engine, cache_dir)?;
+        let cache = cache::ArtifactCache::new(
+            &engine,
+            cache_dir,
+            config.compiled_cache_bytes,
+            metrics.clone(),
+        )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -600,6 +605,92 @@ fn wrong_world(expected: Option<FunctionKind>, found: &str) -> RuntimeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compiled_modules_beyond_the_disk_budget_go_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let start = |budget: u64| {
+            let metrics = Arc::new(Metrics::default());
+            let config = RuntimeConfig {
+                compiled_cache_bytes: budget,
+                ..RuntimeConfig::default()
+            };
+            let rt = Runtime::new(config, cache.clone(), metrics.clone(), Tasks::default());
+            (rt.unwrap(), metrics)
+        };
+        let artifacts = || -> Vec<(String, u64)> {
+            let mut v: Vec<(String, u64)> = std::fs::read_dir(&cache)
+                .unwrap()
+                .flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy()[..64].to_string(),
+                        e.metadata().unwrap().len(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let sample = |metrics: &Metrics, name: &str| -> u64 {
+            let text = metrics.render(0);
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0)
+        };
+        let modules = [
+            crate::plugins::HELLO,
+            crate::plugins::COUNTER,
+            crate::plugins::WORDCOUNT,
+        ];
+        let digests = modules.map(Digest::of);
+        // Unlimited first, to learn what each artifact takes.
+        let (rt, _) = start(u64::MAX);
+        for (d, m) in digests.iter().zip(modules) {
+            rt.prepare(*d, m, None).unwrap();
+        }
+        let sizes: std::collections::HashMap<String, u64> = artifacts().into_iter().collect();
+        assert_eq!(sizes.len(), 3);
+        let size = |i: usize| sizes[&digests[i].to_string()];
+        drop(rt);
+        std::fs::remove_dir_all(&cache).unwrap();
+
+        // Room for the first and either of the others: storing the third evicts the least
+        // recently used, which is the first unless it was used again since.
+        let budget = size(0) + size(1).max(size(2));
+        let (rt, metrics) = start(budget);
+        rt.prepare(digests[0], modules[0], None).unwrap();
+        rt.prepare(digests[1], modules[1], None).unwrap();
+        assert_eq!(artifacts().len(), 2);
+        // A restarted node (a new runtime on the same directory) loads the first from disk,
+        // which makes it the most recently used.
+        drop(rt);
+        let (rt, metrics2) = start(budget);
+        rt.prepare(digests[0], modules[0], None).unwrap();
+        assert_eq!(
+            sample(&metrics2, "weft_module_cache_total{result=\"disk\"}"),
+            1
+        );
+        rt.prepare(digests[2], modules[2], None).unwrap();
+        let left: Vec<String> = artifacts().into_iter().map(|(d, _)| d).collect();
+        let mut expected = vec![digests[0].to_string(), digests[2].to_string()];
+        expected.sort();
+        assert_eq!(left, expected, "the least recently used (counter) went");
+        assert_eq!(sample(&metrics2, "weft_module_cache_evictions_total"), 1);
+        assert_eq!(sample(&metrics, "weft_module_cache_evictions_total"), 0);
+        let on_disk: u64 = artifacts().iter().map(|(_, s)| s).sum();
+        assert_eq!(sample(&metrics2, "weft_module_cache_disk_bytes"), on_disk);
+
+        // The evicted module is compiled again when next needed, and works.
+        drop(rt);
+        let (rt, metrics3) = start(u64::MAX);
+        rt.prepare(digests[1], modules[1], None).unwrap();
+        assert_eq!(
+            sample(&metrics3, "weft_module_cache_total{result=\"miss\"}"),
+            1
+        );
+    }
 
     #[test]
     fn concurrent_prepares_of_one_module_compile_it_once() {

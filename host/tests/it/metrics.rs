@@ -56,6 +56,8 @@ const TEST_SOURCES: &[&str] = &[
     include_str!("replication.rs"),
     include_str!("restart.rs"),
     include_str!("safety.rs"),
+    // Lib tests that assert a counter.
+    include_str!("../../src/runtime/mod.rs"),
 ];
 
 fn type_name(t: &PrometheusType) -> &'static str {
