@@ -219,8 +219,11 @@ impl Node {
                 metrics: metrics.clone(),
                 tasks: tasks.clone(),
                 spill,
-                pool: TaskPool::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-                    .context("starting the threads that run jobs' tasks")?,
+                pool: TaskPool::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    cancel.clone(),
+                )
+                .context("starting the threads that run jobs' tasks")?,
             },
             config.jobs.clone(),
         )
