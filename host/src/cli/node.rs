@@ -18,6 +18,10 @@ pub(super) struct NodeArgs {
     /// its default and meaning; keys left out keep their defaults.
     #[arg(long, env = "WEFT_CONFIG")]
     config: Option<PathBuf>,
+    /// The preset the other keys' defaults come from: `default` (a server) or `edge` (a small
+    /// device: fewer instances, smaller caches and buffers) [key: profile].
+    #[arg(long, env = "WEFT_PROFILE")]
+    profile: Option<crate::config::Profile>,
     /// Where the node keeps its state [key: data_dir; default ~/.local/share/weft].
     #[arg(long, env = "WEFT_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -128,8 +132,8 @@ impl NodeArgs {
     /// or variable that was given.
     pub(super) fn config(&self) -> anyhow::Result<NodeConfig> {
         let mut c = match &self.config {
-            Some(file) => NodeConfig::from_file(file)?,
-            None => NodeConfig::default(),
+            Some(file) => NodeConfig::from_file_as(file, self.profile)?,
+            None => NodeConfig::for_profile(self.profile.unwrap_or_default()),
         };
         set(&mut c.data_dir, &self.data_dir);
         set(&mut c.http, &self.http);

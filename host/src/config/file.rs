@@ -43,17 +43,33 @@ fn key_prefix(key: &str) -> String {
 }
 
 impl NodeConfig {
-    /// Reads a configuration file; keys it leaves out keep their defaults.
+    /// Reads a configuration file; keys it leaves out keep the defaults of its `profile`.
     pub fn from_file(file: &Path) -> Result<NodeConfig, ConfigFileError> {
+        NodeConfig::from_file_as(file, None)
+    }
+
+    /// [`NodeConfig::from_file`], with `profile` (when given) in place of the file's own.
+    pub fn from_file_as(
+        file: &Path,
+        profile: Option<super::Profile>,
+    ) -> Result<NodeConfig, ConfigFileError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigFileError::Read {
             file: file.to_owned(),
             source,
         })?;
-        NodeConfig::from_toml(&text, file)
+        NodeConfig::from_toml_as(&text, file, profile)
     }
 
     /// Reads a configuration from TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &Path) -> Result<NodeConfig, ConfigFileError> {
+        NodeConfig::from_toml_as(text, file, None)
+    }
+
+    fn from_toml_as(
+        text: &str,
+        file: &Path,
+        profile: Option<super::Profile>,
+    ) -> Result<NodeConfig, ConfigFileError> {
         let invalid = |e: &toml::de::Error, key: String| ConfigFileError::Invalid {
             file: file.to_owned(),
             line: e.span().map_or(1, |s| {
@@ -63,7 +79,7 @@ impl NodeConfig {
             message: e.message().trim_end().to_owned(),
         };
         let de = toml::Deserializer::parse(text).map_err(|e| invalid(&e, String::new()))?;
-        let mut config: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let config: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = match e.path().to_string() {
                 root if root == "." => String::new(),
                 key => key,
@@ -83,6 +99,16 @@ impl NodeConfig {
                 });
             }
         }
+        let given: toml::Table = toml::from_str(text).unwrap_or_default();
+        let profile = profile.unwrap_or(config.profile);
+        let mut config = config
+            .with_profile_defaults(&given, profile)
+            .map_err(|message| ConfigFileError::Invalid {
+                file: file.to_owned(),
+                line: 1,
+                key: "profile".into(),
+                message,
+            })?;
         config.data_dir = from_home(&config.data_dir);
         config.cluster.dir = config.cluster.dir.as_deref().map(from_home);
         Ok(config)

@@ -6,6 +6,7 @@
 //! `weft node --config FILE` reads it from a TOML file with the same keys (`file`).
 
 mod file;
+mod profile;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
@@ -21,11 +22,15 @@ pub use crate::runtime::RuntimeConfig;
 pub use crate::store::StoreConfig;
 pub use crate::transport::TransportConfig;
 pub use file::{ConfigFileError, EXAMPLE};
+pub use profile::Profile;
 
 /// Everything a node needs to start. Every field has a default ([`NodeConfig::default`]).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
+    /// The preset the other keys' defaults come from: `default` (a server) or `edge` (a small
+    /// device; see [`Profile::Edge`]). Default `default`.
+    pub profile: Profile,
     /// Where the node keeps its sled database, compiled-module cache, job output and token.
     /// Default `~/.local/share/weft` (`./weft-data` without a home directory).
     pub data_dir: PathBuf,
@@ -57,6 +62,7 @@ pub fn default_data_dir() -> PathBuf {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
+            profile: Profile::Default,
             data_dir: default_data_dir(),
             http: SocketAddr::from(([127, 0, 0, 1], 7070)),
             limits: Limits::default(),
