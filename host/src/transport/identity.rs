@@ -75,6 +75,47 @@ impl Identity {
         }))
     }
 
+    /// The server side: TLS 1.3 only; the client must present a certificate from the CA for a
+    /// node not on the deny list; the certificate presented is this identity's current one.
+    pub(crate) fn server_config(
+        self: &Arc<Self>,
+        creds: &Credentials,
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let identity = self;
+        let provider = tls::provider();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            creds.roots()?,
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = Arc::new(ClientCheck {
+            inner: verifier,
+            identity: identity.clone(),
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(identity.clone());
+        config.alpn_protocols = vec![tls::ALPN.to_vec()];
+        Ok(config)
+    }
+
+    /// The client side: trusts the CA only, refuses a node on the deny list, and presents
+    /// this identity's current certificate.
+    pub(crate) fn client_config(self: &Arc<Self>) -> Result<rustls::ClientConfig, TlsError> {
+        let identity = self;
+        let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerCheck {
+                identity: identity.clone(),
+            }))
+            .with_client_cert_resolver(identity.clone());
+        config.alpn_protocols = vec![tls::ALPN.to_vec()];
+        Ok(config)
+    }
+
     /// Whether `creds` differ from what the endpoint presents now.
     pub(crate) fn differs(&self, creds: &Credentials) -> bool {
         self.current.read().expect("not poisoned").fingerprint != creds.fingerprint()
@@ -308,5 +349,40 @@ impl ServerCertVerifier for ServerCheck {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.identity.server_verifier.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::ClusterDir;
+
+    #[test]
+    fn an_identity_builds_both_sides_and_takes_only_its_own_renewal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ClusterDir::new(tmp.path());
+        dir.init().unwrap();
+        let (a, b): (NodeId, NodeId) = ("a".parse().unwrap(), "b".parse().unwrap());
+        dir.issue(&a).unwrap();
+        dir.issue(&b).unwrap();
+        let creds = dir.load(&a).unwrap();
+        let identity = Identity::new(&creds).unwrap();
+        identity.server_config(&creds).unwrap();
+        identity.client_config().unwrap();
+        assert!(!identity.differs(&creds));
+        assert!(identity.expires_in() > EXPIRY_WARNING.as_secs() as i64);
+
+        dir.issue(&a).unwrap();
+        let renewed = creds.reload().unwrap();
+        assert!(identity.differs(&renewed));
+        identity.renew(&renewed).unwrap();
+        assert!(!identity.differs(&renewed));
+
+        // Another node's certificate and key, in this node's files.
+        let mut other = dir.load(&b).unwrap();
+        other.node = a.clone();
+        let e = identity.renew(&other).unwrap_err();
+        assert!(e.contains("node `b`"), "{e}");
+        assert!(identity.differs(&other), "kept its own");
     }
 }

@@ -223,12 +223,12 @@ impl Transport {
     ) -> Result<(Transport, mpsc::Receiver<Datagram>), TransportError> {
         let transport_config = Arc::new(quinn_transport(&config));
         let identity = identity::Identity::new(creds)?;
-        let server_crypto = quic_server(creds.server_config(&identity)?)?;
+        let server_crypto = quic_server(identity.server_config(creds)?)?;
         let mut server = quinn::ServerConfig::with_crypto(server_crypto);
         server.transport_config(transport_config.clone());
         let mut endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
-        let mut client = quinn::ClientConfig::new(quic_client(creds.client_config(&identity)?)?);
+        let mut client = quinn::ClientConfig::new(quic_client(identity.client_config()?)?);
         client.transport_config(transport_config);
         endpoint.set_default_client_config(client);
         let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);

@@ -39,7 +39,7 @@ pub async fn exchange(
             // Trust the node's CA, present `c`'s certificate.
             let mut mixed = c.clone();
             mixed.set_ca(trust);
-            super::identity::Identity::new(&mixed).and_then(|id| mixed.client_config(&id))
+            super::identity::Identity::new(&mixed).and_then(|id| id.client_config())
         }
         ClientCert::None => trust.anonymous_client_config(),
     }

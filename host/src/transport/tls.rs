@@ -22,7 +22,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::frame::ClusterId;
-use super::identity::{ClientCheck, Identity, ServerCheck};
 use crate::id::NodeId;
 
 /// The application protocol negotiated on every connection.
@@ -272,48 +271,6 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The server side: TLS 1.3 only; the client must present a certificate from the CA for a
-    /// node not on the deny list; the certificate presented is `identity`'s current one.
-    pub(crate) fn server_config(
-        &self,
-        identity: &Arc<Identity>,
-    ) -> Result<rustls::ServerConfig, TlsError> {
-        let provider = provider();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            self.roots()?,
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let verifier = Arc::new(ClientCheck {
-            inner: verifier,
-            identity: identity.clone(),
-        });
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(identity.clone());
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(config)
-    }
-
-    /// The client side: trusts the CA only, refuses a node on the deny list, and presents
-    /// `identity`'s current certificate.
-    pub(crate) fn client_config(
-        &self,
-        identity: &Arc<Identity>,
-    ) -> Result<rustls::ClientConfig, TlsError> {
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ServerCheck {
-                identity: identity.clone(),
-            }))
-            .with_client_cert_resolver(identity.clone());
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(config)
-    }
-
     /// These credentials as they are on disk now.
     pub(crate) fn reload(&self) -> Result<Credentials, TlsError> {
         self.dir.load(&self.node)
@@ -442,9 +399,6 @@ mod tests {
         assert_eq!(dir.nodes(), vec![n.clone()]);
         let creds = dir.load(&n).unwrap();
         assert_eq!(creds.cluster, id);
-        let identity = Identity::new(&creds).unwrap();
-        creds.server_config(&identity).unwrap();
-        creds.client_config(&identity).unwrap();
         assert_eq!(dir.token().unwrap().unwrap().len(), 64);
         #[cfg(unix)]
         for f in ["ca.key", "admin.token", "nodes/edge-1.key"] {
