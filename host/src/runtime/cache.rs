@@ -170,6 +170,9 @@ impl ArtifactCache {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| RuntimeError::Invalid(super::chain(&e)))?;
         metrics.compile_seconds(started.elapsed());
+        if let Some(give_back) = super::AFTER_COMPILE.get() {
+            give_back();
+        }
         tracing::info!(%digest, elapsed = ?started.elapsed(), "compiled module");
         Ok((component, true))
     }

@@ -198,6 +198,16 @@ pub struct Runtime {
     tasks: Tasks,
 }
 
+/// What runs after each compile, on the compiling thread (see [`after_compile`]).
+static AFTER_COMPILE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs after each module compiled, on the thread that compiled it: the `weft`
+/// binary gives the compile threads' memory back to the system there (it knows its
+/// allocator; the library does not). Only the first call counts.
+pub fn after_compile(f: fn()) {
+    let _ = AFTER_COMPILE.set(f);
+}
+
 impl Runtime {
     /// Builds the engine and starts its epoch ticker. Compiled artifacts live in `cache_dir`;
     /// guests' tasks run on `tasks`.
