@@ -337,6 +337,28 @@ impl Consensus {
         self.propose_as(self.proposal_id(), command).await
     }
 
+    /// [`Consensus::propose`], then, once a write applied, [`Consensus::settle`] for at most
+    /// `within`, so the change is seen at once on every member that answers; the members that
+    /// had not applied it are logged (`what` names the change).
+    pub async fn propose_settled(
+        &self,
+        command: Command,
+        within: Duration,
+        what: &str,
+    ) -> Result<(u64, Outcome), ConsensusError> {
+        let (index, outcome) = self.propose(command).await?;
+        if matches!(outcome, Outcome::Written { .. }) {
+            let behind = self.settle(index, within).await;
+            if !behind.is_empty() {
+                tracing::info!(
+                    ?behind,
+                    "{what} committed; some members have not applied it yet"
+                );
+            }
+        }
+        Ok((index, outcome))
+    }
+
     /// A new id for [`Consensus::propose_as`].
     pub fn proposal_id(&self) -> ProposalId {
         ProposalId {

@@ -135,17 +135,11 @@ impl DenyList {
             value,
             expect: None,
         };
-        match self.consensus.propose(command).await? {
-            (index, Outcome::Written { .. }) => {
-                let behind = self.consensus.settle(index, SETTLE).await;
-                if !behind.is_empty() {
-                    tracing::info!(
-                        ?behind,
-                        "deny-list change committed; some members have not applied it yet"
-                    );
-                }
-                Ok(())
-            }
+        let change = self
+            .consensus
+            .propose_settled(command, SETTLE, "a deny-list change");
+        match change.await? {
+            (_, Outcome::Written { .. }) => Ok(()),
             (_, other) => {
                 Err(ConsensusError::Failed(format!("a deny-list write did {other:?}")).into())
             }

@@ -202,14 +202,9 @@ impl Functions {
                 value: new.as_ref().map(FunctionRecord::encode),
                 expect: Some(revision),
             };
-            match c.propose(command).await? {
-                (index, Outcome::Written { .. }) => {
-                    let behind = c.settle(index, SETTLE).await;
-                    if !behind.is_empty() {
-                        tracing::info!(function = %name, ?behind, "registry change committed; some members have not applied it yet");
-                    }
-                    return Ok(new);
-                }
+            let what = format!("a change of function `{name}`");
+            match c.propose_settled(command, SETTLE, &what).await? {
+                (_, Outcome::Written { .. }) => return Ok(new),
                 (_, Outcome::Conflict { .. }) => continue,
                 (_, other) => {
                     return Err(FunctionsError::Corrupt(format!(

@@ -217,17 +217,8 @@ impl Tokens {
     /// expectation did not hold.
     async fn propose(&self, command: Command) -> Result<bool, TokensError> {
         let c = &self.inner.consensus;
-        match c.propose(command).await? {
-            (index, Outcome::Written { .. }) => {
-                let behind = c.settle(index, SETTLE).await;
-                if !behind.is_empty() {
-                    tracing::info!(
-                        ?behind,
-                        "token change committed; some members have not applied it yet"
-                    );
-                }
-                Ok(true)
-            }
+        match c.propose_settled(command, SETTLE, "a token change").await? {
+            (_, Outcome::Written { .. }) => Ok(true),
             (_, Outcome::Conflict { .. }) => Ok(false),
             (_, other) => Err(TokensError::Corrupt(format!("a token write did {other:?}"))),
         }
