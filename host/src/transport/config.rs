@@ -37,6 +37,11 @@ pub struct TransportConfig {
     #[cfg(feature = "test-switches")]
     #[serde(skip)]
     pub keep_cached_connections: bool,
+    /// Test only (`test-switches`): keep the deny list empty whatever the cluster's says, so
+    /// a control test shows the deny-list test fails without it.
+    #[cfg(feature = "test-switches")]
+    #[serde(skip)]
+    pub ignore_deny_list: bool,
 }
 
 impl Default for TransportConfig {
@@ -51,6 +56,8 @@ impl Default for TransportConfig {
             drop_datagrams: 0.0,
             #[cfg(feature = "test-switches")]
             keep_cached_connections: false,
+            #[cfg(feature = "test-switches")]
+            ignore_deny_list: false,
         }
     }
 }

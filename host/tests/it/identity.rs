@@ -80,6 +80,46 @@ async fn a_renewed_certificate_is_presented_to_new_connections_without_a_restart
     wait_converged(&[a, b, &c], 3).await;
 }
 
+/// Restarts `n2` of `cluster` on its address, rejoining the members it remembers.
+async fn restart_n2(n2: TestNode, cluster: &std::path::Path, ignore_deny_list: bool) -> TestNode {
+    let quic = n2.node().quic_addr;
+    n2.restart_with(|c| {
+        member(c, cluster, "n2", &[]);
+        c.cluster.listen = quic;
+        c.cluster.transport.ignore_deny_list = ignore_deny_list;
+    })
+    .await
+}
+
+/// Denies `n2` through the first node.
+async fn deny_n2(through: &TestNode) {
+    let r = through
+        .req(Method::PUT, "/v1/denied/n2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_without_the_deny_list_a_denied_node_rejoins() {
+    let (cluster, mut nodes) = crate::replication::ring_with(3, |_, c| {
+        c.cluster.transport.ignore_deny_list = true;
+    })
+    .await;
+    let n2 = nodes.pop().unwrap();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    deny_n2(a).await;
+    let (_, list) = json_of(b.req(Method::GET, "/v1/denied").send().await.unwrap()).await;
+    assert_eq!(list[0]["node"], "n2", "{list}");
+    let n2 = restart_n2(n2, cluster.path(), true).await;
+    wait_converged(&[a, b, &n2], 3).await;
+    assert_eq!(
+        metric_sum(&[a, b], "weft_handshakes_denied_total").await,
+        0.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_node_is_refused_everywhere_and_cannot_rejoin_until_allowed() {
     let (cluster, mut nodes) = crate::replication::ring_with(3, |_, _| {}).await;
@@ -115,14 +155,7 @@ async fn a_denied_node_is_refused_everywhere_and_cannot_rejoin_until_allowed() {
     // are refused at the handshake, and it stays out.
     let denials = "weft_handshakes_denied_total";
     let before = metric_sum(&[a, b], denials).await;
-    let quic = denied.node().quic_addr;
-    let path = cluster.path().to_path_buf();
-    let denied = denied
-        .restart_with(|c| {
-            member(c, &path, "n2", &[]);
-            c.cluster.listen = quic;
-        })
-        .await;
+    let denied = restart_n2(denied, cluster.path(), false).await;
     wait_for(DEADLINE, "n2's handshakes refused again", || async {
         (metric_sum(&[a, b], denials).await >= before + 3.0).then_some(())
     })
