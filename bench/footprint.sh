@@ -21,9 +21,11 @@ echo "weft: $weft_desc"
 strip -o "$tmp/weft.stripped" "$weft"
 python3 -c "import os,sys; print(f'stripped binary: {os.path.getsize(sys.argv[1]) / 2**20:.1f} MiB')" "$tmp/weft.stripped"
 
-rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# VmRSS, then (after the slash) the anonymous part of it, RssAnon: the rest is file-backed, mostly
+# the binary's own pages, which the kernel maps 64 KiB around each page touched (fault-around).
+rss() { awk '/^VmRSS/ { t = $2 } /^RssAnon/ { a = $2 } END { printf "%.1f/%.1f", t / 1024, a / 1024 }' "/proc/$1/status"; }
 
-printf '%-8s %8s %8s %8s %8s   (MB resident)\n' profile fresh deployed loaded burst
+printf '%-8s %10s %10s %10s %10s   (MB resident/of it anonymous)\n' profile fresh deployed loaded burst
 for profile in $PROFILES; do
   port=$(free_port)
   WEFT_LOG=warn "$weft" node --profile "$profile" --data-dir "$tmp/$profile" \
@@ -54,6 +56,6 @@ for c in conns:
 PY
   sleep "$QUIET"
   burst=$(rss "$pid")
-  printf '%-8s %8s %8s %8s %8s\n' "$profile" "$fresh" "$deployed" "$loaded" "$burst"
+  printf '%-8s %10s %10s %10s %10s\n' "$profile" "$fresh" "$deployed" "$loaded" "$burst"
   kill "$pid"
 done

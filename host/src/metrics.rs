@@ -67,6 +67,7 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     cache: Mutex<BTreeMap<&'static str, u64>>,
     compile_nanos: AtomicU64,
+    compiles: Mutex<BTreeMap<&'static str, u64>>,
     cache_evictions: AtomicU64,
     cache_disk_bytes: AtomicU64,
     jobs: Mutex<BTreeMap<&'static str, u64>>,
@@ -136,10 +137,17 @@ impl Metrics {
         self.cache_disk_bytes.store(bytes, Ordering::Relaxed);
     }
 
-    /// Time spent compiling.
-    pub fn compile_seconds(&self, elapsed: Duration) {
+    /// A module was compiled, in a child process (`"child"`) or on the node's own threads
+    /// (`"node"`), taking `elapsed`.
+    pub fn compiled(&self, process: &'static str, elapsed: Duration) {
         self.compile_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        *self
+            .compiles
+            .lock()
+            .expect("not poisoned")
+            .entry(process)
+            .or_default() += 1;
     }
 
     /// A client connection opened; it counts as open until the returned guard is dropped.
@@ -336,6 +344,17 @@ impl Metrics {
             Kind::Counter,
             "Time spent compiling modules.",
             self.compile_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+        family(
+            &mut out,
+            "weft_module_compiles_total",
+            Kind::Counter,
+            "Modules compiled, by where: child (a short-lived compiler process, the weft binary's way) or node (the node's own threads).",
+            self.compiles
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(process, n)| (format!("process=\"{process}\""), *n)),
         );
         family(
             &mut out,

@@ -16,7 +16,8 @@ use std::time::SystemTime;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::RuntimeError;
+use super::child::Compiled;
+use super::{RuntimeConfig, RuntimeError};
 use crate::id::Digest;
 use crate::metrics::Metrics;
 
@@ -143,6 +144,7 @@ impl ArtifactCache {
         &self,
         digest: Digest,
         bytes: &[u8],
+        config: &RuntimeConfig,
         metrics: &Metrics,
     ) -> Result<(Component, bool), RuntimeError> {
         let path = self.path(digest);
@@ -167,14 +169,36 @@ impl ArtifactCache {
         }
         metrics.cache_miss();
         let started = std::time::Instant::now();
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| RuntimeError::Invalid(super::chain(&e)))?;
-        metrics.compile_seconds(started.elapsed());
-        if let Some(give_back) = super::AFTER_COMPILE.get() {
-            give_back();
-        }
-        tracing::info!(%digest, elapsed = ?started.elapsed(), "compiled module");
+        let (component, process) = match super::child::compile(config, bytes) {
+            Some(Compiled::Artifact(artifact)) => {
+                // SAFETY: the artifact was made by `Engine::precompile_component` in a child
+                // running this very executable, for an engine of this configuration, and came
+                // over a private pipe; wasmtime also checks its header against the engine.
+                #[allow(unsafe_code)]
+                let loaded = unsafe { Component::deserialize(&self.engine, &artifact) };
+                match loaded {
+                    Ok(c) => (c, "child"),
+                    Err(e) => {
+                        tracing::warn!(%digest, error = %e, "the compiler process's artifact does not load; compiling on the node's threads");
+                        (self.compile_here(bytes)?, "node")
+                    }
+                }
+            }
+            Some(Compiled::Invalid(message)) => return Err(RuntimeError::Invalid(message)),
+            Some(Compiled::Failed(message)) => {
+                return Err(RuntimeError::Host(format!(
+                    "compiling module {digest}: {message}"
+                )));
+            }
+            None => (self.compile_here(bytes)?, "node"),
+        };
+        metrics.compiled(process, started.elapsed());
+        tracing::info!(%digest, elapsed = ?started.elapsed(), process, "compiled module");
         Ok((component, true))
+    }
+
+    fn compile_here(&self, bytes: &[u8]) -> Result<Component, RuntimeError> {
+        Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Invalid(super::chain(&e)))
     }
 
     /// Writes a compiled component to the cache (best effort: a full disk only costs a

@@ -8,6 +8,7 @@
 
 mod bindings;
 mod cache;
+mod child;
 mod config;
 mod holding;
 mod http;
@@ -28,6 +29,7 @@ use wasmtime::{
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+pub use child::{CHILD_ARG, child_main, compile_in_child};
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use holding::{GuestLocks, HandlerLock};
 pub use http::HttpResponse;
@@ -198,14 +200,32 @@ pub struct Runtime {
     tasks: Tasks,
 }
 
-/// What runs after each compile, on the compiling thread (see [`after_compile`]).
-static AFTER_COMPILE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// Sets what runs after each module compiled, on the thread that compiled it: the `weft`
-/// binary gives the compile threads' memory back to the system there (it knows its
-/// allocator; the library does not). Only the first call counts.
-pub fn after_compile(f: fn()) {
-    let _ = AFTER_COMPILE.set(f);
+/// The engine's configuration for `config`: the node's engine and a compiler child's are built
+/// from it alike, so that the child's artifacts load in the node.
+fn engine_config(config: &RuntimeConfig) -> wasmtime::Config {
+    let instances = config.max_instances.get();
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_memory_size(config.max_memory_bytes.get() as usize)
+        // Keep the start of a reused slot (and its tables) resident and reset it with
+        // memset, instead of returning it with madvise and page-faulting it back in on the
+        // next instance; batch the madvise calls that remain.
+        .linear_memory_keep_resident(config.memory_keep_resident_bytes)
+        .table_keep_resident(config.table_keep_resident_bytes)
+        .decommit_batch_size(16);
+    let mut wasm = wasmtime::Config::new();
+    wasm.epoch_interruption(true)
+        .wasm_component_model(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if std::env::var_os("WEFT_PERFMAP").is_some_and(|v| v == "1") {
+        // For `perf`: name the compiled guest functions in /tmp/perf-PID.map.
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    wasm
 }
 
 impl Runtime {
@@ -225,29 +245,7 @@ impl Runtime {
                 "runtime config: epoch_tick must be at least 1 ms, and default_timeout and max_timeout above zero".into(),
             ));
         }
-        let instances = config.max_instances.get();
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(instances)
-            .total_core_instances(instances.saturating_mul(8))
-            .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(4))
-            .total_stacks(instances)
-            .max_memory_size(config.max_memory_bytes.get() as usize)
-            // Keep the start of a reused slot (and its tables) resident and reset it with
-            // memset, instead of returning it with madvise and page-faulting it back in on the
-            // next instance; batch the madvise calls that remain.
-            .linear_memory_keep_resident(config.memory_keep_resident_bytes)
-            .table_keep_resident(config.table_keep_resident_bytes)
-            .decommit_batch_size(16);
-        let mut wasm = wasmtime::Config::new();
-        wasm.epoch_interruption(true)
-            .wasm_component_model(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if std::env::var_os("WEFT_PERFMAP").is_some_and(|v| v == "1") {
-            // For `perf`: name the compiled guest functions in /tmp/perf-PID.map.
-            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&wasm)
+        let engine = Engine::new(&engine_config(&config))
             .map_err(|e| RuntimeError::Host(format!("creating the engine: {e}")))?;
 
         let http_linker = state::http_linker(&engine)?;
@@ -284,7 +282,9 @@ impl Runtime {
             cache,
             prepared: Mutex::default(),
             compiling: Mutex::default(),
-            slots: Arc::new(tokio::sync::Semaphore::new(instances as usize)),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config.max_instances.get() as usize
+            )),
             config,
             metrics,
             ticker_stop,
@@ -333,7 +333,9 @@ impl Runtime {
             self.metrics.cache_hit("memory");
             return check_kind(p, expected);
         }
-        let (component, fresh) = self.cache.load_or_compile(digest, bytes, &self.metrics)?;
+        let (component, fresh) =
+            self.cache
+                .load_or_compile(digest, bytes, &self.config, &self.metrics)?;
         let prepared = self.link(&component, expected)?;
         if fresh {
             // Only components that linked are cached: a refused deploy leaves nothing on disk.

@@ -207,3 +207,66 @@ async fn metrics_count_invocations_and_errors() {
     );
     assert_eq!(n.metric("weft_instances").await, Some(0.0));
 }
+
+/// The `weft` binary compiles in a child process: a `weft node` process serves what the child
+/// compiled, counts a child compile and none on its own threads, and an invalid module gets
+/// the compiler's own words back as 400 while the node serves on.
+#[tokio::test]
+async fn a_weft_process_compiles_in_a_child_and_passes_its_errors_on() {
+    use crate::faults::{Opts, Proc};
+    let cluster = crate::cluster::new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let p = Proc::start(
+        cluster.path(),
+        "n0",
+        &root.path().join("n0"),
+        any,
+        &[],
+        &Opts::default(),
+    )
+    .await;
+    let token = std::fs::read_to_string(cluster.path().join("admin.token")).unwrap();
+    let client = crate::harness::client();
+    let deploy = |name: &str, bytes: Vec<u8>| {
+        client
+            .put(format!("{}/v1/functions/{name}", p.http))
+            .bearer_auth(token.trim())
+            .body(bytes)
+            .send()
+    };
+    let r = deploy("hello", plugins::HELLO.to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let get = |path: &str| {
+        let r = client.get(format!("{}{path}", p.http)).send();
+        async { r.await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(get("/fn/hello/child").await, "Hello, child! (from Weft)\n");
+    assert_eq!(
+        p.metric("weft_module_compiles_total{process=\"child\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        !get("/metrics")
+            .await
+            .contains("weft_module_compiles_total{process=\"node\"}"),
+        "nothing compiled on the node's threads"
+    );
+    let r = deploy("junk", b"\0asm\x0d\0\x01\0 not a component".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let msg = r.text().await.unwrap();
+    assert!(
+        msg.contains("not a valid WebAssembly component: failed to parse WebAssembly module"),
+        "{msg}"
+    );
+    let r = deploy("hello", plugins::COUNTER.to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "the node compiles on");
+    assert_eq!(
+        p.metric("weft_module_compiles_total{process=\"child\"}")
+            .await,
+        2.0
+    );
+}
