@@ -72,17 +72,19 @@ fn compile_with(exe: &Path, config: &RuntimeConfig, bytes: &[u8]) -> Option<Comp
     let mut stdin = child.stdin.take().expect("piped");
     // Written from a thread of its own while this one reads the child's output: the child reads
     // all of its input before it writes, but a pipe holds only so much of either.
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || {
-        stdin.write_all(&(header.len() as u64).to_le_bytes())?;
-        stdin.write_all(&header)?;
-        stdin.write_all(&input)
-    });
-    let output = child.wait_with_output();
-    let written = writer.join().unwrap_or_else(|_| {
-        Err(std::io::Error::other(
-            "the thread writing to the compiler panicked",
-        ))
+    let (written, output) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            stdin.write_all(&(header.len() as u64).to_le_bytes())?;
+            stdin.write_all(&header)?;
+            stdin.write_all(bytes)
+        });
+        let output = child.wait_with_output();
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the thread writing to the compiler panicked",
+            ))
+        });
+        (written, output)
     });
     let output = match output {
         Ok(o) => o,
