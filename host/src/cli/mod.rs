@@ -7,6 +7,7 @@ mod kv;
 mod locks;
 mod new;
 mod node;
+mod startup_code;
 mod tokens;
 
 use std::path::PathBuf;

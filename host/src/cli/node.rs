@@ -215,7 +215,19 @@ fn parse_namespace_quorum(s: &str) -> Result<(String, Quorum), String> {
 /// `weft node`: starts the node and serves until Ctrl-C or SIGTERM.
 pub(super) async fn run(args: &NodeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let release_startup_code = config.release_startup_code;
     let node = crate::Node::start(config).await?;
+    if release_startup_code {
+        match super::startup_code::release() {
+            Ok(r) => tracing::info!(
+                "gave the kernel back {:.1} MB of start-up code (file-backed resident memory {:.1} -> {:.1} MB)",
+                r.before.saturating_sub(r.after) as f64 / 1e6,
+                r.before as f64 / 1e6,
+                r.after as f64 / 1e6
+            ),
+            Err(e) => tracing::warn!("could not give back start-up code: {e}"),
+        }
+    }
     println!(
         "weft node `{}` serving on {} (cluster address {})",
         node.name,

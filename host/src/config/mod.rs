@@ -37,6 +37,13 @@ pub struct NodeConfig {
     /// The HTTP API's address. Default `127.0.0.1:7070`; port 0 picks a free port (tests
     /// and the demo use this).
     pub http: SocketAddr,
+    /// Whether `weft node`, once serving, asks the kernel to take back the pages of its
+    /// executable that start-up touched (Linux's `MADV_PAGEOUT`); the code serving needs comes
+    /// back from the file on first use, once. Default `false`; `true` in the edge profile,
+    /// where it takes about 7 MB off a node's resident memory (bench/RESULTS.md, "Footprint").
+    /// The first requests after start pay a page fault per page of code they are first to run.
+    /// Nodes started in-process (tests, `weft demo`) never do this.
+    pub release_startup_code: bool,
     /// Limits on what clients may send.
     pub limits: Limits,
     /// The Wasm runtime.
@@ -65,6 +72,7 @@ impl Default for NodeConfig {
             profile: Profile::Default,
             data_dir: default_data_dir(),
             http: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            release_startup_code: false,
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
             cluster: ClusterConfig::default(),

@@ -19,7 +19,8 @@ pub enum Profile {
     Default,
     /// Sized for a small device: 32 instances, 256 MiB of guest memory at most (64 MiB by
     /// default), 8 MiB of database cache, 32 MiB of map output in memory, 256 MiB of compiled
-    /// modules on disk, 256 client connections.
+    /// modules on disk, 256 client connections, and the executable's start-up code given
+    /// back to the kernel once the node serves.
     Edge,
 }
 
@@ -49,6 +50,7 @@ impl NodeConfig {
             c.store.cache_bytes = 8 << 20;
             c.jobs.shuffle_memory_bytes = 32 << 20;
             c.limits.max_connections = NonZeroUsize::new(256).expect("non-zero");
+            c.release_startup_code = true;
         }
         c
     }
@@ -116,12 +118,14 @@ mod tests {
         );
         assert_eq!(c.jobs.shuffle_memory_bytes, 32 << 20);
         assert_eq!(c.limits.max_connections.get(), 256);
+        assert!(c.release_startup_code);
 
         // Without the key, the defaults.
         let c =
             NodeConfig::from_toml("[store]\ncache_bytes = 1234\n", Path::new("d.toml")).unwrap();
         assert_eq!(c.profile, Profile::Default);
         assert_eq!(c.runtime.max_instances.get(), 256);
+        assert!(!c.release_startup_code);
 
         let e = NodeConfig::from_toml("profile = \"tiny\"\n", Path::new("t.toml")).unwrap_err();
         assert!(e.to_string().contains("profile"), "{e}");

@@ -270,3 +270,45 @@ async fn a_weft_process_compiles_in_a_child_and_passes_its_errors_on() {
         2.0
     );
 }
+
+/// An edge node (`--profile edge`) gives the kernel back the pages of its executable once it
+/// serves (`release_startup_code`), and deploys and serves after it: the code it needs comes
+/// back from the file. How much it gives back is in bench/RESULTS.md ("Footprint"); here other
+/// `weft` processes share the executable's pages, which the kernel then keeps.
+#[tokio::test]
+async fn an_edge_process_gives_back_its_start_up_code_and_serves_on() {
+    use crate::faults::{Opts, Proc};
+    let cluster = crate::cluster::new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("n0");
+    let opts = Opts {
+        args: vec!["--profile".into(), "edge".into()],
+        ..Opts::default()
+    };
+    let any = "127.0.0.1:0".parse().unwrap();
+    let p = Proc::start(cluster.path(), "n0", &data, any, &[], &opts).await;
+    let log = || std::fs::read_to_string(data.join("node.log")).unwrap();
+    crate::harness::wait_for(
+        std::time::Duration::from_secs(30),
+        "the start-up code given back",
+        || async { log().contains("gave the kernel back").then_some(()) },
+    )
+    .await;
+    assert!(!log().contains("could not give back"), "{}", log());
+    let token = std::fs::read_to_string(cluster.path().join("admin.token")).unwrap();
+    let client = crate::harness::client();
+    let r = client
+        .put(format!("{}/v1/functions/hello", p.http))
+        .bearer_auth(token.trim())
+        .body(plugins::HELLO.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .get(format!("{}/fn/hello/edge", p.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "Hello, edge! (from Weft)\n");
+}
