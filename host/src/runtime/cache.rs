@@ -21,6 +21,16 @@ use super::{RuntimeConfig, RuntimeError};
 use crate::id::Digest;
 use crate::metrics::Metrics;
 
+/// Where [`ArtifactCache::load_or_compile`] got a component.
+pub(super) enum Origin {
+    /// The cache file: nothing to store.
+    Disk,
+    /// A compiler child, with the artifact it wrote, which is what the cache file holds.
+    Child(Vec<u8>),
+    /// A compile on the node's own threads.
+    Node,
+}
+
 pub(super) struct ArtifactCache {
     engine: Engine,
     dir: PathBuf,
@@ -138,15 +148,15 @@ impl ArtifactCache {
             .join(format!("{digest}-{}.cwasm", self.fingerprint))
     }
 
-    /// The compiled component for `digest`: from disk if cached (`false`), else compiled from
-    /// `bytes` (`true`; the caller stores it with [`ArtifactCache::store`] once it has linked).
+    /// The compiled component for `digest`: from disk if cached, else compiled from `bytes`
+    /// (the caller stores it with [`ArtifactCache::store`] once it has linked).
     pub(super) fn load_or_compile(
         &self,
         digest: Digest,
         bytes: &[u8],
         config: &RuntimeConfig,
         metrics: &Metrics,
-    ) -> Result<(Component, bool), RuntimeError> {
+    ) -> Result<(Component, Origin), RuntimeError> {
         let path = self.path(digest);
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of an engine with this
@@ -159,7 +169,7 @@ impl ArtifactCache {
                     let size = std::fs::metadata(&path).map_or(0, |m| m.len());
                     self.touch(&path, size);
                     metrics.cache_hit("disk");
-                    return Ok((c, false));
+                    return Ok((c, Origin::Disk));
                 }
                 Err(e) => {
                     tracing::warn!(%digest, error = %e, "discarding unusable cached artifact");
@@ -169,7 +179,7 @@ impl ArtifactCache {
         }
         metrics.cache_miss();
         let started = std::time::Instant::now();
-        let (component, process) = match super::child::compile(config, bytes) {
+        let (component, origin) = match super::child::compile(config, bytes) {
             Some(Compiled::Artifact(artifact)) => {
                 // SAFETY: the artifact was made by `Engine::precompile_component` in a child
                 // running this very executable, for an engine of this configuration, and came
@@ -177,10 +187,10 @@ impl ArtifactCache {
                 #[allow(unsafe_code)]
                 let loaded = unsafe { Component::deserialize(&self.engine, &artifact) };
                 match loaded {
-                    Ok(c) => (c, "child"),
+                    Ok(c) => (c, Origin::Child(artifact)),
                     Err(e) => {
                         tracing::warn!(%digest, error = %e, "the compiler process's artifact does not load; compiling on the node's threads");
-                        (self.compile_here(bytes)?, "node")
+                        (self.compile_here(bytes)?, Origin::Node)
                     }
                 }
             }
@@ -190,22 +200,27 @@ impl ArtifactCache {
                     "compiling module {digest}: {message}"
                 )));
             }
-            None => (self.compile_here(bytes)?, "node"),
+            None => (self.compile_here(bytes)?, Origin::Node),
+        };
+        let process = match origin {
+            Origin::Child(_) => "child",
+            _ => "node",
         };
         metrics.compiled(process, started.elapsed());
         tracing::info!(%digest, elapsed = ?started.elapsed(), process, "compiled module");
-        Ok((component, true))
+        Ok((component, origin))
     }
 
     fn compile_here(&self, bytes: &[u8]) -> Result<Component, RuntimeError> {
         Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Invalid(super::chain(&e)))
     }
 
-    /// Writes a compiled component to the cache (best effort: a full disk only costs a
-    /// recompile later). The file appears whole or not at all.
-    pub(super) fn store(&self, digest: Digest, component: &Component) {
+    /// Writes a compiled component to the cache: `artifact` if the child made it, else the
+    /// component serialized (best effort: a full disk only costs a recompile later). The file
+    /// appears whole or not at all.
+    pub(super) fn store(&self, digest: Digest, component: &Component, artifact: Option<Vec<u8>>) {
         let path = self.path(digest);
-        match component.serialize() {
+        match artifact.map_or_else(|| component.serialize(), Ok) {
             Ok(artifact) => {
                 let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
                 let size = artifact.len() as u64;

@@ -29,6 +29,7 @@ use wasmtime::{
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use cache::Origin;
 pub use child::{CHILD_ARG, child_main, compile_in_child};
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use holding::{GuestLocks, HandlerLock};
@@ -333,13 +334,15 @@ impl Runtime {
             self.metrics.cache_hit("memory");
             return check_kind(p, expected);
         }
-        let (component, fresh) =
+        let (component, origin) =
             self.cache
                 .load_or_compile(digest, bytes, &self.config, &self.metrics)?;
         let prepared = self.link(&component, expected)?;
-        if fresh {
-            // Only components that linked are cached: a refused deploy leaves nothing on disk.
-            self.cache.store(digest, &component);
+        // Only components that linked are cached: a refused deploy leaves nothing on disk.
+        match origin {
+            Origin::Disk => {}
+            Origin::Child(artifact) => self.cache.store(digest, &component, Some(artifact)),
+            Origin::Node => self.cache.store(digest, &component, None),
         }
         self.prepared
             .lock()

@@ -242,6 +242,14 @@ async fn a_weft_process_compiles_in_a_child_and_passes_its_errors_on() {
         async { r.await.unwrap().text().await.unwrap() }
     };
     assert_eq!(get("/fn/hello/child").await, "Hello, child! (from Weft)\n");
+    // The child's artifact is what the compiled-module cache holds, written as it came.
+    let cached: Vec<_> = std::fs::read_dir(root.path().join("n0/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(std::fs::read(&cached[0]).unwrap().starts_with(b"\x7fELF"));
     assert_eq!(
         p.metric("weft_module_compiles_total{process=\"child\"}")
             .await,
