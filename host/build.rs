@@ -23,6 +23,7 @@ const GUESTS: &[&str] = &[
     "guest-loop",
     "guest-memhog",
     "guest-panic",
+    "guest-memo",
     "guest-escape",
     "guest-stream",
     "guest-mapfaults",

@@ -1,5 +1,6 @@
-//! Instantiate-and-call latency of `hello` (pooling allocator + `InstancePre`), and compile time
-//! against loading the compiled artifact from the disk cache.
+//! Instantiate-and-call latency of `hello` (pooling allocator + `InstancePre`), the same call
+//! in an instance reused from the request before (`--reuse`), and compile time against loading
+//! the compiled artifact from the disk cache.
 //!
 //! Run: `cargo bench -p weft-host --bench instantiate`
 
@@ -14,7 +15,7 @@ use weft_host::id::{Digest, FunctionName};
 use weft_host::metrics::Metrics;
 use weft_host::plugins;
 use weft_host::runtime::FunctionLimits;
-use weft_host::runtime::{Access, Prepared, Runtime};
+use weft_host::runtime::{Access, Prepared, Reuse, Runtime};
 
 fn request() -> http::Request<Full<Bytes>> {
     http::Request::builder()
@@ -44,48 +45,53 @@ fn bench(c: &mut Criterion) {
     let name: FunctionName = "hello".parse().unwrap();
     let limits = runtime.limits(&FunctionLimits::default());
 
-    let call = || async {
-        let resp = runtime
-            .handle_http(
-                &name,
-                &pre,
-                limits,
-                Access::default(),
-                request(),
-                runtime.slot().await.unwrap(),
-            )
-            .await
-            .unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"Hello, bench! (from Weft)\n");
+    let reuse = Reuse {
+        max: std::num::NonZeroU32::MAX,
+        digest,
+        deployed_at_ms: 0,
+    };
+    let call = |reuse: Option<&Reuse>| {
+        let (runtime, pre, name) = (&runtime, &pre, &name);
+        let reuse = reuse.cloned();
+        async move {
+            let slot = runtime.slot_for(name, reuse.as_ref()).await.unwrap();
+            let resp = runtime
+                .handle_http(name, pre, limits, Access::default(), request(), slot, reuse)
+                .await
+                .unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"Hello, bench! (from Weft)\n");
+        }
     };
 
-    c.bench_function("hello: instantiate + handle + read body", |b| {
-        b.to_async(&rt).iter(call)
-    });
+    for (label, reuse) in [("instantiate", None), ("reused instance", Some(&reuse))] {
+        c.bench_function(&format!("hello: {label} + handle + read body"), |b| {
+            b.to_async(&rt).iter(|| call(reuse))
+        });
 
-    // Percentiles, which criterion does not print: 20,000 sequential calls.
-    let mut samples: Vec<Duration> = rt.block_on(async {
-        for _ in 0..1000 {
-            call().await;
-        }
-        let mut v = Vec::with_capacity(20_000);
-        for _ in 0..20_000 {
-            let t = Instant::now();
-            call().await;
-            v.push(t.elapsed());
-        }
-        v
-    });
-    samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    println!(
-        "hello instantiate+call over {} calls: p50 {:?}  p90 {:?}  p99 {:?}",
-        samples.len(),
-        pct(0.50),
-        pct(0.90),
-        pct(0.99)
-    );
+        // Percentiles, which criterion does not print: 20,000 sequential calls.
+        let mut samples: Vec<Duration> = rt.block_on(async {
+            for _ in 0..1000 {
+                call(reuse).await;
+            }
+            let mut v = Vec::with_capacity(20_000);
+            for _ in 0..20_000 {
+                let t = Instant::now();
+                call(reuse).await;
+                v.push(t.elapsed());
+            }
+            v
+        });
+        samples.sort();
+        let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+        println!(
+            "hello {label}+call over {} calls: p50 {:?}  p90 {:?}  p99 {:?}",
+            samples.len(),
+            pct(0.50),
+            pct(0.90),
+            pct(0.99)
+        );
+    }
 
     let mut group = c.benchmark_group("module load");
     group.sample_size(10);

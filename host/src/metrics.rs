@@ -76,6 +76,8 @@ pub struct Metrics {
     job_task_seconds: Mutex<BTreeMap<&'static str, Histogram>>,
     job_commits: Mutex<BTreeMap<&'static str, u64>>,
     responses_cut: AtomicU64,
+    instance_reuses: AtomicU64,
+    instances_idle: AtomicU64,
     locked: Mutex<BTreeMap<(String, &'static str), u64>>,
     lock_waits: Mutex<BTreeMap<String, Histogram>>,
     connections_open: AtomicU64,
@@ -170,6 +172,16 @@ impl Metrics {
     /// A guest failed after sending its response head, so its body was cut short.
     pub fn response_cut(&self) {
         self.responses_cut.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was served by an instance that served an earlier one (`--reuse`).
+    pub fn instance_reused(&self) {
+        self.instance_reuses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Instances kept idle for the next request of their function, now.
+    pub fn instances_idle(&self, n: usize) {
+        self.instances_idle.store(n as u64, Ordering::Relaxed);
     }
 
     /// A request of the lock-protected handler `function` ran (`"acquired"`: its lock was
@@ -287,6 +299,20 @@ impl Metrics {
             Kind::Counter,
             "Responses whose guest failed after sending the head (deadline, trap, memory): the client saw the body end in an error.",
             self.responses_cut.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "weft_instance_reuses_total",
+            Kind::Counter,
+            "Requests served by an instance that had served an earlier request of its function (deployed with --reuse).",
+            self.instance_reuses.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "weft_instances_idle",
+            Kind::Gauge,
+            "Instances kept for the next request of their function (deployed with --reuse).",
+            self.instances_idle.load(Ordering::Relaxed),
         );
         single(
             &mut out,

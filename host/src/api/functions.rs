@@ -37,7 +37,13 @@ pub(crate) struct DeployParams {
     debug: Option<bool>,
     /// The function's configuration for `wasi:config/store`: a JSON object of strings.
     config: Option<String>,
+    /// Requests one instance may serve in sequence (instance reuse); default 1, a fresh
+    /// instance per request.
+    reuse: Option<u32>,
 }
+
+/// The most requests one instance may serve (`reuse`).
+const MAX_REUSE: u32 = 1_000_000;
 
 /// Most configuration a deployment may carry, keys and values together: 64 KiB.
 const MAX_CONFIG_BYTES: usize = 64 << 10;
@@ -215,6 +221,17 @@ pub(crate) async fn deploy(
             "route_key and lock are for HTTP handlers; this component is a map/reduce task".into(),
         ));
     }
+    if limits.reuse.is_some() && prepared.kind() != FunctionKind::Http {
+        return Err(ApiError::BadRequest(format!(
+            "reuse is for wasi:http handlers; this component is a {} function, which gets a fresh instance for every call",
+            prepared.kind()
+        )));
+    }
+    if limits.reuse.is_some() && lock.is_some() {
+        return Err(ApiError::BadRequest(
+            "give reuse or lock, not both: each request of a lock-protected handler runs with its own lock and fencing token in a fresh instance".into(),
+        ));
+    }
     let deployment = Deployment {
         digest,
         kind: prepared.kind(),
@@ -259,9 +276,19 @@ fn manifest_limits(app: &App, params: &DeployParams) -> Result<FunctionLimits, A
             )));
         }
     }
+    let reuse = match params.reuse {
+        None | Some(1) => None,
+        Some(n @ 2..=MAX_REUSE) => std::num::NonZeroU32::new(n),
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "reuse must be between 1 and {MAX_REUSE}, not {n}"
+            )));
+        }
+    };
     Ok(FunctionLimits {
         timeout_ms: params.timeout_ms,
         memory_bytes: params.memory_mb.map(|mb| mb << 20),
+        reuse,
     })
 }
 

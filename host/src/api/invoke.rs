@@ -21,7 +21,7 @@ use crate::id::FunctionName;
 use crate::placement::Route;
 use crate::replication::{KvHandle, Namespace};
 use crate::rpc::Router;
-use crate::runtime::{Access, GuestLocks};
+use crate::runtime::{Access, GuestLocks, Reuse};
 use crate::runtime::{Prepared, RuntimeError, wagi};
 
 /// The header naming the node that ran the handler.
@@ -178,8 +178,13 @@ async fn call(
             .map_err(|e| ApiError::Internal(format!("a lock-protected request failed: {e}")))??;
         return Ok(ran_here(app, response));
     }
+    let reuse = deployment.limits.reuse.map(|max| Reuse {
+        max,
+        digest: deployment.digest,
+        deployed_at_ms: deployment.deployed_at_ms,
+    });
     // Take the instance slot first: requests waiting for one hold no buffered body.
-    let slot = app.runtime.slot().await?;
+    let slot = app.runtime.slot_for(&name, reuse.as_ref()).await?;
     let body = read_whole(app, body, &parts.headers).await?;
     let request = guest_request(parts, path, body)?;
     let limits = app.runtime.limits(&deployment.limits);
@@ -198,7 +203,7 @@ async fn call(
     };
     let response = app
         .runtime
-        .handle_http(&name, pre, limits, access, request, slot)
+        .handle_http(&name, pre, limits, access, request, slot, reuse)
         .await
         .map_err(|e| told(&name, e, deployment.debug))?
         .map(Body::new);

@@ -111,6 +111,13 @@ enum Command {
         /// Memory cap per instance, in MiB (node default: 128).
         #[arg(long)]
         memory_mb: Option<u64>,
+        /// Let one instance serve up to N requests in sequence instead of one (an HTTP handler
+        /// without a lock). Saves instantiating for every request, which matters for big
+        /// JavaScript or Python components; what a request leaves in the instance's memory may
+        /// then be seen by later requests of this function, never by another function's.
+        /// Default 1: a fresh instance per request.
+        #[arg(long, value_name = "N")]
+        reuse: Option<u32>,
         /// Share this key-value namespace instead of the function's own (`fn.NAME`).
         #[arg(long)]
         kv_namespace: Option<String>,
@@ -379,6 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             timeout_ms,
             memory_mb,
+            reuse,
             kv_namespace,
             route_key,
             lock,
@@ -398,6 +406,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(m) = memory_mb {
                 query.push(("memory_mb", m.to_string()));
+            }
+            if let Some(n) = reuse {
+                query.push(("reuse", n.to_string()));
             }
             if let Some(ns) = kv_namespace {
                 query.push(("kv_namespace", ns.clone()));

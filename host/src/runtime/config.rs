@@ -48,6 +48,12 @@ pub struct RuntimeConfig {
     /// (a compile takes from milliseconds for a small Rust guest to seconds for a JavaScript
     /// or Python runtime); the one just compiled always stays.
     pub compiled_cache_bytes: u64,
+    /// How long an instance of a function deployed with `--reuse` is kept without a request
+    /// before it is dropped. Default 30 s. Longer keeps more instances (and their memory) for
+    /// functions called now and then; an idle instance also gives its slot up to any request
+    /// that finds none free.
+    #[serde(with = "crate::millis")]
+    pub reuse_idle: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +69,7 @@ impl Default for RuntimeConfig {
             memory_keep_resident_bytes: 128 << 10,
             table_keep_resident_bytes: 16 << 10,
             compiled_cache_bytes: 1 << 30,
+            reuse_idle: Duration::from_secs(30),
         }
     }
 }
@@ -99,4 +106,8 @@ pub struct FunctionLimits {
     /// Linear-memory cap of one instance, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Requests one instance may serve in sequence (`weft deploy --reuse N`); none (or 1): a
+    /// fresh instance per request. See `runtime::reuse` for what reuse keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<std::num::NonZeroU32>,
 }

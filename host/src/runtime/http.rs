@@ -12,6 +12,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::reuse::{Reuse, Warm};
 use super::state::GuestState;
 use super::{InvocationLimits, Runtime, RuntimeError, Slot, classify, with_deadline};
 use crate::id::FunctionName;
@@ -69,10 +70,13 @@ impl http_body::Body for GuestBody {
 }
 
 impl Runtime {
-    /// Runs one request through a fresh instance of `pre`, in the instance slot `slot`.
+    /// Runs one request through a fresh instance of `pre` in the instance slot `slot`, or
+    /// through the instance that comes with the slot (a function deployed with `--reuse`,
+    /// `reuse`), and keeps the instance for the function's next request if it may serve more.
     ///
     /// The guest runs in its own task so it can keep streaming the body after the head is sent;
     /// the instance slot is held until the guest returns.
+    #[allow(clippy::too_many_arguments)]
     pub async fn handle_http(
         &self,
         function: &FunctionName,
@@ -81,8 +85,22 @@ impl Runtime {
         access: super::Access,
         request: http::Request<Full<Bytes>>,
         slot: Slot,
+        reuse: Option<Reuse>,
     ) -> Result<HttpResponse, RuntimeError> {
-        let mut store = self.store(function, limits, access, None);
+        let Slot { permit, warm } = slot;
+        let (mut store, warm_proxy, served) = match warm {
+            Some(Warm {
+                mut store,
+                proxy,
+                served,
+            }) => {
+                store.data_mut().renew(access);
+                super::arm_deadline(&mut store, limits.timeout);
+                self.metrics.instance_reused();
+                (store, Some(proxy), served)
+            }
+            None => (self.store(function, limits, access, None), None, 0),
+        };
         let host = |e: wasmtime::Error| RuntimeError::Host(super::chain(&e));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = store
@@ -105,26 +123,50 @@ impl Runtime {
         let pre = pre.clone();
         let name = function.clone();
         let metrics = self.metrics.clone();
+        let idle = self.idle.clone();
         let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
         let task = self.tasks.spawn_joined(async move {
-            let _slot = slot;
             let result = with_deadline(limits, async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match warm_proxy {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
-                    .await
+                    .await?;
+                Ok(proxy)
             })
             .await;
             let result = result.map_err(|e| classify(&name, limits, store.data(), e));
+            let sent = head_sent.load(Ordering::Acquire);
             if let Err(e) = &result
-                && head_sent.load(Ordering::Acquire)
+                && sent
             {
                 metrics.response_cut();
                 tracing::warn!(function = %name, error = %e, "guest failed after sending its response head; the client's body ends in an error");
             }
             let _ = outcome_tx.send(result.is_ok());
-            result
+            match (result, reuse) {
+                // Only an instance that answered and returned cleanly serves again.
+                (Ok(proxy), Some(reuse))
+                    if sent && served + 1 < reuse.max.get() && store.data_mut().reusable() =>
+                {
+                    let warm = Warm {
+                        store,
+                        proxy,
+                        served: served + 1,
+                    };
+                    idle.put(&name, warm, reuse, permit);
+                    Ok(())
+                }
+                (result, _) => {
+                    // The instance's pool slot is free before its permit is.
+                    drop(store);
+                    drop(permit);
+                    result.map(drop)
+                }
+            }
         });
 
         match rx.await {

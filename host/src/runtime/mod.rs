@@ -13,6 +13,7 @@ mod config;
 mod holding;
 mod http;
 mod locks;
+mod reuse;
 mod standard;
 mod state;
 mod task;
@@ -34,6 +35,7 @@ pub use child::{CHILD_ARG, child_main, compile_in_child};
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use holding::{GuestLocks, HandlerLock};
 pub use http::HttpResponse;
+pub use reuse::Reuse;
 pub use state::{Access, GuestState};
 pub use task::{TaskInstance, TaskOutput, TaskPre};
 
@@ -166,8 +168,18 @@ impl Prepared {
     }
 }
 
-/// The right to run one instance; released when dropped.
-pub struct Slot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+/// The right to run one instance; released when dropped. It may come with an instance that
+/// served earlier requests of the same function (`--reuse`).
+pub struct Slot {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    warm: Option<reuse::Warm>,
+}
+
+impl Slot {
+    fn fresh(permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
+        Slot { permit, warm: None }
+    }
+}
 
 /// How long past its time limit an invocation may take to be torn down before the host stops
 /// waiting for it (a guest blocked in a host call runs no Wasm, so epochs cannot stop it).
@@ -199,6 +211,8 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     /// Where guests' tasks run (a guest streams its body from its own task).
     tasks: Tasks,
+    /// Instances kept for the next request of functions deployed with `--reuse`.
+    idle: Arc<reuse::IdlePool>,
 }
 
 /// The engine's configuration for `config`: the node's engine and a compiler child's are built
@@ -260,16 +274,25 @@ impl Runtime {
         )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(reuse::IdlePool::new(config.reuse_idle, metrics.clone()));
         {
             let engine = engine.clone();
             let stop = ticker_stop.clone();
             let tick = config.epoch_tick;
+            let idle = idle.clone();
+            // Idle instances are swept about once a second.
+            let sweep_every = (1000 / tick.as_millis().max(1)).max(1);
             std::thread::Builder::new()
                 .name("weft-epoch".into())
                 .spawn(move || {
+                    let mut ticks = 0u128;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(tick);
                         engine.increment_epoch();
+                        ticks += 1;
+                        if ticks.is_multiple_of(sweep_every) {
+                            idle.sweep();
+                        }
                     }
                 })
                 .map_err(|e| RuntimeError::Host(format!("starting the epoch thread: {e}")))?;
@@ -290,6 +313,7 @@ impl Runtime {
             metrics,
             ticker_stop,
             tasks,
+            idle,
         })
     }
 
@@ -474,20 +498,51 @@ impl Runtime {
     /// Requests take their slot before their body is read, so waiting requests hold no body.
     pub async fn slot(&self) -> Result<Slot, RuntimeError> {
         // The common case, a free slot, needs no timer.
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(Slot(permit));
+        if let Some(slot) = self.free_slot() {
+            return Ok(slot);
         }
         let wait = Duration::from_secs(5);
         match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Slot(permit)),
+            Ok(Ok(permit)) => Ok(Slot::fresh(permit)),
             _ => Err(RuntimeError::Busy(self.config.max_instances.get())),
+        }
+    }
+
+    /// A slot for a request of `function`: with one of its idle instances if it is deployed
+    /// with `--reuse` (`reuse`) and one is idle, else as [`Runtime::slot`].
+    pub async fn slot_for(
+        &self,
+        function: &FunctionName,
+        reuse: Option<&Reuse>,
+    ) -> Result<Slot, RuntimeError> {
+        if let Some((warm, permit)) = reuse.and_then(|r| self.idle.take(function, r)) {
+            return Ok(Slot {
+                permit,
+                warm: Some(warm),
+            });
+        }
+        self.slot().await
+    }
+
+    /// A free slot now, if there is one or an idle instance gives its up.
+    fn free_slot(&self) -> Option<Slot> {
+        loop {
+            if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                return Some(Slot::fresh(permit));
+            }
+            if !self.idle.evict_one() {
+                return None;
+            }
         }
     }
 
     /// Waits for a free instance slot for as long as it takes (map/reduce tasks queue behind
     /// requests instead of failing).
     async fn slot_queued(&self) -> Slot {
-        Slot(
+        if let Some(slot) = self.free_slot() {
+            return slot;
+        }
+        Slot::fresh(
             self.slots
                 .clone()
                 .acquire_owned()

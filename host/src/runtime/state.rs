@@ -69,6 +69,8 @@ pub struct GuestState {
     pub(super) table: ResourceTable,
     pub(super) limiter: Limiter,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// What the invocation may still write to the node's log (shared with its stdout and stderr).
+    log_budget: Arc<AtomicUsize>,
     pub(super) kv: Option<KvHandle>,
     /// The lock service as the guest may use it (`None`: not available to this call).
     pub(super) locks: Option<GuestLocks>,
@@ -127,7 +129,7 @@ impl GuestState {
                     function: function.clone(),
                     stream: "stdout",
                     tail: None,
-                    budget,
+                    budget: budget.clone(),
                 });
             }
         }
@@ -144,6 +146,7 @@ impl GuestState {
                 hit: false,
             },
             stderr,
+            log_budget: budget,
             kv: access.kv,
             locks: access.locks,
             holding: Vec::new(),
@@ -162,6 +165,37 @@ impl GuestState {
             state.handler_lock = Some(h);
         }
         state
+    }
+
+    /// Makes a reused instance's state that of a new invocation with `access` (a plain HTTP
+    /// handler's: no handler lock, gate, fence or CGI): the guest's kv and lock handles, its
+    /// log budget and its stderr tail start afresh; its linear memory is the guest's business.
+    pub(super) fn renew(&mut self, access: Access) {
+        debug_assert!(access.handler.is_none() && access.gate.is_none() && access.cgi.is_none());
+        self.kv = access.kv;
+        self.locks = access.locks;
+        self.holding.clear();
+        self.handler_lock = None;
+        self.gate = None;
+        self.invocation = None;
+        self.fenced = None;
+        self._finished = None;
+        self.config = access.config;
+        self.limiter.hit = false;
+        self.stderr.lock().expect("not poisoned").clear();
+        self.log_budget.store(MAX_LOG_BYTES, Ordering::Relaxed);
+    }
+
+    /// Whether the instance may serve another request: it holds no lock and left no response
+    /// body open (a body it neither finished nor dropped ends only with its store; reused, the
+    /// client would wait for it).
+    pub(super) fn reusable(&mut self) -> bool {
+        self.holding.is_empty()
+            && !self.table.iter_mut().any(|entry| {
+                entry
+                    .downcast_mut::<wasmtime_wasi_http::p2::body::HostOutgoingBody>()
+                    .is_some()
+            })
     }
 
     /// The last bytes the guest wrote to stderr, as text.

@@ -27,6 +27,7 @@ mod lockset;
 mod metrics;
 mod replication;
 mod restart;
+mod reuse;
 mod safety;
 mod standard;
 mod tokens;

@@ -1,0 +1,170 @@
+//! Instance reuse, opt-in per function (`weft deploy --reuse N`, as Fastly Compute's reusable
+//! sandboxes): one instance of an HTTP handler serves up to N requests in sequence instead of
+//! one, which saves instantiating it for every request (for a JavaScript or Python component,
+//! building its language runtime).
+//!
+//! The isolation contract: what a request leaves in the instance's linear memory may be seen
+//! by later requests of the same function and deployment, never by another function's (idle
+//! instances are kept per function and deployment). An instance is dropped instead of reused
+//! after a trap or any failure (a deadline, the memory cap), when it holds a lock or left its
+//! response body open, after N requests, and after `RuntimeConfig::reuse_idle` without one.
+//! Idle instances keep their instance slot; a request that finds no free slot takes one from
+//! the idle instance unused the longest.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use super::state::GuestState;
+use crate::id::{Digest, FunctionName};
+use crate::metrics::Metrics;
+
+/// How a function's instances may be reused: up to `max` requests each, only for the same
+/// deployment (`digest`, `deployed_at_ms`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    /// Requests one instance serves at most (1 would be a fresh instance every time).
+    pub max: NonZeroU32,
+    /// The deployment's module.
+    pub digest: Digest,
+    /// When the deployment was made: a redeploy of the same module with another
+    /// configuration does not take the earlier deployment's instances.
+    pub deployed_at_ms: u64,
+}
+
+/// An instance that served a request and may serve more.
+pub(super) struct Warm {
+    pub store: Store<GuestState>,
+    pub proxy: Proxy,
+    /// Requests it has served.
+    pub served: u32,
+}
+
+struct Idle {
+    warm: Warm,
+    reuse: Reuse,
+    permit: OwnedSemaphorePermit,
+    since: Instant,
+}
+
+/// Every function's idle instances.
+pub(super) struct IdlePool {
+    by_function: Mutex<Map>,
+    /// How long an instance may stay idle.
+    idle: Duration,
+    metrics: Arc<Metrics>,
+}
+
+type Map = HashMap<FunctionName, Vec<Idle>>;
+
+impl IdlePool {
+    pub fn new(idle: Duration, metrics: Arc<Metrics>) -> IdlePool {
+        IdlePool {
+            by_function: Mutex::default(),
+            idle,
+            metrics,
+        }
+    }
+
+    /// Publishes how many instances `map` holds (called with the lock held).
+    fn count(&self, map: &Map) {
+        self.metrics
+            .instances_idle(map.values().map(Vec::len).sum());
+    }
+
+    /// An idle instance of `function` made for `reuse`'s deployment, with its slot, the one used
+    /// last first (its memory is the most likely still in cache). Instances of an earlier
+    /// deployment and expired ones are dropped on the way.
+    pub fn take(
+        &self,
+        function: &FunctionName,
+        reuse: &Reuse,
+    ) -> Option<(Warm, OwnedSemaphorePermit)> {
+        let mut dropped = Vec::new();
+        let found = {
+            let mut map = self.by_function.lock().expect("not poisoned");
+            let list = map.get_mut(function)?;
+            let now = Instant::now();
+            let mut found = None;
+            while let Some(idle) = list.pop() {
+                if idle.reuse == *reuse && now.duration_since(idle.since) < self.idle {
+                    found = Some(idle);
+                    break;
+                }
+                dropped.push(idle);
+            }
+            if list.is_empty() {
+                map.remove(function);
+            }
+            self.count(&map);
+            found
+        };
+        // Stores are dropped outside the lock: dropping one resets its instance slot.
+        drop(dropped);
+        found.map(|idle| (idle.warm, idle.permit))
+    }
+
+    /// Keeps `warm` for the next request of `function`.
+    pub fn put(
+        &self,
+        function: &FunctionName,
+        warm: Warm,
+        reuse: Reuse,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let mut map = self.by_function.lock().expect("not poisoned");
+        map.entry(function.clone()).or_default().push(Idle {
+            warm,
+            reuse,
+            permit,
+            since: Instant::now(),
+        });
+        self.count(&map);
+    }
+
+    /// Drops the instance idle the longest, of any function; `false` if there is none.
+    pub fn evict_one(&self) -> bool {
+        let evicted = {
+            let mut map = self.by_function.lock().expect("not poisoned");
+            let oldest = map
+                .iter()
+                .filter_map(|(f, list)| list.first().map(|i| (i.since, f.clone())))
+                .min_by_key(|(since, _)| *since);
+            let evicted = oldest.map(|(_, f)| {
+                let list = map.get_mut(&f).expect("just seen");
+                let idle = list.remove(0);
+                if list.is_empty() {
+                    map.remove(&f);
+                }
+                idle
+            });
+            self.count(&map);
+            evicted
+        };
+        evicted.is_some()
+    }
+
+    /// Drops every instance idle for longer than allowed.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut dropped = Vec::new();
+        {
+            let mut map = self.by_function.lock().expect("not poisoned");
+            map.retain(|_, list| {
+                let (keep, expired): (Vec<Idle>, Vec<Idle>) = std::mem::take(list)
+                    .into_iter()
+                    .partition(|i| now.duration_since(i.since) < self.idle);
+                dropped.extend(expired);
+                *list = keep;
+                !list.is_empty()
+            });
+            self.count(&map);
+        }
+        drop(dropped);
+    }
+}

@@ -1,0 +1,143 @@
+//! Instance reuse (`weft deploy --reuse N`): what an instance keeps between the requests of its
+//! function, and when it is dropped instead (another function, a trap, N requests, a redeploy,
+//! idle time, a slot needed elsewhere).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use weft_host::plugins;
+
+use crate::harness::{TestNode, guest, wait_for};
+
+/// `guest-memo`'s answer at `path` below `function`: `served=K seen=...`.
+async fn memo(n: &TestNode, function: &str, path: &str) -> String {
+    let (status, body) = n.get(&format!("/fn/{function}/{path}")).await;
+    assert_eq!(status, StatusCode::OK, "{function}/{path}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_reused_instance_keeps_memory_for_its_function_only_and_never_after_a_trap() {
+    let n = TestNode::start().await;
+    let memo_guest = guest("guest-memo");
+    for name in ["a", "b"] {
+        n.deploy_ok(name, memo_guest.clone(), &[("reuse", "3")])
+            .await;
+    }
+    n.deploy("fresh", &memo_guest).await;
+    let reuses = || n.metric("weft_instance_reuses_total");
+    assert_eq!(reuses().await, Some(0.0));
+
+    assert_eq!(
+        memo(&n, "a", "remember/secret").await,
+        "served=1 seen=secret"
+    );
+    // The same function's next request runs in the same instance and sees what it left.
+    assert_eq!(memo(&n, "a", "recall").await, "served=2 seen=secret");
+    // Another function of the same module never does.
+    assert_eq!(memo(&n, "b", "recall").await, "served=1 seen=");
+    assert_eq!(memo(&n, "a", "recall").await, "served=3 seen=secret");
+    // Three requests served: the next gets a fresh instance.
+    assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
+    assert_eq!(reuses().await, Some(2.0));
+
+    // A trap: the instance that trapped is dropped, not reused.
+    assert_eq!(memo(&n, "a", "remember/x").await, "served=2 seen=x");
+    let (status, _) = n.get("/fn/a/trap").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
+    assert_eq!(
+        reuses().await,
+        Some(4.0),
+        "the trapping request had reused one"
+    );
+
+    // A redeploy (same module, another configuration) starts from fresh instances.
+    assert_eq!(memo(&n, "a", "remember/y").await, "served=2 seen=y");
+    n.deploy_ok(
+        "a",
+        memo_guest.clone(),
+        &[("reuse", "3"), ("config", r#"{"k":"v"}"#)],
+    )
+    .await;
+    assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
+
+    // Without --reuse, every request gets a fresh instance.
+    assert_eq!(memo(&n, "fresh", "remember/z").await, "served=1 seen=z");
+    assert_eq!(memo(&n, "fresh", "recall").await, "served=1 seen=");
+
+    // What reuse is refused for, with the reason.
+    for (query, bytes, expected) in [
+        (
+            vec![("reuse", "0")],
+            memo_guest.clone(),
+            "reuse must be between 1 and",
+        ),
+        (
+            vec![("reuse", "2000000")],
+            memo_guest.clone(),
+            "reuse must be between 1 and",
+        ),
+        (
+            vec![("reuse", "2"), ("lock", "path:1")],
+            memo_guest.clone(),
+            "give reuse or lock, not both",
+        ),
+        (
+            vec![("reuse", "2")],
+            plugins::WORDCOUNT.to_vec(),
+            "reuse is for wasi:http handlers",
+        ),
+    ] {
+        let (status, body) = n.deploy_with("refused", bytes, &query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}: {body}");
+        assert!(body.to_string().contains(expected), "{query:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn idle_instances_give_their_slots_up_and_expire() {
+    // Two slots, both held by idle instances: a request of a third function takes one.
+    let n = TestNode::start_with(|c| {
+        c.runtime.max_instances = std::num::NonZeroU32::new(2).unwrap();
+        c.runtime.reuse_idle = Duration::from_secs(3600);
+    })
+    .await;
+    for name in ["a", "b"] {
+        n.deploy_ok(name, guest("guest-memo"), &[("reuse", "100")])
+            .await;
+    }
+    n.deploy("hello", plugins::HELLO).await;
+    memo(&n, "a", "remember/1").await;
+    memo(&n, "b", "remember/2").await;
+    assert_eq!(n.metric("weft_instances_idle").await, Some(2.0));
+    n.assert_hello_serves().await;
+    assert_eq!(
+        n.metric("weft_instances_idle").await,
+        Some(1.0),
+        "hello took the slot of the instance idle the longest"
+    );
+    assert_eq!(
+        memo(&n, "a", "recall").await,
+        "served=1 seen=",
+        "a's was dropped"
+    );
+    assert_eq!(
+        memo(&n, "b", "recall").await,
+        "served=2 seen=2",
+        "b's was kept"
+    );
+
+    // An instance idle past `reuse_idle` is dropped.
+    let n = TestNode::start_with(|c| c.runtime.reuse_idle = Duration::from_millis(200)).await;
+    n.deploy_ok("a", guest("guest-memo"), &[("reuse", "100")])
+        .await;
+    memo(&n, "a", "remember/1").await;
+    wait_for(
+        Duration::from_secs(10),
+        "the idle instance dropped",
+        || async { (n.metric("weft_instances_idle").await == Some(0.0)).then_some(()) },
+    )
+    .await;
+    assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
+}
