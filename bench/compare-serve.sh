@@ -1,74 +1,184 @@
 #!/usr/bin/env bash
-# Serves the same `hello` component through `weft node` and through `wasmtime serve`
-# (wasmtime-cli 48.0.8) and loads both with the same generator (wrk) on loopback, in alternating
-# rounds, printing requests/s of each and the ratio.
+# Serving speed, side by side on loopback with one load generator (wrk), in alternating rounds:
+# three components (Rust `hello`; a JavaScript hello built with componentize-js; a Python hello
+# built with componentize-py), each served by
+#   - `weft node`, a fresh instance per request (the default),
+#   - `weft node`, the same component deployed with `--reuse 1000000`,
+#   - `wasmtime serve` (wasmtime-cli 48.0.8), a fresh instance per request,
+# and, for `hello`, a plain axum handler answering the same text (bench/axum-hello): the HTTP
+# limit on this machine. Prints requests/s of each side and the ratios issue 17 asks for.
 #
-#   bench/compare-serve.sh            # 3 rounds of 10 s each, 32 connections
-#   ROUNDS=5 DURATION=20s CONNS=64 bench/compare-serve.sh
+#   bench/compare-serve.sh                       # 3 rounds of 10 s each, 8 connections
+#   ROUNDS=5 DURATION=20s CONNS=32 bench/compare-serve.sh
+#   COMPONENTS="hello py" bench/compare-serve.sh
 #   WEFT_BIN=/tmp/before/release/weft bench/compare-serve.sh   # a prebuilt weft
 #
 # `wasmtime serve` runs in its best documented configuration for this workload, tuned as
 # Weft's runtime is: the pooling allocator, with the same keep-resident sizes as Weft's
 # defaults (128 KiB of linear memory, 16 KiB of tables; RuntimeConfig), and `-S cli`.
 #
-# Needs: wrk (apt-get install wrk) and wasmtime 48.0.8
-#   (cargo install wasmtime-cli --version 48.0.8 --locked   # about 10 minutes on 2 cores)
+# The JavaScript and Python components are built here, outside the workspace's build, into
+# GUESTS (default target/bench-guests), from npm (@bytecodealliance/componentize-js 0.23.0)
+# and PyPI (componentize-py 0.25.1), against the wasi:http WIT of the wasmtime-wasi-http crate
+# in use. The JavaScript handler implements `wasi:http/incoming-handler` directly rather than
+# through a `fetch` event listener: StarlingMonkey cannot serve a second fetch event in one
+# instance (bytecodealliance/StarlingMonkey#247), so a fetch-event component cannot be reused.
+#
+# Needs: wrk (apt-get install wrk), node and npm, python3 with venv, and wasmtime 48.0.8
+#   (cargo install wasmtime-cli --version 48.0.8 --locked   # 10 to 17 minutes on 2 cores)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
-CONNS=${CONNS:-32}
+CONNS=${CONNS:-8}
 THREADS=${THREADS:-1}
-
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+COMPONENTS=${COMPONENTS:-hello js py}
+# shellcheck source=bench/clusters.sh
+source "$(dirname "$0")/clusters.sh" wrk node npm
+GUESTS=${GUESTS:-$root/target/bench-guests}
 WASMTIME=${WASMTIME:-$(command -v wasmtime || true)}
 [ -n "$WASMTIME" ] || { echo "wasmtime is missing: cargo install wasmtime-cli --version 48.0.8 --locked" >&2; exit 1; }
 "$WASMTIME" --version | grep -q '^wasmtime 48\.' || echo "warning: $("$WASMTIME" --version) is not 48.x" >&2
+echo "weft: $weft_desc; $("$WASMTIME" --version); $(date -u +%FT%TZ)"
 
-if [ -n "${WEFT_BIN:-}" ]; then
-  weft=$WEFT_BIN
-else
-  cargo build --release -q -p weft-host
-  weft="$root/target/release/weft"
-fi
 hello="$root/target/wasm-guests/wasm32-wasip2/release/hello.wasm"
 [ -f "$hello" ] || cargo build --release -q -p weft-host
+cargo build --release -q -p axum-hello
+axum="$root/target/release/axum-hello"
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url
-  for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
-  echo "timed out waiting for $1" >&2; return 1
+# --- The JavaScript and Python components -------------------------------------------------
+mkdir -p "$GUESTS"
+build_guests() {
+  local version http_crate wit=$GUESTS/wit
+  version=$(grep -A1 '^name = "wasmtime-wasi-http"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+  http_crate=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"wasmtime-wasi-http-$version" | head -1)
+  [ -d "$http_crate/wit/deps" ] || { echo "no wit/ in wasmtime-wasi-http $version: cargo fetch" >&2; exit 1; }
+  rm -rf "$wit" && mkdir -p "$wit" && cp -r "$http_crate/wit/deps" "$wit/"
+  # componentize-js 0.23's StarlingMonkey is built against wasi:http 0.2.10; the 0.2.x
+  # interfaces are the same, and wasmtime links any 0.2.x.
+  local wit_version
+  wit_version=$(sed -n 's/^package wasi:http@\(.*\);$/\1/p' "$wit/deps/http.wit")
+  sed -i "s/${wit_version//./\\.}/0.2.10/g" "$wit"/deps/*.wit
+  cat >"$wit/world.wit" <<'WIT'
+package local:hello;
+world hello {
+  import wasi:http/types@0.2.10;
+  export wasi:http/incoming-handler@0.2.10;
 }
+WIT
+  if [ ! -x "$GUESTS/node_modules/.bin/componentize-js" ]; then
+    (cd "$GUESTS" && npm init -y >/dev/null && npm install --no-audit --no-fund @bytecodealliance/componentize-js@0.23.0 >/dev/null)
+  fi
+  cat >"$GUESTS/hello.js" <<'JS'
+import { Fields, OutgoingResponse, OutgoingBody, ResponseOutparam } from 'wasi:http/types@0.2.10';
+const encoder = new TextEncoder();
+export const incomingHandler = {
+  handle(request, responseOut) {
+    const name = (request.pathWithQuery() || '/').split('?')[0].split('/').pop();
+    const response = new OutgoingResponse(Fields.fromList([['content-type', encoder.encode('text/plain')]]));
+    const body = response.body();
+    ResponseOutparam.set(responseOut, { tag: 'ok', val: response });
+    const stream = body.write();
+    stream.blockingWriteAndFlush(encoder.encode(`Hello, ${name}! (from JavaScript)\n`));
+    stream[Symbol.dispose]();
+    OutgoingBody.finish(body, undefined);
+  },
+};
+JS
+  "$GUESTS/node_modules/.bin/componentize-js" "$GUESTS/hello.js" --wit "$wit" -n hello \
+    -d fetch-event -o "$GUESTS/hello-js.wasm" >/dev/null
 
+  if [ ! -x "$GUESTS/venv/bin/componentize-py" ]; then
+    python3 -m venv "$GUESTS/venv"
+    "$GUESTS/venv/bin/pip" install -q componentize-py==0.25.1
+  fi
+  mkdir -p "$GUESTS/py"
+  cat >"$GUESTS/py/app.py" <<'PY'
+from componentize_py_types import Ok
+from wit_world import exports
+from wit_world.imports.types import Fields, OutgoingBody, OutgoingResponse, ResponseOutparam
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request, response_out):
+        name = (request.path_with_query() or "/").split("?")[0].split("/")[-1]
+        response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain")]))
+        body = response.body()
+        ResponseOutparam.set(response_out, Ok(response))
+        with body.write() as stream:
+            stream.blocking_write_and_flush(f"Hello, {name}! (from Python)\n".encode())
+        OutgoingBody.finish(body, None)
+PY
+  (cd "$GUESTS/py" && "$GUESTS/venv/bin/componentize-py" -d "$wit" -w hello componentize app \
+    -o "$GUESTS/hello-py.wasm" >/dev/null)
+}
+case " $COMPONENTS " in *" js "* | *" py "*) build_guests ;; esac
+component() { case $1 in hello) echo "$hello" ;; js) echo "$GUESTS/hello-js.wasm" ;; py) echo "$GUESTS/hello-py.wasm" ;; esac; }
+
+# --- The servers ---------------------------------------------------------------------------
 weft_port=$(free_port)
 WEFT_LOG=warn "$weft" node --data-dir "$tmp/weft" --http "127.0.0.1:$weft_port" --listen 127.0.0.1:0 >"$tmp/weft.log" 2>&1 &
 pids+=($!)
-wait_http "http://127.0.0.1:$weft_port/healthz"
-WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$hello" --name hello >/dev/null
-
-wt_port=$(free_port)
-"$WASMTIME" serve -S cli \
-  -O pooling-allocator=y,pooling-memory-keep-resident=131072,pooling-table-keep-resident=16384 \
-  --addr "127.0.0.1:$wt_port" "$hello" >"$tmp/wasmtime.log" 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$wt_port/bench"
-
-weft_url="http://127.0.0.1:$weft_port/fn/hello/bench"
-wt_url="http://127.0.0.1:$wt_port/bench"
-[ "$(curl -fs "$weft_url")" = "$(curl -fs "$wt_url")" ] || { echo "the two servers answer differently" >&2; exit 1; }
-
-rps() { wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$1" | awk '/Requests\/sec/ {print $2}'; }
-total_w=0; total_t=0
-echo "round  weft_rps  wasmtime_serve_rps  ratio"
-for r in $(seq 1 "$ROUNDS"); do
-  w=$(rps "$weft_url"); t=$(rps "$wt_url")
-  total_w=$(python3 -c "print($total_w+$w)"); total_t=$(python3 -c "print($total_t+$t)")
-  printf '%5d  %8.0f  %18.0f  %5.2f\n' "$r" "$w" "$t" "$(python3 -c "print($w/$t)")"
+until_ok "weft node" 30 curl -fs "http://127.0.0.1:$weft_port/healthz"
+declare -A url
+for c in $COMPONENTS; do
+  f=$(component "$c")
+  printf '%s: %s bytes\n' "$c" "$(stat -c %s "$f")"
+  WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$f" --name "$c" >/dev/null
+  WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$f" --name "$c-reuse" --reuse 1000000 >/dev/null
+  url[$c.weft]="http://127.0.0.1:$weft_port/fn/$c/bench"
+  url[$c.reuse]="http://127.0.0.1:$weft_port/fn/$c-reuse/bench"
+  port=$(free_port)
+  "$WASMTIME" serve -S cli \
+    -O pooling-allocator=y,pooling-memory-keep-resident=131072,pooling-table-keep-resident=16384 \
+    --addr "127.0.0.1:$port" "$f" >"$tmp/wasmtime-$c.log" 2>&1 &
+  pids+=($!)
+  until_ok "wasmtime serve $c" 60 curl -fs "http://127.0.0.1:$port/bench"
+  url[$c.wasmtime]="http://127.0.0.1:$port/bench"
+  for side in weft reuse wasmtime; do
+    [ "$(curl -fs "${url[$c.$side]}")" = "$(curl -fs "${url[$c.weft]}")" ] || { echo "$c: $side answers differently" >&2; exit 1; }
+  done
 done
-python3 -c "w=$total_w/$ROUNDS; t=$total_t/$ROUNDS; print(f'mean   {w:8.0f}  {t:18.0f}  {w/t:5.2f}  (weft / wasmtime serve)')"
+sides_of() { if [ "$1" = hello ]; then echo "weft reuse wasmtime axum"; else echo "weft reuse wasmtime"; fi; }
+case " $COMPONENTS " in *" hello "*)
+  port=$(free_port)
+  "$axum" "127.0.0.1:$port" &
+  pids+=($!)
+  until_ok "axum-hello" 30 curl -fs "http://127.0.0.1:$port/fn/hello/bench"
+  url[hello.axum]="http://127.0.0.1:$port/fn/hello/bench"
+  [ "$(curl -fs "${url[hello.axum]}")" = "$(curl -fs "${url[hello.weft]}")" ] || { echo "axum-hello answers differently" >&2; exit 1; } ;;
+esac
+
+# --- The load --------------------------------------------------------------------------------
+rps() {
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$1")
+  if grep -q 'Non-2xx' <<<"$out"; then echo "$1: $(grep 'Non-2xx' <<<"$out")" >&2; exit 1; fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
+results="$tmp/results"
+: >"$results"
+for r in $(seq 1 "$ROUNDS"); do
+  for c in $COMPONENTS; do
+    for side in $(sides_of "$c"); do
+      v=$(rps "${url[$c.$side]}")
+      printf '%s %s %s %s\n' "$r" "$c" "$side" "$v" >>"$results"
+      printf 'round %d  %-5s  %-8s  %10.0f req/s\n' "$r" "$c" "$side" "$v"
+    done
+  done
+done
+python3 - "$results" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    _, c, side, v = line.split()
+    runs[(c, side)].append(float(v))
+m = {k: statistics.median(v) for k, v in runs.items()}
+print("\nmedians (req/s) and ratios")
+print(f"{'component':<10}{'weft':>10}{'weft --reuse':>14}{'wasmtime serve':>16}{'axum':>10}"
+      f"{'weft/wasmtime':>15}{'weft/axum':>11}{'reuse/fresh':>13}")
+for c in dict.fromkeys(c for c, _ in m):
+    w, r, t, a = (m.get((c, s)) for s in ("weft", "reuse", "wasmtime", "axum"))
+    fmt = lambda x: f"{x:.0f}" if x else "-"
+    print(f"{c:<10}{fmt(w):>10}{fmt(r):>14}{fmt(t):>16}{fmt(a):>10}"
+          f"{w / t:>15.2f}{(f'{w / a:.2f}' if a else '-'):>11}{r / w:>13.1f}")
+PY
