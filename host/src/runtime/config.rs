@@ -54,6 +54,12 @@ pub struct RuntimeConfig {
     /// that finds none free.
     #[serde(with = "crate::millis")]
     pub reuse_idle: Duration,
+    /// Test only (`test-switches`): keep idle instances by module instead of by function and
+    /// deployment, so that another function of the same module takes them (and sees what they
+    /// hold), to show that the isolation test fails without the separation.
+    #[cfg(feature = "test-switches")]
+    #[serde(skip)]
+    pub unsafe_share_instances_across_functions: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +76,8 @@ impl Default for RuntimeConfig {
             table_keep_resident_bytes: 16 << 10,
             compiled_cache_bytes: 1 << 30,
             reuse_idle: Duration::from_secs(30),
+            #[cfg(feature = "test-switches")]
+            unsafe_share_instances_across_functions: false,
         }
     }
 }

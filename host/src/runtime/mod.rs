@@ -274,7 +274,13 @@ impl Runtime {
         )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let idle = Arc::new(reuse::IdlePool::new(config.reuse_idle, metrics.clone()));
+        #[allow(unused_mut)]
+        let mut idle = reuse::IdlePool::new(config.reuse_idle, metrics.clone());
+        #[cfg(feature = "test-switches")]
+        {
+            idle.share_across_functions = config.unsafe_share_instances_across_functions;
+        }
+        let idle = Arc::new(idle);
         {
             let engine = engine.clone();
             let stop = ticker_stop.clone();

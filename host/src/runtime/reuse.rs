@@ -58,9 +58,15 @@ pub(super) struct IdlePool {
     /// How long an instance may stay idle.
     idle: Duration,
     metrics: Arc<Metrics>,
+    /// See `RuntimeConfig::unsafe_share_instances_across_functions`.
+    #[cfg(feature = "test-switches")]
+    pub share_across_functions: bool,
 }
 
-type Map = HashMap<FunctionName, Vec<Idle>>;
+/// Idle instances are kept per function and module (a function's module and a test switch's
+/// module alone: see [`IdlePool::key`]).
+type Key = (Option<FunctionName>, Digest);
+type Map = HashMap<Key, Vec<Idle>>;
 
 impl IdlePool {
     pub fn new(idle: Duration, metrics: Arc<Metrics>) -> IdlePool {
@@ -68,7 +74,28 @@ impl IdlePool {
             by_function: Mutex::default(),
             idle,
             metrics,
+            #[cfg(feature = "test-switches")]
+            share_across_functions: false,
         }
+    }
+
+    /// The list `function`'s instances are kept in: its own, unless a test switch pools them
+    /// by module.
+    fn key(&self, function: &FunctionName, reuse: &Reuse) -> Key {
+        #[cfg(feature = "test-switches")]
+        if self.share_across_functions {
+            return (None, reuse.digest);
+        }
+        (Some(function.clone()), reuse.digest)
+    }
+
+    /// Whether an idle instance made for `made` may serve a request for `wanted`.
+    fn fits(&self, made: &Reuse, wanted: &Reuse) -> bool {
+        #[cfg(feature = "test-switches")]
+        if self.share_across_functions {
+            return made.digest == wanted.digest;
+        }
+        made == wanted
     }
 
     /// Publishes how many instances `map` holds (called with the lock held).
@@ -85,21 +112,22 @@ impl IdlePool {
         function: &FunctionName,
         reuse: &Reuse,
     ) -> Option<(Warm, OwnedSemaphorePermit)> {
+        let key = self.key(function, reuse);
         let mut dropped = Vec::new();
         let found = {
             let mut map = self.by_function.lock().expect("not poisoned");
-            let list = map.get_mut(function)?;
+            let list = map.get_mut(&key)?;
             let now = Instant::now();
             let mut found = None;
             while let Some(idle) = list.pop() {
-                if idle.reuse == *reuse && now.duration_since(idle.since) < self.idle {
+                if self.fits(&idle.reuse, reuse) && now.duration_since(idle.since) < self.idle {
                     found = Some(idle);
                     break;
                 }
                 dropped.push(idle);
             }
             if list.is_empty() {
-                map.remove(function);
+                map.remove(&key);
             }
             self.count(&map);
             found
@@ -117,8 +145,9 @@ impl IdlePool {
         reuse: Reuse,
         permit: OwnedSemaphorePermit,
     ) {
+        let key = self.key(function, &reuse);
         let mut map = self.by_function.lock().expect("not poisoned");
-        map.entry(function.clone()).or_default().push(Idle {
+        map.entry(key).or_default().push(Idle {
             warm,
             reuse,
             permit,

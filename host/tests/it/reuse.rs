@@ -16,26 +16,30 @@ async fn memo(n: &TestNode, function: &str, path: &str) -> String {
     body
 }
 
+/// Deploys `guest-memo` as `a` and `b` with `--reuse 3`, tells `a` a secret and asks `a`
+/// again: returns what `b` then answers, after checking that `a`'s second request ran in the
+/// same instance and saw the secret.
+async fn what_b_sees_after_a(n: &TestNode) -> String {
+    for name in ["a", "b"] {
+        n.deploy_ok(name, guest("guest-memo"), &[("reuse", "3")])
+            .await;
+    }
+    assert_eq!(memo(n, "a", "remember/secret").await, "served=1 seen=secret");
+    // The same function's next request runs in the same instance and sees what it left.
+    assert_eq!(memo(n, "a", "recall").await, "served=2 seen=secret");
+    memo(n, "b", "recall").await
+}
+
 #[tokio::test]
 async fn a_reused_instance_keeps_memory_for_its_function_only_and_never_after_a_trap() {
     let n = TestNode::start().await;
     let memo_guest = guest("guest-memo");
-    for name in ["a", "b"] {
-        n.deploy_ok(name, memo_guest.clone(), &[("reuse", "3")])
-            .await;
-    }
     n.deploy("fresh", &memo_guest).await;
     let reuses = || n.metric("weft_instance_reuses_total");
     assert_eq!(reuses().await, Some(0.0));
 
-    assert_eq!(
-        memo(&n, "a", "remember/secret").await,
-        "served=1 seen=secret"
-    );
-    // The same function's next request runs in the same instance and sees what it left.
-    assert_eq!(memo(&n, "a", "recall").await, "served=2 seen=secret");
-    // Another function of the same module never does.
-    assert_eq!(memo(&n, "b", "recall").await, "served=1 seen=");
+    // Another function of the same module never sees what `a`'s instance holds.
+    assert_eq!(what_b_sees_after_a(&n).await, "served=1 seen=");
     assert_eq!(memo(&n, "a", "recall").await, "served=3 seen=secret");
     // Three requests served: the next gets a fresh instance.
     assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
@@ -93,6 +97,15 @@ async fn a_reused_instance_keeps_memory_for_its_function_only_and_never_after_a_
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}: {body}");
         assert!(body.to_string().contains(expected), "{query:?}: {body}");
     }
+}
+
+/// The control: with idle instances kept by module instead of by function (a test switch),
+/// `b` takes the instance `a` left and sees its secret, so the check above catches a pool that
+/// shares instances across functions.
+#[tokio::test]
+async fn control_instances_shared_across_functions_leak_what_one_function_left() {
+    let n = TestNode::start_with(|c| c.runtime.unsafe_share_instances_across_functions = true).await;
+    assert_eq!(what_b_sees_after_a(&n).await, "served=3 seen=secret");
 }
 
 #[tokio::test]
