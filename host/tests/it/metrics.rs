@@ -55,6 +55,7 @@ const TEST_SOURCES: &[&str] = &[
     include_str!("metrics.rs"),
     include_str!("replication.rs"),
     include_str!("restart.rs"),
+    include_str!("reuse.rs"),
     include_str!("safety.rs"),
     // Lib tests that assert a counter.
     include_str!("../../src/runtime/mod.rs"),

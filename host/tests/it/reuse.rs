@@ -24,7 +24,10 @@ async fn what_b_sees_after_a(n: &TestNode) -> String {
         n.deploy_ok(name, guest("guest-memo"), &[("reuse", "3")])
             .await;
     }
-    assert_eq!(memo(n, "a", "remember/secret").await, "served=1 seen=secret");
+    assert_eq!(
+        memo(n, "a", "remember/secret").await,
+        "served=1 seen=secret"
+    );
     // The same function's next request runs in the same instance and sees what it left.
     assert_eq!(memo(n, "a", "recall").await, "served=2 seen=secret");
     memo(n, "b", "recall").await
@@ -35,15 +38,15 @@ async fn a_reused_instance_keeps_memory_for_its_function_only_and_never_after_a_
     let n = TestNode::start().await;
     let memo_guest = guest("guest-memo");
     n.deploy("fresh", &memo_guest).await;
-    let reuses = || n.metric("weft_instance_reuses_total");
-    assert_eq!(reuses().await, Some(0.0));
+    let reuses = "weft_instance_reuses_total";
+    assert_eq!(n.metric("weft_instance_reuses_total").await, Some(0.0));
 
     // Another function of the same module never sees what `a`'s instance holds.
     assert_eq!(what_b_sees_after_a(&n).await, "served=1 seen=");
     assert_eq!(memo(&n, "a", "recall").await, "served=3 seen=secret");
     // Three requests served: the next gets a fresh instance.
     assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
-    assert_eq!(reuses().await, Some(2.0));
+    assert_eq!(n.metric(reuses).await, Some(2.0));
 
     // A trap: the instance that trapped is dropped, not reused.
     assert_eq!(memo(&n, "a", "remember/x").await, "served=2 seen=x");
@@ -51,7 +54,7 @@ async fn a_reused_instance_keeps_memory_for_its_function_only_and_never_after_a_
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
     assert_eq!(
-        reuses().await,
+        n.metric(reuses).await,
         Some(4.0),
         "the trapping request had reused one"
     );
@@ -104,7 +107,8 @@ async fn a_reused_instance_keeps_memory_for_its_function_only_and_never_after_a_
 /// shares instances across functions.
 #[tokio::test]
 async fn control_instances_shared_across_functions_leak_what_one_function_left() {
-    let n = TestNode::start_with(|c| c.runtime.unsafe_share_instances_across_functions = true).await;
+    let n =
+        TestNode::start_with(|c| c.runtime.unsafe_share_instances_across_functions = true).await;
     assert_eq!(what_b_sees_after_a(&n).await, "served=3 seen=secret");
 }
 
