@@ -31,9 +31,10 @@ pub(super) fn release() -> std::io::Result<Released> {
     }
     let before = file_resident_bytes()?;
     for range in ranges {
-        // SAFETY: the range is a whole mapping of the executable's file that is not writable,
-        // so its pages are clean file pages: paging them out loses nothing, and the next access
-        // reads them from the file again. No Rust value lives in them.
+        // SAFETY: the range is a whole mapping of the executable's file that is not writable:
+        // code and read-only data, whose pages are clean file pages that the next access reads
+        // from the file again, and the loader's relocated read-only data (RELRO), private pages
+        // the kernel keeps or swaps like any other. Paging out changes no byte of either.
         #[allow(unsafe_code)]
         unsafe {
             rustix::mm::madvise(

@@ -561,6 +561,7 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        self.idle.clear();
     }
 }
 

@@ -178,6 +178,14 @@ impl IdlePool {
         evicted.is_some()
     }
 
+    /// Drops every idle instance now (the runtime is going): their stores hold handles on the
+    /// node's services, which must not outlive it in the epoch thread.
+    pub fn clear(&self) {
+        let all = std::mem::take(&mut *self.by_function.lock().expect("not poisoned"));
+        self.metrics.instances_idle(0);
+        drop(all);
+    }
+
     /// Drops every instance idle for longer than allowed.
     pub fn sweep(&self) {
         let now = Instant::now();

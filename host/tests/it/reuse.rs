@@ -144,6 +144,12 @@ async fn idle_instances_give_their_slots_up_and_expire() {
         "served=2 seen=2",
         "b's was kept"
     );
+    // A node stopped with an instance idle restarts on the same data (the idle store, which holds
+    // handles on the node's services, went with the runtime) and starts afresh.
+    let n = n.restart().await;
+    n.deploy_ok("b", guest("guest-memo"), &[("reuse", "100")])
+        .await;
+    assert_eq!(memo(&n, "b", "recall").await, "served=1 seen=");
 
     // An instance idle past `reuse_idle` is dropped.
     let n = TestNode::start_with(|c| c.runtime.reuse_idle = Duration::from_millis(200)).await;
