@@ -54,9 +54,9 @@ fn bench(c: &mut Criterion) {
         let (runtime, pre, name) = (&runtime, &pre, &name);
         let reuse = reuse.cloned();
         async move {
-            let slot = runtime.slot_for(name, reuse.as_ref()).await.unwrap();
+            let slot = runtime.slot_for(name, reuse).await.unwrap();
             let resp = runtime
-                .handle_http(name, pre, limits, Access::default(), request(), slot, reuse)
+                .handle_http(name, pre, limits, Access::default(), request(), slot)
                 .await
                 .unwrap();
             let body = resp.into_body().collect().await.unwrap().to_bytes();

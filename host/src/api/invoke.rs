@@ -184,7 +184,7 @@ async fn call(
         deployed_at_ms: deployment.deployed_at_ms,
     });
     // Take the instance slot first: requests waiting for one hold no buffered body.
-    let slot = app.runtime.slot_for(&name, reuse.as_ref()).await?;
+    let slot = app.runtime.slot_for(&name, reuse).await?;
     let body = read_whole(app, body, &parts.headers).await?;
     let request = guest_request(parts, path, body)?;
     let limits = app.runtime.limits(&deployment.limits);
@@ -203,7 +203,7 @@ async fn call(
     };
     let response = app
         .runtime
-        .handle_http(&name, pre, limits, access, request, slot, reuse)
+        .handle_http(&name, pre, limits, access, request, slot)
         .await
         .map_err(|e| told(&name, e, deployment.debug))?
         .map(Body::new);

@@ -288,7 +288,7 @@ pub(crate) async fn run(
         let slot = app.runtime.slot().await?;
         let response = app
             .runtime
-            .handle_http(name, pre, limits, access, request, slot, None)
+            .handle_http(name, pre, limits, access, request, slot)
             .await
             .map_err(|e| super::told(name, e, deployment.debug))?;
         // The output gate: the whole body, so the handler has returned and its writes are

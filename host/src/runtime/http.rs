@@ -12,7 +12,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::reuse::{Reuse, Warm};
+use super::reuse::Warm;
 use super::state::GuestState;
 use super::{InvocationLimits, Runtime, RuntimeError, Slot, classify, with_deadline};
 use crate::id::FunctionName;
@@ -71,12 +71,12 @@ impl http_body::Body for GuestBody {
 
 impl Runtime {
     /// Runs one request through a fresh instance of `pre` in the instance slot `slot`, or
-    /// through the instance that comes with the slot (a function deployed with `--reuse`,
-    /// `reuse`), and keeps the instance for the function's next request if it may serve more.
+    /// through the instance that comes with the slot (a function deployed with `--reuse`), and
+    /// keeps the instance for the function's next request if the slot says so and it may serve
+    /// more.
     ///
     /// The guest runs in its own task so it can keep streaming the body after the head is sent;
     /// the instance slot is held until the guest returns.
-    #[allow(clippy::too_many_arguments)]
     pub async fn handle_http(
         &self,
         function: &FunctionName,
@@ -85,9 +85,12 @@ impl Runtime {
         access: super::Access,
         request: http::Request<Full<Bytes>>,
         slot: Slot,
-        reuse: Option<Reuse>,
     ) -> Result<HttpResponse, RuntimeError> {
-        let Slot { permit, warm } = slot;
+        let Slot {
+            permit,
+            warm,
+            reuse,
+        } = slot;
         let (mut store, warm_proxy, served) = match warm {
             Some(Warm {
                 mut store,

@@ -54,7 +54,7 @@ struct Idle {
 
 /// Every function's idle instances.
 pub(super) struct IdlePool {
-    by_function: Mutex<Map>,
+    lists: Mutex<Lists>,
     /// How long an instance may stay idle.
     idle: Duration,
     metrics: Arc<Metrics>,
@@ -68,10 +68,18 @@ pub(super) struct IdlePool {
 type Key = (Option<FunctionName>, Digest);
 type Map = HashMap<Key, Vec<Idle>>;
 
+/// The idle instances by key, and how many there are (kept as they come and go, so that the
+/// gauge costs nothing per request).
+#[derive(Default)]
+struct Lists {
+    map: Map,
+    len: usize,
+}
+
 impl IdlePool {
     pub fn new(idle: Duration, metrics: Arc<Metrics>) -> IdlePool {
         IdlePool {
-            by_function: Mutex::default(),
+            lists: Mutex::default(),
             idle,
             metrics,
             #[cfg(feature = "test-switches")]
@@ -98,10 +106,9 @@ impl IdlePool {
         made == wanted
     }
 
-    /// Publishes how many instances `map` holds (called with the lock held).
-    fn count(&self, map: &Map) {
-        self.metrics
-            .instances_idle(map.values().map(Vec::len).sum());
+    /// Publishes how many instances `lists` holds (called with the lock held).
+    fn count(&self, lists: &Lists) {
+        self.metrics.instances_idle(lists.len);
     }
 
     /// An idle instance of `function` made for `reuse`'s deployment, with its slot, the one used
@@ -115,8 +122,8 @@ impl IdlePool {
         let key = self.key(function, reuse);
         let mut dropped = Vec::new();
         let found = {
-            let mut map = self.by_function.lock().expect("not poisoned");
-            let list = map.get_mut(&key)?;
+            let mut lists = self.lists.lock().expect("not poisoned");
+            let list = lists.map.get_mut(&key)?;
             let now = Instant::now();
             let mut found = None;
             while let Some(idle) = list.pop() {
@@ -127,9 +134,10 @@ impl IdlePool {
                 dropped.push(idle);
             }
             if list.is_empty() {
-                map.remove(&key);
+                lists.map.remove(&key);
             }
-            self.count(&map);
+            lists.len -= dropped.len() + usize::from(found.is_some());
+            self.count(&lists);
             found
         };
         // Stores are dropped outside the lock: dropping one resets its instance slot.
@@ -146,33 +154,36 @@ impl IdlePool {
         permit: OwnedSemaphorePermit,
     ) {
         let key = self.key(function, &reuse);
-        let mut map = self.by_function.lock().expect("not poisoned");
-        map.entry(key).or_default().push(Idle {
+        let mut lists = self.lists.lock().expect("not poisoned");
+        lists.map.entry(key).or_default().push(Idle {
             warm,
             reuse,
             permit,
             since: Instant::now(),
         });
-        self.count(&map);
+        lists.len += 1;
+        self.count(&lists);
     }
 
     /// Drops the instance idle the longest, of any function; `false` if there is none.
     pub fn evict_one(&self) -> bool {
         let evicted = {
-            let mut map = self.by_function.lock().expect("not poisoned");
-            let oldest = map
+            let mut lists = self.lists.lock().expect("not poisoned");
+            let oldest = lists
+                .map
                 .iter()
                 .filter_map(|(f, list)| list.first().map(|i| (i.since, f.clone())))
                 .min_by_key(|(since, _)| *since);
             let evicted = oldest.map(|(_, f)| {
-                let list = map.get_mut(&f).expect("just seen");
+                let list = lists.map.get_mut(&f).expect("just seen");
                 let idle = list.remove(0);
                 if list.is_empty() {
-                    map.remove(&f);
+                    lists.map.remove(&f);
                 }
                 idle
             });
-            self.count(&map);
+            lists.len -= usize::from(evicted.is_some());
+            self.count(&lists);
             evicted
         };
         evicted.is_some()
@@ -181,7 +192,7 @@ impl IdlePool {
     /// Drops every idle instance now (the runtime is going): their stores hold handles on the
     /// node's services, which must not outlive it in the epoch thread.
     pub fn clear(&self) {
-        let all = std::mem::take(&mut *self.by_function.lock().expect("not poisoned"));
+        let all = std::mem::take(&mut *self.lists.lock().expect("not poisoned"));
         self.metrics.instances_idle(0);
         drop(all);
     }
@@ -191,8 +202,8 @@ impl IdlePool {
         let now = Instant::now();
         let mut dropped = Vec::new();
         {
-            let mut map = self.by_function.lock().expect("not poisoned");
-            map.retain(|_, list| {
+            let mut lists = self.lists.lock().expect("not poisoned");
+            lists.map.retain(|_, list| {
                 let (keep, expired): (Vec<Idle>, Vec<Idle>) = std::mem::take(list)
                     .into_iter()
                     .partition(|i| now.duration_since(i.since) < self.idle);
@@ -200,7 +211,8 @@ impl IdlePool {
                 *list = keep;
                 !list.is_empty()
             });
-            self.count(&map);
+            lists.len -= dropped.len();
+            self.count(&lists);
         }
         drop(dropped);
     }

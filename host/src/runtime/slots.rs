@@ -13,11 +13,18 @@ use crate::id::FunctionName;
 pub struct Slot {
     pub(super) permit: tokio::sync::OwnedSemaphorePermit,
     pub(super) warm: Option<Warm>,
+    /// How the instance run in this slot may be reused after the request (from
+    /// [`Runtime::slot_for`]); `None`: it is dropped.
+    pub(super) reuse: Option<Reuse>,
 }
 
 impl Slot {
     pub(super) fn fresh(permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
-        Slot { permit, warm: None }
+        Slot {
+            permit,
+            warm: None,
+            reuse: None,
+        }
     }
 }
 
@@ -36,20 +43,29 @@ impl Runtime {
         }
     }
 
-    /// A slot for a request of `function`: with one of its idle instances if it is deployed
-    /// with `--reuse` (`reuse`) and one is idle, else as [`Runtime::slot`].
+    /// A slot for a request of `function`, which keeps its instance afterwards if the
+    /// function is deployed with `--reuse` (`reuse`): with one of its idle instances if one
+    /// is idle, else as [`Runtime::slot`].
     pub async fn slot_for(
         &self,
         function: &FunctionName,
-        reuse: Option<&Reuse>,
+        reuse: Option<Reuse>,
     ) -> Result<Slot, RuntimeError> {
-        if let Some((warm, permit)) = reuse.and_then(|r| self.idle.take(function, r)) {
-            return Ok(Slot {
+        let Some(reuse) = reuse else {
+            return self.slot().await;
+        };
+        let slot = match self.idle.take(function, &reuse) {
+            Some((warm, permit)) => Slot {
                 permit,
                 warm: Some(warm),
-            });
-        }
-        self.slot().await
+                reuse: None,
+            },
+            None => self.slot().await?,
+        };
+        Ok(Slot {
+            reuse: Some(reuse),
+            ..slot
+        })
     }
 
     /// A free slot now, if there is one or an idle instance gives its up.
