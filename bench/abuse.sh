@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loads `hello` on one `weft node` with wrk, in alternating rounds without and with abusive
 # clients running beside the load (bench/abusers.py: 200 slowloris connections sending one header
-# line every 3 s, 200 KB request heads and 100 MB request bodies 20 times a second each), and
+# line every 3 s, 200 KB request heads and request bodies announced over the limit (2 GiB) 20 times a second each), and
 # prints the well-behaved clients' requests/s and p99 latency of each round and the ratio of
 # the p99s. Then checks that the node still serves, and prints what it closed (/metrics).
 #

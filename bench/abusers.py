@@ -59,7 +59,7 @@ async def big_heads():
 
 
 async def big_bodies():
-    head = (b"POST /fn/hello/big HTTP/1.1\r\nhost: x\r\ncontent-length: 104857600\r\n\r\n"
+    head = (b"POST /fn/hello/big HTTP/1.1\r\nhost: x\r\ncontent-length: 2147483648\r\n\r\n"
             + b"b" * (64 << 10))
     while True:
         await one_shot(head, "413")

@@ -15,13 +15,14 @@ use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 
+use super::streamed::Streamed;
 use super::wire::{Forwarded, ForwardedAnswer, InvokeWire};
-use super::{ApiError, App, locked, read_body, told};
+use super::{ApiError, App, check_declared_length, locked, read_body, told, too_large, too_slow};
 use crate::id::FunctionName;
 use crate::placement::Route;
 use crate::replication::{KvHandle, Namespace};
 use crate::rpc::Router;
-use crate::runtime::{Access, GuestLocks, Reuse};
+use crate::runtime::{Access, BodyFault, GuestLocks, Reuse};
 use crate::runtime::{Prepared, RuntimeError, wagi};
 
 /// The header naming the node that ran the handler.
@@ -160,7 +161,7 @@ async fn call(
     if let Some(key) = lock_key {
         // Its turn comes before its instance slot: requests waiting in line hold no slot.
         let body = read_whole(app, body, &parts.headers).await?;
-        let request = guest_request(parts, path, body)?;
+        let request = guest_request(parts, path, Full::new(body))?;
         let call = locked::Locked {
             name: name.clone(),
             active: active.clone(),
@@ -183,9 +184,22 @@ async fn call(
         digest: deployment.digest,
         deployed_at_ms: deployment.deployed_at_ms,
     });
-    // Take the instance slot first: requests waiting for one hold no buffered body.
+    // A keyed request's body has the same limit wherever it lands: it is read whole when it is
+    // forwarded to its key's owner.
+    let limit = match route {
+        Some(_) => app.limits.max_buffered_request_body.get() as u64,
+        None => app.limits.max_request_body.get(),
+    };
+    let body = match body {
+        Incoming::Stream(stream) => {
+            check_declared_length(&parts.headers, limit, "request body")?;
+            stream
+        }
+        Incoming::Read(bytes) => Body::from(bytes),
+    };
     let slot = app.runtime.slot_for(&name, reuse).await?;
-    let body = read_whole(app, body, &parts.headers).await?;
+    // The body streams into the guest as the client sends it.
+    let (body, fault) = Streamed::new(body, limit, app.limits.body_timeout);
     let request = guest_request(parts, path, body)?;
     let limits = app.runtime.limits(&deployment.limits);
     let access = Access {
@@ -201,16 +215,29 @@ async fn call(
         config: Arc::new(deployment.config.clone()),
         cgi: None,
     };
-    let response = app
+    let answer = app
         .runtime
         .handle_http(&name, pre, limits, access, request, slot)
-        .await
+        .await;
+    // A body that stopped short before the guest answered is what the client is told about:
+    // the guest's answer (if any) is its reaction to a failed read.
+    if let Some(fault) = fault.get() {
+        return Err(match fault {
+            BodyFault::TooLarge(limit) => too_large("request body", *limit),
+            BodyFault::TooSlow => too_slow("request body", app.limits.body_timeout),
+            BodyFault::Broken(e) => {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        });
+    }
+    let response = answer
         .map_err(|e| told(&name, e, deployment.debug))?
         .map(Body::new);
     Ok(ran_here(app, response))
 }
 
-/// A request's whole body.
+/// A request's whole body, for the handlers that get it whole: WAGI programs, lock-protected
+/// handlers, and requests forwarded to their key's owner.
 async fn read_whole(
     app: &App,
     body: Incoming,
@@ -221,7 +248,7 @@ async fn read_whole(
             read_body(
                 stream,
                 headers,
-                app.limits.max_request_body.get(),
+                app.limits.max_buffered_request_body.get(),
                 "request body",
                 app.limits.body_timeout,
             )
@@ -232,11 +259,11 @@ async fn read_whole(
 }
 
 /// The request the guest gets: the client's as it came, with the target below the route.
-fn guest_request(
+fn guest_request<B>(
     mut parts: http::request::Parts,
     path: &str,
-    body: bytes::Bytes,
-) -> Result<http::Request<Full<bytes::Bytes>>, ApiError> {
+    body: B,
+) -> Result<http::Request<B>, ApiError> {
     let target = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -249,7 +276,7 @@ fn guest_request(
         .headers
         .entry(http::header::HOST)
         .or_insert(http::HeaderValue::from_static("localhost"));
-    Ok(http::Request::from_parts(parts, Full::new(body)))
+    Ok(http::Request::from_parts(parts, body))
 }
 
 /// Marks a response with the node that ran the handler.
@@ -296,7 +323,7 @@ async fn route_to_owner(
     let bytes = read_body(
         stream,
         &parts.headers,
-        app.limits.max_request_body.get(),
+        app.limits.max_buffered_request_body.get(),
         "request body",
         app.limits.body_timeout,
     )

@@ -16,6 +16,7 @@ pub use jobs::{CHUNKS_CONTENT_TYPE, ChunkList, Digests, MAX_CHUNK_UPLOAD};
 mod kv;
 mod locked;
 mod locks;
+mod streamed;
 #[cfg(feature = "test-switches")]
 mod switches;
 mod tokens;
@@ -614,6 +615,14 @@ pub(crate) fn too_large(what: &str, limit: u64) -> ApiError {
     ApiError::TooLarge(format!("{what} is larger than the limit of {limit} bytes"))
 }
 
+/// The answer to a body that did not arrive within `within`.
+pub(crate) fn too_slow(what: &str, within: std::time::Duration) -> ApiError {
+    ApiError::RequestTimeout(format!(
+        "the {what} did not arrive within {} s; send it faster or in a smaller piece",
+        within.as_secs_f64()
+    ))
+}
+
 /// Refuses a body whose `Content-Length` is already over `limit`, before reading any of it.
 pub(crate) fn check_declared_length(
     headers: &HeaderMap,
@@ -641,10 +650,7 @@ pub(crate) async fn read_body(
     check_declared_length(headers, limit as u64, what)?;
     let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
     let Ok(read) = read else {
-        return Err(ApiError::RequestTimeout(format!(
-            "the {what} did not arrive within {} s; send it faster or in a smaller piece",
-            within.as_secs_f64()
-        )));
+        return Err(too_slow(what, within));
     };
     match read {
         Ok(b) => Ok(b),

@@ -103,13 +103,25 @@ pub struct Limits {
     /// Largest module accepted by `PUT /v1/functions/{name}`, in bytes. Default 50 MiB.
     /// Larger modules are refused with 413 before compiling.
     pub max_module_bytes: NonZeroUsize,
-    /// Largest request body passed to an HTTP handler, in bytes. Default 10 MiB.
-    pub max_request_body: NonZeroUsize,
+    /// Largest request body streamed into an HTTP handler, in bytes. Default 1 GiB.
+    /// The body is never held whole: the handler reads it as the client sends it, so a
+    /// request's memory does not grow with it, and a larger limit costs only the time a
+    /// handler may spend reading. A `Content-Length` over it is refused with 413 before the
+    /// handler starts; a chunked body that passes it fails the handler's read, and the client
+    /// gets 413 unless the handler had answered already.
+    pub max_request_body: NonZeroU64,
+    /// Largest request body of the handlers that get their body whole before they start, in
+    /// bytes: WAGI programs, lock-protected handlers (a request waits for its turn with its
+    /// body read) and handlers with a route key (a request is forwarded to its key's owner
+    /// in one message). Default 10 MiB; each such request in flight holds its body in memory.
+    pub max_buffered_request_body: NonZeroUsize,
     /// Largest map/reduce input accepted by `POST /v1/jobs`, in bytes. Default 1 GiB.
     pub max_job_input: NonZeroU64,
     /// How long a client may take to send a whole request body (a module, an invocation's
     /// body, a key-value value), once the request head is in. Default 60 s; a slower body
-    /// gets 408. Longer lets slow links upload large modules; shorter frees connections that
+    /// gets 408. A body streamed into a handler is counted from the moment the handler's
+    /// instance starts, and fails only when the handler waits for more of it past that time:
+    /// a client that has sent everything is never failed because its handler reads slowly. Longer lets slow links upload large modules; shorter frees connections that
     /// trickle.
     #[serde(with = "crate::millis")]
     pub body_timeout: Duration,
@@ -133,7 +145,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_module_bytes: NonZeroUsize::new(50 << 20).expect("non-zero"),
-            max_request_body: NonZeroUsize::new(10 << 20).expect("non-zero"),
+            max_request_body: NonZeroU64::new(1 << 30).expect("non-zero"),
+            max_buffered_request_body: NonZeroUsize::new(10 << 20).expect("non-zero"),
             max_job_input: NonZeroU64::new(1 << 30).expect("non-zero"),
             body_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -69,6 +68,31 @@ impl http_body::Body for GuestBody {
     }
 }
 
+/// Why a request body stopped before its end, as the guest reading it is told: a body is
+/// streamed into the guest as the client sends it, so these reach the guest as a failed read
+/// (`wasi:http`'s `error-code`), and the caller decides what the client is answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyFault {
+    /// It passed the limit of this many bytes.
+    TooLarge(u64),
+    /// It did not arrive in time.
+    TooSlow,
+    /// The client's connection failed while sending it.
+    Broken(String),
+}
+
+impl From<BodyFault> for wasmtime_wasi_http::Error {
+    fn from(fault: BodyFault) -> Self {
+        match fault {
+            BodyFault::TooLarge(limit) => {
+                wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
+            }
+            BodyFault::TooSlow => wasmtime_wasi_http::Error::ConnectionReadTimeout,
+            BodyFault::Broken(e) => wasmtime_wasi_http::Error::InternalError(Some(e)),
+        }
+    }
+}
+
 impl Runtime {
     /// Runs one request through a fresh instance of `pre` in the instance slot `slot`, or
     /// through the instance that comes with the slot (a function deployed with `--reuse`), and
@@ -76,16 +100,21 @@ impl Runtime {
     /// more.
     ///
     /// The guest runs in its own task so it can keep streaming the body after the head is sent;
-    /// the instance slot is held until the guest returns.
-    pub async fn handle_http(
+    /// the instance slot is held until the guest returns. The request's body is read by the
+    /// guest as it reads it: nothing here buffers it.
+    pub async fn handle_http<B>(
         &self,
         function: &FunctionName,
         pre: &ProxyPre<GuestState>,
         limits: InvocationLimits,
         access: super::Access,
-        request: http::Request<Full<Bytes>>,
+        request: http::Request<B>,
         slot: Slot,
-    ) -> Result<HttpResponse, RuntimeError> {
+    ) -> Result<HttpResponse, RuntimeError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let Slot {
             permit,
             warm,

@@ -35,7 +35,7 @@ use cache::Origin;
 pub use child::{CHILD_ARG, child_main, compile_in_child};
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use holding::{GuestLocks, HandlerLock};
-pub use http::HttpResponse;
+pub use http::{BodyFault, HttpResponse};
 pub use reuse::Reuse;
 pub use slots::Slot;
 pub use state::{Access, GuestState};

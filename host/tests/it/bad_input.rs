@@ -1,6 +1,6 @@
 //! Every bad input gets a clear error and the node keeps serving.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -163,8 +163,8 @@ async fn oversized_module_is_413_before_compiling() {
 
 #[tokio::test]
 async fn oversized_request_body_is_413() {
-    let n = TestNode::start_with(|c| c.limits.max_request_body = NonZeroUsize::new(1024).unwrap())
-        .await;
+    let n =
+        TestNode::start_with(|c| c.limits.max_request_body = NonZeroU64::new(1024).unwrap()).await;
     n.deploy("hello", plugins::HELLO).await;
     let (status, body) = n
         .text(n.req(Method::POST, "/fn/hello/x").body(vec![b'a'; 2048]))

@@ -30,5 +30,6 @@ mod restart;
 mod reuse;
 mod safety;
 mod standard;
+mod streaming;
 mod tokens;
 mod wagi;

@@ -8,6 +8,12 @@
 //! - `/memory`: 64 KiB, then allocation without end (the memory cap stops it);
 //! - `/big?kib=N`: N KiB, then the body is finished properly (a client that reads slowly
 //!   keeps the guest waiting to write, until its deadline).
+//!
+//! Two paths read the request body as it arrives, to test that it is streamed in:
+//! - `/echo`: answers `200` at once and sends each piece of the request body back as soon as
+//!   it has read it;
+//! - `/count`: reads the whole body, keeping nothing, and answers `200` with its length and
+//!   its [`fnv1a`] hash (`"{len} {hash:016x}"`), or `400` naming the read that failed.
 
 /// The bytes of the body sent before the guest fails.
 pub const BEFORE_FAILING: usize = 64 << 10;
@@ -23,7 +29,22 @@ pub enum Plan {
     Loop,
     /// Send [`BEFORE_FAILING`] bytes, then allocate until stopped.
     Memory,
+    /// Send the request body back as it arrives.
+    Echo,
+    /// Read the request body and answer its length and hash.
+    Count,
 }
+
+/// The 64-bit FNV-1a hash of `bytes`, continued from `hash` (start from [`FNV_START`]).
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Where [`fnv1a`] starts.
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// The plan for a path with its query.
 pub fn plan(path_with_query: &str) -> Plan {
@@ -34,6 +55,8 @@ pub fn plan(path_with_query: &str) -> Plan {
         "/trap" => Plan::Trap,
         "/loop" => Plan::Loop,
         "/memory" => Plan::Memory,
+        "/echo" => Plan::Echo,
+        "/count" => Plan::Count,
         _ => Plan::Finish(
             query
                 .split('&')
@@ -47,24 +70,105 @@ pub fn plan(path_with_query: &str) -> Plan {
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use wasi::http::types::{
-        Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+        Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
     };
+    use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
-    use super::{BEFORE_FAILING, Plan, plan};
+    use super::{BEFORE_FAILING, FNV_START, Plan, fnv1a, plan};
+
+    /// The most the guest reads at once.
+    const READ: u64 = 64 << 10;
 
     struct Stream;
+
+    /// Reads the request body piece by piece, handing each to `each`; `Err` names the read
+    /// that failed and the bytes read before it.
+    fn read_body(
+        request: IncomingRequest,
+        mut each: impl FnMut(&[u8]) -> Result<(), ()>,
+    ) -> Result<u64, String> {
+        let body = request.consume().map_err(|()| "no body".to_string())?;
+        let stream: InputStream = body.stream().map_err(|()| "no stream".to_string())?;
+        let mut read = 0u64;
+        loop {
+            match stream.blocking_read(READ) {
+                Ok(piece) => {
+                    read += piece.len() as u64;
+                    if each(&piece).is_err() {
+                        return Err(format!("could not pass on the body after {read} bytes"));
+                    }
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(format!(
+                        "reading the body failed after {read} bytes: {}",
+                        e.to_debug_string()
+                    ));
+                }
+            }
+        }
+        drop(stream);
+        drop(IncomingBody::finish(body));
+        Ok(read)
+    }
+
+    /// Writes `bytes` and flushes, in pieces of at most 4 KiB (the most one blocking write takes).
+    fn write_all(stream: &OutputStream, bytes: &[u8]) -> Result<(), ()> {
+        for piece in bytes.chunks(4096) {
+            stream.blocking_write_and_flush(piece).map_err(drop)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a response head with `status`: its body, and the body's stream.
+    fn start(out: ResponseOutparam, status: u16) -> (OutgoingBody, OutputStream) {
+        let response = OutgoingResponse::new(Fields::new());
+        let _ = response.set_status_code(status);
+        let Ok(body) = response.body() else {
+            unreachable!("a new response's body is taken once")
+        };
+        ResponseOutparam::set(out, Ok(response));
+        let Ok(stream) = body.write() else {
+            unreachable!("a new body's stream is taken once")
+        };
+        (body, stream)
+    }
+
+    /// Answers `status` with `text`, whole.
+    fn answer(out: ResponseOutparam, status: u16, text: &str) {
+        let (body, stream) = start(out, status);
+        let _ = write_all(&stream, text.as_bytes());
+        drop(stream);
+        let _ = OutgoingBody::finish(body, None);
+    }
 
     impl wasi::exports::http::incoming_handler::Guest for Stream {
         fn handle(request: IncomingRequest, out: ResponseOutparam) {
             let plan = plan(&request.path_with_query().unwrap_or_default());
-            let response = OutgoingResponse::new(Fields::new());
-            let Ok(body) = response.body() else {
-                unreachable!("a new response's body is taken once")
-            };
-            ResponseOutparam::set(out, Ok(response));
-            let Ok(stream) = body.write() else {
-                unreachable!("a new body's stream is taken once")
-            };
+            match plan {
+                Plan::Count => {
+                    let mut hash = FNV_START;
+                    match read_body(request, |piece| {
+                        hash = fnv1a(hash, piece);
+                        Ok(())
+                    }) {
+                        Ok(len) => answer(out, 200, &format!("{len} {hash:016x}")),
+                        Err(e) => answer(out, 400, &e),
+                    }
+                    return;
+                }
+                Plan::Echo => {
+                    let (body, stream) = start(out, 200);
+                    // A failed read leaves the answer unfinished: the client sees it cut short.
+                    if read_body(request, |piece| write_all(&stream, piece)).is_ok() {
+                        drop(stream);
+                        let _ = OutgoingBody::finish(body, None);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            let (body, stream) = start(out, 200);
             let bytes = match plan {
                 Plan::Finish(kib) => kib << 10,
                 _ => BEFORE_FAILING,
@@ -79,7 +183,7 @@ mod guest {
                 sent += n;
             }
             match plan {
-                Plan::Finish(_) => {
+                Plan::Finish(_) | Plan::Echo | Plan::Count => {
                     drop(stream);
                     let _ = OutgoingBody::finish(body, None);
                 }
@@ -123,5 +227,19 @@ mod tests {
         assert_eq!(plan("/big?kib=1024"), Plan::Finish(1024));
         assert_eq!(plan("/big?x=1&kib=3"), Plan::Finish(3));
         assert_eq!(plan("/"), Plan::Finish(1));
+        assert_eq!(plan("/echo"), Plan::Echo);
+        assert_eq!(plan("/count?x=1"), Plan::Count);
+    }
+
+    #[test]
+    fn the_hash_is_fnv1a_and_continues_across_pieces() {
+        use super::{FNV_START, fnv1a};
+        // The published FNV-1a 64 values of "" and "a".
+        assert_eq!(fnv1a(FNV_START, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(FNV_START, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            fnv1a(fnv1a(FNV_START, b"hello "), b"world"),
+            fnv1a(FNV_START, b"hello world")
+        );
     }
 }
