@@ -3,6 +3,10 @@
 //! the compiled artifact from the disk cache.
 //!
 //! Run: `cargo bench -p weft-host --bench instantiate`
+//!
+//! It allocates with mimalloc, set up as the `weft` binary sets it up, so the figures are the
+//! node's. For experiments, `WEFT_BENCH_KEEP_MEMORY` and `WEFT_BENCH_KEEP_TABLE` (bytes) set
+//! the runtime's `memory_keep_resident_bytes` and `table_keep_resident_bytes`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +21,34 @@ use weft_host::plugins;
 use weft_host::runtime::FunctionLimits;
 use weft_host::runtime::{Access, Prepared, Reuse, Runtime};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Minor page faults of this process so far (`/proc/self/stat`, field 10).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after
+        .split_whitespace()
+        .nth(7)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The runtime config under test: the defaults, or the experiment's keep-resident sizes.
+fn config() -> RuntimeConfig {
+    let mut config = RuntimeConfig::default();
+    let bytes = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(b) = bytes("WEFT_BENCH_KEEP_MEMORY") {
+        config.memory_keep_resident_bytes = b;
+    }
+    if let Some(b) = bytes("WEFT_BENCH_KEEP_TABLE") {
+        config.table_keep_resident_bytes = b;
+    }
+    config
+}
+
 fn request() -> http::Request<Full<Bytes>> {
     http::Request::builder()
         .uri("/bench")
@@ -26,13 +58,14 @@ fn request() -> http::Request<Full<Bytes>> {
 }
 
 fn bench(c: &mut Criterion) {
+    weft_host::cli::return_freed_memory_at_once();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(
-        RuntimeConfig::default(),
+        config(),
         dir.path().join("cache"),
         Arc::new(Metrics::default()),
         weft_host::tasks::Tasks::default(),
@@ -75,11 +108,17 @@ fn bench(c: &mut Criterion) {
                 call(reuse).await;
             }
             let mut v = Vec::with_capacity(20_000);
+            let faults = minor_faults();
             for _ in 0..20_000 {
                 let t = Instant::now();
                 call(reuse).await;
                 v.push(t.elapsed());
             }
+            let faults = minor_faults() - faults;
+            println!(
+                "hello {label}+call: {:.2} minor page faults per call",
+                faults as f64 / 20_000.0
+            );
             v
         });
         samples.sort();

@@ -1,5 +1,6 @@
 //! The `weft` command line: `weft node` runs a node; the other commands talk to one over HTTP.
 
+mod allocator;
 mod client;
 mod demo;
 mod jobs;
@@ -17,6 +18,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use reqwest::Method;
 
+pub use allocator::return_freed_memory_at_once;
 pub use client::Client;
 
 use crate::api::FunctionView;
