@@ -164,3 +164,71 @@ async fn idle_instances_give_their_slots_up_and_expire() {
     .await;
     assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_runs_under_its_own_requests_deadline() {
+    let n = TestNode::start().await;
+    n.deploy_ok(
+        "a",
+        guest("guest-memo"),
+        &[("reuse", "10"), ("timeout_ms", "1000")],
+    )
+    .await;
+    // Each request computes for 600 ms of its 1 s: the second, in the same instance, would
+    // pass the first one's deadline 400 ms in, and is stopped only if that deadline was kept.
+    assert_eq!(memo(&n, "a", "work/600").await, "served=1 seen=");
+    assert_eq!(memo(&n, "a", "work/600").await, "served=2 seen=");
+    // And its own deadline still holds: a request longer than it is stopped (504), and the
+    // instance is not reused after.
+    let (status, body) = n.get("/fn/a/work/5000").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(memo(&n, "a", "recall").await, "served=1 seen=");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
+    let n = TestNode::start().await;
+    n.deploy_ok("memo", guest("guest-memo"), &[("reuse", "10")])
+        .await;
+    n.deploy_ok("stream", guest("guest-stream"), &[("reuse", "10")])
+        .await;
+
+    // A lock the guest never let go of: the instance is dropped, and the lock with it, so the
+    // next request (in a fresh instance) takes it again at once.
+    assert_eq!(memo(&n, "memo", "hold/k").await, "served=1 seen=");
+    assert_eq!(memo(&n, "memo", "hold/k").await, "served=1 seen=");
+    assert_eq!(memo(&n, "memo", "recall").await, "served=1 seen=");
+    assert_eq!(memo(&n, "memo", "recall").await, "served=2 seen=");
+
+    // guest-stream is reused when it ends cleanly...
+    let client = crate::harness::client();
+    let get = |path: &'static str| {
+        let request = client.get(format!("{}/fn/stream{path}", n.url));
+        async move {
+            let r = tokio::time::timeout(Duration::from_secs(20), async {
+                let r = request.send().await.unwrap();
+                (r.status(), r.text().await.unwrap())
+            })
+            .await;
+            r.unwrap_or_else(|_| panic!("{path}: the answer did not end within 20 s"))
+        }
+    };
+    assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
+    assert_eq!(get("/served").await, (StatusCode::OK, "served=2".into()));
+    // ...but not after leaving its response body open: the body ends (kept, the instance
+    // would hold it open for ever), and the next request gets a fresh instance.
+    assert_eq!(
+        get("/leave-open").await,
+        (StatusCode::OK, "served=3".into())
+    );
+    assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
+    // Nor after keeping its request's body: the next request gets a fresh instance.
+    let r = client
+        .post(format!("{}/fn/stream/keep-body", n.url))
+        .body("a body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "served=2");
+    assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
+}

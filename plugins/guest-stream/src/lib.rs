@@ -14,6 +14,12 @@
 //!   it has read it;
 //! - `/count`: reads the whole body, keeping nothing, and answers `200` with its length and
 //!   its [`fnv1a`] hash (`"{len} {hash:016x}"`), or `400` naming the read that failed.
+//!
+//! Three paths test what an instance kept for reuse (`weft deploy --reuse N`) may hold; each
+//! answers `served=K`, the requests this instance has served, this one included:
+//! - `/served` answers and ends cleanly;
+//! - `/leave-open` sends its answer but neither finishes nor drops its response body;
+//! - `/keep-body` takes the request's body and never drops it.
 
 /// The bytes of the body sent before the guest fails.
 pub const BEFORE_FAILING: usize = 64 << 10;
@@ -33,6 +39,12 @@ pub enum Plan {
     Echo,
     /// Read the request body and answer its length and hash.
     Count,
+    /// Answer `served=K`.
+    Served,
+    /// Answer `served=K`, leaving the response body open.
+    LeaveOpen,
+    /// Answer `served=K`, keeping the request body.
+    KeepBody,
 }
 
 /// The 64-bit FNV-1a hash of `bytes`, continued from `hash` (start from [`FNV_START`]).
@@ -57,6 +69,9 @@ pub fn plan(path_with_query: &str) -> Plan {
         "/memory" => Plan::Memory,
         "/echo" => Plan::Echo,
         "/count" => Plan::Count,
+        "/served" => Plan::Served,
+        "/leave-open" => Plan::LeaveOpen,
+        "/keep-body" => Plan::KeepBody,
         _ => Plan::Finish(
             query
                 .split('&')
@@ -78,6 +93,9 @@ mod guest {
 
     /// The most the guest reads at once.
     const READ: u64 = 64 << 10;
+
+    /// Requests this instance has served.
+    static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
     struct Stream;
 
@@ -145,7 +163,22 @@ mod guest {
     impl wasi::exports::http::incoming_handler::Guest for Stream {
         fn handle(request: IncomingRequest, out: ResponseOutparam) {
             let plan = plan(&request.path_with_query().unwrap_or_default());
+            let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             match plan {
+                Plan::Served => return answer(out, 200, &format!("served={served}")),
+                Plan::KeepBody => {
+                    if let Ok(body) = request.consume() {
+                        std::mem::forget(body);
+                    }
+                    return answer(out, 200, &format!("served={served}"));
+                }
+                Plan::LeaveOpen => {
+                    let (body, stream) = start(out, 200);
+                    let _ = write_all(&stream, format!("served={served}").as_bytes());
+                    std::mem::forget(stream);
+                    std::mem::forget(body);
+                    return;
+                }
                 Plan::Count => {
                     let mut hash = FNV_START;
                     match read_body(request, |piece| {
@@ -183,7 +216,12 @@ mod guest {
                 sent += n;
             }
             match plan {
-                Plan::Finish(_) | Plan::Echo | Plan::Count => {
+                Plan::Finish(_)
+                | Plan::Echo
+                | Plan::Count
+                | Plan::Served
+                | Plan::LeaveOpen
+                | Plan::KeepBody => {
                     drop(stream);
                     let _ = OutgoingBody::finish(body, None);
                 }
@@ -229,6 +267,9 @@ mod tests {
         assert_eq!(plan("/"), Plan::Finish(1));
         assert_eq!(plan("/echo"), Plan::Echo);
         assert_eq!(plan("/count?x=1"), Plan::Count);
+        assert_eq!(plan("/served"), Plan::Served);
+        assert_eq!(plan("/leave-open"), Plan::LeaveOpen);
+        assert_eq!(plan("/keep-body"), Plan::KeepBody);
     }
 
     #[test]
