@@ -15,7 +15,8 @@
 #
 # `wasmtime serve` runs in its best documented configuration for this workload, tuned as
 # Weft's runtime is: the pooling allocator, with the same keep-resident sizes as Weft's
-# defaults (128 KiB of linear memory, 16 KiB of tables; RuntimeConfig), and `-S cli`.
+# defaults (8 MiB of linear memory, 16 KiB of tables; RuntimeConfig), resetting only the pages
+# written (`pooling-pagemap-scan`, as Weft's `pagemap_scan`), and `-S cli`.
 #
 # The JavaScript and Python components are built here, outside the workspace's build, into
 # GUESTS (default target/bench-guests), from npm (@bytecodealliance/componentize-js 0.23.0)
@@ -129,7 +130,7 @@ for c in $COMPONENTS; do
   url[$c.reuse]="http://127.0.0.1:$weft_port/fn/$c-reuse/bench"
   port=$(free_port)
   "$WASMTIME" serve -S cli \
-    -O pooling-allocator=y,pooling-memory-keep-resident=131072,pooling-table-keep-resident=16384 \
+    -O pooling-allocator=y,pooling-memory-keep-resident=8388608,pooling-table-keep-resident=16384,pooling-pagemap-scan=y \
     --addr "127.0.0.1:$port" "$f" >"$tmp/wasmtime-$c.log" 2>&1 &
   pids+=($!)
   until_ok "wasmtime serve $c" 60 curl -fs "http://127.0.0.1:$port/bench"

@@ -47,6 +47,7 @@ impl NodeConfig {
             c.runtime.max_memory_bytes = NonZeroU64::new(256 << 20).expect("non-zero");
             c.runtime.default_memory_bytes = NonZeroU64::new(64 << 20).expect("non-zero");
             c.runtime.compiled_cache_bytes = 256 << 20;
+            c.runtime.memory_keep_resident_bytes = 128 << 10;
             c.store.cache_bytes = 8 << 20;
             c.jobs.shuffle_memory_bytes = 32 << 20;
             c.limits.max_connections = NonZeroUsize::new(256).expect("non-zero");
@@ -105,6 +106,7 @@ mod tests {
     fn the_edge_profile_fills_what_a_file_leaves_out() {
         let edge = NodeConfig::for_profile(Profile::Edge);
         assert_eq!(edge.runtime.max_instances.get(), 32);
+        assert_eq!(edge.runtime.memory_keep_resident_bytes, 128 << 10);
         assert_eq!(edge.store.cache_bytes, 8 << 20);
 
         let file = "profile = \"edge\"\n[store]\ncache_bytes = 1234\n";

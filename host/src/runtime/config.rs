@@ -33,11 +33,21 @@ pub struct RuntimeConfig {
     /// `combine` calls of one map task together). Default 256 MiB; more than 4 GiB fails
     /// the task. A map task's output is held about twice while it is sorted.
     pub max_emit_bytes: NonZeroU64,
-    /// Bytes at the start of each pooled linear memory kept resident between instances and reset
-    /// with memset rather than returned with madvise. Default 128 KiB. Larger saves page faults
-    /// for guests whose stack, data and heap start sit low in memory (Weft's plugins use a
-    /// 64 KiB stack for this); each instance pays a memset of this size. 0 turns it off.
+    /// Bytes at the start of each pooled linear memory kept resident between instances: the
+    /// pages an instance wrote there are reset to the module's initial contents by copying,
+    /// rather than returned with madvise and faulted back in (copy-on-write) by the next
+    /// instance. Default 8 MiB (128 KiB in the edge profile). With `pagemap_scan` only the
+    /// pages written are reset; without it (or on a kernel older than 6.7) every instance pays
+    /// a memset of this size, so keep it small there. Larger serves big guests (a JavaScript
+    /// or Python runtime writes a megabyte or more of its memory image per request) without
+    /// page faults; the cost is memory: each slot keeps what its guests wrote in this range
+    /// resident, up to `max_instances` times this size at worst. 0 turns it off.
     pub memory_keep_resident_bytes: usize,
+    /// Whether to find the pages an instance wrote with Linux's `PAGEMAP_SCAN` (kernel 6.7 or
+    /// later; unused elsewhere), so that only those are reset in the kept-resident range.
+    /// Default true. It is what makes a large `memory_keep_resident_bytes` cheap; wasmtime
+    /// still calls it under evaluation and leaves it off by default.
+    pub pagemap_scan: bool,
     /// Bytes of each pooled table (the guest's function-pointer tables) kept resident between
     /// instances and reset with memset rather than returned with madvise. Default 16 KiB
     /// (2,048 entries). Without it every instance page-faults its tables back in: the
@@ -72,7 +82,8 @@ impl Default for RuntimeConfig {
             max_instances: NonZeroU32::new(256).expect("non-zero"),
             epoch_tick: Duration::from_millis(10),
             max_emit_bytes: NonZeroU64::new(256 << 20).expect("non-zero"),
-            memory_keep_resident_bytes: 128 << 10,
+            memory_keep_resident_bytes: 8 << 20,
+            pagemap_scan: true,
             table_keep_resident_bytes: 16 << 10,
             compiled_cache_bytes: 1 << 30,
             reuse_idle: Duration::from_secs(30),

@@ -81,6 +81,57 @@ pub enum BodyFault {
     Broken(String),
 }
 
+/// A request body that says when the guest is done with it: read to its end, or dropped. A
+/// body still open is the client's connection, which cannot go on to its next request until
+/// the body is, so an instance that kept one (in a resource it never dropped) is not reused;
+/// one that keeps only a request whose body was empty or read whole may be (JavaScript
+/// runtimes keep the request object until their garbage collector frees it).
+struct Watched<B> {
+    inner: B,
+    released: Arc<AtomicBool>,
+}
+
+impl<B: http_body::Body> Watched<B> {
+    fn new(inner: B) -> (Self, Arc<AtomicBool>) {
+        let released = Arc::new(AtomicBool::new(inner.is_end_stream()));
+        let watched = Watched {
+            inner,
+            released: released.clone(),
+        };
+        (watched, released)
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.released.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        self.released.store(true, Ordering::Release);
+    }
+}
+
 impl From<BodyFault> for wasmtime_wasi_http::Error {
     fn from(fault: BodyFault) -> Self {
         match fault {
@@ -112,7 +163,7 @@ impl Runtime {
         slot: Slot,
     ) -> Result<HttpResponse, RuntimeError>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let Slot {
@@ -135,6 +186,11 @@ impl Runtime {
         };
         let host = |e: wasmtime::Error| RuntimeError::Host(super::chain(&e));
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (request, body_released) = {
+            let (parts, body) = request.into_parts();
+            let (body, released) = Watched::new(body);
+            (http::Request::from_parts(parts, body), released)
+        };
         let req = store
             .data_mut()
             .http()
@@ -182,7 +238,10 @@ impl Runtime {
             match (result, reuse) {
                 // Only an instance that answered and returned cleanly serves again.
                 (Ok(proxy), Some(reuse))
-                    if sent && served + 1 < reuse.max.get() && store.data_mut().reusable() =>
+                    if sent
+                        && served + 1 < reuse.max.get()
+                        && body_released.load(Ordering::Acquire)
+                        && store.data_mut().reusable() =>
                 {
                     let warm = Warm {
                         store,

@@ -215,11 +215,15 @@ fn engine_config(config: &RuntimeConfig) -> wasmtime::Config {
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_memory_size(config.max_memory_bytes.get() as usize)
-        // Keep the start of a reused slot (and its tables) resident and reset it with
-        // memset, instead of returning it with madvise and page-faulting it back in on the
-        // next instance; batch the madvise calls that remain.
+        // Keep the start of a reused slot (and its tables) resident and reset what was written
+        // there by copy, instead of returning it with madvise and page-faulting it back in on
+        // the next instance; batch the madvise calls that remain.
         .linear_memory_keep_resident(config.memory_keep_resident_bytes)
         .table_keep_resident(config.table_keep_resident_bytes)
+        .pagemap_scan(match config.pagemap_scan {
+            true => wasmtime::Enabled::Auto,
+            false => wasmtime::Enabled::No,
+        })
         .decommit_batch_size(16);
     let mut wasm = wasmtime::Config::new();
     wasm.epoch_interruption(true)

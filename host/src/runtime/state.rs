@@ -186,23 +186,17 @@ impl GuestState {
         self.log_budget.store(MAX_LOG_BYTES, Ordering::Relaxed);
     }
 
-    /// Whether the instance may serve another request: it holds no lock and kept none of its
-    /// request's HTTP resources. A response body it neither finished nor dropped ends only
-    /// with its store, and a request body it kept (or its stream, or trailers, which hold it)
-    /// is the client's connection, which cannot go on to its next request until the body is
-    /// dropped: reused, the client would wait for them.
+    /// Whether the instance may serve another request: it holds no lock and left no response
+    /// body open (a body it neither finished nor dropped ends only with its store; reused, the
+    /// client would wait for it). Whether it let go of its request's body is the caller's to
+    /// check ([`super::http`]).
     pub(super) fn reusable(&mut self) -> bool {
-        use wasmtime_wasi_http::p2::body::{
-            HostFutureTrailers, HostIncomingBody, HostOutgoingBody,
-        };
-        use wasmtime_wasi_http::p2::types::HostIncomingRequest;
+        use wasmtime_wasi_http::p2::body::HostOutgoingBody;
         self.holding.is_empty()
-            && !self.table.iter_mut().any(|entry| {
-                entry.downcast_mut::<HostOutgoingBody>().is_some()
-                    || entry.downcast_mut::<HostIncomingBody>().is_some()
-                    || entry.downcast_mut::<HostFutureTrailers>().is_some()
-                    || entry.downcast_mut::<HostIncomingRequest>().is_some()
-            })
+            && !self
+                .table
+                .iter_mut()
+                .any(|entry| entry.downcast_mut::<HostOutgoingBody>().is_some())
     }
 
     /// The last bytes the guest wrote to stderr, as text.

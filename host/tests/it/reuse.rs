@@ -222,7 +222,8 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
         (StatusCode::OK, "served=3".into())
     );
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
-    // Nor after keeping its request's body: the next request gets a fresh instance.
+    // Nor after keeping its request's body unread (the client's connection could not go on to
+    // its next request): the next request gets a fresh instance.
     let r = client
         .post(format!("{}/fn/stream/keep-body", n.url))
         .body("a body")
@@ -230,5 +231,20 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "served=2");
+    assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
+    // Keeping a request whose body was empty holds nothing of the client's: reused.
+    assert_eq!(
+        get("/keep-request").await,
+        (StatusCode::OK, "served=2".into())
+    );
+    assert_eq!(get("/served").await, (StatusCode::OK, "served=3".into()));
+    // The same with a body, unread: the instance is dropped.
+    let r = client
+        .post(format!("{}/fn/stream/keep-request", n.url))
+        .body("a body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "served=4");
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
 }

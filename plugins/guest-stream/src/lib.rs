@@ -19,7 +19,9 @@
 //! answers `served=K`, the requests this instance has served, this one included:
 //! - `/served` answers and ends cleanly;
 //! - `/leave-open` sends its answer but neither finishes nor drops its response body;
-//! - `/keep-body` takes the request's body and never drops it.
+//! - `/keep-body` takes the request's body and never drops it;
+//! - `/keep-request` never drops the request itself (as JavaScript runtimes keep the request
+//!   object until their garbage collector frees it), without reading its body.
 
 /// The bytes of the body sent before the guest fails.
 pub const BEFORE_FAILING: usize = 64 << 10;
@@ -45,6 +47,8 @@ pub enum Plan {
     LeaveOpen,
     /// Answer `served=K`, keeping the request body.
     KeepBody,
+    /// Answer `served=K`, keeping the request.
+    KeepRequest,
 }
 
 /// The 64-bit FNV-1a hash of `bytes`, continued from `hash` (start from [`FNV_START`]).
@@ -72,6 +76,7 @@ pub fn plan(path_with_query: &str) -> Plan {
         "/served" => Plan::Served,
         "/leave-open" => Plan::LeaveOpen,
         "/keep-body" => Plan::KeepBody,
+        "/keep-request" => Plan::KeepRequest,
         _ => Plan::Finish(
             query
                 .split('&')
@@ -172,6 +177,10 @@ mod guest {
                     }
                     return answer(out, 200, &format!("served={served}"));
                 }
+                Plan::KeepRequest => {
+                    std::mem::forget(request);
+                    return answer(out, 200, &format!("served={served}"));
+                }
                 Plan::LeaveOpen => {
                     let (body, stream) = start(out, 200);
                     let _ = write_all(&stream, format!("served={served}").as_bytes());
@@ -221,7 +230,8 @@ mod guest {
                 | Plan::Count
                 | Plan::Served
                 | Plan::LeaveOpen
-                | Plan::KeepBody => {
+                | Plan::KeepBody
+                | Plan::KeepRequest => {
                     drop(stream);
                     let _ = OutgoingBody::finish(body, None);
                 }
@@ -270,6 +280,7 @@ mod tests {
         assert_eq!(plan("/served"), Plan::Served);
         assert_eq!(plan("/leave-open"), Plan::LeaveOpen);
         assert_eq!(plan("/keep-body"), Plan::KeepBody);
+        assert_eq!(plan("/keep-request"), Plan::KeepRequest);
     }
 
     #[test]
