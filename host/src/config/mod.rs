@@ -121,8 +121,8 @@ pub struct Limits {
     /// body, a key-value value), once the request head is in. Default 60 s; a slower body
     /// gets 408. A body streamed into a handler is counted from the moment the handler's
     /// instance starts, and fails only when the handler waits for more of it past that time:
-    /// a client that has sent everything is never failed because its handler reads slowly. Longer lets slow links upload large modules; shorter frees connections that
-    /// trickle.
+    /// a client that has sent everything is never failed because its handler reads slowly.
+    /// Longer lets slow links upload large modules; shorter frees connections that trickle.
     #[serde(with = "crate::millis")]
     pub body_timeout: Duration,
     /// How long a client may take to send a whole request head, counted from the moment the

@@ -88,17 +88,25 @@ pub enum BodyFault {
 /// runtimes keep the request object until their garbage collector frees it).
 struct Watched<B> {
     inner: B,
-    released: Arc<AtomicBool>,
+    /// Set once the body has ended or is dropped; only kept for an instance that may be reused.
+    released: Option<Arc<AtomicBool>>,
 }
 
 impl<B: http_body::Body> Watched<B> {
-    fn new(inner: B) -> (Self, Arc<AtomicBool>) {
-        let released = Arc::new(AtomicBool::new(inner.is_end_stream()));
+    /// `inner`, watched if `watch`; the flag it sets, if so.
+    fn new(inner: B, watch: bool) -> (Self, Option<Arc<AtomicBool>>) {
+        let released = watch.then(|| Arc::new(AtomicBool::new(inner.is_end_stream())));
         let watched = Watched {
             inner,
             released: released.clone(),
         };
         (watched, released)
+    }
+
+    fn release(&self) {
+        if let Some(released) = &self.released {
+            released.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -112,7 +120,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.released.store(true, Ordering::Release);
+            self.release();
         }
         polled
     }
@@ -128,7 +136,9 @@ impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
 
 impl<B> Drop for Watched<B> {
     fn drop(&mut self) {
-        self.released.store(true, Ordering::Release);
+        if let Some(released) = &self.released {
+            released.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -188,7 +198,7 @@ impl Runtime {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (request, body_released) = {
             let (parts, body) = request.into_parts();
-            let (body, released) = Watched::new(body);
+            let (body, released) = Watched::new(body, reuse.is_some());
             (http::Request::from_parts(parts, body), released)
         };
         let req = store
@@ -240,7 +250,7 @@ impl Runtime {
                 (Ok(proxy), Some(reuse))
                     if sent
                         && served + 1 < reuse.max.get()
-                        && body_released.load(Ordering::Acquire)
+                        && body_released.is_some_and(|r| r.load(Ordering::Acquire))
                         && store.data_mut().reusable() =>
                 {
                     let warm = Warm {
