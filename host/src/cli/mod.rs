@@ -146,7 +146,8 @@ enum Command {
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_pair)]
         config: Vec<(String, String)>,
     },
-    /// List functions.
+    /// List functions: name, kind, version, size, digest, and what each was deployed with
+    /// beyond the defaults (`timeout=`, `memory=`, `reuse=`, `route=`, `lock=`, `wait=`, `debug`).
     ///
     /// Example: weft functions
     Functions {
@@ -454,17 +455,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&fs)?);
             } else {
                 println!(
-                    "{:<24} {:<10} {:>8} {:>9}  DIGEST",
-                    "NAME", "KIND", "VERSION", "SIZE"
+                    "{:<24} {:<10} {:>8} {:>9}  {:<12}  OPTIONS",
+                    "NAME", "KIND", "VERSION", "SIZE", "DIGEST"
                 );
                 for f in fs {
                     println!(
-                        "{:<24} {:<10} {:>8} {:>9}  {}",
+                        "{:<24} {:<10} {:>8} {:>9}  {:<12}  {}",
                         f.name,
                         f.kind.to_string(),
                         format!("{}/{}", f.version, f.versions),
                         f.size,
-                        f.digest.short()
+                        f.digest.short(),
+                        options_of(&f)
                     );
                 }
             }
@@ -595,6 +597,38 @@ fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
+/// What a function was deployed with beyond the defaults, as `weft deploy` spells it:
+/// `timeout=2000ms memory=64MiB reuse=100 route=path:1 lock=header:x wait=20000ms debug`.
+fn options_of(f: &FunctionView) -> String {
+    let mut out = Vec::new();
+    if let Some(ms) = f.limits.timeout_ms {
+        out.push(format!("timeout={ms}ms"));
+    }
+    if let Some(bytes) = f.limits.memory_bytes {
+        out.push(format!("memory={}MiB", bytes >> 20));
+    }
+    if let Some(n) = f.limits.reuse {
+        out.push(format!("reuse={n}"));
+    }
+    if let Some(key) = &f.route_key {
+        out.push(format!("route={key}"));
+    }
+    if let Some(key) = &f.lock {
+        out.push(format!("lock={key}"));
+    }
+    if let Some(ms) = f.lock_wait_ms {
+        out.push(format!("wait={ms}ms"));
+    }
+    if f.debug {
+        out.push("debug".into());
+    }
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(" ")
+    }
+}
+
 /// The member set as a table.
 pub fn members_table(set: &MemberSet) -> String {
     use std::fmt::Write;
@@ -662,6 +696,38 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    #[test]
+    fn a_functions_options_are_listed_as_deploy_spells_them() {
+        let view = |json: serde_json::Value| -> super::FunctionView {
+            let mut base = serde_json::json!({
+                "name": "f", "digest": "0".repeat(64), "kind": "http", "size": 1,
+                "version": 1, "versions": 1, "limits": {}, "deployed_at_ms": 0
+            });
+            base.as_object_mut()
+                .unwrap()
+                .extend(json.as_object().unwrap().clone());
+            serde_json::from_value(base).unwrap()
+        };
+        for (given, expected) in [
+            (serde_json::json!({}), "-"),
+            (
+                serde_json::json!({"limits": {"timeout_ms": 2000, "memory_bytes": 67108864}}),
+                "timeout=2000ms memory=64MiB",
+            ),
+            (serde_json::json!({"limits": {"reuse": 100}}), "reuse=100"),
+            (
+                serde_json::json!({"lock": "path:1", "lock_wait_ms": 20000, "debug": true}),
+                "lock=path:1 wait=20000ms debug",
+            ),
+            (
+                serde_json::json!({"route_key": "header:x"}),
+                "route=header:x",
+            ),
+        ] {
+            assert_eq!(super::options_of(&view(given.clone())), expected, "{given}");
+        }
+    }
 
     /// Every command's path, depth first.
     fn commands(c: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {

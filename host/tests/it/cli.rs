@@ -79,6 +79,8 @@ async fn deploy_list_invoke_rollback_and_jobs() {
     let out = ok(&weft(&n, &["functions"]).await);
     assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
     assert!(out.contains("mapreduce"), "{out}");
+    let greet = out.lines().find(|l| l.starts_with("greet ")).unwrap();
+    assert!(greet.ends_with("timeout=2000ms"), "{out}");
 
     let out = ok(&weft(&n, &["invoke", "greet", "/x"]).await);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
