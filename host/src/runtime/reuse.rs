@@ -6,8 +6,10 @@
 //! The isolation contract: what a request leaves in the instance's linear memory may be seen
 //! by later requests of the same function and deployment, never by another function's (idle
 //! instances are kept per function and deployment). An instance is dropped instead of reused
-//! after a trap or any failure (a deadline, the memory cap), when it holds a lock or left its
-//! response body open, after N requests, and after `RuntimeConfig::reuse_idle` without one.
+//! after a trap or any failure (a deadline, the memory cap), when it holds a lock, left its
+//! response body open or kept its request's body neither read to its end nor dropped (the
+//! client's connection waits for it), after N requests, and after `RuntimeConfig::reuse_idle`
+//! without one.
 //! Idle instances keep their instance slot; a request that finds no free slot takes one from
 //! the idle instance unused the longest.
 

@@ -202,8 +202,13 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
 
     // guest-stream is reused when it ends cleanly...
     let client = crate::harness::client();
-    let get = |path: &'static str| {
-        let request = client.get(format!("{}/fn/stream{path}", n.url));
+    // A GET, or with `body` a POST; its answer must end within 20 s.
+    let send = |path: &'static str, body: Option<&'static str>| {
+        let url = format!("{}/fn/stream{path}", n.url);
+        let request = match body {
+            Some(body) => client.post(url).body(body),
+            None => client.get(url),
+        };
         async move {
             let r = tokio::time::timeout(Duration::from_secs(20), async {
                 let r = request.send().await.unwrap();
@@ -213,6 +218,7 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
             r.unwrap_or_else(|_| panic!("{path}: the answer did not end within 20 s"))
         }
     };
+    let get = |path: &'static str| send(path, None);
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
     assert_eq!(get("/served").await, (StatusCode::OK, "served=2".into()));
     // ...but not after leaving its response body open: the body ends (kept, the instance
@@ -224,13 +230,10 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
     // Nor after keeping its request's body unread (the client's connection could not go on to
     // its next request): the next request gets a fresh instance.
-    let r = client
-        .post(format!("{}/fn/stream/keep-body", n.url))
-        .body("a body")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), "served=2");
+    assert_eq!(
+        send("/keep-body", Some("a body")).await,
+        (StatusCode::OK, "served=2".into())
+    );
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
     // Keeping a request whose body was empty holds nothing of the client's: reused.
     assert_eq!(
@@ -239,12 +242,9 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
     );
     assert_eq!(get("/served").await, (StatusCode::OK, "served=3".into()));
     // The same with a body, unread: the instance is dropped.
-    let r = client
-        .post(format!("{}/fn/stream/keep-request", n.url))
-        .body("a body")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), "served=4");
+    assert_eq!(
+        send("/keep-request", Some("a body")).await,
+        (StatusCode::OK, "served=4".into())
+    );
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
 }

@@ -13,13 +13,22 @@ use weft_host::plugins;
 
 use crate::harness::{TestNode, error_of, guest, wait_for};
 
-/// What `guest-stream`'s `/count` answers for `body`: its length and FNV-1a hash.
-fn count_of(body: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in body {
-        hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+/// What `guest-stream`'s `/count` answers for a body of `pieces`, in order: its length and
+/// FNV-1a hash (computed here independently of the guest's).
+fn count_of_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let (mut len, mut hash) = (0usize, 0xcbf2_9ce4_8422_2325u64);
+    for piece in pieces {
+        len += piece.len();
+        for b in piece {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
     }
-    format!("{} {hash:016x}", body.len())
+    format!("{len} {hash:016x}")
+}
+
+/// What `guest-stream`'s `/count` answers for `body`.
+fn count_of(body: &[u8]) -> String {
+    count_of_pieces([body])
 }
 
 /// A chunked body of `pieces`, sent one at a time (no `Content-Length`).
@@ -206,13 +215,10 @@ async fn a_body_much_larger_than_the_nodes_memory_growth_streams_through_a_proce
     let r = count(mib).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let answer = r.text().await.unwrap();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for _ in 0..mib {
-        for b in &piece {
-            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    assert_eq!(answer, format!("{} {hash:016x}", mib * MIB));
+    assert_eq!(
+        answer,
+        count_of_pieces(std::iter::repeat_n(&piece[..], mib))
+    );
     let after = peak();
     // A node holding the body would have grown by all of it.
     let grown = after.saturating_sub(before);

@@ -225,16 +225,16 @@ mod guest {
                 sent += n;
             }
             match plan {
-                Plan::Finish(_)
-                | Plan::Echo
+                Plan::Finish(_) => {
+                    drop(stream);
+                    let _ = OutgoingBody::finish(body, None);
+                }
+                Plan::Echo
                 | Plan::Count
                 | Plan::Served
                 | Plan::LeaveOpen
                 | Plan::KeepBody
-                | Plan::KeepRequest => {
-                    drop(stream);
-                    let _ = OutgoingBody::finish(body, None);
-                }
+                | Plan::KeepRequest => unreachable!("answered above"),
                 Plan::Trap => panic!("guest-stream: deliberate panic after {sent} bytes"),
                 Plan::Loop => {
                     let mut state = sent as u64;
