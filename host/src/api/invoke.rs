@@ -45,22 +45,21 @@ pub(crate) async fn invoke(State(app): State<Arc<App>>, request: Request) -> Res
         None => (raw.as_str(), "/"),
     };
     let (parts, body) = request.into_parts();
-    measured(
-        &app,
-        name,
-        call(&app, name, below, parts, Incoming::Stream(body)),
-    )
-    .await
+    let started = Instant::now();
+    let result = call(&app, name, below, parts, Incoming::Stream(body)).await;
+    measured(&app, name, started, result)
 }
 
-/// Runs `work`, counting its outcome in the metrics.
-async fn measured(
+/// Counts the outcome of a call that began at `started` in the metrics, and answers with it.
+///
+/// A plain function rather than a wrapper future: an `async fn` that takes the call's future
+/// holds it twice, and every request's future would be copied at twice its size.
+fn measured(
     app: &App,
     name: &str,
-    work: impl Future<Output = Result<Response, ApiError>>,
+    started: Instant,
+    result: Result<Response, ApiError>,
 ) -> Response {
-    let started = Instant::now();
-    let result = work.await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(ApiError::Runtime(e) | ApiError::Redacted { error: e, .. }) => match e {
@@ -151,7 +150,11 @@ async fn call(
     };
     let body = match (body, route) {
         (Incoming::Stream(stream), Some(route)) => {
-            match route_to_owner(app, &name, &active, &ns, route, path, &parts, stream).await? {
+            // Boxed, as few requests take this way and its future is large.
+            let routed = Box::pin(route_to_owner(
+                app, &name, &active, &ns, route, path, &parts, stream,
+            ));
+            match routed.await? {
                 Routed::Answered(response) => return Ok(response),
                 Routed::Here(body) => body,
             }
@@ -396,8 +399,9 @@ async fn run_forwarded(app: Arc<App>, f: Forwarded) -> ForwardedAnswer {
         Ok(parts) => {
             let path = f.target.split('?').next().unwrap_or("/").to_string();
             let name = f.function.to_string();
-            let work = call(&app, &name, &path, parts, Incoming::Read(f.body.into()));
-            measured(&app, &name, work).await
+            let started = Instant::now();
+            let result = call(&app, &name, &path, parts, Incoming::Read(f.body.into())).await;
+            measured(&app, &name, started, result)
         }
         Err(e) => e.into_response(),
     };

@@ -126,19 +126,27 @@ impl App {
     /// cached deployment serves as long as this node's copy of the registry record has the
     /// version it came from; a deploy on any node changes that version.
     pub(crate) async fn active(&self, name: &FunctionName) -> Result<Arc<Active>, ApiError> {
-        let local = self.functions.local_version(name);
-        let cached = || {
-            let cache = self.active.read().expect("not poisoned");
-            cache
-                .get(name)
-                .filter(|a| Some(a.version) == local)
-                .cloned()
-        };
-        if let Some(a) = cached() {
-            return Ok(a);
+        match self.cached(name) {
+            Some(a) => Ok(a),
+            // Boxed: the load's future is large, and every request's future would carry it.
+            None => Box::pin(self.load_active(name)).await,
         }
+    }
+
+    /// The cached deployment of `name`, if it is still the one this node's registry names.
+    fn cached(&self, name: &FunctionName) -> Option<Arc<Active>> {
+        let local = self.functions.local_version(name);
+        let cache = self.active.read().expect("not poisoned");
+        cache
+            .get(name)
+            .filter(|a| Some(a.version) == local)
+            .cloned()
+    }
+
+    /// Loads and compiles the current deployment of `name`, one load at a time.
+    async fn load_active(&self, name: &FunctionName) -> Result<Arc<Active>, ApiError> {
         let _turn = self.loading.lock().await;
-        if let Some(a) = cached() {
+        if let Some(a) = self.cached(name) {
             return Ok(a);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
