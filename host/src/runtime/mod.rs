@@ -38,7 +38,7 @@ pub use holding::{GuestLocks, HandlerLock};
 pub use http::{BodyFault, HttpResponse};
 pub use reuse::Reuse;
 pub use slots::Slot;
-pub use state::{Access, GuestState};
+pub use state::{Access, GuestState, MAX_HELD_RESOURCES};
 pub use task::{TaskInstance, TaskOutput, TaskPre};
 
 use crate::id::{Digest, FunctionName};

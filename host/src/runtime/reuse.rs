@@ -8,7 +8,9 @@
 //! instances are kept per function and deployment). An instance is dropped instead of reused
 //! after a trap or any failure (a deadline, the memory cap), when it holds a lock, left its
 //! response body open or kept its request's body neither read to its end nor dropped (the
-//! client's connection waits for it), after N requests, and after `RuntimeConfig::reuse_idle`
+//! client's connection waits for it), when it holds more than
+//! [`MAX_HELD_RESOURCES`](super::MAX_HELD_RESOURCES) resources (a garbage-collected guest
+//! that keeps the requests it served), after N requests, and after `RuntimeConfig::reuse_idle`
 //! without one.
 //! Idle instances keep their instance slot; a request that finds no free slot takes one from
 //! the idle instance unused the longest.

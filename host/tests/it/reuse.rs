@@ -248,3 +248,48 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
     );
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_keeps_every_request_is_reused_only_up_to_the_bound() {
+    let bound = weft_host::runtime::MAX_HELD_RESOURCES;
+    let n = TestNode::start().await;
+    n.deploy_ok("stream", guest("guest-stream"), &[("reuse", "100000")])
+        .await;
+    // `/keep-request` never drops its request, as a garbage-collected guest that does not
+    // collect. After the k-th such request the instance holds k of them: reused up to the
+    // bound, dropped past it.
+    let client = crate::harness::client();
+    let get = |path: &str| {
+        let request = client.get(format!("{}/fn/stream{path}", n.url)).send();
+        async move {
+            let r = request.await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    // The answer can reach the client before its instance is back in the pool, so each
+    // request waits for it there first (else it would get a fresh instance).
+    let kept = || {
+        wait_for(Duration::from_secs(10), "the instance kept", || async {
+            (n.metric("weft_instances_idle").await == Some(1.0)).then_some(())
+        })
+    };
+    for k in 1..=bound {
+        assert_eq!(
+            get("/keep-request").await,
+            (StatusCode::OK, format!("served={k}"))
+        );
+        kept().await;
+    }
+    // Holding exactly the bound, it is still reused...
+    assert_eq!(
+        get("/served").await,
+        (StatusCode::OK, format!("served={}", bound + 1))
+    );
+    kept().await;
+    // ...and one more kept request takes it past: the next request gets a fresh instance.
+    assert_eq!(
+        get("/keep-request").await,
+        (StatusCode::OK, format!("served={}", bound + 2))
+    );
+    assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
+}
