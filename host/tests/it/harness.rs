@@ -172,12 +172,17 @@ impl TestNode {
     /// The value of one metric sample line (exact name with labels), if present.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
         let (_, text) = self.get("/metrics").await;
-        text.lines().find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .map(|v| v.parse().unwrap())
-        })
+        metric_in(&text, sample)
     }
+}
+
+/// The value of one metric sample line (exact name with labels) in a `/metrics` page.
+pub fn metric_in(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    })
 }
 
 /// Status and JSON body (Null when the body is not JSON).

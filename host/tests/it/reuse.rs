@@ -7,13 +7,32 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use weft_host::plugins;
 
-use crate::harness::{TestNode, guest, wait_for};
+use crate::harness::{TestNode, guest, metric_in, wait_for};
 
-/// `guest-memo`'s answer at `path` below `function`: `served=K seen=...`.
+/// `guest-memo`'s answer at `path` below `function`: `served=K seen=...`, once its instance
+/// has settled.
 async fn memo(n: &TestNode, function: &str, path: &str) -> String {
     let (status, body) = n.get(&format!("/fn/{function}/{path}")).await;
+    settled(n).await;
     assert_eq!(status, StatusCode::OK, "{function}/{path}: {body}");
     body
+}
+
+/// Waits until every live instance is idle: the instance of the request just answered is back
+/// in the pool, or dropped. An answer can reach its client before that, and a request sent at
+/// once would then get a fresh instance whether the last one was to be kept or not; the tests
+/// below send each request only after this.
+async fn settled(n: &TestNode) {
+    wait_for(
+        Duration::from_secs(10),
+        "the last request's instance kept or dropped",
+        || async {
+            let (_, text) = n.get("/metrics").await;
+            let live = metric_in(&text, "weft_instances");
+            (live.is_some() && live == metric_in(&text, "weft_instances_idle")).then_some(())
+        },
+    )
+    .await
 }
 
 /// Deploys `guest-memo` as `a` and `b` with `--reuse 3`, tells `a` a secret and asks `a`
@@ -202,6 +221,7 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
 
     // guest-stream is reused when it ends cleanly...
     let client = crate::harness::client();
+    let n = &n;
     // A GET, or with `body` a POST; its answer must end within 20 s.
     let send = |path: &'static str, body: Option<&'static str>| {
         let url = format!("{}/fn/stream{path}", n.url);
@@ -215,7 +235,9 @@ async fn an_instance_left_holding_a_lock_or_an_http_resource_is_not_reused() {
                 (r.status(), r.text().await.unwrap())
             })
             .await;
-            r.unwrap_or_else(|_| panic!("{path}: the answer did not end within 20 s"))
+            let r = r.unwrap_or_else(|_| panic!("{path}: the answer did not end within 20 s"));
+            settled(n).await;
+            r
         }
     };
     let get = |path: &'static str| send(path, None);
@@ -261,31 +283,24 @@ async fn an_instance_that_keeps_every_request_is_reused_only_up_to_the_bound() {
     let client = crate::harness::client();
     let get = |path: &str| {
         let request = client.get(format!("{}/fn/stream{path}", n.url)).send();
-        async move {
+        async {
             let r = request.await.unwrap();
-            (r.status(), r.text().await.unwrap())
+            let r = (r.status(), r.text().await.unwrap());
+            settled(&n).await;
+            r
         }
-    };
-    // The answer can reach the client before its instance is back in the pool, so each
-    // request waits for it there first (else it would get a fresh instance).
-    let kept = || {
-        wait_for(Duration::from_secs(10), "the instance kept", || async {
-            (n.metric("weft_instances_idle").await == Some(1.0)).then_some(())
-        })
     };
     for k in 1..=bound {
         assert_eq!(
             get("/keep-request").await,
             (StatusCode::OK, format!("served={k}"))
         );
-        kept().await;
     }
     // Holding exactly the bound, it is still reused...
     assert_eq!(
         get("/served").await,
         (StatusCode::OK, format!("served={}", bound + 1))
     );
-    kept().await;
     // ...and one more kept request takes it past: the next request gets a fresh instance.
     assert_eq!(
         get("/keep-request").await,
