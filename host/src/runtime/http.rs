@@ -15,6 +15,7 @@ use super::reuse::Warm;
 use super::state::GuestState;
 use super::{InvocationLimits, Runtime, RuntimeError, Slot, classify, with_deadline};
 use crate::id::FunctionName;
+use crate::tasks::Tasks;
 
 /// A response produced by a guest; its body streams from the guest as it runs.
 pub type HttpResponse = http::Response<GuestBody>;
@@ -154,14 +155,115 @@ impl From<BodyFault> for wasmtime_wasi_http::Error {
     }
 }
 
+type GuestRun = Pin<Box<dyn Future<Output = Result<(), RuntimeError>> + Send>>;
+type Head = Result<
+    http::Response<HyperOutgoingBody>,
+    wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+>;
+
+/// A guest's run, polled by the request that started it until the guest hands over its
+/// response head: a guest that answers at once (most do) runs to its end without a task of
+/// its own, and without another worker thread woken to run it and then to wake the request.
+/// Whatever is left of it after the head (streaming the body) goes on in its own task, as
+/// does a guest whose client went away before the head: a guest always runs to its end.
+struct Inline {
+    guest: Option<GuestRun>,
+    tasks: Tasks,
+}
+
+impl Inline {
+    fn new(
+        guest: impl Future<Output = Result<(), RuntimeError>> + Send + 'static,
+        tasks: &Tasks,
+    ) -> Self {
+        Inline {
+            guest: Some(Box::pin(guest)),
+            tasks: tasks.clone(),
+        }
+    }
+
+    /// Runs the guest until it has handed over its head (through `head`) or ended without
+    /// one. A guest that panics ends in an error, as its own task would have.
+    async fn until_head(&mut self, mut head: tokio::sync::oneshot::Receiver<Head>) -> Answer {
+        // Set if the guest dropped its response-outparam unset: only its end can come then.
+        let mut head_gone = false;
+        let mut answered = None;
+        let ended = std::future::poll_fn(|cx| {
+            let guest = self
+                .guest
+                .as_mut()
+                .expect("polled until it ends, not after");
+            let polled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guest.as_mut().poll(cx)));
+            match polled {
+                Ok(Poll::Ready(result)) => return Poll::Ready(Some(result)),
+                Err(_) => {
+                    let panicked = RuntimeError::Host("the invocation panicked".into());
+                    return Poll::Ready(Some(Err(panicked)));
+                }
+                Ok(Poll::Pending) => {}
+            }
+            if !head_gone {
+                match Pin::new(&mut head).poll(cx) {
+                    Poll::Ready(Ok(h)) => {
+                        answered = Some(h);
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Err(_)) => head_gone = true,
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match ended {
+            Some(result) => {
+                self.guest = None;
+                match head.try_recv() {
+                    Ok(h) => Answer::Head(h),
+                    Err(_) => Answer::Ended(result),
+                }
+            }
+            None => {
+                if let Some(guest) = self.guest.take() {
+                    self.tasks.spawn_joined(guest);
+                }
+                Answer::Head(
+                    answered.expect("set when the poll above ends without the guest's end"),
+                )
+            }
+        }
+    }
+}
+
+/// How a guest's run answered its request.
+enum Answer {
+    /// With a head (or an error code in its place); its body streams from the guest.
+    Head(Head),
+    /// The guest ended without handing over a head.
+    Ended(Result<(), RuntimeError>),
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        // The request was dropped (its client went away) before the guest's head.
+        if let Some(guest) = self.guest.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            self.tasks.spawn_joined(guest);
+        }
+    }
+}
+
 impl Runtime {
     /// Runs one request through a fresh instance of `pre` in the instance slot `slot`, or
     /// through the instance that comes with the slot (a function deployed with `--reuse`), and
     /// keeps the instance for the function's next request if the slot says so and it may serve
     /// more.
     ///
-    /// The guest runs in its own task so it can keep streaming the body after the head is sent;
-    /// the instance slot is held until the guest returns. The request's body is read by the
+    /// The guest runs in this request's task until it hands over its response head, and in
+    /// its own task after that ([`Inline`]), so it can keep streaming the body; the instance
+    /// slot is held until the guest returns. The request's body is read by the
     /// guest as it reads it: nothing here buffers it.
     pub async fn handle_http<B>(
         &self,
@@ -223,7 +325,7 @@ impl Runtime {
         let metrics = self.metrics.clone();
         let idle = self.idle.clone();
         let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
-        let task = self.tasks.spawn_joined(async move {
+        let guest = async move {
             let result = with_deadline(limits, async {
                 let proxy = match warm_proxy {
                     Some(proxy) => proxy,
@@ -268,28 +370,23 @@ impl Runtime {
                     result.map(drop)
                 }
             }
-        });
-
-        match rx.await {
-            // The head is out; the guest's task goes on streaming the body by itself.
-            Ok(Ok(response)) => Ok(response.map(|inner| GuestBody {
+        };
+        let mut guest = Inline::new(guest, &self.tasks);
+        match guest.until_head(rx).await {
+            // The head is out; whatever is left of the guest streams the body by itself.
+            Answer::Head(Ok(response)) => Ok(response.map(|inner| GuestBody {
                 inner,
                 outcome: Some(outcome),
             })),
-            Ok(Err(code)) => Err(RuntimeError::Guest {
+            Answer::Head(Err(code)) => Err(RuntimeError::Guest {
                 function: function.clone(),
                 message: format!("the handler answered with the error code {code:?}"),
             }),
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(RuntimeError::Guest {
-                    function: function.clone(),
-                    message: "the handler returned without setting a response".into(),
-                }),
-                Ok(Err(e)) => Err(e),
-                Err(join) => Err(RuntimeError::Host(format!(
-                    "the invocation task failed: {join}"
-                ))),
-            },
+            Answer::Ended(Ok(())) => Err(RuntimeError::Guest {
+                function: function.clone(),
+                message: "the handler returned without setting a response".into(),
+            }),
+            Answer::Ended(Err(e)) => Err(e),
         }
     }
 }

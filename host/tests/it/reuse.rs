@@ -308,3 +308,24 @@ async fn an_instance_that_keeps_every_request_is_reused_only_up_to_the_bound() {
     );
     assert_eq!(get("/served").await, (StatusCode::OK, "served=1".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_whose_client_goes_away_before_its_answer_runs_to_its_end() {
+    let n = TestNode::start().await;
+    n.deploy_ok("a", guest("guest-memo"), &[("reuse", "10")])
+        .await;
+    // The client gives up on a request that computes for 1.5 s before answering...
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .get(format!("{}/fn/a/work/1500", n.url))
+        .send()
+        .await;
+    assert!(gone.is_err_and(|e| e.is_timeout()), "the client went away");
+    // ...and the guest still runs to its end (an instance cut short would not be kept): the
+    // next request is its instance's second.
+    settled(&n).await;
+    assert_eq!(memo(&n, "a", "recall").await, "served=2 seen=");
+}
