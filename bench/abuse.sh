@@ -10,7 +10,7 @@
 #   WEFT_BIN=target/release/weft bench/abuse.sh   # a prebuilt weft
 #
 # The node runs with its default limits (header_timeout 10 s, max_header_bytes 16 KiB,
-# max_request_body 10 MiB, max_connections 1024). Needs: wrk (apt-get install wrk), python3.
+# max_request_body 1 GiB, max_connections 1024). Needs: wrk (apt-get install wrk), python3.
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-20s}
