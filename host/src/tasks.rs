@@ -45,6 +45,12 @@ impl Tasks {
         self.tracker.spawn(work)
     }
 
+    /// `work`, counted among the node's tasks for as long as it lives, wherever it is polled:
+    /// [`Tasks::stop`] waits for it too.
+    pub fn track<F: Future>(&self, work: F) -> tokio_util::task::task_tracker::TrackedFuture<F> {
+        self.tracker.track_future(work)
+    }
+
     /// The node's cancellation token.
     pub fn token(&self) -> &CancellationToken {
         &self.cancel

@@ -162,10 +162,16 @@ type Head = Result<
 >;
 
 /// A guest's run, polled by the request that started it until the guest hands over its
-/// response head: a guest that answers at once (most do) runs to its end without a task of
-/// its own, and without another worker thread woken to run it and then to wake the request.
-/// Whatever is left of it after the head (streaming the body) goes on in its own task, as
-/// does a guest whose client went away before the head: a guest always runs to its end.
+/// response head: a guest that ends in the poll in which it hands its head over (most do)
+/// runs to its end without a task of its own, and without another worker thread woken to run
+/// it and then to wake the request. Whatever is left of it after the head (streaming the body)
+/// goes on in its own task, as does a guest whose client went away before the head, so while
+/// the node runs a guest always runs to its end. The run is counted among the node's tasks
+/// wherever it is polled, so that shutdown waits for it.
+///
+/// The head goes out when the guest next yields after handing it over: at once for a guest
+/// that ends or waits for I/O, and within one epoch tick (`[runtime] epoch_tick`) for one
+/// that computes on, as the deadline's check yields at each tick.
 struct Inline {
     guest: Option<GuestRun>,
     tasks: Tasks,
@@ -177,7 +183,7 @@ impl Inline {
         tasks: &Tasks,
     ) -> Self {
         Inline {
-            guest: Some(Box::pin(guest)),
+            guest: Some(Box::pin(tasks.track(guest))),
             tasks: tasks.clone(),
         }
     }
@@ -197,8 +203,11 @@ impl Inline {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guest.as_mut().poll(cx)));
             match polled {
                 Ok(Poll::Ready(result)) => return Poll::Ready(Some(result)),
-                Err(_) => {
-                    let panicked = RuntimeError::Host("the invocation panicked".into());
+                Err(panic) => {
+                    let said = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let panicked = RuntimeError::Host(format!("the invocation panicked: {said}"));
                     return Poll::Ready(Some(Err(panicked)));
                 }
                 Ok(Poll::Pending) => {}

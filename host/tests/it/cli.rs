@@ -4,7 +4,7 @@ use std::process::Output;
 
 use weft_host::plugins;
 
-use crate::harness::{TestNode, guest, output_within};
+use crate::harness::{TestNode, guest, output_within, wait_for};
 
 /// How long one CLI command may take (the slowest runs a map/reduce job).
 const COMMAND: std::time::Duration = std::time::Duration::from_secs(120);
@@ -628,12 +628,17 @@ async fn settings_come_from_the_file_then_variables_then_flags() {
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no URL in {line:?}"));
-    let members: serde_json::Value = reqwest::get(format!("{url}/v1/members"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The node lists itself once its membership has started, which can be after it serves.
+    let members = wait_for(COMMAND, "the node among its members", || async {
+        let members: serde_json::Value = reqwest::get(format!("{url}/v1/members"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        members["members"].get(0).is_some().then_some(members)
+    })
+    .await;
     let me = &members["members"][0];
     assert_eq!(
         me["tags"],
