@@ -188,6 +188,16 @@ impl Inline {
         }
     }
 
+    /// Moves what is left of the guest's run, if anything, to a task of its own (none once the
+    /// node's runtime is gone: the run is dropped with it).
+    fn hand_over(&mut self) {
+        if let Some(guest) = self.guest.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            self.tasks.spawn_joined(guest);
+        }
+    }
+
     /// Runs the guest until it has handed over its head (through `head`) or ended without
     /// one. A guest that panics ends in an error, as its own task would have.
     async fn until_head(&mut self, mut head: tokio::sync::oneshot::Receiver<Head>) -> Answer {
@@ -234,9 +244,7 @@ impl Inline {
                 }
             }
             None => {
-                if let Some(guest) = self.guest.take() {
-                    self.tasks.spawn_joined(guest);
-                }
+                self.hand_over();
                 Answer::Head(
                     answered.expect("set when the poll above ends without the guest's end"),
                 )
@@ -255,12 +263,8 @@ enum Answer {
 
 impl Drop for Inline {
     fn drop(&mut self) {
-        // The request was dropped (its client went away) before the guest's head.
-        if let Some(guest) = self.guest.take()
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            self.tasks.spawn_joined(guest);
-        }
+        // Still here: the request was dropped (its client went away) before the guest's head.
+        self.hand_over();
     }
 }
 
