@@ -65,3 +65,25 @@ impl Tasks {
             .is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_waits_for_a_tracked_future_wherever_it_is_polled() {
+        let tasks = Tasks::new(CancellationToken::new());
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        // Polled by a task the tracker did not start, as a guest run in its request's task is.
+        let polled = tokio::spawn(tasks.track(async move {
+            let _ = gone.await;
+        }));
+        assert!(
+            !tasks.stop(Duration::from_millis(50)).await,
+            "stop waits while it lives"
+        );
+        go.send(()).unwrap();
+        polled.await.unwrap();
+        assert!(tasks.stop(Duration::from_secs(10)).await);
+    }
+}
