@@ -14,6 +14,12 @@
 //! without one.
 //! Idle instances keep their instance slot; a request that finds no free slot takes one from
 //! the idle instance unused the longest.
+//!
+//! An instance is back in the pool before its answer goes out when its guest ends in the poll
+//! in which it hands over its head (`http::Inline`), as a handler that returns its whole
+//! response does; one that yields after its head (to stream its body, to wait for I/O, or at
+//! an epoch tick) is back only when it ends, and a request sent the moment its answer arrives
+//! may get a fresh instance.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
