@@ -172,19 +172,20 @@ type Head = Result<
 /// The head goes out when the guest next yields after handing it over: at once for a guest
 /// that ends or waits for I/O, and within one epoch tick (`[runtime] epoch_tick`) for one
 /// that computes on, as the deadline's check yields at each tick.
-struct Inline {
+struct Inline<'a> {
     guest: Option<GuestRun>,
-    tasks: Tasks,
+    /// Borrowed, not cloned: a clone of the node's cancellation token takes its lock.
+    tasks: &'a Tasks,
 }
 
-impl Inline {
+impl<'a> Inline<'a> {
     fn new(
         guest: impl Future<Output = Result<(), RuntimeError>> + Send + 'static,
-        tasks: &Tasks,
+        tasks: &'a Tasks,
     ) -> Self {
         Inline {
             guest: Some(Box::pin(tasks.track(guest))),
-            tasks: tasks.clone(),
+            tasks,
         }
     }
 
@@ -261,7 +262,7 @@ enum Answer {
     Ended(Result<(), RuntimeError>),
 }
 
-impl Drop for Inline {
+impl Drop for Inline<'_> {
     fn drop(&mut self) {
         // Still here: the request was dropped (its client went away) before the guest's head.
         self.hand_over();
