@@ -6,9 +6,12 @@
 #   - `weft node`, the same component deployed with `--reuse 1000000`,
 #   - `wasmtime serve` (wasmtime-cli 48.0.8), a fresh instance per request,
 # and, for `hello`, a plain axum handler answering the same text (bench/axum-hello): the HTTP
-# limit on this machine. Prints requests/s of each side and the ratios issue 17 asks for.
+# limit on this machine. Prints requests/s of each side and the ratios issue 17 asks for, and
+# the CPU time each server spent per request (user + system, from /proc/PID/stat around each
+# wrk run), which does not depend on how the cores are shared with the load generator.
 #
 #   bench/compare-serve.sh                       # 3 rounds of 10 s each, 8 connections
+#   PIN=1 bench/compare-serve.sh                 # servers on CPU 0 only, wrk on CPU 1 only
 #   ROUNDS=5 DURATION=20s CONNS=32 bench/compare-serve.sh
 #   COMPONENTS="hello py" bench/compare-serve.sh
 #   WEFT_BIN=/tmp/before/release/weft bench/compare-serve.sh   # a prebuilt weft
@@ -33,13 +36,23 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-8}
 THREADS=${THREADS:-1}
 COMPONENTS=${COMPONENTS:-hello js py}
+# PIN=1: every server runs on SERVER_CPUS and wrk on LOAD_CPUS (taskset), so the load
+# generator never takes CPU from the server it measures. Unpinned (the default), all share.
+PIN=${PIN:-}
+SERVER_CPUS=${SERVER_CPUS:-0}
+LOAD_CPUS=${LOAD_CPUS:-1}
+on_server=() on_load=()
+if [ -n "$PIN" ]; then
+  command -v taskset >/dev/null || { echo "taskset is missing (apt-get install util-linux)" >&2; exit 1; }
+  on_server=(taskset -c "$SERVER_CPUS") on_load=(taskset -c "$LOAD_CPUS")
+fi
 # shellcheck source=bench/clusters.sh
 source "$(dirname "$0")/clusters.sh" wrk node npm
 GUESTS=${GUESTS:-$root/target/bench-guests}
 WASMTIME=${WASMTIME:-$(command -v wasmtime || true)}
 [ -n "$WASMTIME" ] || { echo "wasmtime is missing: cargo install wasmtime-cli --version 48.0.8 --locked" >&2; exit 1; }
 "$WASMTIME" --version | grep -q '^wasmtime 48\.' || echo "warning: $("$WASMTIME" --version) is not 48.x" >&2
-echo "weft: $weft_desc; $("$WASMTIME" --version); $(date -u +%FT%TZ)"
+echo "weft: $weft_desc; $("$WASMTIME" --version); $(date -u +%FT%TZ)${PIN:+; servers on CPU $SERVER_CPUS, wrk on CPU $LOAD_CPUS}"
 
 hello="$root/target/wasm-guests/wasm32-wasip2/release/hello.wasm"
 [ -f "$hello" ] || cargo build --release -q -p weft-host
@@ -117,10 +130,11 @@ component() { case $1 in hello) echo "$hello" ;; js) echo "$GUESTS/hello-js.wasm
 
 # --- The servers ---------------------------------------------------------------------------
 weft_port=$(free_port)
-WEFT_LOG=warn "$weft" node --data-dir "$tmp/weft" --http "127.0.0.1:$weft_port" --listen 127.0.0.1:0 >"$tmp/weft.log" 2>&1 &
+WEFT_LOG=warn "${on_server[@]}" "$weft" node --data-dir "$tmp/weft" --http "127.0.0.1:$weft_port" --listen 127.0.0.1:0 >"$tmp/weft.log" 2>&1 &
 pids+=($!)
+weft_pid=$!
 until_ok "weft node" 30 curl -fs "http://127.0.0.1:$weft_port/healthz"
-declare -A url
+declare -A url pid
 for c in $COMPONENTS; do
   f=$(component "$c")
   printf '%s: %s bytes\n' "$c" "$(stat -c %s "$f")"
@@ -128,11 +142,12 @@ for c in $COMPONENTS; do
   WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$f" --name "$c-reuse" --reuse 1000000 >/dev/null
   url[$c.weft]="http://127.0.0.1:$weft_port/fn/$c/bench"
   url[$c.reuse]="http://127.0.0.1:$weft_port/fn/$c-reuse/bench"
+  pid[$c.weft]=$weft_pid pid[$c.reuse]=$weft_pid
   port=$(free_port)
-  "$WASMTIME" serve -S cli \
+  "${on_server[@]}" "$WASMTIME" serve -S cli \
     -O pooling-allocator=y,pooling-memory-keep-resident=8388608,pooling-table-keep-resident=16384,pooling-pagemap-scan=y \
     --addr "127.0.0.1:$port" "$f" >"$tmp/wasmtime-$c.log" 2>&1 &
-  pids+=($!)
+  pids+=($!) pid[$c.wasmtime]=$!
   until_ok "wasmtime serve $c" 60 curl -fs "http://127.0.0.1:$port/bench"
   url[$c.wasmtime]="http://127.0.0.1:$port/bench"
   for side in weft reuse wasmtime; do
@@ -142,38 +157,50 @@ done
 sides_of() { if [ "$1" = hello ]; then echo "weft reuse wasmtime axum"; else echo "weft reuse wasmtime"; fi; }
 case " $COMPONENTS " in *" hello "*)
   port=$(free_port)
-  "$axum" "127.0.0.1:$port" &
-  pids+=($!)
+  "${on_server[@]}" "$axum" "127.0.0.1:$port" &
+  pids+=($!) pid[hello.axum]=$!
   until_ok "axum-hello" 30 curl -fs "http://127.0.0.1:$port/fn/hello/bench"
   url[hello.axum]="http://127.0.0.1:$port/fn/hello/bench"
   [ "$(curl -fs "${url[hello.axum]}")" = "$(curl -fs "${url[hello.weft]}")" ] || { echo "axum-hello answers differently" >&2; exit 1; } ;;
 esac
 
 # --- The load --------------------------------------------------------------------------------
-rps() {
-  local out
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$1")
+# cpu_ticks PID: the user and system time PID has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
+# run URL PID: prints requests/s and the server's CPU microseconds per request.
+run() {
+  local out before after
+  before=$(cpu_ticks "$2")
+  out=$("${on_load[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$1")
+  after=$(cpu_ticks "$2")
   if grep -q 'Non-2xx' <<<"$out"; then echo "$1: $(grep 'Non-2xx' <<<"$out")" >&2; exit 1; fi
-  awk '/Requests\/sec/ {print $2}' <<<"$out"
+  awk -v ticks=$((after - before)) -v tick="$tick" '
+    /requests in/ {n = $1}
+    /Requests\/sec/ {rps = $2}
+    END {printf "%s %.1f\n", rps, ticks / tick * 1e6 / n}' <<<"$out"
 }
 results="$tmp/results"
 : >"$results"
 for r in $(seq 1 "$ROUNDS"); do
   for c in $COMPONENTS; do
     for side in $(sides_of "$c"); do
-      v=$(rps "${url[$c.$side]}")
-      printf '%s %s %s %s\n' "$r" "$c" "$side" "$v" >>"$results"
-      printf 'round %d  %-5s  %-8s  %10.0f req/s\n' "$r" "$c" "$side" "$v"
+      read -r v cpu < <(run "${url[$c.$side]}" "${pid[$c.$side]}")
+      printf '%s %s %s %s %s\n' "$r" "$c" "$side" "$v" "$cpu" >>"$results"
+      printf 'round %d  %-5s  %-8s  %10.0f req/s  %8.1f µs of server CPU per request\n' "$r" "$c" "$side" "$v" "$cpu"
     done
   done
 done
 python3 - "$results" <<'PY'
 import collections, statistics, sys
 runs = collections.defaultdict(list)
+cpus = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    _, c, side, v = line.split()
+    _, c, side, v, cpu = line.split()
     runs[(c, side)].append(float(v))
+    cpus[(c, side)].append(float(cpu))
 m = {k: statistics.median(v) for k, v in runs.items()}
+u = {k: statistics.median(v) for k, v in cpus.items()}
 print("\nmedians (req/s) and ratios")
 print(f"{'component':<10}{'weft':>10}{'weft --reuse':>14}{'wasmtime serve':>16}{'axum':>10}"
       f"{'weft/wasmtime':>15}{'weft/axum':>11}{'reuse/fresh':>13}")
@@ -182,4 +209,12 @@ for c in dict.fromkeys(c for c, _ in m):
     fmt = lambda x: f"{x:.0f}" if x else "-"
     print(f"{c:<10}{fmt(w):>10}{fmt(r):>14}{fmt(t):>16}{fmt(a):>10}"
           f"{w / t:>15.2f}{(f'{w / a:.2f}' if a else '-'):>11}{r / w:>13.1f}")
+print("\nmedian server CPU per request (µs; user + system) and its ratios (higher is better for weft)")
+print(f"{'component':<10}{'weft':>10}{'weft --reuse':>14}{'wasmtime serve':>16}{'axum':>10}"
+      f"{'wasmtime/weft':>15}{'axum/weft':>11}{'fresh/reuse':>13}")
+for c in dict.fromkeys(c for c, _ in u):
+    w, r, t, a = (u.get((c, s)) for s in ("weft", "reuse", "wasmtime", "axum"))
+    fmt = lambda x: f"{x:.1f}" if x else "-"
+    print(f"{c:<10}{fmt(w):>10}{fmt(r):>14}{fmt(t):>16}{fmt(a):>10}"
+          f"{t / w:>15.2f}{(f'{a / w:.2f}' if a else '-'):>11}{w / r:>13.1f}")
 PY
