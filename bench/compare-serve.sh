@@ -3,12 +3,13 @@
 # three components (Rust `hello`; a JavaScript hello built with componentize-js; a Python hello
 # built with componentize-py), each served by
 #   - `weft node`, a fresh instance per request (the default),
-#   - `weft node`, the same component deployed with `--reuse 1000000`,
+#   - another `weft node`, the same component deployed with `--reuse 1000000`,
 #   - `wasmtime serve` (wasmtime-cli 48.0.8), a fresh instance per request,
 # and, for `hello`, a plain axum handler answering the same text (bench/axum-hello): the HTTP
-# limit on this machine. Prints requests/s of each side and the ratios issue 17 asks for, and
-# the CPU time each server spent per request (user + system, from /proc/PID/stat around each
-# wrk run), which does not depend on how the cores are shared with the load generator.
+# limit on this machine. Every side is a process of its own, serving one component.
+# Prints requests/s of each side and the ratios issue 17 asks for, and the CPU time each
+# server spent per request (user + system, from /proc/PID/stat around each wrk run), which
+# does not depend on how the cores are shared with the load generator.
 #
 #   bench/compare-serve.sh                       # 3 rounds of 10 s each, 8 connections
 #   PIN=1 bench/compare-serve.sh                 # servers on CPU 0 only, wrk on CPU 1 only
@@ -129,20 +130,26 @@ case " $COMPONENTS " in *" js "* | *" py "*) build_guests ;; esac
 component() { case $1 in hello) echo "$hello" ;; js) echo "$GUESTS/hello-js.wasm" ;; py) echo "$GUESTS/hello-py.wasm" ;; esac; }
 
 # --- The servers ---------------------------------------------------------------------------
-weft_port=$(free_port)
-WEFT_LOG=warn "${on_server[@]}" "$weft" node --data-dir "$tmp/weft" --http "127.0.0.1:$weft_port" --listen 127.0.0.1:0 >"$tmp/weft.log" 2>&1 &
-pids+=($!)
-weft_pid=$!
-until_ok "weft node" 30 curl -fs "http://127.0.0.1:$weft_port/healthz"
+# weft_side NAME COMPONENT [DEPLOY ARGS...]: a `weft node` of its own serving COMPONENT as
+# NAME, as `wasmtime serve` gets a process of its own per component. Sets url and pid.
+# (Sides share no node: a node where a reused instance of a large component has run spends
+# more CPU on that component's fresh instances; bench/RESULTS.md, session 27.)
 declare -A url pid
+weft_side() {
+  local side=$1 f=$2 port dir
+  shift 2
+  port=$(free_port) dir="$tmp/weft-$side"
+  WEFT_LOG=warn "${on_server[@]}" "$weft" node --data-dir "$dir" --http "127.0.0.1:$port" --listen 127.0.0.1:0 >"$dir.log" 2>&1 &
+  pids+=($!) pid[$side]=$!
+  until_ok "weft node for $side" 30 curl -fs "http://127.0.0.1:$port/healthz"
+  WEFT_TOKEN=$(cat "$dir/token") "$weft" --node "http://127.0.0.1:$port" deploy "$f" --name "${side%%.*}" "$@" >/dev/null
+  url[$side]="http://127.0.0.1:$port/fn/${side%%.*}/bench"
+}
 for c in $COMPONENTS; do
   f=$(component "$c")
   printf '%s: %s bytes\n' "$c" "$(stat -c %s "$f")"
-  WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$f" --name "$c" >/dev/null
-  WEFT_TOKEN=$(cat "$tmp/weft/token") "$weft" --node "http://127.0.0.1:$weft_port" deploy "$f" --name "$c-reuse" --reuse 1000000 >/dev/null
-  url[$c.weft]="http://127.0.0.1:$weft_port/fn/$c/bench"
-  url[$c.reuse]="http://127.0.0.1:$weft_port/fn/$c-reuse/bench"
-  pid[$c.weft]=$weft_pid pid[$c.reuse]=$weft_pid
+  weft_side "$c.weft" "$f"
+  weft_side "$c.reuse" "$f" --reuse 1000000
   port=$(free_port)
   "${on_server[@]}" "$WASMTIME" serve -S cli \
     -O pooling-allocator=y,pooling-memory-keep-resident=8388608,pooling-table-keep-resident=16384,pooling-pagemap-scan=y \
