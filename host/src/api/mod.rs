@@ -311,6 +311,13 @@ pub fn router(app: Arc<App>) -> Router {
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     // Each subsystem renders its own.
     let mut text = app.metrics.render(app.runtime.live_instances());
+    crate::metrics::single(
+        &mut text,
+        "weft_runtime_workers",
+        crate::metrics::Kind::Gauge,
+        "Threads of the async runtime serving this node (worker_threads).",
+        tokio::runtime::Handle::current().metrics().num_workers(),
+    );
     app.cluster.membership.members().render_metrics(&mut text);
     app.cluster.transport.render_metrics(&mut text);
     app.cluster.replication.status().render_metrics(&mut text);

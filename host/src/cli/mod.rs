@@ -322,10 +322,15 @@ pub fn main() -> ExitCode {
         Command::Demo { verbose: false, .. } => {}
         _ => init_tracing("warn", None),
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // A node's settings say how many threads its runtime has. A file that does not read is
+    // reported when the node starts, below.
+    if let Command::Node(args) = &cli.command
+        && let Some(n) = args.config().ok().and_then(|c| c.worker_threads)
     {
+        builder.worker_threads(n.get());
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");

@@ -28,6 +28,10 @@ pub(super) struct NodeArgs {
     /// The HTTP API's address [key: http; default 127.0.0.1:7070].
     #[arg(long, env = "WEFT_HTTP")]
     http: Option<SocketAddr>,
+    /// Threads of the node's async runtime, which serve HTTP and run guests
+    /// [key: worker_threads; default one per CPU].
+    #[arg(long, env = "WEFT_WORKER_THREADS")]
+    worker_threads: Option<std::num::NonZeroUsize>,
     /// The cluster directory (`weft cluster init`); without one the node is a cluster of its
     /// own [key: cluster.dir].
     #[arg(long, env = "WEFT_CLUSTER")]
@@ -137,6 +141,7 @@ impl NodeArgs {
         };
         set(&mut c.data_dir, &self.data_dir);
         set(&mut c.http, &self.http);
+        set_some(&mut c.worker_threads, &self.worker_threads);
         set_some(&mut c.cluster.dir, &self.cluster);
         set_some(&mut c.cluster.name, &self.name);
         set(&mut c.cluster.listen, &self.listen);

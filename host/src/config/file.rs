@@ -163,6 +163,7 @@ mod tests {
         );
         // The optional keys are there too, commented out.
         for key in [
+            "# worker_threads =",
             "# dir =",
             "# name =",
             "# advertise =",

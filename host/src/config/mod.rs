@@ -44,6 +44,14 @@ pub struct NodeConfig {
     /// The first requests after start pay a page fault per page of code they are first to run.
     /// Nodes started in-process (tests, `weft demo`) never do this.
     pub release_startup_code: bool,
+    /// Threads of `weft node`'s async runtime, which serve HTTP and run guests. Default: one
+    /// per CPU the node may use. Fewer can be faster for large components run fresh for every
+    /// request (JavaScript, Python): every copy-on-write fault in an instance's memory makes the
+    /// kernel flush the TLB of each other CPU running a thread of the node, and a fresh
+    /// JavaScript request took about 2.5 times less CPU with one thread than with two on a
+    /// 2-core machine (bench/RESULTS.md, session 27), at the cost of serving from one core.
+    /// Nodes started in-process (tests, `weft demo`) run on their caller's runtime instead.
+    pub worker_threads: Option<NonZeroUsize>,
     /// Limits on what clients may send.
     pub limits: Limits,
     /// The Wasm runtime.
@@ -73,6 +81,7 @@ impl Default for NodeConfig {
             data_dir: default_data_dir(),
             http: SocketAddr::from(([127, 0, 0, 1], 7070)),
             release_startup_code: false,
+            worker_threads: None,
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
             cluster: ClusterConfig::default(),

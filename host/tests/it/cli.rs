@@ -578,10 +578,13 @@ async fn settings_come_from_the_file_then_variables_then_flags() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("weft.toml");
+    // Never the default (one per CPU), whatever the machine.
+    let workers = std::thread::available_parallelism().unwrap().get() + 1;
     std::fs::write(
         &file,
         format!(
-            "data_dir = {:?}\nhttp = \"127.0.0.1:1\"\n\n[runtime]\nmax_instances = 17\n\n\
+            "data_dir = {:?}\nhttp = \"127.0.0.1:1\"\nworker_threads = {workers}\n\n\
+             [runtime]\nmax_instances = 17\n\n\
              [cluster]\nlisten = \"127.0.0.1:0\"\ntags = [\"from-file\"]\n\n\
              [cluster.locks]\ndefault_lease = \"30s\"\nlock_delay = \"3s\"\n\n\
              [replication]\ndefault = \"1/1/1\"\n",
@@ -646,6 +649,18 @@ async fn settings_come_from_the_file_then_variables_then_flags() {
         "{members}"
     );
     assert_eq!(me["capacity"], 17, "{members}");
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("weft_runtime_workers {workers}")),
+        "the file's worker_threads is used: {metrics}"
+    );
     assert!(
         dir.path().join("data/token").exists(),
         "the file's data_dir is used"
