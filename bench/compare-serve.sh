@@ -201,27 +201,35 @@ done
 python3 - "$results" <<'PY'
 import collections, statistics, sys
 runs = collections.defaultdict(list)
-cpus = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     _, c, side, v, cpu = line.split()
-    runs[(c, side)].append(float(v))
-    cpus[(c, side)].append(float(cpu))
+    runs[(c, side, "rate")].append(float(v))
+    runs[(c, side, "cpu")].append(float(cpu))
 m = {k: statistics.median(v) for k, v in runs.items()}
-u = {k: statistics.median(v) for k, v in cpus.items()}
-print("\nmedians (req/s) and ratios")
-print(f"{'component':<10}{'weft':>10}{'weft --reuse':>14}{'wasmtime serve':>16}{'axum':>10}"
-      f"{'weft/wasmtime':>15}{'weft/axum':>11}{'reuse/fresh':>13}")
-for c in dict.fromkeys(c for c, _ in m):
-    w, r, t, a = (m.get((c, s)) for s in ("weft", "reuse", "wasmtime", "axum"))
-    fmt = lambda x: f"{x:.0f}" if x else "-"
-    print(f"{c:<10}{fmt(w):>10}{fmt(r):>14}{fmt(t):>16}{fmt(a):>10}"
-          f"{w / t:>15.2f}{(f'{w / a:.2f}' if a else '-'):>11}{r / w:>13.1f}")
-print("\nmedian server CPU per request (µs; user + system) and its ratios (higher is better for weft)")
-print(f"{'component':<10}{'weft':>10}{'weft --reuse':>14}{'wasmtime serve':>16}{'axum':>10}"
-      f"{'wasmtime/weft':>15}{'axum/weft':>11}{'fresh/reuse':>13}")
-for c in dict.fromkeys(c for c, _ in u):
-    w, r, t, a = (u.get((c, s)) for s in ("weft", "reuse", "wasmtime", "axum"))
-    fmt = lambda x: f"{x:.1f}" if x else "-"
-    print(f"{c:<10}{fmt(w):>10}{fmt(r):>14}{fmt(t):>16}{fmt(a):>10}"
-          f"{t / w:>15.2f}{(f'{a / w:.2f}' if a else '-'):>11}{w / r:>13.1f}")
+
+def table(title, what, digits, ratios):
+    """One row per component; `ratios` names three columns and says how each is made of the
+    component's weft, reuse, wasmtime and axum figures (so that above 1 is better for weft)."""
+    print(f"\n{title}")
+    print(f"{'component':<10}{'weft':>10}{'weft --reuse':>14}{'wasmtime serve':>16}{'axum':>10}"
+          + "".join(f"{name:>{width}}" for (name, _), width in zip(ratios, (15, 11, 13))))
+    for c in dict.fromkeys(c for c, _, _ in m):
+        x = [m.get((c, s, what)) for s in ("weft", "reuse", "wasmtime", "axum")]
+        cells = [f"{v:.{digits}f}" if v else "-" for v in x]
+        made = []
+        for _, ratio in ratios:
+            try:
+                made.append(f"{ratio(*x):.2f}")
+            except TypeError:  # no axum side for this component
+                made.append("-")
+        print(f"{c:<10}" + "".join(f"{v:>{w}}" for v, w in zip(cells + made, (10, 14, 16, 10, 15, 11, 13))))
+
+table("medians (req/s) and ratios", "rate", 0, [
+    ("weft/wasmtime", lambda w, r, t, a: w / t),
+    ("weft/axum", lambda w, r, t, a: w / a),
+    ("reuse/fresh", lambda w, r, t, a: r / w)])
+table("median server CPU per request (µs; user + system) and its ratios (higher is better for weft)", "cpu", 1, [
+    ("wasmtime/weft", lambda w, r, t, a: t / w),
+    ("axum/weft", lambda w, r, t, a: a / w),
+    ("fresh/reuse", lambda w, r, t, a: w / r)])
 PY
