@@ -34,17 +34,17 @@ pub struct RuntimeConfig {
     /// the task. A map task's output is held about twice while it is sorted.
     pub max_emit_bytes: NonZeroU64,
     /// Bytes at the start of each pooled linear memory kept resident between instances: the
-    /// pages an instance wrote there are reset to the module's initial contents by copying,
-    /// rather than returned with madvise and faulted back in (copy-on-write) by the next
-    /// instance. Default 8 MiB (128 KiB in the edge profile). With `pagemap_scan` only the
-    /// pages written are reset: those the slot holds a copy of, written by this instance or by
-    /// an earlier one in the slot (wasmtime 48 does not write-protect them between instances,
-    /// so a slot that served a long-lived `--reuse` instance copies back more for every later
-    /// one; bench/RESULTS.md, session 27). Without it (or on a kernel older than 6.7) every
-    /// instance pays a memset of this size, so keep it small there. Larger serves big guests (a JavaScript
-    /// or Python runtime writes a megabyte or more of its memory image per request) without
-    /// page faults; the cost is memory: each slot keeps what its guests wrote in this range
-    /// resident, up to `max_instances` times this size at worst. 0 turns it off.
+    /// pages written there are reset to the module's initial contents by copying, rather than
+    /// returned with madvise and faulted back in (copy-on-write) by the next instance. Default
+    /// 8 MiB (128 KiB in the edge profile). With `pagemap_scan` only the pages written are
+    /// reset: those the slot holds a copy of, written by this instance or by an earlier one in
+    /// the slot (wasmtime 48 does not write-protect them between instances, so a slot that
+    /// served a long-lived `--reuse` instance copies back more for every later one;
+    /// bench/RESULTS.md, session 27). Without it (or on a kernel older than 6.7) every
+    /// instance pays a memset of this size, so keep it small there. Larger serves big guests
+    /// (a JavaScript or Python runtime writes a megabyte or more of its memory image per
+    /// request) without page faults; the cost is memory: each slot keeps what its guests wrote
+    /// in this range resident, up to `max_instances` times this size at worst. 0 turns it off.
     pub memory_keep_resident_bytes: usize,
     /// Whether to find the written pages with Linux's `PAGEMAP_SCAN` (kernel 6.7 or later;
     /// unused elsewhere), so that only those are reset in the kept-resident range (at most 32
