@@ -16,6 +16,7 @@
 #   ROUNDS=5 DURATION=20s CONNS=32 bench/compare-serve.sh
 #   COMPONENTS="hello py" bench/compare-serve.sh
 #   WEFT_BIN=/tmp/before/release/weft bench/compare-serve.sh   # a prebuilt weft
+#   GUEST_PROCESSES=2 COMPONENTS="js py" bench/compare-serve.sh  # Weft's guest processes
 #
 # `wasmtime serve` runs in its best documented configuration for this workload, tuned as
 # Weft's runtime is: the pooling allocator, with the same keep-resident sizes as Weft's
@@ -40,6 +41,9 @@ COMPONENTS=${COMPONENTS:-hello js py}
 # PIN=1: every server runs on SERVER_CPUS and wrk on LOAD_CPUS (taskset), so the load
 # generator never takes CPU from the server it measures. Unpinned (the default), all share.
 PIN=${PIN:-}
+# GUEST_PROCESSES=N: every Weft side runs its WASI-only components in N guest processes
+# (RuntimeConfig::guest_processes); their CPU is counted with the node's.
+GUEST_PROCESSES=${GUEST_PROCESSES:-0}
 SERVER_CPUS=${SERVER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 on_server=() on_load=()
@@ -53,7 +57,7 @@ GUESTS=${GUESTS:-$root/target/bench-guests}
 WASMTIME=${WASMTIME:-$(command -v wasmtime || true)}
 [ -n "$WASMTIME" ] || { echo "wasmtime is missing: cargo install wasmtime-cli --version 48.0.8 --locked" >&2; exit 1; }
 "$WASMTIME" --version | grep -q '^wasmtime 48\.' || echo "warning: $("$WASMTIME" --version) is not 48.x" >&2
-echo "weft: $weft_desc; $("$WASMTIME" --version); $(date -u +%FT%TZ)${PIN:+; servers on CPU $SERVER_CPUS, wrk on CPU $LOAD_CPUS}"
+echo "weft: $weft_desc; $("$WASMTIME" --version); $(date -u +%FT%TZ)${PIN:+; servers on CPU $SERVER_CPUS, wrk on CPU $LOAD_CPUS}; guest processes: $GUEST_PROCESSES"
 
 hello="$root/target/wasm-guests/wasm32-wasip2/release/hello.wasm"
 [ -f "$hello" ] || cargo build --release -q -p weft-host
@@ -139,7 +143,8 @@ weft_side() {
   local side=$1 f=$2 port dir
   shift 2
   port=$(free_port) dir="$tmp/weft-$side"
-  WEFT_LOG=warn "${on_server[@]}" "$weft" node --data-dir "$dir" --http "127.0.0.1:$port" --listen 127.0.0.1:0 >"$dir.log" 2>&1 &
+  WEFT_LOG=warn "${on_server[@]}" "$weft" node --data-dir "$dir" --http "127.0.0.1:$port" --listen 127.0.0.1:0 \
+    --guest-processes "$GUEST_PROCESSES" >"$dir.log" 2>&1 &
   pids+=($!) pid[$side]=$!
   until_ok "weft node for $side" 30 curl -fs "http://127.0.0.1:$port/healthz"
   WEFT_TOKEN=$(cat "$dir/token") "$weft" --node "http://127.0.0.1:$port" deploy "$f" --name "${side%%.*}" "$@" >/dev/null
@@ -172,8 +177,15 @@ case " $COMPONENTS " in *" hello "*)
 esac
 
 # --- The load --------------------------------------------------------------------------------
-# cpu_ticks PID: the user and system time PID has used, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ticks PID: the user and system time PID and its running children (a node's guest
+# processes) have used, in clock ticks.
+cpu_ticks() {
+  local p sum=0
+  for p in "$1" $(pgrep -P "$1" || true); do
+    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$sum"
+}
 tick=$(getconf CLK_TCK)
 # run URL PID: prints requests/s and the server's CPU microseconds per request.
 run() {

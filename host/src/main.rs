@@ -14,6 +14,12 @@ fn main() -> std::process::ExitCode {
     {
         return weft_host::runtime::child_main();
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == weft_host::runtime::GUEST_ARG)
+    {
+        return weft_host::runtime::guest_main();
+    }
     // Compile modules in a child running this same executable (`/proc/self/exe` is the file
     // this process started from, even if an upgrade has replaced it on disk since).
     let exe = if cfg!(target_os = "linux") {
@@ -21,6 +27,8 @@ fn main() -> std::process::ExitCode {
     } else {
         std::env::current_exe().unwrap_or_default()
     };
-    weft_host::runtime::compile_in_child(exe);
+    weft_host::runtime::compile_in_child(exe.clone());
+    // Guest processes (`guest_processes`) run this same executable too.
+    weft_host::runtime::guest_processes_from(exe);
     weft_host::cli::main()
 }

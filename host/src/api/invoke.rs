@@ -200,28 +200,56 @@ async fn call(
         }
         Incoming::Read(bytes) => Body::from(bytes),
     };
-    let slot = app.runtime.slot_for(&name, reuse).await?;
-    // The body streams into the guest as the client sends it.
-    let (body, fault) = Streamed::new(body, limit, app.limits.body_timeout);
-    let request = guest_request(parts, path, body)?;
     let limits = app.runtime.limits(&deployment.limits);
-    let access = Access {
-        kv: Some(KvHandle::new(app.cluster.replication.clone(), ns.clone())),
-        locks: Some(GuestLocks {
-            locks: app.cluster.locks.clone(),
-            scope: ns,
-        }),
-        handler: None,
-        gate: None,
-        fenced: None,
-        finished: None,
-        config: Arc::new(deployment.config.clone()),
-        cgi: None,
+    let config = Arc::new(deployment.config.clone());
+    // The body streams into the guest as the client sends it, from when the guest can start.
+    let body_timeout = app.limits.body_timeout;
+    let streamed = move || {
+        let (body, fault) = Streamed::new(body, limit, body_timeout);
+        guest_request(parts, path, body).map(|request| (request, fault))
     };
-    let answer = app
-        .runtime
-        .handle_http(&name, pre, limits, access, request, slot)
-        .await;
+    // A handler using only WASI runs in a guest process when the node has them.
+    let (answer, fault) = match app.runtime.guest_process(deployment.digest, pre) {
+        Some(process) => {
+            let (request, fault) = streamed()?;
+            let answer = process
+                .handle(
+                    &name,
+                    deployment.digest,
+                    pre,
+                    limits,
+                    reuse,
+                    config,
+                    request,
+                )
+                .await
+                .map(|response| response.map(Body::new));
+            (answer, fault)
+        }
+        None => {
+            let slot = app.runtime.slot_for(&name, reuse).await?;
+            let (request, fault) = streamed()?;
+            let access = Access {
+                kv: Some(KvHandle::new(app.cluster.replication.clone(), ns.clone())),
+                locks: Some(GuestLocks {
+                    locks: app.cluster.locks.clone(),
+                    scope: ns,
+                }),
+                handler: None,
+                gate: None,
+                fenced: None,
+                finished: None,
+                config,
+                cgi: None,
+            };
+            let answer = app
+                .runtime
+                .handle_http(&name, pre, limits, access, request, slot)
+                .await
+                .map(|response| response.map(Body::new));
+            (answer, fault)
+        }
+    };
     // A body that stopped short before the guest answered is what the client is told about:
     // the guest's answer (if any) is its reaction to a failed read.
     if let Some(fault) = fault.get() {
@@ -233,9 +261,7 @@ async fn call(
             }
         });
     }
-    let response = answer
-        .map_err(|e| told(&name, e, deployment.debug))?
-        .map(Body::new);
+    let response = answer.map_err(|e| told(&name, e, deployment.debug))?;
     Ok(ran_here(app, response))
 }
 

@@ -318,6 +318,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Threads of the async runtime serving this node (worker_threads).",
         tokio::runtime::Handle::current().metrics().num_workers(),
     );
+    app.runtime.render_process_metrics(&mut text);
     app.cluster.membership.members().render_metrics(&mut text);
     app.cluster.transport.render_metrics(&mut text);
     app.cluster.replication.status().render_metrics(&mut text);

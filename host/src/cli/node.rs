@@ -32,6 +32,10 @@ pub(super) struct NodeArgs {
     /// [key: worker_threads; default one per CPU].
     #[arg(long, env = "WEFT_WORKER_THREADS")]
     worker_threads: Option<std::num::NonZeroUsize>,
+    /// Processes of one thread each that run the HTTP handlers using only WASI, each in an
+    /// address space of its own [key: runtime.guest_processes; default 0: all in the node].
+    #[arg(long, env = "WEFT_GUEST_PROCESSES")]
+    guest_processes: Option<u32>,
     /// The cluster directory (`weft cluster init`); without one the node is a cluster of its
     /// own [key: cluster.dir].
     #[arg(long, env = "WEFT_CLUSTER")]
@@ -142,6 +146,7 @@ impl NodeArgs {
         set(&mut c.data_dir, &self.data_dir);
         set(&mut c.http, &self.http);
         set_some(&mut c.worker_threads, &self.worker_threads);
+        set(&mut c.runtime.guest_processes, &self.guest_processes);
         set_some(&mut c.cluster.dir, &self.cluster);
         set_some(&mut c.cluster.name, &self.name);
         set(&mut c.cluster.listen, &self.listen);

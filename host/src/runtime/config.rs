@@ -68,6 +68,17 @@ pub struct RuntimeConfig {
     /// that finds none free.
     #[serde(with = "crate::millis")]
     pub reuse_idle: Duration,
+    /// Processes of one thread each that serve the HTTP handlers using only WASI (no Weft
+    /// key-value, lock or log import: the components of other toolchains, such as JavaScript
+    /// and Python ones), each in an address space of its own. Default 0: every guest runs in
+    /// the node. One per CPU serves large components run fresh faster (a copy-on-write fault
+    /// in a process running on several CPUs interrupts each of them to flush its TLB;
+    /// bench/RESULTS.md, session 28), at the cost of a hop over a Unix socket per request
+    /// (a small handler is slower for it), a copy of each such module's code per process,
+    /// and `max_instances` slots per process. A process that dies is started again; while
+    /// none is ready, requests run in the node. `/metrics` counts them
+    /// (`weft_guest_processes`).
+    pub guest_processes: u32,
     /// Test only (`test-switches`): keep idle instances by module instead of by function and
     /// deployment, so that another function of the same module takes them (and sees what they
     /// hold), to show that the isolation test fails without the separation.
@@ -91,6 +102,7 @@ impl Default for RuntimeConfig {
             table_keep_resident_bytes: 16 << 10,
             compiled_cache_bytes: 1 << 30,
             reuse_idle: Duration::from_secs(30),
+            guest_processes: 0,
             #[cfg(feature = "test-switches")]
             unsafe_share_instances_across_functions: false,
         }

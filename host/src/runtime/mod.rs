@@ -13,6 +13,7 @@ mod config;
 mod holding;
 mod http;
 mod locks;
+mod process;
 mod reuse;
 mod slots;
 mod standard;
@@ -36,6 +37,7 @@ pub use child::{CHILD_ARG, child_main, compile_in_child};
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use holding::{GuestLocks, HandlerLock};
 pub use http::{BodyFault, HttpResponse};
+pub use process::{GUEST_ARG, GuestProcess, guest_main, guest_processes_from};
 pub use reuse::Reuse;
 pub use slots::Slot;
 pub use state::{Access, GuestState, MAX_HELD_RESOURCES};
@@ -46,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::tasks::Tasks;
 
 /// Why compiling, instantiating or running a guest failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RuntimeError {
     /// The bytes are not a valid Wasm component.
     #[error("not a valid WebAssembly component: {0}")]
@@ -202,6 +204,8 @@ pub struct Runtime {
     tasks: Tasks,
     /// Instances kept for the next request of functions deployed with `--reuse`.
     idle: Arc<reuse::IdlePool>,
+    /// The guest processes that serve WASI-only HTTP handlers (`guest_processes`).
+    processes: Option<Arc<process::Processes>>,
 }
 
 /// The engine's configuration for `config`: the node's engine and a compiler child's are built
@@ -259,6 +263,7 @@ impl Runtime {
         let http_linker = state::http_linker(&engine)?;
         let task_linker = state::task_linker(&engine)?;
         let wagi_linker = state::wagi_linker(&engine)?;
+        let processes = process::Processes::start(&config, &cache_dir, &engine, &tasks)?;
         let cache = cache::ArtifactCache::new(
             &engine,
             cache_dir,
@@ -313,6 +318,7 @@ impl Runtime {
             ticker_stop,
             tasks,
             idle,
+            processes,
         })
     }
 

@@ -16,6 +16,7 @@ mod faults;
 mod fencing;
 mod functions;
 mod gateway;
+mod guest_processes;
 mod identity;
 mod job_faults;
 mod jobs;

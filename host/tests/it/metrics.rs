@@ -45,6 +45,7 @@ const TEST_SOURCES: &[&str] = &[
     include_str!("fencing.rs"),
     include_str!("functions.rs"),
     include_str!("gateway.rs"),
+    include_str!("guest_processes.rs"),
     include_str!("identity.rs"),
     include_str!("job_faults.rs"),
     include_str!("jobs.rs"),

@@ -1,0 +1,681 @@
+//! Serving HTTP handlers in guest processes, one address space per process.
+//!
+//! With `guest_processes = N` (RuntimeConfig), the node starts N copies of its own executable
+//! as `weft __weft-guest-process`, each with one thread, and sends them the requests of HTTP
+//! handlers that use nothing but WASI (no Weft key-value, lock or log import): the components
+//! of other toolchains, such as componentize-js's and componentize-py's. Why: every instance's
+//! first writes to its memory image are copy-on-write faults, and a fault in a process whose
+//! threads run on several CPUs sends a TLB shootdown to each of the others. A fresh JavaScript
+//! instance took 1,792 µs of CPU in a two-thread node on two CPUs against 687 µs in a node on
+//! one (bench/RESULTS.md, session 27). Processes of one thread each use every CPU and send none.
+//!
+//! Each process is joined to the node by a Unix socket pair (the child's stdin), carrying one
+//! HTTP/2 connection: the node is its client, the child serves it. A request carries its call
+//! (function, module, limits, reuse, configuration) in [`CALL_HEADER`]; a module reaches a child
+//! once, as its compiled artifact (`PUT /module/{digest}`), before the first request that needs
+//! it. A failure before the response head comes back as a [`RuntimeError`] (status 500 and
+//! [`FAILED_HEADER`]), so the node answers and counts it as it would its own; a failure after
+//! it cuts the response body, as on the node. A child that dies is started again (its
+//! in-flight requests fail with an error naming it); while none is ready, requests run in
+//! the node. A child ends when its socket closes, so it never outlives its node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::{Access, InvocationLimits, Prepared, Reuse, Runtime, RuntimeConfig, RuntimeError};
+use super::{FunctionKind, GuestState};
+use crate::id::{Digest, FunctionName};
+use crate::metrics::Metrics;
+use crate::tasks::Tasks;
+
+/// The first argument that makes `weft` a guest process (not a command anyone types).
+pub const GUEST_ARG: &str = "__weft-guest-process";
+
+/// The request header carrying the call to a guest process; the node replaces any a client sent.
+const CALL_HEADER: &str = "x-weft-guest-call";
+/// Marks a guest process's answer as a failure before the response head: its body is the error.
+const FAILED_HEADER: &str = "x-weft-guest-failed";
+
+/// The largest compiled artifact a guest process takes (a Python runtime's is about 60 MB).
+const MAX_ARTIFACT: usize = 1 << 30;
+/// The largest head either side takes: the client's head (at most the gateway's
+/// `max_header_bytes`) and the call with the function's configuration, or the guest's answer.
+const MAX_HEAD: u32 = 16 << 20;
+
+/// The executable guest processes run as, if the embedder said.
+static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes `guest_processes` start children of `exe`, which must handle [`GUEST_ARG`] through
+/// [`guest_main`]. Only the first call counts. The `weft` binary calls it with itself.
+pub fn guest_processes_from(exe: PathBuf) {
+    let _ = EXECUTABLE.set(exe);
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type OutBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What a guest process is asked to run.
+#[derive(Serialize, Deserialize)]
+struct Call {
+    function: FunctionName,
+    digest: Digest,
+    timeout_ms: u64,
+    memory_bytes: u64,
+    /// `--reuse`: at most this many requests per instance, and the deployment's time.
+    reuse: Option<(std::num::NonZeroU32, u64)>,
+    config: Arc<BTreeMap<String, String>>,
+}
+
+/// The node's side: its guest processes, each started again when it ends.
+pub(super) struct Processes {
+    members: Vec<Arc<Member>>,
+    engine: wasmtime::Engine,
+    /// Whether a module may run in a guest process (it imports nothing of Weft's).
+    eligible: Mutex<HashMap<Digest, bool>>,
+    restarts: AtomicU64,
+    served: AtomicU64,
+}
+
+/// One guest process slot: the process running in it now, if it is ready.
+#[derive(Default)]
+struct Member {
+    current: Mutex<Option<Arc<Conn>>>,
+}
+
+/// A running guest process, as the node talks to it.
+struct Conn {
+    pid: u32,
+    send: hyper::client::conn::http2::SendRequest<OutBody>,
+    /// The modules it has (or is being sent).
+    loaded: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<()>>>>,
+    in_flight: AtomicUsize,
+}
+
+/// Counts a request as in flight on a guest process while held.
+struct InFlight(Arc<Conn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Processes {
+    /// Starts `config.guest_processes` guest processes, each kept running by a task on `tasks`.
+    pub(super) fn start(
+        config: &RuntimeConfig,
+        cache_dir: &Path,
+        engine: &wasmtime::Engine,
+        tasks: &Tasks,
+    ) -> Result<Option<Arc<Self>>, RuntimeError> {
+        if config.guest_processes == 0 {
+            return Ok(None);
+        }
+        let exe = EXECUTABLE.get().ok_or_else(|| {
+            RuntimeError::Host(
+                "guest_processes is set, but this program cannot start guest processes (only the `weft` binary can; a library user calls runtime::guest_processes_from first)".into(),
+            )
+        })?;
+        let mut child_config = config.clone();
+        child_config.guest_processes = 0;
+        let args = [
+            GUEST_ARG.to_string(),
+            serde_json::to_string(&child_config).expect("the runtime config serializes"),
+            cache_dir.display().to_string(),
+        ];
+        let processes = Arc::new(Processes {
+            members: (0..config.guest_processes)
+                .map(|_| Arc::default())
+                .collect(),
+            engine: engine.clone(),
+            eligible: Mutex::default(),
+            restarts: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+        });
+        for (n, member) in processes.members.iter().enumerate() {
+            let keep = Keep {
+                n,
+                exe: exe.clone(),
+                args: args.clone(),
+                member: member.clone(),
+                processes: Arc::downgrade(&processes),
+            };
+            let cancel = tasks.token().clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = keep.run() => {}
+                    _ = cancel.cancelled() => {}
+                }
+            });
+        }
+        Ok(Some(processes))
+    }
+
+    /// A ready guest process for `pre`'s module, the least busy, or `None` if the module
+    /// imports Weft's interfaces (it runs in the node) or no process is ready.
+    fn pick(&self, digest: Digest, pre: &ProxyPre<GuestState>) -> Option<Arc<Conn>> {
+        let eligible = *self
+            .eligible
+            .lock()
+            .expect("not poisoned")
+            .entry(digest)
+            .or_insert_with(|| {
+                !pre.instance_pre()
+                    .component()
+                    .component_type()
+                    .imports(&self.engine)
+                    .any(|(name, _)| name.starts_with("weft:plugin/"))
+            });
+        if !eligible {
+            return None;
+        }
+        self.members
+            .iter()
+            .filter_map(|m| m.current.lock().expect("not poisoned").clone())
+            .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))
+    }
+}
+
+/// A guest process chosen to run one request ([`Runtime::guest_process`]), counted as busy
+/// with it from the choice on.
+pub struct GuestProcess {
+    in_flight: InFlight,
+    processes: Arc<Processes>,
+}
+
+impl GuestProcess {
+    /// Runs `request` there, as [`Runtime::handle_http`] would in the node.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn handle<B>(
+        self,
+        function: &FunctionName,
+        digest: Digest,
+        pre: &ProxyPre<GuestState>,
+        limits: InvocationLimits,
+        reuse: Option<Reuse>,
+        config: Arc<BTreeMap<String, String>>,
+        request: http::Request<B>,
+    ) -> Result<http::Response<Incoming>, RuntimeError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: std::fmt::Debug,
+    {
+        self.processes.served.fetch_add(1, Ordering::Relaxed);
+        let call = Call {
+            function: function.clone(),
+            digest,
+            timeout_ms: limits.timeout.as_millis() as u64,
+            memory_bytes: limits.memory_bytes,
+            reuse: reuse.map(|r| (r.max, r.deployed_at_ms)),
+            config,
+        };
+        send(&self.in_flight.0, call, pre, request).await
+    }
+}
+
+/// Sends `request` with its `call` to the guest process on `conn`, and reads a failure
+/// before the head back as the error it was there.
+async fn send<B>(
+    conn: &Conn,
+    call: Call,
+    pre: &ProxyPre<GuestState>,
+    request: http::Request<B>,
+) -> Result<http::Response<Incoming>, RuntimeError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Debug,
+{
+    let stopped = |e: hyper::Error| {
+        RuntimeError::Host(format!(
+            "guest process {} stopped before answering function `{}` (it is started again): {e}",
+            conn.pid, call.function
+        ))
+    };
+    let loading = conn
+        .loaded
+        .lock()
+        .expect("not poisoned")
+        .entry(call.digest)
+        .or_default()
+        .clone();
+    loading
+        .get_or_try_init(|| load(conn, call.digest, pre.instance_pre().component()))
+        .await?;
+    let (mut parts, body) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("http://guest{target}")
+        .parse()
+        .map_err(|e| RuntimeError::Host(format!("the request's target: {e}")))?;
+    parts.version = http::Version::HTTP_2;
+    parts.headers.remove(CALL_HEADER);
+    parts.headers.insert(
+        CALL_HEADER,
+        // JSON escapes control characters; from_bytes takes the UTF-8 of the rest.
+        http::HeaderValue::from_bytes(&serde_json::to_vec(&call).expect("a call serializes"))
+            .map_err(|e| RuntimeError::Host(format!("the call's header: {e}")))?,
+    );
+    let body = body
+        .map_err(|e| BoxError::from(format!("{e:?}")))
+        .boxed_unsync();
+    let response = conn
+        .send
+        .clone()
+        .send_request(http::Request::from_parts(parts, body))
+        .await
+        .map_err(stopped)?;
+    if !response.headers().contains_key(FAILED_HEADER) {
+        return Ok(response);
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(stopped)?
+        .to_bytes();
+    Err(serde_json::from_slice(&body).unwrap_or_else(|e| {
+        RuntimeError::Host(format!(
+            "guest process {}: unreadable failure: {e}",
+            conn.pid
+        ))
+    }))
+}
+
+/// Sends a module's compiled artifact to a guest process.
+async fn load(conn: &Conn, digest: Digest, component: &Component) -> Result<(), RuntimeError> {
+    let artifact = component
+        .serialize()
+        .map_err(|e| RuntimeError::Host(format!("serializing module {digest}: {e}")))?;
+    let request = http::Request::put(format!("http://guest/module/{digest}"))
+        .body(
+            Full::new(Bytes::from(artifact))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("a valid request");
+    let failed = |e: String| {
+        RuntimeError::Host(format!(
+            "sending module {digest} to guest process {}: {e}",
+            conn.pid
+        ))
+    };
+    let response = conn
+        .send
+        .clone()
+        .send_request(request)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .to_bytes();
+    Err(serde_json::from_slice(&body).unwrap_or_else(|e| failed(e.to_string())))
+}
+
+/// Keeps one guest process running.
+struct Keep {
+    n: usize,
+    exe: PathBuf,
+    args: [String; 3],
+    member: Arc<Member>,
+    processes: std::sync::Weak<Processes>,
+}
+
+impl Keep {
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            match self.start().await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(process = self.n, error = %e, "could not start a guest process")
+                }
+            }
+            let Some(processes) = self.processes.upgrade() else {
+                return;
+            };
+            processes.restarts.fetch_add(1, Ordering::Relaxed);
+            drop(processes);
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the process and serves with it until it ends.
+    async fn start(&self) -> Result<(), String> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| format!("making its socket: {e}"))?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .args(&self.args)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.exe.display()))?;
+        let pid = child.id().unwrap_or_default();
+        if let Some(stderr) = child.stderr.take() {
+            // The child's log lines go to the node's log.
+            let n = self.n;
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::info!(process = n, pid, "{line}");
+                }
+            });
+        }
+        ours.set_nonblocking(true)
+            .map_err(|e| format!("its socket: {e}"))?;
+        let io = tokio::net::UnixStream::from_std(ours).map_err(|e| format!("its socket: {e}"))?;
+        let (mut send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(8 << 20)
+            .max_header_list_size(MAX_HEAD)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("greeting it: {e}"))?;
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            ready = send.ready() => ready.map_err(|e| format!("greeting it: {e}"))?,
+            status = child.wait() => return Err(format!("it exited at start: {}", describe(status))),
+            end = &mut connection => return Err(format!("its connection ended at start: {end:?}")),
+        }
+        let conn = Arc::new(Conn {
+            pid,
+            send,
+            loaded: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+        });
+        *self.member.current.lock().expect("not poisoned") = Some(conn);
+        tracing::info!(process = self.n, pid, "guest process ready");
+        let ended = tokio::select! {
+            status = child.wait() => describe(status),
+            end = &mut connection => format!("its connection ended ({end:?})"),
+        };
+        *self.member.current.lock().expect("not poisoned") = None;
+        tracing::warn!(
+            process = self.n,
+            pid,
+            "guest process ended: {ended}; starting another"
+        );
+        Ok(())
+    }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("waiting for it failed: {e}"),
+    }
+}
+
+// --- The guest process's side --------------------------------------------------------------
+
+/// The guest process: `weft __weft-guest-process CONFIG CACHE_DIR`, its stdin a socket to
+/// its node. Serves until the node closes the socket.
+pub fn guest_main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
+            }),
+        )
+        .with_ansi(false)
+        .without_time()
+        .with_writer(std::io::stderr)
+        .try_init();
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [config, cache_dir] = args.as_slice() else {
+        eprintln!("usage: weft {GUEST_ARG} CONFIG CACHE_DIR (started by a node, not by hand)");
+        return ExitCode::from(2);
+    };
+    let config: RuntimeConfig = match serde_json::from_str(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("the runtime configuration does not parse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(config, PathBuf::from(cache_dir))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guest process: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: RuntimeConfig, cache_dir: PathBuf) -> Result<(), String> {
+    let socket = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("its socket: {e}"))?;
+    let socket = std::os::unix::net::UnixStream::from(socket);
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("its socket (is stdin a socket?): {e}"))?;
+    let socket =
+        tokio::net::UnixStream::from_std(socket).map_err(|e| format!("its socket: {e}"))?;
+    let runtime = Arc::new(
+        Runtime::new(
+            config,
+            cache_dir,
+            Arc::new(Metrics::default()),
+            Tasks::new(tokio_util::sync::CancellationToken::new()),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let modules: Arc<Mutex<HashMap<Digest, ProxyPre<GuestState>>>> = Arc::default();
+    let service = hyper::service::service_fn(move |request| {
+        let runtime = runtime.clone();
+        let modules = modules.clone();
+        async move {
+            let response = match answer(&runtime, &modules, request).await {
+                Ok(response) => response,
+                Err(e) => failed(&e),
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_concurrent_streams(u32::MAX)
+        .max_header_list_size(MAX_HEAD)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(8 << 20)
+        .serve_connection(TokioIo::new(socket), service)
+        .await
+        .map_err(|e| format!("the connection to the node: {e}"))
+}
+
+/// A failure before the response head, as the node reads it.
+fn failed(error: &RuntimeError) -> http::Response<OutBody> {
+    let body = serde_json::to_vec(error).expect("an error serializes");
+    http::Response::builder()
+        .status(http::StatusCode::INTERNAL_SERVER_ERROR)
+        .header(FAILED_HEADER, "1")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|n| match n {})
+                .boxed_unsync(),
+        )
+        .expect("a valid response")
+}
+
+async fn answer(
+    runtime: &Runtime,
+    modules: &Mutex<HashMap<Digest, ProxyPre<GuestState>>>,
+    request: http::Request<Incoming>,
+) -> Result<http::Response<OutBody>, RuntimeError> {
+    if let Some(digest) = request.uri().path().strip_prefix("/module/") {
+        let digest: Digest = digest
+            .parse()
+            .map_err(|e| RuntimeError::Host(format!("a module's digest: {e}")))?;
+        let artifact = http_body_util::Limited::new(request.into_body(), MAX_ARTIFACT)
+            .collect()
+            .await
+            .map_err(|e| RuntimeError::Host(format!("reading module {digest}: {e}")))?
+            .to_bytes();
+        let pre = runtime.load_artifact(digest, &artifact)?;
+        modules.lock().expect("not poisoned").insert(digest, pre);
+        return Ok(http::Response::new(
+            http_body_util::Empty::new()
+                .map_err(|n| match n {})
+                .boxed_unsync(),
+        ));
+    }
+    let (mut parts, body) = request.into_parts();
+    let call: Call = parts
+        .headers
+        .remove(CALL_HEADER)
+        .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())
+        .ok_or_else(|| RuntimeError::Host("a request without its call".into()))?;
+    let pre = modules
+        .lock()
+        .expect("not poisoned")
+        .get(&call.digest)
+        .cloned()
+        .ok_or_else(|| {
+            RuntimeError::Host(format!(
+                "module {} was not sent to this guest process",
+                call.digest
+            ))
+        })?;
+    // The request as the guest would see it in the node (`api::invoke`).
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e| RuntimeError::Host(format!("the request's target: {e}")))?;
+    parts.version = http::Version::HTTP_11;
+    let limits = InvocationLimits {
+        timeout: Duration::from_millis(call.timeout_ms),
+        memory_bytes: call.memory_bytes,
+    };
+    let reuse = call.reuse.map(|(max, deployed_at_ms)| Reuse {
+        max,
+        digest: call.digest,
+        deployed_at_ms,
+    });
+    let slot = runtime.slot_for(&call.function, reuse).await?;
+    let access = Access {
+        config: call.config,
+        ..Access::default()
+    };
+    let response = runtime
+        .handle_http(
+            &call.function,
+            &pre,
+            limits,
+            access,
+            http::Request::from_parts(parts, body),
+            slot,
+        )
+        .await?;
+    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+}
+
+impl Runtime {
+    /// The guest process to run a request of `pre`'s module in (`guest_processes`), if any:
+    /// none when none are configured or ready, or when the module imports Weft's interfaces
+    /// (key-value, locks, log), which only the node serves.
+    pub fn guest_process(
+        &self,
+        digest: Digest,
+        pre: &ProxyPre<GuestState>,
+    ) -> Option<GuestProcess> {
+        let processes = self.processes.as_ref()?;
+        let conn = processes.pick(digest, pre)?;
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(GuestProcess {
+            in_flight: InFlight(conn),
+            processes: processes.clone(),
+        })
+    }
+
+    /// Appends the guest processes' metrics (zeros when there are none).
+    pub fn render_process_metrics(&self, out: &mut String) {
+        use crate::metrics::{Kind, single};
+        let p = self.processes.as_deref();
+        let ready = p.map_or(0, |p| {
+            p.members
+                .iter()
+                .filter(|m| m.current.lock().expect("not poisoned").is_some())
+                .count()
+        });
+        single(
+            out,
+            "weft_guest_processes",
+            Kind::Gauge,
+            "Guest processes ready to serve requests (guest_processes).",
+            ready,
+        );
+        single(
+            out,
+            "weft_guest_process_requests_total",
+            Kind::Counter,
+            "Requests sent to a guest process to run.",
+            p.map_or(0, |p| p.served.load(Ordering::Relaxed)),
+        );
+        single(
+            out,
+            "weft_guest_process_restarts_total",
+            Kind::Counter,
+            "Guest processes started again after theirs ended (crashed or was killed).",
+            p.map_or(0, |p| p.restarts.load(Ordering::Relaxed)),
+        );
+    }
+
+    /// Links a compiled artifact the node sent (a guest process's way to get its modules).
+    fn load_artifact(
+        &self,
+        digest: Digest,
+        artifact: &[u8],
+    ) -> Result<ProxyPre<GuestState>, RuntimeError> {
+        // SAFETY: the artifact was serialized by the node that started this process, running
+        // this very executable with an engine of this configuration, and came over a private
+        // socket pair; wasmtime also checks its header against the engine.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| RuntimeError::Host(format!("loading module {digest}: {e}")))?;
+        match self.link(&component, Some(FunctionKind::Http))? {
+            Prepared::Http(pre) => Ok(pre),
+            _ => Err(RuntimeError::Host(format!(
+                "module {digest} is not an HTTP handler"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Guest processes (`guest_processes`): HTTP handlers that use only WASI run in processes of
+//! their own, as they would in the node; handlers that use Weft's imports run in the node; a
+//! guest process that is killed fails only its own requests and is started again.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+use crate::harness::{TestNode, guest, json_of, wait_for};
+
+/// A node with `count` guest processes, once they are all ready.
+async fn node_with_processes(count: u32) -> TestNode {
+    weft_host::runtime::guest_processes_from(env!("CARGO_BIN_EXE_weft").into());
+    let n = TestNode::start_with(|c| c.runtime.guest_processes = count).await;
+    ready(&n, count).await;
+    n
+}
+
+/// Waits until `count` guest processes are ready.
+async fn ready(n: &TestNode, count: u32) {
+    wait_for(
+        Duration::from_secs(30),
+        "the guest processes ready",
+        || async {
+            (n.metric("weft_guest_processes").await == Some(f64::from(count))).then_some(())
+        },
+    )
+    .await
+}
+
+async fn sent(n: &TestNode) -> f64 {
+    n.metric("weft_guest_process_requests_total")
+        .await
+        .expect("the metric is exported")
+}
+
+/// The guest processes of the node on `n`'s data directory (children of this test process,
+/// told apart by the cache directory on their command line).
+fn guest_pids(n: &TestNode) -> Vec<u32> {
+    let dir = n.dir.path().display().to_string();
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The parent's pid is the second field after the command's closing parenthesis.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(me)
+            && args.get(1).map(String::as_str) == Some(weft_host::runtime::GUEST_ARG)
+            && args.iter().any(|a| a.starts_with(&dir))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() {
+    let n = node_with_processes(2).await;
+    assert_eq!(guest_pids(&n).len(), 2, "two guest processes of this node");
+
+    // `hello` imports nothing of Weft's: it runs in a guest process, and answers as in the node.
+    n.deploy("hello", &guest("hello")).await;
+    let before = sent(&n).await;
+    n.assert_hello_serves().await;
+    assert_eq!(
+        n.metric("weft_guest_process_requests_total").await,
+        Some(before + 1.0),
+        "hello ran in a guest process"
+    );
+
+    // `counter` uses the key-value store: it runs in the node, and its writes are kept.
+    n.deploy("counter", &guest("counter")).await;
+    let before = sent(&n).await;
+    for expected in 1..=2 {
+        assert_eq!(n.count("/fn/counter/visits").await, expected);
+    }
+    assert_eq!(sent(&n).await, before, "counter ran in the node");
+
+    // A trap in a guest process is told and counted as one in the node is.
+    n.deploy_ok("panic", guest("guest-panic"), &[("debug", "true")])
+        .await;
+    let (status, body) = json_of(n.req(Method::GET, "/fn/panic/").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("function `panic` trapped"), "{body}");
+    assert!(
+        error.contains("guest-panic: deliberate panic"),
+        "the panic message from the guest process's stderr: {body}"
+    );
+    assert_eq!(
+        n.metric("weft_invocations_total{function=\"panic\",outcome=\"trap\"}")
+            .await,
+        Some(1.0)
+    );
+
+    // A time limit stops a guest in a guest process too.
+    n.deploy_ok("spin", guest("guest-loop"), &[("timeout_ms", "300")])
+        .await;
+    let (status, body) = json_of(n.req(Method::GET, "/fn/spin/").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("time limit"),
+        "{body}"
+    );
+
+    // `--reuse` keeps an instance in its guest process for the function's next requests.
+    n.deploy_ok("memo", guest("guest-memo"), &[("reuse", "1000")])
+        .await;
+    let (status, body) = n.get("/fn/memo/remember/secret").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Its instance goes back to its process's pool after the answer: ask until a request
+    // lands on it.
+    wait_for(
+        Duration::from_secs(10),
+        "a request served by the reused instance",
+        || async {
+            let (_, body) = n.get("/fn/memo/recall").await;
+            body.contains("seen=secret").then_some(())
+        },
+    )
+    .await;
+    n.assert_hello_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_again() {
+    let n = node_with_processes(1).await;
+    n.deploy("hello", &guest("hello")).await;
+    n.deploy_ok(
+        "spin",
+        guest("guest-loop"),
+        &[("timeout_ms", "60000"), ("debug", "true")],
+    )
+    .await;
+    let [pid] = guest_pids(&n)[..] else {
+        panic!("one guest process: {:?}", guest_pids(&n));
+    };
+    let before = sent(&n).await;
+    let spinning = tokio::spawn({
+        let request = n.req(Method::GET, "/fn/spin/");
+        async move { json_of(request.send().await.unwrap()).await }
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the request sent to the guest process",
+        || async { (sent(&n).await > before).then_some(()) },
+    )
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    // The request it was running fails at once, naming the process; its time limit is far off.
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), spinning)
+        .await
+        .expect("the request ends when its guest process dies")
+        .unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("guest process {pid} stopped")),
+        "{body}"
+    );
+
+    // Another process takes its place, and serves.
+    wait_for(
+        Duration::from_secs(30),
+        "the guest process's end noticed",
+        || async {
+            let restarts = n.metric("weft_guest_process_restarts_total").await;
+            (restarts >= Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    ready(&n, 1).await;
+    assert_eq!(
+        n.metric("weft_guest_process_restarts_total").await,
+        Some(1.0),
+        "the guest process was started again"
+    );
+    let pids = guest_pids(&n);
+    assert!(pids.len() == 1 && pids[0] != pid, "a new process: {pids:?}");
+    let before = sent(&n).await;
+    n.assert_hello_serves().await;
+    assert_eq!(sent(&n).await, before + 1.0, "hello ran in the new process");
+}
