@@ -151,6 +151,11 @@ async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_ag
     let [pid] = guest_pids(&n)[..] else {
         panic!("one guest process: {:?}", guest_pids(&n));
     };
+    // The same module under a short time limit, so that the process has it before the kill.
+    n.deploy_ok("quick", guest("guest-loop"), &[("timeout_ms", "100")])
+        .await;
+    let (status, body) = n.get("/fn/quick/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     let before = sent(&n).await;
     let spinning = tokio::spawn({
         let request = n.req(Method::GET, "/fn/spin/");
