@@ -394,6 +394,9 @@ impl Keep {
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(8 << 20)
             .max_header_list_size(MAX_HEAD)
+            // Both ends are this executable: h2's limits on resets (against a peer that
+            // floods them) would only close the link under load (at 1,024 over its life).
+            .max_local_error_reset_streams(None)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| format!("greeting it: {e}"))?;
@@ -513,6 +516,8 @@ async fn serve(config: RuntimeConfig, cache_dir: PathBuf) -> Result<(), String> 
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(u32::MAX)
         .max_header_list_size(MAX_HEAD)
+        .max_local_error_reset_streams(None)
+        .max_pending_accept_reset_streams(None)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
         .serve_connection(TokioIo::new(socket), service)
