@@ -209,19 +209,14 @@ async fn call(
         guest_request(parts, path, body).map(|request| (request, fault))
     };
     // A handler using only WASI runs in a guest process when the node has them.
-    let (answer, fault) = match app.runtime.guest_process(deployment.digest, pre) {
+    let process =
+        app.runtime
+            .guest_process(deployment.digest, pre, deployment.size, reuse.is_some());
+    let (answer, fault) = match process {
         Some(process) => {
             let (request, fault) = streamed()?;
             let answer = process
-                .handle(
-                    &name,
-                    deployment.digest,
-                    pre,
-                    limits,
-                    reuse,
-                    config,
-                    request,
-                )
+                .handle(&name, deployment.digest, pre, limits, config, request)
                 .await
                 .map(|response| response.map(Body::new));
             (answer, fault)

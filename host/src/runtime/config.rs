@@ -70,15 +70,22 @@ pub struct RuntimeConfig {
     pub reuse_idle: Duration,
     /// Processes of one thread each that serve the HTTP handlers using only WASI (no Weft
     /// key-value, lock or log import: the components of other toolchains, such as JavaScript
-    /// and Python ones), each in an address space of its own. Default 0: every guest runs in
-    /// the node. One per CPU serves large components run fresh faster (a copy-on-write fault
-    /// in a process running on several CPUs interrupts each of them to flush its TLB;
-    /// bench/RESULTS.md, session 28), at the cost of a hop over a Unix socket per request
-    /// (a small handler is slower for it), a copy of each such module's code per process,
-    /// and `max_instances` slots per process. A process that dies is started again; while
-    /// none is ready, requests run in the node. `/metrics` counts them
-    /// (`weft_guest_processes`).
+    /// and Python ones) with a fresh instance per request, each process an address space of
+    /// its own. Default 0: every guest runs in the node. One per CPU serves large components
+    /// run fresh faster: a copy-on-write fault in a process running on several CPUs
+    /// interrupts each of them to flush its TLB (fresh JavaScript 2.8 times as fast on 2
+    /// CPUs; bench/RESULTS.md, session 28). The cost is a hop over a Unix socket per request
+    /// (about 35 µs of CPU), a copy of each such module's code per process, and
+    /// `max_instances` slots per process. So components smaller than
+    /// `guest_process_min_bytes`, and functions deployed with `--reuse` (whose instances
+    /// fault little), stay in the node. A process that dies is started again; while none is
+    /// ready, requests run in the node. `/metrics` counts them (`weft_guest_processes`).
     pub guest_processes: u32,
+    /// The smallest component (in bytes, as deployed) that runs in a guest process; smaller
+    /// ones run in the node. Default 1 MiB: `hello` (147 KB) serves 34,000 requests a second
+    /// in the node and 20,000 through guest processes, a JavaScript component (12.8 MB) 840
+    /// in the node and 2,300 through them (bench/RESULTS.md, session 28).
+    pub guest_process_min_bytes: u64,
     /// Test only (`test-switches`): keep idle instances by module instead of by function and
     /// deployment, so that another function of the same module takes them (and sees what they
     /// hold), to show that the isolation test fails without the separation.
@@ -103,6 +110,7 @@ impl Default for RuntimeConfig {
             compiled_cache_bytes: 1 << 30,
             reuse_idle: Duration::from_secs(30),
             guest_processes: 0,
+            guest_process_min_bytes: 1 << 20,
             #[cfg(feature = "test-switches")]
             unsafe_share_instances_across_functions: false,
         }

@@ -11,7 +11,7 @@
 //!
 //! Each process is joined to the node by a Unix socket pair (the child's stdin), carrying one
 //! HTTP/2 connection: the node is its client, the child serves it. A request carries its call
-//! (function, module, limits, reuse, configuration) in [`CALL_HEADER`]; a module reaches a child
+//! (function, module, limits, configuration) in [`CALL_HEADER`]; a module reaches a child
 //! once, as its compiled artifact (`PUT /module/{digest}`), before the first request that needs
 //! it. A failure before the response head comes back as a [`RuntimeError`] (status 500 and
 //! [`FAILED_HEADER`]), so the node answers and counts it as it would its own; a failure after
@@ -37,7 +37,7 @@ use tokio::io::AsyncBufReadExt;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::{Access, InvocationLimits, Prepared, Reuse, Runtime, RuntimeConfig, RuntimeError};
+use super::{Access, InvocationLimits, Prepared, Runtime, RuntimeConfig, RuntimeError};
 use super::{FunctionKind, GuestState};
 use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
@@ -76,8 +76,6 @@ struct Call {
     digest: Digest,
     timeout_ms: u64,
     memory_bytes: u64,
-    /// `--reuse`: at most this many requests per instance, and the deployment's time.
-    reuse: Option<(std::num::NonZeroU32, u64)>,
     config: Arc<BTreeMap<String, String>>,
 }
 
@@ -207,7 +205,6 @@ impl GuestProcess {
         digest: Digest,
         pre: &ProxyPre<GuestState>,
         limits: InvocationLimits,
-        reuse: Option<Reuse>,
         config: Arc<BTreeMap<String, String>>,
         request: http::Request<B>,
     ) -> Result<http::Response<Incoming>, RuntimeError>
@@ -221,7 +218,6 @@ impl GuestProcess {
             digest,
             timeout_ms: limits.timeout.as_millis() as u64,
             memory_bytes: limits.memory_bytes,
-            reuse: reuse.map(|r| (r.max, r.deployed_at_ms)),
             config,
         };
         send(&self.in_flight.0, call, pre, request).await
@@ -590,12 +586,7 @@ async fn answer(
         timeout: Duration::from_millis(call.timeout_ms),
         memory_bytes: call.memory_bytes,
     };
-    let reuse = call.reuse.map(|(max, deployed_at_ms)| Reuse {
-        max,
-        digest: call.digest,
-        deployed_at_ms,
-    });
-    let slot = runtime.slot_for(&call.function, reuse).await?;
+    let slot = runtime.slot().await?;
     let access = Access {
         config: call.config,
         ..Access::default()
@@ -615,14 +606,20 @@ async fn answer(
 
 impl Runtime {
     /// The guest process to run a request of `pre`'s module in (`guest_processes`), if any:
-    /// none when none are configured or ready, or when the module imports Weft's interfaces
-    /// (key-value, locks, log), which only the node serves.
+    /// none when none are configured or ready, when the module is smaller than
+    /// `guest_process_min_bytes` or imports Weft's interfaces (key-value, locks, log), which
+    /// only the node serves, or when the function reuses its instances (`reused`).
     pub fn guest_process(
         &self,
         digest: Digest,
         pre: &ProxyPre<GuestState>,
+        module_bytes: u64,
+        reused: bool,
     ) -> Option<GuestProcess> {
         let processes = self.processes.as_ref()?;
+        if reused || module_bytes < self.config.guest_process_min_bytes {
+            return None;
+        }
         let conn = processes.pick(digest, pre)?;
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(GuestProcess {

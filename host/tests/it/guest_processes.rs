@@ -1,6 +1,7 @@
 //! Guest processes (`guest_processes`): HTTP handlers that use only WASI run in processes of
-//! their own, as they would in the node; handlers that use Weft's imports run in the node; a
-//! guest process that is killed fails only its own requests and is started again.
+//! their own, as they would in the node; handlers that use Weft's imports, reuse their
+//! instances or are smaller than `guest_process_min_bytes` run in the node; a guest process
+//! that is killed fails only its own requests and is started again.
 
 use std::time::Duration;
 
@@ -8,10 +9,15 @@ use reqwest::{Method, StatusCode};
 
 use crate::harness::{TestNode, guest, json_of, wait_for};
 
-/// A node with `count` guest processes, once they are all ready.
+/// A node with `count` guest processes, once they are all ready; they take components of
+/// any size (the test guests are small).
 async fn node_with_processes(count: u32) -> TestNode {
     weft_host::runtime::guest_processes_from(env!("CARGO_BIN_EXE_weft").into());
-    let n = TestNode::start_with(|c| c.runtime.guest_processes = count).await;
+    let n = TestNode::start_with(|c| {
+        c.runtime.guest_processes = count;
+        c.runtime.guest_process_min_bytes = 0;
+    })
+    .await;
     ready(&n, count).await;
     n
 }
@@ -119,13 +125,13 @@ async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() 
         "{body}"
     );
 
-    // `--reuse` keeps an instance in its guest process for the function's next requests.
+    // A function that reuses its instances runs in the node, and keeps its instance there.
     n.deploy_ok("memo", guest("guest-memo"), &[("reuse", "1000")])
         .await;
+    let before = sent(&n).await;
     let (status, body) = n.get("/fn/memo/remember/secret").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // Its instance goes back to its process's pool after the answer: ask until a request
-    // lands on it.
+    // Its instance goes back to the pool after the answer: ask until a request lands on it.
     wait_for(
         Duration::from_secs(10),
         "a request served by the reused instance",
@@ -135,7 +141,19 @@ async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() 
         },
     )
     .await;
+    assert_eq!(sent(&n).await, before, "memo ran in the node");
+
+    // Components smaller than `guest_process_min_bytes` run in the node.
+    let hello_bytes = guest("hello").len() as u64;
+    let n = n
+        .restart_with(|c| {
+            c.runtime.guest_processes = 2;
+            c.runtime.guest_process_min_bytes = hello_bytes + 1;
+        })
+        .await;
+    ready(&n, 2).await;
     n.assert_hello_serves().await;
+    assert_eq!(sent(&n).await, 0.0, "hello ran in the node");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,4 +226,42 @@ async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_ag
     let before = sent(&n).await;
     n.assert_hello_serves().await;
     assert_eq!(sent(&n).await, before + 1.0, "hello ran in the new process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_giving_up_by_the_thousand_do_not_close_the_link_to_a_guest_process() {
+    use futures::StreamExt;
+    let n = node_with_processes(1).await;
+    n.deploy("hello", &guest("hello")).await;
+    // `/sleep` waits in a host call until its time limit: no answer comes before it.
+    n.deploy_ok("nap", guest("guest-loop"), &[("timeout_ms", "100")])
+        .await;
+    let before = sent(&n).await;
+    // Each request given up after it reached the guest process resets its stream on the link.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let url = format!("{}/fn/nap/sleep", n.url);
+    futures::stream::iter(0..3000)
+        .for_each_concurrent(32, |_| {
+            let request = impatient.get(&url).bearer_auth(&n.token).send();
+            async move {
+                let _ = request.await;
+            }
+        })
+        .await;
+    let given_up = sent(&n).await - before;
+    assert!(
+        given_up > 1100.0,
+        "requests that reached the process: {given_up}"
+    );
+    assert_eq!(
+        n.metric("weft_guest_process_restarts_total").await,
+        Some(0.0),
+        "the guest process and its link lived on"
+    );
+    let before = sent(&n).await;
+    n.assert_hello_serves().await;
+    assert_eq!(sent(&n).await, before + 1.0, "hello ran in the process");
 }
