@@ -229,7 +229,7 @@ async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_ag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_giving_up_by_the_thousand_do_not_close_the_link_to_a_guest_process() {
+async fn clients_giving_up_by_the_thousand_leave_the_guest_process_serving() {
     use futures::StreamExt;
     let n = node_with_processes(1).await;
     n.deploy("hello", &guest("hello")).await;
