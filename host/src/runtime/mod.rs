@@ -37,7 +37,7 @@ pub use child::{CHILD_ARG, child_main, compile_in_child};
 pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
 pub use holding::{GuestLocks, HandlerLock};
 pub use http::{BodyFault, HttpResponse};
-pub use process::{GUEST_ARG, GuestProcess, guest_main, guest_processes_from};
+pub use process::{GUEST_ARG, GuestProcess, ProcessBody, guest_main, guest_processes_from};
 pub use reuse::Reuse;
 pub use slots::Slot;
 pub use state::{Access, GuestState, MAX_HELD_RESOURCES};
@@ -263,7 +263,7 @@ impl Runtime {
         let http_linker = state::http_linker(&engine)?;
         let task_linker = state::task_linker(&engine)?;
         let wagi_linker = state::wagi_linker(&engine)?;
-        let processes = process::Processes::start(&config, &cache_dir, &engine, &tasks)?;
+        let processes = process::Processes::start(&config, &cache_dir, &engine, &tasks, &metrics)?;
         let cache = cache::ArtifactCache::new(
             &engine,
             cache_dir,

@@ -2,12 +2,15 @@
 //!
 //! With `guest_processes = N` (RuntimeConfig), the node starts N copies of its own executable
 //! as `weft __weft-guest-process`, each with one thread, and sends them the requests of HTTP
-//! handlers that use nothing but WASI (no Weft key-value, lock or log import): the components
-//! of other toolchains, such as componentize-js's and componentize-py's. Why: every instance's
+//! handlers that use nothing but WASI (no Weft key-value, lock or log import: the components
+//! of other toolchains, such as componentize-js's and componentize-py's), are at least
+//! `guest_process_min_bytes` and are deployed without `--reuse`. Why: every instance's
 //! first writes to its memory image are copy-on-write faults, and a fault in a process whose
 //! threads run on several CPUs sends a TLB shootdown to each of the others. A fresh JavaScript
 //! instance took 1,792 µs of CPU in a two-thread node on two CPUs against 687 µs in a node on
 //! one (bench/RESULTS.md, session 27). Processes of one thread each use every CPU and send none.
+//! The hop costs about 35 µs of CPU per request, more than small components and reused
+//! instances (which fault little) save, so those stay in the node (RESULTS, session 28).
 //!
 //! Each process is joined to the node by a Unix socket pair (the child's stdin), carrying one
 //! HTTP/2 connection: the node is its client, the child serves it. A request carries its call
@@ -15,7 +18,8 @@
 //! once, as its compiled artifact (`PUT /module/{digest}`), before the first request that needs
 //! it. A failure before the response head comes back as a [`RuntimeError`] (status 500 and
 //! [`FAILED_HEADER`]), so the node answers and counts it as it would its own; a failure after
-//! it cuts the response body, as on the node. A child that dies is started again (its
+//! it ends the body with trailers so marked, and the node cuts the client's body short
+//! ([`ProcessBody`]), as it does its own guests'. A child that dies is started again (its
 //! in-flight requests fail with an error naming it); while none is ready, requests run in
 //! the node. A child ends when its socket closes, so it never outlives its node.
 
@@ -87,6 +91,8 @@ pub(super) struct Processes {
     eligible: Mutex<HashMap<Digest, bool>>,
     restarts: AtomicU64,
     served: AtomicU64,
+    /// The node's, to count responses cut by a guest's failure after its head.
+    metrics: Arc<Metrics>,
 }
 
 /// One guest process slot: the process running in it now, if it is ready.
@@ -120,6 +126,7 @@ impl Processes {
         cache_dir: &Path,
         engine: &wasmtime::Engine,
         tasks: &Tasks,
+        metrics: &Arc<Metrics>,
     ) -> Result<Option<Arc<Self>>, RuntimeError> {
         if config.guest_processes == 0 {
             return Ok(None);
@@ -144,6 +151,7 @@ impl Processes {
             eligible: Mutex::default(),
             restarts: AtomicU64::new(0),
             served: AtomicU64::new(0),
+            metrics: metrics.clone(),
         });
         for (n, member) in processes.members.iter().enumerate() {
             let keep = Keep {
@@ -207,7 +215,7 @@ impl GuestProcess {
         limits: InvocationLimits,
         config: Arc<BTreeMap<String, String>>,
         request: http::Request<B>,
-    ) -> Result<http::Response<Incoming>, RuntimeError>
+    ) -> Result<http::Response<ProcessBody>, RuntimeError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Debug,
@@ -220,7 +228,96 @@ impl GuestProcess {
             memory_bytes: limits.memory_bytes,
             config,
         };
-        send(&self.in_flight.0, call, pre, request).await
+        let response = send(&self.in_flight.0, call, pre, request).await?;
+        let metrics = self.processes.metrics.clone();
+        Ok(response.map(|inner| ProcessBody { inner, metrics }))
+    }
+}
+
+/// A response body from a guest process. A guest that fails after its head ends its body
+/// with trailers marked [`FAILED_HEADER`] (not a reset, which would drop a head still
+/// queued), and this body then ends in an error, as [`super::http::GuestBody`] does.
+pub struct ProcessBody {
+    inner: Incoming,
+    metrics: Arc<Metrics>,
+}
+
+impl http_body::Body for ProcessBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            std::task::Poll::Ready(Some(Ok(frame)))
+                if frame
+                    .trailers_ref()
+                    .is_some_and(|t| t.contains_key(FAILED_HEADER)) =>
+            {
+                self.metrics.response_cut();
+                std::task::Poll::Ready(Some(Err(
+                    "the handler failed before finishing its response body".into(),
+                )))
+            }
+            other => other.map(|f| f.map(|f| f.map_err(BoxError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The guest's response body as a guest process sends it: a failure becomes trailers
+/// marked [`FAILED_HEADER`] (see [`ProcessBody`]); the guest's own trailers of that name are
+/// dropped.
+struct Marked<B> {
+    inner: B,
+    done: bool,
+}
+
+impl<B> http_body::Body for Marked<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        std::task::Poll::Ready(match futures::ready!(polled) {
+            Some(Ok(frame)) => Some(Ok(match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    trailers.remove(FAILED_HEADER);
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            })),
+            Some(Err(_)) => {
+                self.done = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert(FAILED_HEADER, http::HeaderValue::from_static("1"));
+                Some(Ok(http_body::Frame::trailers(trailers)))
+            }
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
     }
 }
 
@@ -258,7 +355,7 @@ where
         .parse()
         .map_err(|e| RuntimeError::Host(format!("the request's target: {e}")))?;
     parts.version = http::Version::HTTP_2;
-    parts.headers.remove(CALL_HEADER);
+    // Replaces whatever a client sent under that name.
     parts.headers.insert(
         CALL_HEADER,
         // JSON escapes control characters; from_bytes takes the UTF-8 of the rest.
@@ -601,7 +698,11 @@ async fn answer(
             slot,
         )
         .await?;
-    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+    let mut response = response.map(|inner| Marked { inner, done: false }.boxed_unsync());
+    // Only this process marks a failure: a guest's own header of that name would turn its
+    // answer into one.
+    response.headers_mut().remove(FAILED_HEADER);
+    Ok(response)
 }
 
 impl Runtime {

@@ -554,7 +554,9 @@ async fn a_full_instance_pool_answers_503_and_recovers() {
         TestNode::start_with(|c| c.runtime.max_instances = std::num::NonZeroU32::new(1).unwrap())
             .await;
     n.deploy("hello", plugins::HELLO).await;
-    n.deploy_ok("spin", guest("guest-loop"), &[("timeout_ms", "10000")])
+    // Its deadline is far enough off that a loaded machine still finds it spinning after
+    // hello's 5 s wait for a slot (10 s was not, under the whole suite).
+    n.deploy_ok("spin", guest("guest-loop"), &[("timeout_ms", "30000")])
         .await;
     let spinning = {
         let req = n.req(Method::GET, "/fn/spin/");

@@ -15,7 +15,7 @@ use crate::harness::{TestNode, error_of, guest, wait_for};
 
 /// What `guest-stream`'s `/count` answers for a body of `pieces`, in order: its length and
 /// FNV-1a hash (computed here independently of the guest's).
-fn count_of_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> String {
+pub(crate) fn count_of_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> String {
     let (mut len, mut hash) = (0usize, 0xcbf2_9ce4_8422_2325u64);
     for piece in pieces {
         len += piece.len();
@@ -32,14 +32,14 @@ fn count_of(body: &[u8]) -> String {
 }
 
 /// A chunked body of `pieces`, sent one at a time (no `Content-Length`).
-fn chunked(pieces: Vec<Vec<u8>>) -> reqwest::Body {
+pub(crate) fn chunked(pieces: Vec<Vec<u8>>) -> reqwest::Body {
     reqwest::Body::wrap_stream(futures::stream::iter(
         pieces.into_iter().map(Ok::<_, std::io::Error>),
     ))
 }
 
 /// Reads from `tcp` into `got` until `want` is in it, within 20 s.
-async fn read_until(tcp: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &str) {
+pub(crate) async fn read_until(tcp: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &str) {
     let mut buf = [0u8; 4096];
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while !String::from_utf8_lossy(got).contains(want) {
