@@ -299,6 +299,18 @@ async fn the_error_id_leads_to_the_details_in_the_nodes_log() {
     );
 }
 
+/// Asserts that `r` came with its head (200) and a body that ended in an error.
+pub(crate) async fn assert_cut_short(r: reqwest::Response, what: &str) {
+    assert_eq!(r.status(), StatusCode::OK, "{what}: the head was out");
+    match r.bytes().await {
+        Ok(b) => panic!(
+            "{what}: a body cut short after {} bytes arrived as complete",
+            b.len()
+        ),
+        Err(e) => assert!(e.is_body() || e.is_decode(), "{what}: {e:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_cut_short_reaches_the_client_as_an_error() {
     let n = node_with_hello().await;
@@ -326,14 +338,7 @@ async fn a_body_cut_short_reaches_the_client_as_an_error() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{path}: the head was out");
-        match r.bytes().await {
-            Ok(b) => panic!(
-                "{path}: a body cut short after {} bytes arrived as complete",
-                b.len()
-            ),
-            Err(e) => assert!(e.is_body() || e.is_decode(), "{path}: {e:?}"),
-        }
+        assert_cut_short(r, path).await;
         assert_eq!(cut().await, Some((i + 1) as f64), "{path}");
     }
     // A client that reads slowly: the guest waits to write until its deadline stops it (the

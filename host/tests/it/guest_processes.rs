@@ -268,29 +268,14 @@ async fn clients_giving_up_by_the_thousand_leave_the_guest_process_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_both_ways_through_a_guest_process_and_a_late_failure_cuts_the_body() {
-    use crate::streaming::{chunked, count_of_pieces, read_until};
-    use tokio::io::AsyncWriteExt;
+    use crate::streaming::{chunked, count_of_pieces};
     let n = node_with_processes(1).await;
     n.deploy_ok("stream", guest("guest-stream"), &[("timeout_ms", "5000")])
         .await;
     let before = sent(&n).await;
 
     // Half a body in, and its echo out before the other half is sent.
-    let addr = n.url.trim_start_matches("http://").to_string();
-    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    tcp.write_all(
-        b"POST /fn/stream/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r\nfirst half",
-    )
-    .await
-    .unwrap();
-    let mut got = Vec::new();
-    read_until(&mut tcp, &mut got, "first half").await;
-    let text = String::from_utf8_lossy(&got).to_string();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(!text.contains("other half"), "{text}");
-    tcp.write_all(b"other half").await.unwrap();
-    read_until(&mut tcp, &mut got, "other half").await;
-    read_until(&mut tcp, &mut got, "0\r\n\r\n").await;
+    crate::streaming::echo_half_a_body(&n).await;
 
     // A chunked body reaches the guest whole and in order.
     let pieces = vec![b"alpha".to_vec(), vec![7u8; 300_000], b"omega".to_vec()];
@@ -314,11 +299,7 @@ async fn bodies_stream_both_ways_through_a_guest_process_and_a_late_failure_cuts
 
     // A guest that traps after its head: the client's body ends in an error.
     let r = n.req(Method::GET, "/fn/stream/trap").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "the head was out");
-    match r.bytes().await {
-        Ok(b) => panic!("a body cut short after {} bytes arrived whole", b.len()),
-        Err(e) => assert!(e.is_body() || e.is_decode(), "{e:?}"),
-    }
+    crate::bad_input::assert_cut_short(r, "/trap").await;
     assert_eq!(n.metric("weft_responses_cut_total").await, Some(1.0));
     assert_eq!(sent(&n).await, before + 4.0, "all four ran in the process");
 }

@@ -39,7 +39,7 @@ pub(crate) fn chunked(pieces: Vec<Vec<u8>>) -> reqwest::Body {
 }
 
 /// Reads from `tcp` into `got` until `want` is in it, within 20 s.
-pub(crate) async fn read_until(tcp: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &str) {
+async fn read_until(tcp: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &str) {
     let mut buf = [0u8; 4096];
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while !String::from_utf8_lossy(got).contains(want) {
@@ -56,10 +56,10 @@ pub(crate) async fn read_until(tcp: &mut tokio::net::TcpStream, got: &mut Vec<u8
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_echoes_half_a_body_before_the_rest_is_sent() {
-    let n = TestNode::start().await;
-    n.deploy_ok("stream", guest("guest-stream"), &[]).await;
+/// Sends half a body to `guest-stream`'s `/echo` (deployed as `stream` on `n`), checks that
+/// its echo comes back before the other half is sent, then sends that and reads the answer to
+/// its end; returns the connection and what it read.
+pub(crate) async fn echo_half_a_body(n: &TestNode) -> (tokio::net::TcpStream, Vec<u8>) {
     let addr = n.url.trim_start_matches("http://").to_string();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(
@@ -77,6 +77,14 @@ async fn a_handler_echoes_half_a_body_before_the_rest_is_sent() {
     // The rest, and the end of the chunked answer.
     read_until(&mut tcp, &mut got, "other half").await;
     read_until(&mut tcp, &mut got, "0\r\n\r\n").await;
+    (tcp, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_echoes_half_a_body_before_the_rest_is_sent() {
+    let n = TestNode::start().await;
+    n.deploy_ok("stream", guest("guest-stream"), &[]).await;
+    let (mut tcp, got) = echo_half_a_body(&n).await;
     let text = String::from_utf8_lossy(&got).to_string();
     assert!(
         text.to_ascii_lowercase()
