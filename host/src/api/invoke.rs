@@ -216,7 +216,7 @@ async fn call(
         Some(process) => {
             let (request, fault) = streamed()?;
             let answer = process
-                .handle(&name, deployment.digest, pre, limits, config, request)
+                .handle(&name, limits, config, request)
                 .await
                 .map(|response| response.map(Body::new));
             (answer, fault)

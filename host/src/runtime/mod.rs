@@ -263,7 +263,7 @@ impl Runtime {
         let http_linker = state::http_linker(&engine)?;
         let task_linker = state::task_linker(&engine)?;
         let wagi_linker = state::wagi_linker(&engine)?;
-        let processes = process::Processes::start(&config, &cache_dir, &engine, &tasks, &metrics)?;
+        let processes = process::Processes::start(&config, &cache_dir, &tasks, &metrics)?;
         let cache = cache::ArtifactCache::new(
             &engine,
             cache_dir,

@@ -86,7 +86,6 @@ struct Call {
 /// The node's side: its guest processes, each started again when it ends.
 pub(super) struct Processes {
     members: Vec<Arc<Member>>,
-    engine: wasmtime::Engine,
     /// Whether a module may run in a guest process (it imports nothing of Weft's).
     eligible: Mutex<HashMap<Digest, bool>>,
     restarts: AtomicU64,
@@ -124,7 +123,6 @@ impl Processes {
     pub(super) fn start(
         config: &RuntimeConfig,
         cache_dir: &Path,
-        engine: &wasmtime::Engine,
         tasks: &Tasks,
         metrics: &Arc<Metrics>,
     ) -> Result<Option<Arc<Self>>, RuntimeError> {
@@ -147,7 +145,6 @@ impl Processes {
             members: (0..config.guest_processes)
                 .map(|_| Arc::default())
                 .collect(),
-            engine: engine.clone(),
             eligible: Mutex::default(),
             restarts: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -184,7 +181,7 @@ impl Processes {
                 !pre.instance_pre()
                     .component()
                     .component_type()
-                    .imports(&self.engine)
+                    .imports(pre.instance_pre().engine())
                     .any(|(name, _)| name.starts_with("weft:plugin/"))
             });
         if !eligible {
@@ -202,16 +199,15 @@ impl Processes {
 pub struct GuestProcess {
     in_flight: InFlight,
     processes: Arc<Processes>,
+    digest: Digest,
+    pre: ProxyPre<GuestState>,
 }
 
 impl GuestProcess {
     /// Runs `request` there, as [`Runtime::handle_http`] would in the node.
-    #[allow(clippy::too_many_arguments)]
     pub async fn handle<B>(
         self,
         function: &FunctionName,
-        digest: Digest,
-        pre: &ProxyPre<GuestState>,
         limits: InvocationLimits,
         config: Arc<BTreeMap<String, String>>,
         request: http::Request<B>,
@@ -223,12 +219,12 @@ impl GuestProcess {
         self.processes.served.fetch_add(1, Ordering::Relaxed);
         let call = Call {
             function: function.clone(),
-            digest,
+            digest: self.digest,
             timeout_ms: limits.timeout.as_millis() as u64,
             memory_bytes: limits.memory_bytes,
             config,
         };
-        let response = send(&self.in_flight.0, call, pre, request).await?;
+        let response = send(&self.in_flight.0, call, &self.pre, request).await?;
         let metrics = self.processes.metrics.clone();
         Ok(response.map(|inner| ProcessBody { inner, metrics }))
     }
@@ -333,12 +329,13 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Debug,
 {
-    let stopped = |e: hyper::Error| {
+    let stopped_by = |e: String| {
         RuntimeError::Host(format!(
             "guest process {} stopped before answering function `{}` (it is started again): {e}",
             conn.pid, call.function
         ))
     };
+    let stopped = |e: hyper::Error| stopped_by(e.to_string());
     let loading = conn
         .loaded
         .lock()
@@ -374,18 +371,19 @@ where
     if !response.headers().contains_key(FAILED_HEADER) {
         return Ok(response);
     }
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(stopped)?
-        .to_bytes();
-    Err(serde_json::from_slice(&body).unwrap_or_else(|e| {
-        RuntimeError::Host(format!(
-            "guest process {}: unreadable failure: {e}",
-            conn.pid
-        ))
-    }))
+    Err(failure(response, |e| stopped_by(e.to_string())).await)
+}
+
+/// The error a guest process answered with (`failed` says what went wrong reading it).
+async fn failure(
+    response: http::Response<Incoming>,
+    failed: impl Fn(String) -> RuntimeError,
+) -> RuntimeError {
+    match response.into_body().collect().await {
+        Ok(body) => serde_json::from_slice(&body.to_bytes())
+            .unwrap_or_else(|e| failed(format!("its error does not read: {e}"))),
+        Err(e) => failed(e.to_string()),
+    }
 }
 
 /// Sends a module's compiled artifact to a guest process.
@@ -415,13 +413,7 @@ async fn load(conn: &Conn, digest: Digest, component: &Component) -> Result<(), 
     if response.status().is_success() {
         return Ok(());
     }
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .to_bytes();
-    Err(serde_json::from_slice(&body).unwrap_or_else(|e| failed(e.to_string())))
+    Err(failure(response, failed).await)
 }
 
 /// Keeps one guest process running.
@@ -726,6 +718,8 @@ impl Runtime {
         Some(GuestProcess {
             in_flight: InFlight(conn),
             processes: processes.clone(),
+            digest,
+            pre: pre.clone(),
         })
     }
 
