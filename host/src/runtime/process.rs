@@ -629,7 +629,17 @@ async fn answer(
     modules: &Mutex<HashMap<Digest, ProxyPre<GuestState>>>,
     request: http::Request<Incoming>,
 ) -> Result<http::Response<OutBody>, RuntimeError> {
-    if let Some(digest) = request.uri().path().strip_prefix("/module/") {
+    // Every guest request carries its call, which the node sets over anything a client sent;
+    // only the node's own module uploads come without one. (Judged by the path, a client's
+    // `/fn/NAME/module/...` would have been taken for an artifact to load.)
+    if !request.headers().contains_key(CALL_HEADER) {
+        let digest = request
+            .uri()
+            .path()
+            .strip_prefix("/module/")
+            .ok_or_else(|| {
+                RuntimeError::Host("a request with neither a call nor a module".into())
+            })?;
         let digest: Digest = digest
             .parse()
             .map_err(|e| RuntimeError::Host(format!("a module's digest: {e}")))?;

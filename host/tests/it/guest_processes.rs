@@ -90,6 +90,16 @@ async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() 
         "hello ran in a guest process"
     );
 
+    // A client's path that looks like the node's module upload is the guest's like any other.
+    let (status, body) = n
+        .text(
+            n.req(Method::PUT, &format!("/fn/hello/module/{}", "0".repeat(64)))
+                .body("not an artifact"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("Hello, "), "{body}");
+
     // `counter` uses the key-value store: it runs in the node, and its writes are kept.
     n.deploy("counter", &guest("counter")).await;
     let before = sent(&n).await;
