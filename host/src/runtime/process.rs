@@ -35,7 +35,7 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use wasmtime::component::Component;
@@ -60,6 +60,14 @@ const MAX_ARTIFACT: usize = 1 << 30;
 /// The largest head either side takes: the client's head (at most the gateway's
 /// `max_header_bytes`) and the call with the function's configuration, or the guest's answer.
 const MAX_HEAD: u32 = 16 << 20;
+
+/// How often the node pings each guest process over its link, busy or idle.
+const PING_EVERY: Duration = Duration::from_secs(2);
+/// How long a guest process may take to answer a ping before the node takes it for stuck
+/// (stopped, or its thread blocked), ends its link and starts another. A healthy one answers
+/// within a few epoch ticks: its guests yield every tick, so even `max_instances` (256) busy
+/// ones delay the answer by about 2.6 s at the default 10 ms tick.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The executable guest processes run as, if the embedder said.
 static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
@@ -482,6 +490,10 @@ impl Keep {
             // Both ends are this executable: h2's limits on resets (against a peer that
             // floods them) would only close the link under load (at 1,024 over its life).
             .max_local_error_reset_streams(None)
+            .timer(TokioTimer::new())
+            .keep_alive_interval(PING_EVERY)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(true)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| format!("greeting it: {e}"))?;
@@ -501,7 +513,11 @@ impl Keep {
         tracing::info!(process = self.n, pid, "guest process ready");
         let ended = tokio::select! {
             status = child.wait() => describe(status),
-            end = &mut connection => format!("its connection ended ({end:?})"),
+            // A failed ping ends the connection too: the process is killed as `child` drops.
+            end = &mut connection => match end {
+                Ok(()) => "it closed its connection".to_string(),
+                Err(e) => format!("its connection failed: {e}"),
+            },
         };
         *self.member.current.lock().expect("not poisoned") = None;
         tracing::warn!(

@@ -168,6 +168,30 @@ async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_again() {
+    lost_mid_request("KILL").await;
+}
+
+/// A stopped process keeps its link open: only the node's pings, unanswered for
+/// `PING_TIMEOUT` (10 s), tell it apart from a busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_process_stopped_mid_request_is_found_by_its_pings_and_replaced() {
+    lost_mid_request("STOP").await;
+}
+
+/// Whether `pid` is a process that has not ended (a zombie has).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, Some("Z" | "X"))
+    })
+}
+
+/// Sends `signal` to a node's only guest process while it runs a request with a time limit
+/// far off: the request fails naming the process, which is ended and replaced, and the new
+/// one serves.
+async fn lost_mid_request(signal: &str) {
     let n = node_with_processes(1).await;
     n.deploy("hello", &guest("hello")).await;
     n.deploy_ok(
@@ -195,16 +219,16 @@ async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_ag
         || async { (sent(&n).await > before).then_some(()) },
     )
     .await;
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
+    let sent_signal = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent_signal.success());
 
-    // The request it was running fails at once, naming the process; its time limit is far off.
-    let (status, body) = tokio::time::timeout(Duration::from_secs(30), spinning)
+    // The request it was running fails, naming the process, long before its time limit.
+    let (status, body) = tokio::time::timeout(Duration::from_secs(40), spinning)
         .await
-        .expect("the request ends when its guest process dies")
+        .expect("the request ends when its guest process is lost")
         .unwrap();
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(
@@ -231,6 +255,12 @@ async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_ag
         Some(1.0),
         "the guest process was started again"
     );
+    wait_for(
+        Duration::from_secs(30),
+        "the lost process ended",
+        || async { (!alive(pid)).then_some(()) },
+    )
+    .await;
     let pids = guest_pids(&n);
     assert!(pids.len() == 1 && pids[0] != pid, "a new process: {pids:?}");
     let before = sent(&n).await;
@@ -311,5 +341,16 @@ async fn bodies_stream_both_ways_through_a_guest_process_and_a_late_failure_cuts
     let r = n.req(Method::GET, "/fn/stream/trap").send().await.unwrap();
     crate::bad_input::assert_cut_short(r, "/trap").await;
     assert_eq!(n.metric("weft_responses_cut_total").await, Some(1.0));
-    assert_eq!(sent(&n).await, before + 4.0, "all four ran in the process");
+
+    // A guest cannot mark its answer as failed: that header and trailer are the process's.
+    let r = n.req(Method::GET, "/fn/stream/forge").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        !r.headers().contains_key("x-weft-guest-failed"),
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(r.text().await.expect("a whole body"), "forged");
+    assert_eq!(n.metric("weft_responses_cut_total").await, Some(1.0));
+    assert_eq!(sent(&n).await, before + 5.0, "all five ran in the process");
 }

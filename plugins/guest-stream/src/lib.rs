@@ -22,6 +22,13 @@
 //! - `/keep-body` takes the request's body and never drops it;
 //! - `/keep-request` never drops the request itself (as JavaScript runtimes keep the request
 //!   object until their garbage collector frees it), without reading its body.
+//!
+//! `/forge` answers `200` with `forged`, setting [`FORGED`] as a header and as a trailer: the
+//! name a guest process uses to tell its node that a guest failed, which a guest must not be
+//! able to say for itself.
+
+/// The header and trailer `/forge` sets.
+pub const FORGED: &str = "x-weft-guest-failed";
 
 /// The bytes of the body sent before the guest fails.
 pub const BEFORE_FAILING: usize = 64 << 10;
@@ -49,6 +56,8 @@ pub enum Plan {
     KeepBody,
     /// Answer `served=K`, keeping the request.
     KeepRequest,
+    /// Answer `forged` with [`FORGED`] set as a header and a trailer.
+    Forge,
 }
 
 /// The 64-bit FNV-1a hash of `bytes`, continued from `hash` (start from [`FNV_START`]).
@@ -77,6 +86,7 @@ pub fn plan(path_with_query: &str) -> Plan {
         "/leave-open" => Plan::LeaveOpen,
         "/keep-body" => Plan::KeepBody,
         "/keep-request" => Plan::KeepRequest,
+        "/forge" => Plan::Forge,
         _ => Plan::Finish(
             query
                 .split('&')
@@ -94,7 +104,7 @@ mod guest {
     };
     use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
-    use super::{BEFORE_FAILING, FNV_START, Plan, fnv1a, plan};
+    use super::{BEFORE_FAILING, FNV_START, FORGED, Plan, fnv1a, plan};
 
     /// The most the guest reads at once.
     const READ: u64 = 64 << 10;
@@ -145,7 +155,16 @@ mod guest {
 
     /// Sends a response head with `status`: its body, and the body's stream.
     fn start(out: ResponseOutparam, status: u16) -> (OutgoingBody, OutputStream) {
-        let response = OutgoingResponse::new(Fields::new());
+        start_with(out, status, Fields::new())
+    }
+
+    /// [`start`] with `headers`.
+    fn start_with(
+        out: ResponseOutparam,
+        status: u16,
+        headers: Fields,
+    ) -> (OutgoingBody, OutputStream) {
+        let response = OutgoingResponse::new(headers);
         let _ = response.set_status_code(status);
         let Ok(body) = response.body() else {
             unreachable!("a new response's body is taken once")
@@ -171,6 +190,18 @@ mod guest {
             let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             match plan {
                 Plan::Served => return answer(out, 200, &format!("served={served}")),
+                Plan::Forge => {
+                    let forged = || {
+                        let fields = Fields::new();
+                        let _ = fields.set(FORGED, &[b"forged".to_vec()]);
+                        fields
+                    };
+                    let (body, stream) = start_with(out, 200, forged());
+                    let _ = write_all(&stream, b"forged");
+                    drop(stream);
+                    let _ = OutgoingBody::finish(body, Some(forged()));
+                    return;
+                }
                 Plan::KeepBody => {
                     if let Ok(body) = request.consume() {
                         std::mem::forget(body);
@@ -234,7 +265,8 @@ mod guest {
                 | Plan::Served
                 | Plan::LeaveOpen
                 | Plan::KeepBody
-                | Plan::KeepRequest => unreachable!("answered above"),
+                | Plan::KeepRequest
+                | Plan::Forge => unreachable!("answered above"),
                 Plan::Trap => panic!("guest-stream: deliberate panic after {sent} bytes"),
                 Plan::Loop => {
                     let mut state = sent as u64;
@@ -281,6 +313,7 @@ mod tests {
         assert_eq!(plan("/leave-open"), Plan::LeaveOpen);
         assert_eq!(plan("/keep-body"), Plan::KeepBody);
         assert_eq!(plan("/keep-request"), Plan::KeepRequest);
+        assert_eq!(plan("/forge"), Plan::Forge);
     }
 
     #[test]
