@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, App, Query, read_body};
 use crate::functions::{Consistency, Deployment, FunctionRecord, RouteKey};
 use crate::id::{Digest, FunctionName};
-use crate::runtime::{FunctionKind, FunctionLimits};
+use crate::runtime::{FunctionKind, FunctionLimits, RunIn, Runtime};
 
 /// Query parameters of `PUT /v1/functions/{name}`: the function's manifest.
 #[derive(Debug, Deserialize)]
@@ -40,6 +40,9 @@ pub(crate) struct DeployParams {
     /// Requests one instance may serve in sequence (instance reuse); default 1, a fresh
     /// instance per request.
     reuse: Option<u32>,
+    /// Where requests run on a node with guest processes: `process`, `node`, or `auto`
+    /// (the default: by size).
+    run_in: Option<String>,
 }
 
 /// The most requests one instance may serve (`reuse`).
@@ -232,6 +235,11 @@ pub(crate) async fn deploy(
             "give reuse or lock, not both: each request of a lock-protected handler runs with its own lock and fencing token in a fresh instance".into(),
         ));
     }
+    if limits.run_in == Some(RunIn::Process)
+        && let Some(why) = Runtime::cannot_run_in_process(&prepared, &limits)
+    {
+        return Err(ApiError::BadRequest(why));
+    }
     let deployment = Deployment {
         digest,
         kind: prepared.kind(),
@@ -285,10 +293,21 @@ fn manifest_limits(app: &App, params: &DeployParams) -> Result<FunctionLimits, A
             )));
         }
     };
+    let run_in = match params.run_in.as_deref() {
+        None | Some("auto") => None,
+        Some("process") => Some(RunIn::Process),
+        Some("node") => Some(RunIn::Node),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "run_in must be `process`, `node` or `auto`, not `{other}`"
+            )));
+        }
+    };
     Ok(FunctionLimits {
         timeout_ms: params.timeout_ms,
         memory_bytes: params.memory_mb.map(|mb| mb << 20),
         reuse,
+        run_in,
     })
 }
 

@@ -211,7 +211,7 @@ async fn call(
     // A handler using only WASI runs in a guest process when the node has them.
     let process =
         app.runtime
-            .guest_process(deployment.digest, pre, deployment.size, reuse.is_some());
+            .guest_process(deployment.digest, pre, deployment.size, &deployment.limits);
     let (answer, fault) = match process {
         Some(process) => {
             let (request, fault) = streamed()?;

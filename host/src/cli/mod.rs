@@ -120,6 +120,12 @@ enum Command {
         /// Default 1: a fresh instance per request.
         #[arg(long, value_name = "N")]
         reuse: Option<u32>,
+        /// Where an HTTP handler's requests run on nodes with guest processes
+        /// (`guest_processes`): `process` (whatever its size; only for a handler that imports
+        /// nothing of `weft:plugin` and does not reuse instances), `node`, or `auto` (the
+        /// default: in a process if the component is at least `guest_process_min_bytes`).
+        #[arg(long, value_name = "WHERE", value_parser = ["process", "node", "auto"])]
+        run_in: Option<String>,
         /// Share this key-value namespace instead of the function's own (`fn.NAME`).
         #[arg(long)]
         kv_namespace: Option<String>,
@@ -395,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout_ms,
             memory_mb,
             reuse,
+            run_in,
             kv_namespace,
             route_key,
             lock,
@@ -417,6 +424,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(n) = reuse {
                 query.push(("reuse", n.to_string()));
+            }
+            if let Some(w) = run_in {
+                query.push(("run_in", w.clone()));
             }
             if let Some(ns) = kv_namespace {
                 query.push(("kv_namespace", ns.clone()));
@@ -603,7 +613,7 @@ fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
 }
 
 /// What a function was deployed with beyond the defaults, as `weft deploy` spells it:
-/// `timeout=2000ms memory=64MiB reuse=100 route=path:1 lock=header:x wait=20000ms debug`.
+/// `timeout=2000ms memory=64MiB reuse=100 run-in=process route=path:1 lock=header:x wait=20000ms debug`.
 fn options_of(f: &FunctionView) -> String {
     let mut out = Vec::new();
     if let Some(ms) = f.limits.timeout_ms {
@@ -614,6 +624,9 @@ fn options_of(f: &FunctionView) -> String {
     }
     if let Some(n) = f.limits.reuse {
         out.push(format!("reuse={n}"));
+    }
+    if let Some(w) = f.limits.run_in {
+        out.push(format!("run-in={w}"));
     }
     if let Some(key) = &f.route_key {
         out.push(format!("route={key}"));
@@ -721,6 +734,10 @@ mod tests {
                 "timeout=2000ms memory=64MiB",
             ),
             (serde_json::json!({"limits": {"reuse": 100}}), "reuse=100"),
+            (
+                serde_json::json!({"limits": {"run_in": "process"}}),
+                "run-in=process",
+            ),
             (
                 serde_json::json!({"lock": "path:1", "lock_wait_ms": 20000, "debug": true}),
                 "lock=path:1 wait=20000ms debug",

@@ -153,4 +153,29 @@ pub struct FunctionLimits {
     /// fresh instance per request. See `runtime::reuse` for what reuse keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<std::num::NonZeroU32>,
+    /// Where its requests run when the node has guest processes (`weft deploy --run-in`);
+    /// none: chosen by size (`guest_process_min_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_in: Option<RunIn>,
+}
+
+/// Where an HTTP handler's requests run on a node with guest processes
+/// (`RuntimeConfig::guest_processes`); on a node without them, every request runs in the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunIn {
+    /// In a guest process whatever its size (only for a handler that imports nothing of
+    /// `weft:plugin` and does not reuse its instances).
+    Process,
+    /// In the node whatever its size.
+    Node,
+}
+
+impl std::fmt::Display for RunIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunIn::Process => "process",
+            RunIn::Node => "node",
+        })
+    }
 }

@@ -34,7 +34,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use cache::Origin;
 pub use child::{CHILD_ARG, child_main, compile_in_child};
-pub use config::{FunctionKind, FunctionLimits, RuntimeConfig};
+pub use config::{FunctionKind, FunctionLimits, RunIn, RuntimeConfig};
 pub use holding::{GuestLocks, HandlerLock};
 pub use http::{BodyFault, HttpResponse};
 pub use process::{GUEST_ARG, GuestProcess, ProcessBody, guest_main, guest_processes_from};

@@ -42,7 +42,7 @@ use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::{Access, InvocationLimits, Prepared, Runtime, RuntimeConfig, RuntimeError};
-use super::{FunctionKind, GuestState};
+use super::{FunctionKind, FunctionLimits, GuestState, RunIn};
 use crate::id::{Digest, FunctionName};
 use crate::metrics::Metrics;
 use crate::tasks::Tasks;
@@ -185,13 +185,7 @@ impl Processes {
             .lock()
             .expect("not poisoned")
             .entry(digest)
-            .or_insert_with(|| {
-                !pre.instance_pre()
-                    .component()
-                    .component_type()
-                    .imports(pre.instance_pre().engine())
-                    .any(|(name, _)| name.starts_with("weft:plugin/"))
-            });
+            .or_insert_with(|| weft_import(pre).is_none());
         if !eligible {
             return None;
         }
@@ -200,6 +194,19 @@ impl Processes {
             .filter_map(|m| m.current.lock().expect("not poisoned").clone())
             .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))
     }
+}
+
+/// The first of Weft's interfaces (key-value, locks, log) `pre`'s component imports, if any:
+/// only the node serves them.
+fn weft_import(pre: &ProxyPre<GuestState>) -> Option<String> {
+    let instance_pre = pre.instance_pre();
+    instance_pre
+        .component()
+        .component_type()
+        .imports(instance_pre.engine())
+        .map(|(name, _)| name)
+        .find(|name| name.starts_with("weft:plugin/"))
+        .map(str::to_string)
 }
 
 /// A guest process chosen to run one request ([`Runtime::guest_process`]), counted as busy
@@ -725,18 +732,24 @@ async fn answer(
 
 impl Runtime {
     /// The guest process to run a request of `pre`'s module in (`guest_processes`), if any:
-    /// none when none are configured or ready, when the module is smaller than
-    /// `guest_process_min_bytes` or imports Weft's interfaces (key-value, locks, log), which
-    /// only the node serves, or when the function reuses its instances (`reused`).
+    /// none when none are configured or ready, when the module imports Weft's interfaces
+    /// (key-value, locks, log), which only the node serves, when the function reuses its
+    /// instances, or asks to run in the node, or asks nothing and is smaller than
+    /// `guest_process_min_bytes`.
     pub fn guest_process(
         &self,
         digest: Digest,
         pre: &ProxyPre<GuestState>,
         module_bytes: u64,
-        reused: bool,
+        limits: &FunctionLimits,
     ) -> Option<GuestProcess> {
         let processes = self.processes.as_ref()?;
-        if reused || module_bytes < self.config.guest_process_min_bytes {
+        let chosen = match limits.run_in {
+            Some(RunIn::Process) => true,
+            Some(RunIn::Node) => false,
+            None => module_bytes >= self.config.guest_process_min_bytes,
+        };
+        if !chosen || limits.reuse.is_some() {
             return None;
         }
         let conn = processes.pick(digest, pre)?;
@@ -746,6 +759,26 @@ impl Runtime {
             processes: processes.clone(),
             digest,
             pre: pre.clone(),
+        })
+    }
+
+    /// Why a function prepared as `prepared` cannot ask to run in a guest process
+    /// (`weft deploy --run-in process`), if it cannot.
+    pub fn cannot_run_in_process(prepared: &Prepared, limits: &FunctionLimits) -> Option<String> {
+        let Prepared::Http(pre) = prepared else {
+            return Some(format!(
+                "run_in=process is for wasi:http handlers; this component is a {} function",
+                prepared.kind()
+            ));
+        };
+        if limits.reuse.is_some() {
+            return Some(
+                "give reuse or run_in=process, not both: instances are reused only in the node"
+                    .into(),
+            );
+        }
+        weft_import(pre).map(|name| {
+            format!("run_in=process is for handlers that use only WASI; this component imports `{name}`, which only the node serves")
         })
     }
 

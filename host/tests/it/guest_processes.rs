@@ -153,6 +153,50 @@ async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() 
     .await;
     assert_eq!(sent(&n).await, before, "memo ran in the node");
 
+    // A deployment may keep a handler in the node whatever its size.
+    n.deploy_ok("hello-node", guest("hello"), &[("run_in", "node")])
+        .await;
+    let before = sent(&n).await;
+    let (status, body) = n.get("/fn/hello-node/x").await;
+    assert!(
+        status == StatusCode::OK && body.starts_with("Hello, "),
+        "{body}"
+    );
+    assert_eq!(sent(&n).await, before, "hello-node ran in the node");
+
+    // Asking for a guest process is refused, naming why, for what only the node can run.
+    for (name, module, query, why) in [
+        ("c", guest("counter"), vec![], "imports `weft:plugin/"),
+        (
+            "m",
+            guest("guest-memo"),
+            vec![("reuse", "10")],
+            "give reuse or run_in=process",
+        ),
+        (
+            "w",
+            guest("wordcount"),
+            vec![],
+            "this component is a mapreduce function",
+        ),
+    ] {
+        let query = [query, vec![("run_in", "process")]].concat();
+        let (status, body) = n.deploy_with(name, module, &query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(why),
+            "{name}: {body}"
+        );
+    }
+    let (status, body) = n
+        .deploy_with("h", guest("hello"), &[("run_in", "elsewhere")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("run_in must be"),
+        "{body}"
+    );
+
     // Components smaller than `guest_process_min_bytes` run in the node.
     let hello_bytes = guest("hello").len() as u64;
     let n = n
@@ -164,6 +208,16 @@ async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() 
     ready(&n, 2).await;
     n.assert_hello_serves().await;
     assert_eq!(sent(&n).await, 0.0, "hello ran in the node");
+
+    // Unless its deployment asks for a guest process.
+    n.deploy_ok("hello-process", guest("hello"), &[("run_in", "process")])
+        .await;
+    let (status, body) = n.get("/fn/hello-process/x").await;
+    assert!(
+        status == StatusCode::OK && body.starts_with("Hello, "),
+        "{body}"
+    );
+    assert_eq!(sent(&n).await, 1.0, "hello-process ran in a guest process");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
