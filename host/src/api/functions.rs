@@ -235,10 +235,15 @@ pub(crate) async fn deploy(
             "give reuse or lock, not both: each request of a lock-protected handler runs with its own lock and fencing token in a fresh instance".into(),
         ));
     }
-    if limits.run_in == Some(RunIn::Process)
-        && let Some(why) = Runtime::cannot_run_in_process(&prepared, &limits)
-    {
-        return Err(ApiError::BadRequest(why));
+    if limits.run_in == Some(RunIn::Process) {
+        if lock.is_some() {
+            return Err(ApiError::BadRequest(
+                "give lock or run_in=process, not both: a lock-protected handler runs in the node that holds its lock".into(),
+            ));
+        }
+        if let Some(why) = Runtime::cannot_run_in_process(&prepared, &limits) {
+            return Err(ApiError::BadRequest(why));
+        }
     }
     let deployment = Deployment {
         digest,

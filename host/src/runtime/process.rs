@@ -63,11 +63,17 @@ const MAX_HEAD: u32 = 16 << 20;
 
 /// How often the node pings each guest process over its link, busy or idle.
 const PING_EVERY: Duration = Duration::from_secs(2);
-/// How long a guest process may take to answer a ping before the node takes it for stuck
-/// (stopped, or its thread blocked), ends its link and starts another. A healthy one answers
-/// within a few epoch ticks: its guests yield every tick, so even `max_instances` (256) busy
-/// ones delay the answer by about 2.6 s at the default 10 ms tick.
+/// The least time a guest process may take to answer a ping before the node takes it for
+/// stuck (stopped, or its thread blocked), ends its link and starts another ([`ping_timeout`]).
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a guest process may take to answer a ping: [`PING_TIMEOUT`], or twice the time
+/// `max_instances` busy guests take to yield once each, if longer. A healthy process answers
+/// within about that round: its guests yield to its one thread at every epoch tick (256 of
+/// them at the default 10 ms tick take 2.6 s).
+fn ping_timeout(config: &RuntimeConfig) -> Duration {
+    (config.epoch_tick * config.max_instances.get() * 2).max(PING_TIMEOUT)
+}
 
 /// The executable guest processes run as, if the embedder said.
 static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
@@ -165,6 +171,7 @@ impl Processes {
                 args: args.clone(),
                 member: member.clone(),
                 processes: Arc::downgrade(&processes),
+                ping_timeout: ping_timeout(config),
             };
             let cancel = tasks.token().clone();
             tasks.spawn(async move {
@@ -438,6 +445,8 @@ struct Keep {
     args: [String; 3],
     member: Arc<Member>,
     processes: std::sync::Weak<Processes>,
+    /// [`ping_timeout`].
+    ping_timeout: Duration,
 }
 
 impl Keep {
@@ -499,7 +508,7 @@ impl Keep {
             .max_local_error_reset_streams(None)
             .timer(TokioTimer::new())
             .keep_alive_interval(PING_EVERY)
-            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_timeout(self.ping_timeout)
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(io))
             .await

@@ -179,6 +179,12 @@ async fn wasi_only_handlers_run_in_guest_processes_and_the_others_in_the_node() 
             vec![],
             "this component is a mapreduce function",
         ),
+        (
+            "l",
+            guest("hello"),
+            vec![("lock", "path:1")],
+            "give lock or run_in=process",
+        ),
     ] {
         let query = [query, vec![("run_in", "process")]].concat();
         let (status, body) = n.deploy_with(name, module, &query).await;
@@ -225,8 +231,8 @@ async fn a_guest_process_killed_mid_request_fails_that_request_and_is_started_ag
     lost_mid_request("KILL").await;
 }
 
-/// A stopped process keeps its link open: only the node's pings, unanswered for
-/// `PING_TIMEOUT` (10 s), tell it apart from a busy one.
+/// A stopped process keeps its link open: only the node's pings, unanswered for 10 s
+/// (at the test's `max_instances`), tell it apart from a busy one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_process_stopped_mid_request_is_found_by_its_pings_and_replaced() {
     lost_mid_request("STOP").await;
