@@ -171,19 +171,34 @@ impl App {
             prepared,
             version,
         });
-        let mut cache = self.active.write().expect("not poisoned");
-        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
-            cache.insert(name.clone(), active.clone());
+        {
+            let mut cache = self.active.write().expect("not poisoned");
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                cache.insert(name.clone(), active.clone());
+            }
         }
+        // The deployment this one replaced may have been the last to name its module.
+        self.forget_unused_modules();
         Ok(active)
     }
 
-    /// Forgets the cached deployment of `name` (after deploy, rollback or delete).
+    /// Lets go of the compiled modules no current deployment names (a redeployed, rolled
+    /// back or deleted function's), here and in the guest processes: each freed once the
+    /// requests running it end. A rollback compiles its module again, from the disk cache.
+    fn forget_unused_modules(&self) {
+        self.runtime.keep_modules(&self.functions.current_digests());
+    }
+
+    /// Forgets the cached deployment of `name` (after deploy, rollback or delete), and the
+    /// modules no deployment names any longer.
     pub(crate) fn invalidate(&self, name: &FunctionName) {
-        let mut cache = self.active.write().expect("not poisoned");
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        cache.remove(name);
+        {
+            let mut cache = self.active.write().expect("not poisoned");
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            cache.remove(name);
+        }
+        self.forget_unused_modules();
     }
 }
 
@@ -318,7 +333,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Threads of the async runtime serving this node (worker_threads).",
         tokio::runtime::Handle::current().metrics().num_workers(),
     );
-    app.runtime.render_process_metrics(&mut text);
+    app.runtime.render_module_metrics(&mut text);
     app.cluster.membership.members().render_metrics(&mut text);
     app.cluster.transport.render_metrics(&mut text);
     app.cluster.replication.status().render_metrics(&mut text);

@@ -124,6 +124,17 @@ impl Functions {
         found.map(decode).transpose()
     }
 
+    /// The modules the current deployments name, in this node's copy of the registry.
+    pub fn current_digests(&self) -> std::collections::HashSet<Digest> {
+        self.inner.consensus.read_local(|s| {
+            s.registers
+                .scan(PREFIX)
+                .filter_map(|(_, r)| FunctionRecord::decode(&r.value).ok())
+                .map(|record| record.active().digest)
+                .collect()
+        })
+    }
+
     /// Every function, by name.
     pub async fn list(
         &self,

@@ -380,6 +380,23 @@ impl Runtime {
         Ok(prepared)
     }
 
+    /// Drops the prepared components whose digest is not in `keep`, here and in the guest
+    /// processes (each is freed once the requests running it end).
+    pub fn keep_modules(&self, keep: &std::collections::HashSet<Digest>) {
+        self.prepared
+            .lock()
+            .expect("not poisoned")
+            .retain(|digest, _| keep.contains(digest));
+        if let Some(processes) = &self.processes {
+            processes.keep_modules(keep);
+        }
+    }
+
+    /// Prepared components held in memory.
+    pub fn prepared_count(&self) -> usize {
+        self.prepared.lock().expect("not poisoned").len()
+    }
+
     /// The prepared component for `digest`, if it is compiled and linked already.
     pub fn prepared(&self, digest: Digest) -> Option<Prepared> {
         self.prepared

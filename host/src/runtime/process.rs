@@ -106,6 +106,8 @@ pub(super) struct Processes {
     served: AtomicU64,
     /// The node's, to count responses cut by a guest's failure after its head.
     metrics: Arc<Metrics>,
+    /// The node's: where the processes' keepers, log readers and module drops run.
+    tasks: Tasks,
 }
 
 /// One guest process slot: the process running in it now, if it is ready.
@@ -163,6 +165,7 @@ impl Processes {
             restarts: AtomicU64::new(0),
             served: AtomicU64::new(0),
             metrics: metrics.clone(),
+            tasks: tasks.clone(),
         });
         for (n, member) in processes.members.iter().enumerate() {
             let keep = Keep {
@@ -172,14 +175,9 @@ impl Processes {
                 member: member.clone(),
                 processes: Arc::downgrade(&processes),
                 ping_timeout: ping_timeout(config),
+                tasks: tasks.clone(),
             };
-            let cancel = tasks.token().clone();
-            tasks.spawn(async move {
-                tokio::select! {
-                    _ = keep.run() => {}
-                    _ = cancel.cancelled() => {}
-                }
-            });
+            tasks.spawn(keep.run());
         }
         Ok(Some(processes))
     }
@@ -200,6 +198,50 @@ impl Processes {
             .iter()
             .filter_map(|m| m.current.lock().expect("not poisoned").clone())
             .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))
+    }
+}
+
+impl Processes {
+    /// Has every process drop the modules not in `keep` (sent again if asked for later).
+    pub(super) fn keep_modules(&self, keep: &std::collections::HashSet<Digest>) {
+        self.eligible
+            .lock()
+            .expect("not poisoned")
+            .retain(|digest, _| keep.contains(digest));
+        for member in &self.members {
+            let Some(conn) = member.current.lock().expect("not poisoned").clone() else {
+                continue;
+            };
+            let dropped: Vec<Digest> = {
+                let mut loaded = conn.loaded.lock().expect("not poisoned");
+                let dropped = loaded
+                    .keys()
+                    .filter(|d| !keep.contains(d))
+                    .copied()
+                    .collect();
+                loaded.retain(|digest, _| keep.contains(digest));
+                dropped
+            };
+            if dropped.is_empty() {
+                continue;
+            }
+            self.tasks.spawn(async move {
+                for digest in dropped {
+                    if let Err(e) = unload(&conn, digest).await {
+                        tracing::warn!(pid = conn.pid, error = %e, "could not drop a module in a guest process");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Modules the ready processes hold, summed over them.
+    pub(super) fn modules(&self) -> usize {
+        self.members
+            .iter()
+            .filter_map(|m| m.current.lock().expect("not poisoned").clone())
+            .map(|c| c.loaded.lock().expect("not poisoned").len())
+            .sum()
     }
 }
 
@@ -413,19 +455,49 @@ async fn load(conn: &Conn, digest: Digest, component: &Component) -> Result<(), 
     let artifact = component
         .serialize()
         .map_err(|e| RuntimeError::Host(format!("serializing module {digest}: {e}")))?;
-    let request = http::Request::put(format!("http://guest/module/{digest}"))
-        .body(
-            Full::new(Bytes::from(artifact))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .expect("a valid request");
+    let body = Full::new(Bytes::from(artifact)).map_err(|never| match never {});
     let failed = |e: String| {
         RuntimeError::Host(format!(
             "sending module {digest} to guest process {}: {e}",
             conn.pid
         ))
     };
+    about_module(conn, http::Method::PUT, digest, body.boxed_unsync(), failed).await
+}
+
+/// Tells a guest process to drop a module.
+async fn unload(conn: &Conn, digest: Digest) -> Result<(), RuntimeError> {
+    let body = http_body_util::Empty::new().map_err(|never| match never {});
+    let failed = |e: String| {
+        RuntimeError::Host(format!(
+            "dropping module {digest} in guest process {}: {e}",
+            conn.pid
+        ))
+    };
+    about_module(
+        conn,
+        http::Method::DELETE,
+        digest,
+        body.boxed_unsync(),
+        failed,
+    )
+    .await
+}
+
+/// The node's own request about a module, `METHOD /module/{digest}` without a call, and the
+/// error the process answered, if it did (`failed` says what went wrong otherwise).
+async fn about_module(
+    conn: &Conn,
+    method: http::Method,
+    digest: Digest,
+    body: OutBody,
+    failed: impl Fn(String) -> RuntimeError,
+) -> Result<(), RuntimeError> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://guest/module/{digest}"))
+        .body(body)
+        .expect("a valid request");
     let response = conn
         .send
         .clone()
@@ -447,6 +519,7 @@ struct Keep {
     processes: std::sync::Weak<Processes>,
     /// [`ping_timeout`].
     ping_timeout: Duration,
+    tasks: Tasks,
 }
 
 impl Keep {
@@ -489,7 +562,7 @@ impl Keep {
         if let Some(stderr) = child.stderr.take() {
             // The child's log lines go to the node's log.
             let n = self.n;
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     tracing::info!(process = n, pid, "{line}");
@@ -675,6 +748,18 @@ async fn answer(
         let digest: Digest = digest
             .parse()
             .map_err(|e| RuntimeError::Host(format!("a module's digest: {e}")))?;
+        let done = || {
+            http::Response::new(
+                http_body_util::Empty::new()
+                    .map_err(|n| match n {})
+                    .boxed_unsync(),
+            )
+        };
+        if request.method() == http::Method::DELETE {
+            // Requests already running it keep their own reference.
+            modules.lock().expect("not poisoned").remove(&digest);
+            return Ok(done());
+        }
         let artifact = http_body_util::Limited::new(request.into_body(), MAX_ARTIFACT)
             .collect()
             .await
@@ -682,11 +767,7 @@ async fn answer(
             .to_bytes();
         let pre = runtime.load_artifact(digest, &artifact)?;
         modules.lock().expect("not poisoned").insert(digest, pre);
-        return Ok(http::Response::new(
-            http_body_util::Empty::new()
-                .map_err(|n| match n {})
-                .boxed_unsync(),
-        ));
+        return Ok(done());
     }
     let (mut parts, body) = request.into_parts();
     let call: Call = parts
@@ -791,9 +872,17 @@ impl Runtime {
         })
     }
 
-    /// Appends the guest processes' metrics (zeros when there are none).
-    pub fn render_process_metrics(&self, out: &mut String) {
+    /// Appends the modules held in memory, and the guest processes' metrics (zeros when
+    /// there are none).
+    pub fn render_module_metrics(&self, out: &mut String) {
         use crate::metrics::{Kind, single};
+        single(
+            out,
+            "weft_modules_prepared",
+            Kind::Gauge,
+            "Compiled modules held in the node's memory (those current deployments name, and any loaded since the last change).",
+            self.prepared_count(),
+        );
         let p = self.processes.as_deref();
         let ready = p.map_or(0, |p| {
             p.members
@@ -819,8 +908,15 @@ impl Runtime {
             out,
             "weft_guest_process_restarts_total",
             Kind::Counter,
-            "Guest processes started again after theirs ended (crashed or was killed).",
+            "Guest processes started again after theirs ended (crashed, was killed, or stopped answering pings).",
             p.map_or(0, |p| p.restarts.load(Ordering::Relaxed)),
+        );
+        single(
+            out,
+            "weft_guest_process_modules",
+            Kind::Gauge,
+            "Compiled modules the ready guest processes hold, summed over them.",
+            p.map_or(0, Processes::modules),
         );
     }
 

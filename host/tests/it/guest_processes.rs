@@ -414,3 +414,77 @@ async fn bodies_stream_both_ways_through_a_guest_process_and_a_late_failure_cuts
     assert_eq!(n.metric("weft_responses_cut_total").await, Some(1.0));
     assert_eq!(sent(&n).await, before + 5.0, "all five ran in the process");
 }
+
+/// `bytes` with a custom section naming `tag` appended: the same component under another
+/// digest.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"weft-test-variant";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    assert!(payload.len() < 128, "a one-byte size");
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&[0, payload.len() as u8]);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeployed_modules_leave_the_node_and_its_guest_processes() {
+    let n = node_with_processes(1).await;
+    let held = || async {
+        (
+            n.metric("weft_modules_prepared").await.unwrap(),
+            n.metric("weft_guest_process_modules").await.unwrap(),
+        )
+    };
+    let serves = |name: &'static str| {
+        let n = &n;
+        async move {
+            let (status, body) = n.get(&format!("/fn/{name}/x")).await;
+            assert!(
+                status == StatusCode::OK && body.starts_with("Hello, "),
+                "{name}: {body}"
+            );
+        }
+    };
+    let hello = guest("hello");
+    let versions: Vec<Vec<u8>> = (1..=4).map(|v| variant(&hello, &format!("v{v}"))).collect();
+    // `other` names the first version for as long as it lives.
+    n.deploy("other", &versions[0]).await;
+    serves("other").await;
+    for v in &versions {
+        n.deploy("app", v).await;
+        serves("app").await;
+    }
+    assert_eq!(
+        held().await,
+        (2.0, 2.0),
+        "the node and its process hold the modules of app's current version and other's"
+    );
+    assert_eq!(sent(&n).await, 5.0, "every request ran in the process");
+
+    // A deleted function's module goes too.
+    let r = n
+        .req(Method::DELETE, "/v1/functions/other")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(held().await, (1.0, 1.0));
+
+    // A rollback names a module let go of: loaded again, and sent to the process again.
+    let r = n
+        .req(Method::POST, "/v1/functions/app/rollback")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    serves("app").await;
+    assert_eq!(held().await, (1.0, 1.0));
+    assert_eq!(
+        sent(&n).await,
+        6.0,
+        "the rolled-back version ran in the process"
+    );
+}
