@@ -52,6 +52,9 @@ pub const GUEST_ARG: &str = "__weft-guest-process";
 
 /// The request header carrying the call to a guest process; the node replaces any a client sent.
 const CALL_HEADER: &str = "x-weft-guest-call";
+/// How many modules a guest process holds, in its answers to the node's module requests.
+const MODULES_HEADER: &str = "x-weft-guest-modules";
+
 /// Marks a guest process's answer as a failure before the response head: its body is the error.
 const FAILED_HEADER: &str = "x-weft-guest-failed";
 
@@ -123,6 +126,8 @@ struct Conn {
     /// The modules it has (or is being sent).
     loaded: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<()>>>>,
     in_flight: AtomicUsize,
+    /// The modules it holds, as it said after its last load or drop ([`MODULES_HEADER`]).
+    modules: AtomicUsize,
 }
 
 /// Counts a request as in flight on a guest process while held.
@@ -235,12 +240,12 @@ impl Processes {
         }
     }
 
-    /// Modules the ready processes hold, summed over them.
+    /// Modules the ready processes hold, summed over them, as they said last.
     pub(super) fn modules(&self) -> usize {
         self.members
             .iter()
             .filter_map(|m| m.current.lock().expect("not poisoned").clone())
-            .map(|c| c.loaded.lock().expect("not poisoned").len())
+            .map(|c| c.modules.load(Ordering::Relaxed))
             .sum()
     }
 }
@@ -505,6 +510,13 @@ async fn about_module(
         .await
         .map_err(|e| failed(e.to_string()))?;
     if response.status().is_success() {
+        let held = response
+            .headers()
+            .get(MODULES_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        if let Some(held) = held {
+            conn.modules.store(held, Ordering::Relaxed);
+        }
         return Ok(());
     }
     Err(failure(response, failed).await)
@@ -597,6 +609,7 @@ impl Keep {
             send,
             loaded: Mutex::default(),
             in_flight: AtomicUsize::new(0),
+            modules: AtomicUsize::new(0),
         });
         *self.member.current.lock().expect("not poisoned") = Some(conn);
         tracing::info!(process = self.n, pid, "guest process ready");
@@ -748,17 +761,21 @@ async fn answer(
         let digest: Digest = digest
             .parse()
             .map_err(|e| RuntimeError::Host(format!("a module's digest: {e}")))?;
-        let done = || {
-            http::Response::new(
-                http_body_util::Empty::new()
-                    .map_err(|n| match n {})
-                    .boxed_unsync(),
-            )
+        let done = |held: usize| {
+            http::Response::builder()
+                .header(MODULES_HEADER, held)
+                .body(
+                    http_body_util::Empty::new()
+                        .map_err(|n| match n {})
+                        .boxed_unsync(),
+                )
+                .expect("a valid response")
         };
         if request.method() == http::Method::DELETE {
             // Requests already running it keep their own reference.
-            modules.lock().expect("not poisoned").remove(&digest);
-            return Ok(done());
+            let mut modules = modules.lock().expect("not poisoned");
+            modules.remove(&digest);
+            return Ok(done(modules.len()));
         }
         let artifact = http_body_util::Limited::new(request.into_body(), MAX_ARTIFACT)
             .collect()
@@ -766,8 +783,9 @@ async fn answer(
             .map_err(|e| RuntimeError::Host(format!("reading module {digest}: {e}")))?
             .to_bytes();
         let pre = runtime.load_artifact(digest, &artifact)?;
-        modules.lock().expect("not poisoned").insert(digest, pre);
-        return Ok(done());
+        let mut modules = modules.lock().expect("not poisoned");
+        modules.insert(digest, pre);
+        return Ok(done(modules.len()));
     }
     let (mut parts, body) = request.into_parts();
     let call: Call = parts
