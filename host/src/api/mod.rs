@@ -150,11 +150,15 @@ impl App {
             return Ok(a);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-        let (record, version) = self
+        let Some((record, version)) = self
             .functions
             .record(name, crate::functions::Consistency::Local)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))?;
+        else {
+            // Deleted (on another node, if this one had it cached).
+            self.invalidate(name);
+            return Err(ApiError::NotFound(format!("no function named `{name}`")));
+        };
         let deployment = record.active().clone();
         let prepared = if let Some(p) = self.runtime.prepared(deployment.digest) {
             p
@@ -185,8 +189,18 @@ impl App {
     /// Lets go of the compiled modules no current deployment names (a redeployed, rolled
     /// back or deleted function's), here and in the guest processes: each freed once the
     /// requests running it end. A rollback compiles its module again, from the disk cache.
+    /// The deployments this node serves are kept too, even where its copy of the registry
+    /// lags (their modules are held by the cache of deployments anyway).
     fn forget_unused_modules(&self) {
-        self.runtime.keep_modules(&self.functions.current_digests());
+        let mut keep = self.functions.current_digests();
+        keep.extend(
+            self.active
+                .read()
+                .expect("not poisoned")
+                .values()
+                .map(|a| a.deployment.digest),
+        );
+        self.runtime.keep_modules(&keep);
     }
 
     /// Forgets the cached deployment of `name` (after deploy, rollback or delete), and the

@@ -495,3 +495,54 @@ async fn redeployed_modules_leave_the_node_and_its_guest_processes() {
         "the rolled-back version ran in the process"
     );
 }
+
+/// Compiled code mapped into process `pid` (anonymous executable mappings: one per module's
+/// code while it lives).
+fn code_mappings(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.len() == 5 && fields[1] == "r-xp"
+        })
+        .count()
+}
+
+/// The node as a process of its own, so that the code mapped into it is its modules' alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_ran_leaves_the_node_process_when_let_go_of() {
+    let cluster = crate::cluster::new_cluster();
+    let root = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let opts = crate::faults::Opts::default();
+    let node =
+        crate::faults::Proc::start(cluster.path(), "n", &root.path().join("n"), any, &[], &opts)
+            .await;
+    let pid = node.child.id().unwrap();
+    let token = std::fs::read_to_string(cluster.path().join("admin.token")).unwrap();
+    let http = crate::harness::client();
+    let hello = guest("hello");
+    let mut mapped = Vec::new();
+    for v in 1..=4 {
+        let r = http
+            .put(format!("{}/v1/functions/app", node.http))
+            .bearer_auth(token.trim())
+            .body(variant(&hello, &format!("v{v}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = http
+            .get(format!("{}/fn/app/x", node.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        mapped.push(code_mappings(pid));
+    }
+    assert!(
+        mapped.iter().all(|m| *m == mapped[0]),
+        "the code of every version that ran stayed mapped: {mapped:?}"
+    );
+}
