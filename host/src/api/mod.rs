@@ -155,8 +155,13 @@ impl App {
             .record(name, crate::functions::Consistency::Local)
             .await?
         else {
-            // Deleted (on another node, if this one had it cached).
-            self.invalidate(name);
+            // Deleted (on another node, if this one had it cached). No other load runs now,
+            // so unlike `invalidate` nothing needs telling.
+            let stale = self.active.write().expect("not poisoned").remove(name);
+            if stale.is_some() {
+                drop(stale);
+                self.forget_unused_modules();
+            }
             return Err(ApiError::NotFound(format!("no function named `{name}`")));
         };
         let deployment = record.active().clone();
@@ -186,13 +191,14 @@ impl App {
         Ok(active)
     }
 
-    /// Lets go of the compiled modules no current deployment names (a redeployed, rolled
-    /// back or deleted function's), here and in the guest processes: each freed once the
-    /// requests running it end. A rollback compiles its module again, from the disk cache.
-    /// The deployments this node serves are kept too, even where its copy of the registry
-    /// lags (their modules are held by the cache of deployments anyway).
+    /// Lets go of the compiled modules that no deployment names as current or as the one a
+    /// rollback would restore (a redeployed or deleted function's older versions), here and
+    /// in the guest processes: each is freed once the requests running it end, and loaded
+    /// from the disk cache if a later rollback names it. The deployments this node serves
+    /// are kept too, even where its copy of the registry lags (their modules are held by the
+    /// cache of deployments anyway).
     fn forget_unused_modules(&self) {
-        let mut keep = self.functions.current_digests();
+        let mut keep = self.functions.digests_in_use();
         keep.extend(
             self.active
                 .read()

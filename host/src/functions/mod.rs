@@ -124,13 +124,20 @@ impl Functions {
         found.map(decode).transpose()
     }
 
-    /// The modules the current deployments name, in this node's copy of the registry.
-    pub fn current_digests(&self) -> std::collections::HashSet<Digest> {
+    /// The modules the current deployments name, and those a rollback of each would make
+    /// current, in this node's copy of the registry.
+    pub fn digests_in_use(&self) -> std::collections::HashSet<Digest> {
         self.inner.consensus.read_local(|s| {
             s.registers
                 .scan(PREFIX)
                 .filter_map(|(_, r)| FunctionRecord::decode(&r.value).ok())
-                .map(|record| record.active().digest)
+                .flat_map(|record| {
+                    let from = record.current.saturating_sub(1);
+                    record.history[from..=record.current]
+                        .iter()
+                        .map(|d| d.digest)
+                        .collect::<Vec<_>>()
+                })
                 .collect()
         })
     }

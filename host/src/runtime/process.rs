@@ -898,7 +898,7 @@ impl Runtime {
             out,
             "weft_modules_prepared",
             Kind::Gauge,
-            "Compiled modules held in the node's memory (those current deployments name, and any loaded since the last change).",
+            "Compiled modules held in the node's memory (those deployments name as current or as a rollback's target, and any loaded since the last change).",
             self.prepared_count(),
         );
         let p = self.processes.as_deref();

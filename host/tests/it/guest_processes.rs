@@ -468,7 +468,8 @@ async fn redeployed_modules_leave_the_node_and_its_guest_processes() {
             .await
         }
     };
-    settled((2.0, 2.0)).await;
+    // app's current version and the one a rollback would restore, and other's.
+    settled((3.0, 3.0)).await;
     assert_eq!(sent(&n).await, 5.0, "every request ran in the process");
 
     // A deleted function's module goes too.
@@ -478,21 +479,36 @@ async fn redeployed_modules_leave_the_node_and_its_guest_processes() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
+    settled((2.0, 2.0)).await;
+
+    // A rollback finds its module held (nothing loaded from disk), and lets go of the newer.
+    let from_disk = || async {
+        n.metric("weft_module_cache_total{result=\"disk\"}")
+            .await
+            .unwrap_or(0.0)
+    };
+    let rollback = || async {
+        let r = n
+            .req(Method::POST, "/v1/functions/app/rollback")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        serves("app").await;
+    };
+    let disk = from_disk().await;
+    rollback().await;
+    assert_eq!(from_disk().await, disk, "v3 was held for the rollback");
     settled((1.0, 1.0)).await;
 
-    // A rollback names a module let go of: loaded again, and sent to the process again.
-    let r = n
-        .req(Method::POST, "/v1/functions/app/rollback")
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    serves("app").await;
+    // One more goes to a version let go of: loaded from disk, and sent to the process again.
+    rollback().await;
+    assert_eq!(from_disk().await, disk + 1.0, "v2 came from the disk cache");
     settled((1.0, 1.0)).await;
     assert_eq!(
         sent(&n).await,
-        6.0,
-        "the rolled-back version ran in the process"
+        7.0,
+        "the rolled-back versions ran in the process"
     );
 }
 
@@ -541,8 +557,11 @@ async fn a_module_that_ran_leaves_the_node_process_when_let_go_of() {
         assert_eq!(r.status(), StatusCode::OK);
         mapped.push(code_mappings(pid));
     }
-    assert!(
-        mapped.iter().all(|m| *m == mapped[0]),
-        "the code of every version that ran stayed mapped: {mapped:?}"
+    // The current version's code, and from the second on the one a rollback would restore.
+    let first = mapped[0];
+    assert_eq!(
+        mapped,
+        [first, first + 1, first + 1, first + 1],
+        "the code of every version that ran stayed mapped"
     );
 }
