@@ -299,6 +299,17 @@ async fn the_error_id_leads_to_the_details_in_the_nodes_log() {
     );
 }
 
+/// Asserts that guest-stream, deployed on `n` as `stream`, sends 1 MiB whole.
+pub(crate) async fn assert_whole_mib(n: &TestNode) {
+    let r = n
+        .req(Method::GET, "/fn/stream/big?kib=1024")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().len(), 1 << 20);
+}
+
 /// Asserts that `r` came with its head (200) and a body that ended in an error.
 pub(crate) async fn assert_cut_short(r: reqwest::Response, what: &str) {
     assert_eq!(r.status(), StatusCode::OK, "{what}: the head was out");
@@ -321,13 +332,7 @@ async fn a_body_cut_short_reaches_the_client_as_an_error() {
     )
     .await;
     // A body the guest finishes arrives whole: the reads below can succeed.
-    let r = n
-        .req(Method::GET, "/fn/stream/big?kib=1024")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.bytes().await.unwrap().len(), 1 << 20);
+    crate::bad_input::assert_whole_mib(&n).await;
     let cut = || n.metric("weft_responses_cut_total");
     assert_eq!(n.metric("weft_responses_cut_total").await, Some(0.0));
     // The guest sends its head and 64 KiB, then traps, loops past its deadline, or runs out

@@ -396,25 +396,12 @@ async fn locked_counter(seed: u64, kills: usize) -> Result<String, String> {
                     u[rng.random_range(0..u.len())].clone()
                 };
                 let call = epoch.elapsed().as_micros() as u64;
-                let answer = match api
-                    .req(Method::GET, &format!("{base}/fn/counter/c"))
-                    .send()
+                // One that never reached a node changed nothing: not in the history.
+                let Some(answer) = api
+                    .try_call(api.req(Method::GET, &format!("{base}/fn/counter/c")))
                     .await
-                {
-                    // Never reached a node (a killed one's port): it changed nothing, so it
-                    // is left out of the history. Kept as an increment that may have happened,
-                    // each of the hundreds a client makes while a node is down multiplied
-                    // the checker's search (once past 12 GB on a loaded machine).
-                    Err(e) if e.is_connect() => continue,
-                    Err(_) => None,
-                    Ok(r) => {
-                        let status = r.status();
-                        let text = r.text().await.unwrap_or_default();
-                        Some((
-                            status,
-                            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
-                        ))
-                    }
+                else {
+                    continue;
                 };
                 let ret = epoch.elapsed().as_micros() as u64;
                 let counted = match answer {
